@@ -1,0 +1,230 @@
+"""
+Configuration: a TOML file turned into frozen settings with defaults.
+
+With no file at all Strata runs on its embedded default (data in ``./strata-data``, SMTP intake on
+127.0.0.1:2525).  ``strata.example.toml`` documents every key; keep it and L{_SCHEMA} in step (a test
+checks that they agree).  Any invalid or unknown key raises L{ConfigError} naming the key, so that
+``twistd`` and the CLI refuse to start with a clear message instead of half-starting.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from strata_twisted.errors import ConfigError
+from strata_twisted.model import parse_host_port
+
+DEFAULT_CONFIG_NAME = "strata.toml"
+DEFAULT_DATA_DIR = "strata-data"
+
+
+@dataclass(frozen=True)
+class ListenAddress:
+    """A TCP address to listen on."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class IntakeSettings:
+    listen: tuple[ListenAddress, ...] = (ListenAddress("127.0.0.1", 2525),)
+    max_message_size: int = 50 * 1024 * 1024
+    max_recipients: int = 100
+    max_line_length: int = 8192
+    idle_timeout: float = 300.0
+    data_timeout: float = 600.0
+    max_connections_per_ip: int = 50
+    max_connections: int = 1000
+
+
+@dataclass(frozen=True)
+class TLSSettings:
+    certificate: Path | None = None
+    private_key: Path | None = None
+    generate_self_signed: bool = True
+
+
+@dataclass(frozen=True)
+class StorageSettings:
+    backend: str = "sqlite"
+    reload_interval: float = 1.0
+
+
+@dataclass(frozen=True)
+class Settings:
+    data_dir: Path = Path(DEFAULT_DATA_DIR)
+    hostname: str = field(default_factory=socket.getfqdn)
+    intake: IntakeSettings = field(default_factory=IntakeSettings)
+    tls: TLSSettings = field(default_factory=TLSSettings)
+    storage: StorageSettings = field(default_factory=StorageSettings)
+    source: Path | None = None
+
+    @property
+    def certificate_path(self) -> Path:
+        return self.tls.certificate or self.data_dir / "tls" / "cert.pem"
+
+    @property
+    def private_key_path(self) -> Path:
+        return self.tls.private_key or self.tls.certificate or self.data_dir / "tls" / "key.pem"
+
+
+# ---------------------------------------------------------------------------------------------
+# Validators: each takes (key, raw value) and returns the typed value or raises ConfigError.
+
+Validator = Callable[[str, Any], Any]
+
+
+def _int(minimum: int, maximum: int | None = None) -> Validator:
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(key, f"expected a whole number, got {value!r}")
+        if value < minimum or (maximum is not None and value > maximum):
+            bound = f"between {minimum} and {maximum}" if maximum is not None else f">= {minimum}"
+            raise ConfigError(key, f"must be {bound}, got {value}")
+        return value
+
+    return check
+
+
+def _seconds(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(key, f"expected a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, f"expected true or false, got {value!r}")
+    return value
+
+
+def _string(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(key, f"expected a string, got {value!r}")
+    return value
+
+
+def _path(key: str, value: Any) -> Path | None:
+    text = _string(key, value)
+    return Path(text).expanduser() if text else None
+
+
+def _hostname(key: str, value: Any) -> str:
+    text = _string(key, value).strip()
+    if any(c.isspace() for c in text):
+        raise ConfigError(key, f"a host name has no spaces, got {value!r}")
+    return text or socket.getfqdn()
+
+
+def _listen(key: str, value: Any) -> tuple[ListenAddress, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value:
+        raise ConfigError(key, 'expected a list of "host:port" strings, e.g. ["0.0.0.0:25"]')
+    out = []
+    for item in value:
+        if not isinstance(item, str):
+            raise ConfigError(key, f'expected "host:port", got {item!r}')
+        try:
+            host, port = parse_host_port(item, default_port=None)
+        except ValueError as e:
+            raise ConfigError(key, str(e)) from None
+        out.append(ListenAddress(host, port))
+    return tuple(out)
+
+
+def _backend(key: str, value: Any) -> str:
+    text = _string(key, value)
+    if text not in ("sqlite", "memory"):
+        raise ConfigError(key, f'expected "sqlite" or "memory", got {text!r}')
+    return text
+
+
+_SCHEMA: dict[str, dict[str, Validator]] = {
+    "": {"data_dir": _path, "hostname": _hostname},
+    "intake": {
+        "listen": _listen,
+        "max_message_size": _int(1024),
+        "max_recipients": _int(1, 100_000),
+        "max_line_length": _int(1000, 1024 * 1024),
+        "idle_timeout": _seconds,
+        "data_timeout": _seconds,
+        "max_connections_per_ip": _int(1),
+        "max_connections": _int(1),
+    },
+    "tls": {
+        "certificate": _path,
+        "private_key": _path,
+        "generate_self_signed": _bool,
+    },
+    "storage": {"backend": _backend, "reload_interval": _seconds},
+}
+
+
+def schema_keys() -> list[str]:
+    """Every documented key, dotted (``intake.max_recipients``)."""
+    return [f"{section}.{key}" if section else key for section, keys in _SCHEMA.items() for key in keys]
+
+
+def parse_config(document: dict[str, Any], source: Path | None = None) -> Settings:
+    """Validate a parsed TOML document and build L{Settings}."""
+    values: dict[str, dict[str, Any]] = {section: {} for section in _SCHEMA}
+    for name, value in document.items():
+        if isinstance(value, dict):
+            if name not in _SCHEMA or name == "":
+                raise ConfigError(name, f"unknown section [{name}]")
+            for key, item in value.items():
+                dotted = f"{name}.{key}"
+                if key not in _SCHEMA[name]:
+                    raise ConfigError(dotted, "unknown key")
+                values[name][key] = _SCHEMA[name][key](dotted, item)
+        else:
+            if name not in _SCHEMA[""]:
+                raise ConfigError(name, "unknown key")
+            values[""][name] = _SCHEMA[""][name](name, value)
+    top = values[""]
+    data_dir = top.get("data_dir") or Path(DEFAULT_DATA_DIR)
+    settings = Settings(
+        data_dir=Path(os.path.abspath(data_dir)),
+        hostname=top.get("hostname") or socket.getfqdn(),
+        intake=IntakeSettings(**values["intake"]),
+        tls=TLSSettings(**values["tls"]),
+        storage=StorageSettings(**values["storage"]),
+        source=source,
+    )
+    if settings.tls.private_key and not settings.tls.certificate:
+        raise ConfigError("tls.certificate", "tls.private_key is set but tls.certificate is not")
+    return settings
+
+
+def load_config(path: str | Path | None = None) -> Settings:
+    """
+    Load settings from ``path``; with no path, from ``./strata.toml`` when it exists, otherwise the
+    embedded default.  Raises L{ConfigError} naming the offending key.
+    """
+    if path is None:
+        candidate = Path(DEFAULT_CONFIG_NAME)
+        if not candidate.exists():
+            return parse_config({})
+        path = candidate
+    path = Path(path)
+    try:
+        with path.open("rb") as f:
+            document = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError("--config", f"{path}: no such file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("--config", f"{path}: not valid TOML: {e}") from None
+    except OSError as e:
+        raise ConfigError("--config", f"{path}: {e.strerror}") from None
+    return parse_config(document, source=path.resolve())

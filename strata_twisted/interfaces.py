@@ -1,0 +1,143 @@
+"""
+Storage roles, as ``zope.interface`` interfaces.
+
+Each role is separate so that a backend can serve one without faking the others (Stalwart's store
+roles).  Every method that touches storage returns a Deferred, so a backend may do its I/O on a
+thread (SQLite) or over the network (Redis) without blocking the reactor.  A backend passes the
+conformance suite in ``tests/conformance/`` for every role it provides; then it is interchangeable.
+
+Rules every backend keeps:
+
+- Nothing is visible before commit.  An L{IMessageWriter} that is aborted, or that never commits
+  (a crash), leaves no message, queue entry or shadow copy behind.
+- Commit is one durable step: when the Deferred from L{IMessageWriter.commit} fires, the body, the
+  message record, every queue entry and every shadow copy survive a crash (fsync'd); when it fails,
+  none of them is visible.
+- Queue entries are ordered by arrival: ``QueueEntry.seq`` grows with commit order, across domains.
+- Failures of ours raise L{strata_twisted.errors.StorageError} (or L{InsufficientStorage} when the
+  disk is full) through the Deferred, never a bare exception.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from zope.interface import Attribute, Interface
+
+if TYPE_CHECKING:
+    from twisted.internet.defer import Deferred
+
+    from strata_twisted.model import (
+        Domain,
+        Event,
+        IncomingMessage,
+        QueueEntry,
+        QueueStats,
+        ShadowCopy,
+        StoredMessage,
+    )
+
+
+class IDomainStore(Interface):
+    """The protected domains (the admin's configuration)."""
+
+    def list_domains() -> Deferred[list[Domain]]:
+        """Every protected domain, sorted by name."""
+
+    def get_domain(name: str) -> Deferred[Domain | None]:
+        """The domain with this canonical (ASCII, lowercase) name, or None."""
+
+    def add_domain(domain: Domain) -> Deferred[Domain]:
+        """
+        Protect a new domain.  Sets ``created_at``/``updated_at`` from the store's clock when they
+        are 0.  Fails with L{DomainExists} when it is already protected.
+        """
+
+    def update_domain(domain: Domain) -> Deferred[Domain]:
+        """Replace a domain's settings (``updated_at`` refreshed).  Fails with L{NoSuchDomain}."""
+
+    def remove_domain(name: str) -> Deferred[None]:
+        """Stop protecting a domain (its queued mail stays).  Fails with L{NoSuchDomain}."""
+
+    def domains_version() -> Deferred[int]:
+        """A number that changes whenever any domain is added, updated or removed."""
+
+
+class IMessageWriter(Interface):
+    """
+    One message being received: two-phase delivery (maddy, Postfix cleanup).
+
+    ``write`` appends body bytes (already dot-unstuffed, with the Received header first); ``commit``
+    makes body, message record, queue entries and shadow copies durable and visible in one step;
+    ``abort`` throws everything away.  After commit or abort the writer is finished.
+    """
+
+    message_id = Attribute("Our queue id for this message (str), fixed before the first byte.")
+    size = Attribute("Bytes written so far (int).")
+
+    def write(data: bytes) -> Deferred[None]:
+        """
+        Append bytes.  May buffer.  The Deferred fires when the writer can take more (callers may
+        wait for it to apply back-pressure); a failure (e.g. disk full) is reported here and again
+        by ``commit``.
+        """
+
+    def commit(incoming: IncomingMessage) -> Deferred[StoredMessage]:
+        """Make the message durable and visible.  Fails with a L{StorageError} and leaves nothing."""
+
+    def abort() -> Deferred[None]:
+        """Discard the message.  Safe to call after a failed write or commit."""
+
+
+class IMessageStore(Interface):
+    """Message records and bodies."""
+
+    def begin(message_id: str) -> IMessageWriter:
+        """Start receiving a new message with this (unique) queue id."""
+
+    def get_message(message_id: str) -> Deferred[StoredMessage | None]:
+        """The committed message with this queue id, or None."""
+
+    def read_body(message_id: str) -> Deferred[bytes]:
+        """The whole stored body (Received header included).  Fails with L{NoSuchEntry}."""
+
+    def read_headers(message_id: str) -> Deferred[bytes]:
+        """The header section of the stored body, up to and including the blank line."""
+
+    def message_count() -> Deferred[int]:
+        """How many committed messages are stored."""
+
+
+class IQueueStore(Interface):
+    """Queue entries: one per recipient, ordered per domain by arrival."""
+
+    def list_entries(domain: str | None = None) -> Deferred[list[QueueEntry]]:
+        """Entries (every state), in arrival order; only ``domain``'s when given."""
+
+    def get_entry(entry_id: str) -> Deferred[QueueEntry | None]:
+        """The entry with this id, or None."""
+
+    def entries_for_message(message_id: str) -> Deferred[list[QueueEntry]]:
+        """The entries of one message, in recipient order."""
+
+    def queue_stats() -> Deferred[list[QueueStats]]:
+        """Depth and oldest entry per domain that has queued or held entries, sorted by domain."""
+
+
+class IShadowStore(Interface):
+    """Copies of messages kept for recipients' shadow mailboxes (mode ``both``)."""
+
+    def list_shadow_copies(recipient: str | None = None) -> Deferred[list[ShadowCopy]]:
+        """Shadow copies in arrival order; only ``recipient``'s when given."""
+
+
+class IEventStore(Interface):
+    """The event log: what admins see under ``strata events``."""
+
+    def record_event(
+        kind: str, message: str, domain: str | None = None, data: dict[str, object] | None = None
+    ) -> Deferred[Event]:
+        """Append an event, timestamped by the store's clock."""
+
+    def list_events(domain: str | None = None, limit: int = 100) -> Deferred[list[Event]]:
+        """The newest ``limit`` events, oldest first; only ``domain``'s when given."""
