@@ -1,0 +1,864 @@
+# -*- test-case-name: tests.test_proto_smtp_server -*-
+"""
+The ESMTP server as a sans-IO engine: bytes in, events out; replies in, bytes out.
+
+The adapter feeds what the peer sent to L{SMTPServerEngine.receive_data}, takes events from
+L{SMTPServerEngine.next_event} until it gets L{NEED_DATA}, answers the events that need an answer
+with L{SMTPServerEngine.respond}, and writes L{SMTPServerEngine.data_to_send} to the peer.  The
+engine answers everything that needs no policy itself (NOOP, RSET, syntax and sequence errors).
+
+Extensions: PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152), ENHANCEDSTATUSCODES
+(RFC 2034, RFC 3463), SMTPUTF8 (RFC 6531) and STARTTLS (RFC 3207).
+
+This module must never touch a socket, a reactor, a clock or a store, and it must never raise on
+anything a peer sends: every byte sequence ends in an event, a reply, or a wait for more bytes.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass, field
+from typing import Final, Literal, TypeAlias
+
+from strata_twisted.proto.smtp_reply import Reply
+
+__all__ = [
+    "NEED_DATA",
+    "DataAborted",
+    "DataChunk",
+    "DataEnd",
+    "DataStart",
+    "Event",
+    "Hello",
+    "MailFrom",
+    "NeedData",
+    "Quit",
+    "RcptTo",
+    "Reset",
+    "SMTPServerEngine",
+    "ServerLimits",
+    "StartTLS",
+    "State",
+]
+
+
+@dataclass(frozen=True)
+class ServerLimits:
+    """What one session may send before the engine refuses it."""
+
+    max_message_size: int = 50 * 1024 * 1024
+    max_recipients: int = 100
+    max_line_length: int = 8192  # octets of one line, its CRLF not counted
+    max_errors: int = 20  # then 421 4.7.0 and close
+
+    def __post_init__(self) -> None:
+        if self.max_message_size < 0:
+            raise ValueError("max_message_size must not be negative")
+        for name in ("max_recipients", "max_line_length", "max_errors"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1")
+
+
+_DEFAULT_LIMITS: Final = ServerLimits()
+
+
+class NeedData(enum.Enum):
+    """The type of L{NEED_DATA}."""
+
+    NEED_DATA = "NEED_DATA"
+
+
+NEED_DATA: Final = NeedData.NEED_DATA
+"""Returned by L{SMTPServerEngine.next_event} when it needs more bytes, a response, or is closed."""
+
+
+# Events.  "Needs respond": the engine parses nothing further until respond() answers it.
+
+
+@dataclass(frozen=True)
+class Hello:
+    """EHLO or HELO.  Needs respond; a positive answer ends any open transaction."""
+
+    verb: Literal["EHLO", "HELO"]
+    name: str
+
+
+@dataclass(frozen=True)
+class MailFrom:
+    """MAIL FROM.  Needs respond.  ``sender`` is "" for the null reverse-path ``<>``."""
+
+    sender: str
+    size: int | None = None
+    body: Literal["7BIT", "8BITMIME"] | None = None
+    smtputf8: bool = False
+    params: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class RcptTo:
+    """RCPT TO.  Needs respond; only positively answered recipients count."""
+
+    recipient: str
+    params: dict[str, str | None] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class DataStart:
+    """DATA with at least one accepted recipient.  Needs respond (default 354)."""
+
+
+@dataclass(frozen=True)
+class DataChunk:
+    """Message content: dot-unstuffed, every line ending in CRLF.  No respond."""
+
+    data: bytes
+
+
+@dataclass(frozen=True)
+class DataEnd:
+    """The final "." arrived and the message is whole.  Needs respond, with an explicit reply."""
+
+
+@dataclass(frozen=True)
+class DataAborted:
+    """The engine refused the message at the final "."; ``reply`` is already queued.  No respond."""
+
+    reply: Reply
+
+
+@dataclass(frozen=True)
+class Reset:
+    """RSET: 250 is already queued; drop the transaction.  No respond."""
+
+
+@dataclass(frozen=True)
+class StartTLS:
+    """
+    STARTTLS: 220 is already queued and input buffered after the command was discarded.
+
+    Write the pending bytes, start TLS, then call L{SMTPServerEngine.tls_started}.  No respond.
+    """
+
+
+@dataclass(frozen=True)
+class Quit:
+    """QUIT: 221 is queued and the engine is closed.  Write the pending bytes and close."""
+
+
+Event: TypeAlias = (
+    Hello
+    | MailFrom
+    | RcptTo
+    | DataStart
+    | DataChunk
+    | DataEnd
+    | DataAborted
+    | Reset
+    | StartTLS
+    | Quit
+)
+_Answerable: TypeAlias = Hello | MailFrom | RcptTo | DataStart | DataEnd
+
+
+class State(enum.Enum):
+    """Where the session is (RFC 5321 §3.3: a mail transaction is MAIL, RCPT..., DATA)."""
+
+    CONNECTED = "connected"  # no HELO/EHLO yet (also right after STARTTLS, RFC 3207 §4.2)
+    GREETED = "greeted"  # HELO/EHLO accepted, no transaction
+    MAIL = "mail"  # MAIL accepted, no recipient accepted yet
+    RCPT = "rcpt"  # at least one recipient accepted
+    DATA = "data"  # reading message content up to the final "."
+    CLOSED = "closed"
+
+
+# Replies the engine gives on its own.
+_OK: Final = Reply(250, "2.0.0", "Ok")
+_MAIL_OK: Final = Reply(250, "2.1.0", "Ok")
+_RCPT_OK: Final = Reply(250, "2.1.5", "Ok")
+_START_DATA: Final = Reply(354, None, "End data with <CR><LF>.<CR><LF>")
+_BYE: Final = Reply(221, "2.0.0", "Bye")
+_READY_FOR_TLS: Final = Reply(220, "2.0.0", "Ready to start TLS")
+_HELP: Final = Reply(214, "2.0.0", "Strata ESMTP, see RFC 5321")
+# RFC 5321 §3.5.3: 252 when the server cannot verify but will accept and attempt delivery.
+_CANNOT_VRFY: Final = Reply(
+    252, "2.5.2", "Cannot VRFY user, but will accept message and attempt delivery"
+)
+
+_NEED_HELO: Final = Reply(503, "5.5.1", "Error: send HELO/EHLO first")
+_NEED_MAIL: Final = Reply(503, "5.5.1", "Error: need MAIL command")
+_NEED_RCPT: Final = Reply(503, "5.5.1", "Error: need RCPT command")
+_NESTED_MAIL: Final = Reply(503, "5.5.1", "Error: nested MAIL command")
+_IN_TRANSACTION: Final = Reply(503, "5.5.1", "Error: MAIL transaction in progress")
+_TLS_ACTIVE: Final = Reply(503, "5.5.1", "Error: TLS already active")
+# RFC 5321 §3.3 / RFC 2920 §3.1: DATA after every RCPT failed gets 554 (or 503), never 354.
+_NO_VALID_RCPT: Final = Reply(554, "5.5.1", "Error: no valid recipients")
+
+_BAD_SYNTAX: Final = Reply(500, "5.5.2", "Error: bad syntax")
+_LINE_TOO_LONG: Final = Reply(500, "5.5.2", "Error: line too long")
+_NOT_RECOGNIZED: Final = Reply(500, "5.5.2", "Error: command not recognized")
+_NOT_IMPLEMENTED: Final = Reply(502, "5.5.1", "Error: command not implemented")
+_MAIL_SYNTAX: Final = Reply(501, "5.5.4", "Syntax: MAIL FROM:<address>")
+_RCPT_SYNTAX: Final = Reply(501, "5.5.4", "Syntax: RCPT TO:<address>")
+_BAD_SENDER: Final = Reply(501, "5.1.7", "Bad sender address syntax")
+_BAD_RECIPIENT: Final = Reply(501, "5.1.3", "Bad recipient address syntax")
+_BAD_PARAMETER: Final = Reply(501, "5.5.4", "Bad parameter syntax")
+_BAD_SIZE: Final = Reply(501, "5.5.4", "Bad SIZE parameter")
+# RFC 1870 §6.1: a declared SIZE above the fixed maximum gets 552.
+_SIZE_EXCEEDED: Final = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
+# RFC 5321 §4.5.3.1.10: 452 for too many recipients (the client sends the rest later).
+_TOO_MANY_RCPTS: Final = Reply(452, "4.5.3", "Error: too many recipients")
+_MESSAGE_LINE_TOO_LONG: Final = Reply(500, "5.5.2", "Error: message line too long")
+_MESSAGE_TOO_BIG: Final = Reply(552, "5.3.4", "Error: message file too big")
+
+
+def _syntax(usage: str) -> Reply:
+    return Reply(501, "5.5.4", f"Syntax: {usage}")
+
+
+def _unsupported(keyword: str) -> Reply:
+    # RFC 5321 §4.1.1.11: 555 for a MAIL/RCPT parameter that is not recognized or not implemented.
+    return Reply(555, "5.5.4", f"Unsupported option: {keyword}")
+
+
+# The command table (h11 `_state.py` style).  Rules:
+#
+# 1. Commands are read in CONNECTED, GREETED, MAIL and RCPT only.  In DATA the input is message
+#    content up to the final "."; in CLOSED nothing is read.
+# 2. A cell holding a State: the command is allowed here and leads there.  Commands the engine
+#    answers itself move at once; commands that need respond() move only on a positive (2xx/3xx)
+#    answer, and any other answer leaves the state as it was (RFC 5321 §4.1.4: a rejected command
+#    changes nothing).
+# 3. A cell holding a Reply: the command is out of sequence here; that reply is sent and nothing
+#    changes (RFC 5321 §4.1.4, 503 "bad sequence of commands").
+# 4. A verb in no row gets 502 5.5.1 when it is a known SMTP verb we do not implement
+#    (_UNIMPLEMENTED), else 500 5.5.2.
+# 5. Transitions outside the table: the end of message content leads to GREETED whatever the
+#    answer to the final "." (RFC 5321 §4.1.1.4: the transaction is over either way); QUIT, EOF,
+#    timeout(), too many errors and any 421 reply lead to CLOSED.
+# 6. EHLO/HELO and RSET end any transaction (RFC 5321 §4.1.4, §4.1.1.5).  STARTTLS is refused
+#    inside a transaction and leads to CONNECTED: after the handshake the client must say EHLO again
+#    (RFC 3207 §4.2).
+_TRANSITIONS: Final[dict[State, dict[str, State | Reply]]] = {
+    State.CONNECTED: {
+        "EHLO": State.GREETED,
+        "HELO": State.GREETED,
+        "MAIL": _NEED_HELO,
+        "RCPT": _NEED_MAIL,
+        "DATA": _NEED_RCPT,
+        "RSET": State.CONNECTED,
+        "NOOP": State.CONNECTED,
+        "VRFY": State.CONNECTED,
+        "HELP": State.CONNECTED,
+        "STARTTLS": State.CONNECTED,
+        "QUIT": State.CLOSED,
+    },
+    State.GREETED: {
+        "EHLO": State.GREETED,
+        "HELO": State.GREETED,
+        "MAIL": State.MAIL,
+        "RCPT": _NEED_MAIL,
+        "DATA": _NEED_RCPT,
+        "RSET": State.GREETED,
+        "NOOP": State.GREETED,
+        "VRFY": State.GREETED,
+        "HELP": State.GREETED,
+        "STARTTLS": State.CONNECTED,
+        "QUIT": State.CLOSED,
+    },
+    State.MAIL: {
+        "EHLO": State.GREETED,
+        "HELO": State.GREETED,
+        "MAIL": _NESTED_MAIL,
+        "RCPT": State.RCPT,
+        "DATA": _NO_VALID_RCPT,
+        "RSET": State.GREETED,
+        "NOOP": State.MAIL,
+        "VRFY": State.MAIL,
+        "HELP": State.MAIL,
+        "STARTTLS": _IN_TRANSACTION,
+        "QUIT": State.CLOSED,
+    },
+    State.RCPT: {
+        "EHLO": State.GREETED,
+        "HELO": State.GREETED,
+        "MAIL": _NESTED_MAIL,
+        "RCPT": State.RCPT,
+        "DATA": State.DATA,
+        "RSET": State.GREETED,
+        "NOOP": State.RCPT,
+        "VRFY": State.RCPT,
+        "HELP": State.RCPT,
+        "STARTTLS": _IN_TRANSACTION,
+        "QUIT": State.CLOSED,
+    },
+}
+
+_UNIMPLEMENTED: Final = frozenset(
+    {"EXPN", "AUTH", "BDAT", "TURN", "ETRN", "ATRN", "SEND", "SOML", "SAML"}
+)
+
+# Command line: the verb, then its arguments after spaces or tabs.
+_COMMAND: Final = re.compile(r"([^ \t]*)[ \t]*(.*)", re.DOTALL)
+_MAIL_FROM: Final = re.compile(r"FROM:[ \t]*", re.IGNORECASE | re.ASCII)  # "FROM: <a@b>" too
+_RCPT_TO: Final = re.compile(r"TO:[ \t]*", re.IGNORECASE | re.ASCII)
+
+# RFC 5321 §4.1.2 path syntax, widened by RFC 6531 §3.3 to UTF-8 (any non-ASCII code point; the
+# surrogates that stand for invalid UTF-8 bytes are left out, so invalid UTF-8 is malformed).
+_UTF8: Final = r"\u0080-\ud7ff\ue000-\U0010ffff"  # regex escapes, not characters
+# "<" inner ">" rest; a quoted string may hold "<", ">" and escaped quotes.
+_PATH: Final = re.compile(r'<((?:[^<>"\\]|"(?:[^"\\]|\\.)*")*)>(.*)', re.DOTALL)
+# A-d-l ":" — the obsolete source route, which RFC 5321 §4.1.1.3 says to accept and ignore.
+_AT_DOMAIN: Final = r'@(?:\[[^\]]*\]|[^,:@"\[\]]+)'
+_SOURCE_ROUTE: Final = re.compile(f"{_AT_DOMAIN}(?:,{_AT_DOMAIN})*:")
+# Local-part = Dot-string / Quoted-string.  Dots are not checked further (Postfix accepts "a..b").
+_DOT_STRING: Final = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~." + _UTF8 + r"-]+")
+_QUOTED_STRING: Final = re.compile(
+    r'"(?:[\x20\x21\x23-\x5b\x5d-\x7e' + _UTF8 + r']|\\[\x20-\x7e])*"'
+)
+# Domain = sub-domain *("." sub-domain); "_" is tolerated, as it is in the wild.
+_LABEL: Final = r"[A-Za-z0-9_" + _UTF8 + r"-]+"
+_DOMAIN: Final = re.compile(rf"{_LABEL}(?:\.{_LABEL})*")
+_ADDRESS_LITERAL: Final = re.compile(r"\[[\x21-\x5a\x5e-\x7e]+\]")
+# RFC 5321 §4.1.2 esmtp-param = esmtp-keyword ["=" esmtp-value]; RFC 6531 §3.3 allows UTF-8 values.
+_PARAM: Final = re.compile(r"([A-Za-z0-9][A-Za-z0-9-]*)(?:=([\x21-\x3c\x3e-\x7e" + _UTF8 + r"]+))?")
+_SPACES: Final = re.compile(r"[ \t]+")
+# RFC 5321 §4.1.1.3: RCPT TO:<Postmaster>, without a domain, names this server's postmaster.
+_POSTMASTER: Final = re.compile(r"<(postmaster)>(.*)", re.IGNORECASE | re.ASCII | re.DOTALL)
+# A HELO/EHLO name must not carry control characters or invalid UTF-8 (it ends up in headers).
+_BAD_NAME: Final = re.compile(r"[\x00-\x1f\x7f\udc80-\udcff]")
+
+
+def _split_path(text: str) -> tuple[str, str] | None:
+    """
+    Split ``<path> params`` into the mailbox (source route dropped; "" for ``<>``) and the
+    parameter text; None when the path is malformed.
+    """
+    match = _PATH.match(text)
+    if match is None:
+        return None
+    inner, rest = match.group(1), match.group(2)
+    if rest and rest[0] not in " \t":
+        return None
+    if not inner:
+        return "", rest
+    route = _SOURCE_ROUTE.match(inner)
+    if route is not None:
+        inner = inner[route.end() :]
+    if not _is_mailbox(inner):
+        return None
+    return inner, rest
+
+
+def _is_mailbox(address: str) -> bool:
+    """RFC 5321 §4.1.2 Mailbox = Local-part "@" ( Domain / address-literal )."""
+    local, at, domain = address.rpartition("@")
+    if not at:
+        return False
+    if not (_DOT_STRING.fullmatch(local) or _QUOTED_STRING.fullmatch(local)):
+        return False
+    return bool(_DOMAIN.fullmatch(domain) or _ADDRESS_LITERAL.fullmatch(domain))
+
+
+def _parse_params(text: str) -> dict[str, str | None] | Reply:
+    """Parse ``KEY[=VALUE]`` words into an upper-cased keyword dict; a Reply when malformed."""
+    params: dict[str, str | None] = {}
+    for word in _SPACES.split(text.strip(" \t")):
+        if not word:
+            continue
+        match = _PARAM.fullmatch(word)
+        if match is None:
+            return _BAD_PARAMETER
+        keyword = match.group(1).upper()
+        if keyword in params:
+            return _BAD_PARAMETER
+        params[keyword] = match.group(2)
+    return params
+
+
+@dataclass(frozen=True)
+class _Pending:
+    """An event that waits for respond(), and where each kind of answer leads."""
+
+    event: _Answerable
+    default: Reply | None
+    on_success: State
+    on_failure: State
+
+
+class SMTPServerEngine:
+    """
+    One SMTP server session, without I/O.
+
+    Pipelined commands (RFC 2920) are answered strictly in order: while an event waits for
+    L{respond}, nothing further is parsed and L{next_event} returns L{NEED_DATA}.
+    """
+
+    def __init__(
+        self,
+        hostname: str,
+        limits: ServerLimits = _DEFAULT_LIMITS,
+        *,
+        tls_available: bool = False,
+        tls_active: bool = False,
+        banner: str = "ESMTP Strata",
+    ) -> None:
+        self.hostname = hostname
+        self.limits = limits
+        self.banner = banner
+        self._tls_available = tls_available
+        self._tls_active = tls_active
+        self._state = State.CONNECTED
+        self._buffer = bytearray()
+        self._outgoing: list[bytes] = []
+        self._pending: _Pending | None = None
+        self._awaiting_tls = False  # after StartTLS, until tls_started()
+        self._errors = 0
+        self._recipients = 0  # accepted recipients in this transaction
+        self._discarding = False  # dropping the rest of an over-long line
+        # Message content, while in DATA.
+        self._after_crlf = True  # the previous content line ended in CRLF (or there was none)
+        self._content_size = 0
+        self._refusal: Reply | None = None  # set once the message is doomed
+
+    # -- state ------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @property
+    def in_data(self) -> bool:
+        """True while message content is being received (the adapter's DATA timeout applies)."""
+        return self._state is State.DATA and self._pending is None
+
+    @property
+    def closed(self) -> bool:
+        return self._state is State.CLOSED
+
+    @property
+    def awaiting_response(self) -> bool:
+        return self._pending is not None
+
+    @property
+    def tls_active(self) -> bool:
+        return self._tls_active
+
+    @property
+    def _tls_offered(self) -> bool:
+        return self._tls_available and not self._tls_active
+
+    # -- input and output -------------------------------------------------------------------------
+
+    def greeting(self) -> None:
+        """Queue the RFC 5321 §4.3.1 greeting, ``220 <hostname> ESMTP Strata``."""
+        self._queue(Reply(220, None, f"{self.hostname} {self.banner}"))
+
+    def receive_data(self, data: bytes) -> None:
+        """Take bytes from the peer; C{b""} means the peer closed the connection."""
+        if self._state is State.CLOSED:
+            return
+        if not data:
+            self._close()
+            return
+        if self._awaiting_tls:
+            # RFC 3207 §4.2: nothing sent in the clear after STARTTLS may count.
+            return
+        self._buffer += data
+
+    def data_to_send(self) -> bytes:
+        """The bytes queued for the peer since the last call."""
+        data = b"".join(self._outgoing)
+        self._outgoing.clear()
+        return data
+
+    def next_event(self) -> Event | NeedData:
+        """The next event, or L{NEED_DATA} (more bytes needed, a response pending, or closed)."""
+        while self._state is not State.CLOSED and self._pending is None and not self._awaiting_tls:
+            if self._state is State.DATA:
+                return self._read_content()
+            event = self._read_command()
+            if event is not None:
+                return event
+        return NEED_DATA
+
+    def respond(self, reply: Reply | None = None) -> None:
+        """
+        Answer the event that waits for a response; None gives its default success reply.
+
+        A 2xx/3xx reply applies the event's transition; any other leaves the state as it was,
+        except after L{DataEnd}, which ends the transaction either way.  A late answer after the
+        engine closed is ignored.
+        """
+        pending = self._pending
+        if pending is None:
+            if self._state is State.CLOSED:
+                return
+            raise RuntimeError("no event is waiting for a response")
+        if reply is None:
+            if pending.default is None:
+                raise ValueError(f"{type(pending.event).__name__} needs an explicit reply")
+            reply = pending.default
+        self._pending = None
+        if reply.ok:
+            self._state = pending.on_success
+            event = pending.event
+            if isinstance(event, Hello | MailFrom):
+                self._recipients = 0
+            elif isinstance(event, RcptTo):
+                self._recipients += 1
+            elif isinstance(event, DataStart):
+                self._after_crlf = True
+                self._content_size = 0
+                self._refusal = None
+        else:
+            self._state = pending.on_failure
+        self._reply(reply)
+
+    def tls_started(self) -> None:
+        """
+        TLS is up after L{StartTLS}: forget everything said in the clear (RFC 3207 §4.2) and stop
+        offering STARTTLS.
+        """
+        if self._state is State.CLOSED:
+            return
+        if not self._awaiting_tls:
+            raise RuntimeError("tls_started() without a StartTLS event")
+        self._awaiting_tls = False
+        self._tls_active = True
+        self._state = State.CONNECTED
+        self._recipients = 0
+        self._buffer.clear()
+
+    def timeout(self) -> None:
+        """The peer was silent too long: 421 4.4.2 and close (RFC 5321 §4.5.3.2)."""
+        if self._state is State.CLOSED:
+            return
+        self._queue(Reply(421, "4.4.2", f"{self.hostname} Error: timeout exceeded"))
+        self._close()
+
+    # -- replies ----------------------------------------------------------------------------------
+
+    def _queue(self, reply: Reply) -> None:
+        self._outgoing.append(reply.to_bytes())
+
+    def _reply(self, reply: Reply) -> None:
+        """Queue a reply; count it if it is an error, and close on 421 or too many errors."""
+        self._queue(reply)
+        if reply.code == 421:
+            # RFC 5321 §3.8: 421 means the server closes the channel.
+            self._close()
+        elif reply.code >= 400:
+            self._errors += 1
+            if self._errors >= self.limits.max_errors:
+                self._queue(Reply(421, "4.7.0", f"{self.hostname} Error: too many errors"))
+                self._close()
+
+    def _close(self) -> None:
+        self._state = State.CLOSED
+        self._pending = None
+        self._awaiting_tls = False
+        self._buffer.clear()
+
+    def _expect(self, event: _Answerable, default: Reply | None, on_success: State) -> None:
+        self._pending = _Pending(event, default, on_success, self._state)
+
+    # -- commands ---------------------------------------------------------------------------------
+
+    def _read_command(self) -> Event | NeedData | None:
+        """One command line: its event, NEED_DATA, or None when the engine answered it itself."""
+        buf = self._buffer
+        limit = self.limits.max_line_length
+        end = buf.find(b"\n")
+        if end < 0:
+            # Without its LF a line of limit+2 octets is too long even if its last octet is CR.
+            if self._discarding or len(buf) >= limit + 2:
+                self._discarding = True
+                buf.clear()
+            return NEED_DATA
+        line = bytes(buf[:end])
+        del buf[: end + 1]
+        if self._discarding:
+            self._discarding = False
+            self._reply(_LINE_TOO_LONG)
+            return None
+        # RFC 5321 §2.3.8 wants CRLF; a bare LF is accepted as well (Postfix does the same).
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > limit:
+            self._reply(_LINE_TOO_LONG)
+            return None
+        return self._dispatch(line)
+
+    def _dispatch(self, line: bytes) -> Event | None:
+        # Invalid UTF-8 becomes lone surrogates, which no address or name pattern accepts.
+        text = line.decode("utf-8", "surrogateescape").strip(" \t")
+        if not text:
+            self._reply(_BAD_SYNTAX)
+            return None
+        match = _COMMAND.fullmatch(text)
+        assert match is not None  # the pattern matches any string
+        verb, args = match.group(1), match.group(2)
+        # RFC 5321 §2.4: verbs are case-insensitive.
+        verb = verb.upper() if verb.isascii() and verb.isalpha() else ""
+        cell = _TRANSITIONS.get(self._state, {}).get(verb)
+        if cell is None:
+            self._reply(_NOT_IMPLEMENTED if verb in _UNIMPLEMENTED else _NOT_RECOGNIZED)
+            return None
+        if isinstance(cell, Reply):
+            self._reply(cell)
+            return None
+        match verb:
+            case "EHLO" | "HELO":
+                return self._hello(verb, args, cell)
+            case "MAIL":
+                return self._mail(args, cell)
+            case "RCPT":
+                return self._rcpt(args, cell)
+            case "DATA":
+                return self._data(args, cell)
+            case "RSET":
+                return self._rset(args, cell)
+            case "STARTTLS":
+                return self._starttls(args, cell)
+            case "QUIT":
+                self._queue(_BYE)
+                self._close()
+                return Quit()
+            case "VRFY":
+                self._reply(_CANNOT_VRFY if args else _syntax("VRFY address"))
+            case "HELP":
+                self._reply(_HELP)
+            case _:  # NOOP: RFC 5321 §4.1.1.9, any argument is ignored
+                self._reply(_OK)
+        return None
+
+    def _hello(self, verb: Literal["EHLO", "HELO"], args: str, target: State) -> Event | None:
+        if not args or _BAD_NAME.search(args):
+            self._reply(_syntax(f"{verb} hostname"))
+            return None
+        if verb == "EHLO":
+            # RFC 1869 §4.3: the first line names the server, each further line an extension.
+            lines = [self.hostname, "PIPELINING", f"SIZE {self.limits.max_message_size}"]
+            lines += ["8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"]
+            if self._tls_offered:
+                lines.append("STARTTLS")
+            default = Reply(250, None, tuple(lines))
+        else:
+            default = Reply(250, None, self.hostname)
+        event = Hello(verb, args)
+        self._expect(event, default, target)
+        return event
+
+    def _mail(self, args: str, target: State) -> Event | None:
+        prefix = _MAIL_FROM.match(args)
+        if prefix is None:
+            self._reply(_MAIL_SYNTAX)
+            return None
+        path = _split_path(args[prefix.end() :])
+        if path is None:
+            self._reply(_BAD_SENDER)
+            return None
+        sender, rest = path
+        params = _parse_params(rest)
+        if isinstance(params, Reply):
+            self._reply(params)
+            return None
+        size: int | None = None
+        body: Literal["7BIT", "8BITMIME"] | None = None
+        smtputf8 = False
+        for keyword, value in params.items():
+            if keyword == "SIZE":
+                # RFC 1870 §3: SIZE=1*20DIGIT.
+                if value is None or not (value.isascii() and value.isdigit()):
+                    self._reply(_BAD_SIZE)
+                    return None
+                digits = value.lstrip("0") or "0"
+                if len(digits) > 18 or int(digits) > self.limits.max_message_size:
+                    self._reply(_SIZE_EXCEEDED)
+                    return None
+                size = int(digits)
+            elif keyword == "BODY":
+                # RFC 6152 §2: BODY=7BIT / BODY=8BITMIME; BINARYMIME needs CHUNKING (RFC 3030).
+                kind = (value or "").upper()
+                if kind == "7BIT":
+                    body = "7BIT"
+                elif kind == "8BITMIME":
+                    body = "8BITMIME"
+                else:
+                    self._reply(_unsupported(f"BODY={value or ''}"))
+                    return None
+            elif keyword == "SMTPUTF8":
+                # RFC 6531 §3.4: SMTPUTF8 takes no value.
+                if value is not None:
+                    self._reply(_BAD_PARAMETER)
+                    return None
+                smtputf8 = True
+            else:
+                self._reply(_unsupported(keyword))
+                return None
+        event = MailFrom(sender, size, body, smtputf8, params)
+        self._expect(event, _MAIL_OK, target)
+        return event
+
+    def _rcpt(self, args: str, target: State) -> Event | None:
+        if self._recipients >= self.limits.max_recipients:
+            self._reply(_TOO_MANY_RCPTS)
+            return None
+        prefix = _RCPT_TO.match(args)
+        if prefix is None:
+            self._reply(_RCPT_SYNTAX)
+            return None
+        text = args[prefix.end() :]
+        path = _split_path(text)
+        if path is None:
+            # RFC 5321 §4.1.1.3: "<Postmaster>" without a domain must be accepted.
+            postmaster = _POSTMASTER.match(text)
+            if postmaster is None or postmaster.group(2)[:1] not in ("", " ", "\t"):
+                self._reply(_BAD_RECIPIENT)
+                return None
+            path = postmaster.group(1), postmaster.group(2)
+        recipient, rest = path
+        if not recipient:
+            self._reply(_BAD_RECIPIENT)
+            return None
+        params = _parse_params(rest)
+        if isinstance(params, Reply):
+            self._reply(params)
+            return None
+        if params:
+            # No RCPT parameter is implemented (DSN's NOTIFY and ORCPT may come later).
+            self._reply(_unsupported(next(iter(params))))
+            return None
+        event = RcptTo(recipient, params)
+        self._expect(event, _RCPT_OK, target)
+        return event
+
+    def _data(self, args: str, target: State) -> Event | None:
+        if args:
+            self._reply(_syntax("DATA"))
+            return None
+        event = DataStart()
+        self._expect(event, _START_DATA, target)
+        return event
+
+    def _rset(self, args: str, target: State) -> Event | None:
+        if args:
+            self._reply(_syntax("RSET"))
+            return None
+        self._state = target
+        self._reply(_OK)
+        return Reset()
+
+    def _starttls(self, args: str, target: State) -> Event | None:
+        if args:
+            self._reply(_syntax("STARTTLS"))
+        elif not self._tls_available:
+            self._reply(_NOT_IMPLEMENTED)
+        elif self._tls_active:
+            self._reply(_TLS_ACTIVE)
+        else:
+            self._queue(_READY_FOR_TLS)
+            # RFC 3207 §4.2: drop whatever the client pipelined after STARTTLS, so that nothing
+            # injected in the clear is taken as said under TLS (CVE-2011-0411).
+            self._buffer.clear()
+            self._awaiting_tls = True
+            self._state = target
+            return StartTLS()
+        return None
+
+    # -- message content --------------------------------------------------------------------------
+
+    def _read_content(self) -> DataChunk | DataEnd | DataAborted | NeedData:
+        """
+        Read message content up to the end-of-data line.
+
+        RFC 5321 §4.1.1.4: the data ends with CRLF "." CRLF, and only with that: a "." line that
+        follows a bare LF, or ends in one, is content (SMTP smuggling, CVE-2023-51764 class).  A
+        line ending in a bare LF is taken as ending in CRLF, as Postfix's
+        ``smtpd_forbid_bare_newline = normalize`` does.  A bare CR is an ordinary byte.
+        """
+        buf = self._buffer
+        limit = self.limits.max_line_length
+        pieces: list[bytes] = []
+        start = 0  # start of the current line
+        run = 0  # start of the lines not yet copied that go through unchanged
+        while (newline := buf.find(b"\n", start)) >= 0:
+            after_crlf = self._after_crlf
+            crlf = newline > start and buf[newline - 1] == 0x0D
+            end = newline - 1 if crlf else newline  # end of the line's text
+            next_start = newline + 1
+            self._after_crlf = crlf
+            if self._discarding:  # the tail of an over-long line
+                self._discarding = False
+                piece = None
+            elif end - start == 1 and buf[start] == 0x2E:  # a lone "."
+                if crlf and after_crlf:  # the end of the data
+                    if run < start:
+                        pieces.append(bytes(buf[run:start]))
+                    if pieces:
+                        # Hand over the content first; the "." line is read again next time
+                        # (_after_crlf is already right: this line and the one before end in CRLF).
+                        del buf[:start]
+                        return DataChunk(b"".join(pieces))
+                    del buf[:next_start]
+                    return self._end_of_content()
+                piece = b".\r\n"  # cannot end the data, so it is not a stuffed "." either
+            elif end - start > limit:
+                self._refuse(_MESSAGE_LINE_TOO_LONG)
+                piece = None
+            elif buf[start] == 0x2E:
+                # RFC 5321 §4.5.2: the first "." of a line that starts with one is transparency.
+                piece = bytes(buf[start + 1 : end]) + b"\r\n"
+            elif crlf:
+                # The common case: the line goes through as it is, with its neighbours.
+                if self._count(next_start - start):
+                    start = next_start
+                    continue
+                piece = None
+            else:
+                piece = bytes(buf[start:end]) + b"\r\n"  # bare LF becomes CRLF
+            if run < start:
+                pieces.append(bytes(buf[run:start]))
+            if piece is not None and self._count(len(piece)):
+                pieces.append(piece)
+            start = run = next_start
+        if run < start:
+            pieces.append(bytes(buf[run:start]))
+        del buf[:start]
+        # A partial line waits for its LF, but never more than limit+1 octets of it: with limit+2
+        # it is too long whatever comes next.  Keep its last octet, which may be the CR of a CRLF.
+        if self._discarding or len(buf) >= limit + 2:
+            if not self._discarding:
+                self._refuse(_MESSAGE_LINE_TOO_LONG)
+                self._discarding = True
+            del buf[:-1]
+        if pieces:
+            return DataChunk(b"".join(pieces))
+        return NEED_DATA
+
+    def _count(self, size: int) -> bool:
+        """Count content octets; False once the message is refused and content is dropped."""
+        if self._refusal is not None:
+            return False
+        self._content_size += size
+        if self._content_size > self.limits.max_message_size:
+            # RFC 1870 §6.3: read on to the end of the data, then 552 (RFC 5321 §4.2.2).
+            self._refuse(_MESSAGE_TOO_BIG)
+            return False
+        return True
+
+    def _refuse(self, reply: Reply) -> None:
+        if self._refusal is None:
+            self._refusal = reply
+
+    def _end_of_content(self) -> DataEnd | DataAborted:
+        refusal = self._refusal
+        self._refusal = None
+        if refusal is not None:
+            self._state = State.GREETED
+            self._reply(refusal)
+            return DataAborted(refusal)
+        event = DataEnd()
+        self._pending = _Pending(event, None, State.GREETED, State.GREETED)
+        return event

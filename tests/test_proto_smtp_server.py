@@ -1,0 +1,967 @@
+"""
+Tests for the sans-IO ESMTP server engine (L{strata_twisted.proto.smtp_server}) and its L{Reply}.
+
+No sockets: every test feeds bytes to an engine and reads back its events and reply bytes.  The
+scripted driver answers every event that needs a response with the engine's default, except
+DataEnd, which gets C{250 2.0.0 Ok: queued}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from strata_twisted.errors import InsufficientStorage, MailError, RelayDenied
+from strata_twisted.proto.smtp_reply import Reply
+from strata_twisted.proto.smtp_server import (
+    NEED_DATA,
+    DataAborted,
+    DataChunk,
+    DataEnd,
+    DataStart,
+    Event,
+    Hello,
+    MailFrom,
+    Quit,
+    RcptTo,
+    Reset,
+    ServerLimits,
+    SMTPServerEngine,
+    StartTLS,
+    State,
+)
+
+HOST = "mx.strata.test"
+QUEUED = Reply(250, "2.0.0", "Ok: queued")
+DEFAULT_LIMITS = ServerLimits()
+Answer = Callable[[Event], Reply | None]
+
+GREET = b"EHLO client.test\r\n"
+IN_MAIL = GREET + b"MAIL FROM:<alice@sender.test>\r\n"
+IN_RCPT = IN_MAIL + b"RCPT TO:<bob@strata.test>\r\n"
+IN_DATA = IN_RCPT + b"DATA\r\n"
+
+
+def default_answer(event: Event) -> Reply | None:
+    return QUEUED if isinstance(event, DataEnd) else None
+
+
+def pump(engine: SMTPServerEngine, events: list[Event], answer: Answer = default_answer) -> None:
+    """Take every event the engine has; answer those that need it, as an adapter would."""
+    for _ in range(100_000):  # a bound, so that a livelock fails instead of hanging
+        event = engine.next_event()
+        if event is NEED_DATA:
+            assert not engine.awaiting_response
+            return
+        events.append(event)
+        if isinstance(event, Hello | MailFrom | RcptTo | DataStart | DataEnd):
+            assert engine.awaiting_response
+            assert engine.next_event() is NEED_DATA  # nothing is parsed until respond()
+            engine.respond(answer(event))
+        elif isinstance(event, StartTLS):
+            engine.tls_started()
+    raise AssertionError("the engine never asked for more data")
+
+
+def merge_chunks(events: Iterable[Event]) -> list[Event]:
+    """Join adjacent DataChunks: where content is cut into chunks is not part of the contract."""
+    merged: list[Event] = []
+    for event in events:
+        if isinstance(event, DataChunk) and merged and isinstance(merged[-1], DataChunk):
+            merged[-1] = DataChunk(merged[-1].data + event.data)
+        else:
+            merged.append(event)
+    return merged
+
+
+def drive(
+    pieces: Iterable[bytes],
+    limits: ServerLimits = DEFAULT_LIMITS,
+    answer: Answer = default_answer,
+    *,
+    tls_available: bool = False,
+    tls_active: bool = False,
+) -> tuple[list[Event], bytes, SMTPServerEngine]:
+    """Feed the pieces one by one, pumping events after each; the events, the bytes sent."""
+    engine = SMTPServerEngine(HOST, limits, tls_available=tls_available, tls_active=tls_active)
+    events: list[Event] = []
+    for piece in pieces:
+        engine.receive_data(piece)
+        pump(engine, events, answer)
+    return merge_chunks(events), engine.data_to_send(), engine
+
+
+def last_lines(sent: bytes) -> list[str]:
+    """The last line of every reply (``code SP text``)."""
+    return [line for line in sent.decode("ascii").split("\r\n") if line[3:4] == " "]
+
+
+def talk(
+    data: bytes,
+    limits: ServerLimits = DEFAULT_LIMITS,
+    answer: Answer = default_answer,
+    *,
+    tls_available: bool = False,
+    tls_active: bool = False,
+) -> tuple[list[Event], list[str], SMTPServerEngine]:
+    """One read of ``data``: the events, the last line of each reply, the engine."""
+    events, sent, engine = drive(
+        [data], limits, answer, tls_available=tls_available, tls_active=tls_active
+    )
+    return events, last_lines(sent), engine
+
+
+def message_of(events: list[Event]) -> bytes:
+    return b"".join(e.data for e in events if isinstance(e, DataChunk))
+
+
+# -- Reply -----------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("reply", "wire"),
+    [
+        pytest.param(Reply(250, "2.1.0", "Ok"), b"250 2.1.0 Ok\r\n", id="single_line"),
+        pytest.param(
+            Reply(250, None, ("mx.test", "PIPELINING", "SIZE 10")),
+            b"250-mx.test\r\n250-PIPELINING\r\n250 SIZE 10\r\n",
+            id="multi_line_without_enhanced",
+        ),
+        pytest.param(
+            Reply(550, "5.7.1", ("first", "second")),
+            b"550-5.7.1 first\r\n550 5.7.1 second\r\n",
+            id="enhanced_code_on_every_line",
+        ),
+        pytest.param(
+            Reply(250, "2.0.0", "a\r\n250 injected\r\nb"),
+            b"250 2.0.0 a??250 injected??b\r\n",
+            id="crlf_in_text_cannot_inject_a_reply",
+        ),
+        pytest.param(Reply(550, "5.1.1", "Bücher"), b"550 5.1.1 B?cher\r\n", id="non_ascii"),
+        pytest.param(Reply(250, None, ""), b"250\r\n", id="empty_text"),
+        pytest.param(Reply(250, "2.0.0", ()), b"250 2.0.0\r\n", id="no_lines"),
+        pytest.param(Reply(354, None, "Go"), b"354 Go\r\n", id="intermediate"),
+    ],
+)
+def test_reply_to_bytes(reply: Reply, wire: bytes) -> None:
+    assert reply.to_bytes() == wire
+
+
+def test_reply_line_is_at_most_512_octets() -> None:
+    """RFC 5321 §4.5.3.1.5: a reply line, code and CRLF included, is at most 512 octets."""
+    wire = Reply(550, "5.7.1", "x" * 1000).to_bytes()
+    assert len(wire) == 512
+    assert wire.endswith(b"x\r\n")
+
+
+@pytest.mark.parametrize(
+    ("code", "ok"), [(220, True), (250, True), (354, True), (421, False), (554, False)]
+)
+def test_reply_ok_is_2xx_or_3xx(code: int, ok: bool) -> None:
+    assert Reply(code, None, "x").ok is ok
+
+
+@pytest.mark.parametrize(
+    ("code", "enhanced"),
+    [(99, None), (600, None), (250, "2.0"), (250, "3.0.0"), (550, "4.1.1"), (250, "2.0.0x")],
+)
+def test_reply_rejects_malformed_codes(code: int, enhanced: str | None) -> None:
+    with pytest.raises(ValueError):
+        Reply(code, enhanced, "x")
+
+
+def test_reply_from_error() -> None:
+    assert Reply.from_error(RelayDenied("not ours")) == Reply(550, "5.7.1", "Relay access denied")
+    assert Reply.from_error(InsufficientStorage()).to_bytes() == (
+        b"452 4.3.1 Insufficient system storage, try again later\r\n"
+    )
+
+
+def test_reply_from_error_with_mismatched_class_takes_the_class_of_its_code() -> None:
+    """MailError(code=550) keeps the class default 4.3.0; the reply must not raise on that."""
+    assert Reply.from_error(MailError(code=550, public_text="No")) == Reply(550, "5.3.0", "No")
+    assert Reply.from_error(MailError(code=554, enhanced="5.7")) == Reply(
+        554, "5.0.0", "Error: internal error, try again later"
+    )
+
+
+# -- commands --------------------------------------------------------------------------------------
+
+COMMAND_CASES = [
+    # (id, bytes before the command, the command, the last reply line)
+    ("ehlo_without_argument", b"", b"EHLO\r\n", "501 5.5.4 Syntax: EHLO hostname"),
+    ("helo_without_argument", b"", b"HELO   \r\n", "501 5.5.4 Syntax: HELO hostname"),
+    ("helo_with_control_character", b"", b"HELO a\x01b\r\n", "501 5.5.4 Syntax: HELO hostname"),
+    ("helo_with_invalid_utf8", b"", b"HELO a\xffb\r\n", "501 5.5.4 Syntax: HELO hostname"),
+    ("helo", b"", b"HELO client.test\r\n", f"250 {HOST}"),
+    ("lowercase_helo", b"", b"helo client.test\r\n", f"250 {HOST}"),
+    ("bare_lf_command", b"", b"HELO client.test\n", f"250 {HOST}"),
+    ("mail_before_helo", b"", b"MAIL FROM:<a@b.test>\r\n", "503 5.5.1 Error: send HELO/EHLO first"),
+    ("rcpt_before_helo", b"", b"RCPT TO:<a@b.test>\r\n", "503 5.5.1 Error: need MAIL command"),
+    ("data_before_helo", b"", b"DATA\r\n", "503 5.5.1 Error: need RCPT command"),
+    ("mail", GREET, b"MAIL FROM:<a@b.test>\r\n", "250 2.1.0 Ok"),
+    ("mail_lowercase", GREET, b"mail from:<a@b.test>\r\n", "250 2.1.0 Ok"),
+    ("mail_space_after_colon", GREET, b"MAIL FROM: <a@b.test>\r\n", "250 2.1.0 Ok"),
+    ("mail_trailing_space", GREET, b"MAIL FROM:<a@b.test> \r\n", "250 2.1.0 Ok"),
+    ("mail_null_sender", GREET, b"MAIL FROM:<>\r\n", "250 2.1.0 Ok"),
+    ("mail_address_literal", GREET, b"MAIL FROM:<a@[192.0.2.1]>\r\n", "250 2.1.0 Ok"),
+    ("mail_without_from", GREET, b"MAIL <a@b.test>\r\n", "501 5.5.4 Syntax: MAIL FROM:<address>"),
+    (
+        "mail_without_brackets",
+        GREET,
+        b"MAIL FROM:a@b.test\r\n",
+        "501 5.1.7 Bad sender address syntax",
+    ),
+    (
+        "mail_unclosed_bracket",
+        GREET,
+        b"MAIL FROM:<a@b.test\r\n",
+        "501 5.1.7 Bad sender address syntax",
+    ),
+    ("mail_no_domain", GREET, b"MAIL FROM:<alice>\r\n", "501 5.1.7 Bad sender address syntax"),
+    ("mail_empty_domain", GREET, b"MAIL FROM:<alice@>\r\n", "501 5.1.7 Bad sender address syntax"),
+    ("mail_empty_local", GREET, b"MAIL FROM:<@b.test>\r\n", "501 5.1.7 Bad sender address syntax"),
+    (
+        "mail_space_in_local",
+        GREET,
+        b"MAIL FROM:<a b@c.test>\r\n",
+        "501 5.1.7 Bad sender address syntax",
+    ),
+    (
+        "mail_unclosed_quote",
+        GREET,
+        b'MAIL FROM:<"a@b.test>\r\n',
+        "501 5.1.7 Bad sender address syntax",
+    ),
+    (
+        "mail_invalid_utf8",
+        GREET,
+        b"MAIL FROM:<a\xff@b.test>\r\n",
+        "501 5.1.7 Bad sender address syntax",
+    ),
+    (
+        "mail_garbage_after_path",
+        GREET,
+        b"MAIL FROM:<a@b.test>x\r\n",
+        "501 5.1.7 Bad sender address syntax",
+    ),
+    ("mail_route_only", GREET, b"MAIL FROM:<@a.test:>\r\n", "501 5.1.7 Bad sender address syntax"),
+    ("nested_mail", IN_MAIL, b"MAIL FROM:<a@b.test>\r\n", "503 5.5.1 Error: nested MAIL command"),
+    (
+        "nested_mail_after_rcpt",
+        IN_RCPT,
+        b"MAIL FROM:<a@b.test>\r\n",
+        "503 5.5.1 Error: nested MAIL command",
+    ),
+    (
+        "mail_size_too_big",
+        GREET,
+        b"MAIL FROM:<a@b.test> SIZE=52428801\r\n",
+        "552 5.3.4 Message size exceeds fixed maximum message size",
+    ),
+    (
+        "mail_size_huge_number",
+        GREET,
+        b"MAIL FROM:<a@b.test> SIZE=" + b"9" * 5000 + b"\r\n",
+        "552 5.3.4 Message size exceeds fixed maximum message size",
+    ),
+    ("mail_size_at_maximum", GREET, b"MAIL FROM:<a@b.test> SIZE=52428800\r\n", "250 2.1.0 Ok"),
+    (
+        "mail_size_not_digits",
+        GREET,
+        b"MAIL FROM:<a@b.test> SIZE=12k\r\n",
+        "501 5.5.4 Bad SIZE parameter",
+    ),
+    (
+        "mail_size_unicode_digits",
+        GREET,
+        "MAIL FROM:<a@b.test> SIZE=١٢\r\n".encode(),
+        "501 5.5.4 Bad SIZE parameter",
+    ),
+    (
+        "mail_size_without_value",
+        GREET,
+        b"MAIL FROM:<a@b.test> SIZE\r\n",
+        "501 5.5.4 Bad SIZE parameter",
+    ),
+    (
+        "mail_body_binarymime",
+        GREET,
+        b"MAIL FROM:<a@b.test> BODY=BINARYMIME\r\n",
+        "555 5.5.4 Unsupported option: BODY=BINARYMIME",
+    ),
+    ("mail_body_7bit", GREET, b"MAIL FROM:<a@b.test> BODY=7BIT\r\n", "250 2.1.0 Ok"),
+    (
+        "mail_unknown_param",
+        GREET,
+        b"MAIL FROM:<a@b.test> RET=HDRS\r\n",
+        "555 5.5.4 Unsupported option: RET",
+    ),
+    ("mail_param_syntax", GREET, b"MAIL FROM:<a@b.test> =x\r\n", "501 5.5.4 Bad parameter syntax"),
+    (
+        "mail_duplicate_param",
+        GREET,
+        b"MAIL FROM:<a@b.test> SMTPUTF8 SMTPUTF8\r\n",
+        "501 5.5.4 Bad parameter syntax",
+    ),
+    (
+        "mail_smtputf8_with_value",
+        GREET,
+        b"MAIL FROM:<a@b.test> SMTPUTF8=yes\r\n",
+        "501 5.5.4 Bad parameter syntax",
+    ),
+    ("rcpt_without_mail", GREET, b"RCPT TO:<u@x.test>\r\n", "503 5.5.1 Error: need MAIL command"),
+    ("rcpt", IN_MAIL, b"RCPT TO:<u@x.test>\r\n", "250 2.1.5 Ok"),
+    ("rcpt_space_after_colon", IN_MAIL, b"rcpt to: <u@x.test>\r\n", "250 2.1.5 Ok"),
+    ("rcpt_postmaster_without_domain", IN_MAIL, b"RCPT TO:<Postmaster>\r\n", "250 2.1.5 Ok"),
+    ("rcpt_without_to", IN_MAIL, b"RCPT <u@x.test>\r\n", "501 5.5.4 Syntax: RCPT TO:<address>"),
+    ("rcpt_null", IN_MAIL, b"RCPT TO:<>\r\n", "501 5.1.3 Bad recipient address syntax"),
+    (
+        "rcpt_malformed",
+        IN_MAIL,
+        b"RCPT TO:<u@@x.test>\r\n",
+        "501 5.1.3 Bad recipient address syntax",
+    ),
+    ("rcpt_no_domain", IN_MAIL, b"RCPT TO:<bob>\r\n", "501 5.1.3 Bad recipient address syntax"),
+    (
+        "rcpt_param",
+        IN_MAIL,
+        b"RCPT TO:<u@x.test> NOTIFY=NEVER\r\n",
+        "555 5.5.4 Unsupported option: NOTIFY",
+    ),
+    ("data_without_mail", GREET, b"DATA\r\n", "503 5.5.1 Error: need RCPT command"),
+    ("data_without_recipient", IN_MAIL, b"DATA\r\n", "554 5.5.1 Error: no valid recipients"),
+    ("data_with_argument", IN_RCPT, b"DATA now\r\n", "501 5.5.4 Syntax: DATA"),
+    ("data", IN_RCPT, b"DATA\r\n", "354 End data with <CR><LF>.<CR><LF>"),
+    ("noop", b"", b"NOOP\r\n", "250 2.0.0 Ok"),
+    ("noop_with_argument", IN_RCPT, b"NOOP hello there\r\n", "250 2.0.0 Ok"),
+    ("rset", IN_RCPT, b"RSET\r\n", "250 2.0.0 Ok"),
+    ("rset_with_argument", IN_RCPT, b"RSET now\r\n", "501 5.5.4 Syntax: RSET"),
+    (
+        "vrfy",
+        GREET,
+        b"VRFY bob\r\n",
+        "252 2.5.2 Cannot VRFY user, but will accept message and attempt delivery",
+    ),
+    ("vrfy_without_argument", GREET, b"VRFY\r\n", "501 5.5.4 Syntax: VRFY address"),
+    ("help", GREET, b"HELP\r\n", "214 2.0.0 Strata ESMTP, see RFC 5321"),
+    ("expn", GREET, b"EXPN staff\r\n", "502 5.5.1 Error: command not implemented"),
+    ("auth", GREET, b"AUTH PLAIN AGJvYgBzZWNyZXQ=\r\n", "502 5.5.1 Error: command not implemented"),
+    ("bdat", IN_RCPT, b"BDAT 10 LAST\r\n", "502 5.5.1 Error: command not implemented"),
+    ("turn", GREET, b"TURN\r\n", "502 5.5.1 Error: command not implemented"),
+    ("unknown_command", GREET, b"FOO bar\r\n", "500 5.5.2 Error: command not recognized"),
+    (
+        "non_ascii_verb",
+        GREET,
+        "MAİL FROM:<a@b.test>\r\n".encode(),
+        "500 5.5.2 Error: command not recognized",
+    ),
+    ("http_request", b"", b"GET / HTTP/1.1\r\n", "500 5.5.2 Error: command not recognized"),
+    ("empty_line", GREET, b"\r\n", "500 5.5.2 Error: bad syntax"),
+    ("blank_line", GREET, b" \t \r\n", "500 5.5.2 Error: bad syntax"),
+    ("starttls_not_available", GREET, b"STARTTLS\r\n", "502 5.5.1 Error: command not implemented"),
+    ("starttls_with_argument", GREET, b"STARTTLS now\r\n", "501 5.5.4 Syntax: STARTTLS"),
+    ("quit", IN_RCPT, b"QUIT\r\n", "221 2.0.0 Bye"),
+    ("quit_before_helo", b"", b"QUIT\r\n", "221 2.0.0 Bye"),
+]
+
+
+@pytest.mark.parametrize(
+    ("before", "command", "expected"), [pytest.param(*c[1:], id=c[0]) for c in COMMAND_CASES]
+)
+def test_command_reply(before: bytes, command: bytes, expected: str) -> None:
+    _, replies, _ = talk(before + command)
+    assert replies[-1] == expected
+
+
+@pytest.mark.parametrize(
+    ("command", "sender"),
+    [
+        pytest.param(b"MAIL FROM:<>", "", id="null_sender"),
+        pytest.param(b"MAIL FROM:<a@b.test>", "a@b.test", id="plain"),
+        pytest.param(b"MAIL FROM:<@relay.test,@hop.test:a@b.test>", "a@b.test", id="source_route"),
+        pytest.param(b'MAIL FROM:<"john doe"@b.test>', '"john doe"@b.test', id="quoted_local_part"),
+        pytest.param(b'MAIL FROM:<"a>b@c"@b.test>', '"a>b@c"@b.test', id="quoted_bracket_and_at"),
+        pytest.param(b'MAIL FROM:<"a\\"b"@b.test>', '"a\\"b"@b.test', id="quoted_pair"),
+        pytest.param("MAIL FROM:<jörg@bücher.test>".encode(), "jörg@bücher.test", id="utf8"),
+        pytest.param(b"MAIL FROM:<a.b+tag@sub.b-c.test>", "a.b+tag@sub.b-c.test", id="atext"),
+    ],
+)
+def test_mail_from_sender(command: bytes, sender: str) -> None:
+    events, replies, _ = talk(GREET + command + b"\r\n")
+    assert replies[-1] == "250 2.1.0 Ok"
+    assert events[-1] == MailFrom(sender, params={})
+
+
+def test_mail_from_parameters() -> None:
+    events, replies, _ = talk(
+        GREET + b"MAIL FROM:<a@b.test> size=1000  Body=8bitmime\tSMTPUTF8\r\n"
+    )
+    assert replies[-1] == "250 2.1.0 Ok"
+    assert events[-1] == MailFrom(
+        "a@b.test",
+        size=1000,
+        body="8BITMIME",
+        smtputf8=True,
+        params={"SIZE": "1000", "BODY": "8bitmime", "SMTPUTF8": None},
+    )
+
+
+def test_rcpt_to_event() -> None:
+    events, _, _ = talk(IN_MAIL + b"RCPT TO:<@hop.test:Bob@Strata.test>\r\n")
+    assert events[-1] == RcptTo("Bob@Strata.test", {})
+
+
+def test_ehlo_advertises_extensions() -> None:
+    limits = ServerLimits(max_message_size=1000)
+    _, sent, _ = drive([GREET], limits)
+    assert sent == (
+        b"250-mx.strata.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n250-8BITMIME\r\n"
+        b"250-ENHANCEDSTATUSCODES\r\n250 SMTPUTF8\r\n"
+    )
+    _, sent, _ = drive([GREET], limits, tls_available=True)
+    assert sent.endswith(b"250-SMTPUTF8\r\n250 STARTTLS\r\n")
+    _, sent, _ = drive([GREET], limits, tls_available=True, tls_active=True)
+    assert b"STARTTLS" not in sent
+
+
+@pytest.mark.parametrize(
+    "field", ["max_recipients", "max_line_length", "max_errors", "max_message_size"]
+)
+def test_limits_must_be_usable(field: str) -> None:
+    with pytest.raises(ValueError):
+        ServerLimits(**{field: -1})
+
+
+def test_greeting() -> None:
+    engine = SMTPServerEngine(HOST)
+    engine.greeting()
+    assert engine.data_to_send() == b"220 mx.strata.test ESMTP Strata\r\n"
+    assert engine.data_to_send() == b""
+
+
+def test_hello_event_keeps_the_name() -> None:
+    events, _, engine = talk(b"ehlo [192.0.2.7]\r\n")
+    assert events == [Hello("EHLO", "[192.0.2.7]")]
+    assert engine.state is State.GREETED
+
+
+def test_second_ehlo_resets_the_transaction() -> None:
+    _, replies, engine = talk(IN_RCPT + GREET + b"RCPT TO:<u@x.test>\r\n")
+    assert replies[-1] == "503 5.5.1 Error: need MAIL command"
+    assert engine.state is State.GREETED
+
+
+def test_rejected_ehlo_leaves_the_transaction_open() -> None:
+    def answer(event: Event) -> Reply | None:
+        if isinstance(event, Hello) and event.name == "evil.test":
+            return Reply(550, "5.7.1", "No")
+        return None
+
+    _, replies, engine = talk(IN_MAIL + b"EHLO evil.test\r\nRCPT TO:<u@x.test>\r\n", answer=answer)
+    assert replies[-2:] == ["550 5.7.1 No", "250 2.1.5 Ok"]
+    assert engine.state is State.RCPT
+
+
+def test_rset_drops_the_transaction() -> None:
+    events, replies, engine = talk(IN_RCPT + b"RSET\r\nDATA\r\n")
+    assert Reset() in events
+    assert replies[-2:] == ["250 2.0.0 Ok", "503 5.5.1 Error: need RCPT command"]
+    assert engine.state is State.GREETED
+
+
+def test_rset_before_helo_keeps_the_session_ungreeted() -> None:
+    _, replies, engine = talk(b"RSET\r\nMAIL FROM:<a@b.test>\r\n")
+    assert replies == ["250 2.0.0 Ok", "503 5.5.1 Error: send HELO/EHLO first"]
+    assert engine.state is State.CONNECTED
+
+
+def test_rejected_mail_leaves_the_session_greeted() -> None:
+    def answer(event: Event) -> Reply | None:
+        return Reply(550, "5.7.1", "Go away") if isinstance(event, MailFrom) else None
+
+    _, replies, engine = talk(IN_MAIL + b"RCPT TO:<u@x.test>\r\n", answer=answer)
+    assert replies[-2:] == ["550 5.7.1 Go away", "503 5.5.1 Error: need MAIL command"]
+    assert engine.state is State.GREETED
+
+
+def test_rejected_recipients_do_not_count_for_data() -> None:
+    def answer(event: Event) -> Reply | None:
+        return Reply(550, "5.7.1", "Relay access denied") if isinstance(event, RcptTo) else None
+
+    _, replies, engine = talk(IN_RCPT + b"RCPT TO:<v@x.test>\r\nDATA\r\n", answer=answer)
+    assert replies[-1] == "554 5.5.1 Error: no valid recipients"
+    assert engine.state is State.MAIL
+
+
+def test_too_many_recipients_counts_only_accepted_ones() -> None:
+    """RFC 5321 §4.5.3.1.8: past the limit, 452 4.5.3; a rejected RCPT does not use a slot."""
+
+    def answer(event: Event) -> Reply | None:
+        if isinstance(event, RcptTo) and event.recipient.startswith("no"):
+            return Reply(550, "5.1.1", "No such user")
+        return None
+
+    rcpts = b"".join(b"RCPT TO:<%s@x.test>\r\n" % n for n in (b"no1", b"a", b"no2", b"b", b"c"))
+    events, replies, _ = talk(IN_MAIL + rcpts, limits=ServerLimits(max_recipients=2), answer=answer)
+    assert replies[-5:] == [
+        "550 5.1.1 No such user",
+        "250 2.1.5 Ok",
+        "550 5.1.1 No such user",
+        "250 2.1.5 Ok",
+        "452 4.5.3 Error: too many recipients",
+    ]
+    assert [e.recipient for e in events if isinstance(e, RcptTo)] == [
+        "no1@x.test",
+        "a@x.test",
+        "no2@x.test",
+        "b@x.test",
+    ]
+
+
+def test_new_transaction_gets_a_fresh_recipient_count() -> None:
+    limits = ServerLimits(max_recipients=1)
+    data = IN_DATA + b"hi\r\n.\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\n"
+    _, replies, _ = talk(data, limits=limits)
+    assert replies[-1] == "250 2.1.5 Ok"
+
+
+def test_pipelined_commands_wait_for_the_response() -> None:
+    """RFC 2920: answers go out in order even when the adapter answers later."""
+    engine = SMTPServerEngine(HOST)
+    engine.receive_data(IN_RCPT + b"NOOP\r\n")
+    assert isinstance(engine.next_event(), Hello)
+    assert engine.awaiting_response
+    assert engine.next_event() is NEED_DATA
+    assert engine.data_to_send() == b""
+    engine.respond()
+    assert isinstance(engine.next_event(), MailFrom)
+    engine.respond()
+    assert isinstance(engine.next_event(), RcptTo)
+    assert engine.data_to_send().endswith(b"250 2.1.0 Ok\r\n")
+    engine.respond(Reply(451, "4.3.0", "Try later"))
+    assert engine.next_event() is NEED_DATA
+    assert engine.data_to_send() == b"451 4.3.0 Try later\r\n250 2.0.0 Ok\r\n"
+    assert engine.state is State.MAIL
+
+
+def test_respond_without_a_pending_event_is_an_error() -> None:
+    engine = SMTPServerEngine(HOST)
+    with pytest.raises(RuntimeError):
+        engine.respond()
+
+
+def test_data_end_needs_an_explicit_reply() -> None:
+    engine = SMTPServerEngine(HOST)
+    engine.receive_data(IN_DATA + b".\r\n")
+    for _ in range(4):
+        engine.next_event()
+        engine.respond()
+    assert engine.next_event() == DataEnd()
+    with pytest.raises(ValueError):
+        engine.respond()
+    engine.respond(Reply(451, "4.3.0", "Error: queue file write error, try again later"))
+    assert engine.state is State.GREETED
+
+
+def test_command_line_too_long_keeps_the_session_in_sync() -> None:
+    """A command line of 8193 octets gets 500 5.5.2; the pipelined NOOP is still answered."""
+    long_line = b"NOOP " + b"x" * (8193 - 5) + b"\r\n"
+    _, sent, engine = drive([GREET + long_line + b"NOOP\r\n"])
+    assert last_lines(sent)[-2:] == ["500 5.5.2 Error: line too long", "250 2.0.0 Ok"]
+    # The same over a byte-at-a-time connection: never more than a line's worth buffered.
+    engine = SMTPServerEngine(HOST)
+    data = GREET + long_line + b"NOOP\r\n"
+    for i in range(len(data)):
+        engine.receive_data(data[i : i + 1])
+        pump(engine, [])
+        assert len(engine._buffer) <= 8192 + 2
+    assert last_lines(engine.data_to_send())[-2:] == last_lines(sent)[-2:]
+
+
+def test_command_line_of_exactly_the_limit_is_accepted() -> None:
+    line = b"NOOP " + b"x" * (8192 - 5) + b"\r\n"
+    _, replies, _ = talk(line)
+    assert replies == ["250 2.0.0 Ok"]
+
+
+def test_too_many_errors_closes_with_421() -> None:
+    _, sent, engine = drive([b"FOO\r\n" * 5 + b"NOOP\r\n"], ServerLimits(max_errors=3))
+    assert last_lines(sent) == [
+        "500 5.5.2 Error: command not recognized",
+        "500 5.5.2 Error: command not recognized",
+        "500 5.5.2 Error: command not recognized",
+        f"421 4.7.0 {HOST} Error: too many errors",
+    ]
+    assert engine.closed
+    assert engine.next_event() is NEED_DATA
+
+
+def test_adapter_rejections_count_as_errors() -> None:
+    def answer(event: Event) -> Reply | None:
+        return Reply(550, "5.7.1", "Relay access denied") if isinstance(event, RcptTo) else None
+
+    data = IN_MAIL + b"RCPT TO:<a@x.test>\r\n" * 3
+    _, replies, engine = talk(data, limits=ServerLimits(max_errors=2), answer=answer)
+    assert replies[-1] == f"421 4.7.0 {HOST} Error: too many errors"
+    assert engine.closed
+
+
+def test_a_421_reply_closes_the_session() -> None:
+    def answer(event: Event) -> Reply | None:
+        return Reply(421, "4.3.2", "Shutting down") if isinstance(event, MailFrom) else None
+
+    _, replies, engine = talk(IN_MAIL + b"NOOP\r\n", answer=answer)
+    assert replies[-1] == "421 4.3.2 Shutting down"
+    assert engine.closed
+
+
+def test_quit_closes_and_ignores_what_follows() -> None:
+    events, replies, engine = talk(GREET + b"QUIT\r\nNOOP\r\n")
+    assert events[-1] == Quit()
+    assert replies[-1] == "221 2.0.0 Bye"
+    assert engine.closed
+    engine.receive_data(b"NOOP\r\n")
+    assert engine.next_event() is NEED_DATA
+    assert engine.data_to_send() == b""
+
+
+def test_timeout_queues_421_and_closes() -> None:
+    engine = SMTPServerEngine(HOST)
+    engine.timeout()
+    assert engine.data_to_send() == f"421 4.4.2 {HOST} Error: timeout exceeded\r\n".encode()
+    assert engine.closed
+    engine.timeout()
+    assert engine.data_to_send() == b""
+
+
+def test_eof_closes_even_mid_message() -> None:
+    events, _, engine = drive([IN_DATA + b"partial\r\n", b""])
+    assert engine.closed
+    assert not engine.in_data
+    assert engine.next_event() is NEED_DATA
+    assert not any(isinstance(e, DataEnd | DataAborted) for e in events)
+    engine.respond()  # a late answer after the peer left is ignored
+
+
+def test_eof_while_awaiting_a_response() -> None:
+    engine = SMTPServerEngine(HOST)
+    engine.receive_data(GREET)
+    assert isinstance(engine.next_event(), Hello)
+    engine.receive_data(b"")
+    assert engine.closed
+    assert not engine.awaiting_response
+    engine.respond()
+    assert engine.data_to_send() == b""
+
+
+# -- STARTTLS --------------------------------------------------------------------------------------
+
+
+def test_starttls_discards_pipelined_plaintext() -> None:
+    """RFC 3207 §4.2, CVE-2011-0411: commands injected after STARTTLS must not run under TLS."""
+    engine = SMTPServerEngine(HOST, tls_available=True)
+    engine.receive_data(GREET + b"STARTTLS\r\nMAIL FROM:<evil@x.test>\r\n")
+    assert isinstance(engine.next_event(), Hello)
+    engine.respond()
+    assert engine.next_event() == StartTLS()
+    assert engine.data_to_send().endswith(b"250 STARTTLS\r\n220 2.0.0 Ready to start TLS\r\n")
+    engine.receive_data(b"RCPT TO:<also-evil@x.test>\r\n")  # still in the clear: dropped
+    assert engine.next_event() is NEED_DATA
+    engine.tls_started()
+    assert engine.tls_active
+    assert engine.state is State.CONNECTED
+    engine.receive_data(b"MAIL FROM:<a@b.test>\r\nEHLO c.test\r\nSTARTTLS\r\n")
+    assert engine.next_event() == Hello("EHLO", "c.test")
+    engine.respond()
+    assert engine.next_event() is NEED_DATA
+    sent = engine.data_to_send()
+    assert last_lines(sent) == [
+        "503 5.5.1 Error: send HELO/EHLO first",
+        "250 SMTPUTF8",
+        "503 5.5.1 Error: TLS already active",
+    ]
+    assert b"STARTTLS" not in sent.split(b"250 SMTPUTF8")[0]
+
+
+def test_starttls_refused_inside_a_transaction() -> None:
+    _, replies, _ = talk(IN_MAIL + b"STARTTLS\r\n", tls_available=True)
+    assert replies[-1] == "503 5.5.1 Error: MAIL transaction in progress"
+
+
+def test_starttls_when_tls_is_already_active() -> None:
+    _, replies, _ = talk(GREET + b"STARTTLS\r\n", tls_available=True, tls_active=True)
+    assert replies[-1] == "503 5.5.1 Error: TLS already active"
+
+
+def test_tls_started_without_starttls_is_an_error() -> None:
+    with pytest.raises(RuntimeError):
+        SMTPServerEngine(HOST, tls_available=True).tls_started()
+
+
+# -- message content -------------------------------------------------------------------------------
+
+CONTENT_CASES = [
+    # (id, content sent after the 354, content received)
+    ("simple", b"Subject: hi\r\n\r\nbody\r\n.\r\n", b"Subject: hi\r\n\r\nbody\r\n"),
+    ("empty_message", b".\r\n", b""),
+    ("dot_stuffed_line", b"..hidden\r\n...\r\n.\r\n", b".hidden\r\n..\r\n"),
+    ("stuffed_lone_dot", b"a\r\n..\r\n.\r\n", b"a\r\n.\r\n"),
+    ("bare_lf_normalized", b"a\nb\r\nc\r\n.\r\n", b"a\r\nb\r\nc\r\n"),
+    ("bare_cr_is_a_byte", b"a\rb\r\n\r\r\n.\r\n", b"a\rb\r\n\r\r\n"),
+    ("dot_line_with_text", b".a\r\n.\r\n", b"a\r\n"),
+    ("dot_with_trailing_space", b". \r\n.\r\n", b" \r\n"),
+    # SMTP smuggling (CVE-2023-51764 class): none of these ends the data.
+    ("smuggling_lf_dot_lf", b"a\n.\nMAIL\r\n.\r\n", b"a\r\n.\r\nMAIL\r\n"),
+    ("smuggling_lf_dot_crlf", b"a\n.\r\nMAIL\r\n.\r\n", b"a\r\n.\r\nMAIL\r\n"),
+    ("smuggling_crlf_dot_lf", b"a\r\n.\nMAIL\r\n.\r\n", b"a\r\n.\r\nMAIL\r\n"),
+    ("smuggling_cr_dot_cr", b"a\r.\rMAIL\r\n.\r\n", b"a\r.\rMAIL\r\n"),
+    ("smuggling_cr_dot_lf", b"a\r.\nMAIL\r\n.\r\n", b"a\r.\r\nMAIL\r\n"),
+    ("first_line_dot_lf", b".\nMAIL\r\n.\r\n", b".\r\nMAIL\r\n"),
+    ("dot_after_bare_lf_then_real_end", b"a\n.\r\n.\r\n", b"a\r\n.\r\n"),
+    (
+        "utf8_and_binary",
+        "Grüße\r\n".encode() + b"\x00\xff\r\n.\r\n",
+        "Grüße\r\n".encode() + b"\x00\xff\r\n",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"), [pytest.param(*c[1:], id=c[0]) for c in CONTENT_CASES]
+)
+def test_message_content(content: bytes, expected: bytes) -> None:
+    events, replies, engine = talk(IN_DATA + content)
+    assert events[-1] == DataEnd()
+    assert message_of(events) == expected
+    assert replies[-1] == "250 2.0.0 Ok: queued"
+    assert engine.state is State.GREETED
+
+
+def test_smuggling_bare_lf_dot_does_not_end_data() -> None:
+    smuggled = b"MAIL FROM:<evil@x.test>\r\nRCPT TO:<victim@strata.test>\r\nDATA\r\n"
+    events, _, engine = talk(IN_DATA + b"Subject: a\r\n\n.\n" + smuggled + b"evil\r\n")
+    assert engine.in_data
+    assert [e for e in events if isinstance(e, MailFrom)] == [MailFrom("alice@sender.test")]
+    assert smuggled in message_of(events)
+
+
+def test_in_data_is_true_only_while_reading_content() -> None:
+    engine = SMTPServerEngine(HOST)
+    engine.receive_data(IN_DATA)
+    for _ in range(4):
+        assert not engine.in_data
+        engine.next_event()
+        engine.respond()
+    assert engine.in_data
+    engine.receive_data(b"x\r\n.\r\n")
+    assert isinstance(engine.next_event(), DataChunk)
+    assert isinstance(engine.next_event(), DataEnd)
+    assert not engine.in_data
+
+
+def test_rejected_data_start_does_not_enter_data() -> None:
+    def answer(event: Event) -> Reply | None:
+        return Reply(451, "4.3.0", "Not now") if isinstance(event, DataStart) else None
+
+    _, replies, engine = talk(IN_DATA + b"NOOP\r\n", answer=answer)
+    assert replies[-2:] == ["451 4.3.0 Not now", "250 2.0.0 Ok"]
+    assert engine.state is State.RCPT
+
+
+def test_failed_data_end_still_ends_the_transaction() -> None:
+    """RFC 5321 §4.1.1.4: whatever the reply to the final ".", the transaction is over."""
+
+    def answer(event: Event) -> Reply | None:
+        return Reply(451, "4.3.0", "Try later") if isinstance(event, DataEnd) else None
+
+    _, replies, _ = talk(IN_DATA + b"x\r\n.\r\nRCPT TO:<u@x.test>\r\n", answer=answer)
+    assert replies[-2:] == ["451 4.3.0 Try later", "503 5.5.1 Error: need MAIL command"]
+
+
+def test_message_line_too_long_aborts_at_the_final_dot() -> None:
+    limits = ServerLimits(max_line_length=100)
+    content = b"ok\r\n" + b"x" * 101 + b"\r\n.\r\n"
+    events, replies, engine = talk(IN_DATA + content + b"MAIL FROM:<a@b.test>\r\n", limits=limits)
+    aborted = DataAborted(Reply(500, "5.5.2", "Error: message line too long"))
+    assert aborted in events
+    assert DataEnd() not in events
+    assert replies[-2:] == ["500 5.5.2 Error: message line too long", "250 2.1.0 Ok"]
+    assert engine.state is State.MAIL
+
+
+def test_message_line_of_exactly_the_limit_is_accepted() -> None:
+    limits = ServerLimits(max_line_length=100)
+    events, _, _ = talk(IN_DATA + b"x" * 100 + b"\r\n" + b"y" * 100 + b"\r\n.\r\n", limits=limits)
+    assert events[-1] == DataEnd()
+
+
+def test_long_message_line_is_not_buffered() -> None:
+    """A line without LF is dropped past max_line_length+2 octets, and its CR is still seen."""
+    limits = ServerLimits(max_line_length=100)
+    engine = SMTPServerEngine(HOST, limits)
+    events: list[Event] = []
+    engine.receive_data(IN_DATA)
+    pump(engine, events)
+    for _ in range(50):
+        engine.receive_data(b"x" * 99)
+        pump(engine, events)
+        assert len(engine._buffer) <= 102
+    engine.receive_data(b"\r")
+    pump(engine, events)
+    engine.receive_data(b"\n.\r\n")
+    pump(engine, events)
+    assert events[-1] == DataAborted(Reply(500, "5.5.2", "Error: message line too long"))
+
+
+def test_message_too_big_aborts_at_the_final_dot() -> None:
+    limits = ServerLimits(max_message_size=10)
+    events, replies, engine = talk(IN_DATA + b"12345678\r\n9\r\n.\r\n", limits=limits)
+    assert events[-1] == DataAborted(Reply(552, "5.3.4", "Error: message file too big"))
+    assert replies[-1] == "552 5.3.4 Error: message file too big"
+    assert message_of(events) == b"12345678\r\n"  # nothing past the limit is handed over
+    assert engine.state is State.GREETED
+
+
+def test_message_of_exactly_the_maximum_size_is_accepted() -> None:
+    limits = ServerLimits(max_message_size=10)
+    events, _, _ = talk(IN_DATA + b"12345678\r\n.\r\n", limits=limits)
+    assert events[-1] == DataEnd()
+
+
+def test_message_content_arrives_in_few_chunks() -> None:
+    """10 KiB of ordinary lines read at once give one DataChunk, not one event per line."""
+    content = b"".join(
+        b"Line %04d of an ordinary message body, nothing special\r\n" % i for i in range(200)
+    )
+    assert len(content) > 10 * 1024
+    events, _, _ = talk(IN_DATA + content + b".\r\n")
+    chunks = [e for e in events if isinstance(e, DataChunk)]
+    assert chunks == [DataChunk(content)]
+
+
+def test_mail_may_follow_a_message() -> None:
+    data = (
+        IN_DATA + b"one\r\n.\r\nMAIL FROM:<c@d.test>\r\nRCPT TO:<e@f.test>\r\nDATA\r\ntwo\r\n.\r\n"
+    )
+    events, _, _ = talk(data)
+    assert [e for e in events if isinstance(e, DataChunk | DataEnd)] == [
+        DataChunk(b"one\r\n"),
+        DataEnd(),
+        DataChunk(b"two\r\n"),
+        DataEnd(),
+    ]
+
+
+# -- properties ------------------------------------------------------------------------------------
+
+PROPERTY_LIMITS = ServerLimits(
+    max_message_size=300, max_recipients=3, max_line_length=40, max_errors=30
+)
+
+session_parts = st.one_of(
+    st.sampled_from(
+        [
+            IN_DATA,  # so that many sessions reach message content
+            b"EHLO client.test\r\n",
+            b"HELO c\n",
+            b"MAIL FROM:<a@b.test>\r\n",
+            b"MAIL FROM:<> SIZE=100\r\n",
+            b"MAIL FROM:<a@b.test> SIZE=1000\r\n",
+            b"RCPT TO:<u@x.test>\r\n",
+            b"RCPT TO:u@x.test\r\n",
+            b"DATA\r\n",
+            b"RSET\r\n",
+            b"NOOP\r\n",
+            b"VRFY u\r\n",
+            b"STARTTLS\r\n",
+            b"FOO\r\n",
+            b"\r\n",
+            b"\n",
+            b"\r",
+            b".\r\n",
+            b"..x\r\n",
+            b"\r\n.\r\n",
+            b"\n.\n",
+            b"\r.\r",
+            b"x" * 45,
+            b"NOOP " + b"y" * 60 + b"\r\n",
+            b"QUIT\r\n",
+        ]
+    ),
+    st.binary(max_size=30),
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(session_parts, max_size=40), st.data())
+def test_property_any_split_gives_the_same_events_and_replies(parts, data) -> None:
+    session = b"".join(parts)
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(session)), max_size=12)))
+    pieces = [session[i:j] for i, j in zip([0, *cuts], [*cuts, len(session)], strict=True)]
+    pieces = [piece for piece in pieces if piece]  # b"" would mean EOF
+    whole = drive([session], PROPERTY_LIMITS)
+    split = drive(pieces, PROPERTY_LIMITS)
+    assert split[:2] == whole[:2]
+    one_by_one = drive([session[i : i + 1] for i in range(len(session))], PROPERTY_LIMITS)
+    assert one_by_one[:2] == whole[:2]
+
+
+@settings(max_examples=300)
+@given(st.sampled_from([b"", GREET, IN_MAIL, IN_RCPT, IN_DATA]), st.binary(max_size=500))
+def test_property_parser_never_raises(prefix, garbage) -> None:
+    for limits in (ServerLimits(), PROPERTY_LIMITS):
+        _, _, engine = drive([piece for piece in (prefix, garbage) if piece], limits)
+        engine.receive_data(b"")
+        assert engine.next_event() is NEED_DATA
+
+
+SMUGGLING_SEPARATORS = [b"\n.\n", b"\r.\r", b"\n.\r\n", b"\r\n.\n", b"\r.\n"]
+SMUGGLED = b"MAIL FROM:<evil@x.test>\r\nRCPT TO:<victim@strata.test>\r\nDATA\r\n"
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(SMUGGLING_SEPARATORS),
+            st.one_of(st.just(SMUGGLED), st.text("abcXYZ :<>@", min_size=1).map(str.encode)),
+        ),
+        min_size=1,
+        max_size=10,
+    ),
+    st.data(),
+)
+def test_property_smuggling_sequences_never_yield_two_messages(parts, data) -> None:
+    parts = [*parts, (data.draw(st.sampled_from(SMUGGLING_SEPARATORS)), SMUGGLED)]
+    content = b"Subject: x" + b"".join(sep + text for sep, text in parts)
+    session = IN_DATA + content + b"\r\n.\r\nMAIL FROM:<next@b.test>\r\n"
+    events, _, _ = drive([session])
+    assert sum(isinstance(e, DataEnd) for e in events) == 1
+    assert [e.sender for e in events if isinstance(e, MailFrom)] == [
+        "alice@sender.test",
+        "next@b.test",
+    ]
+    assert SMUGGLED in message_of(events)
+    assert not any(isinstance(e, RcptTo) and e.recipient == "victim@strata.test" for e in events)
+
+
+@settings(max_examples=300)
+@given(
+    st.lists(st.binary(max_size=60).filter(lambda b: b"\n" not in b), max_size=30),
+    st.sets(st.integers(0, 2000), max_size=8),
+)
+def test_property_dot_stuffing_round_trip(lines, cuts) -> None:
+    """RFC 5321 §4.5.2: stuffing lines and sending them gives back exactly the content."""
+    content = b"".join(line + b"\r\n" for line in lines)
+    stuffed = b"".join((b"." + line if line.startswith(b".") else line) + b"\r\n" for line in lines)
+    session = IN_DATA + stuffed + b".\r\n"
+    points = sorted(c for c in cuts if c <= len(session))
+    pieces = [session[i:j] for i, j in zip([0, *points], [*points, len(session)], strict=True)]
+    pieces = [piece for piece in pieces if piece]  # b"" would mean EOF
+    events, _, _ = drive(pieces)
+    assert events[-1] == DataEnd()
+    assert message_of(events) == content
