@@ -83,7 +83,7 @@ class IMessageWriter(Interface):
         """
 
     def commit(incoming: IncomingMessage) -> Deferred[StoredMessage]:
-        """Make the message durable and visible.  Fails with a L{StorageError} and leaves nothing."""
+        """Make the message durable and visible.  Fails with L{StorageError}, leaving nothing."""
 
     def abort() -> Deferred[None]:
         """Discard the message.  Safe to call after a failed write or commit."""

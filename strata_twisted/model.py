@@ -129,7 +129,7 @@ class RelayTarget:
 
     @classmethod
     def parse(cls, text: str) -> RelayTarget:
-        """Parse ``host``, ``host:port``, ``[v6]`` or ``[v6]:port``; raise ValueError when invalid."""
+        """Parse ``host[:port]`` or ``[v6][:port]``; raise ValueError when invalid."""
         host, port = parse_host_port(text, default_port=25)
         return cls(host.lower(), port)
 
@@ -173,7 +173,7 @@ class Envelope:
 
 @dataclass(frozen=True)
 class Delivery:
-    """What intake does for one recipient: queue it for ``domain``'s primary, maybe a shadow copy."""
+    """What intake does for one recipient: queue it for its domain's primary, maybe shadow it."""
 
     recipient: str
     domain: str

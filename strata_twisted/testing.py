@@ -5,7 +5,7 @@ Fakes and helpers that Strata's own tests use, shipped so that integrations can 
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred
 from twisted.python.failure import Failure
@@ -28,10 +28,102 @@ def result_of(d: Deferred[T]) -> T:
     return results[0]
 
 
-def failure_of(d: Deferred[object]) -> Failure:
+def failure_of(d: Deferred[Any]) -> Failure:
     """The failure of a Deferred that has already failed; AssertionError otherwise."""
     results: list[object] = []
     failures: list[Failure] = []
     d.addCallbacks(results.append, failures.append)
     assert failures, f"{d!r} did not fail (result: {results!r})"
     return failures[0]
+
+
+# -- Storage helpers (appended by the storage layer) -----------------------------------------
+
+from collections.abc import Callable, Sequence  # noqa: E402
+
+from strata_twisted.interfaces import IMessageStore  # noqa: E402
+from strata_twisted.model import Delivery, Envelope, IncomingMessage, StoredMessage  # noqa: E402
+
+
+class ManualExecutor:
+    """
+    An L{strata_twisted.executor.Executor} that runs nothing until the test says so.
+
+    Calls wait in submission order; L{run_next} and L{run_all} run them in the caller's thread and
+    fire their Deferreds.  For testing what a store does while its thread is busy: back-pressure,
+    group commit, requests that pile up.  ``submitted`` counts every call ever submitted.
+    """
+
+    def __init__(self) -> None:
+        self.submitted = 0
+        self._queue: list[tuple[Callable[[], Any], Deferred[Any]]] = []
+
+    @property
+    def pending(self) -> int:
+        """How many calls are waiting to run."""
+        return len(self._queue)
+
+    def run(self, f: Callable[[], T]) -> Deferred[T]:
+        d: Deferred[T] = Deferred()
+        self._queue.append((f, d))
+        self.submitted += 1
+        return d
+
+    def run_next(self) -> None:
+        """Run the oldest waiting call; AssertionError when none is waiting."""
+        assert self._queue, "no executor call is waiting"
+        f, d = self._queue.pop(0)
+        try:
+            result = f()
+        except BaseException:
+            d.errback()
+        else:
+            d.callback(result)
+
+    def run_all(self) -> int:
+        """Run waiting calls, including any they submit, until none is left; return how many."""
+        count = 0
+        while self._queue:
+            self.run_next()
+            count += 1
+        return count
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+def store_message(
+    store: IMessageStore,
+    message_id: str,
+    body: bytes,
+    deliveries: Sequence[Delivery],
+    *,
+    sender: str = "sender@example.org",
+    received_at: float = 0.0,
+    header_message_id: str | None = None,
+    envelope: Envelope | None = None,
+    chunk_size: int = 64 * 1024,
+) -> Deferred[StoredMessage]:
+    """
+    Store a message the way intake does: ``begin``, ``write`` chunk by chunk (waiting on each
+    write, i.e. honouring back-pressure), then ``commit``; ``abort`` when anything fails.  The
+    envelope's recipients default to the deliveries' recipients.
+    """
+    if envelope is None:
+        envelope = Envelope(sender, tuple(delivery.recipient for delivery in deliveries))
+    incoming = IncomingMessage(envelope, received_at, tuple(deliveries), header_message_id)
+
+    async def deliver() -> StoredMessage:
+        writer = store.begin(message_id)
+        try:
+            for start in range(0, len(body), chunk_size):
+                await writer.write(body[start : start + chunk_size])
+            return await writer.commit(incoming)
+        except BaseException:
+            await writer.abort()
+            raise
+
+    return Deferred.fromCoroutine(deliver())

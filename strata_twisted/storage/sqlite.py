@@ -1,0 +1,1011 @@
+"""
+The embedded storage backend: SQLite for records, one file per message body.
+
+Layout under ``data_dir`` (mode 0700)::
+
+    strata.db                     records, WAL mode (schema and migrations: sqlite_schema.py)
+    messages/<YYYYMMDD>/<id>      each body exactly as received (mode 0600)
+
+Threading (DESIGN decision 6).  Everything that touches the database or a body file runs inside an
+``executor.run(...)`` callable: in the server that is one dedicated thread, which also opens the
+one sqlite3 connection, lazily, in its first call.  Methods named ``_t_…`` run there, and only
+there; every other method runs on the caller's (reactor) thread and must never touch the
+connection or a file.  L{SQLiteStore.open} is the one exception: it is synchronous, runs before
+the reactor does, and uses its own short-lived connection.
+
+Durability (DESIGN decision 2; Postfix ``mail_stream.c``: write, fsync, then mark ready).  A
+commit writes the rest of the body, fsyncs it, fsyncs every directory that gained an entry, then
+inserts the message, its queue entries and its shadow copies in one transaction
+(``synchronous=FULL``).  A crash before that transaction leaves only an orphan body file, which the
+next L{SQLiteStore.open} sweeps away; a crash after it loses nothing.
+
+Group commit.  While one batch of commits runs on the storage thread, new commit requests wait;
+when it finishes, every waiting request goes into the next batch: one executor call, one
+transaction (so one WAL fsync) for all of them.
+
+Errors.  No OSError or sqlite3.Error escapes: ENOSPC/EDQUOT and SQLITE_FULL become
+L{InsufficientStorage}, anything else L{StorageError}, with the detail in the message.  A failed
+transaction is rolled back, so the store works again as soon as the disk has room, without being
+reopened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import os
+import re
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Final, NoReturn, TypeVar, cast
+
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from strata_twisted.clock import SecondsClock
+from strata_twisted.errors import (
+    DomainExists,
+    InsufficientStorage,
+    NoSuchDomain,
+    NoSuchEntry,
+    StorageError,
+    StrataError,
+)
+from strata_twisted.executor import Executor
+from strata_twisted.interfaces import (
+    IDomainStore,
+    IEventStore,
+    IMessageStore,
+    IMessageWriter,
+    IQueueStore,
+    IShadowStore,
+)
+from strata_twisted.model import (
+    HELD,
+    QUEUED,
+    DeliveryMode,
+    Domain,
+    Envelope,
+    Event,
+    IncomingMessage,
+    QueueEntry,
+    QueueStats,
+    RelayTarget,
+    ShadowCopy,
+    StoredMessage,
+)
+from strata_twisted.storage.sqlite_schema import migrate
+
+T = TypeVar("T")
+
+DB_NAME: Final = "strata.db"
+MESSAGES_DIR: Final = "messages"
+
+# A writer keeps at most this much of a body in memory; beyond it, the buffer goes to the file.
+BUFFER_LIMIT: Final = 256 * 1024
+
+# Without ``open(recover=True)`` another process (the running server) may be writing bodies that
+# are not committed yet; only orphans untouched for this long are old enough to be crash debris.
+ORPHAN_AGE: Final = 3600.0
+
+# Queue ids name body files, so they must be safe file names (no "/", no "..").
+_MESSAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
+
+_DISK_FULL_ERRNOS: Final = frozenset(
+    code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None
+)
+
+_log = Logger()
+
+
+def translate_error(error: BaseException, doing: str) -> StrataError:
+    """
+    The Strata error for a failure while ``doing`` something: disk full (ENOSPC, EDQUOT,
+    SQLITE_FULL) is L{InsufficientStorage}, any other I/O or database error L{StorageError}.
+    Strata's own errors pass through unchanged.
+    """
+    if isinstance(error, StrataError):
+        return error
+    detail = f"{doing}: {error}"
+    if isinstance(error, OSError):
+        if error.errno in _DISK_FULL_ERRNOS:
+            return InsufficientStorage(detail)
+        return StorageError(detail)
+    if isinstance(error, sqlite3.Error):
+        code = getattr(error, "sqlite_errorcode", None)
+        primary = code & 0xFF if isinstance(code, int) else None
+        if primary == sqlite3.SQLITE_FULL or "database or disk is full" in str(error):
+            return InsufficientStorage(detail)
+        return StorageError(detail)
+    return StorageError(f"{doing}: unexpected {type(error).__name__}: {error}")
+
+
+def _exception(failure: Failure) -> BaseException:
+    return failure.value if failure.value is not None else RuntimeError(str(failure))
+
+
+def _raise_translated(failure: Failure, doing: str) -> NoReturn:
+    raise translate_error(_exception(failure), doing)
+
+
+def _raise(error: StrataError, cause: BaseException) -> NoReturn:
+    if error is cause:
+        raise error
+    raise error from cause
+
+
+def _check_message_id(message_id: str) -> None:
+    if not _MESSAGE_ID.fullmatch(message_id):
+        raise ValueError(f"invalid queue id {message_id!r}")
+
+
+def _header_section(lines: Iterable[bytes]) -> bytes:
+    """The lines of a message up to and including the first blank line (CRLF or bare LF)."""
+    out: list[bytes] = []
+    for line in lines:
+        out.append(line)
+        if line in (b"\r\n", b"\n"):
+            break
+    return b"".join(out)
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    """A connection in autocommit mode (we issue BEGIN/COMMIT ourselves) with our pragmas."""
+    conn = sqlite3.connect(str(path), isolation_level=None, timeout=5.0)
+    try:
+        conn.row_factory = sqlite3.Row
+        conn.execute("PRAGMA busy_timeout = 5000")
+        conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute("PRAGMA synchronous = FULL")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StorageError(f"{path}: cannot use WAL journal mode (got {mode!r})")
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def _domain(row: sqlite3.Row) -> Domain:
+    return Domain(
+        name=row["name"],
+        relay=RelayTarget(row["relay_host"], int(row["relay_port"])),
+        mode=cast(DeliveryMode, row["mode"]),
+        created_at=float(row["created_at"]),
+        updated_at=float(row["updated_at"]),
+    )
+
+
+def _stored_message(row: sqlite3.Row) -> StoredMessage:
+    return StoredMessage(
+        id=row["id"],
+        envelope=Envelope(
+            sender=row["sender"],
+            recipients=tuple(json.loads(row["recipients"])),
+            client_address=row["client_address"],
+            client_helo=row["client_helo"],
+            body_8bitmime=bool(row["body_8bitmime"]),
+            smtputf8=bool(row["smtputf8"]),
+        ),
+        received_at=float(row["received_at"]),
+        size=int(row["size"]),
+        header_message_id=row["header_message_id"],
+    )
+
+
+def _entry(row: sqlite3.Row) -> QueueEntry:
+    return QueueEntry(
+        id=row["id"],
+        seq=int(row["seq"]),
+        message_id=row["message_id"],
+        domain=row["domain"],
+        recipient=row["recipient"],
+        sender=row["sender"],
+        header_message_id=row["header_message_id"],
+        size=int(row["size"]),
+        received_at=float(row["received_at"]),
+        state=row["state"],
+        attempts=int(row["attempts"]),
+        last_error=row["last_error"],
+        next_attempt_at=float(row["next_attempt_at"]),
+    )
+
+
+def _event(row: sqlite3.Row) -> Event:
+    return Event(
+        id=int(row["id"]),
+        at=float(row["at"]),
+        kind=row["kind"],
+        message=row["message"],
+        domain=row["domain"],
+        data=json.loads(row["data"]),
+    )
+
+
+def _bump_domains_version(conn: sqlite3.Connection) -> None:
+    conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'domains_version'")
+
+
+@dataclass
+class _PendingCommit:
+    """One commit request, waiting for (or in) a batch."""
+
+    writer: _BodyWriter
+    incoming: IncomingMessage
+    tail: bytes
+    size: int
+    created_at: float
+    deferred: Deferred[StoredMessage] = field(default_factory=Deferred)
+
+    def stored(self) -> StoredMessage:
+        return StoredMessage(
+            id=self.writer.message_id,
+            envelope=self.incoming.envelope,
+            received_at=self.incoming.received_at,
+            size=self.size,
+            header_message_id=self.incoming.header_message_id,
+        )
+
+
+# Writer states (reactor side).  The legal moves:
+#
+#   open --write--> open        open --commit--> committing --batch--> committed | failed
+#   open --abort--> aborted     committing --abort--> (waits for the batch; cannot undo it)
+#
+# Anything else is refused: write/commit fail with StorageError, abort does nothing.
+_OPEN, _COMMITTING, _COMMITTED, _FAILED, _ABORTED = (
+    "open",
+    "committing",
+    "committed",
+    "failed",
+    "aborted",
+)
+
+
+@implementer(IMessageWriter)
+class _BodyWriter:
+    """
+    One message being received into ``messages/<day>/<id>``.
+
+    The reactor side keeps a buffer of at most L{BUFFER_LIMIT} bytes and hands full buffers to the
+    storage thread, which creates the file on the first of them (``O_EXCL``, mode 0600).  The two
+    sides keep separate state: ``_t_…`` attributes and methods belong to the storage thread.
+    """
+
+    def __init__(self, store: SQLiteStore, message_id: str, day: str) -> None:
+        self.message_id = message_id
+        self.size = 0
+        self.rel_path = f"{MESSAGES_DIR}/{day}/{message_id}"
+        self.day_dir = store.data_dir / MESSAGES_DIR / day
+        self.path = self.day_dir / message_id
+        self._store = store
+        # Reactor side.
+        self._buffer: list[bytes] = []
+        self._buffered = 0
+        self._state = _OPEN
+        self._error: StrataError | None = None
+        self._flushed = False
+        self._settle_waiters: list[Deferred[None]] = []
+        # Storage-thread side.
+        self._t_fd: int | None = None
+        self._t_created = False
+        self._t_error: StrataError | None = None
+
+    # -- reactor side
+
+    def write(self, data: bytes) -> Deferred[None]:
+        if self._error is not None:
+            return fail(self._error)
+        if self._state != _OPEN:
+            return fail(StorageError(f"message {self.message_id} is already {self._state}"))
+        if not data:
+            return succeed(None)
+        self._buffer.append(bytes(data))
+        self._buffered += len(data)
+        self.size += len(data)
+        if self._buffered <= BUFFER_LIMIT:
+            return succeed(None)
+        chunk = b"".join(self._buffer)
+        self._buffer = []
+        self._buffered = 0
+        self._flushed = True
+        d = self._store._run(f"writing message {self.message_id}", lambda: self._t_append(chunk))
+        d.addErrback(self._write_failed)
+        return d
+
+    def _write_failed(self, failure: Failure) -> Failure:
+        if self._error is None:
+            self._error = translate_error(_exception(failure), f"writing message {self.message_id}")
+        return failure
+
+    def commit(self, incoming: IncomingMessage) -> Deferred[StoredMessage]:
+        if self._state != _OPEN:
+            return fail(StorageError(f"message {self.message_id} is already {self._state}"))
+        if self._error is not None:
+            # The failed flush has already deleted the file.
+            self._state = _FAILED
+            return fail(self._error)
+        self._state = _COMMITTING
+        tail = b"".join(self._buffer)
+        self._buffer = []
+        self._buffered = 0
+        pending = _PendingCommit(
+            writer=self,
+            incoming=incoming,
+            tail=tail,
+            size=self.size,
+            created_at=self._store.clock.seconds(),
+        )
+        d = self._store._request_commit(pending)
+        d.addBoth(self._settled)
+        return d
+
+    def _settled(self, result: StoredMessage | Failure) -> StoredMessage | Failure:
+        self._state = _FAILED if isinstance(result, Failure) else _COMMITTED
+        waiters, self._settle_waiters = self._settle_waiters, []
+        for waiter in waiters:
+            waiter.callback(None)
+        return result
+
+    def abort(self) -> Deferred[None]:
+        if self._state == _COMMITTING:
+            # Too late to take it back: wait until the commit has settled, one way or the other
+            # (a failed commit has already deleted the file).
+            waiter: Deferred[None] = Deferred()
+            self._settle_waiters.append(waiter)
+            return waiter
+        if self._state != _OPEN:
+            return succeed(None)
+        self._state = _ABORTED
+        self._buffer = []
+        self._buffered = 0
+        if not self._flushed:
+            return succeed(None)
+        return self._store._run(f"discarding message {self.message_id}", self._t_discard)
+
+    # -- storage-thread side
+
+    def _t_write(self, data: bytes) -> None:
+        if self._t_fd is None:
+            if not self._store._opened:
+                raise StorageError(f"the store at {self._store.data_dir} is not open")
+            self._store._t_make_dir(self.day_dir)
+            self._t_fd = os.open(
+                self.path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600
+            )
+            self._t_created = True
+        view = memoryview(data)
+        while view:
+            written = os.write(self._t_fd, view)
+            view = view[written:]
+
+    def _t_fail(self, error: BaseException) -> NoReturn:
+        """Remember the failure, delete the file, and raise the Strata error."""
+        translated = translate_error(error, f"writing message {self.message_id}")
+        self._t_error = translated
+        self._t_discard_quietly()
+        _raise(translated, error)
+
+    def _t_append(self, data: bytes) -> None:
+        if self._t_error is not None:
+            raise self._t_error
+        try:
+            self._t_write(data)
+        except Exception as e:
+            self._t_fail(e)
+
+    def _t_finish(self, tail: bytes) -> None:
+        """Write the last bytes, fsync and close the file (created now if nothing was flushed)."""
+        if self._t_error is not None:
+            raise self._t_error
+        try:
+            self._t_write(tail)
+            assert self._t_fd is not None
+            os.fsync(self._t_fd)
+            fd, self._t_fd = self._t_fd, None
+            os.close(fd)
+        except Exception as e:
+            self._t_fail(e)
+
+    def _t_discard(self) -> None:
+        if self._t_fd is not None:
+            fd, self._t_fd = self._t_fd, None
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        if self._t_created:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+            self._t_created = False
+
+    def _t_discard_quietly(self) -> None:
+        # A file we cannot delete now is an orphan; the next open() sweeps it.
+        with contextlib.suppress(OSError):
+            self._t_discard()
+
+
+@implementer(IDomainStore, IMessageStore, IQueueStore, IShadowStore, IEventStore)
+class SQLiteStore:
+    """
+    Every storage role on SQLite plus body files under ``data_dir``.  Call L{open} once before
+    use (synchronous); after that, all I/O runs through ``executor``.
+    """
+
+    def __init__(self, data_dir: Path, clock: SecondsClock, executor: Executor) -> None:
+        self.data_dir = Path(data_dir)
+        self.clock = clock
+        self._executor = executor
+        self._db_path = self.data_dir / DB_NAME
+        self._messages_dir = self.data_dir / MESSAGES_DIR
+        self._opened = False
+        # Group commit (reactor side).
+        self._pending: list[_PendingCommit] = []
+        self._batch_running = False
+        # Storage-thread side.
+        self._t_db: sqlite3.Connection | None = None
+        self._t_unsynced_dirs: set[Path] = set()
+
+    # -- lifecycle
+
+    def open(self, *, recover: bool = False) -> None:
+        """
+        Create the data directory, apply migrations and sweep orphan body files (bodies that no
+        committed message references: a crash hit before their commit).
+
+        Synchronous: call it before the reactor runs (server) or from the CLI.  ``recover=True``
+        says no other process uses this directory, so every orphan goes; otherwise only orphans
+        untouched for L{ORPHAN_AGE} seconds do, so the CLI never deletes a body the running
+        server is still receiving.  Raises L{StorageError} (or L{InsufficientStorage}).
+        """
+        try:
+            self.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+            if not self._messages_dir.is_dir():
+                self._messages_dir.mkdir(mode=0o700)
+                _fsync_dir(self.data_dir)
+            new_db = not self._db_path.exists()
+            conn = _connect(self._db_path)
+            try:
+                if new_db:
+                    os.chmod(self._db_path, 0o600)
+                migrate(conn)
+                removed = self._sweep(conn, recover)
+            finally:
+                conn.close()
+            if new_db:
+                _fsync_dir(self.data_dir)
+        except (OSError, sqlite3.Error) as e:
+            _raise(translate_error(e, f"opening {self.data_dir}"), e)
+        if removed:
+            _log.info(
+                "Removed {count} uncommitted message body file(s) under {dir}",
+                count=removed,
+                dir=str(self._messages_dir),
+            )
+        self._opened = True
+
+    def _sweep(self, conn: sqlite3.Connection, recover: bool) -> int:
+        cutoff = time.time() - ORPHAN_AGE  # file times are wall-clock times
+        removed = 0
+        for day_dir in sorted(self._messages_dir.iterdir()):
+            if not day_dir.is_dir() or day_dir.is_symlink():
+                continue
+            for body in day_dir.iterdir():
+                rel_path = f"{MESSAGES_DIR}/{day_dir.name}/{body.name}"
+                row = conn.execute(
+                    "SELECT 1 FROM messages WHERE id = ? AND body_path = ?",
+                    (body.name, rel_path),
+                ).fetchone()
+                if row is not None:
+                    continue
+                try:
+                    # Stat again right before deleting: a body still being written is fresh.
+                    st = body.lstat()
+                    if not body.is_file() or (not recover and st.st_mtime >= cutoff):
+                        continue
+                    body.unlink()
+                except FileNotFoundError:
+                    continue
+                removed += 1
+        return removed
+
+    def close(self) -> Deferred[None]:
+        """Close the connection (on the storage thread, after the calls already submitted)."""
+        return self._run("closing the database", self._t_close)
+
+    def _t_close(self) -> None:
+        self._opened = False
+        if self._t_db is not None:
+            db, self._t_db = self._t_db, None
+            db.close()
+
+    # -- plumbing
+
+    def _run(self, doing: str, f: Callable[[], T]) -> Deferred[T]:
+        """Run ``f`` through the executor; any failure arrives as a L{StrataError}."""
+
+        def guarded() -> T:
+            try:
+                return f()
+            except StrataError:
+                raise
+            except Exception as e:
+                _raise(translate_error(e, doing), e)
+
+        try:
+            d = self._executor.run(guarded)
+        except Exception as e:
+            return fail(translate_error(e, doing))
+        d.addErrback(_raise_translated, doing)
+        return d
+
+    def _with_connection(self, doing: str, f: Callable[[sqlite3.Connection], T]) -> Deferred[T]:
+        """Run ``f(connection)`` on the storage thread (for tests and maintenance)."""
+        return self._run(doing, lambda: f(self._t_conn()))
+
+    def _t_conn(self) -> sqlite3.Connection:
+        if not self._opened:
+            raise StorageError(f"the store at {self.data_dir} is not open")
+        if self._t_db is None:
+            self._t_db = _connect(self._db_path)
+        return self._t_db
+
+    def _t_transaction(self, f: Callable[[sqlite3.Connection], T]) -> T:
+        conn = self._t_conn()
+        if conn.in_transaction:  # left over from a failure we could not roll back
+            conn.execute("ROLLBACK")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = f(conn)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+        return result
+
+    def _t_make_dir(self, day_dir: Path) -> None:
+        """Create a day directory on demand; its parent must be fsync'd before the next commit."""
+        try:
+            os.mkdir(day_dir, 0o700)
+        except FileExistsError:
+            return
+        except FileNotFoundError:
+            os.makedirs(day_dir.parent, 0o700, exist_ok=True)
+            self._t_unsynced_dirs.add(day_dir.parent.parent)
+            os.mkdir(day_dir, 0o700)
+        self._t_unsynced_dirs.add(day_dir.parent)
+
+    # -- IDomainStore
+
+    def list_domains(self) -> Deferred[list[Domain]]:
+        def query() -> list[Domain]:
+            rows = self._t_conn().execute("SELECT * FROM domains ORDER BY name")
+            return [_domain(row) for row in rows]
+
+        return self._run("listing domains", query)
+
+    def get_domain(self, name: str) -> Deferred[Domain | None]:
+        def query() -> Domain | None:
+            row = self._t_conn().execute("SELECT * FROM domains WHERE name = ?", (name,)).fetchone()
+            return _domain(row) if row is not None else None
+
+        return self._run(f"reading domain {name}", query)
+
+    def add_domain(self, domain: Domain) -> Deferred[Domain]:
+        now = self.clock.seconds()
+        added = Domain(
+            name=domain.name,
+            relay=domain.relay,
+            mode=domain.mode,
+            created_at=domain.created_at or now,
+            updated_at=domain.updated_at or now,
+        )
+
+        def insert(conn: sqlite3.Connection) -> Domain:
+            if conn.execute("SELECT 1 FROM domains WHERE name = ?", (added.name,)).fetchone():
+                raise DomainExists(f"{added.name} is already protected")
+            conn.execute(
+                "INSERT INTO domains (name, relay_host, relay_port, mode, created_at, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    added.name,
+                    added.relay.host,
+                    added.relay.port,
+                    added.mode,
+                    added.created_at,
+                    added.updated_at,
+                ),
+            )
+            _bump_domains_version(conn)
+            return added
+
+        return self._run(f"adding domain {added.name}", lambda: self._t_transaction(insert))
+
+    def update_domain(self, domain: Domain) -> Deferred[Domain]:
+        now = self.clock.seconds()
+
+        def update(conn: sqlite3.Connection) -> Domain:
+            row = conn.execute(
+                "SELECT created_at FROM domains WHERE name = ?", (domain.name,)
+            ).fetchone()
+            if row is None:
+                raise NoSuchDomain(f"{domain.name} is not protected")
+            conn.execute(
+                "UPDATE domains SET relay_host = ?, relay_port = ?, mode = ?, updated_at = ?"
+                " WHERE name = ?",
+                (domain.relay.host, domain.relay.port, domain.mode, now, domain.name),
+            )
+            _bump_domains_version(conn)
+            return Domain(
+                name=domain.name,
+                relay=domain.relay,
+                mode=domain.mode,
+                created_at=float(row["created_at"]),
+                updated_at=now,
+            )
+
+        return self._run(f"updating domain {domain.name}", lambda: self._t_transaction(update))
+
+    def remove_domain(self, name: str) -> Deferred[None]:
+        def delete(conn: sqlite3.Connection) -> None:
+            if conn.execute("DELETE FROM domains WHERE name = ?", (name,)).rowcount == 0:
+                raise NoSuchDomain(f"{name} is not protected")
+            _bump_domains_version(conn)
+
+        return self._run(f"removing domain {name}", lambda: self._t_transaction(delete))
+
+    def domains_version(self) -> Deferred[int]:
+        def query() -> int:
+            row = (
+                self._t_conn()
+                .execute("SELECT value FROM meta WHERE key = 'domains_version'")
+                .fetchone()
+            )
+            return int(row[0])
+
+        return self._run("reading the domains version", query)
+
+    # -- IMessageStore
+
+    def begin(self, message_id: str) -> IMessageWriter:
+        """
+        Start receiving a message.  Its body goes to ``messages/<day>/<message_id>``, ``day`` being
+        the UTC date at which reception began (the ``body_path`` column is authoritative).  Raises
+        ValueError when ``message_id`` is not ``[A-Za-z0-9][A-Za-z0-9._-]*`` (at most 128).
+        """
+        _check_message_id(message_id)
+        day = datetime.fromtimestamp(self.clock.seconds(), tz=UTC).strftime("%Y%m%d")
+        return _BodyWriter(self, message_id, day)
+
+    def _request_commit(self, pending: _PendingCommit) -> Deferred[StoredMessage]:
+        self._pending.append(pending)
+        if not self._batch_running:
+            self._start_batch()
+        return pending.deferred
+
+    def _start_batch(self) -> None:
+        batch, self._pending = self._pending, []
+        self._batch_running = True
+        try:
+            d = self._executor.run(lambda: self._t_commit_batch(batch))
+        except Exception as e:
+            self._batch_done(e, batch)
+            return
+        d.addBoth(self._batch_done, batch)
+
+    def _batch_done(
+        self,
+        outcome: list[StoredMessage | StrataError] | Failure | Exception,
+        batch: list[_PendingCommit],
+    ) -> None:
+        self._batch_running = False
+        if isinstance(outcome, list):
+            results = outcome
+        else:
+            error = outcome if isinstance(outcome, Exception) else _exception(outcome)
+            results = [translate_error(error, "committing messages")] * len(batch)
+        if self._pending:
+            self._start_batch()
+        for pending, result in zip(batch, results, strict=True):
+            if isinstance(result, StoredMessage):
+                pending.deferred.callback(result)
+            else:
+                pending.deferred.errback(result)
+
+    def _t_commit_batch(self, batch: list[_PendingCommit]) -> list[StoredMessage | StrataError]:
+        """
+        Make a batch durable: every body written, fsync'd and closed, every new directory entry
+        fsync'd, then one transaction for all the records.  A body that fails fails alone; a
+        failed transaction fails the whole batch.  Every failed message's file is deleted.
+        """
+        try:
+            self._t_conn()
+        except Exception as e:
+            error = translate_error(e, "committing messages")
+            for pending in batch:
+                pending.writer._t_discard_quietly()
+            return [error] * len(batch)
+        results: dict[int, StoredMessage | StrataError] = {}
+        written: list[int] = []
+        for i, pending in enumerate(batch):
+            try:
+                pending.writer._t_finish(pending.tail)
+            except StrataError as e:
+                results[i] = e
+            else:
+                written.append(i)
+        if written:
+
+            def insert_all(conn: sqlite3.Connection) -> None:
+                for i in written:
+                    self._t_insert(conn, batch[i])
+
+            try:
+                self._t_sync_dirs({batch[i].writer.day_dir for i in written})
+                self._t_transaction(insert_all)
+            except Exception as e:
+                ids = ", ".join(batch[i].writer.message_id for i in written)
+                error = translate_error(e, f"committing {ids}")
+                for i in written:
+                    batch[i].writer._t_discard_quietly()
+                    results[i] = error
+            else:
+                for i in written:
+                    results[i] = batch[i].stored()
+        return [results[i] for i in range(len(batch))]
+
+    def _t_sync_dirs(self, day_dirs: set[Path]) -> None:
+        for path in sorted(day_dirs | self._t_unsynced_dirs):
+            _fsync_dir(path)
+        self._t_unsynced_dirs.clear()
+
+    def _t_insert(self, conn: sqlite3.Connection, pending: _PendingCommit) -> None:
+        incoming = pending.incoming
+        envelope = incoming.envelope
+        message_id = pending.writer.message_id
+        conn.execute(
+            "INSERT INTO messages (id, sender, recipients, client_address, client_helo,"
+            " body_8bitmime, smtputf8, received_at, size, header_message_id, body_path)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                message_id,
+                envelope.sender,
+                json.dumps(list(envelope.recipients)),
+                envelope.client_address,
+                envelope.client_helo,
+                int(envelope.body_8bitmime),
+                int(envelope.smtputf8),
+                incoming.received_at,
+                pending.size,
+                incoming.header_message_id,
+                pending.writer.rel_path,
+            ),
+        )
+        conn.executemany(
+            "INSERT INTO queue (id, message_id, domain, recipient, state, attempts, last_error,"
+            " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?)",
+            [
+                (
+                    f"{message_id}.{n}",
+                    message_id,
+                    delivery.domain,
+                    delivery.recipient,
+                    QUEUED,
+                    incoming.received_at,
+                    pending.created_at,
+                )
+                for n, delivery in enumerate(incoming.deliveries, start=1)
+            ],
+        )
+        conn.executemany(
+            "INSERT INTO shadow_copies (message_id, recipient, mailbox, created_at)"
+            " VALUES (?, ?, 'INBOX', ?)",
+            [
+                (message_id, delivery.recipient, pending.created_at)
+                for delivery in incoming.deliveries
+                if delivery.shadow
+            ],
+        )
+
+    def get_message(self, message_id: str) -> Deferred[StoredMessage | None]:
+        def query() -> StoredMessage | None:
+            row = (
+                self._t_conn()
+                .execute(
+                    "SELECT id, sender, recipients, client_address, client_helo, body_8bitmime,"
+                    " smtputf8, received_at, size, header_message_id FROM messages WHERE id = ?",
+                    (message_id,),
+                )
+                .fetchone()
+            )
+            return _stored_message(row) if row is not None else None
+
+        return self._run(f"reading message {message_id}", query)
+
+    def _t_body_path(self, message_id: str) -> Path:
+        row = (
+            self._t_conn()
+            .execute("SELECT body_path FROM messages WHERE id = ?", (message_id,))
+            .fetchone()
+        )
+        if row is None:
+            raise NoSuchEntry(f"no message {message_id}")
+        return self.data_dir / str(row["body_path"])
+
+    def read_body(self, message_id: str) -> Deferred[bytes]:
+        return self._run(
+            f"reading the body of {message_id}",
+            lambda: self._t_body_path(message_id).read_bytes(),
+        )
+
+    def read_headers(self, message_id: str) -> Deferred[bytes]:
+        def read() -> bytes:
+            with self._t_body_path(message_id).open("rb") as body:
+                return _header_section(body)
+
+        return self._run(f"reading the headers of {message_id}", read)
+
+    def message_count(self) -> Deferred[int]:
+        return self._run(
+            "counting messages",
+            lambda: int(self._t_conn().execute("SELECT count(*) FROM messages").fetchone()[0]),
+        )
+
+    # -- IQueueStore
+
+    def list_entries(self, domain: str | None = None) -> Deferred[list[QueueEntry]]:
+        def query() -> list[QueueEntry]:
+            conn = self._t_conn()
+            if domain is None:
+                rows = conn.execute(
+                    "SELECT q.*, m.sender, m.header_message_id, m.size, m.received_at"
+                    " FROM queue AS q JOIN messages AS m ON m.id = q.message_id"
+                    " ORDER BY q.seq"
+                )
+            else:
+                rows = conn.execute(
+                    "SELECT q.*, m.sender, m.header_message_id, m.size, m.received_at"
+                    " FROM queue AS q JOIN messages AS m ON m.id = q.message_id"
+                    " WHERE q.domain = ? ORDER BY q.seq",
+                    (domain,),
+                )
+            return [_entry(row) for row in rows]
+
+        return self._run("listing queue entries", query)
+
+    def get_entry(self, entry_id: str) -> Deferred[QueueEntry | None]:
+        def query() -> QueueEntry | None:
+            row = (
+                self._t_conn()
+                .execute(
+                    "SELECT q.*, m.sender, m.header_message_id, m.size, m.received_at"
+                    " FROM queue AS q JOIN messages AS m ON m.id = q.message_id"
+                    " WHERE q.id = ?",
+                    (entry_id,),
+                )
+                .fetchone()
+            )
+            return _entry(row) if row is not None else None
+
+        return self._run(f"reading queue entry {entry_id}", query)
+
+    def entries_for_message(self, message_id: str) -> Deferred[list[QueueEntry]]:
+        def query() -> list[QueueEntry]:
+            rows = self._t_conn().execute(
+                "SELECT q.*, m.sender, m.header_message_id, m.size, m.received_at"
+                " FROM queue AS q JOIN messages AS m ON m.id = q.message_id"
+                " WHERE q.message_id = ? ORDER BY q.seq",
+                (message_id,),
+            )
+            return [_entry(row) for row in rows]
+
+        return self._run(f"reading the queue entries of {message_id}", query)
+
+    def queue_stats(self) -> Deferred[list[QueueStats]]:
+        def query() -> list[QueueStats]:
+            rows = self._t_conn().execute(
+                "SELECT q.domain AS domain, sum(q.state = ?) AS queued, sum(q.state = ?) AS held,"
+                " min(m.received_at) AS oldest"
+                " FROM queue AS q JOIN messages AS m ON m.id = q.message_id"
+                " WHERE q.state IN (?, ?) GROUP BY q.domain ORDER BY q.domain",
+                (QUEUED, HELD, QUEUED, HELD),
+            )
+            return [
+                QueueStats(
+                    domain=row["domain"],
+                    queued=int(row["queued"]),
+                    held=int(row["held"]),
+                    oldest_received_at=float(row["oldest"]),
+                )
+                for row in rows
+            ]
+
+        return self._run("reading queue statistics", query)
+
+    # -- IShadowStore
+
+    def list_shadow_copies(self, recipient: str | None = None) -> Deferred[list[ShadowCopy]]:
+        def query() -> list[ShadowCopy]:
+            conn = self._t_conn()
+            if recipient is None:
+                rows = conn.execute(
+                    "SELECT message_id, recipient, mailbox, created_at FROM shadow_copies"
+                    " ORDER BY id"
+                )
+            else:
+                rows = conn.execute(
+                    "SELECT message_id, recipient, mailbox, created_at FROM shadow_copies"
+                    " WHERE recipient = ? ORDER BY id",
+                    (recipient,),
+                )
+            return [
+                ShadowCopy(
+                    message_id=row["message_id"],
+                    recipient=row["recipient"],
+                    mailbox=row["mailbox"],
+                    created_at=float(row["created_at"]),
+                )
+                for row in rows
+            ]
+
+        return self._run("listing shadow copies", query)
+
+    # -- IEventStore
+
+    def record_event(
+        self,
+        kind: str,
+        message: str,
+        domain: str | None = None,
+        data: dict[str, object] | None = None,
+    ) -> Deferred[Event]:
+        at = self.clock.seconds()
+        try:
+            payload = json.dumps(data or {})
+        except (TypeError, ValueError) as e:
+            return fail(StorageError(f"event data is not JSON: {e}"))
+
+        def insert(conn: sqlite3.Connection) -> Event:
+            cursor = conn.execute(
+                "INSERT INTO events (at, kind, domain, message, data) VALUES (?, ?, ?, ?, ?)",
+                (at, kind, domain, message, payload),
+            )
+            assert cursor.lastrowid is not None
+            return Event(cursor.lastrowid, at, kind, message, domain, json.loads(payload))
+
+        return self._run(f"recording a {kind} event", lambda: self._t_transaction(insert))
+
+    def list_events(self, domain: str | None = None, limit: int = 100) -> Deferred[list[Event]]:
+        if limit <= 0:
+            return succeed([])
+
+        def query() -> list[Event]:
+            conn = self._t_conn()
+            if domain is None:
+                rows = conn.execute(
+                    "SELECT * FROM events ORDER BY id DESC LIMIT ?",
+                    (limit,),
+                )
+            else:
+                rows = conn.execute(
+                    "SELECT * FROM events WHERE domain = ? ORDER BY id DESC LIMIT ?",
+                    (domain, limit),
+                )
+            return [_event(row) for row in rows][::-1]
+
+        return self._run("listing events", query)

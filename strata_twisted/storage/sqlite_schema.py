@@ -1,0 +1,160 @@
+"""
+The SQLite schema: its version and the numbered migrations that build it.
+
+``PRAGMA user_version`` holds the version of a database file.  L{migrate} applies every migration
+newer than that, in order, each in its own transaction together with the new ``user_version``, so
+a crash mid-upgrade leaves the file at the last complete version.  Migrations are append-only:
+never edit one that has shipped; add the next number instead.
+
+This module only knows the schema.  It must never open connections or touch body files (that is
+L{strata_twisted.storage.sqlite}'s job).
+
+Layout notes:
+
+- Domain names are stored in their canonical ASCII form (callers pass canonical names).
+- ``meta.domains_version`` is bumped in the same transaction as every domain change, so another
+  process (the CLI) can tell the server that its configuration changed.
+- ``queue.seq`` is AUTOINCREMENT: it only grows, never reuses a number, and gives the arrival
+  order across every domain (DESIGN decision 4).  ``queue.id`` is ``"<message_id>.<n>"``, n = 1…
+  per recipient.  Sender, size, Message-ID and received time live once, on ``messages``.
+- ``messages.body_path`` is relative to the data directory (``messages/<YYYYMMDD>/<id>``), so the
+  data directory can be moved.
+- No CHECK constraints on states or modes: the code validates them, and SQLite cannot alter a
+  CHECK without rebuilding the table, which would make adding a queue state a costly migration.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from typing import Final
+
+from strata_twisted.errors import StorageError
+
+Migration = tuple[int, tuple[str, ...]]
+
+MIGRATIONS: Final[tuple[Migration, ...]] = (
+    (
+        1,
+        (
+            """
+            CREATE TABLE meta (
+                key   TEXT PRIMARY KEY,
+                value
+            )
+            """,
+            "INSERT INTO meta (key, value) VALUES ('domains_version', 0)",
+            """
+            CREATE TABLE domains (
+                name       TEXT PRIMARY KEY,
+                relay_host TEXT NOT NULL,
+                relay_port INTEGER NOT NULL,
+                mode       TEXT NOT NULL,
+                created_at REAL NOT NULL,
+                updated_at REAL NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE messages (
+                id                TEXT PRIMARY KEY,
+                sender            TEXT NOT NULL,
+                recipients        TEXT NOT NULL,  -- JSON array of strings
+                client_address    TEXT NOT NULL,
+                client_helo       TEXT NOT NULL,
+                body_8bitmime     INTEGER NOT NULL,
+                smtputf8          INTEGER NOT NULL,
+                received_at       REAL NOT NULL,
+                size              INTEGER NOT NULL,
+                header_message_id TEXT,
+                body_path         TEXT NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE queue (
+                seq             INTEGER PRIMARY KEY AUTOINCREMENT,
+                id              TEXT NOT NULL UNIQUE,
+                message_id      TEXT NOT NULL REFERENCES messages (id),
+                domain          TEXT NOT NULL,
+                recipient       TEXT NOT NULL,
+                state           TEXT NOT NULL,
+                attempts        INTEGER NOT NULL DEFAULT 0,
+                last_error      TEXT,
+                next_attempt_at REAL NOT NULL,
+                created_at      REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX queue_domain_seq ON queue (domain, seq)",
+            "CREATE INDEX queue_state_domain_seq ON queue (state, domain, seq)",
+            "CREATE INDEX queue_message_id ON queue (message_id)",
+            """
+            CREATE TABLE shadow_copies (
+                id         INTEGER PRIMARY KEY AUTOINCREMENT,
+                message_id TEXT NOT NULL REFERENCES messages (id),
+                recipient  TEXT NOT NULL,
+                mailbox    TEXT NOT NULL,
+                created_at REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX shadow_copies_recipient ON shadow_copies (recipient, id)",
+            "CREATE INDEX shadow_copies_message_id ON shadow_copies (message_id)",
+            """
+            CREATE TABLE events (
+                id      INTEGER PRIMARY KEY AUTOINCREMENT,
+                at      REAL NOT NULL,
+                kind    TEXT NOT NULL,
+                domain  TEXT,
+                message TEXT NOT NULL,
+                data    TEXT NOT NULL  -- JSON object
+            )
+            """,
+            "CREATE INDEX events_domain_id ON events (domain, id)",
+        ),
+    ),
+)
+
+SCHEMA_VERSION: Final = len(MIGRATIONS)
+
+assert [number for number, _ in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1)), (
+    "migrations must be numbered 1, 2, 3, … without gaps"
+)
+
+
+def schema_version(conn: sqlite3.Connection) -> int:
+    """The schema version of the database behind ``conn`` (0 for a new, empty file)."""
+    row = conn.execute("PRAGMA user_version").fetchone()
+    return int(row[0])
+
+
+def migrate(conn: sqlite3.Connection) -> int:
+    """
+    Bring the database up to L{SCHEMA_VERSION}; return the version it had before.
+
+    ``conn`` must be in autocommit mode (``isolation_level=None``).  Each migration runs in one
+    ``BEGIN IMMEDIATE`` transaction together with its ``PRAGMA user_version``, and re-reads the
+    version once it holds the write lock, so two processes opening the same new data directory
+    at once do not both apply it.  A database newer than this code is refused with
+    L{StorageError} rather than used with a schema we do not understand.
+    """
+    before = schema_version(conn)
+    if before > SCHEMA_VERSION:
+        raise StorageError(
+            f"the database schema is version {before}, newer than this Strata "
+            f"understands ({SCHEMA_VERSION}); upgrade Strata"
+        )
+    for number, statements in MIGRATIONS:
+        if number <= before:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if schema_version(conn) < number:
+                for statement in statements:
+                    conn.execute(statement)
+                # PRAGMA takes no parameters; ``number`` is an int from the list above.
+                conn.execute(f"PRAGMA user_version = {int(number)}")
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+            raise
+    return before

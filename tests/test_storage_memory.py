@@ -1,0 +1,76 @@
+"""The conformance suites, bound to L{MemoryStore}; plus what only the memory store promises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from twisted.internet import task
+
+from strata_twisted.executor import SyncExecutor
+from strata_twisted.storage import open_store
+from strata_twisted.storage.memory import MemoryStore
+from strata_twisted.testing import result_of
+from tests.conformance.suites import (
+    DomainStoreSuite,
+    EventStoreSuite,
+    MessageStoreSuite,
+    QueueStoreSuite,
+    ShadowStoreSuite,
+)
+
+
+@pytest.fixture
+def clock() -> task.Clock:
+    return task.Clock()
+
+
+@pytest.fixture
+def store(clock: task.Clock) -> MemoryStore:
+    store = MemoryStore(clock)
+    store.open()
+    return store
+
+
+@pytest.fixture
+def set_entry_state():
+    def set_state(store: MemoryStore, entry_id: str, state: str) -> None:
+        store._set_entry_state(entry_id, state)
+
+    return set_state
+
+
+class TestMemoryDomainStore(DomainStoreSuite):
+    pass
+
+
+class TestMemoryMessageStore(MessageStoreSuite):
+    pass
+
+
+class TestMemoryQueueStore(QueueStoreSuite):
+    pass
+
+
+class TestMemoryShadowStore(ShadowStoreSuite):
+    pass
+
+
+class TestMemoryEventStore(EventStoreSuite):
+    pass
+
+
+def test_open_store_builds_a_memory_store(tmp_path: Path) -> None:
+    store = open_store("memory", tmp_path / "unused", task.Clock(), SyncExecutor())
+    assert isinstance(store, MemoryStore)
+    store.open(recover=True)
+    assert result_of(store.close()) is None
+    assert not (tmp_path / "unused").exists()
+
+
+def test_events_do_not_share_state_with_callers(store: MemoryStore) -> None:
+    data: dict[str, object] = {"list": [1]}
+    event = result_of(store.record_event("k", "m", data=data))
+    data["list"] = "changed"
+    event.data["list"].append(2)
+    assert result_of(store.list_events())[0].data == {"list": [1]}

@@ -1,0 +1,772 @@
+"""
+The conformance suites, bound to L{SQLiteStore}; plus what only the disk store promises: layout,
+durability settings, schema version, crash recovery, disk-full handling, group commit and its
+thread discipline.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import errno
+import os
+import shutil
+import sqlite3
+import stat
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from twisted.internet import task
+from twisted.internet.defer import Deferred, fail, succeed
+
+from strata_twisted.errors import (
+    ConfigError,
+    InsufficientStorage,
+    NoSuchEntry,
+    StorageError,
+)
+from strata_twisted.executor import SyncExecutor
+from strata_twisted.model import (
+    Delivery,
+    Domain,
+    Envelope,
+    IncomingMessage,
+    RelayTarget,
+    ShadowCopy,
+)
+from strata_twisted.storage import open_store
+from strata_twisted.storage.sqlite import (
+    BUFFER_LIMIT,
+    ORPHAN_AGE,
+    SQLiteStore,
+    translate_error,
+)
+from strata_twisted.storage.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+from strata_twisted.testing import ManualExecutor, result_of, store_message
+from tests.conformance.suites import (
+    ALICE,
+    BOB,
+    BODY,
+    CAROL,
+    DomainStoreSuite,
+    EventStoreSuite,
+    MessageStoreSuite,
+    QueueStoreSuite,
+    ShadowStoreSuite,
+    assert_nothing_stored,
+    deliver,
+    fails_with,
+)
+
+T = TypeVar("T")
+
+# 2024-01-02 01:00:00 UTC: bodies received now go under messages/20240102/.
+JAN_2 = 1704153600.0 + 3600
+
+
+@pytest.fixture
+def clock() -> task.Clock:
+    return task.Clock()
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def store(data_dir: Path, clock: task.Clock) -> Iterator[SQLiteStore]:
+    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store.open(recover=True)
+    yield store
+    result_of(store.close())
+
+
+def sql(store: SQLiteStore, query: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    """Run one statement on the store's own connection, through its executor."""
+    rows = store._with_connection("test", lambda c: [tuple(r) for r in c.execute(query, params)])
+    return result_of(rows)
+
+
+@pytest.fixture
+def set_entry_state() -> Callable[[SQLiteStore, str, str], None]:
+    def set_state(store: SQLiteStore, entry_id: str, state: str) -> None:
+        sql(store, "UPDATE queue SET state = ? WHERE id = ?", (state, entry_id))
+
+    return set_state
+
+
+def body_files(data_dir: Path) -> list[str]:
+    """Every file under messages/, as paths relative to the data directory."""
+    root = data_dir / "messages"
+    return sorted(str(p.relative_to(data_dir)) for p in root.rglob("*") if p.is_file())
+
+
+def incoming(*deliveries: Delivery, received_at: float = 1000.0, **kwargs: Any) -> IncomingMessage:
+    deliveries = deliveries or (ALICE,)
+    envelope = Envelope("sender@example.org", tuple(d.recipient for d in deliveries))
+    return IncomingMessage(envelope, received_at, deliveries, **kwargs)
+
+
+class TestSQLiteDomainStore(DomainStoreSuite):
+    pass
+
+
+class TestSQLiteMessageStore(MessageStoreSuite):
+    pass
+
+
+class TestSQLiteQueueStore(QueueStoreSuite):
+    pass
+
+
+class TestSQLiteShadowStore(ShadowStoreSuite):
+    pass
+
+
+class TestSQLiteEventStore(EventStoreSuite):
+    pass
+
+
+class OwnThreadExecutor:
+    """
+    Runs every call on one dedicated worker thread and waits for it: ThreadExecutor's thread
+    discipline with SyncExecutor's already-fired Deferreds.  sqlite3 refuses a connection used
+    from a thread other than the one that opened it, so a store that touched its connection
+    outside an executor call would fail every test bound to this executor.
+    """
+
+    def __init__(self) -> None:
+        self._pool = concurrent.futures.ThreadPoolExecutor(max_workers=1)
+
+    def run(self, f: Callable[[], T]) -> Deferred[T]:
+        try:
+            return succeed(self._pool.submit(f).result())
+        except BaseException:
+            return fail()
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        self._pool.shutdown()
+
+
+class OwnThreadStore:
+    @pytest.fixture
+    def store(self, data_dir: Path, clock: task.Clock) -> Iterator[SQLiteStore]:
+        executor = OwnThreadExecutor()
+        store = SQLiteStore(data_dir, clock, executor)
+        store.open(recover=True)
+        yield store
+        result_of(store.close())
+        executor.stop()
+
+
+class TestSQLiteOnItsThreadMessageStore(OwnThreadStore, MessageStoreSuite):
+    pass
+
+
+class TestSQLiteOnItsThreadQueueStore(OwnThreadStore, QueueStoreSuite):
+    pass
+
+
+# -- persistence, layout and settings
+
+
+def test_data_survives_close_and_reopen(data_dir: Path, clock: task.Clock) -> None:
+    clock.advance(JAN_2)
+    first = SQLiteStore(data_dir, clock, SyncExecutor())
+    first.open(recover=True)
+    domain = result_of(first.add_domain(Domain("example.com", RelayTarget("mx.example.com"))))
+    big = BODY + b"x" * (BUFFER_LIMIT * 3)
+    stored = deliver(first, "M1", (ALICE, BOB, CAROL), body=big, header_message_id="<1@x>")
+    event = result_of(first.record_event("domain.added", "hello", "example.com", {"a": [1]}))
+    version = result_of(first.domains_version())
+    entries = result_of(first.list_entries())
+    copies = result_of(first.list_shadow_copies())
+    result_of(first.close())
+
+    second = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    second.open(recover=True)
+    try:
+        assert result_of(second.list_domains()) == [domain]
+        assert result_of(second.domains_version()) == version
+        assert result_of(second.get_message("M1")) == stored
+        assert result_of(second.read_body("M1")) == big
+        assert result_of(second.list_entries()) == entries
+        assert (
+            result_of(second.list_shadow_copies())
+            == copies
+            == [ShadowCopy("M1", "bob@example.com", "INBOX", JAN_2)]
+        )
+        assert result_of(second.list_events()) == [event]
+        assert result_of(second.message_count()) == 1
+    finally:
+        result_of(second.close())
+
+
+def test_schema_version_is_recorded(store: SQLiteStore) -> None:
+    assert [number for number, _ in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
+    assert sql(store, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    tables = {name for (name,) in sql(store, "SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"meta", "domains", "messages", "queue", "shadow_copies", "events"} <= tables
+    indexes = {name for (name,) in sql(store, "SELECT name FROM sqlite_master WHERE type='index'")}
+    assert {"queue_domain_seq", "queue_state_domain_seq"} <= indexes
+
+
+def test_reopening_does_not_migrate_again(store: SQLiteStore, data_dir: Path) -> None:
+    result_of(store.add_domain(Domain("example.com", RelayTarget("mx.example.com"))))
+    again = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    again.open()
+    assert [d.name for d in result_of(again.list_domains())] == ["example.com"]
+    assert sql(again, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    result_of(again.close())
+
+
+def test_a_newer_schema_is_refused(data_dir: Path) -> None:
+    data_dir.mkdir()
+    with sqlite3.connect(data_dir / "strata.db") as conn:
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
+    conn.close()
+    with pytest.raises(StorageError, match="newer"):
+        SQLiteStore(data_dir, task.Clock(), SyncExecutor()).open()
+
+
+def test_pragmas(store: SQLiteStore) -> None:
+    assert sql(store, "PRAGMA journal_mode") == [("wal",)]
+    assert sql(store, "PRAGMA synchronous") == [(2,)]  # FULL
+    assert sql(store, "PRAGMA foreign_keys") == [(1,)]
+    assert sql(store, "PRAGMA busy_timeout") == [(5000,)]
+
+
+def test_layout_and_permissions(store: SQLiteStore, data_dir: Path, clock: task.Clock) -> None:
+    clock.advance(JAN_2)
+    deliver(store, "M1")
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((data_dir / "strata.db").stat().st_mode) == 0o600
+    body = data_dir / "messages" / "20240102" / "M1"
+    assert body.read_bytes() == BODY
+    assert stat.S_IMODE(body.stat().st_mode) == 0o600
+    assert sql(store, "SELECT body_path FROM messages") == [("messages/20240102/M1",)]
+
+
+def test_domain_names_are_stored_as_given_ascii(store: SQLiteStore) -> None:
+    result_of(store.add_domain(Domain("xn--bcher-kva.example", RelayTarget("mx.example.com"))))
+    assert sql(store, "SELECT name FROM domains") == [("xn--bcher-kva.example",)]
+
+
+def test_domain_changes_from_another_process_are_seen(store: SQLiteStore, data_dir: Path) -> None:
+    # The CLI changes domains in its own process; the server notices through domains_version.
+    cli = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    cli.open()
+    before = result_of(store.domains_version())
+    result_of(cli.add_domain(Domain("example.com", RelayTarget("mx.example.com"))))
+    assert result_of(store.domains_version()) != before
+    assert [d.name for d in result_of(store.list_domains())] == ["example.com"]
+    result_of(cli.close())
+
+
+def test_open_store_builds_an_unopened_sqlite_store(data_dir: Path) -> None:
+    store = open_store("sqlite", data_dir, task.Clock(), SyncExecutor())
+    assert isinstance(store, SQLiteStore)
+    assert not data_dir.exists()
+    fails_with(store.list_domains(), StorageError)  # not open yet
+    store.open(recover=True)
+    assert result_of(store.list_domains()) == []
+    result_of(store.close())
+    with pytest.raises(ConfigError):
+        open_store("redis", data_dir, task.Clock(), SyncExecutor())
+
+
+def test_a_closed_store_fails_through_deferreds(store: SQLiteStore) -> None:
+    result_of(store.close())
+    fails_with(store.list_domains(), StorageError)
+    fails_with(store.record_event("k", "m"), StorageError)
+    fails_with(store_message(store, "M1", BODY, (ALICE,)), StorageError)
+
+
+# -- the connection and the files are only touched from executor calls
+
+
+def test_nothing_touches_the_database_outside_executor_calls(
+    data_dir: Path, clock: task.Clock
+) -> None:
+    executor = ManualExecutor()
+    store = SQLiteStore(data_dir, clock, executor)
+    store.open(recover=True)
+    assert executor.submitted == 0
+    d = store.list_domains()
+    assert store._t_db is None and not d.called
+    executor.run_next()
+    assert result_of(d) == []
+    assert store._t_db is not None
+
+
+def test_body_file_is_created_lazily_and_writes_apply_back_pressure(
+    data_dir: Path, clock: task.Clock
+) -> None:
+    executor = ManualExecutor()
+    store = SQLiteStore(data_dir, clock, executor)
+    store.open(recover=True)
+    writer = store.begin("M1")
+    chunk = b"y" * (64 * 1024)
+    for _ in range(4):  # exactly BUFFER_LIMIT: still only buffered
+        assert result_of(writer.write(chunk)) is None
+    assert executor.submitted == 0
+    assert body_files(data_dir) == []
+
+    d = writer.write(b"z")  # over the limit: flushed on the storage thread
+    assert not d.called  # the caller waits for the flush
+    assert executor.pending == 1
+    executor.run_next()
+    assert result_of(d) is None
+    path = data_dir / "messages" / "19700101" / "M1"
+    assert path.stat().st_size == BUFFER_LIMIT + 1
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+    commit = writer.commit(incoming())
+    executor.run_all()
+    assert result_of(commit).size == BUFFER_LIMIT + 1
+
+
+def test_abort_deletes_the_body_file(store: SQLiteStore, data_dir: Path) -> None:
+    writer = store.begin("M1")
+    result_of(writer.write(b"x" * (BUFFER_LIMIT + 1)))
+    assert body_files(data_dir) == ["messages/19700101/M1"]
+    result_of(writer.abort())
+    assert body_files(data_dir) == []
+    assert_nothing_stored(store, "M1")
+
+
+def test_a_failed_write_is_reported_by_write_and_commit(store: SQLiteStore, data_dir: Path) -> None:
+    # Someone else's file already has our name: O_EXCL refuses it, and we must not delete it.
+    squatter = data_dir / "messages" / "19700101" / "M1"
+    squatter.parent.mkdir(parents=True)
+    squatter.write_bytes(b"not ours")
+    writer = store.begin("M1")
+    fails_with(writer.write(b"x" * (BUFFER_LIMIT + 1)), StorageError)
+    fails_with(writer.write(b"more"), StorageError)
+    fails_with(writer.commit(incoming()), StorageError)
+    result_of(writer.abort())
+    assert squatter.read_bytes() == b"not ours"
+    assert_nothing_stored(store, "M1")
+
+
+# -- crash recovery
+
+
+def test_recovery_sweep_removes_orphans_and_keeps_committed_bodies(
+    data_dir: Path, clock: task.Clock
+) -> None:
+    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store.open(recover=True)
+    deliver(store, "KEPT")
+    crashed = store.begin("CRASHED")  # flushed to disk, never committed: a crash
+    result_of(crashed.write(b"x" * (BUFFER_LIMIT + 1)))
+    stray = data_dir / "messages" / "20991231" / "STRAY"
+    stray.parent.mkdir()
+    stray.write_bytes(b"left by a crash")
+    assert body_files(data_dir) == [
+        "messages/19700101/CRASHED",
+        "messages/19700101/KEPT",
+        "messages/20991231/STRAY",
+    ]
+    result_of(store.close())
+
+    reopened = SQLiteStore(data_dir, clock, SyncExecutor())
+    reopened.open(recover=True)
+    assert body_files(data_dir) == ["messages/19700101/KEPT"]
+    assert result_of(reopened.read_body("KEPT")) == BODY
+    assert result_of(reopened.get_message("CRASHED")) is None
+    result_of(reopened.close())
+
+
+def test_without_recover_only_old_orphans_are_swept(store: SQLiteStore, data_dir: Path) -> None:
+    day = data_dir / "messages" / "19700101"
+    day.mkdir()
+    fresh, old = day / "FRESH", day / "OLD"
+    fresh.write_bytes(b"maybe still being received by the server")
+    old.write_bytes(b"left by a crash long ago")
+    long_ago = time.time() - ORPHAN_AGE - 60
+    os.utime(old, (long_ago, long_ago))
+    deliver(store, "KEPT")
+    os.utime(day / "KEPT", (long_ago, long_ago))
+
+    cli = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    cli.open(recover=False)
+    assert body_files(data_dir) == ["messages/19700101/FRESH", "messages/19700101/KEPT"]
+    result_of(cli.close())
+
+
+def test_the_cli_does_not_sweep_a_body_the_server_is_receiving(
+    store: SQLiteStore, data_dir: Path
+) -> None:
+    writer = store.begin("M1")
+    big = b"x" * (BUFFER_LIMIT + 1)
+    result_of(writer.write(big))
+    cli = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    cli.open()  # recover=False: another process may be writing
+    result_of(cli.close())
+    result_of(writer.write(b"tail"))
+    result_of(writer.commit(incoming()))
+    assert result_of(store.read_body("M1")) == big + b"tail"
+
+
+# -- errors
+
+
+@pytest.mark.parametrize(
+    ("error", "expected"),
+    [
+        (OSError(errno.ENOSPC, "No space left on device"), InsufficientStorage),
+        (OSError(errno.EDQUOT, "Disk quota exceeded"), InsufficientStorage),
+        (OSError(errno.EIO, "Input/output error"), StorageError),
+        (PermissionError(errno.EACCES, "Permission denied"), StorageError),
+        (sqlite3.OperationalError("database or disk is full"), InsufficientStorage),
+        (sqlite3.OperationalError("database is locked"), StorageError),
+        (sqlite3.DatabaseError("database disk image is malformed"), StorageError),
+        (ValueError("a bug"), StorageError),
+    ],
+)
+def test_translate_error(error: BaseException, expected: type[StorageError]) -> None:
+    translated = translate_error(error, "doing it")
+    assert type(translated) is expected
+    assert str(translated).startswith("doing it: ")
+    assert str(error) in str(translated)
+
+
+def test_translate_error_keeps_strata_errors() -> None:
+    error = NoSuchEntry("no message M1")
+    assert translate_error(error, "reading") is error
+
+
+def test_sqlite_full_is_insufficient_storage_and_passes(store: SQLiteStore, data_dir: Path) -> None:
+    # Cap the database at its current size: the next transaction that needs a page fails with
+    # SQLITE_FULL, exactly as on a full disk, and must be rolled back.
+    deliver(store, "M0")
+    (pages,) = sql(store, "PRAGMA page_count")[0]
+    sql(store, f"PRAGMA max_page_count = {pages}")
+    huge = "<" + "x" * 200_000 + "@example.org>"
+    d = store_message(store, "M1", BODY, (ALICE, BOB), header_message_id=huge)
+    error = fails_with(d, InsufficientStorage)
+    assert "full" in str(error)
+    assert result_of(store.get_message("M1")) is None
+    assert [e.message_id for e in result_of(store.list_entries())] == ["M0"]
+    assert body_files(data_dir) == ["messages/19700101/M0"]
+
+    sql(store, "PRAGMA max_page_count = 1073741823")  # space again, same connection
+    deliver(store, "M2", (ALICE, BOB), header_message_id=huge)
+    assert [e.message_id for e in result_of(store.list_entries())] == ["M0", "M2", "M2"]
+
+
+@pytest.fixture
+def tiny_fs(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs: a disk that fills up.  Needs root (mount)."""
+    mount_point = tmp_path / "tiny"
+    mount_point.mkdir()
+    if shutil.which("mount") is None:
+        pytest.skip("no mount command: cannot simulate a full disk with a tiny tmpfs")
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.skip(
+            "cannot mount a 256 KiB tmpfs to simulate a full disk (needs root): "
+            + (result.stderr.strip() or f"exit {result.returncode}")
+        )
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", str(mount_point)], check=False)
+
+
+def fill(path: Path) -> None:
+    """Write to ``path`` until the disk is full."""
+    with path.open("wb", buffering=0) as ballast:
+        try:
+            while True:
+                ballast.write(b"\0" * 4096)
+        except OSError as e:
+            assert e.errno == errno.ENOSPC
+
+
+def test_disk_full_while_writing_the_body(tiny_fs: Path, clock: task.Clock) -> None:
+    data_dir = tiny_fs / "data"
+    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store.open(recover=True)
+    deliver(store, "M0")  # the WAL and its index exist before the disk fills
+
+    writer = store.begin("M1")
+    failures: list[Any] = []
+    for _ in range(8):  # 512 KiB: more than the disk holds
+        writer.write(b"x" * (64 * 1024)).addErrback(failures.append)
+        if failures:
+            break
+    else:
+        pytest.fail("the disk never filled up")
+    assert failures[0].check(InsufficientStorage), failures[0]
+    fails_with(writer.write(b"more"), InsufficientStorage)
+    fails_with(writer.commit(incoming()), InsufficientStorage)
+    result_of(writer.abort())
+    assert result_of(store.get_message("M1")) is None
+    assert [e.message_id for e in result_of(store.list_entries())] == ["M0"]
+    assert body_files(data_dir) == ["messages/19700101/M0"]  # the partial body is gone
+
+    # The failed body freed its space: the next message goes through, without reopening.
+    deliver(store, "M2", body=BODY * 10)
+    assert result_of(store.read_body("M2")) == BODY * 10
+    result_of(store.close())
+
+
+def test_disk_full_at_commit_then_space_freed(tiny_fs: Path, clock: task.Clock) -> None:
+    data_dir = tiny_fs / "data"
+    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store.open(recover=True)
+    deliver(store, "M0")
+    ballast = tiny_fs / "ballast"
+    fill(ballast)
+
+    d = store_message(store, "M1", BODY, (ALICE, BOB))
+    fails_with(d, InsufficientStorage)
+    assert result_of(store.get_message("M1")) is None
+    assert result_of(store.entries_for_message("M1")) == []
+    assert result_of(store.list_shadow_copies()) == []
+    assert body_files(data_dir) == ["messages/19700101/M0"]
+
+    ballast.unlink()
+    deliver(store, "M2", (ALICE, BOB))
+    assert result_of(store.read_body("M2")) == BODY
+    assert [e.message_id for e in result_of(store.list_entries())] == ["M0", "M2", "M2"]
+    result_of(store.close())
+
+
+def test_database_full_on_a_full_disk(tiny_fs: Path, clock: task.Clock) -> None:
+    # Leave one page free: the small body fits, the transaction's WAL frames do not.
+    data_dir = tiny_fs / "data"
+    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store.open(recover=True)
+    deliver(store, "M0")
+    ballast = tiny_fs / "ballast"
+    fill(ballast)
+    os.truncate(ballast, ballast.stat().st_size - 4096)
+
+    big_header = "<" + "x" * 20_000 + "@example.org>"
+    d = store_message(store, "M1", BODY, (ALICE, BOB), header_message_id=big_header)
+    error = fails_with(d, InsufficientStorage)
+    assert "database or disk is full" in str(error)
+    assert result_of(store.get_message("M1")) is None
+    assert result_of(store.list_shadow_copies()) == []
+    assert body_files(data_dir) == ["messages/19700101/M0"]
+
+    ballast.unlink()
+    deliver(store, "M2", (ALICE, BOB), header_message_id=big_header)
+    assert result_of(store.message_count()) == 2
+    result_of(store.close())
+
+
+# -- group commit
+
+
+@pytest.fixture
+def manual(data_dir: Path, clock: task.Clock) -> tuple[SQLiteStore, ManualExecutor]:
+    executor = ManualExecutor()
+    store = SQLiteStore(data_dir, clock, executor)
+    store.open(recover=True)
+    return store, executor
+
+
+def trace_statements(store: SQLiteStore, executor: ManualExecutor) -> list[str]:
+    """Record every SQL statement the store's connection runs from now on."""
+    statements: list[str] = []
+    d = store._with_connection("trace", lambda c: c.set_trace_callback(statements.append))
+    executor.run_all()
+    result_of(d)
+    statements.clear()
+    return statements
+
+
+def test_commits_requested_during_a_batch_share_the_next_one(
+    manual: tuple[SQLiteStore, ManualExecutor],
+) -> None:
+    store, executor = manual
+    statements = trace_statements(store, executor)
+    writers = [store.begin(f"M{n}") for n in range(4)]
+    for writer in writers:
+        result_of(writer.write(BODY))
+    submitted = executor.submitted
+
+    first = writers[0].commit(incoming(ALICE))
+    assert executor.pending == 1  # the first batch is on its way to the storage thread
+    later = [w.commit(incoming(ALICE, CAROL)) for w in writers[1:]]
+    assert executor.pending == 1  # the others wait for it, they are not submitted yet
+
+    executor.run_next()  # batch 1: M0 alone
+    assert result_of(first).id == "M0"
+    assert not any(d.called for d in later)
+    assert executor.pending == 1  # batch 2: everything that waited
+    statements.clear()
+
+    executor.run_next()
+    assert [result_of(d).id for d in later] == ["M1", "M2", "M3"]
+    assert executor.submitted == submitted + 2  # two batches, one executor call each
+    assert executor.pending == 0
+    assert statements.count("COMMIT") == 1  # ... and one transaction for the three
+    assert statements.count("BEGIN IMMEDIATE") == 1
+
+    entries = store.list_entries()
+    executor.run_all()
+    assert [e.id for e in result_of(entries)] == [
+        "M0.1",
+        "M1.1",
+        "M1.2",
+        "M2.1",
+        "M2.2",
+        "M3.1",
+        "M3.2",
+    ]
+
+
+def test_a_failed_batch_transaction_fails_every_message_in_it(
+    manual: tuple[SQLiteStore, ManualExecutor], data_dir: Path
+) -> None:
+    store, executor = manual
+    boom = Delivery("boom@example.com", "example.com")
+    trigger = store._with_connection(
+        "trigger",
+        lambda c: c.execute(
+            "CREATE TEMP TRIGGER boom BEFORE INSERT ON queue"
+            " WHEN NEW.recipient = 'boom@example.com' BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        ),
+    )
+    executor.run_all()
+    result_of(trigger)
+
+    writers = {mid: store.begin(mid) for mid in ("M0", "M1", "M2", "M3")}
+    for mid, writer in writers.items():
+        size = BUFFER_LIMIT + 1 if mid == "M1" else 100  # M1's body is on disk before commit
+        writer.write(b"x" * size)
+    executor.run_all()
+    assert body_files(data_dir) == ["messages/19700101/M1"]
+
+    first = writers["M0"].commit(incoming(ALICE))
+    batch = [
+        writers["M1"].commit(incoming(ALICE)),
+        writers["M2"].commit(incoming(CAROL, boom)),  # only this one trips the trigger
+        writers["M3"].commit(incoming(BOB)),
+    ]
+    executor.run_next()
+    assert result_of(first).id == "M0"
+    executor.run_next()
+    for d in batch:
+        error = fails_with(d, StorageError)
+        assert not isinstance(error, InsufficientStorage)
+        assert "boom" in str(error)
+    assert body_files(data_dir) == ["messages/19700101/M0"]
+    for writer in writers.values():
+        writer.abort()
+    executor.run_all()
+
+    def visible() -> tuple[list[str], list[str], int]:
+        entries, copies, count = (
+            store.list_entries(),
+            store.list_shadow_copies(),
+            store.message_count(),
+        )
+        executor.run_all()
+        return (
+            [e.id for e in result_of(entries)],
+            [c.message_id for c in result_of(copies)],
+            result_of(count),
+        )
+
+    assert visible() == (["M0.1"], [], 1)
+
+    # The connection was rolled back and keeps working.
+    drop = store._with_connection("drop", lambda c: c.execute("DROP TRIGGER boom"))
+    writer = store.begin("M4")
+    writer.write(BODY)
+    commit = writer.commit(incoming(CAROL, boom))
+    executor.run_all()
+    result_of(drop)
+    assert result_of(commit).id == "M4"
+    assert visible() == (["M0.1", "M4.1", "M4.2"], [], 2)
+
+
+def test_a_body_that_fails_fails_alone_in_its_batch(
+    manual: tuple[SQLiteStore, ManualExecutor], data_dir: Path
+) -> None:
+    store, executor = manual
+    squatter = data_dir / "messages" / "19700101" / "M2"
+    squatter.parent.mkdir(parents=True)
+    squatter.write_bytes(b"not ours")
+    writers = [store.begin(f"M{n}") for n in range(4)]
+    for writer in writers:
+        writer.write(BODY)
+    first = writers[0].commit(incoming())
+    batch = [w.commit(incoming()) for w in writers[1:]]
+    executor.run_all()
+    assert result_of(first).id == "M0"
+    assert result_of(batch[0]).id == "M1"
+    fails_with(batch[1], StorageError)
+    assert result_of(batch[2]).id == "M3"
+    assert squatter.read_bytes() == b"not ours"
+    assert body_files(data_dir) == [f"messages/19700101/M{n}" for n in range(4)]
+    count = store.message_count()
+    executor.run_all()
+    assert result_of(count) == 3
+
+
+def test_abort_during_commit_waits_for_it(manual: tuple[SQLiteStore, ManualExecutor]) -> None:
+    store, executor = manual
+    writer = store.begin("M1")
+    writer.write(BODY)
+    commit = writer.commit(incoming())
+    aborted = writer.abort()
+    assert not aborted.called
+    executor.run_all()
+    assert result_of(aborted) is None
+    assert result_of(commit).id == "M1"  # too late to take back: it stays
+    body = store.read_body("M1")
+    executor.run_all()
+    assert result_of(body) == BODY
+
+
+def test_failures_never_escape_as_raw_exceptions(store: SQLiteStore) -> None:
+    sql(store, "DROP TABLE events")
+    error = fails_with(store.list_events(), StorageError)
+    assert "no such table" in str(error)
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to name fsync'd files")
+def test_body_and_new_directories_are_fsynced_before_the_transaction(
+    store: SQLiteStore, data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    log: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        log.append("fsync " + os.path.relpath(os.readlink(f"/proc/self/fd/{fd}"), data_dir))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    result_of(store._with_connection("trace", lambda c: c.set_trace_callback(log.append)))
+    deliver(store, "M1")  # the first message of the day: its directory is new
+    commit = log.index("COMMIT")
+    assert log.index("fsync messages/19700101/M1") < commit
+    assert log.index("fsync messages/19700101") < commit
+    assert log.index("fsync messages") < commit
+
+    log.clear()
+    deliver(store, "M2")  # same day: the body and its directory, nothing above
+    assert [line for line in log if line.startswith("fsync")] == [
+        "fsync messages/19700101/M2",
+        "fsync messages/19700101",
+    ]
+    assert log.index("fsync messages/19700101") < log.index("COMMIT")
