@@ -2,7 +2,8 @@
 Clocks for the places with no reactor.
 
 Inside ``twistd`` every component gets the reactor (an ``IReactorTime``) from the composition root.
-The ``strata`` CLI has no reactor; it passes a L{WallClock}, which offers only ``seconds()``, the one
+The ``strata`` CLI has no reactor; it passes a L{WallClock}, which offers only ``seconds()``, the
+one
 thing the stores ask of a clock.
 """
 

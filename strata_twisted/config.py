@@ -2,7 +2,8 @@
 Configuration: a TOML file turned into frozen settings with defaults.
 
 With no file at all Strata runs on its embedded default (data in ``./strata-data``, SMTP intake on
-127.0.0.1:2525).  ``strata.example.toml`` documents every key; keep it and L{_SCHEMA} in step (a test
+127.0.0.1:2525).  ``strata.example.toml`` documents every key; keep it and L{_SCHEMA} in step (a
+test
 checks that they agree).  Any invalid or unknown key raises L{ConfigError} naming the key, so that
 ``twistd`` and the CLI refuse to start with a clear message instead of half-starting.
 """
@@ -57,7 +58,7 @@ class TLSSettings:
 @dataclass(frozen=True)
 class StorageSettings:
     backend: str = "sqlite"
-    reload_interval: float = 1.0
+    reload_interval: float = 0.5
 
 
 @dataclass(frozen=True)
@@ -173,7 +174,9 @@ _SCHEMA: dict[str, dict[str, Validator]] = {
 
 def schema_keys() -> list[str]:
     """Every documented key, dotted (``intake.max_recipients``)."""
-    return [f"{section}.{key}" if section else key for section, keys in _SCHEMA.items() for key in keys]
+    return [
+        f"{section}.{key}" if section else key for section, keys in _SCHEMA.items() for key in keys
+    ]
 
 
 def parse_config(document: dict[str, Any], source: Path | None = None) -> Settings:

@@ -2,7 +2,8 @@
 Errors that carry their protocol meaning.
 
 Every error a client can see has an SMTP code, an enhanced status code (RFC 3463) and a public text;
-the detail that helps an operator goes to the log, never to the client.  Our own failures (disk full,
+the detail that helps an operator goes to the log, never to the client.  Our own failures (disk
+full,
 database error) are always temporary (4xx): a sender that gets 4xx tries again, one that gets 5xx
 bounces the mail, and a bounce caused by our storage would lose mail we could have kept.
 """
@@ -68,7 +69,7 @@ class InsufficientStorage(StorageError):
 
 
 class ConfigError(StrataError):
-    """A configuration value is invalid.  ``key`` names the setting, e.g. ``intake.max_recipients``."""
+    """An invalid configuration value; ``key`` names the setting (``intake.max_recipients``)."""
 
     def __init__(self, key: str, message: str) -> None:
         super().__init__(f"{key}: {message}")

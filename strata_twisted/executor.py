@@ -38,7 +38,7 @@ class ThreadExecutor:
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name=name)
 
     def run(self, f: Callable[[], T]) -> Deferred[T]:
-        return deferToThreadPool(self._reactor, self._pool, f)  # type: ignore[arg-type]
+        return deferToThreadPool(self._reactor, self._pool, f)
 
     def start(self) -> None:
         self._pool.start()

@@ -1,0 +1,80 @@
+"""
+The protected-domain cache the SMTP paths consult.
+
+RCPT decisions must be fast and must not touch the database per command, so the server keeps the
+protected domains in memory and reloads them when the store's ``domains_version`` changes.  The
+``strata`` CLI writes to the same store from another process; polling the version every
+``reload_interval`` seconds (default 1) is how "a running server sees domain changes within a
+second" holds.  Time comes from the injected clock.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from strata_twisted.interfaces import IDomainStore
+from strata_twisted.model import Domain
+
+
+class DomainCache:
+    """An in-memory copy of the protected domains, refreshed from an L{IDomainStore}."""
+
+    log = Logger()
+
+    def __init__(self, clock: IReactorTime, store: IDomainStore, reload_interval: float) -> None:
+        self._store = store
+        self._domains: dict[str, Domain] = {}
+        self._version: int | None = None
+        self._loop = LoopingCall(self.refresh)
+        self._loop.clock = clock
+        self._interval = reload_interval
+        self._refreshing = False
+
+    @property
+    def loaded(self) -> bool:
+        """True once the domains have been read at least once."""
+        return self._version is not None
+
+    def get(self, name: str) -> Domain | None:
+        """The protected domain with this canonical name, or None."""
+        return self._domains.get(name)
+
+    def all(self) -> list[Domain]:
+        return sorted(self._domains.values(), key=lambda d: d.name)
+
+    def start(self) -> Deferred[None]:
+        """Load now, then poll every ``reload_interval`` seconds."""
+        d = self._loop.start(self._interval, now=True)
+        d.addErrback(lambda f: self.log.failure("domain reload loop stopped", f))
+        return self.refresh()
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    def refresh(self) -> Deferred[None]:
+        """Reload the domains if their version changed.  Errors are logged, never raised."""
+        return Deferred.fromCoroutine(self._refresh())
+
+    async def _refresh(self) -> None:
+        if self._refreshing:
+            return
+        self._refreshing = True
+        try:
+            version = await self._store.domains_version()
+            if version != self._version:
+                domains = await self._store.list_domains()
+                self._domains = {d.name: d for d in domains}
+                if self._version is not None:
+                    self.log.info(
+                        "protected domains reloaded: {names}",
+                        names=", ".join(sorted(self._domains)) or "(none)",
+                    )
+                self._version = version
+        except Exception:
+            self.log.failure("could not reload the protected domains; keeping the last ones")
+        finally:
+            self._refreshing = False

@@ -1,0 +1,294 @@
+"""
+Intake policy: which recipients we accept, and how a received message becomes durable.
+
+This is the backup-MX half of Strata.  The rules it must never break (DESIGN decision 2):
+
+- RCPT for a domain we do not protect is refused (``550 5.7.1``): no open relay.
+- The body streams to the message store while it arrives; no code path holds a whole message.
+- One ``Received:`` header is prepended (it is written first, before the body), then body, message
+  record, one queue entry per recipient and, in delivery mode ``both``, a shadow copy per recipient
+  are committed in one durable step.  Only after that does the caller answer ``250``.
+- Any failure of ours surfaces as a temporary L{MailError} (451/452), never 5xx, and leaves nothing
+  visible: the store's two-phase writer is aborted.
+
+It knows nothing of sockets: the SMTP server adapter in ``server/`` calls it.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import secrets
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+
+from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from strata_twisted.clock import SecondsClock
+from strata_twisted.core.domains import DomainCache
+from strata_twisted.errors import MailError, RelayDenied, StorageError
+from strata_twisted.interfaces import IMessageStore, IMessageWriter
+from strata_twisted.model import (
+    Delivery,
+    Envelope,
+    IncomingMessage,
+    StoredMessage,
+    recipient_domain,
+)
+
+# Postfix's queue-id alphabet: digits and consonants, so ids never spell words.
+_ID_ALPHABET = "0123456789BCDFGHJKLMNPQRSTVWXZ"
+_HEADER_SCAN_LIMIT = 64 * 1024
+
+
+def new_queue_id(clock: SecondsClock) -> str:
+    """
+    A unique, time-ordered queue id: 9 characters of milliseconds since the epoch, then 7 random.
+    Sorting ids sorts them by creation time (to the millisecond); the random part keeps them unique.
+    """
+    millis = int(clock.seconds() * 1000)
+    base = len(_ID_ALPHABET)
+    head = []
+    for _ in range(9):
+        millis, digit = divmod(millis, base)
+        head.append(_ID_ALPHABET[digit])
+    tail = "".join(secrets.choice(_ID_ALPHABET) for _ in range(7))
+    return "".join(reversed(head)) + tail
+
+
+def _clean(text: str, limit: int = 255) -> str:
+    """Printable ASCII only, for text we copy from the client into a header."""
+    return "".join(c if 32 < ord(c) < 127 else "?" for c in text)[:limit] or "unknown"
+
+
+def received_header(
+    *,
+    hostname: str,
+    queue_id: str,
+    helo: str,
+    client_address: str,
+    recipients: tuple[str, ...],
+    tls: bool,
+    smtputf8: bool,
+    esmtp: bool,
+    when: float,
+) -> bytes:
+    """
+    The ``Received:`` trace header (RFC 5321 §4.4) we prepend at intake, CRLF-terminated.
+
+    The protocol keyword follows RFC 3848 (ESMTP, ESMTPS, UTF8SMTPS, ...).  A single recipient is
+    named in a ``for`` clause, as Postfix does; more would leak the recipient list.
+    """
+    protocol = ("UTF8SMTP" if smtputf8 else "ESMTP" if esmtp else "SMTP") + ("S" if tls else "")
+    date = format_datetime(datetime.fromtimestamp(when, tz=UTC))
+    address = f"IPv6:{client_address}" if ":" in client_address else client_address
+    lines = [
+        f"Received: from {_clean(helo)} ([{address}])",
+        f"\tby {_clean(hostname)} (Strata) with {protocol} id {queue_id}",
+    ]
+    if len(recipients) == 1:
+        lines.append(f"\tfor <{_clean(recipients[0], 320)}>; {date}")
+    else:
+        lines[-1] += ";"
+        lines.append(f"\t{date}")
+    return ("\r\n".join(lines) + "\r\n").encode("ascii")
+
+
+def header_message_id(header_bytes: bytes) -> str | None:
+    """The Message-ID of a header section, parsed with the stdlib ``email`` package."""
+    parser = email.parser.BytesHeaderParser(policy=email.policy.compat32)
+    value = parser.parsebytes(header_bytes).get("Message-ID")
+    if value is None:
+        return None
+    text = " ".join(str(value).split())
+    return text or None
+
+
+@dataclass
+class SessionInfo:
+    """What the intake policy knows about the SMTP session a message arrives on."""
+
+    client_address: str
+    helo: str = ""
+    esmtp: bool = False
+    tls: bool = False
+
+
+class IntakePolicy:
+    """The rules for accepting mail for protected domains; makes intake transactions."""
+
+    log = Logger()
+
+    def __init__(
+        self, clock: SecondsClock, domains: DomainCache, store: IMessageStore, hostname: str
+    ) -> None:
+        self._clock = clock
+        self._domains = domains
+        self._store = store
+        self.hostname = hostname
+
+    def check_recipient(self, recipient: str) -> None:
+        """
+        Raise a L{MailError} unless we accept mail for ``recipient``: its domain must be protected.
+        """
+        if not self._domains.loaded:
+            raise MailError(
+                "domain list not loaded yet",
+                code=451,
+                enhanced="4.3.0",
+                public_text="Error: server starting, try again later",
+            )
+        domain = recipient_domain(recipient)
+        if domain is None or self._domains.get(domain) is None:
+            raise RelayDenied(f"not a protected domain: {recipient!r}")
+
+    def begin(
+        self,
+        session: SessionInfo,
+        sender: str,
+        recipients: tuple[str, ...],
+        *,
+        body_8bitmime: bool,
+        smtputf8: bool,
+    ) -> IntakeTransaction:
+        """Start receiving one message for already-accepted recipients."""
+        queue_id = new_queue_id(self._clock)
+        envelope = Envelope(
+            sender=sender,
+            recipients=recipients,
+            client_address=session.client_address,
+            client_helo=session.helo,
+            body_8bitmime=body_8bitmime,
+            smtputf8=smtputf8,
+        )
+        now = self._clock.seconds()
+        deliveries = []
+        for recipient in recipients:
+            domain_name = recipient_domain(recipient) or ""
+            domain = self._domains.get(domain_name)
+            deliveries.append(
+                Delivery(
+                    recipient, domain_name, shadow=domain is not None and domain.mode == "both"
+                )
+            )
+        writer = self._store.begin(queue_id)
+        transaction = IntakeTransaction(writer, envelope, now, tuple(deliveries))
+        transaction.feed(
+            received_header(
+                hostname=self.hostname,
+                queue_id=queue_id,
+                helo=session.helo,
+                client_address=session.client_address,
+                recipients=recipients,
+                tls=session.tls,
+                smtputf8=smtputf8,
+                esmtp=session.esmtp,
+                when=now,
+            ),
+            header=False,
+        )
+        return transaction
+
+
+@dataclass
+class IntakeTransaction:
+    """
+    One message on its way into the store.  ``feed`` the content as it arrives, then ``finish``
+    (commit) or ``abort``.
+    """
+
+    writer: IMessageWriter
+    envelope: Envelope
+    received_at: float
+    deliveries: tuple[Delivery, ...]
+    _header: bytearray = field(default_factory=bytearray)
+    _header_done: bool = False
+    _failure: Failure | None = None
+    _finished: bool = False
+
+    log = Logger()
+
+    @property
+    def queue_id(self) -> str:
+        return str(self.writer.message_id)
+
+    def feed(self, data: bytes, *, header: bool = True) -> Deferred[None]:
+        """
+        Append content.  The Deferred fires when the store can take more (back-pressure); a
+        write failure is remembered and reported by L{finish}.
+        """
+        if header and not self._header_done:
+            self._scan_header(data)
+        if self._failure is not None:
+            return succeed(None)
+        d = self.writer.write(data)
+        d.addErrback(self._write_failed)
+        return d
+
+    def _scan_header(self, data: bytes) -> None:
+        room = _HEADER_SCAN_LIMIT - len(self._header)
+        self._header += data[:room]
+        end = self._header.find(b"\r\n\r\n")
+        if self._header.startswith(b"\r\n"):
+            end = 0
+        if end >= 0:
+            del self._header[end + 4 :]
+            self._header_done = True
+        elif len(self._header) >= _HEADER_SCAN_LIMIT:
+            self._header_done = True
+
+    def _write_failed(self, failure: Failure) -> None:
+        if self._failure is None:
+            self._failure = failure
+
+    def finish(self) -> Deferred[StoredMessage]:
+        """
+        Commit the message in one durable step.  Fires with the stored message, or fails with a
+        L{MailError} (always temporary for our own failures) after aborting the writer.
+        """
+        self._finished = True
+        if self._failure is not None:
+            failure = self._failure
+            return self._abort_then(failure)
+        incoming = IncomingMessage(
+            envelope=self.envelope,
+            received_at=self.received_at,
+            deliveries=self.deliveries,
+            header_message_id=self._message_id(),
+        )
+        d = self.writer.commit(incoming)
+        d.addErrback(self._abort_then)
+        return d
+
+    def _message_id(self) -> str | None:
+        try:
+            return header_message_id(bytes(self._header))
+        except Exception:  # a header we cannot parse is still mail we keep
+            self.log.failure("could not parse the header of {id}", id=self.queue_id)
+            return None
+
+    def _abort_then(self, failure: Failure) -> Deferred[StoredMessage]:
+        error = failure.value
+        if not isinstance(error, MailError):
+            self.log.failure("storing {id} failed", failure, id=self.queue_id)
+            error = StorageError(str(error))
+        elif not error.temporary:
+            # Our own storage never rejects permanently (non-negotiable 1).
+            error = StorageError(str(error))
+        result: Deferred[StoredMessage] = Deferred()
+
+        def report(_: object) -> None:
+            result.errback(Failure(error))
+
+        self.abort().addBoth(report)
+        return result
+
+    def abort(self) -> Deferred[None]:
+        """Throw the message away.  Never fails."""
+        self._finished = True
+        d = self.writer.abort()
+        d.addErrback(lambda f: self.log.failure("abort of {id} failed", f, id=self.queue_id))
+        return d

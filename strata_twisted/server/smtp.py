@@ -1,0 +1,358 @@
+"""
+The SMTP intake listener: Twisted transports wired to the sans-IO engine and the intake policy.
+
+This module is a thin adapter (CONVENTIONS §1).  ``dataReceived`` feeds the engine; each event the
+engine yields goes to L{IntakePolicy}; replies go back through the engine, so pipelined commands are
+answered strictly in order even while a commit is in flight.  It also owns what only a transport can
+do: timeouts (idle, and a longer one while DATA streams), back-pressure while the store is writing,
+STARTTLS, and connection limits per client address.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from twisted.internet import ssl
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITLSTransport
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from strata_twisted.config import IntakeSettings
+from strata_twisted.core.intake import IntakePolicy, IntakeTransaction, SessionInfo
+from strata_twisted.errors import MailError
+from strata_twisted.model import StoredMessage
+from strata_twisted.proto.smtp_reply import Reply
+from strata_twisted.proto.smtp_server import (
+    NEED_DATA,
+    DataAborted,
+    DataChunk,
+    DataEnd,
+    DataStart,
+    Hello,
+    MailFrom,
+    Quit,
+    RcptTo,
+    Reset,
+    ServerLimits,
+    SMTPServerEngine,
+    StartTLS,
+)
+
+
+def _host_of(address: IAddress | None) -> str:
+    return str(getattr(address, "host", "") or "unknown")
+
+
+class SMTPIntakeProtocol(Protocol):
+    """One SMTP intake session."""
+
+    log = Logger()
+
+    def __init__(self, factory: SMTPIntakeFactory) -> None:
+        self.factory = factory
+        self.engine: SMTPServerEngine | None = None
+        self.session = SessionInfo(client_address="")
+        self._sender = ""
+        self._body_8bit = False
+        self._smtputf8 = False
+        self._recipients: list[str] = []
+        self._transaction: IntakeTransaction | None = None
+        self._committing = False
+        self._timer: IDelayedCall | None = None
+        self._pause_reasons: set[str] = set()
+        self._gone = False
+        self._in_process = False
+
+    @property
+    def _transport(self) -> Any:
+        """The connected TCP (or TLS) transport: ITransport, IPushProducer and ITLSTransport."""
+        assert self.transport is not None
+        return self.transport
+
+    # -- Twisted --------------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self.session = SessionInfo(client_address=_host_of(self._transport.getPeer()))
+        self.engine = SMTPServerEngine(
+            self.factory.hostname,
+            self.factory.limits,
+            tls_available=self.factory.tls is not None,
+        )
+        self.engine.greeting()
+        self._flush()
+        self._arm_timer()
+
+    def dataReceived(self, data: bytes) -> None:
+        assert self.engine is not None
+        self.engine.receive_data(data)
+        self._arm_timer()
+        self._process()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._gone = True
+        self._cancel_timer()
+        if self._transaction is not None and not self._committing:
+            self._transaction.abort()
+            self._transaction = None
+        self.factory.connection_closed(self)
+
+    # -- engine events ---------------------------------------------------------------------------
+
+    def _process(self) -> None:
+        engine = self.engine
+        assert engine is not None
+        self._in_process = True
+        try:
+            self._dispatch(engine)
+        finally:
+            self._in_process = False
+        self._flush()
+        if engine.closed and not self._committing:
+            self._close()
+
+    def _dispatch(self, engine: SMTPServerEngine) -> None:
+        while not self._committing and not self._gone:
+            event = engine.next_event()
+            if event is NEED_DATA:
+                break
+            if isinstance(event, DataChunk):
+                self._feed(event.data)
+            elif isinstance(event, Hello):
+                self._drop_transaction()
+                self.session.helo = event.name
+                self.session.esmtp = event.verb.upper() == "EHLO"
+                engine.respond()
+            elif isinstance(event, MailFrom):
+                self._drop_transaction()
+                self._sender = event.sender
+                self._body_8bit = event.body == "8BITMIME"
+                self._smtputf8 = event.smtputf8
+                engine.respond()
+            elif isinstance(event, RcptTo):
+                self._rcpt(event.recipient)
+            elif isinstance(event, DataStart):
+                self._data_start()
+            elif isinstance(event, DataEnd):
+                self._data_end()
+            elif isinstance(event, DataAborted):
+                self._drop_transaction()
+            elif isinstance(event, Reset):
+                self._drop_transaction()
+            elif isinstance(event, StartTLS):
+                self._start_tls()
+            elif isinstance(event, Quit):
+                self._drop_transaction()
+
+    def _rcpt(self, recipient: str) -> None:
+        assert self.engine is not None
+        try:
+            self.factory.policy.check_recipient(recipient)
+        except MailError as e:
+            self.engine.respond(Reply.from_error(e))
+            return
+        self._recipients.append(recipient)
+        self.engine.respond()
+
+    def _data_start(self) -> None:
+        assert self.engine is not None
+        try:
+            self._transaction = self.factory.policy.begin(
+                self.session,
+                self._sender,
+                tuple(self._recipients),
+                body_8bitmime=self._body_8bit,
+                smtputf8=self._smtputf8,
+            )
+        except MailError as e:
+            self.engine.respond(Reply.from_error(e))
+            return
+        self.engine.respond()
+        self._arm_timer()
+
+    def _feed(self, data: bytes) -> None:
+        if self._transaction is None:
+            return
+        d = self._transaction.feed(data)
+        if not d.called and "write" not in self._pause_reasons:
+            # The store is writing a full buffer to disk: stop reading until it has room.
+            self._pause("write")
+            d.addBoth(lambda result: self._resume("write", result))
+
+    def _pause(self, reason: str) -> None:
+        """Stop reading from the client (back-pressure) until every reason is gone."""
+        if not self._pause_reasons and not self._gone:
+            self._transport.pauseProducing()
+        self._pause_reasons.add(reason)
+
+    def _resume(self, reason: str, result: object = None) -> object:
+        self._pause_reasons.discard(reason)
+        if not self._pause_reasons and not self._gone:
+            self._transport.resumeProducing()
+        return result
+
+    def _data_end(self) -> None:
+        transaction = self._transaction
+        assert self.engine is not None and transaction is not None
+        self._committing = True
+        # Nothing more is parsed until the commit is answered; don't let the client pile up
+        # pipelined bytes in the meantime.
+        self._pause("commit")
+        d = transaction.finish()
+        d.addCallbacks(self._committed, self._commit_failed)
+        d.addErrback(lambda f: self.log.failure("replying after commit failed", f))
+
+    def _committed(self, message: StoredMessage) -> None:
+        self._after_commit(Reply(250, "2.0.0", f"Ok: queued as {message.id}"))
+        self.log.info(
+            "{id}: from=<{sender}> nrcpt={n} size={size} client={client}",
+            id=message.id,
+            sender=message.envelope.sender,
+            n=len(message.envelope.recipients),
+            size=message.size,
+            client=self.session.client_address,
+        )
+
+    def _commit_failed(self, failure: Failure) -> None:
+        error = failure.value
+        if isinstance(error, MailError) and error.temporary:
+            self.log.warn("message not stored: {error}", error=error)
+            reply = Reply.from_error(error)
+        else:
+            self.log.failure("message not stored", failure)
+            reply = Reply(451, "4.3.0", "Error: internal error, try again later")
+        self._after_commit(reply)
+
+    def _after_commit(self, reply: Reply) -> None:
+        self._committing = False
+        self._transaction = None
+        self._recipients = []
+        self._resume("commit")
+        if self._gone:
+            return
+        assert self.engine is not None
+        self.engine.respond(reply)
+        self._arm_timer()
+        if not self._in_process:  # a commit that finished at once is answered by the running loop
+            self._process()
+
+    def _drop_transaction(self) -> None:
+        if self._transaction is not None:
+            self._transaction.abort()
+            self._transaction = None
+        self._recipients = []
+
+    def _start_tls(self) -> None:
+        assert self.engine is not None and self.factory.tls is not None
+        self._flush()
+        transport = ITLSTransport(self._transport)
+        transport.startTLS(self.factory.tls)
+        self.session.tls = True
+        self._drop_transaction()
+        self.engine.tls_started()
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _flush(self) -> None:
+        if self.engine is not None and not self._gone:
+            out = self.engine.data_to_send()
+            if out:
+                self._transport.write(out)
+
+    def _close(self) -> None:
+        self._cancel_timer()
+        if not self._gone:
+            self._transport.loseConnection()
+
+    def _arm_timer(self) -> None:
+        assert self.engine is not None
+        limit = (
+            self.factory.settings.data_timeout
+            if self.engine.in_data
+            else (self.factory.settings.idle_timeout)
+        )
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(limit)
+        else:
+            self._timer = self.factory.clock.callLater(limit, self._timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        if self._committing or self.engine is None:
+            # A commit in flight is ours to finish: it answers, then the timer starts again.
+            return
+        self.log.info("timeout for {client}", client=self.session.client_address)
+        self._drop_transaction()
+        self.engine.timeout()
+        self._flush()
+        self._close()
+
+
+class _TooManyConnections(Protocol):
+    """Says 421 and hangs up (RFC 5321 §3.8: a server may refuse with 421 at connect)."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def connectionMade(self) -> None:
+        assert self.transport is not None
+        self.transport.write(Reply(421, "4.7.0", self.text).to_bytes())
+        self.transport.loseConnection()
+
+
+class SMTPIntakeFactory(Factory):
+    """Builds intake sessions and enforces the connection limits."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        policy: IntakePolicy,
+        settings: IntakeSettings,
+        tls: ssl.CertificateOptions | None,
+    ) -> None:
+        self.clock = clock
+        self.policy = policy
+        self.settings = settings
+        self.tls = tls
+        self.hostname = policy.hostname
+        self.limits = ServerLimits(
+            max_message_size=settings.max_message_size,
+            max_recipients=settings.max_recipients,
+            max_line_length=settings.max_line_length,
+        )
+        self._per_ip: Counter[str] = Counter()
+        self._protocols: dict[SMTPIntakeProtocol, str] = {}
+
+    def buildProtocol(self, addr: IAddress | None) -> Protocol:
+        host = _host_of(addr)
+        if len(self._protocols) >= self.settings.max_connections:
+            self.log.warn(
+                "refusing {host}: {n} connections open", host=host, n=len(self._protocols)
+            )
+            return _TooManyConnections(f"{self.hostname} Error: too many connections")
+        if self._per_ip[host] >= self.settings.max_connections_per_ip:
+            self.log.warn("refusing {host}: too many connections from it", host=host)
+            return _TooManyConnections(f"{self.hostname} Error: too many connections from {host}")
+        protocol = SMTPIntakeProtocol(self)
+        self._per_ip[host] += 1
+        self._protocols[protocol] = host
+        return protocol
+
+    def connection_closed(self, protocol: SMTPIntakeProtocol) -> None:
+        host = self._protocols.pop(protocol, None)
+        if host is not None:
+            self._per_ip[host] -= 1
+            if self._per_ip[host] <= 0:
+                del self._per_ip[host]
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._protocols)

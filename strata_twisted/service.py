@@ -1,0 +1,139 @@
+"""
+The composition root: builds the stores, the policy, the listeners and the loops, and ties their
+lifetimes to one Twisted ``MultiService``.
+
+This is the only module (with the CLI) that names a concrete storage backend, and the only one that
+receives the reactor from ``tap.makeService``; everything it builds gets the reactor (as a clock, a
+TCP reactor or a thread bridge) passed in explicitly.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from twisted.application.service import MultiService, Service
+from twisted.internet import endpoints
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.protocol import Factory
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from strata_twisted.config import ListenAddress, Settings
+from strata_twisted.core.domains import DomainCache
+from strata_twisted.core.intake import IntakePolicy
+from strata_twisted.executor import Executor, ThreadExecutor
+from strata_twisted.server.smtp import SMTPIntakeFactory
+from strata_twisted.server.tls import load_server_context
+from strata_twisted.storage import open_store
+
+
+class ListenerService(Service):
+    """Listens on one address; a failure to listen stops startup with a clear error."""
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, what: str, address: ListenAddress, factory: Factory) -> None:
+        self._reactor = reactor
+        self._what = what
+        self._address = address
+        self._factory = factory
+        self._port: IListeningPort | None = None
+
+    def _endpoint(self) -> IStreamServerEndpoint:
+        host, port = self._address.host, self._address.port
+        if ":" in host:
+            return endpoints.TCP6ServerEndpoint(self._reactor, port, interface=host)
+        return endpoints.TCP4ServerEndpoint(self._reactor, port, interface=host)
+
+    def startService(self) -> None:
+        super().startService()
+        outcome: list[object] = []
+        self._endpoint().listen(self._factory).addBoth(outcome.append)
+        # TCP endpoints listen synchronously; raising here makes twistd refuse to start.
+        result = outcome[0] if outcome else None
+        if isinstance(result, Failure):
+            result.raiseException()
+        self._port = result  # type: ignore[assignment]
+        self.log.info("{what} listening on {address}", what=self._what, address=self._address)
+
+    def stopService(self) -> Deferred[None] | None:
+        super().stopService()
+        if self._port is None:
+            return None
+        port, self._port = self._port, None
+        result = port.stopListening()
+        return result if isinstance(result, Deferred) else None
+
+
+class StoreService(Service):
+    """Starts the storage thread first and stops it last, after every listener has stopped."""
+
+    def __init__(self, executor: Executor, store: Any, domains: DomainCache) -> None:
+        self._executor = executor
+        self._store = store
+        self._domains = domains
+
+    def startService(self) -> None:
+        super().startService()
+        self._executor.start()
+        self._domains.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._domains.stop()
+        # close() is queued behind the commits already submitted; stop() then runs them all and
+        # joins the thread (work submitted after stop() would never run).
+        self._store.close()
+        self._executor.stop()
+
+
+class StrataService(MultiService):
+    """The root service.  If any child fails to start, the ones already started are stopped (the
+    storage thread among them, which would otherwise keep the process alive) and the error
+    propagates, so twistd exits non-zero."""
+
+    def startService(self) -> None:
+        try:
+            super().startService()
+        except BaseException:
+            self.stopService()
+            raise
+
+
+def build_service(settings: Settings, reactor: Any) -> MultiService:
+    """Build everything ``twistd -n strata`` runs, from validated settings."""
+    log = Logger(namespace="strata")
+    root = StrataService()
+    executor: Executor = ThreadExecutor(reactor)
+    store = open_store(settings.storage.backend, settings.data_dir, reactor, executor)
+    store.open(recover=True)
+    log.info(
+        "Strata storage: {backend} in {data_dir}",
+        backend=settings.storage.backend,
+        data_dir=settings.data_dir,
+    )
+    domains = DomainCache(reactor, store, settings.storage.reload_interval)
+    StoreService(executor, store, domains).setServiceParent(root)
+
+    tls = load_server_context(
+        settings.certificate_path,
+        settings.private_key_path,
+        hostname=settings.hostname,
+        generate=settings.tls.generate_self_signed and settings.tls.certificate is None,
+        now=reactor.seconds(),
+    )
+    policy = IntakePolicy(reactor, domains, store, settings.hostname)
+    intake = SMTPIntakeFactory(reactor, policy, settings.intake, tls)
+    for address in settings.intake.listen:
+        ListenerService(reactor, "SMTP intake", address, intake).setServiceParent(root)
+    return root
+
+
+def default_paths(settings: Settings) -> dict[str, Path]:
+    """Where things live, for ``strata status`` and the logs."""
+    return {
+        "data_dir": settings.data_dir,
+        "certificate": settings.certificate_path,
+    }

@@ -1,0 +1,74 @@
+"""Configuration: defaults, the documented example, and errors that name the key."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from strata_twisted.config import load_config, parse_config, schema_keys
+from strata_twisted.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _flatten(document: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for key, value in document.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{key}."))
+        else:
+            out[prefix + key] = value
+    return out
+
+
+def test_example_documents_every_key_with_its_default() -> None:
+    document = tomllib.loads((ROOT / "strata.example.toml").read_text())
+    assert sorted(_flatten(document)) == sorted(schema_keys())
+    from_example = parse_config(document)
+    default = parse_config({})
+    assert from_example.intake == default.intake
+    assert from_example.tls == default.tls
+    assert from_example.storage == default.storage
+    assert from_example.data_dir == default.data_dir
+
+
+def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    settings = load_config()
+    assert settings.source is None
+    assert settings.data_dir == tmp_path / "strata-data"
+    assert [str(a) for a in settings.intake.listen] == ["127.0.0.1:2525"]
+    (tmp_path / "strata.toml").write_text('data_dir = "elsewhere"\n')
+    assert load_config().data_dir == tmp_path / "elsewhere"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        ("[intake]\nmax_recipients = 0\n", "intake.max_recipients"),
+        ('[intake]\nmax_recipients = "ten"\n', "intake.max_recipients"),
+        ('[intake]\nlisten = ["nowhere"]\n', "intake.listen"),
+        ("[intake]\nidle_timeout = -1\n", "intake.idle_timeout"),
+        ("[intake]\nmax_mesage_size = 10\n", "intake.max_mesage_size"),
+        ("[smpt]\nlisten = []\n", "smpt"),
+        ('[storage]\nbackend = "postgres"\n', "storage.backend"),
+        ('[tls]\nprivate_key = "k.pem"\n', "tls.certificate"),
+        ("data_dir = 5\n", "data_dir"),
+        ("this is not toml", "--config"),
+    ],
+)
+def test_invalid_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as e:
+        load_config(path)
+    assert e.value.key == key
+    assert key in str(e.value)
+
+
+def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such file"):
+        load_config(tmp_path / "absent.toml")

@@ -1,0 +1,380 @@
+"""
+The SMTP intake adapter driven over StringTransport with a task.Clock (no sockets): the policy,
+durability-before-250, pipelining order, timeouts, limits and STARTTLS, end to end through the
+real engine and the memory store.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail
+from twisted.internet.interfaces import ITLSTransport
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from strata_twisted.config import IntakeSettings
+from strata_twisted.core.domains import DomainCache
+from strata_twisted.core.intake import IntakePolicy
+from strata_twisted.errors import InsufficientStorage, StorageError
+from strata_twisted.model import Domain, RelayTarget
+from strata_twisted.server.smtp import SMTPIntakeFactory
+from strata_twisted.storage.memory import MemoryStore
+from strata_twisted.testing import result_of
+
+BODY = (
+    b"From: a@sender.test\r\nTo: u@example.test\r\nMessage-ID: <m1@sender.test>\r\n"
+    b"Subject: hi\r\n\r\nhello\r\n..dotted line\r\n"
+)
+SESSION = (
+    b"EHLO client.test\r\nMAIL FROM:<a@sender.test> SIZE=120\r\nRCPT TO:<u@example.test>\r\n"
+    b"DATA\r\n" + BODY + b".\r\nQUIT\r\n"
+)
+
+
+@implementer(ITLSTransport)
+class TLSStringTransport(StringTransport):  # type: ignore[misc]
+    """A StringTransport that records startTLS instead of doing it."""
+
+    tls_started_with: object = None
+
+    def startTLS(self, contextFactory, normal=True):  # noqa: ANN001, ANN201
+        self.tls_started_with = contextFactory
+
+
+class Harness:
+    def __init__(
+        self,
+        store=None,
+        settings: IntakeSettings | None = None,
+        tls: object = None,
+        domains=(("example.test", "relay"),),
+    ) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        self.store = store or MemoryStore(self.clock)
+        for name, mode in domains:
+            result_of(self.store.add_domain(Domain(name, RelayTarget("127.0.0.1", 2999), mode)))
+        self.domains = DomainCache(self.clock, self.store, 1.0)
+        self.domains.start()
+        self.policy = IntakePolicy(self.clock, self.domains, self.store, "mx.strata.test")
+        self.factory = SMTPIntakeFactory(
+            self.clock,
+            self.policy,
+            settings or IntakeSettings(),
+            tls,  # type: ignore[arg-type]
+        )
+
+    def connect(self, host: str = "127.0.0.1", port: int = 40000):
+        proto = self.factory.buildProtocol(IPv4Address("TCP", host, port))
+        transport = TLSStringTransport(peerAddress=IPv4Address("TCP", host, port))
+        proto.makeConnection(transport)
+        return proto, transport
+
+    def stop(self) -> None:
+        self.domains.stop()
+
+
+def replies(transport: StringTransport) -> list[bytes]:
+    """The final lines of each reply (multi-line replies collapsed to their last line)."""
+    lines = transport.value().split(b"\r\n")
+    return [line for line in lines if line[3:4] == b" "]
+
+
+def test_accepted_message_is_committed_before_250_with_received_header_prepended() -> None:
+    h = Harness()
+    proto, transport = h.connect()
+    proto.dataReceived(SESSION)
+    codes = [r[:3] for r in replies(transport)]
+    assert codes == [b"220", b"250", b"250", b"250", b"354", b"250", b"221"]
+    queued = replies(transport)[5]
+    assert queued.startswith(b"250 2.0.0 Ok: queued as ")
+    queue_id = queued.rsplit(b" ", 1)[1].decode()
+    entries = result_of(h.store.list_entries())
+    assert [
+        (e.message_id, e.recipient, e.domain, e.sender, e.header_message_id) for e in entries
+    ] == [(queue_id, "u@example.test", "example.test", "a@sender.test", "<m1@sender.test>")]
+    body = result_of(h.store.read_body(queue_id))
+    received, _, rest = body.partition(b"\r\n\tfor <u@example.test>; ")
+    assert received.startswith(b"Received: from client.test ([127.0.0.1])\r\n\tby mx.strata.test")
+    assert b"with ESMTP id " + queue_id.encode() in received
+    # The date line ends the header; then the content, dot-unstuffed, byte for byte.
+    assert rest.split(b"\r\n", 1)[1] == BODY.replace(b"\r\n..dotted", b"\r\n.dotted")
+    assert transport.disconnecting
+    h.stop()
+
+
+def test_unprotected_domain_is_refused_as_relay_attempt() -> None:
+    h = Harness()
+    proto, transport = h.connect()
+    proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@s.test>\r\nRCPT TO:<u@other.test>\r\nDATA\r\n")
+    assert replies(transport)[-2:] == [
+        b"550 5.7.1 Relay access denied",
+        b"554 5.5.1 Error: no valid recipients",
+    ]
+    assert result_of(h.store.list_entries()) == []
+    h.stop()
+
+
+def test_idn_recipient_domain_matches_its_ascii_form() -> None:
+    h = Harness(domains=(("xn--bcher-kva.example", "relay"),))
+    proto, transport = h.connect()
+    proto.dataReceived(
+        "EHLO c\r\nMAIL FROM:<a@s.test> SMTPUTF8\r\nRCPT TO:<kim@bücher.example>\r\n".encode()
+    )
+    assert replies(transport)[-1].startswith(b"250")
+    h.stop()
+
+
+def test_mode_both_stores_a_shadow_copy_per_recipient() -> None:
+    h = Harness(domains=(("example.test", "both"), ("relay.test", "relay")))
+    proto, transport = h.connect()
+    proto.dataReceived(
+        b"EHLO c\r\nMAIL FROM:<>\r\nRCPT TO:<u@example.test>\r\nRCPT TO:<v@relay.test>\r\n"
+        b"DATA\r\nSubject: x\r\n\r\nbody\r\n.\r\n"
+    )
+    assert replies(transport)[-1].startswith(b"250 2.0.0 Ok: queued as")
+    copies = result_of(h.store.list_shadow_copies())
+    assert [(c.recipient, c.mailbox) for c in copies] == [("u@example.test", "INBOX")]
+    entries = result_of(h.store.list_entries())
+    assert [(e.recipient, e.sender) for e in entries] == [
+        ("u@example.test", ""),
+        ("v@relay.test", ""),
+    ]
+    h.stop()
+
+
+class FailingCommitStore(MemoryStore):
+    """A memory store whose commits fail with the given error."""
+
+    def __init__(self, clock, error: Exception) -> None:
+        super().__init__(clock)
+        self.error = error
+
+    def begin(self, message_id):
+        writer = super().begin(message_id)
+        error = self.error
+
+        def commit(incoming):
+            return fail(Failure(error))
+
+        writer.commit = commit  # type: ignore[method-assign]
+        return writer
+
+
+def test_storage_failure_answers_451_and_keeps_nothing() -> None:
+    h = Harness(store=FailingCommitStore(Clock(), StorageError("database is locked")))
+    proto, transport = h.connect()
+    proto.dataReceived(SESSION)
+    assert replies(transport)[5] == b"451 4.3.0 Error: queue file write error, try again later"
+    assert result_of(h.store.list_entries()) == []
+    assert result_of(h.store.message_count()) == 0
+    h.stop()
+
+
+def test_disk_full_answers_452() -> None:
+    h = Harness(store=FailingCommitStore(Clock(), InsufficientStorage("ENOSPC")))
+    proto, transport = h.connect()
+    proto.dataReceived(SESSION)
+    assert replies(transport)[5] == b"452 4.3.1 Insufficient system storage, try again later"
+    h.stop()
+
+
+def test_unexpected_exception_in_storage_is_still_a_4xx() -> None:
+    h = Harness(store=FailingCommitStore(Clock(), RuntimeError("bug")))
+    proto, transport = h.connect()
+    proto.dataReceived(SESSION)
+    assert replies(transport)[5].startswith(b"451 4.3.0")
+    h.stop()
+
+
+class SlowCommitStore(MemoryStore):
+    """Commits wait until the test fires them, like a busy disk."""
+
+    def __init__(self, clock) -> None:
+        super().__init__(clock)
+        self.pending: list[tuple[Deferred[Any], Any, Any]] = []
+
+    def begin(self, message_id):
+        writer = super().begin(message_id)
+        real_commit = writer.commit
+
+        def commit(incoming):
+            d: Deferred[Any] = Deferred()
+            self.pending.append((d, real_commit, incoming))
+            return d
+
+        writer.commit = commit  # type: ignore[method-assign]
+        return writer
+
+    def finish_all(self) -> None:
+        while self.pending:
+            d, real_commit, incoming = self.pending.pop(0)
+            real_commit(incoming).chainDeferred(d)
+
+
+def test_pipelined_commands_wait_for_the_commit_and_are_answered_in_order() -> None:
+    store = SlowCommitStore(Clock())
+    h = Harness(store=store)
+    proto, transport = h.connect()
+    proto.dataReceived(SESSION.replace(b"QUIT\r\n", b"NOOP\r\nMAIL FROM:<b@s.test>\r\nQUIT\r\n"))
+    # Nothing after the final dot is answered before the message is durable.
+    assert [r[:3] for r in replies(transport)] == [b"220", b"250", b"250", b"250", b"354"]
+    assert result_of(h.store.list_entries()) == []
+    store.finish_all()
+    assert [r[:3] for r in replies(transport)][5:] == [b"250", b"250", b"250", b"221"]
+    assert replies(transport)[5].startswith(b"250 2.0.0 Ok: queued as")
+    assert len(result_of(h.store.list_entries())) == 1
+    h.stop()
+
+
+def test_connection_lost_during_commit_still_commits() -> None:
+    store = SlowCommitStore(Clock())
+    h = Harness(store=store)
+    proto, transport = h.connect()
+    proto.dataReceived(SESSION)
+    proto.connectionLost(Failure(ConnectionError("gone")))
+    store.finish_all()
+    assert len(result_of(h.store.list_entries())) == 1
+    h.stop()
+
+
+def test_connection_lost_mid_data_leaves_nothing() -> None:
+    h = Harness()
+    proto, transport = h.connect()
+    proto.dataReceived(SESSION.split(b"hello")[0])
+    proto.connectionLost(Failure(ConnectionError("gone")))
+    assert result_of(h.store.message_count()) == 0
+    assert result_of(h.store.list_entries()) == []
+    h.stop()
+
+
+def test_domain_added_while_running_is_accepted_within_a_second() -> None:
+    h = Harness(domains=())
+    proto, transport = h.connect()
+    proto.dataReceived(b"EHLO c\r\nMAIL FROM:<a@s.test>\r\nRCPT TO:<u@late.test>\r\n")
+    assert replies(transport)[-1].startswith(b"550 5.7.1")
+    result_of(h.store.add_domain(Domain("late.test", RelayTarget("127.0.0.1"))))
+    h.clock.advance(1.0)
+    proto.dataReceived(b"RCPT TO:<u@late.test>\r\n")
+    assert replies(transport)[-1].startswith(b"250")
+    result_of(h.store.remove_domain("late.test"))
+    h.clock.advance(1.0)
+    proto.dataReceived(b"RCPT TO:<w@late.test>\r\n")
+    assert replies(transport)[-1].startswith(b"550 5.7.1")
+    h.stop()
+
+
+def test_idle_timeout_closes_with_421() -> None:
+    h = Harness(settings=IntakeSettings(idle_timeout=300, data_timeout=600))
+    proto, transport = h.connect()
+    proto.dataReceived(b"EHLO c\r\n")
+    h.clock.advance(299)
+    assert not transport.disconnecting
+    proto.dataReceived(b"NOOP\r\n")  # activity resets the timer
+    h.clock.advance(299)
+    assert not transport.disconnecting
+    h.clock.advance(1)
+    assert replies(transport)[-1].startswith(b"421 4.4.2")
+    assert transport.disconnecting
+    h.stop()
+
+
+def test_data_phase_uses_the_longer_data_timeout_and_discards_the_partial_message() -> None:
+    h = Harness(settings=IntakeSettings(idle_timeout=300, data_timeout=600))
+    proto, transport = h.connect()
+    proto.dataReceived(
+        b"EHLO c\r\nMAIL FROM:<a@s.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\nSubject: slow\r\n"
+    )
+    h.clock.advance(301)
+    assert not transport.disconnecting
+    h.clock.advance(300)
+    assert transport.disconnecting
+    assert replies(transport)[-1].startswith(b"421 4.4.2")
+    assert result_of(h.store.message_count()) == 0
+    h.stop()
+
+
+def test_connections_per_ip_are_limited() -> None:
+    h = Harness(settings=IntakeSettings(max_connections_per_ip=2))
+    first = h.connect("10.0.0.1")
+    h.connect("10.0.0.1")
+    _, refused = h.connect("10.0.0.1")
+    assert refused.value().startswith(b"421 4.7.0")
+    assert refused.disconnecting
+    _, other = h.connect("10.0.0.2")
+    assert other.value().startswith(b"220")
+    first[0].connectionLost(Failure(ConnectionError()))
+    _, again = h.connect("10.0.0.1")
+    assert again.value().startswith(b"220")
+    h.stop()
+
+
+def test_message_over_the_size_limit_is_refused_and_not_stored() -> None:
+    h = Harness(settings=IntakeSettings(max_message_size=1024))
+    proto, transport = h.connect()
+    proto.dataReceived(
+        b"EHLO c\r\nMAIL FROM:<a@s.test>\r\nRCPT TO:<u@example.test>\r\nDATA\r\n"
+        + b"x" * 100
+        + b"\r\n" * 20
+        + (b"y" * 70 + b"\r\n") * 30
+        + b".\r\n"
+    )
+    assert replies(transport)[-1].startswith(b"552 5.3.4")
+    assert result_of(h.store.message_count()) == 0
+    h.stop()
+
+
+def test_starttls_discards_pipelined_plaintext_and_resets_the_session() -> None:
+    h = Harness(tls=object())
+    proto, transport = h.connect()
+    proto.dataReceived(b"EHLO c\r\n")
+    assert b"STARTTLS" in transport.value()
+    transport.clear()
+    proto.dataReceived(b"STARTTLS\r\nMAIL FROM:<evil@s.test>\r\n")
+    assert transport.value() == b"220 2.0.0 Ready to start TLS\r\n"
+    assert transport.tls_started_with is h.factory.tls
+    # After TLS the client must greet again; the injected MAIL never ran.
+    proto.dataReceived(b"MAIL FROM:<a@s.test>\r\n")
+    assert replies(transport)[-1].startswith(b"503 5.5.1")
+    proto.dataReceived(b"EHLO c\r\n")
+    assert b"STARTTLS" not in transport.value().split(b"503")[-1]
+    proto.dataReceived(SESSION.split(b"\r\n", 1)[1])
+    body = result_of(h.store.read_body(result_of(h.store.list_entries())[0].message_id))
+    assert b"with ESMTPS id" in body
+    h.stop()
+
+
+def test_received_header_names_smtp_for_helo_clients() -> None:
+    h = Harness()
+    proto, transport = h.connect()
+    proto.dataReceived(SESSION.replace(b"EHLO", b"HELO").replace(b" SIZE=120", b""))
+    body = result_of(h.store.read_body(result_of(h.store.list_entries())[0].message_id))
+    assert b"with SMTP id" in body.split(b"\r\n")[1]
+    h.stop()
+
+
+def test_default_settings_match_the_issue() -> None:
+    s = IntakeSettings()
+    assert (s.max_message_size, s.max_recipients, s.max_line_length) == (
+        50 * 1024 * 1024,
+        100,
+        8192,
+    )
+    assert (s.idle_timeout, s.data_timeout) == (300, 600)
+    assert replace(s, max_recipients=5).max_recipients == 5
+
+
+def test_reading_pauses_while_a_commit_is_in_flight() -> None:
+    store = SlowCommitStore(Clock())
+    h = Harness(store=store)
+    proto, transport = h.connect()
+    proto.dataReceived(SESSION)
+    assert transport.producerState == "paused"
+    store.finish_all()
+    assert transport.producerState == "producing"
+    h.stop()
