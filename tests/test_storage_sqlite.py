@@ -40,6 +40,7 @@ from strata_twisted.model import (
 from strata_twisted.storage import open_store
 from strata_twisted.storage.sqlite import (
     BUFFER_LIMIT,
+    INLINE_LIMIT,
     ORPHAN_AGE,
     SQLiteStore,
     translate_error,
@@ -63,6 +64,10 @@ from tests.conformance.suites import (
 
 T = TypeVar("T")
 
+# Most tests here are about body files: inline_limit=0 sends every body to its own file.  The
+# default (small bodies inline in the database) has its own conformance bindings and tests below.
+FILES = 0
+
 # 2024-01-02 01:00:00 UTC: bodies received now go under messages/20240102/.
 JAN_2 = 1704153600.0 + 3600
 
@@ -79,7 +84,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(data_dir: Path, clock: task.Clock) -> Iterator[SQLiteStore]:
-    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store = SQLiteStore(data_dir, clock, SyncExecutor(), inline_limit=FILES)
     store.open(recover=True)
     yield store
     result_of(store.close())
@@ -159,7 +164,7 @@ class OwnThreadStore:
     @pytest.fixture
     def store(self, data_dir: Path, clock: task.Clock) -> Iterator[SQLiteStore]:
         executor = OwnThreadExecutor()
-        store = SQLiteStore(data_dir, clock, executor)
+        store = SQLiteStore(data_dir, clock, executor, inline_limit=FILES)
         store.open(recover=True)
         yield store
         result_of(store.close())
@@ -174,12 +179,31 @@ class TestSQLiteOnItsThreadQueueStore(OwnThreadStore, QueueStoreSuite):
     pass
 
 
+class InlineBodiesStore:
+    """The default configuration: bodies up to INLINE_LIMIT live in the database."""
+
+    @pytest.fixture
+    def store(self, data_dir: Path, clock: task.Clock) -> Iterator[SQLiteStore]:
+        store = SQLiteStore(data_dir, clock, SyncExecutor())
+        store.open(recover=True)
+        yield store
+        result_of(store.close())
+
+
+class TestSQLiteInlineMessageStore(InlineBodiesStore, MessageStoreSuite):
+    pass
+
+
+class TestSQLiteInlineQueueStore(InlineBodiesStore, QueueStoreSuite):
+    pass
+
+
 # -- persistence, layout and settings
 
 
 def test_data_survives_close_and_reopen(data_dir: Path, clock: task.Clock) -> None:
     clock.advance(JAN_2)
-    first = SQLiteStore(data_dir, clock, SyncExecutor())
+    first = SQLiteStore(data_dir, clock, SyncExecutor(), inline_limit=FILES)
     first.open(recover=True)
     domain = result_of(first.add_domain(Domain("example.com", RelayTarget("mx.example.com"))))
     big = BODY + b"x" * (BUFFER_LIMIT * 3)
@@ -190,7 +214,7 @@ def test_data_survives_close_and_reopen(data_dir: Path, clock: task.Clock) -> No
     copies = result_of(first.list_shadow_copies())
     result_of(first.close())
 
-    second = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    second = SQLiteStore(data_dir, task.Clock(), SyncExecutor(), inline_limit=FILES)
     second.open(recover=True)
     try:
         assert result_of(second.list_domains()) == [domain]
@@ -220,7 +244,7 @@ def test_schema_version_is_recorded(store: SQLiteStore) -> None:
 
 def test_reopening_does_not_migrate_again(store: SQLiteStore, data_dir: Path) -> None:
     result_of(store.add_domain(Domain("example.com", RelayTarget("mx.example.com"))))
-    again = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    again = SQLiteStore(data_dir, task.Clock(), SyncExecutor(), inline_limit=FILES)
     again.open()
     assert [d.name for d in result_of(again.list_domains())] == ["example.com"]
     assert sql(again, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
@@ -233,7 +257,7 @@ def test_a_newer_schema_is_refused(data_dir: Path) -> None:
         conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION + 1}")
     conn.close()
     with pytest.raises(StorageError, match="newer"):
-        SQLiteStore(data_dir, task.Clock(), SyncExecutor()).open()
+        SQLiteStore(data_dir, task.Clock(), SyncExecutor(), inline_limit=FILES).open()
 
 
 def test_pragmas(store: SQLiteStore) -> None:
@@ -261,7 +285,7 @@ def test_domain_names_are_stored_as_given_ascii(store: SQLiteStore) -> None:
 
 def test_domain_changes_from_another_process_are_seen(store: SQLiteStore, data_dir: Path) -> None:
     # The CLI changes domains in its own process; the server notices through domains_version.
-    cli = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    cli = SQLiteStore(data_dir, task.Clock(), SyncExecutor(), inline_limit=FILES)
     cli.open()
     before = result_of(store.domains_version())
     result_of(cli.add_domain(Domain("example.com", RelayTarget("mx.example.com"))))
@@ -296,7 +320,7 @@ def test_nothing_touches_the_database_outside_executor_calls(
     data_dir: Path, clock: task.Clock
 ) -> None:
     executor = ManualExecutor()
-    store = SQLiteStore(data_dir, clock, executor)
+    store = SQLiteStore(data_dir, clock, executor, inline_limit=FILES)
     store.open(recover=True)
     assert executor.submitted == 0
     d = store.list_domains()
@@ -310,7 +334,7 @@ def test_body_file_is_created_lazily_and_writes_apply_back_pressure(
     data_dir: Path, clock: task.Clock
 ) -> None:
     executor = ManualExecutor()
-    store = SQLiteStore(data_dir, clock, executor)
+    store = SQLiteStore(data_dir, clock, executor, inline_limit=FILES)
     store.open(recover=True)
     writer = store.begin("M1")
     chunk = b"y" * (64 * 1024)
@@ -362,7 +386,7 @@ def test_a_failed_write_is_reported_by_write_and_commit(store: SQLiteStore, data
 def test_recovery_sweep_removes_orphans_and_keeps_committed_bodies(
     data_dir: Path, clock: task.Clock
 ) -> None:
-    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store = SQLiteStore(data_dir, clock, SyncExecutor(), inline_limit=FILES)
     store.open(recover=True)
     deliver(store, "KEPT")
     crashed = store.begin("CRASHED")  # flushed to disk, never committed: a crash
@@ -377,7 +401,7 @@ def test_recovery_sweep_removes_orphans_and_keeps_committed_bodies(
     ]
     result_of(store.close())
 
-    reopened = SQLiteStore(data_dir, clock, SyncExecutor())
+    reopened = SQLiteStore(data_dir, clock, SyncExecutor(), inline_limit=FILES)
     reopened.open(recover=True)
     assert body_files(data_dir) == ["messages/19700101/KEPT"]
     assert result_of(reopened.read_body("KEPT")) == BODY
@@ -396,7 +420,7 @@ def test_without_recover_only_old_orphans_are_swept(store: SQLiteStore, data_dir
     deliver(store, "KEPT")
     os.utime(day / "KEPT", (long_ago, long_ago))
 
-    cli = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    cli = SQLiteStore(data_dir, task.Clock(), SyncExecutor(), inline_limit=FILES)
     cli.open(recover=False)
     assert body_files(data_dir) == ["messages/19700101/FRESH", "messages/19700101/KEPT"]
     result_of(cli.close())
@@ -408,7 +432,7 @@ def test_the_cli_does_not_sweep_a_body_the_server_is_receiving(
     writer = store.begin("M1")
     big = b"x" * (BUFFER_LIMIT + 1)
     result_of(writer.write(big))
-    cli = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    cli = SQLiteStore(data_dir, task.Clock(), SyncExecutor(), inline_limit=FILES)
     cli.open()  # recover=False: another process may be writing
     result_of(cli.close())
     result_of(writer.write(b"tail"))
@@ -499,7 +523,7 @@ def fill(path: Path) -> None:
 
 def test_disk_full_while_writing_the_body(tiny_fs: Path, clock: task.Clock) -> None:
     data_dir = tiny_fs / "data"
-    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store = SQLiteStore(data_dir, clock, SyncExecutor(), inline_limit=FILES)
     store.open(recover=True)
     deliver(store, "M0")  # the WAL and its index exist before the disk fills
 
@@ -527,7 +551,7 @@ def test_disk_full_while_writing_the_body(tiny_fs: Path, clock: task.Clock) -> N
 
 def test_disk_full_at_commit_then_space_freed(tiny_fs: Path, clock: task.Clock) -> None:
     data_dir = tiny_fs / "data"
-    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store = SQLiteStore(data_dir, clock, SyncExecutor(), inline_limit=FILES)
     store.open(recover=True)
     deliver(store, "M0")
     ballast = tiny_fs / "ballast"
@@ -550,7 +574,7 @@ def test_disk_full_at_commit_then_space_freed(tiny_fs: Path, clock: task.Clock) 
 def test_database_full_on_a_full_disk(tiny_fs: Path, clock: task.Clock) -> None:
     # Leave one page free: the small body fits, the transaction's WAL frames do not.
     data_dir = tiny_fs / "data"
-    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store = SQLiteStore(data_dir, clock, SyncExecutor(), inline_limit=FILES)
     store.open(recover=True)
     deliver(store, "M0")
     ballast = tiny_fs / "ballast"
@@ -577,7 +601,7 @@ def test_database_full_on_a_full_disk(tiny_fs: Path, clock: task.Clock) -> None:
 @pytest.fixture
 def manual(data_dir: Path, clock: task.Clock) -> tuple[SQLiteStore, ManualExecutor]:
     executor = ManualExecutor()
-    store = SQLiteStore(data_dir, clock, executor)
+    store = SQLiteStore(data_dir, clock, executor, inline_limit=FILES)
     store.open(recover=True)
     return store, executor
 
@@ -770,3 +794,70 @@ def test_body_and_new_directories_are_fsynced_before_the_transaction(
         "fsync messages/19700101",
     ]
     assert log.index("fsync messages/19700101") < log.index("COMMIT")
+
+
+# -- small bodies inline in the database (the default)
+
+
+def test_a_small_body_is_committed_inline_without_a_file(data_dir: Path, clock: task.Clock) -> None:
+    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store.open(recover=True)
+    clock.advance(JAN_2)
+    deliver(store, "M1")
+    assert body_files(data_dir) == []
+    assert sql(store, "SELECT body_path FROM messages") == [(None,)]
+    assert sql(store, "SELECT message_id, data FROM bodies") == [("M1", BODY)]
+    assert result_of(store.read_body("M1")) == BODY
+    assert result_of(store.read_headers("M1")) == BODY.split(b"\r\n\r\n")[0] + b"\r\n\r\n"
+    result_of(store.close())
+    reopened = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    reopened.open(recover=True)  # nothing to sweep, nothing lost
+    assert result_of(reopened.read_body("M1")) == BODY
+    result_of(reopened.close())
+
+
+def test_a_body_that_outgrows_the_buffer_streams_to_its_file(
+    data_dir: Path, clock: task.Clock
+) -> None:
+    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store.open(recover=True)
+    clock.advance(JAN_2)
+    big = b"Subject: big\r\n\r\n" + (b"x" * 78 + b"\r\n") * (INLINE_LIMIT // 40)
+    small = b"Subject: small\r\n\r\n" + b"y" * 100 + b"\r\n"
+    deliver(store, "BIG", body=big)
+    deliver(store, "SMALL", body=small)
+    assert body_files(data_dir) == ["messages/20240102/BIG"]
+    assert sql(store, "SELECT id, body_path FROM messages ORDER BY id") == [
+        ("BIG", "messages/20240102/BIG"),
+        ("SMALL", None),
+    ]
+    assert result_of(store.read_body("BIG")) == big
+    assert result_of(store.read_body("SMALL")) == small
+    result_of(store.close())
+
+
+def test_inline_commits_share_one_transaction_and_an_aborted_one_leaves_nothing(
+    data_dir: Path, clock: task.Clock
+) -> None:
+    executor = ManualExecutor()
+    store = SQLiteStore(data_dir, clock, executor)
+    store.open(recover=True)
+    statements = trace_statements(store, executor)
+    writers = [store.begin(f"M{n}") for n in range(4)]
+    for writer in writers:
+        result_of(writer.write(BODY))
+    result_of(writers[3].abort())
+    first = writers[0].commit(incoming(ALICE))
+    later = [w.commit(incoming(ALICE)) for w in writers[1:3]]
+    executor.run_next()
+    statements.clear()
+    executor.run_next()
+    assert [result_of(d).id for d in [first, *later]] == ["M0", "M1", "M2"]
+    assert statements.count("COMMIT") == 1
+    assert sum(s.startswith("INSERT INTO bodies") for s in statements) == 2
+    count = store._with_connection(
+        "count", lambda c: c.execute("SELECT count(*) FROM bodies").fetchone()[0]
+    )
+    executor.run_all()
+    assert result_of(count) == 3
+    assert body_files(data_dir) == []

@@ -3,8 +3,14 @@ The embedded storage backend: SQLite for records, one file per message body.
 
 Layout under ``data_dir`` (mode 0700)::
 
-    strata.db                     records, WAL mode (schema and migrations: sqlite_schema.py)
-    messages/<YYYYMMDD>/<id>      each body exactly as received (mode 0600)
+    strata.db                     records, WAL mode (schema and migrations: sqlite_schema.py),
+                                  and the bodies of small messages (table ``bodies``)
+    messages/<YYYYMMDD>/<id>      each larger body exactly as received (mode 0600)
+
+A body that never outgrew the writer's in-memory buffer (L{INLINE_LIMIT}, 256 KiB: nearly all mail)
+is committed inside the same transaction as its message, so a whole batch of them costs one WAL
+fsync.  Creating and fsyncing one file per message serialises on the filesystem journal and was
+the intake bottleneck; larger bodies still stream to their own file while they arrive.
 
 Threading (DESIGN decision 6).  Everything that touches the database or a body file runs inside an
 ``executor.run(...)`` callable: in the server that is one dedicated thread, which also opens the
@@ -14,7 +20,7 @@ connection or a file.  L{SQLiteStore.open} is the one exception: it is synchrono
 the reactor does, and uses its own short-lived connection.
 
 Durability (DESIGN decision 2; Postfix ``mail_stream.c``: write, fsync, then mark ready).  A
-commit writes the rest of the body, fsyncs it, fsyncs every directory that gained an entry, then
+commit writes the rest of a file body, fsyncs it, fsyncs every directory that gained an entry, then
 inserts the message, its queue entries and its shadow copies in one transaction
 (``synchronous=FULL``).  A crash before that transaction leaves only an orphan body file, which the
 next L{SQLiteStore.open} sweeps away; a crash after it loses nothing.
@@ -33,6 +39,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import io
 import json
 import os
 import re
@@ -42,7 +49,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final, NoReturn, TypeVar, cast
+from typing import BinaryIO, Final, NoReturn, TypeVar, cast
 
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.logger import Logger
@@ -90,6 +97,8 @@ MESSAGES_DIR: Final = "messages"
 
 # A writer keeps at most this much of a body in memory; beyond it, the buffer goes to the file.
 BUFFER_LIMIT: Final = 256 * 1024
+# Bodies up to this size that never left the buffer are stored inline, in the `bodies` table.
+INLINE_LIMIT: Final = BUFFER_LIMIT
 
 # Without ``open(recover=True)`` another process (the running server) may be writing bodies that
 # are not committed yet; only orphans untouched for this long are old enough to be crash debris.
@@ -250,6 +259,7 @@ class _PendingCommit:
     tail: bytes
     size: int
     created_at: float
+    inline: bool  # the whole body is `tail`: stored in the `bodies` table, no file
     deferred: Deferred[StoredMessage] = field(default_factory=Deferred)
 
     def stored(self) -> StoredMessage:
@@ -350,6 +360,7 @@ class _BodyWriter:
             tail=tail,
             size=self.size,
             created_at=self._store.clock.seconds(),
+            inline=not self._flushed and self.size <= self._store.inline_limit,
         )
         d = self._store._request_commit(pending)
         d.addBoth(self._settled)
@@ -445,8 +456,16 @@ class SQLiteStore:
     use (synchronous); after that, all I/O runs through ``executor``.
     """
 
-    def __init__(self, data_dir: Path, clock: SecondsClock, executor: Executor) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        clock: SecondsClock,
+        executor: Executor,
+        *,
+        inline_limit: int = INLINE_LIMIT,
+    ) -> None:
         self.data_dir = Path(data_dir)
+        self.inline_limit = inline_limit
         self.clock = clock
         self._executor = executor
         self._db_path = self.data_dir / DB_NAME
@@ -743,6 +762,9 @@ class SQLiteStore:
         results: dict[int, StoredMessage | StrataError] = {}
         written: list[int] = []
         for i, pending in enumerate(batch):
+            if pending.inline:
+                written.append(i)
+                continue
             try:
                 pending.writer._t_finish(pending.tail)
             except StrataError as e:
@@ -756,7 +778,7 @@ class SQLiteStore:
                     self._t_insert(conn, batch[i])
 
             try:
-                self._t_sync_dirs({batch[i].writer.day_dir for i in written})
+                self._t_sync_dirs({batch[i].writer.day_dir for i in written if not batch[i].inline})
                 self._t_transaction(insert_all)
             except Exception as e:
                 ids = ", ".join(batch[i].writer.message_id for i in written)
@@ -793,9 +815,13 @@ class SQLiteStore:
                 incoming.received_at,
                 pending.size,
                 incoming.header_message_id,
-                pending.writer.rel_path,
+                None if pending.inline else pending.writer.rel_path,
             ),
         )
+        if pending.inline:
+            conn.execute(
+                "INSERT INTO bodies (message_id, data) VALUES (?, ?)", (message_id, pending.tail)
+            )
         conn.executemany(
             "INSERT INTO queue (id, message_id, domain, recipient, state, attempts, last_error,"
             " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?)",
@@ -837,25 +863,33 @@ class SQLiteStore:
 
         return self._run(f"reading message {message_id}", query)
 
-    def _t_body_path(self, message_id: str) -> Path:
+    def _t_open_body(self, message_id: str) -> BinaryIO:
+        """The stored body, as a file: its own file, or the inline copy from `bodies`."""
         row = (
             self._t_conn()
-            .execute("SELECT body_path FROM messages WHERE id = ?", (message_id,))
+            .execute(
+                "SELECT m.body_path, b.data FROM messages m"
+                " LEFT JOIN bodies b ON b.message_id = m.id WHERE m.id = ?",
+                (message_id,),
+            )
             .fetchone()
         )
         if row is None:
             raise NoSuchEntry(f"no message {message_id}")
-        return self.data_dir / str(row["body_path"])
+        if row["body_path"] is None:
+            return io.BytesIO(row["data"])
+        return (self.data_dir / str(row["body_path"])).open("rb")
 
     def read_body(self, message_id: str) -> Deferred[bytes]:
-        return self._run(
-            f"reading the body of {message_id}",
-            lambda: self._t_body_path(message_id).read_bytes(),
-        )
+        def read() -> bytes:
+            with self._t_open_body(message_id) as body:
+                return body.read()
+
+        return self._run(f"reading the body of {message_id}", read)
 
     def read_headers(self, message_id: str) -> Deferred[bytes]:
         def read() -> bytes:
-            with self._t_body_path(message_id).open("rb") as body:
+            with self._t_open_body(message_id) as body:
                 return _header_section(body)
 
         return self._run(f"reading the headers of {message_id}", read)

@@ -18,7 +18,9 @@ Layout notes:
   order across every domain (DESIGN decision 4).  ``queue.id`` is ``"<message_id>.<n>"``, n = 1…
   per recipient.  Sender, size, Message-ID and received time live once, on ``messages``.
 - ``messages.body_path`` is relative to the data directory (``messages/<YYYYMMDD>/<id>``), so the
-  data directory can be moved.
+  data directory can be moved.  It is NULL for a body small enough to be kept inline, in
+  ``bodies``, committed in the same transaction as its message (one WAL fsync for a whole batch
+  instead of a file creation and an fsync per message).
 - No CHECK constraints on states or modes: the code validates them, and SQLite cannot alter a
   CHECK without rebuilding the table, which would make adding a queue state a costly migration.
 """
@@ -66,7 +68,13 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
                 received_at       REAL NOT NULL,
                 size              INTEGER NOT NULL,
                 header_message_id TEXT,
-                body_path         TEXT NOT NULL
+                body_path         TEXT  -- NULL: the body is in `bodies`
+            )
+            """,
+            """
+            CREATE TABLE bodies (
+                message_id TEXT PRIMARY KEY REFERENCES messages (id),
+                data       BLOB NOT NULL
             )
             """,
             """
