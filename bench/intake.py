@@ -18,13 +18,11 @@ Everything listens on 127.0.0.1 only and every process started here is stopped b
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import shlex
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -35,14 +33,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from tests.peers.net import free_port
 from tests.peers.postfix import (
     POSTCONF_BIN,
     SMTP_SOURCE_BIN,
     PostfixInstance,
-    free_port,
     postfix_installed,
-    wait_for_port,
 )
+from tests.peers.strata import StrataProcess
 
 DOMAIN = "example.test"
 SENDER = "sender@bench.test"
@@ -156,95 +154,27 @@ def _empty_queue(postfix: PostfixInstance) -> None:
 # ------------------------------------------------------------------ Strata
 
 
-class StrataServer:
-    """``twistd -n strata`` with its own config and data dir, on 127.0.0.1:port."""
-
-    def __init__(self, root: Path, args: argparse.Namespace) -> None:
-        self.root = root
-        self.root.mkdir(parents=True)
-        self.port = free_port()
-        self.config = root / "strata.toml"
-        self.log = root / "twistd.log"
-        self.strata_cmd = shlex.split(args.strata_cmd)
-        self.twistd_cmd = shlex.split(args.twistd_cmd)
-        self.config.write_text(
-            f'data_dir = "{root / "strata-data"}"\n'
-            "[intake]\n"
-            f'listen = ["127.0.0.1:{self.port}"]\n'
-            "max_connections_per_ip = 1000\n"
-        )
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def cli(self, *argv: str) -> str:
-        cmd = [*self.strata_cmd, "--config", str(self.config), *argv]
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        if proc.returncode != 0:
-            raise RuntimeError(f"{shlex.join(cmd)} exited {proc.returncode}: {proc.stderr[-2000:]}")
-        return proc.stdout
-
-    def start(self, timeout: float = 60.0) -> None:
-        self.cli("domain", "add", DOMAIN, "--relay", "127.0.0.1:9")
-        cmd = [
-            *self.twistd_cmd,
-            "-n",
-            "--pidfile=",
-            f"--logfile={self.log}",
-            "strata",
-            "--config",
-            str(self.config),
-        ]
-        with (self.root / "twistd.out").open("wb") as out:
-            self.proc = subprocess.Popen(
-                cmd, cwd=self.root, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-            )
-        deadline = time.monotonic() + timeout
-        while not wait_for_port(self.port, 0.2):
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                tail = self.log_tail()
-                self.stop()
-                raise RuntimeError(f"Strata did not listen on 127.0.0.1:{self.port}:\n{tail}")
-
-    def log_tail(self, chars: int = 3000) -> str:
-        text = ""
-        for f in (self.root / "twistd.out", self.log):
-            with contextlib.suppress(OSError):
-                text += f.read_text(errors="replace")
-        return text[-chars:]
-
-    def queue_length(self) -> int:
-        entries = json.loads(self.cli("queue", "list", "--json"))
-        if not isinstance(entries, list):
-            raise RuntimeError(f"strata queue list --json gave {type(entries).__name__}, not list")
-        return len(entries)
-
-    def cpu_seconds(self) -> float:
-        assert self.proc is not None
-        return process_cpu(self.proc.pid)
-
-    def stop(self) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+def strata_server(root: Path, args: argparse.Namespace) -> StrataProcess:
+    """``twistd -n strata`` with its own config and data dir, on a free loopback port."""
+    return StrataProcess(
+        root,
+        twistd_cmd=shlex.split(args.twistd_cmd),
+        cli_cmd=shlex.split(args.strata_cmd),
+    )
 
 
 def strata_once(root: Path, args: argparse.Namespace, sessions: int) -> tuple[float, float, int]:
     """Start Strata on a new data dir, warm up, send N messages; (seconds, CPU, queued)."""
-    server = StrataServer(root, args)
+    server = strata_server(root, args)
     try:
-        server.start()
+        server.cli("domain", "add", DOMAIN, "--relay", "127.0.0.1:9")  # nobody listens there
+        server.start(timeout=60)
         if args.warmup:
             send(server.port, args, min(sessions, args.warmup), args.warmup)
-        cpu0 = server.cpu_seconds()
+        cpu0 = process_cpu(server.pid)
         seconds = send(server.port, args, sessions, args.messages)
-        cpu = server.cpu_seconds() - cpu0
-        return seconds, cpu, server.queue_length() - args.warmup
+        cpu = process_cpu(server.pid) - cpu0
+        return seconds, cpu, len(server.queue()) - args.warmup
     finally:
         server.stop()
         if not args.keep:

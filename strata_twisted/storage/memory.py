@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import io
 import json
-import re
-from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -43,26 +41,10 @@ from strata_twisted.model import (
     ShadowCopy,
     StoredMessage,
 )
+from strata_twisted.storage._bodies import check_message_id, header_section
 
 # The SQLite backend names body files after the queue id; the same rule here keeps the backends
 # interchangeable (a queue id that works in tests works in production).
-_MESSAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
-
-
-def _check_message_id(message_id: str) -> None:
-    """Raise ValueError unless ``message_id`` is ``[A-Za-z0-9][A-Za-z0-9._-]*`` (at most 128)."""
-    if not _MESSAGE_ID.fullmatch(message_id):
-        raise ValueError(f"invalid queue id {message_id!r}")
-
-
-def _header_section(lines: Iterable[bytes]) -> bytes:
-    """The lines of a message up to and including the first blank line (CRLF or bare LF)."""
-    out: list[bytes] = []
-    for line in lines:
-        out.append(line)
-        if line in (b"\r\n", b"\n"):
-            break
-    return b"".join(out)
 
 
 @dataclass
@@ -175,7 +157,7 @@ class MemoryStore:
     # -- IMessageStore
 
     def begin(self, message_id: str) -> IMessageWriter:
-        _check_message_id(message_id)
+        check_message_id(message_id)
         return _MemoryMessageWriter(self, message_id)
 
     def _commit(self, message_id: str, body: bytes, incoming: IncomingMessage) -> StoredMessage:
@@ -228,7 +210,7 @@ class MemoryStore:
         message = self._messages.get(message_id)
         if message is None:
             return fail(NoSuchEntry(f"no message {message_id}"))
-        return succeed(_header_section(io.BytesIO(message.body)))
+        return succeed(header_section(io.BytesIO(message.body)))
 
     def message_count(self) -> Deferred[int]:
         return succeed(len(self._messages))

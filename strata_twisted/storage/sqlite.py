@@ -42,10 +42,9 @@ import errno
 import io
 import json
 import os
-import re
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -88,6 +87,7 @@ from strata_twisted.model import (
     ShadowCopy,
     StoredMessage,
 )
+from strata_twisted.storage._bodies import check_message_id, header_section
 from strata_twisted.storage.sqlite_schema import migrate
 
 T = TypeVar("T")
@@ -105,7 +105,6 @@ INLINE_LIMIT: Final = BUFFER_LIMIT
 ORPHAN_AGE: Final = 3600.0
 
 # Queue ids name body files, so they must be safe file names (no "/", no "..").
-_MESSAGE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 _DISK_FULL_ERRNOS: Final = frozenset(
     code for code in (errno.ENOSPC, getattr(errno, "EDQUOT", None)) if code is not None
@@ -148,21 +147,6 @@ def _raise(error: StrataError, cause: BaseException) -> NoReturn:
     if error is cause:
         raise error
     raise error from cause
-
-
-def _check_message_id(message_id: str) -> None:
-    if not _MESSAGE_ID.fullmatch(message_id):
-        raise ValueError(f"invalid queue id {message_id!r}")
-
-
-def _header_section(lines: Iterable[bytes]) -> bytes:
-    """The lines of a message up to and including the first blank line (CRLF or bare LF)."""
-    out: list[bytes] = []
-    for line in lines:
-        out.append(line)
-        if line in (b"\r\n", b"\n"):
-            break
-    return b"".join(out)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -707,7 +691,7 @@ class SQLiteStore:
         the UTC date at which reception began (the ``body_path`` column is authoritative).  Raises
         ValueError when ``message_id`` is not ``[A-Za-z0-9][A-Za-z0-9._-]*`` (at most 128).
         """
-        _check_message_id(message_id)
+        check_message_id(message_id)
         day = datetime.fromtimestamp(self.clock.seconds(), tz=UTC).strftime("%Y%m%d")
         return _BodyWriter(self, message_id, day)
 
@@ -890,7 +874,7 @@ class SQLiteStore:
     def read_headers(self, message_id: str) -> Deferred[bytes]:
         def read() -> bytes:
             with self._t_open_body(message_id) as body:
-                return _header_section(body)
+                return header_section(body)
 
         return self._run(f"reading the headers of {message_id}", read)
 

@@ -16,7 +16,8 @@ from typing import TypeVar
 import pytest
 
 from tests.peers.fixtures import PostfixFactory
-from tests.peers.postfix import free_port, maildir_messages, wait_for_port
+from tests.peers.net import free_port, wait_for_port
+from tests.peers.postfix import maildir_messages
 
 pytest_plugins = ["tests.peers.fixtures"]  # the postfix_factory fixture
 pytestmark = pytest.mark.interop

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.peers.strata import TWISTD, wait_for_port
+from tests.peers.strata import TWISTD, wait_for_listener
 
 pytestmark = pytest.mark.interop
 
@@ -23,7 +23,7 @@ def test_embedded_default_starts_in_the_current_directory(tmp_path) -> None:
         start_new_session=True,
     )
     try:
-        wait_for_port(2525, process=process, log=log)
+        wait_for_listener(2525, process, log)
         with socket.create_connection(("127.0.0.1", 2525), timeout=5) as s:
             assert s.recv(100).startswith(b"220 ")
         text = log.read_text()

@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
+from tests.peers.net import free_port
 from tests.peers.postfix import (
     INSTALL_HINT,
     PostfixInstance,
     SmtpSink,
-    free_port,
     postfix_installed,
 )
 

@@ -46,12 +46,13 @@ import json
 import os
 import pwd
 import signal
-import socket
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
+
+from tests.peers.net import free_port, wait_for_port
 
 POSTFIX_BIN = "/usr/sbin/postfix"
 POSTCONF_BIN = "/usr/sbin/postconf"
@@ -75,24 +76,6 @@ def postfix_installed() -> bool:
     return all(
         os.access(p, os.X_OK) for p in (POSTFIX_BIN, POSTCONF_BIN, POSTQUEUE_BIN, POSTSUPER_BIN)
     )
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now (the kernel picks it)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
-
-
-def wait_for_port(port: int, timeout: float, host: str = "127.0.0.1") -> bool:
-    """Poll until something accepts TCP connections on host:port; False after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1):
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def searchable_by(path: Path, uid: int, gid: int) -> Path | None:

@@ -1,7 +1,7 @@
 """
 Run Strata itself as a real ``twistd`` subprocess, the way an admin does, for interop, crash and
-disk-full tests.  Every process started here is stopped by ``stop()``/``kill()``; use the
-``strata_factory`` fixture, which always cleans up.
+disk-full tests and for the benchmarks.  Every process started here is stopped by
+``stop()``/``kill()``; in tests use the ``strata_factory`` fixture, which always cleans up.
 """
 
 from __future__ import annotations
@@ -9,40 +9,29 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from tests.peers.net import free_port, wait_for_port
 
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
 CLI = [sys.executable, "-m", "strata_twisted.cli"]
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for_port(
-    port: int,
-    timeout: float = 20.0,
-    process: subprocess.Popen[bytes] | None = None,
-    log: Path | None = None,
+def wait_for_listener(
+    port: int, process: subprocess.Popen[bytes], log: Path, timeout: float = 30.0
 ) -> None:
+    """Wait until ``process`` listens on 127.0.0.1:port; raise with its log if it dies first."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process is not None and process.poll() is not None:
-            tail = log.read_text(errors="replace")[-3000:] if log and log.exists() else ""
-            raise RuntimeError(f"process exited with {process.returncode} before listening\n{tail}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=1):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise TimeoutError(f"nothing listening on 127.0.0.1:{port} after {timeout}s")
+    while not wait_for_port(port, 0.2):
+        if process.poll() is not None or time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-3000:] if log.exists() else ""
+            state = f"exited with {process.returncode}" if process.poll() is not None else "hung"
+            raise RuntimeError(f"Strata {state} before listening on 127.0.0.1:{port}\n{tail}")
 
 
 class StrataProcess:
@@ -55,6 +44,8 @@ class StrataProcess:
         port: int | None = None,
         data_dir: Path | None = None,
         extra_config: str = "",
+        twistd_cmd: Sequence[str] = TWISTD,
+        cli_cmd: Sequence[str] = CLI,
     ) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
@@ -62,6 +53,8 @@ class StrataProcess:
         self.data_dir = data_dir or root / "strata-data"
         self.config = root / "strata.toml"
         self.log = root / "twistd.log"
+        self.twistd_cmd = list(twistd_cmd)
+        self.cli_cmd = list(cli_cmd)
         self.config.write_text(
             f'data_dir = "{self.data_dir}"\nhostname = "strata.test"\n'
             f'[intake]\nlisten = ["127.0.0.1:{self.port}"]\nmax_connections_per_ip = 1000\n'
@@ -69,37 +62,40 @@ class StrataProcess:
         )
         self.process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
     def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         result = subprocess.run(
-            [*CLI, "--config", str(self.config), *args], capture_output=True, text=True, timeout=60
+            [*self.cli_cmd, "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=300,
         )
         if check and result.returncode != 0:
-            raise AssertionError(f"strata {' '.join(args)} failed: {result.stderr}")
+            raise AssertionError(f"strata {' '.join(args)} failed: {result.stderr[-2000:]}")
         return result
 
     def queue(self) -> list[dict[str, Any]]:
-        return json.loads(self.cli("queue", "list", "--json").stdout)  # type: ignore[no-any-return]
+        entries = json.loads(self.cli("queue", "list", "--json").stdout)
+        assert isinstance(entries, list), f"queue list --json gave {type(entries).__name__}"
+        return entries
 
-    def start(self) -> None:
+    def start(self, timeout: float = 30.0) -> None:
         assert self.process is None or self.process.poll() is not None
-        out = self.log.open("ab")
-        self.process = subprocess.Popen(
-            [
-                *TWISTD,
-                "-n",
-                "--pidfile=",
-                f"--logfile={self.log}",
-                "strata",
-                "--config",
-                str(self.config),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=self.root,
-            start_new_session=True,
-        )
-        out.close()
-        wait_for_port(self.port, process=self.process, log=self.log)
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [*self.twistd_cmd, "-n", "--pidfile=", f"--logfile={self.log}", "strata",
+                 "--config", str(self.config)],
+                stdout=out, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True,
+            )  # fmt: skip
+        try:
+            wait_for_listener(self.port, self.process, self.log, timeout)
+        except RuntimeError:
+            self.kill()
+            raise
 
     def kill(self) -> None:
         """kill -9: the crash the durability tests need."""
@@ -112,7 +108,7 @@ class StrataProcess:
             return
         os.killpg(self.process.pid, signal.SIGTERM)
         try:
-            self.process.wait(15)
+            self.process.wait(30)
         except subprocess.TimeoutExpired:
             self.kill()
 
