@@ -168,6 +168,11 @@ class SMTPIntakeProtocol(Protocol):
         except MailError as e:
             self.engine.respond(Reply.from_error(e))
             return
+        except Exception:
+            # Our failure: temporary, never a dropped connection or a 5xx (non-negotiable 1).
+            self.log.failure("cannot start receiving a message")
+            self.engine.respond(Reply(451, "4.3.0", "Error: internal error, try again later"))
+            return
         self.engine.respond()
         self._arm_timer()
 

@@ -460,6 +460,7 @@ class SQLiteStore:
         self._batch_running = False
         # Storage-thread side.
         self._t_db: sqlite3.Connection | None = None
+        self._t_wal_synced = False
         self._t_unsynced_dirs: set[Path] = set()
 
     # -- lifecycle
@@ -564,6 +565,7 @@ class SQLiteStore:
             raise StorageError(f"the store at {self.data_dir} is not open")
         if self._t_db is None:
             self._t_db = _connect(self._db_path)
+            self._t_wal_synced = False
         return self._t_db
 
     def _t_transaction(self, f: Callable[[sqlite3.Connection], T]) -> T:
@@ -764,6 +766,11 @@ class SQLiteStore:
             try:
                 self._t_sync_dirs({batch[i].writer.day_dir for i in written if not batch[i].inline})
                 self._t_transaction(insert_all)
+                if not self._t_wal_synced:
+                    # A new connection's first write may have created the -wal file; make its
+                    # directory entry durable before anyone is told the commit happened.
+                    _fsync_dir(self.data_dir)
+                    self._t_wal_synced = True
             except Exception as e:
                 ids = ", ".join(batch[i].writer.message_id for i in written)
                 error = translate_error(e, f"committing {ids}")
