@@ -9,6 +9,7 @@ same domain everywhere.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -31,12 +32,14 @@ QUEUE_STATES: Final = (QUEUED, HELD, DELIVERED, BOUNCED, DELETED)
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
+@functools.lru_cache(maxsize=4096)
 def normalize_domain(name: str) -> str:
     """
     Return the canonical ASCII form of a domain name, or raise L{InvalidDomainName}.
 
     Accepts U-labels (``bücher.example``) and A-labels (``xn--bcher-kva.example``), any case, with
     or without a trailing dot.  RFC 5890/5891 via the ``idna`` package; RFC 1035 §2.3.4 lengths.
+    Cached: intake asks for the same few domains on every RCPT, and UTS #46 mapping is costly.
     """
     text = name.strip().rstrip(".")
     if not text:

@@ -88,7 +88,7 @@ from strata_twisted.model import (
     StoredMessage,
 )
 from strata_twisted.storage._bodies import check_message_id, header_section
-from strata_twisted.storage.sqlite_schema import migrate
+from strata_twisted.storage.sqlite_schema import immediate_transaction, migrate
 
 T = TypeVar("T")
 
@@ -572,15 +572,8 @@ class SQLiteStore:
         conn = self._t_conn()
         if conn.in_transaction:  # left over from a failure we could not roll back
             conn.execute("ROLLBACK")
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate_transaction(conn):
             result = f(conn)
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
         return result
 
     def _t_make_dir(self, day_dir: Path) -> None:

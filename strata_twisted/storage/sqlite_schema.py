@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import contextlib
 import sqlite3
+from collections.abc import Iterator
 from typing import Final
 
 from strata_twisted.errors import StorageError
@@ -127,6 +128,24 @@ assert [number for number, _ in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1)
 )
 
 
+@contextlib.contextmanager
+def immediate_transaction(conn: sqlite3.Connection) -> Iterator[None]:
+    """
+    ``BEGIN IMMEDIATE`` … ``COMMIT`` around the block; ``ROLLBACK`` if it raises.  ``conn`` must
+    be in autocommit mode (``isolation_level=None``).  A rollback that itself fails is ignored:
+    the original error is the one that matters, and the next transaction rolls back what is left.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                conn.execute("ROLLBACK")
+        raise
+
+
 def schema_version(conn: sqlite3.Connection) -> int:
     """The schema version of the database behind ``conn`` (0 for a new, empty file)."""
     row = conn.execute("PRAGMA user_version").fetchone()
@@ -152,17 +171,10 @@ def migrate(conn: sqlite3.Connection) -> int:
     for number, statements in MIGRATIONS:
         if number <= before:
             continue
-        conn.execute("BEGIN IMMEDIATE")
-        try:
+        with immediate_transaction(conn):
             if schema_version(conn) < number:
                 for statement in statements:
                     conn.execute(statement)
                 # PRAGMA takes no parameters; ``number`` is an int from the list above.
                 conn.execute(f"PRAGMA user_version = {int(number)}")
-            conn.execute("COMMIT")
-        except BaseException:
-            if conn.in_transaction:
-                with contextlib.suppress(sqlite3.Error):
-                    conn.execute("ROLLBACK")
-            raise
     return before
