@@ -95,3 +95,7 @@ class NoSuchDomain(DomainError):
 
 class NoSuchEntry(StrataError):
     """No queue entry or message has this id."""
+
+
+class QueueStateError(StrataError):
+    """A queue entry is not in a state that allows this change (e.g. releasing a delivered one)."""

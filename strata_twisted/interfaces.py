@@ -28,9 +28,12 @@ if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
     from strata_twisted.model import (
+        AttemptResult,
         Domain,
+        DomainStatus,
         Event,
         IncomingMessage,
+        Outage,
         QueueEntry,
         QueueStats,
         ShadowCopy,
@@ -107,6 +110,12 @@ class IMessageStore(Interface):
     def message_count() -> Deferred[int]:
         """How many committed messages are stored."""
 
+    def read_body_range(message_id: str, offset: int, length: int) -> Deferred[bytes]:
+        """
+        Up to ``length`` bytes of the stored body from ``offset`` (b"" at or past the end): how the
+        relay streams a large body without holding it whole.  Fails with L{NoSuchEntry}.
+        """
+
 
 class IQueueStore(Interface):
     """Queue entries: one per recipient, ordered per domain by arrival."""
@@ -122,6 +131,36 @@ class IQueueStore(Interface):
 
     def queue_stats() -> Deferred[list[QueueStats]]:
         """Depth and oldest entry per domain that has queued or held entries, sorted by domain."""
+
+    def due_domains(now: float) -> Deferred[list[str]]:
+        """Domains that have QUEUED entries with ``next_attempt_at <= now``, sorted by name."""
+
+    def due_entries(domain: str, now: float, limit: int) -> Deferred[list[QueueEntry]]:
+        """
+        At most ``limit`` QUEUED entries of ``domain`` with ``next_attempt_at <= now``, in arrival
+        order (``seq``).  This is the order the relay delivers in.
+        """
+
+    def record_result(result: AttemptResult) -> Deferred[QueueEntry]:
+        """
+        Record one delivery attempt, durably, before the Deferred fires (the relay moves on to the
+        next message only then): ``attempts`` + 1, ``last_attempt_at`` = ``result.at``, and by
+        outcome: delivered → DELIVERED with ``delivered_at``/``delivery_reply``; deferred →
+        QUEUED with ``last_error`` and ``next_attempt_at``; bounced → BOUNCED, held → HELD, both
+        with ``last_error``.  A DELIVERED entry never changes again: recording anything else for
+        it fails with L{QueueStateError}.  Unknown id: L{NoSuchEntry}.  Results requested while a
+        batch is being written are committed together (group commit).
+        """
+
+    def change_state(
+        entry_id: str, from_states: tuple[str, ...], to_state: str, at: float, note: str
+    ) -> Deferred[QueueEntry]:
+        """
+        An admin's move (hold, release, delete, bounce): set ``to_state`` when the entry is in one
+        of ``from_states``, else fail with L{QueueStateError}.  Releasing to QUEUED makes the entry
+        due at once (``next_attempt_at`` = ``at``); ``note`` goes to ``last_error`` unless empty.
+        Unknown id: L{NoSuchEntry}.
+        """
 
 
 class IShadowStore(Interface):
@@ -141,3 +180,25 @@ class IEventStore(Interface):
 
     def list_events(domain: str | None = None, limit: int = 100) -> Deferred[list[Event]]:
         """The newest ``limit`` events, oldest first; only ``domain``'s when given."""
+
+
+class IMonitorStore(Interface):
+    """What the monitor knows of each primary, and the outage events it opened and closed."""
+
+    def get_status(domain: str) -> Deferred[DomainStatus | None]:
+        """The saved status of ``domain``'s primary, or None if it was never probed."""
+
+    def list_statuses() -> Deferred[list[DomainStatus]]:
+        """Every saved status, sorted by domain."""
+
+    def save_status(status: DomainStatus) -> Deferred[DomainStatus]:
+        """Insert or replace the status of ``status.domain``."""
+
+    def open_outage(domain: str, started_at: float, reason: str) -> Deferred[Outage]:
+        """Open an outage event; if one is already open for ``domain``, return that one."""
+
+    def close_outage(domain: str, ended_at: float) -> Deferred[Outage | None]:
+        """Close ``domain``'s open outage (None if there is none) and return it."""
+
+    def list_outages(domain: str | None = None, limit: int = 100) -> Deferred[list[Outage]]:
+        """The newest ``limit`` outages, oldest first; only ``domain``'s when given."""

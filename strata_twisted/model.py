@@ -20,6 +20,8 @@ from strata_twisted.errors import InvalidDomainName
 
 DeliveryMode = Literal["relay", "both"]
 DELIVERY_MODES: Final = ("relay", "both")
+TLSPolicy = Literal["none", "opportunistic", "required", "verify"]
+TLS_POLICIES: Final = ("none", "opportunistic", "required", "verify")
 
 # Queue entry states.  #2 only creates QUEUED entries; the relay (#3) moves them on.
 QUEUED: Final = "queued"
@@ -150,6 +152,17 @@ class Domain:
     mode: DeliveryMode = "relay"
     created_at: float = 0.0
     updated_at: float = 0.0
+    # Relay (#3).  STARTTLS towards the primary: none | opportunistic | required | verify.
+    tls_policy: TLSPolicy = "opportunistic"
+    # A 5xx from the primary holds the message for review instead of bouncing it.
+    hold_rejected: bool = False
+    # Per-domain overrides of the global settings; None means "use the global value".
+    queue_lifetime: float | None = None
+    probe_interval: float | None = None
+    down_after: int | None = None
+    up_after: int | None = None
+    # Probe the primary and open outage events (off for a domain whose primary we cannot reach).
+    monitored: bool = True
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -159,6 +172,13 @@ class Domain:
             "mode": self.mode,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
+            "tls_policy": self.tls_policy,
+            "hold_rejected": self.hold_rejected,
+            "queue_lifetime": self.queue_lifetime,
+            "probe_interval": self.probe_interval,
+            "down_after": self.down_after,
+            "up_after": self.up_after,
+            "monitored": self.monitored,
         }
 
 
@@ -221,6 +241,10 @@ class QueueEntry:
     attempts: int = 0
     last_error: str | None = None
     next_attempt_at: float = 0.0
+    last_attempt_at: float | None = None
+    # Set when the primary accepted it: when, and what it said ("250 2.0.0 Ok: queued as ...").
+    delivered_at: float | None = None
+    delivery_reply: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -237,6 +261,82 @@ class QueueEntry:
             "attempts": self.attempts,
             "last_error": self.last_error,
             "next_attempt_at": self.next_attempt_at,
+            "last_attempt_at": self.last_attempt_at,
+            "delivered_at": self.delivered_at,
+            "delivery_reply": self.delivery_reply,
+        }
+
+
+# What one delivery attempt did to one queue entry (AttemptResult.outcome).
+DELIVERED_OUTCOME: Final = "delivered"  # 2xx: state DELIVERED, never delivered again
+DEFERRED_OUTCOME: Final = "deferred"  # 4xx or no connection: stays QUEUED until next_attempt_at
+BOUNCED_OUTCOME: Final = "bounced"  # 5xx or expired: state BOUNCED (a DSN is queued separately)
+HELD_OUTCOME: Final = "held"  # 5xx with hold_rejected: state HELD, for an admin to review
+OUTCOMES: Final = (DELIVERED_OUTCOME, DEFERRED_OUTCOME, BOUNCED_OUTCOME, HELD_OUTCOME)
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    """The result of one delivery attempt for one queue entry, as the relay records it."""
+
+    entry_id: str
+    outcome: str
+    reply: str  # the server's reply, or what went wrong ("connection refused")
+    at: float
+    next_attempt_at: float = 0.0  # for DEFERRED_OUTCOME
+
+
+DomainHealth = Literal["unknown", "up", "down"]
+
+
+@dataclass(frozen=True)
+class DomainStatus:
+    """What the monitor knows of a domain's primary (#3)."""
+
+    domain: str
+    health: DomainHealth = "unknown"
+    since: float | None = None  # when it entered this health
+    consecutive_failures: int = 0
+    consecutive_successes: int = 0
+    last_probe_at: float | None = None
+    last_probe_error: str | None = None
+    last_delivery_at: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "domain": self.domain,
+            "health": self.health,
+            "since": self.since,
+            "consecutive_failures": self.consecutive_failures,
+            "consecutive_successes": self.consecutive_successes,
+            "last_probe_at": self.last_probe_at,
+            "last_probe_error": self.last_probe_error,
+            "last_delivery_at": self.last_delivery_at,
+        }
+
+
+@dataclass(frozen=True)
+class Outage:
+    """An outage event: the primary of ``domain`` stopped answering at ``started_at``."""
+
+    id: int
+    domain: str
+    started_at: float
+    reason: str
+    ended_at: float | None = None
+
+    @property
+    def duration(self) -> float | None:
+        return None if self.ended_at is None else self.ended_at - self.started_at
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "domain": self.domain,
+            "started_at": self.started_at,
+            "ended_at": self.ended_at,
+            "duration": self.duration,
+            "reason": self.reason,
         }
 
 
