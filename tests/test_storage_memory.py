@@ -15,6 +15,7 @@ from tests.conformance.suites import (
     DomainStoreSuite,
     EventStoreSuite,
     MessageStoreSuite,
+    MonitorStoreSuite,
     QueueStoreSuite,
     ShadowStoreSuite,
 )
@@ -57,6 +58,10 @@ class TestMemoryShadowStore(ShadowStoreSuite):
 
 
 class TestMemoryEventStore(EventStoreSuite):
+    pass
+
+
+class TestMemoryMonitorStore(MonitorStoreSuite):
     pass
 
 

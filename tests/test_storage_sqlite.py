@@ -15,6 +15,7 @@ import stat
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,16 +27,29 @@ from strata_twisted.errors import (
     ConfigError,
     InsufficientStorage,
     NoSuchEntry,
+    QueueStateError,
     StorageError,
 )
 from strata_twisted.executor import SyncExecutor
 from strata_twisted.model import (
+    BOUNCED_OUTCOME,
+    DEFERRED_OUTCOME,
+    DELIVERED,
+    DELIVERED_OUTCOME,
+    HELD,
+    HELD_OUTCOME,
+    QUEUED,
+    AttemptResult,
     Delivery,
     Domain,
+    DomainStatus,
     Envelope,
+    Event,
     IncomingMessage,
+    QueueEntry,
     RelayTarget,
     ShadowCopy,
+    StoredMessage,
 )
 from strata_twisted.storage import open_store
 from strata_twisted.storage.sqlite import (
@@ -45,7 +59,12 @@ from strata_twisted.storage.sqlite import (
     SQLiteStore,
     translate_error,
 )
-from strata_twisted.storage.sqlite_schema import MIGRATIONS, SCHEMA_VERSION
+from strata_twisted.storage.sqlite_schema import (
+    MIGRATIONS,
+    SCHEMA_VERSION,
+    migrate,
+    schema_version,
+)
 from strata_twisted.testing import ManualExecutor, result_of, store_message
 from tests.conformance.suites import (
     ALICE,
@@ -55,10 +74,12 @@ from tests.conformance.suites import (
     DomainStoreSuite,
     EventStoreSuite,
     MessageStoreSuite,
+    MonitorStoreSuite,
     QueueStoreSuite,
     ShadowStoreSuite,
     assert_nothing_stored,
     deliver,
+    entry,
     fails_with,
 )
 
@@ -136,6 +157,10 @@ class TestSQLiteEventStore(EventStoreSuite):
     pass
 
 
+class TestSQLiteMonitorStore(MonitorStoreSuite):
+    pass
+
+
 class OwnThreadExecutor:
     """
     Runs every call on one dedicated worker thread and waits for it: ThreadExecutor's thread
@@ -176,6 +201,10 @@ class TestSQLiteOnItsThreadMessageStore(OwnThreadStore, MessageStoreSuite):
 
 
 class TestSQLiteOnItsThreadQueueStore(OwnThreadStore, QueueStoreSuite):
+    pass
+
+
+class TestSQLiteOnItsThreadMonitorStore(OwnThreadStore, MonitorStoreSuite):
     pass
 
 
@@ -237,9 +266,25 @@ def test_schema_version_is_recorded(store: SQLiteStore) -> None:
     assert [number for number, _ in MIGRATIONS] == list(range(1, SCHEMA_VERSION + 1))
     assert sql(store, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     tables = {name for (name,) in sql(store, "SELECT name FROM sqlite_master WHERE type='table'")}
-    assert {"meta", "domains", "messages", "queue", "shadow_copies", "events"} <= tables
+    assert {
+        "meta",
+        "domains",
+        "messages",
+        "bodies",
+        "queue",
+        "shadow_copies",
+        "events",
+        "domain_status",
+        "outages",
+    } <= tables
     indexes = {name for (name,) in sql(store, "SELECT name FROM sqlite_master WHERE type='index'")}
-    assert {"queue_domain_seq", "queue_state_domain_seq"} <= indexes
+    assert {
+        "queue_domain_seq",
+        "queue_state_domain_seq",
+        "queue_state_domain_due",
+        "outages_domain_id",
+        "outages_open",
+    } <= indexes
 
 
 def test_reopening_does_not_migrate_again(store: SQLiteStore, data_dir: Path) -> None:
@@ -489,20 +534,20 @@ def test_sqlite_full_is_insufficient_storage_and_passes(store: SQLiteStore, data
 
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 256 KiB tmpfs: a disk that fills up.  Needs root (mount)."""
+    """A 512 KiB tmpfs: a disk that fills up.  Needs root (mount)."""
     mount_point = tmp_path / "tiny"
     mount_point.mkdir()
     if shutil.which("mount") is None:
         pytest.skip("no mount command: cannot simulate a full disk with a tiny tmpfs")
     result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0700", "tmpfs", str(mount_point)],
+        ["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", str(mount_point)],
         capture_output=True,
         text=True,
         check=False,
     )
     if result.returncode != 0:
         pytest.skip(
-            "cannot mount a 256 KiB tmpfs to simulate a full disk (needs root): "
+            "cannot mount a 512 KiB tmpfs to simulate a full disk (needs root): "
             + (result.stderr.strip() or f"exit {result.returncode}")
         )
     try:
@@ -529,7 +574,7 @@ def test_disk_full_while_writing_the_body(tiny_fs: Path, clock: task.Clock) -> N
 
     writer = store.begin("M1")
     failures: list[Any] = []
-    for _ in range(8):  # 512 KiB: more than the disk holds
+    for _ in range(16):  # 1 MiB: more than the disk holds
         writer.write(b"x" * (64 * 1024)).addErrback(failures.append)
         if failures:
             break
@@ -864,3 +909,339 @@ def test_inline_commits_share_one_transaction_and_an_aborted_one_leaves_nothing(
     executor.run_all()
     assert result_of(count) == 3
     assert body_files(data_dir) == []
+
+
+# -- schema version 2: the relay and the monitor (#3)
+
+
+def build_v1_database(data_dir: Path) -> None:
+    """A data directory as Strata with schema version 1 left it, with a row in every table."""
+    (data_dir / "messages").mkdir(parents=True)
+    conn = sqlite3.connect(data_dir / "strata.db", isolation_level=None)
+    try:
+        assert migrate(conn, to_version=1) == 0
+        assert schema_version(conn) == 1
+        columns = {row[1] for row in conn.execute("PRAGMA table_info(domains)")}
+        assert "tls_policy" not in columns  # really version 1
+        conn.executescript(
+            """
+            BEGIN;
+            INSERT INTO domains VALUES ('example.com', 'mx.example.com', 2525, 'both', 10.0, 20.0);
+            UPDATE meta SET value = 7 WHERE key = 'domains_version';
+            INSERT INTO messages VALUES ('M1', 'sender@example.org',
+                '["alice@example.com", "bob@example.com"]', '192.0.2.1', 'client.example',
+                1, 0, 1000.0, 9, '<1@example.org>', NULL);
+            INSERT INTO bodies VALUES ('M1', X'413A20310D0A0D0A78');
+            INSERT INTO queue (id, message_id, domain, recipient, state, attempts, last_error,
+                next_attempt_at, created_at)
+                VALUES ('M1.1', 'M1', 'example.com', 'alice@example.com', 'queued', 2,
+                        '421 busy', 1300.0, 1000.5),
+                       ('M1.2', 'M1', 'example.com', 'bob@example.com', 'held', 1,
+                        '550 no', 1000.0, 1000.5);
+            INSERT INTO shadow_copies (message_id, recipient, mailbox, created_at)
+                VALUES ('M1', 'bob@example.com', 'INBOX', 1000.5);
+            INSERT INTO events (at, kind, domain, message, data)
+                VALUES (30.0, 'domain.added', 'example.com', 'protecting', '{"a": 1}');
+            COMMIT;
+            """
+        )
+    finally:
+        conn.close()
+
+
+def test_a_v1_database_upgrades_to_v2_keeping_its_data(data_dir: Path, clock: task.Clock) -> None:
+    build_v1_database(data_dir)
+    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store.open()
+    try:
+        assert sql(store, "PRAGMA user_version") == [(2,)]
+        # Old rows get the defaults of the new columns.
+        assert result_of(store.list_domains()) == [
+            Domain("example.com", RelayTarget("mx.example.com", 2525), "both", 10.0, 20.0)
+        ]
+        assert result_of(store.domains_version()) == 7
+        assert result_of(store.get_message("M1")) == StoredMessage(
+            "M1",
+            Envelope(
+                "sender@example.org",
+                ("alice@example.com", "bob@example.com"),
+                "192.0.2.1",
+                "client.example",
+                body_8bitmime=True,
+            ),
+            1000.0,
+            9,
+            "<1@example.org>",
+        )
+        assert result_of(store.read_body("M1")) == b"A: 1\r\n\r\nx"
+        assert result_of(store.read_body_range("M1", 3, 3)) == b"1\r\n"
+        alice = QueueEntry(
+            id="M1.1",
+            seq=1,
+            message_id="M1",
+            domain="example.com",
+            recipient="alice@example.com",
+            sender="sender@example.org",
+            header_message_id="<1@example.org>",
+            size=9,
+            received_at=1000.0,
+            state=QUEUED,
+            attempts=2,
+            last_error="421 busy",
+            next_attempt_at=1300.0,
+        )
+        bob = replace(
+            alice,
+            id="M1.2",
+            seq=2,
+            recipient="bob@example.com",
+            state=HELD,
+            attempts=1,
+            last_error="550 no",
+            next_attempt_at=1000.0,
+        )
+        old_entries = [alice, bob]
+        assert result_of(store.list_entries()) == old_entries
+        assert result_of(store.list_shadow_copies()) == [
+            ShadowCopy("M1", "bob@example.com", "INBOX", 1000.5)
+        ]
+        assert result_of(store.list_events()) == [
+            Event(1, 30.0, "domain.added", "protecting", "example.com", {"a": 1})
+        ]
+        assert result_of(store.list_statuses()) == []
+        assert result_of(store.list_outages()) == []
+
+        # ... and every new method works on them.
+        assert result_of(store.due_domains(1300.0)) == ["example.com"]
+        assert result_of(store.due_entries("example.com", 1300.0, 10)) == old_entries[:1]
+        delivered = result_of(
+            store.record_result(AttemptResult("M1.1", DELIVERED_OUTCOME, "250 ok", 1400.0))
+        )
+        assert (delivered.state, delivered.attempts, delivered.delivered_at) == (
+            DELIVERED,
+            3,
+            1400.0,
+        )
+        updated = result_of(
+            store.update_domain(
+                Domain("example.com", RelayTarget("mx.example.com", 2525), "both", monitored=False)
+            )
+        )
+        assert result_of(store.get_domain("example.com")) == updated
+        assert updated.created_at == 10.0
+    finally:
+        result_of(store.close())
+
+    # Once upgraded, opening again changes nothing.
+    again = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    again.open()
+    assert sql(again, "PRAGMA user_version") == [(2,)]
+    assert entry(again, "M1.1").state == DELIVERED
+    result_of(again.close())
+
+
+def test_at_most_one_open_outage_per_domain(store: SQLiteStore) -> None:
+    # The schema enforces it, not just the code: a second open row for a domain is refused.
+    result_of(store.open_outage("example.com", 100.0, "down"))
+    with pytest.raises(StorageError, match="UNIQUE"):
+        sql(
+            store, "INSERT INTO outages (domain, started_at, reason) VALUES ('example.com', 1, 'x')"
+        )
+    # Closed ones may be many.
+    result_of(store.close_outage("example.com", 200.0))
+    result_of(store.open_outage("example.com", 300.0, "down again"))
+    result_of(store.close_outage("example.com", 400.0))
+    assert len(result_of(store.list_outages("example.com"))) == 2
+
+
+def test_results_statuses_and_outages_survive_reopening(data_dir: Path, clock: task.Clock) -> None:
+    first = SQLiteStore(data_dir, clock, SyncExecutor())
+    first.open(recover=True)
+    deliver(first, "M1", (ALICE, BOB))
+    result_of(first.record_result(AttemptResult("M1.1", DELIVERED_OUTCOME, "250 ok", 1100.0)))
+    result_of(first.record_result(AttemptResult("M1.2", DEFERRED_OUTCOME, "421", 1100.0, 1500.0)))
+    status = result_of(first.save_status(DomainStatus("example.com", "down", 1000.0, 3)))
+    outage = result_of(first.open_outage("example.com", 1000.0, "3 probes failed"))
+    entries = result_of(first.list_entries())
+    result_of(first.close())
+
+    second = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    second.open(recover=True)
+    try:
+        assert result_of(second.list_entries()) == entries
+        assert [e.state for e in entries] == [DELIVERED, QUEUED]
+        assert result_of(second.list_statuses()) == [status]
+        assert result_of(second.list_outages()) == [outage]
+        assert result_of(second.open_outage("example.com", 2000.0, "again")) == outage
+    finally:
+        result_of(second.close())
+
+
+def test_read_body_range_of_inline_and_file_bodies(data_dir: Path, clock: task.Clock) -> None:
+    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store.open(recover=True)
+    clock.advance(JAN_2)
+    big = BODY + bytes(range(256)) * (INLINE_LIMIT // 128)
+    deliver(store, "SMALL")
+    deliver(store, "BIG", body=big)
+    assert sql(store, "SELECT id, body_path IS NULL FROM messages ORDER BY id") == [
+        ("BIG", 0),
+        ("SMALL", 1),
+    ]
+    for message_id, body in (("SMALL", BODY), ("BIG", big)):
+        for offset, length in ((0, 7), (len(body) // 2, 1000), (len(body) - 3, 10), (len(body), 5)):
+            got = result_of(store.read_body_range(message_id, offset, length))
+            assert got == body[offset : offset + length], (message_id, offset, length)
+    # An inline body is sliced by the database: only the range leaves it.
+    statements: list[str] = []
+    result_of(store._with_connection("trace", lambda c: c.set_trace_callback(statements.append)))
+    result_of(store.read_body_range("SMALL", 10, 5))
+    assert any("substr(b.data, 11, 5)" in s for s in statements), statements
+    result_of(store.close())
+
+
+def test_due_queries_use_the_due_index(store: SQLiteStore) -> None:
+    deliver(store, "M1", (ALICE, CAROL))
+    statements: list[str] = []
+    result_of(store._with_connection("trace", lambda c: c.set_trace_callback(statements.append)))
+    result_of(store.due_domains(5000.0))
+    result_of(store.due_entries("example.com", 5000.0, 10))
+    result_of(store._with_connection("untrace", lambda c: c.set_trace_callback(None)))
+    assert len(statements) == 2
+    for statement in statements:
+        plan = [str(row[-1]) for row in sql(store, "EXPLAIN QUERY PLAN " + statement)]
+        assert any("USING COVERING INDEX queue_state_domain_due" in step for step in plan), plan
+        # No full scan of a table (``SCAN queued`` is the CTE that walks the domains).
+        scanned = {step.split()[1] for step in plan if step.startswith("SCAN ")}
+        assert scanned <= {"queued"}, plan
+
+
+def test_record_result_on_a_closed_store_fails_through_the_deferred(store: SQLiteStore) -> None:
+    deliver(store, "M1")
+    result_of(store.close())
+    d = store.record_result(AttemptResult("M1.1", DELIVERED_OUTCOME, "250 ok", 1100.0))
+    fails_with(d, StorageError)
+    fails_with(store.change_state("M1.1", (QUEUED,), HELD, 1100.0, ""), StorageError)
+    fails_with(store.read_body_range("M1", 0, 10), StorageError)
+    fails_with(store.save_status(DomainStatus("example.com")), StorageError)
+
+
+# -- delivery results go through group commit
+
+
+def settle(executor: ManualExecutor, d: Deferred[T]) -> T:
+    executor.run_all()
+    return result_of(d)
+
+
+def test_results_requested_during_a_batch_share_the_next_one_with_commits(
+    manual: tuple[SQLiteStore, ManualExecutor], data_dir: Path
+) -> None:
+    store, executor = manual
+    settle(executor, store_message(store, "M0", BODY, (ALICE, CAROL), received_at=1000.0))
+    statements = trace_statements(store, executor)
+    submitted = executor.submitted
+
+    first = store.record_result(AttemptResult("M0.1", DEFERRED_OUTCOME, "421 a", 1100.0, 1200.0))
+    assert executor.pending == 1  # batch 1 is on its way to the storage thread
+    writer = store.begin("M1")
+    result_of(writer.write(BODY))
+    later = [
+        store.record_result(AttemptResult("M0.1", DELIVERED_OUTCOME, "250 ok", 1300.0)),
+        store.record_result(AttemptResult("M0.2", DEFERRED_OUTCOME, "421 b", 1300.0, 1400.0)),
+        store.record_result(AttemptResult("M0.2", HELD_OUTCOME, "550 no", 1350.0)),
+    ]
+    commit = writer.commit(incoming(ALICE))
+    assert executor.pending == 1  # the others wait for it, they are not submitted yet
+
+    executor.run_next()  # batch 1: the first result alone
+    assert result_of(first).attempts == 1
+    assert not commit.called and not any(d.called for d in later)  # not durable yet: not fired
+    assert executor.pending == 1  # batch 2: everything that waited
+    statements.clear()
+
+    executor.run_next()
+    assert executor.pending == 0
+    assert executor.submitted == submitted + 2  # two batches, one executor call each
+    assert statements.count("BEGIN IMMEDIATE") == 1  # ... and one transaction for all four
+    assert statements.count("COMMIT") == 1
+    assert result_of(commit).id == "M1"
+    delivered, deferred, held = (result_of(d) for d in later)
+    assert (delivered.state, delivered.attempts, delivered.delivered_at) == (DELIVERED, 2, 1300.0)
+    assert (deferred.state, deferred.attempts, deferred.next_attempt_at) == (QUEUED, 1, 1400.0)
+    assert (held.state, held.attempts, held.last_error) == (HELD, 2, "550 no")  # in request order
+
+    # Committed when the Deferreds fired: another process sees all of it.
+    cli = SQLiteStore(data_dir, task.Clock(), SyncExecutor(), inline_limit=FILES)
+    cli.open()
+    assert entry(cli, "M0.1") == delivered
+    assert entry(cli, "M0.2") == held
+    assert [e.id for e in result_of(cli.list_entries())] == ["M0.1", "M0.2", "M1.1"]
+    result_of(cli.close())
+
+
+def test_a_refused_result_fails_alone_in_its_batch(
+    manual: tuple[SQLiteStore, ManualExecutor],
+) -> None:
+    store, executor = manual
+    settle(executor, store_message(store, "M0", BODY, (ALICE, CAROL)))
+    done = settle(
+        executor, store.record_result(AttemptResult("M0.2", DELIVERED_OUTCOME, "250", 1100.0))
+    )
+    statements = trace_statements(store, executor)
+
+    blocker = store.record_result(AttemptResult("M0.1", DEFERRED_OUTCOME, "421", 1200.0, 1300.0))
+    writer = store.begin("M1")
+    result_of(writer.write(BODY))
+    unknown = store.record_result(AttemptResult("M9.1", DELIVERED_OUTCOME, "250", 1200.0))
+    again = store.record_result(AttemptResult("M0.2", BOUNCED_OUTCOME, "550", 1200.0))
+    fine = store.record_result(AttemptResult("M0.1", DELIVERED_OUTCOME, "250 ok", 1250.0))
+    commit = writer.commit(incoming(ALICE))
+    executor.run_next()
+    result_of(blocker)
+    statements.clear()
+    executor.run_next()
+    assert statements.count("COMMIT") == 1
+    fails_with(unknown, NoSuchEntry)
+    fails_with(again, QueueStateError)
+    assert result_of(fine).state == DELIVERED
+    assert result_of(commit).id == "M1"
+    final = store.get_entry("M0.2")
+    assert settle(executor, final) == done  # delivered stays delivered
+
+
+def test_a_failed_batch_transaction_fails_its_results_and_commits(
+    manual: tuple[SQLiteStore, ManualExecutor], data_dir: Path
+) -> None:
+    store, executor = manual
+    settle(executor, store_message(store, "M0", BODY, (ALICE, CAROL)))
+    before = settle(executor, store.list_entries())
+    trigger = store._with_connection(
+        "trigger",
+        lambda c: c.execute(
+            "CREATE TEMP TRIGGER boom BEFORE UPDATE ON queue"
+            " WHEN NEW.last_error = 'boom' BEGIN SELECT RAISE(ABORT, 'boom'); END"
+        ),
+    )
+    settle(executor, trigger)
+
+    blocker = store.record_result(AttemptResult("M0.1", DEFERRED_OUTCOME, "421", 1100.0, 1200.0))
+    writer = store.begin("M1")
+    result_of(writer.write(BODY))
+    fine = store.record_result(AttemptResult("M0.2", DELIVERED_OUTCOME, "250 ok", 1150.0))
+    commit = writer.commit(incoming(ALICE))
+    boom = store.record_result(AttemptResult("M0.1", BOUNCED_OUTCOME, "boom", 1160.0))
+    executor.run_next()
+    blocked = result_of(blocker)
+    executor.run_next()
+    for d in (fine, commit, boom):
+        error = fails_with(d, StorageError)
+        assert "boom" in str(error)
+    assert settle(executor, store.list_entries()) == [blocked, before[1]]  # nothing of batch 2
+    assert settle(executor, store.get_message("M1")) is None
+    assert body_files(data_dir) == ["messages/19700101/M0"]
+    result_of(writer.abort())
+
+    # Rolled back: the store keeps working.
+    again = store.record_result(AttemptResult("M0.2", DELIVERED_OUTCOME, "250 ok", 1170.0))
+    assert settle(executor, again).state == DELIVERED

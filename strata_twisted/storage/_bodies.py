@@ -25,3 +25,9 @@ def header_section(lines: Iterable[bytes]) -> bytes:
         if line in (b"\r\n", b"\n"):
             break
     return b"".join(out)
+
+
+def check_body_range(offset: int, length: int) -> None:
+    """Raise ValueError unless ``offset`` and ``length`` (of a body range read) are both >= 0."""
+    if offset < 0 or length < 0:
+        raise ValueError(f"invalid body range: offset {offset}, length {length}")

@@ -21,27 +21,38 @@ from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
 
 from strata_twisted.clock import SecondsClock
-from strata_twisted.errors import DomainExists, NoSuchDomain, NoSuchEntry, StorageError
+from strata_twisted.errors import (
+    DomainExists,
+    NoSuchDomain,
+    NoSuchEntry,
+    QueueStateError,
+    StorageError,
+)
 from strata_twisted.interfaces import (
     IDomainStore,
     IEventStore,
     IMessageStore,
     IMessageWriter,
+    IMonitorStore,
     IQueueStore,
     IShadowStore,
 )
 from strata_twisted.model import (
     HELD,
     QUEUED,
+    AttemptResult,
     Domain,
+    DomainStatus,
     Event,
     IncomingMessage,
+    Outage,
     QueueEntry,
     QueueStats,
     ShadowCopy,
     StoredMessage,
 )
-from strata_twisted.storage._bodies import check_message_id, header_section
+from strata_twisted.storage._bodies import check_body_range, check_message_id, header_section
+from strata_twisted.storage._queue import apply_change, apply_result
 
 # The SQLite backend names body files after the queue id; the same rule here keeps the backends
 # interchangeable (a queue id that works in tests works in production).
@@ -93,7 +104,7 @@ class _MemoryMessageWriter:
         return succeed(None)
 
 
-@implementer(IDomainStore, IMessageStore, IQueueStore, IShadowStore, IEventStore)
+@implementer(IDomainStore, IMessageStore, IQueueStore, IShadowStore, IEventStore, IMonitorStore)
 class MemoryStore:
     """Every storage role in memory.  ``clock`` timestamps domains, shadow copies and events."""
 
@@ -106,6 +117,9 @@ class MemoryStore:
         self._next_seq = 1
         self._shadow_copies: list[ShadowCopy] = []
         self._events: list[Event] = []
+        self._statuses: dict[str, DomainStatus] = {}
+        self._outages: list[Outage] = []  # in id order; ids are 1, 2, 3, ...
+        self._open_outages: dict[str, int] = {}  # domain -> index in _outages
 
     # -- lifecycle (the same shape as SQLiteStore, so the composition root treats both alike)
 
@@ -215,6 +229,16 @@ class MemoryStore:
     def message_count(self) -> Deferred[int]:
         return succeed(len(self._messages))
 
+    def read_body_range(self, message_id: str, offset: int, length: int) -> Deferred[bytes]:
+        try:
+            check_body_range(offset, length)
+        except ValueError as e:
+            return fail(e)
+        message = self._messages.get(message_id)
+        if message is None:
+            return fail(NoSuchEntry(f"no message {message_id}"))
+        return succeed(message.body[offset : offset + length])
+
     # -- IQueueStore
 
     def list_entries(self, domain: str | None = None) -> Deferred[list[QueueEntry]]:
@@ -243,8 +267,45 @@ class MemoryStore:
             ]
         )
 
+    def due_domains(self, now: float) -> Deferred[list[str]]:
+        return succeed(sorted({e.domain for e in self._entries.values() if _due(e, now)}))
+
+    def due_entries(self, domain: str, now: float, limit: int) -> Deferred[list[QueueEntry]]:
+        due: list[QueueEntry] = []
+        if limit > 0:
+            for entry in self._entries.values():
+                if entry.domain == domain and _due(entry, now):
+                    due.append(entry)
+                    if len(due) == limit:
+                        break
+        return succeed(due)
+
+    def record_result(self, result: AttemptResult) -> Deferred[QueueEntry]:
+        entry = self._entries.get(result.entry_id)
+        if entry is None:
+            return fail(NoSuchEntry(f"no queue entry {result.entry_id}"))
+        try:
+            changed = apply_result(entry, result)
+        except QueueStateError as e:
+            return fail(e)
+        self._entries[entry.id] = changed
+        return succeed(changed)
+
+    def change_state(
+        self, entry_id: str, from_states: tuple[str, ...], to_state: str, at: float, note: str
+    ) -> Deferred[QueueEntry]:
+        entry = self._entries.get(entry_id)
+        if entry is None:
+            return fail(NoSuchEntry(f"no queue entry {entry_id}"))
+        try:
+            changed = apply_change(entry, from_states, to_state, at, note)
+        except QueueStateError as e:
+            return fail(e)
+        self._entries[entry.id] = changed
+        return succeed(changed)
+
     def _set_entry_state(self, entry_id: str, state: str) -> None:
-        """For tests, until the relay's queue methods exist: move an entry to ``state``."""
+        """For tests: move an entry to ``state``, whatever it is in (no rules applied)."""
         self._entries[entry_id] = replace(self._entries[entry_id], state=state)
 
     # -- IShadowStore
@@ -277,6 +338,45 @@ class MemoryStore:
             return succeed([])
         matching = [e for e in self._events if domain is None or e.domain == domain]
         return succeed([_copy_event(e) for e in matching[-limit:]])
+
+    # -- IMonitorStore
+
+    def get_status(self, domain: str) -> Deferred[DomainStatus | None]:
+        return succeed(self._statuses.get(domain))
+
+    def list_statuses(self) -> Deferred[list[DomainStatus]]:
+        return succeed([self._statuses[domain] for domain in sorted(self._statuses)])
+
+    def save_status(self, status: DomainStatus) -> Deferred[DomainStatus]:
+        self._statuses[status.domain] = status
+        return succeed(status)
+
+    def open_outage(self, domain: str, started_at: float, reason: str) -> Deferred[Outage]:
+        index = self._open_outages.get(domain)
+        if index is not None:
+            return succeed(self._outages[index])
+        outage = Outage(len(self._outages) + 1, domain, started_at, reason)
+        self._open_outages[domain] = len(self._outages)
+        self._outages.append(outage)
+        return succeed(outage)
+
+    def close_outage(self, domain: str, ended_at: float) -> Deferred[Outage | None]:
+        index = self._open_outages.pop(domain, None)
+        if index is None:
+            return succeed(None)
+        closed = replace(self._outages[index], ended_at=ended_at)
+        self._outages[index] = closed
+        return succeed(closed)
+
+    def list_outages(self, domain: str | None = None, limit: int = 100) -> Deferred[list[Outage]]:
+        if limit <= 0:
+            return succeed([])
+        matching = [o for o in self._outages if domain is None or o.domain == domain]
+        return succeed(matching[-limit:])
+
+
+def _due(entry: QueueEntry, now: float) -> bool:
+    return entry.state == QUEUED and entry.next_attempt_at <= now
 
 
 def _copy_event(event: Event) -> Event:

@@ -25,9 +25,12 @@ inserts the message, its queue entries and its shadow copies in one transaction
 (``synchronous=FULL``).  A crash before that transaction leaves only an orphan body file, which the
 next L{SQLiteStore.open} sweeps away; a crash after it loses nothing.
 
-Group commit.  While one batch of commits runs on the storage thread, new commit requests wait;
-when it finishes, every waiting request goes into the next batch: one executor call, one
-transaction (so one WAL fsync) for all of them.
+Group commit.  While one batch runs on the storage thread, new requests wait; when it finishes,
+every waiting request goes into the next batch: one executor call, one transaction (so one WAL
+fsync) for all of them.  Requests are message commits and the relay's delivery results
+(L{SQLiteStore.record_result}), kept in two lists; a batch writes the messages first, then the
+results, in request order.  A result that is refused (unknown entry, already delivered) fails
+alone and writes nothing; a transaction that fails fails the whole batch.
 
 Errors.  No OSError or sqlite3.Error escapes: ENOSPC/EDQUOT and SQLITE_FULL become
 L{InsufficientStorage}, anything else L{StorageError}, with the detail in the message.  A failed
@@ -45,7 +48,7 @@ import os
 import sqlite3
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import BinaryIO, Final, NoReturn, TypeVar, cast
@@ -61,6 +64,7 @@ from strata_twisted.errors import (
     InsufficientStorage,
     NoSuchDomain,
     NoSuchEntry,
+    QueueStateError,
     StorageError,
     StrataError,
 )
@@ -70,24 +74,31 @@ from strata_twisted.interfaces import (
     IEventStore,
     IMessageStore,
     IMessageWriter,
+    IMonitorStore,
     IQueueStore,
     IShadowStore,
 )
 from strata_twisted.model import (
     HELD,
     QUEUED,
+    AttemptResult,
     DeliveryMode,
     Domain,
+    DomainHealth,
+    DomainStatus,
     Envelope,
     Event,
     IncomingMessage,
+    Outage,
     QueueEntry,
     QueueStats,
     RelayTarget,
     ShadowCopy,
     StoredMessage,
+    TLSPolicy,
 )
-from strata_twisted.storage._bodies import check_message_id, header_section
+from strata_twisted.storage._bodies import check_body_range, check_message_id, header_section
+from strata_twisted.storage._queue import apply_change, apply_result, check_result
 from strata_twisted.storage.sqlite_schema import immediate_transaction, migrate
 
 T = TypeVar("T")
@@ -174,6 +185,14 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _optional_float(value: object) -> float | None:
+    return None if value is None else float(cast(float, value))
+
+
+def _optional_int(value: object) -> int | None:
+    return None if value is None else int(cast(int, value))
+
+
 def _domain(row: sqlite3.Row) -> Domain:
     return Domain(
         name=row["name"],
@@ -181,7 +200,42 @@ def _domain(row: sqlite3.Row) -> Domain:
         mode=cast(DeliveryMode, row["mode"]),
         created_at=float(row["created_at"]),
         updated_at=float(row["updated_at"]),
+        tls_policy=cast(TLSPolicy, row["tls_policy"]),
+        hold_rejected=bool(row["hold_rejected"]),
+        queue_lifetime=_optional_float(row["queue_lifetime"]),
+        probe_interval=_optional_float(row["probe_interval"]),
+        down_after=_optional_int(row["down_after"]),
+        up_after=_optional_int(row["up_after"]),
+        monitored=bool(row["monitored"]),
     )
+
+
+def _domain_settings(domain: Domain) -> tuple[object, ...]:
+    """A domain's settings (every field but the name and the times), as the SQL below lists them."""
+    return (
+        domain.relay.host,
+        domain.relay.port,
+        domain.mode,
+        domain.tls_policy,
+        int(domain.hold_rejected),
+        domain.queue_lifetime,
+        domain.probe_interval,
+        domain.down_after,
+        domain.up_after,
+        int(domain.monitored),
+    )
+
+
+_INSERT_DOMAIN: Final = (
+    "INSERT INTO domains (name, created_at, updated_at, relay_host, relay_port, mode, tls_policy,"
+    " hold_rejected, queue_lifetime, probe_interval, down_after, up_after, monitored)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_UPDATE_DOMAIN: Final = (
+    "UPDATE domains SET relay_host = ?, relay_port = ?, mode = ?, tls_policy = ?,"
+    " hold_rejected = ?, queue_lifetime = ?, probe_interval = ?, down_after = ?, up_after = ?,"
+    " monitored = ?, updated_at = ? WHERE name = ?"
+)
 
 
 def _stored_message(row: sqlite3.Row) -> StoredMessage:
@@ -216,6 +270,62 @@ def _entry(row: sqlite3.Row) -> QueueEntry:
         attempts=int(row["attempts"]),
         last_error=row["last_error"],
         next_attempt_at=float(row["next_attempt_at"]),
+        last_attempt_at=_optional_float(row["last_attempt_at"]),
+        delivered_at=_optional_float(row["delivered_at"]),
+        delivery_reply=row["delivery_reply"],
+    )
+
+
+# A queue entry with the fields it shares with its message.
+_ENTRY_SELECT: Final = (
+    "SELECT q.*, m.sender, m.header_message_id, m.size, m.received_at"
+    " FROM queue AS q JOIN messages AS m ON m.id = q.message_id"
+)
+
+
+def _t_read_entry(conn: sqlite3.Connection, entry_id: str) -> QueueEntry | None:
+    row = conn.execute(_ENTRY_SELECT + " WHERE q.id = ?", (entry_id,)).fetchone()
+    return _entry(row) if row is not None else None
+
+
+def _t_write_entry(conn: sqlite3.Connection, entry: QueueEntry) -> None:
+    """Write back the fields of ``entry`` that delivery attempts and admins change."""
+    conn.execute(
+        "UPDATE queue SET state = ?, attempts = ?, last_error = ?, next_attempt_at = ?,"
+        " last_attempt_at = ?, delivered_at = ?, delivery_reply = ? WHERE id = ?",
+        (
+            entry.state,
+            entry.attempts,
+            entry.last_error,
+            entry.next_attempt_at,
+            entry.last_attempt_at,
+            entry.delivered_at,
+            entry.delivery_reply,
+            entry.id,
+        ),
+    )
+
+
+def _status(row: sqlite3.Row) -> DomainStatus:
+    return DomainStatus(
+        domain=row["domain"],
+        health=cast(DomainHealth, row["health"]),
+        since=_optional_float(row["since"]),
+        consecutive_failures=int(row["consecutive_failures"]),
+        consecutive_successes=int(row["consecutive_successes"]),
+        last_probe_at=_optional_float(row["last_probe_at"]),
+        last_probe_error=row["last_probe_error"],
+        last_delivery_at=_optional_float(row["last_delivery_at"]),
+    )
+
+
+def _outage(row: sqlite3.Row) -> Outage:
+    return Outage(
+        id=int(row["id"]),
+        domain=row["domain"],
+        started_at=float(row["started_at"]),
+        reason=row["reason"],
+        ended_at=_optional_float(row["ended_at"]),
     )
 
 
@@ -254,6 +364,22 @@ class _PendingCommit:
             size=self.size,
             header_message_id=self.incoming.header_message_id,
         )
+
+
+@dataclass
+class _PendingResult:
+    """One delivery result to record, waiting for (or in) a batch."""
+
+    result: AttemptResult
+    deferred: Deferred[QueueEntry] = field(default_factory=Deferred)
+
+
+@dataclass
+class _BatchOutcome:
+    """What a batch did: one item per commit and per result, in request order."""
+
+    messages: list[StoredMessage | StrataError]
+    results: list[QueueEntry | StrataError]
 
 
 # Writer states (reactor side).  The legal moves:
@@ -433,7 +559,7 @@ class _BodyWriter:
             self._t_discard()
 
 
-@implementer(IDomainStore, IMessageStore, IQueueStore, IShadowStore, IEventStore)
+@implementer(IDomainStore, IMessageStore, IQueueStore, IShadowStore, IEventStore, IMonitorStore)
 class SQLiteStore:
     """
     Every storage role on SQLite plus body files under ``data_dir``.  Call L{open} once before
@@ -457,6 +583,7 @@ class SQLiteStore:
         self._opened = False
         # Group commit (reactor side).
         self._pending: list[_PendingCommit] = []
+        self._pending_results: list[_PendingResult] = []
         self._batch_running = False
         # Storage-thread side.
         self._t_db: sqlite3.Connection | None = None
@@ -606,10 +733,8 @@ class SQLiteStore:
 
     def add_domain(self, domain: Domain) -> Deferred[Domain]:
         now = self.clock.seconds()
-        added = Domain(
-            name=domain.name,
-            relay=domain.relay,
-            mode=domain.mode,
+        added = replace(
+            domain,
             created_at=domain.created_at or now,
             updated_at=domain.updated_at or now,
         )
@@ -618,16 +743,8 @@ class SQLiteStore:
             if conn.execute("SELECT 1 FROM domains WHERE name = ?", (added.name,)).fetchone():
                 raise DomainExists(f"{added.name} is already protected")
             conn.execute(
-                "INSERT INTO domains (name, relay_host, relay_port, mode, created_at, updated_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (
-                    added.name,
-                    added.relay.host,
-                    added.relay.port,
-                    added.mode,
-                    added.created_at,
-                    added.updated_at,
-                ),
+                _INSERT_DOMAIN,
+                (added.name, added.created_at, added.updated_at, *_domain_settings(added)),
             )
             _bump_domains_version(conn)
             return added
@@ -643,19 +760,9 @@ class SQLiteStore:
             ).fetchone()
             if row is None:
                 raise NoSuchDomain(f"{domain.name} is not protected")
-            conn.execute(
-                "UPDATE domains SET relay_host = ?, relay_port = ?, mode = ?, updated_at = ?"
-                " WHERE name = ?",
-                (domain.relay.host, domain.relay.port, domain.mode, now, domain.name),
-            )
+            conn.execute(_UPDATE_DOMAIN, (*_domain_settings(domain), now, domain.name))
             _bump_domains_version(conn)
-            return Domain(
-                name=domain.name,
-                relay=domain.relay,
-                mode=domain.mode,
-                created_at=float(row["created_at"]),
-                updated_at=now,
-            )
+            return replace(domain, created_at=float(row["created_at"]), updated_at=now)
 
         return self._run(f"updating domain {domain.name}", lambda: self._t_transaction(update))
 
@@ -697,48 +804,61 @@ class SQLiteStore:
         return pending.deferred
 
     def _start_batch(self) -> None:
-        batch, self._pending = self._pending, []
+        commits, self._pending = self._pending, []
+        results, self._pending_results = self._pending_results, []
         self._batch_running = True
         try:
-            d = self._executor.run(lambda: self._t_commit_batch(batch))
+            d = self._executor.run(lambda: self._t_commit_batch(commits, results))
         except Exception as e:
-            self._batch_done(e, batch)
+            self._batch_done(e, commits, results)
             return
-        d.addBoth(self._batch_done, batch)
+        d.addBoth(self._batch_done, commits, results)
 
     def _batch_done(
         self,
-        outcome: list[StoredMessage | StrataError] | Failure | Exception,
-        batch: list[_PendingCommit],
+        outcome: _BatchOutcome | Failure | Exception,
+        commits: list[_PendingCommit],
+        results: list[_PendingResult],
     ) -> None:
         self._batch_running = False
-        if isinstance(outcome, list):
-            results = outcome
-        else:
+        if not isinstance(outcome, _BatchOutcome):
             error = outcome if isinstance(outcome, Exception) else _exception(outcome)
-            results = [translate_error(error, "committing messages")] * len(batch)
-        if self._pending:
+            outcome = _BatchOutcome(
+                [translate_error(error, "committing messages")] * len(commits),
+                [translate_error(error, "recording delivery results")] * len(results),
+            )
+        if self._pending or self._pending_results:
             self._start_batch()
-        for pending, result in zip(batch, results, strict=True):
-            if isinstance(result, StoredMessage):
-                pending.deferred.callback(result)
+        for pending, stored in zip(commits, outcome.messages, strict=True):
+            if isinstance(stored, StoredMessage):
+                pending.deferred.callback(stored)
             else:
-                pending.deferred.errback(result)
+                pending.deferred.errback(stored)
+        for pending_result, entry in zip(results, outcome.results, strict=True):
+            if isinstance(entry, QueueEntry):
+                pending_result.deferred.callback(entry)
+            else:
+                pending_result.deferred.errback(entry)
 
-    def _t_commit_batch(self, batch: list[_PendingCommit]) -> list[StoredMessage | StrataError]:
+    def _t_commit_batch(
+        self, batch: list[_PendingCommit], results: list[_PendingResult]
+    ) -> _BatchOutcome:
         """
         Make a batch durable: every body written, fsync'd and closed, every new directory entry
-        fsync'd, then one transaction for all the records.  A body that fails fails alone; a
-        failed transaction fails the whole batch.  Every failed message's file is deleted.
+        fsync'd, then one transaction for all the records and delivery results.  A body that
+        fails fails alone, and so does a refused result; a failed transaction fails the whole
+        batch.  Every failed message's file is deleted.
         """
         try:
             self._t_conn()
         except Exception as e:
-            error = translate_error(e, "committing messages")
             for pending in batch:
                 pending.writer._t_discard_quietly()
-            return [error] * len(batch)
-        results: dict[int, StoredMessage | StrataError] = {}
+            return _BatchOutcome(
+                [translate_error(e, "committing messages")] * len(batch),
+                [translate_error(e, "recording delivery results")] * len(results),
+            )
+        stored: dict[int, StoredMessage | StrataError] = {}
         written: list[int] = []
         for i, pending in enumerate(batch):
             if pending.inline:
@@ -747,33 +867,60 @@ class SQLiteStore:
             try:
                 pending.writer._t_finish(pending.tail)
             except StrataError as e:
-                results[i] = e
+                stored[i] = e
             else:
                 written.append(i)
-        if written:
+        recorded: list[QueueEntry | StrataError] = []
+        if written or results:
 
-            def insert_all(conn: sqlite3.Connection) -> None:
+            def write_all(conn: sqlite3.Connection) -> None:
                 for i in written:
                     self._t_insert(conn, batch[i])
+                for pending_result in results:
+                    recorded.append(self._t_record(conn, pending_result.result))
 
             try:
-                self._t_sync_dirs({batch[i].writer.day_dir for i in written if not batch[i].inline})
-                self._t_transaction(insert_all)
+                if written:
+                    self._t_sync_dirs(
+                        {batch[i].writer.day_dir for i in written if not batch[i].inline}
+                    )
+                self._t_transaction(write_all)
                 if not self._t_wal_synced:
                     # A new connection's first write may have created the -wal file; make its
                     # directory entry durable before anyone is told the commit happened.
                     _fsync_dir(self.data_dir)
                     self._t_wal_synced = True
             except Exception as e:
-                ids = ", ".join(batch[i].writer.message_id for i in written)
-                error = translate_error(e, f"committing {ids}")
+                doing = []
+                if written:
+                    doing.append(
+                        "committing " + ", ".join(batch[i].writer.message_id for i in written)
+                    )
+                if results:
+                    doing.append(f"recording {len(results)} delivery result(s)")
+                error = translate_error(e, " and ".join(doing))
                 for i in written:
                     batch[i].writer._t_discard_quietly()
-                    results[i] = error
+                    stored[i] = error
+                recorded = [error] * len(results)
             else:
                 for i in written:
-                    results[i] = batch[i].stored()
-        return [results[i] for i in range(len(batch))]
+                    stored[i] = batch[i].stored()
+        return _BatchOutcome([stored[i] for i in range(len(batch))], recorded)
+
+    def _t_record(
+        self, conn: sqlite3.Connection, result: AttemptResult
+    ) -> QueueEntry | StrataError:
+        """Apply one delivery result inside the batch's transaction; a refusal writes nothing."""
+        entry = _t_read_entry(conn, result.entry_id)
+        if entry is None:
+            return NoSuchEntry(f"no queue entry {result.entry_id}")
+        try:
+            changed = apply_result(entry, result)
+        except QueueStateError as e:
+            return e
+        _t_write_entry(conn, changed)
+        return changed
 
     def _t_sync_dirs(self, day_dirs: set[Path]) -> None:
         for path in sorted(day_dirs | self._t_unsynced_dirs):
@@ -884,51 +1031,60 @@ class SQLiteStore:
             lambda: int(self._t_conn().execute("SELECT count(*) FROM messages").fetchone()[0]),
         )
 
+    def read_body_range(self, message_id: str, offset: int, length: int) -> Deferred[bytes]:
+        try:
+            check_body_range(offset, length)
+        except ValueError as e:
+            return fail(e)
+
+        def read() -> bytes:
+            # An inline body is sliced by SQLite (substr counts bytes of a BLOB, from 1), so only
+            # the range leaves the database; a file body is read from ``offset``.
+            row = (
+                self._t_conn()
+                .execute(
+                    "SELECT m.body_path, substr(b.data, ?, ?) AS data FROM messages m"
+                    " LEFT JOIN bodies b ON b.message_id = m.id WHERE m.id = ?",
+                    (offset + 1, length, message_id),
+                )
+                .fetchone()
+            )
+            if row is None:
+                raise NoSuchEntry(f"no message {message_id}")
+            if row["body_path"] is None:
+                return bytes(row["data"] or b"")
+            with (self.data_dir / str(row["body_path"])).open("rb") as body:
+                # Never ask for more than is there: read(n) allocates n bytes up front.
+                available = os.fstat(body.fileno()).st_size - offset
+                if available <= 0:
+                    return b""
+                body.seek(offset)
+                return body.read(min(length, available))
+
+        return self._run(f"reading the body of {message_id}", read)
+
     # -- IQueueStore
 
     def list_entries(self, domain: str | None = None) -> Deferred[list[QueueEntry]]:
         def query() -> list[QueueEntry]:
             conn = self._t_conn()
             if domain is None:
-                rows = conn.execute(
-                    "SELECT q.*, m.sender, m.header_message_id, m.size, m.received_at"
-                    " FROM queue AS q JOIN messages AS m ON m.id = q.message_id"
-                    " ORDER BY q.seq"
-                )
+                rows = conn.execute(_ENTRY_SELECT + " ORDER BY q.seq")
             else:
-                rows = conn.execute(
-                    "SELECT q.*, m.sender, m.header_message_id, m.size, m.received_at"
-                    " FROM queue AS q JOIN messages AS m ON m.id = q.message_id"
-                    " WHERE q.domain = ? ORDER BY q.seq",
-                    (domain,),
-                )
+                rows = conn.execute(_ENTRY_SELECT + " WHERE q.domain = ? ORDER BY q.seq", (domain,))
             return [_entry(row) for row in rows]
 
         return self._run("listing queue entries", query)
 
     def get_entry(self, entry_id: str) -> Deferred[QueueEntry | None]:
-        def query() -> QueueEntry | None:
-            row = (
-                self._t_conn()
-                .execute(
-                    "SELECT q.*, m.sender, m.header_message_id, m.size, m.received_at"
-                    " FROM queue AS q JOIN messages AS m ON m.id = q.message_id"
-                    " WHERE q.id = ?",
-                    (entry_id,),
-                )
-                .fetchone()
-            )
-            return _entry(row) if row is not None else None
-
-        return self._run(f"reading queue entry {entry_id}", query)
+        return self._run(
+            f"reading queue entry {entry_id}", lambda: _t_read_entry(self._t_conn(), entry_id)
+        )
 
     def entries_for_message(self, message_id: str) -> Deferred[list[QueueEntry]]:
         def query() -> list[QueueEntry]:
             rows = self._t_conn().execute(
-                "SELECT q.*, m.sender, m.header_message_id, m.size, m.received_at"
-                " FROM queue AS q JOIN messages AS m ON m.id = q.message_id"
-                " WHERE q.message_id = ? ORDER BY q.seq",
-                (message_id,),
+                _ENTRY_SELECT + " WHERE q.message_id = ? ORDER BY q.seq", (message_id,)
             )
             return [_entry(row) for row in rows]
 
@@ -954,6 +1110,87 @@ class SQLiteStore:
             ]
 
         return self._run("reading queue statistics", query)
+
+    def due_domains(self, now: float) -> Deferred[list[str]]:
+        def query() -> list[str]:
+            # A loose index scan on queue_state_domain_due: walk the distinct domains that have
+            # QUEUED entries (one index seek each, the recursive CTE), and keep those whose
+            # earliest next attempt is due (one more seek).  Its cost grows with the number of
+            # domains, not with the depth of their queues.
+            rows = self._t_conn().execute(
+                """
+                WITH RECURSIVE queued (domain) AS (
+                    SELECT min(domain) FROM queue WHERE state = :queued
+                    UNION ALL
+                    SELECT (
+                        SELECT min(domain) FROM queue
+                        WHERE state = :queued AND domain > queued.domain
+                    )
+                    FROM queued WHERE queued.domain IS NOT NULL
+                )
+                SELECT domain FROM queued
+                WHERE domain IS NOT NULL AND (
+                    SELECT min(next_attempt_at) FROM queue
+                    WHERE state = :queued AND domain = queued.domain
+                ) <= :now
+                ORDER BY domain
+                """,
+                {"queued": QUEUED, "now": now},
+            )
+            return [row["domain"] for row in rows]
+
+        return self._run("finding domains with mail due", query)
+
+    def due_entries(self, domain: str, now: float, limit: int) -> Deferred[list[QueueEntry]]:
+        if limit <= 0:
+            return succeed([])
+
+        def query() -> list[QueueEntry]:
+            # The inner query picks the `limit` first due entries from queue_state_domain_due
+            # alone (the index holds seq, the rowid); only those rows are then read and joined.
+            rows = self._t_conn().execute(
+                "SELECT q.*, m.sender, m.header_message_id, m.size, m.received_at"
+                " FROM queue AS q JOIN messages AS m ON m.id = q.message_id"
+                " WHERE q.seq IN ("
+                "  SELECT seq FROM queue WHERE state = ? AND domain = ? AND next_attempt_at <= ?"
+                "  ORDER BY seq LIMIT ?"
+                " ) ORDER BY q.seq",
+                (QUEUED, domain, now, limit),
+            )
+            return [_entry(row) for row in rows]
+
+        return self._run(f"reading the entries due for {domain}", query)
+
+    def record_result(self, result: AttemptResult) -> Deferred[QueueEntry]:
+        """
+        Record a delivery attempt through group commit: it shares the next batch (one executor
+        call, one transaction) with every message commit and result requested meanwhile, and its
+        Deferred fires once that transaction is durable.
+        """
+        try:
+            check_result(result)
+        except QueueStateError as e:
+            return fail(e)
+        pending = _PendingResult(result)
+        self._pending_results.append(pending)
+        if not self._batch_running:
+            self._start_batch()
+        return pending.deferred
+
+    def change_state(
+        self, entry_id: str, from_states: tuple[str, ...], to_state: str, at: float, note: str
+    ) -> Deferred[QueueEntry]:
+        def change(conn: sqlite3.Connection) -> QueueEntry:
+            entry = _t_read_entry(conn, entry_id)
+            if entry is None:
+                raise NoSuchEntry(f"no queue entry {entry_id}")
+            changed = apply_change(entry, from_states, to_state, at, note)
+            _t_write_entry(conn, changed)
+            return changed
+
+        return self._run(
+            f"moving queue entry {entry_id} to {to_state}", lambda: self._t_transaction(change)
+        )
 
     # -- IShadowStore
 
@@ -1027,3 +1264,94 @@ class SQLiteStore:
             return [_event(row) for row in rows][::-1]
 
         return self._run("listing events", query)
+
+    # -- IMonitorStore
+
+    def get_status(self, domain: str) -> Deferred[DomainStatus | None]:
+        def query() -> DomainStatus | None:
+            row = (
+                self._t_conn()
+                .execute("SELECT * FROM domain_status WHERE domain = ?", (domain,))
+                .fetchone()
+            )
+            return _status(row) if row is not None else None
+
+        return self._run(f"reading the status of {domain}", query)
+
+    def list_statuses(self) -> Deferred[list[DomainStatus]]:
+        def query() -> list[DomainStatus]:
+            rows = self._t_conn().execute("SELECT * FROM domain_status ORDER BY domain")
+            return [_status(row) for row in rows]
+
+        return self._run("listing domain statuses", query)
+
+    def save_status(self, status: DomainStatus) -> Deferred[DomainStatus]:
+        def upsert(conn: sqlite3.Connection) -> DomainStatus:
+            conn.execute(
+                "INSERT OR REPLACE INTO domain_status (domain, health, since, consecutive_failures,"
+                " consecutive_successes, last_probe_at, last_probe_error, last_delivery_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    status.domain,
+                    status.health,
+                    status.since,
+                    status.consecutive_failures,
+                    status.consecutive_successes,
+                    status.last_probe_at,
+                    status.last_probe_error,
+                    status.last_delivery_at,
+                ),
+            )
+            return status
+
+        return self._run(
+            f"saving the status of {status.domain}", lambda: self._t_transaction(upsert)
+        )
+
+    def open_outage(self, domain: str, started_at: float, reason: str) -> Deferred[Outage]:
+        def insert(conn: sqlite3.Connection) -> Outage:
+            row = _t_open_outage(conn, domain)
+            if row is not None:
+                return _outage(row)
+            cursor = conn.execute(
+                "INSERT INTO outages (domain, started_at, ended_at, reason) VALUES (?, ?, NULL, ?)",
+                (domain, started_at, reason),
+            )
+            assert cursor.lastrowid is not None
+            return Outage(cursor.lastrowid, domain, started_at, reason)
+
+        return self._run(f"opening an outage of {domain}", lambda: self._t_transaction(insert))
+
+    def close_outage(self, domain: str, ended_at: float) -> Deferred[Outage | None]:
+        def close(conn: sqlite3.Connection) -> Outage | None:
+            row = _t_open_outage(conn, domain)
+            if row is None:
+                return None
+            conn.execute("UPDATE outages SET ended_at = ? WHERE id = ?", (ended_at, row["id"]))
+            return replace(_outage(row), ended_at=ended_at)
+
+        return self._run(f"closing the outage of {domain}", lambda: self._t_transaction(close))
+
+    def list_outages(self, domain: str | None = None, limit: int = 100) -> Deferred[list[Outage]]:
+        if limit <= 0:
+            return succeed([])
+
+        def query() -> list[Outage]:
+            conn = self._t_conn()
+            if domain is None:
+                rows = conn.execute("SELECT * FROM outages ORDER BY id DESC LIMIT ?", (limit,))
+            else:
+                rows = conn.execute(
+                    "SELECT * FROM outages WHERE domain = ? ORDER BY id DESC LIMIT ?",
+                    (domain, limit),
+                )
+            return [_outage(row) for row in rows][::-1]
+
+        return self._run("listing outages", query)
+
+
+def _t_open_outage(conn: sqlite3.Connection, domain: str) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT * FROM outages WHERE domain = ? AND ended_at IS NULL", (domain,)
+    ).fetchone()
+    return row

@@ -21,6 +21,10 @@ Layout notes:
   data directory can be moved.  It is NULL for a body small enough to be kept inline, in
   ``bodies``, committed in the same transaction as its message (one WAL fsync for a whole batch
   instead of a file creation and an fsync per message).
+- Migration 2 (the relay and the monitor, #3) adds the domains' relay settings (NULL overrides
+  mean "use the global value"), each queue entry's last attempt and delivery, the monitor's
+  ``domain_status`` (one row per probed domain) and ``outages`` (``ended_at`` NULL while open; a
+  partial unique index allows one open outage per domain).
 - No CHECK constraints on states or modes: the code validates them, and SQLite cannot alter a
   CHECK without rebuilding the table, which would make adding a queue state a costly migration.
 """
@@ -119,6 +123,48 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX events_domain_id ON events (domain, id)",
         ),
     ),
+    (
+        2,
+        (
+            # The relay and the monitor (#3): per-domain settings, delivery results, status.
+            "ALTER TABLE domains ADD COLUMN tls_policy TEXT NOT NULL DEFAULT 'opportunistic'",
+            "ALTER TABLE domains ADD COLUMN hold_rejected INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE domains ADD COLUMN queue_lifetime REAL",
+            "ALTER TABLE domains ADD COLUMN probe_interval REAL",
+            "ALTER TABLE domains ADD COLUMN down_after INTEGER",
+            "ALTER TABLE domains ADD COLUMN up_after INTEGER",
+            "ALTER TABLE domains ADD COLUMN monitored INTEGER NOT NULL DEFAULT 1",
+            "ALTER TABLE queue ADD COLUMN last_attempt_at REAL",
+            "ALTER TABLE queue ADD COLUMN delivered_at REAL",
+            "ALTER TABLE queue ADD COLUMN delivery_reply TEXT",
+            # due_domains: one seek per queued domain for its earliest due entry (see sqlite.py).
+            "CREATE INDEX queue_state_domain_due ON queue (state, domain, next_attempt_at)",
+            """
+            CREATE TABLE domain_status (
+                domain                TEXT PRIMARY KEY,
+                health                TEXT NOT NULL,
+                since                 REAL,
+                consecutive_failures  INTEGER NOT NULL,
+                consecutive_successes INTEGER NOT NULL,
+                last_probe_at         REAL,
+                last_probe_error      TEXT,
+                last_delivery_at      REAL
+            )
+            """,
+            """
+            CREATE TABLE outages (
+                id         INTEGER PRIMARY KEY AUTOINCREMENT,
+                domain     TEXT NOT NULL,
+                started_at REAL NOT NULL,
+                ended_at   REAL,  -- NULL while the outage lasts
+                reason     TEXT NOT NULL
+            )
+            """,
+            "CREATE INDEX outages_domain_id ON outages (domain, id)",
+            # At most one open outage per domain, whatever the code above it does.
+            "CREATE UNIQUE INDEX outages_open ON outages (domain) WHERE ended_at IS NULL",
+        ),
+    ),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
@@ -152,9 +198,10 @@ def schema_version(conn: sqlite3.Connection) -> int:
     return int(row[0])
 
 
-def migrate(conn: sqlite3.Connection) -> int:
+def migrate(conn: sqlite3.Connection, *, to_version: int = SCHEMA_VERSION) -> int:
     """
-    Bring the database up to L{SCHEMA_VERSION}; return the version it had before.
+    Bring the database up to L{SCHEMA_VERSION} (or ``to_version``, for tests that build an old
+    database to upgrade); return the version it had before.
 
     ``conn`` must be in autocommit mode (``isolation_level=None``).  Each migration runs in one
     ``BEGIN IMMEDIATE`` transaction together with its ``PRAGMA user_version``, and re-reads the
@@ -169,7 +216,7 @@ def migrate(conn: sqlite3.Connection) -> int:
             f"understands ({SCHEMA_VERSION}); upgrade Strata"
         )
     for number, statements in MIGRATIONS:
-        if number <= before:
+        if number <= before or number > to_version:
             continue
         with immediate_transaction(conn):
             if schema_version(conn) < number:

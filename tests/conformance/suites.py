@@ -10,8 +10,9 @@ QueueStoreSuite): pass``) and providing these pytest fixtures:
   the call returns (memory store, or a disk store on a ``SyncExecutor``).  The message, queue and
   shadow suites need the store to provide ``IMessageStore`` as well: commit is the only way to
   create queue entries and shadow copies.
-- ``set_entry_state``: ``f(store, entry_id, state)`` moves a queue entry to another state (the
-  relay's queue methods do that in production; the stats rules need held and delivered entries).
+- ``set_entry_state``: ``f(store, entry_id, state)`` moves a queue entry to another state whatever
+  state it is in (``change_state`` and ``record_result`` keep rules; the stats and due rules need
+  entries in every state, delivered ones included).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from strata_twisted.errors import (
     DomainExists,
     NoSuchDomain,
     NoSuchEntry,
+    QueueStateError,
     StorageError,
 )
 from strata_twisted.interfaces import (
@@ -35,18 +37,30 @@ from strata_twisted.interfaces import (
     IEventStore,
     IMessageStore,
     IMessageWriter,
+    IMonitorStore,
     IQueueStore,
     IShadowStore,
 )
 from strata_twisted.model import (
+    BOUNCED,
+    BOUNCED_OUTCOME,
+    DEFERRED_OUTCOME,
+    DELETED,
     DELIVERED,
+    DELIVERED_OUTCOME,
     HELD,
+    HELD_OUTCOME,
+    OUTCOMES,
+    QUEUE_STATES,
     QUEUED,
+    AttemptResult,
     Delivery,
     Domain,
+    DomainStatus,
     Envelope,
     Event,
     IncomingMessage,
+    Outage,
     QueueEntry,
     QueueStats,
     RelayTarget,
@@ -61,6 +75,7 @@ ALICE = Delivery("alice@example.com", "example.com")
 BOB = Delivery("bob@example.com", "example.com", shadow=True)
 CAROL = Delivery("carol@example.net", "example.net")
 DAVE = Delivery("dave@example.net", "example.net", shadow=True)
+ERIN = Delivery("erin@a.example", "a.example")
 
 # Bytes are sacred (DESIGN decision 3): CRLF and bare LF, 8-bit, NUL, a lone dot, trailing space.
 BODY = (
@@ -98,6 +113,13 @@ def deliver(
     return result_of(
         store_message(store, message_id, body, deliveries, received_at=received_at, **kwargs)
     )
+
+
+def entry(store: Any, entry_id: str) -> QueueEntry:
+    """The queue entry with this id, asserted to exist."""
+    found = result_of(store.get_entry(entry_id))
+    assert isinstance(found, QueueEntry), f"no queue entry {entry_id}"
+    return found
 
 
 def assert_nothing_stored(store: Any, message_id: str) -> None:
@@ -145,6 +167,53 @@ class DomainStoreSuite:
         result_of(store.add_domain(domain))
         stored = result_of(store.get_domain("example.com"))
         assert stored.relay == RelayTarget("2001:db8::25", 2525)
+
+    def test_relay_settings_default(self, store: Any) -> None:
+        result_of(store.add_domain(self.domain()))
+        stored = result_of(store.get_domain("example.com"))
+        assert (stored.tls_policy, stored.hold_rejected, stored.monitored) == (
+            "opportunistic",
+            False,
+            True,
+        )
+        assert (
+            stored.queue_lifetime,
+            stored.probe_interval,
+            stored.down_after,
+            stored.up_after,
+        ) == (None, None, None, None)
+
+    def test_every_field_round_trips(self, store: Any, clock: task.Clock) -> None:
+        clock.advance(1000)
+        domain = Domain(
+            "example.com",
+            RelayTarget("2001:db8::25", 2525),
+            mode="both",
+            created_at=5.0,
+            updated_at=7.0,
+            tls_policy="verify",
+            hold_rejected=True,
+            queue_lifetime=5 * 86400.0,
+            probe_interval=30.5,
+            down_after=3,
+            up_after=2,
+            monitored=False,
+        )
+        assert result_of(store.add_domain(domain)) == domain
+        assert result_of(store.get_domain("example.com")) == domain
+        assert result_of(store.list_domains()) == [domain]
+
+        clock.advance(500)
+        # Every setting changes, overrides go back to None ("use the global value").
+        changed = Domain("example.com", RelayTarget("mx.example.com"), tls_policy="none")
+        expected = replace(changed, created_at=5.0, updated_at=1500.0)
+        assert result_of(store.update_domain(changed)) == expected
+        assert result_of(store.get_domain("example.com")) == expected
+        assert result_of(store.list_domains()) == [expected]
+
+        again = replace(domain, tls_policy="required", up_after=0, queue_lifetime=0.0)
+        assert result_of(store.update_domain(again)) == replace(again, updated_at=1500.0)
+        assert result_of(store.get_domain("example.com")) == replace(again, updated_at=1500.0)
 
     def test_list_is_sorted_by_name(self, store: Any) -> None:
         for name in ("b.example", "xn--bcher-kva.example", "a.example"):
@@ -372,6 +441,72 @@ class MessageStoreSuite:
         assert result_of(store.get_message("NOPE")) is None
         fails_with(store.read_body("NOPE"), NoSuchEntry)
         fails_with(store.read_headers("NOPE"), NoSuchEntry)
+        fails_with(store.read_body_range("NOPE", 0, 10), NoSuchEntry)
+        deliver(store, "M1")
+        fails_with(store.read_body_range("NOPE", 0, 10), NoSuchEntry)
+
+    @pytest.mark.parametrize(
+        ("offset", "length"),
+        [
+            (0, 10),
+            (0, len(BODY)),
+            (0, len(BODY) + 1),
+            (60, 47),
+            (len(BODY) - 5, 5),
+            (len(BODY) - 5, 1000),
+            (len(BODY), 10),
+            (len(BODY) + 1000, 10),
+            (60, 0),
+        ],
+        ids=[
+            "start",
+            "whole",
+            "whole-and-more",
+            "middle",
+            "end",
+            "across-end",
+            "at-end",
+            "past-end",
+            "zero-length",
+        ],
+    )
+    def test_read_body_range(self, store: Any, offset: int, length: int) -> None:
+        deliver(store, "M1")
+        assert result_of(store.read_body_range("M1", offset, length)) == BODY[offset:][:length]
+
+    def test_read_body_range_of_a_large_body(self, store: Any) -> None:
+        # Past any write buffer and inline limit, with bytes that tell every offset apart.
+        body = HEADERS + bytes(range(251)) * (1024 * 1024 // 251 * 3)
+        deliver(store, "M1", body=body, chunk_size=100_003)
+        size = len(body)
+        for offset, length in [
+            (0, 100),
+            (256 * 1024 - 7, 14),  # across the writer's buffer boundary
+            (size // 2, 65536),
+            (size - 100, 100),
+            (size - 100, 10**9),  # more than there is: what there is
+            (size, 1),
+            (size * 2, 1),
+        ]:
+            got = result_of(store.read_body_range("M1", offset, length))
+            assert got == body[offset : offset + length], (offset, length)
+        # The relay streams a body in chunks: they add up to the body.
+        chunks = []
+        offset = 0
+        while chunk := result_of(store.read_body_range("M1", offset, 64 * 1024 + 3)):
+            chunks.append(chunk)
+            offset += len(chunk)
+        assert b"".join(chunks) == body
+
+    def test_read_body_range_of_an_empty_body(self, store: Any) -> None:
+        deliver(store, "M1", body=b"")
+        assert result_of(store.read_body_range("M1", 0, 10)) == b""
+        assert result_of(store.read_body_range("M1", 5, 10)) == b""
+
+    def test_read_body_range_refuses_negative_numbers(self, store: Any) -> None:
+        deliver(store, "M1")
+        fails_with(store.read_body_range("M1", -1, 10), ValueError)
+        fails_with(store.read_body_range("M1", 0, -1), ValueError)
 
     @pytest.mark.parametrize(
         ("body", "headers"),
@@ -536,6 +671,275 @@ class QueueStoreSuite:
         assert [e.id for e in result_of(store.list_entries())] == ["M1.1"]
         assert result_of(store.entries_for_message("M2")) == []
 
+    # -- what is due, and in which order
+
+    def interleaved(self, store: Any) -> None:
+        """Four messages whose entries alternate between example.com and example.net."""
+        deliver(store, "M1", (ALICE, CAROL), received_at=100.0)
+        deliver(store, "M2", (DAVE,), received_at=200.0)
+        deliver(store, "M3", (BOB,), received_at=300.0)
+        deliver(store, "M4", (CAROL, ALICE), received_at=400.0)
+
+    def due_ids(self, store: Any, domain: str, now: float, limit: int = 100) -> list[str]:
+        return [e.id for e in result_of(store.due_entries(domain, now, limit))]
+
+    def test_nothing_is_due_in_an_empty_queue(self, store: Any) -> None:
+        assert result_of(store.due_domains(1e12)) == []
+        assert result_of(store.due_entries("example.com", 1e12, 10)) == []
+
+    def test_due_entries_are_in_arrival_order_per_domain(self, store: Any) -> None:
+        self.interleaved(store)
+        assert self.due_ids(store, "example.com", 1000.0) == ["M1.1", "M3.1", "M4.2"]
+        assert self.due_ids(store, "example.net", 1000.0) == ["M1.2", "M2.1", "M4.1"]
+        assert self.due_ids(store, "example.org", 1000.0) == []
+        due = result_of(store.due_entries("example.com", 1000.0, 100))
+        assert due == [entry(store, e.id) for e in due]  # whole entries, as get_entry has them
+
+    def test_due_means_next_attempt_at_or_before_now(self, store: Any) -> None:
+        self.interleaved(store)
+        assert self.due_ids(store, "example.com", 99.9) == []
+        assert self.due_ids(store, "example.com", 100.0) == ["M1.1"]
+        assert self.due_ids(store, "example.com", 299.9) == ["M1.1"]
+        assert self.due_ids(store, "example.com", 300.0) == ["M1.1", "M3.1"]
+        assert result_of(store.due_domains(99.9)) == []
+        assert result_of(store.due_domains(100.0)) == ["example.com", "example.net"]
+
+    def test_due_order_is_arrival_not_next_attempt(self, store: Any) -> None:
+        self.interleaved(store)
+        deferred = AttemptResult("M1.1", DEFERRED_OUTCOME, "421 busy", 400.0, next_attempt_at=500.0)
+        result_of(store.record_result(deferred))
+        assert self.due_ids(store, "example.com", 499.0) == ["M3.1", "M4.2"]
+        # Due again: it goes first, where it arrived, not after the entries due before it.
+        assert self.due_ids(store, "example.com", 500.0) == ["M1.1", "M3.1", "M4.2"]
+        # The limit takes the oldest arrivals, not the longest due.
+        assert self.due_ids(store, "example.com", 500.0, limit=1) == ["M1.1"]
+        assert self.due_ids(store, "example.com", 500.0, limit=2) == ["M1.1", "M3.1"]
+
+    def test_only_queued_entries_are_due(self, store: Any, set_entry_state: SetEntryState) -> None:
+        self.interleaved(store)
+        set_entry_state(store, "M1.1", HELD)
+        set_entry_state(store, "M3.1", DELIVERED)
+        set_entry_state(store, "M1.2", BOUNCED)
+        set_entry_state(store, "M2.1", DELETED)
+        assert self.due_ids(store, "example.com", 1000.0) == ["M4.2"]
+        assert self.due_ids(store, "example.net", 1000.0) == ["M4.1"]
+        set_entry_state(store, "M4.2", HELD)
+        assert self.due_ids(store, "example.com", 1000.0) == []
+        assert result_of(store.due_domains(1000.0)) == ["example.net"]
+
+    def test_due_entries_respects_limit(self, store: Any) -> None:
+        self.interleaved(store)
+        assert self.due_ids(store, "example.com", 1000.0, limit=2) == ["M1.1", "M3.1"]
+        assert self.due_ids(store, "example.com", 1000.0, limit=1) == ["M1.1"]
+        assert self.due_ids(store, "example.com", 1000.0, limit=0) == []
+        assert self.due_ids(store, "example.com", 1000.0, limit=3) == ["M1.1", "M3.1", "M4.2"]
+
+    def test_due_domains_are_sorted_and_only_those_with_due_mail(
+        self, store: Any, set_entry_state: SetEntryState
+    ) -> None:
+        deliver(store, "M1", (CAROL,), received_at=100.0)  # example.net
+        deliver(store, "M2", (ERIN,), received_at=200.0)  # a.example
+        deliver(store, "M3", (ALICE,), received_at=300.0)  # example.com
+        deliver(store, "M4", (DAVE,), received_at=400.0)  # example.net again
+        assert result_of(store.due_domains(150.0)) == ["example.net"]
+        assert result_of(store.due_domains(300.0)) == ["a.example", "example.com", "example.net"]
+        set_entry_state(store, "M2.1", HELD)
+        result_of(
+            store.record_result(
+                AttemptResult("M3.1", DEFERRED_OUTCOME, "421 later", 300.0, next_attempt_at=900.0)
+            )
+        )
+        assert result_of(store.due_domains(500.0)) == ["example.net"]
+        assert result_of(store.due_domains(900.0)) == ["example.com", "example.net"]
+
+    # -- delivery results
+
+    REPLY = "250 2.0.0 Ok: queued as 4Xyz"
+
+    @pytest.mark.parametrize(
+        ("outcome", "changes"),
+        [
+            (
+                DELIVERED_OUTCOME,
+                {"state": DELIVERED, "delivered_at": 2000.0, "delivery_reply": REPLY},
+            ),
+            (DEFERRED_OUTCOME, {"state": QUEUED, "last_error": REPLY, "next_attempt_at": 2600.0}),
+            (BOUNCED_OUTCOME, {"state": BOUNCED, "last_error": REPLY}),
+            (HELD_OUTCOME, {"state": HELD, "last_error": REPLY}),
+        ],
+        ids=list(OUTCOMES),
+    )
+    def test_record_result_sets_exactly_these_fields(
+        self, store: Any, outcome: str, changes: dict[str, Any]
+    ) -> None:
+        deliver(store, "M1", (ALICE, BOB), received_at=1000.0)
+        fresh = entry(store, "M1.1")
+        # A first, deferred attempt, so that every field has a value the outcome may keep.
+        first = AttemptResult("M1.1", DEFERRED_OUTCOME, "421 4.3.2 busy", 1500.0, 1800.0)
+        before = result_of(store.record_result(first))
+        assert before == replace(
+            fresh,
+            attempts=1,
+            last_attempt_at=1500.0,
+            last_error="421 4.3.2 busy",
+            next_attempt_at=1800.0,
+        )
+        other = entry(store, "M1.2")
+
+        # next_attempt_at is given every time: only a deferral may use it.
+        result = AttemptResult("M1.1", outcome, self.REPLY, at=2000.0, next_attempt_at=2600.0)
+        after = result_of(store.record_result(result))
+        assert after == replace(before, attempts=2, last_attempt_at=2000.0, **changes)
+        assert entry(store, "M1.1") == after
+        assert [e for e in result_of(store.list_entries()) if e.id == "M1.1"] == [after]
+        assert entry(store, "M1.2") == other  # the message's other entry is untouched
+
+    def test_first_attempt_from_a_fresh_entry(self, store: Any) -> None:
+        deliver(store, "M1", (ALICE,), received_at=1000.0)
+        fresh = entry(store, "M1.1")
+        assert (fresh.attempts, fresh.last_attempt_at, fresh.delivered_at) == (0, None, None)
+        assert fresh.delivery_reply is None
+        result = AttemptResult("M1.1", DELIVERED_OUTCOME, self.REPLY, at=1001.5)
+        delivered = result_of(store.record_result(result))
+        assert delivered == replace(
+            fresh,
+            state=DELIVERED,
+            attempts=1,
+            last_attempt_at=1001.5,
+            delivered_at=1001.5,
+            delivery_reply=self.REPLY,
+        )
+
+    def test_attempts_add_up(self, store: Any) -> None:
+        deliver(store, "M1", (ALICE,))
+        for n in range(1, 4):
+            result = AttemptResult("M1.1", DEFERRED_OUTCOME, f"421 try {n}", 1000.0 + n, 2000.0 + n)
+            assert result_of(store.record_result(result)).attempts == n
+        final = entry(store, "M1.1")
+        assert (final.attempts, final.last_error, final.next_attempt_at) == (3, "421 try 3", 2003.0)
+        assert final.last_attempt_at == 1003.0
+
+    def test_held_or_bounced_entries_take_results(self, store: Any) -> None:
+        # Only DELIVERED is final: a held entry the relay was already sending can still be
+        # recorded (what happens to it then is the relay's business).
+        deliver(store, "M1", (ALICE,))
+        result_of(store.record_result(AttemptResult("M1.1", HELD_OUTCOME, "550 no", 1100.0)))
+        bounced = result_of(
+            store.record_result(AttemptResult("M1.1", BOUNCED_OUTCOME, "550 expired", 1200.0))
+        )
+        assert (bounced.state, bounced.attempts, bounced.last_error) == (BOUNCED, 2, "550 expired")
+
+    @pytest.mark.parametrize("outcome", OUTCOMES)
+    def test_delivered_is_final(self, store: Any, outcome: str) -> None:
+        deliver(store, "M1", (ALICE,))
+        done = result_of(
+            store.record_result(AttemptResult("M1.1", DELIVERED_OUTCOME, self.REPLY, 1100.0))
+        )
+        again = AttemptResult("M1.1", outcome, "421 again?", 1200.0, next_attempt_at=1300.0)
+        fails_with(store.record_result(again), QueueStateError)
+        for state in QUEUE_STATES:
+            fails_with(
+                store.change_state("M1.1", QUEUE_STATES, state, 1300.0, "x"), QueueStateError
+            )
+        assert entry(store, "M1.1") == done
+        assert self.due_ids(store, "example.com", 1e12) == []
+
+    def test_record_result_for_an_unknown_entry(self, store: Any) -> None:
+        deliver(store, "M1", (ALICE,))
+        for entry_id in ("M1.2", "M2.1", "M1"):
+            result = AttemptResult(entry_id, DELIVERED_OUTCOME, self.REPLY, 1100.0)
+            fails_with(store.record_result(result), NoSuchEntry)
+        assert entry(store, "M1.1").attempts == 0
+
+    def test_record_result_refuses_an_unknown_outcome(self, store: Any) -> None:
+        deliver(store, "M1", (ALICE,))
+        before = entry(store, "M1.1")
+        fails_with(store.record_result(AttemptResult("M1.1", "lost", "?", 1100.0)), QueueStateError)
+        assert entry(store, "M1.1") == before
+
+    # -- an admin's moves
+
+    @pytest.mark.parametrize(
+        ("start", "from_states", "to_state", "note", "changes"),
+        [
+            ("queued", (QUEUED,), HELD, "held by admin", {"last_error": "held by admin"}),
+            ("queued", (QUEUED, HELD), DELETED, "", {}),
+            ("held", (HELD,), QUEUED, "", {"next_attempt_at": 5000.0}),
+            (
+                "held",
+                (HELD,),
+                QUEUED,
+                "released",
+                {"next_attempt_at": 5000.0, "last_error": "released"},
+            ),
+            (
+                "held",
+                (QUEUED, HELD),
+                BOUNCED,
+                "bounced by admin",
+                {"last_error": "bounced by admin"},
+            ),
+            (
+                "bounced",
+                (BOUNCED,),
+                QUEUED,
+                "retry",
+                {"next_attempt_at": 5000.0, "last_error": "retry"},
+            ),
+            ("queued", (QUEUED,), QUEUED, "", {"next_attempt_at": 5000.0}),  # "retry now"
+        ],
+        ids=["hold", "delete", "release", "release-with-note", "bounce", "requeue", "retry-now"],
+    )
+    def test_change_state_legal_moves(
+        self,
+        store: Any,
+        start: str,
+        from_states: tuple[str, ...],
+        to_state: str,
+        note: str,
+        changes: dict[str, Any],
+    ) -> None:
+        deliver(store, "M1", (ALICE, BOB), received_at=1000.0)
+        first = AttemptResult("M1.1", DEFERRED_OUTCOME, "421 busy", 1500.0, next_attempt_at=9000.0)
+        result_of(store.record_result(first))
+        if start != QUEUED:
+            outcome = {HELD: HELD_OUTCOME, BOUNCED: BOUNCED_OUTCOME}[start]
+            result_of(store.record_result(AttemptResult("M1.1", outcome, "550 no", 1600.0)))
+        before = entry(store, "M1.1")
+        other = entry(store, "M1.2")
+        assert before.state == start
+
+        after = result_of(store.change_state("M1.1", from_states, to_state, 5000.0, note))
+        assert after == replace(before, state=to_state, **changes)
+        assert entry(store, "M1.1") == after
+        assert entry(store, "M1.2") == other
+        due = self.due_ids(store, "example.com", 5000.0)
+        assert ("M1.1" in due) == (to_state == QUEUED)  # released: due at once
+
+    @pytest.mark.parametrize(
+        ("from_states", "to_state"),
+        [
+            ((HELD,), QUEUED),  # release an entry that is not held
+            ((HELD, BOUNCED), DELETED),
+            ((), HELD),
+            ((QUEUED,), "lost"),  # not a state
+            ((QUEUED,), DELIVERED),  # only a delivery attempt delivers
+        ],
+        ids=["release-queued", "delete-wrong-state", "no-from-states", "unknown-state", "deliver"],
+    )
+    def test_change_state_illegal_moves(
+        self, store: Any, from_states: tuple[str, ...], to_state: str
+    ) -> None:
+        deliver(store, "M1", (ALICE,))
+        before = entry(store, "M1.1")
+        fails_with(store.change_state("M1.1", from_states, to_state, 5000.0, "x"), QueueStateError)
+        assert entry(store, "M1.1") == before
+
+    def test_change_state_of_an_unknown_entry(self, store: Any) -> None:
+        deliver(store, "M1", (ALICE,))
+        fails_with(store.change_state("M1.2", (QUEUED,), HELD, 5000.0, ""), NoSuchEntry)
+        fails_with(store.change_state("M9.1", (QUEUED,), HELD, 5000.0, ""), NoSuchEntry)
+
 
 class ShadowStoreSuite:
     """L{IShadowStore}: copies for the recipients whose delivery asks for one."""
@@ -645,3 +1049,114 @@ class EventStoreSuite:
     def test_data_that_is_not_json_fails(self, store: Any) -> None:
         fails_with(store.record_event("k", "m", data={"when": object()}), StorageError)
         assert result_of(store.list_events()) == []
+
+
+class MonitorStoreSuite:
+    """L{IMonitorStore}: one status per primary (upserted), and outage events opened and closed."""
+
+    def test_provides_interface(self, store: Any) -> None:
+        assert verifyObject(IMonitorStore, store)
+
+    def test_starts_empty(self, store: Any) -> None:
+        assert result_of(store.get_status("example.com")) is None
+        assert result_of(store.list_statuses()) == []
+        assert result_of(store.list_outages()) == []
+        assert result_of(store.close_outage("example.com", 100.0)) is None
+
+    def test_save_status_round_trips_every_field(self, store: Any) -> None:
+        status = DomainStatus(
+            domain="example.com",
+            health="down",
+            since=1000.5,
+            consecutive_failures=3,
+            consecutive_successes=0,
+            last_probe_at=1060.25,
+            last_probe_error="connection refused",
+            last_delivery_at=900.0,
+        )
+        assert result_of(store.save_status(status)) == status
+        assert result_of(store.get_status("example.com")) == status
+        assert result_of(store.list_statuses()) == [status]
+        assert result_of(store.get_status("example.net")) is None
+
+    def test_save_status_defaults(self, store: Any) -> None:
+        status = DomainStatus("example.com")
+        result_of(store.save_status(status))
+        assert result_of(store.get_status("example.com")) == status
+
+    def test_save_status_replaces(self, store: Any) -> None:
+        result_of(store.save_status(DomainStatus("example.com", "down", 10.0, 3, 0, 10.0, "no")))
+        up = DomainStatus("example.com", "up", 20.0, 0, 2, 20.0, None, None)
+        assert result_of(store.save_status(up)) == up
+        assert result_of(store.get_status("example.com")) == up
+        assert result_of(store.list_statuses()) == [up]
+
+    def test_list_statuses_is_sorted_by_domain(self, store: Any) -> None:
+        for name in ("b.example", "xn--bcher-kva.example", "a.example"):
+            result_of(store.save_status(DomainStatus(name)))
+        assert [s.domain for s in result_of(store.list_statuses())] == [
+            "a.example",
+            "b.example",
+            "xn--bcher-kva.example",
+        ]
+
+    def test_open_and_close_an_outage(self, store: Any) -> None:
+        opened = result_of(store.open_outage("example.com", 1000.0, "3 probes failed"))
+        assert isinstance(opened.id, int)
+        assert opened == Outage(opened.id, "example.com", 1000.0, "3 probes failed", None)
+        assert result_of(store.list_outages()) == [opened]
+
+        closed = result_of(store.close_outage("example.com", 1600.0))
+        assert closed == replace(opened, ended_at=1600.0)
+        assert closed.duration == 600.0
+        assert result_of(store.list_outages()) == [closed]
+        assert result_of(store.close_outage("example.com", 1700.0)) is None
+        assert result_of(store.list_outages()) == [closed]
+
+    def test_open_returns_the_outage_already_open(self, store: Any) -> None:
+        opened = result_of(store.open_outage("example.com", 1000.0, "first"))
+        assert result_of(store.open_outage("example.com", 1100.0, "second")) == opened
+        other = result_of(store.open_outage("example.net", 1100.0, "other"))
+        assert other.id != opened.id
+        assert result_of(store.list_outages()) == [opened, other]
+
+    def test_closing_one_domain_leaves_the_others_open(self, store: Any) -> None:
+        com = result_of(store.open_outage("example.com", 1000.0, "down"))
+        net = result_of(store.open_outage("example.net", 1000.0, "down"))
+        assert result_of(store.close_outage("example.net", 1200.0)) == replace(net, ended_at=1200.0)
+        assert result_of(store.list_outages("example.com")) == [com]
+        assert result_of(store.open_outage("example.com", 1300.0, "again")) == com
+
+    def test_a_closed_outage_is_history_and_a_new_one_opens(self, store: Any) -> None:
+        first = result_of(store.open_outage("example.com", 1000.0, "first"))
+        first = result_of(store.close_outage("example.com", 1100.0))
+        second = result_of(store.open_outage("example.com", 2000.0, "second"))
+        assert second.id > first.id
+        assert second == Outage(second.id, "example.com", 2000.0, "second")
+        assert result_of(store.list_outages("example.com")) == [first, second]
+        assert result_of(store.close_outage("example.com", 2100.0)) == replace(
+            second, ended_at=2100.0
+        )
+
+    def test_list_outages_newest_n_oldest_first_by_domain(self, store: Any) -> None:
+        for n in range(4):
+            for domain in ("a.example", "b.example"):
+                result_of(store.open_outage(domain, 100.0 * n, f"{domain} {n}"))
+                result_of(store.close_outage(domain, 100.0 * n + 50))
+        result_of(store.open_outage("a.example", 1000.0, "a.example open"))
+        reasons = [o.reason for o in result_of(store.list_outages(limit=3))]
+        assert reasons == ["a.example 3", "b.example 3", "a.example open"]
+        reasons = [o.reason for o in result_of(store.list_outages("a.example", limit=2))]
+        assert reasons == ["a.example 3", "a.example open"]
+        assert len(result_of(store.list_outages("b.example"))) == 4
+        assert len(result_of(store.list_outages())) == 9
+        assert result_of(store.list_outages(limit=0)) == []
+        assert result_of(store.list_outages("c.example")) == []
+
+    def test_default_limit_is_100(self, store: Any) -> None:
+        for n in range(105):
+            result_of(store.open_outage("example.com", float(n), f"o{n}"))
+            result_of(store.close_outage("example.com", n + 0.5))
+        outages = result_of(store.list_outages())
+        assert len(outages) == 100
+        assert outages[0].reason == "o5" and outages[-1].reason == "o104"
