@@ -56,6 +56,14 @@ class TLSSettings:
 
 
 @dataclass(frozen=True)
+class RelaySettings:
+    interval: float = 300.0
+    queue_lifetime: float = 5 * 24 * 3600.0
+    batch_size: int = 200
+    connect_timeout: float = 30.0
+
+
+@dataclass(frozen=True)
 class StorageSettings:
     backend: str = "sqlite"
     reload_interval: float = 0.5
@@ -67,6 +75,7 @@ class Settings:
     hostname: str = field(default_factory=socket.getfqdn)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     tls: TLSSettings = field(default_factory=TLSSettings)
+    relay: RelaySettings = field(default_factory=RelaySettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     source: Path | None = None
 
@@ -168,6 +177,12 @@ _SCHEMA: dict[str, dict[str, Validator]] = {
         "private_key": _path,
         "generate_self_signed": _bool,
     },
+    "relay": {
+        "interval": _seconds,
+        "queue_lifetime": _seconds,
+        "batch_size": _int(1, 100_000),
+        "connect_timeout": _seconds,
+    },
     "storage": {"backend": _backend, "reload_interval": _seconds},
 }
 
@@ -202,6 +217,7 @@ def parse_config(document: dict[str, Any], source: Path | None = None) -> Settin
         hostname=top.get("hostname") or socket.getfqdn(),
         intake=IntakeSettings(**values["intake"]),
         tls=TLSSettings(**values["tls"]),
+        relay=RelaySettings(**values["relay"]),
         storage=StorageSettings(**values["storage"]),
         source=source,
     )

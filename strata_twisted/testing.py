@@ -5,10 +5,15 @@ Fakes and helpers that Strata's own tests use, shipped so that integrations can 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
+
+from strata_twisted.core.relay import RecipientReply
+from strata_twisted.interfaces import IMessageStore
+from strata_twisted.model import Delivery, Envelope, IncomingMessage, StoredMessage
 
 T = TypeVar("T")
 
@@ -37,12 +42,7 @@ def failure_of(d: Deferred[Any]) -> Failure:
     return failures[0]
 
 
-# -- Storage helpers (appended by the storage layer) -----------------------------------------
-
-from collections.abc import Callable, Sequence  # noqa: E402
-
-from strata_twisted.interfaces import IMessageStore  # noqa: E402
-from strata_twisted.model import Delivery, Envelope, IncomingMessage, StoredMessage  # noqa: E402
+# -- Storage helpers -------------------------------------------------------------------------
 
 
 class ManualExecutor:
@@ -127,3 +127,73 @@ def store_message(
             raise
 
     return Deferred.fromCoroutine(deliver())
+
+
+class ScriptedPrimary:
+    """
+    A fake primary mail server for the relay loop (a L{strata_twisted.core.relay.RelayConnector}).
+
+    ``reply_for(recipient)`` decides each recipient's reply (250 by default); ``up = False``
+    refuses connections; ``die_after = n`` ends every session after n messages (the rest get
+    421, as when a connection is lost).  ``received`` lists (queue id, recipients) in delivery
+    order; ``sessions`` counts connections.
+    """
+
+    def __init__(self) -> None:
+        self.up = True
+        self.die_after: int | None = None
+        self.received: list[tuple[str, tuple[str, ...]]] = []
+        self.sessions = 0
+        self.replies: dict[str, list[tuple[int, str]]] = {}
+
+    def script(self, recipient: str, *replies: tuple[int, str]) -> None:
+        """The replies ``recipient`` gets on its next attempts, in order (then 250)."""
+        self.replies.setdefault(recipient, []).extend(replies)
+
+    def reply_for(self, recipient: str) -> tuple[int, str]:
+        queued = self.replies.get(recipient)
+        if queued:
+            return queued.pop(0)
+        return 250, "250 2.0.0 Ok: queued"
+
+    def connect(self, domain: Any) -> Deferred[Any]:
+        if not self.up:
+            return fail(ConnectionRefusedError(f"connection to {domain.relay} refused"))
+        self.sessions += 1
+        return succeed(_ScriptedConnection(self, str(domain.relay)))
+
+
+class _ScriptedConnection:
+    def __init__(self, primary: ScriptedPrimary, remote: str) -> None:
+        self._primary = primary
+        self.remote = remote
+        self.alive = True
+        self._sent = 0
+
+    def send(self, message: Any) -> Deferred[list[Any]]:
+        primary = self._primary
+        if primary.die_after is not None and self._sent >= primary.die_after:
+            self.alive = False
+        if not self.alive or not primary.up:
+            self.alive = False
+            return succeed(
+                [
+                    RecipientReply(e.recipient, 421, "421 4.4.2 connection lost")
+                    for e in message.entries
+                ]
+            )
+        self._sent += 1
+        replies = []
+        accepted = []
+        for entry in message.entries:
+            code, text = primary.reply_for(entry.recipient)
+            replies.append(RecipientReply(entry.recipient, code, text))
+            if 200 <= code < 300:
+                accepted.append(entry.recipient)
+        if accepted:
+            primary.received.append((message.message.id, tuple(accepted)))
+        return succeed(replies)
+
+    def close(self) -> Deferred[None]:
+        self.alive = False
+        return succeed(None)

@@ -1,0 +1,348 @@
+"""
+The relay loop: drain each protected domain's queue to its primary, in arrival order.
+
+Every ``relay.interval`` seconds (a ``LoopingCall`` on the injected clock), and at once when asked
+(``kick``: a flush, or the monitor seeing the primary recover), each domain with due entries is
+drained over one connection: its entries in ``seq`` order, the recipients of one message in one
+transaction, each recipient's result recorded durably before the next message goes
+(DESIGN decision 4).  By reply:
+
+- 2xx: delivered, with the time and the server's reply; never delivered again.
+- 4xx: deferred to the next run; the messages behind it still go.
+- 5xx: bounced with one RFC 3464 DSN to the envelope sender (never for ``<>``), or held for an
+  admin when the domain sets ``hold_rejected``.
+- No connection, or the connection lost: everything not yet answered stays queued as it was.
+- Entries older than the queue lifetime: bounced with a DSN (status 4.4.7) and an event.
+
+It knows nothing of sockets: a L{RelayConnector} opens connections (``server/relay.py`` with the
+SMTP client engine; a scripted fake in tests).
+"""
+
+from __future__ import annotations
+
+import email.utils
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+
+from strata_twisted.config import RelaySettings
+from strata_twisted.core.domains import DomainCache
+from strata_twisted.core.dsn import FailedRecipient, build_dsn, status_of
+from strata_twisted.core.intake import new_queue_id
+from strata_twisted.interfaces import IEventStore, IMessageStore, IQueueStore
+from strata_twisted.model import (
+    BOUNCED_OUTCOME,
+    DEFERRED_OUTCOME,
+    DELIVERED_OUTCOME,
+    HELD_OUTCOME,
+    AttemptResult,
+    Delivery,
+    Domain,
+    Envelope,
+    IncomingMessage,
+    QueueEntry,
+    StoredMessage,
+    recipient_domain,
+)
+
+
+@dataclass(frozen=True)
+class RelayedMessage:
+    """One transaction for the primary: a stored message and this domain's recipients of it."""
+
+    message: StoredMessage
+    entries: tuple[QueueEntry, ...]
+
+
+@dataclass(frozen=True)
+class RecipientReply:
+    """The primary's answer for one recipient: the RCPT reply if it refused it, else DATA's."""
+
+    recipient: str
+    code: int
+    text: str  # the whole reply line, e.g. "250 2.0.0 Ok: queued as 4Xyz"
+
+
+class RelayConnection(Protocol):
+    """An open SMTP session with a primary."""
+
+    @property
+    def alive(self) -> bool:
+        """False once the session is over (421, connection lost, timeout)."""
+
+    @property
+    def remote(self) -> str:
+        """The host we talk to, for logs and DSNs."""
+
+    def send(self, message: RelayedMessage) -> Deferred[list[RecipientReply]]:
+        """Deliver one message; one reply per entry, in the entries' order.  Never fails: a
+        session that dies mid-way answers the unanswered recipients with a 4xx reply."""
+
+    def close(self) -> Deferred[None]:
+        """QUIT and disconnect.  Never fails."""
+
+
+class RelayConnector(Protocol):
+    def connect(self, domain: Domain) -> Deferred[RelayConnection]:
+        """Open a session with ``domain``'s relay host; fails when no session can be had."""
+
+
+def _group_by_message(entries: Sequence[QueueEntry]) -> list[tuple[QueueEntry, ...]]:
+    """Consecutive entries of the same message form one transaction (they are adjacent in seq)."""
+    groups: list[list[QueueEntry]] = []
+    for entry in entries:
+        if groups and groups[-1][0].message_id == entry.message_id:
+            groups[-1].append(entry)
+        else:
+            groups.append([entry])
+    return [tuple(group) for group in groups]
+
+
+class RelayLoop:
+    """Drains the queue of every protected domain to its primary."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        queue: IQueueStore,
+        messages: IMessageStore,
+        events: IEventStore,
+        domains: DomainCache,
+        connector: RelayConnector,
+        settings: RelaySettings,
+        hostname: str,
+    ) -> None:
+        self._clock = clock
+        self._queue = queue
+        self._messages = messages
+        self._events = events
+        self._domains = domains
+        self._connector = connector
+        self._settings = settings
+        self._hostname = hostname
+        self._draining: dict[str, Deferred[None]] = {}
+        self._again: set[str] = set()
+        self._loop = LoopingCall(self.run)
+        self._loop.clock = clock
+
+    # -- scheduling ------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run now, then every ``relay.interval`` seconds."""
+        d = self._loop.start(self._settings.interval, now=True)
+        d.addErrback(lambda f: self.log.failure("relay loop stopped", f))
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    def run(self, force: bool = False) -> Deferred[None]:
+        """One run over every domain with due entries (``force``: every queued entry is due)."""
+        return Deferred.fromCoroutine(self._run(force))
+
+    def kick(self, domain: str | None = None) -> Deferred[None]:
+        """Drain now (a flush, or the primary just recovered); deferred entries go too."""
+        if domain is None:
+            return self.run(force=True)
+        return self.drain(domain, force=True)
+
+    async def _run(self, force: bool) -> None:
+        try:
+            due = await self._queue.due_domains(self._due_time(force))
+        except Exception:
+            self.log.failure("cannot read the queue; the relay tries again on its next run")
+            return
+        for name in due:
+            self.drain(name, force)
+        # Wait for the drains (including ones already running) so tests can see a run finish.
+        for d in list(self._draining.values()):
+            await _quiet(d)
+
+    def drain(self, domain: str, force: bool = False) -> Deferred[None]:
+        """Drain one domain; if it is already draining, drain it again right after."""
+        running = self._draining.get(domain)
+        if running is not None:
+            self._again.add(domain)
+            return _quiet(running)
+        d = Deferred.fromCoroutine(self._drain_until_done(domain, force))
+        self._draining[domain] = d
+
+        def done(_: object) -> None:
+            del self._draining[domain]
+
+        d.addBoth(done)
+        return _quiet(d)
+
+    def _due_time(self, force: bool) -> float:
+        # A forced run treats every QUEUED entry as due, deferred ones included.
+        return float("inf") if force else self._clock.seconds()
+
+    # -- draining ----------------------------------------------------------------------------------
+
+    async def _drain_until_done(self, name: str, force: bool) -> None:
+        while True:
+            self._again.discard(name)
+            try:
+                more = await self._drain_batch(name, force)
+            except Exception:
+                self.log.failure("relay of {domain} failed; its mail stays queued", domain=name)
+                return
+            if not more and name not in self._again:
+                return
+
+    async def _drain_batch(self, name: str, force: bool) -> bool:
+        """Deliver one batch of ``name``'s due entries; True if another batch may be due."""
+        domain = self._domains.get(name)
+        if domain is None:
+            # Mail for a domain that is no longer protected (or a DSN for a sender outside our
+            # domains: no route yet) stays queued, visible in `strata queue list`.
+            return False
+        now = self._clock.seconds()
+        entries = await self._queue.due_entries(name, self._due_time(force),
+                                                self._settings.batch_size)  # fmt: skip
+        if not entries:
+            return False
+        lifetime = domain.queue_lifetime or self._settings.queue_lifetime
+        live = []
+        for entry in entries:
+            if now - entry.received_at >= lifetime:
+                await self._expire(entry, now)
+            else:
+                live.append(entry)
+        if not live:
+            return len(entries) == self._settings.batch_size
+        try:
+            connection = await self._connector.connect(domain)
+        except Exception as e:
+            reason = str(e) or e.__class__.__name__
+            self.log.warn("relay to {relay} for {domain}: {reason}; mail stays queued",
+                          relay=domain.relay, domain=name, reason=reason)  # fmt: skip
+            await self._events.record_event(
+                "relay.unreachable", f"cannot connect to {domain.relay}: {reason}", name
+            )
+            return False
+        delivered = 0
+        try:
+            for group in _group_by_message(live):
+                if not connection.alive:
+                    break
+                message = await self._messages.get_message(group[0].message_id)
+                if message is None:
+                    continue
+                replies = await connection.send(RelayedMessage(message, group))
+                for entry, reply in zip(group, replies, strict=True):
+                    if await self._record(domain, entry, message, reply, connection.remote):
+                        delivered += 1
+        finally:
+            alive = connection.alive
+            await connection.close()
+        if delivered:
+            self.log.info("relayed {n} to {relay} for {domain}", n=delivered,
+                          relay=domain.relay, domain=name)  # fmt: skip
+        return alive and len(entries) == self._settings.batch_size
+
+    async def _record(
+        self, domain: Domain, entry: QueueEntry, message: StoredMessage, reply: RecipientReply,
+        remote: str,
+    ) -> bool:  # fmt: skip
+        at = self._clock.seconds()
+        if 200 <= reply.code < 300:
+            await self._queue.record_result(
+                AttemptResult(entry.id, DELIVERED_OUTCOME, reply.text, at)
+            )
+            return True
+        if 400 <= reply.code < 500 or reply.code < 200:
+            await self._queue.record_result(
+                AttemptResult(
+                    entry.id,
+                    DEFERRED_OUTCOME,
+                    reply.text,
+                    at,
+                    next_attempt_at=at + self._settings.interval,
+                )  # fmt: skip
+            )
+            return False
+        if domain.hold_rejected:
+            await self._queue.record_result(AttemptResult(entry.id, HELD_OUTCOME, reply.text, at))
+            await self._events.record_event(
+                "relay.held", f"{entry.id} to <{entry.recipient}> held: {reply.text}", domain.name
+            )
+            return False
+        updated = await self._queue.record_result(
+            AttemptResult(entry.id, BOUNCED_OUTCOME, reply.text, at)
+        )
+        await self._bounce(message, [FailedRecipient(updated, reply.text,
+                                                     status_of(reply.text), remote)])  # fmt: skip
+        return False
+
+    async def _expire(self, entry: QueueEntry, now: float) -> None:
+        reason = (f"message expired: not delivered after "
+                  f"{(now - entry.received_at) / 86400:.1f} days; last error: "
+                  f"{entry.last_error or 'none'}")  # fmt: skip
+        updated = await self._queue.record_result(
+            AttemptResult(entry.id, BOUNCED_OUTCOME, reason, now)
+        )
+        await self._events.record_event(
+            "relay.expired", f"{entry.id} to <{entry.recipient}> expired", entry.domain
+        )
+        message = await self._messages.get_message(entry.message_id)
+        if message is not None:
+            await self._bounce(message, [FailedRecipient(updated, reason, "4.4.7")])
+
+    async def _bounce(self, message: StoredMessage, failed: list[FailedRecipient]) -> None:
+        """Queue one DSN to the envelope sender; never for the null sender (RFC 5321 §4.5.5)."""
+        sender = message.envelope.sender
+        if not sender:
+            self.log.info("{id}: not bouncing a message from <>", id=message.id)
+            return
+        now = self._clock.seconds()
+        queue_id = new_queue_id(self._clock)
+        headers = await self._messages.read_headers(message.id)
+        dsn = build_dsn(
+            reporting_mta=self._hostname, message=message, headers=headers, failed=failed,
+            when=now, dsn_message_id=queue_id,
+        )  # fmt: skip
+        writer = self._messages.begin(queue_id)
+        try:
+            await writer.write(dsn)
+            await writer.commit(
+                IncomingMessage(
+                    envelope=Envelope(
+                        sender="",
+                        recipients=(sender,),
+                        client_address="127.0.0.1",
+                        client_helo=self._hostname,
+                    ),  # fmt: skip
+                    received_at=now,
+                    deliveries=(Delivery(sender, recipient_domain(sender) or ""),),
+                    header_message_id=f"<{queue_id}@{self._hostname}>",
+                )
+            )
+        except Exception:
+            await writer.abort()
+            self.log.failure("{id}: could not queue the DSN", id=message.id)
+            return
+        recipients = ", ".join(f.entry.recipient for f in failed)
+        await self._events.record_event(
+            "relay.bounced", f"{message.id} to {recipients} bounced; DSN {queue_id} to <{sender}>",
+            failed[0].entry.domain, {"dsn": queue_id, "date": email.utils.formatdate(now)},
+        )  # fmt: skip
+
+
+def _quiet(d: Deferred[None]) -> Deferred[None]:
+    """A Deferred that fires when ``d`` does, without taking or changing its result."""
+    out: Deferred[None] = Deferred()
+
+    def fire(result: object) -> object:
+        out.callback(None)
+        return result
+
+    d.addBoth(fire)
+    return out

@@ -1,0 +1,238 @@
+"""
+The relay loop on a task.Clock with the memory store and a scripted primary: order, per-recipient
+results, retries on the interval, DSNs, holds, expiry, connection failures.  No sockets, no sleeps.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+from typing import Any
+
+from twisted.internet.task import Clock
+
+from strata_twisted.config import RelaySettings
+from strata_twisted.core.domains import DomainCache
+from strata_twisted.core.relay import RelayLoop
+from strata_twisted.model import (
+    BOUNCED,
+    DELIVERED,
+    HELD,
+    QUEUED,
+    Delivery,
+    Domain,
+    RelayTarget,
+)
+from strata_twisted.storage.memory import MemoryStore
+from strata_twisted.testing import ScriptedPrimary, result_of, store_message
+
+INTERVAL = 300.0
+T0 = 1_800_000_000.0
+
+
+def parts(message: email.message.Message) -> list[email.message.Message]:
+    payload = message.get_payload()
+    assert isinstance(payload, list)
+    return [part for part in payload if isinstance(part, email.message.Message)]
+
+
+class Relay:
+    def __init__(self, **domain: Any) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.store = MemoryStore(self.clock)
+        result_of(self.store.add_domain(Domain("example.test", RelayTarget("10.0.0.1"), **domain)))
+        self.domains = DomainCache(self.clock, self.store, 1.0)
+        result_of(self.domains.refresh())
+        self.primary = ScriptedPrimary()
+        self.loop = RelayLoop(
+            self.clock, self.store, self.store, self.store, self.domains, self.primary,
+            RelaySettings(interval=INTERVAL, queue_lifetime=5 * 86400, batch_size=3),
+            "strata.test",
+        )  # fmt: skip
+        self._n = 0
+
+    def queue(self, *recipients: str, sender: str = "s@sender.test") -> str:
+        self._n += 1
+        queue_id = f"Q{self._n:04d}"
+        body = (f"From: {sender}\r\nMessage-ID: <{queue_id}@sender.test>\r\nSubject: {queue_id}"
+                f"\r\n\r\nbody {queue_id}\r\n").encode()  # fmt: skip
+        deliveries = [Delivery(r, r.split("@")[1]) for r in recipients]
+        result_of(store_message(self.store, queue_id, body, deliveries, sender=sender,
+                                received_at=self.clock.seconds()))  # fmt: skip
+        return queue_id
+
+    def entries(self) -> dict[str, Any]:
+        return {e.id: e for e in result_of(self.store.list_entries())}
+
+    def dsns(self) -> list[email.message.Message]:
+        out = []
+        for e in result_of(self.store.list_entries()):
+            if e.sender == "":
+                raw = result_of(self.store.read_body(e.message_id))
+                parsed = email.message_from_bytes(raw, policy=email.policy.compat32)
+                if parsed.get_content_type() == "multipart/report":
+                    out.append(parsed)
+        return out
+
+
+def test_drains_in_arrival_order_over_one_connection_in_batches() -> None:
+    r = Relay()
+    ids = [r.queue("u@example.test") for _ in range(7)]
+    result_of(r.loop.run())
+    assert [queue_id for queue_id, _ in r.primary.received] == ids
+    assert r.primary.sessions == 3  # batch_size 3: three batches, one connection each
+    entries = r.entries()
+    assert {e.state for e in entries.values()} == {DELIVERED}
+    first = entries[f"{ids[0]}.1"]
+    assert first.delivered_at == T0 and first.delivery_reply == "250 2.0.0 Ok: queued"
+    assert first.attempts == 1
+    # Delivered means done: the next run sends nothing again.
+    r.clock.advance(INTERVAL)
+    assert len(r.primary.received) == 7
+
+
+def test_recipients_of_one_message_share_a_transaction() -> None:
+    r = Relay()
+    queue_id = r.queue("a@example.test", "b@example.test", "c@example.test")
+    result_of(r.loop.run())
+    assert r.primary.received == [(queue_id, ("a@example.test", "b@example.test",
+                                              "c@example.test"))]  # fmt: skip
+
+
+def test_4xx_is_retried_on_the_next_run_without_blocking_the_rest() -> None:
+    r = Relay()
+    r.primary.script("busy@example.test", (451, "451 4.3.0 try later"))
+    first = r.queue("busy@example.test")
+    second = r.queue("ok@example.test")
+    r.loop.start()
+    assert [q for q, _ in r.primary.received] == [second]
+    busy = r.entries()[f"{first}.1"]
+    assert (busy.state, busy.attempts, busy.last_error) == (QUEUED, 1, "451 4.3.0 try later")
+    assert busy.next_attempt_at == T0 + INTERVAL
+    r.clock.advance(INTERVAL - 1)
+    assert [q for q, _ in r.primary.received] == [second]
+    r.clock.advance(1)  # the next run
+    assert [q for q, _ in r.primary.received] == [second, first]
+    assert r.entries()[f"{first}.1"].state == DELIVERED
+    r.loop.stop()
+
+
+def test_5xx_bounces_with_exactly_one_dsn_to_the_sender() -> None:
+    r = Relay()
+    r.primary.script("gone@example.test", (550, "550 5.1.1 <gone@example.test>: user unknown"))
+    r.primary.script("later@example.test", (450, "450 4.2.1 mailbox busy"))
+    queue_id = r.queue("gone@example.test", "later@example.test", "ok@example.test")
+    result_of(r.loop.run())
+    entries = r.entries()
+    assert entries[f"{queue_id}.1"].state == BOUNCED
+    assert entries[f"{queue_id}.2"].state == QUEUED
+    assert entries[f"{queue_id}.3"].state == DELIVERED
+    (dsn,) = r.dsns()
+    assert dsn.get_content_type() == "multipart/report"
+    assert dsn.get_param("report-type") == "delivery-status"
+    assert dsn["To"] == "<s@sender.test>"
+    human, status, headers = parts(dsn)
+    assert "gone@example.test" in str(human.get_payload())
+    assert status.get_content_type() == "message/delivery-status"
+    per_message, per_recipient = parts(status)
+    assert per_message["Reporting-MTA"] == "dns; strata.test"
+    assert per_recipient["Final-Recipient"] == "rfc822; gone@example.test"
+    assert per_recipient["Action"] == "failed"
+    assert per_recipient["Status"] == "5.1.1"
+    assert "user unknown" in per_recipient["Diagnostic-Code"]
+    assert headers.get_content_type() == "text/rfc822-headers"
+    assert f"Message-ID: <{queue_id}@sender.test>" in str(headers.get_payload())
+    dsn_entry = next(e for e in r.entries().values() if e.sender == "")
+    assert (dsn_entry.recipient, dsn_entry.domain) == ("s@sender.test", "sender.test")
+    # Retrying the 4xx recipient later does not bounce anything again.
+    r.clock.advance(INTERVAL)
+    result_of(r.loop.run())
+    assert len(r.dsns()) == 1
+
+
+def test_no_dsn_for_the_null_sender() -> None:
+    r = Relay()
+    r.primary.script("gone@example.test", (550, "550 5.1.1 user unknown"))
+    queue_id = r.queue("gone@example.test", sender="")
+    result_of(r.loop.run())
+    assert r.entries()[f"{queue_id}.1"].state == BOUNCED
+    assert r.dsns() == []
+
+
+def test_hold_rejected_holds_instead_of_bouncing() -> None:
+    r = Relay(hold_rejected=True)
+    r.primary.script("gone@example.test", (554, "554 5.7.1 rejected by policy"))
+    queue_id = r.queue("gone@example.test")
+    result_of(r.loop.run())
+    held = r.entries()[f"{queue_id}.1"]
+    assert (held.state, held.last_error) == (HELD, "554 5.7.1 rejected by policy")
+    assert r.dsns() == []
+    events = result_of(r.store.list_events("example.test"))
+    assert [e.kind for e in events] == ["relay.held"]
+
+
+def test_unreachable_primary_leaves_everything_queued_and_the_next_run_delivers() -> None:
+    r = Relay()
+    r.primary.up = False
+    ids = [r.queue("u@example.test") for _ in range(2)]
+    r.loop.start()
+    entries = r.entries()
+    assert all(e.state == QUEUED and e.attempts == 0 for e in entries.values())
+    assert [e.kind for e in result_of(r.store.list_events())] == ["relay.unreachable"]
+    r.primary.up = True
+    r.clock.advance(INTERVAL)
+    assert [q for q, _ in r.primary.received] == ids
+    r.loop.stop()
+
+
+def test_a_lost_connection_stops_the_drain_and_keeps_order() -> None:
+    r = Relay()
+    r.primary.die_after = 1
+    ids = [r.queue("u@example.test") for _ in range(3)]
+    result_of(r.loop.run())
+    assert [q for q, _ in r.primary.received] == ids[:1]
+    entries = r.entries()
+    assert entries[f"{ids[1]}.1"].state == QUEUED
+    r.primary.die_after = None
+    result_of(r.loop.kick("example.test"))  # e.g. the primary came back: drain at once
+    assert [q for q, _ in r.primary.received] == ids
+
+
+def test_kick_retries_deferred_mail_at_once() -> None:
+    r = Relay()
+    r.primary.script("u@example.test", (421, "421 4.3.2 shutting down"))
+    queue_id = r.queue("u@example.test")
+    result_of(r.loop.run())
+    assert r.primary.received == []
+    result_of(r.loop.run())  # not due yet: nothing happens
+    assert r.primary.received == []
+    result_of(r.loop.kick())
+    assert [q for q, _ in r.primary.received] == [queue_id]
+
+
+def test_expired_entries_bounce_at_the_lifetime_with_a_4_4_7_dsn() -> None:
+    r = Relay()
+    r.primary.up = False
+    queue_id = r.queue("u@example.test")
+    r.loop.start()
+    r.clock.advance(5 * 86400 - INTERVAL)
+    assert r.entries()[f"{queue_id}.1"].state == QUEUED
+    r.primary.up = True
+    r.primary.script("u@example.test", (450, "450 4.2.0 still busy"))
+    r.clock.advance(INTERVAL)  # now 5 days old: expired before any attempt
+    entry = r.entries()[f"{queue_id}.1"]
+    assert entry.state == BOUNCED
+    assert r.primary.received == []
+    (dsn,) = r.dsns()
+    assert parts(parts(dsn)[1])[1]["Status"] == "4.4.7"
+    assert "relay.expired" in [e.kind for e in result_of(r.store.list_events())]
+    r.loop.stop()
+
+
+def test_mail_for_a_domain_without_route_stays_queued() -> None:
+    r = Relay()
+    queue_id = r.queue("u@elsewhere.test")
+    result_of(r.loop.run())
+    assert r.primary.sessions == 0
+    assert r.entries()[f"{queue_id}.1"].state == QUEUED
