@@ -23,7 +23,9 @@ from twisted.python.failure import Failure
 from strata_twisted.config import ListenAddress, Settings
 from strata_twisted.core.domains import DomainCache
 from strata_twisted.core.intake import IntakePolicy
+from strata_twisted.core.relay import RelayLoop
 from strata_twisted.executor import Executor, ThreadExecutor
+from strata_twisted.server.relay import SMTPRelayConnector
 from strata_twisted.server.smtp import SMTPIntakeFactory
 from strata_twisted.server.tls import load_server_context
 from strata_twisted.storage import open_store
@@ -78,7 +80,7 @@ class StoreService(Service):
     def startService(self) -> None:
         super().startService()
         self._executor.start()
-        self._domains.start()
+        self.domains_loaded = self._domains.start()
 
     def stopService(self) -> None:
         super().stopService()
@@ -102,6 +104,26 @@ class StrataService(MultiService):
             raise
 
 
+class RelayService(Service):
+    """Runs the relay loop once the protected domains are loaded; stops it before the store."""
+
+    def __init__(self, relay: RelayLoop, store_service: StoreService) -> None:
+        self._relay = relay
+        self._store_service = store_service
+
+    def startService(self) -> None:
+        super().startService()
+        self._store_service.domains_loaded.addCallback(lambda _: self._start())
+
+    def _start(self) -> None:
+        if self.running:
+            self._relay.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._relay.stop()
+
+
 def build_service(settings: Settings, reactor: Any) -> MultiService:
     """Build everything ``twistd -n strata`` runs, from validated settings."""
     log = Logger(namespace="strata")
@@ -115,7 +137,8 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
         data_dir=settings.data_dir,
     )
     domains = DomainCache(reactor, store, settings.storage.reload_interval)
-    StoreService(executor, store, domains).setServiceParent(root)
+    store_service = StoreService(executor, store, domains)
+    store_service.setServiceParent(root)
 
     tls = load_server_context(
         settings.certificate_path,
@@ -128,6 +151,14 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     intake = SMTPIntakeFactory(reactor, policy, settings.intake, tls)
     for address in settings.intake.listen:
         ListenerService(reactor, "SMTP intake", address, intake).setServiceParent(root)
+
+    connector = SMTPRelayConnector(
+        reactor, store, settings.hostname, settings.relay.connect_timeout
+    )
+    relay = RelayLoop(
+        reactor, store, store, store, domains, connector, settings.relay, settings.hostname
+    )
+    RelayService(relay, store_service).setServiceParent(root)
     return root
 
 

@@ -1,0 +1,303 @@
+"""
+The relay's SMTP client: Twisted connections to a primary, driven by the sans-IO client engine.
+
+L{SMTPRelayConnector} is the L{strata_twisted.core.relay.RelayConnector} the service uses.  Each
+connection is one SMTP session: the engine decides what to send (EHLO, STARTTLS per the domain's
+policy, pipelined MAIL/RCPT/DATA, byte-exact dot-stuffing); this adapter moves bytes, streams
+bodies from the message store in ranges (never a whole large body in memory), starts TLS when the
+engine asks, and enforces the engine's RFC 5321 §4.5.3.2 timeouts on the injected clock.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet import endpoints, ssl
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import (
+    IDelayedCall,
+    IOpenSSLClientConnectionCreator,
+    IReactorTime,
+)
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from strata_twisted.core.relay import RecipientReply, RelayedMessage
+from strata_twisted.interfaces import IMessageStore
+from strata_twisted.model import Domain
+from strata_twisted.proto.smtp_client import (
+    NEED_DATA,
+    ClientConfig,
+    Closed,
+    DataReady,
+    Ready,
+    SessionFailed,
+    SMTPClientEngine,
+    StartTLSNeeded,
+    TLSUnavailable,
+    TransactionResult,
+)
+from strata_twisted.proto.smtp_reply import Reply
+
+BODY_CHUNK = 256 * 1024
+
+
+class RelayConnectError(Exception):
+    """No SMTP session could be had with the primary (refused, timed out, bad greeting, TLS)."""
+
+
+def _reply_text(reply: Reply) -> str:
+    """The last line of a reply, as the relay records it ("250 2.0.0 Ok: queued as X")."""
+    return reply.to_bytes().rstrip(b"\r\n").split(b"\r\n")[-1].decode("ascii", "replace")
+
+
+def client_tls_options(
+    domain: Domain,
+) -> IOpenSSLClientConnectionCreator | ssl.CertificateOptions:
+    """
+    TLS towards a primary.  ``verify`` checks the certificate chain and that it names the relay
+    host (service-identity, via optionsForClientTLS); the other policies encrypt without
+    authenticating, as Postfix's ``may``/``encrypt`` levels do.
+    """
+    if domain.tls_policy == "verify":
+        return ssl.optionsForClientTLS(domain.relay.host)
+    return ssl.CertificateOptions()
+
+
+class _RelayClient(Protocol):
+    """One SMTP session with a primary.  Implements ``RelayConnection``."""
+
+    log = Logger()
+
+    def __init__(
+        self, clock: IReactorTime, messages: IMessageStore, domain: Domain, helo_name: str
+    ) -> None:
+        self._clock = clock
+        self._messages = messages
+        self._domain = domain
+        self.remote = str(domain.relay)
+        self.engine = SMTPClientEngine(ClientConfig(helo_name, tls=domain.tls_policy))
+        self.ready: Deferred[_RelayClient] = Deferred()
+        self._first_ready = True
+        self._sending: tuple[RelayedMessage, Deferred[list[RecipientReply]]] | None = None
+        self._closed: Deferred[None] = Deferred()
+        self._timer: IDelayedCall | None = None
+        self._failure_reason = ""
+        self._gone = False
+
+    @property
+    def alive(self) -> bool:
+        return not self._gone and not self.engine.closed
+
+    # -- RelayConnection -------------------------------------------------------------------------
+
+    def send(self, message: RelayedMessage) -> Deferred[list[RecipientReply]]:
+        if not self.alive:
+            return succeed(self._lost(message, "connection closed"))
+        d: Deferred[list[RecipientReply]] = Deferred()
+        self._sending = (message, d)
+        stored = message.message
+        try:
+            self.engine.send_message(
+                stored.envelope.sender,
+                [entry.recipient for entry in message.entries],
+                stored.size,
+                body_8bit=stored.envelope.body_8bitmime,
+                smtputf8=stored.envelope.smtputf8,
+            )
+        except ValueError as e:  # an address the engine refuses to put on the wire
+            self._sending = None
+            reply = f"550 5.1.3 Strata: cannot send this envelope: {e}"
+            return succeed([RecipientReply(x.recipient, 550, reply) for x in message.entries])
+        self._pump()
+        return d
+
+    def close(self) -> Deferred[None]:
+        if self._gone:
+            return succeed(None)
+        if not self.engine.closed:
+            try:
+                self.engine.quit()
+            except RuntimeError:
+                self.engine.abort("closing")
+        self._pump()
+        if not self._gone and self.transport is not None:
+            # QUIT is on its way; don't wait more than a few seconds for the server's 221.
+            self._clock.callLater(5, self._hang_up)
+        d: Deferred[None] = Deferred()
+        self._closed.addBoth(lambda _: d.callback(None))
+        return d
+
+    # -- Twisted ---------------------------------------------------------------------------------
+
+    def connectionMade(self) -> None:
+        self._arm_timer()
+
+    def dataReceived(self, data: bytes) -> None:
+        self.engine.receive_data(data)
+        self._pump()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self._gone = True
+        self._cancel_timer()
+        self.engine.receive_data(b"")
+        self._pump()
+        if self._sending is not None:  # the engine had nothing to say: never leave a send hanging
+            message, d = self._sending
+            self._sending = None
+            d.callback(self._lost(message, self._failure_reason or "connection lost"))
+        if not self.ready.called:
+            self.ready.errback(RelayConnectError(self._failure_reason or "connection lost"))
+        if not self._closed.called:
+            self._closed.callback(None)
+
+    # -- the engine ------------------------------------------------------------------------------
+
+    def _pump(self) -> None:
+        while True:
+            event = self.engine.next_event()
+            if event is NEED_DATA:
+                break
+            if isinstance(event, Ready):
+                if self._first_ready:
+                    self._first_ready = False
+                    self.ready.callback(self)
+            elif isinstance(event, StartTLSNeeded):
+                assert self.transport is not None
+                self._write()
+                self.transport.startTLS(client_tls_options(self._domain))  # type: ignore[attr-defined]
+                # Twisted holds what we write until the handshake is done; a failed handshake
+                # (or a certificate that does not verify) ends the connection.
+                self.engine.tls_started()
+            elif isinstance(event, DataReady):
+                self._stream_body()
+            elif isinstance(event, TransactionResult):
+                self._finish(event)
+            elif isinstance(event, TLSUnavailable):
+                self._failure_reason = f"TLS required but unavailable: {_reply_text(event.reply)}"
+            elif isinstance(event, SessionFailed):
+                reply = _reply_text(event.reply) if event.reply is not None else ""
+                self._failure_reason = f"{event.reason} {reply}".strip()
+            elif isinstance(event, Closed):
+                pass
+        self._write()
+        if self.engine.closed:
+            self._hang_up()
+        else:
+            self._arm_timer()
+
+    def _finish(self, result: TransactionResult) -> None:
+        if self._sending is None:
+            return
+        message, d = self._sending
+        self._sending = None
+        by_recipient = {r.recipient: r for r in result.recipients}
+        replies = []
+        for entry in message.entries:
+            r = by_recipient.get(entry.recipient)
+            if r is None:
+                replies.append(RecipientReply(entry.recipient, 451, "451 4.4.2 Strata: no reply"))
+            else:
+                replies.append(RecipientReply(entry.recipient, r.reply.code, _reply_text(r.reply)))
+        d.callback(replies)
+
+    def _stream_body(self) -> None:
+        assert self._sending is not None
+        message = self._sending[0].message
+        Deferred.fromCoroutine(self._stream(message.id, message.size)).addErrback(
+            self._stream_failed
+        )
+
+    async def _stream(self, message_id: str, size: int) -> None:
+        offset = 0
+        while True:
+            chunk = await self._messages.read_body_range(message_id, offset, BODY_CHUNK)
+            if not self.alive:
+                return
+            if not chunk:
+                break
+            self.engine.body_chunk(chunk)
+            self._write()
+            self._arm_timer()
+            offset += len(chunk)
+        self.engine.end_body()
+        self._pump()
+
+    def _stream_failed(self, failure: Failure) -> None:
+        self.log.failure("reading a body for the relay failed", failure)
+        if self.alive:
+            self.engine.abort(f"cannot read the message body: {failure.getErrorMessage()}")
+            self._pump()
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    @staticmethod
+    def _lost(message: RelayedMessage, why: str) -> list[RecipientReply]:
+        reply = f"451 4.4.2 Strata: {why}"
+        return [RecipientReply(entry.recipient, 451, reply) for entry in message.entries]
+
+    def _write(self) -> None:
+        out = self.engine.data_to_send()
+        if out and not self._gone and self.transport is not None:
+            self.transport.write(out)
+
+    def _hang_up(self) -> None:
+        self._cancel_timer()
+        if not self._gone and self.transport is not None:
+            self.transport.loseConnection()
+
+    def _arm_timer(self) -> None:
+        limit = self.engine.timeout_for_state()
+        if limit <= 0:
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.reset(limit)
+        else:
+            self._timer = self._clock.callLater(limit, self._timed_out)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        self._failure_reason = f"timeout in state {self.engine.state.name}"
+        self.engine.abort(self._failure_reason)
+        self._pump()
+
+
+class SMTPRelayConnector:
+    """Opens SMTP sessions with primaries (implements ``RelayConnector``)."""
+
+    def __init__(
+        self,
+        reactor: Any,
+        messages: IMessageStore,
+        helo_name: str,
+        connect_timeout: float,
+    ) -> None:
+        self._reactor = reactor
+        self._messages = messages
+        self._helo_name = helo_name
+        self._connect_timeout = connect_timeout
+
+    def connect(self, domain: Domain) -> Deferred[Any]:
+        client = _RelayClient(self._reactor, self._messages, domain, self._helo_name)
+        endpoint = endpoints.HostnameEndpoint(
+            self._reactor, domain.relay.host, domain.relay.port, timeout=self._connect_timeout
+        )
+        connecting = endpoint.connect(Factory.forProtocol(lambda: client))
+
+        def connected(_: object) -> Deferred[_RelayClient]:
+            return client.ready
+
+        def failed(failure: Failure) -> Failure:
+            if failure.check(RelayConnectError):
+                return failure
+            return Failure(RelayConnectError(failure.getErrorMessage()))
+
+        d = connecting.addCallback(connected)
+        d.addErrback(failed)
+        return d
