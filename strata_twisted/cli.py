@@ -5,7 +5,11 @@ It runs without a reactor: the SQLite store gets a synchronous executor, so ever
 returns
 has already fired.  With no ``--config`` it reads ``./strata.toml`` when present, else the embedded
 default, exactly as ``twistd -n strata`` does, so both work from the same directory with no flags.
-A running server notices domain changes within ``storage.reload_interval`` (0.5 s).
+A running server notices domain changes within ``storage.reload_interval`` (0.5 s), and acts on
+the requests the CLI leaves for it (``queue flush``; ``queue release`` asks for a flush of the
+released domains) within a second: it polls the store's control requests (L{IControlStore}).
+Queue changes (hold, delete, bounce) need no request: the relay reads entry states from the store
+before every batch.
 
 Exit codes: 0 success, 1 a failed operation (e.g. unknown domain), 2 bad usage or configuration.
 """
@@ -14,29 +18,45 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from collections.abc import Callable, Sequence
-from typing import Any, TextIO, TypeVar
+from dataclasses import dataclass, replace
+from typing import Any, Final, TextIO, TypeVar
 
 from twisted.internet.defer import Deferred
 
 from strata_twisted import __version__
 from strata_twisted.clock import WallClock
 from strata_twisted.config import Settings, load_config
+from strata_twisted.core.dsn import FailedRecipient
+from strata_twisted.core.relay import queue_dsn
 from strata_twisted.errors import (
     ConfigError,
     DomainExists,
     InvalidDomainName,
     NoSuchDomain,
+    NoSuchEntry,
+    QueueStateError,
     StrataError,
 )
 from strata_twisted.executor import SyncExecutor
 from strata_twisted.model import (
+    BOUNCED,
+    DELETED,
     DELIVERY_MODES,
+    FLUSH_ACTION,
+    HELD,
+    QUEUED,
+    TLS_POLICIES,
     Domain,
+    DomainStatus,
+    Event,
+    Outage,
     QueueEntry,
     RelayTarget,
+    StoredMessage,
     display_domain,
     normalize_domain,
 )
@@ -131,10 +151,73 @@ def _get_domain(ctx: Context, name: str) -> Domain:
 
 # -- domain -------------------------------------------------------------------------------------
 
+# A value for a per-domain override that means "use the global setting" (stored as None).
+DEFAULT: Final = "default"
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+_UNITS: Final = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400}
+_KEEP = object()  # an option that was not given: keep the current value
+
+
+def _duration(option: str, text: str | None) -> Any:
+    """``300``, ``90s``, ``15m``, ``12h`` or ``5d`` in seconds; ``default``: None; absent: keep."""
+    if text is None:
+        return _KEEP
+    if text.strip().lower() == DEFAULT:
+        return None
+    match = _DURATION.match(text.strip().lower())
+    seconds = float(match.group(1)) * _UNITS[match.group(2)] if match else 0.0
+    if seconds <= 0:
+        raise CommandError(
+            f"{option}: expected a positive duration such as 3600, 90m, 12h or 5d "
+            f"(or {DEFAULT}), got {text!r}"
+        )
+    return seconds
+
+
+def _count(option: str, text: str | None) -> Any:
+    """A whole number >= 1; ``default`` → None; not given → keep."""
+    if text is None:
+        return _KEEP
+    if text.strip().lower() == DEFAULT:
+        return None
+    if not text.strip().isdigit() or int(text) < 1:
+        raise CommandError(f"{option}: expected a whole number >= 1 (or {DEFAULT}), got {text!r}")
+    return int(text)
+
+
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The relay settings given on the command line, validated, as Domain fields."""
+    given = {
+        "tls_policy": args.tls_policy if args.tls_policy is not None else _KEEP,
+        "hold_rejected": args.hold_rejected if args.hold_rejected is not None else _KEEP,
+        "monitored": args.monitor if args.monitor is not None else _KEEP,
+        "queue_lifetime": _duration("--queue-lifetime", args.queue_lifetime),
+        "probe_interval": _duration("--probe-interval", args.probe_interval),
+        "down_after": _count("--down-after", args.down_after),
+        "up_after": _count("--up-after", args.up_after),
+    }
+    return {key: value for key, value in given.items() if value is not _KEEP}
+
+
+def _override(value: float | None, unit: str = "") -> str:
+    """A per-domain override for people: ``5d``, ``3 failed probes`` or ``global default``."""
+    if value is None:
+        return "global default"
+    if unit == "s":
+        return _duration_text(float(value))
+    return f"{value:g}{unit}"
+
+
+def _duration_text(seconds: float) -> str:
+    for suffix, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{int(seconds // size)}{suffix}"
+    return f"{seconds:g}s"
+
 
 def cmd_domain_add(ctx: Context, args: argparse.Namespace) -> None:
     name = _domain_name(args.name)
-    domain = Domain(name=name, relay=_relay(args.relay), mode=args.mode)
+    domain = Domain(name=name, relay=_relay(args.relay), mode=args.mode, **_settings(args))
     try:
         added: Domain = _wait(ctx.store.add_domain(domain))
     except DomainExists:
@@ -172,32 +255,63 @@ def _domain_json(domain: Domain, stats: Any) -> dict[str, Any]:
 def cmd_domain_show(ctx: Context, args: argparse.Namespace) -> None:
     domain = _get_domain(ctx, args.name)
     stats = {s.domain: s for s in _wait(ctx.store.queue_stats())}.get(domain.name)
+    status: DomainStatus | None = _wait(ctx.store.get_status(domain.name))
+    # The relay records each delivery on its queue entry; the monitor's status may know one too.
+    delivered = [_wait(ctx.store.last_delivered_at(domain.name))]
+    delivered.append(status.last_delivery_at if status else None)
     data = _domain_json(domain, stats)
+    data["health"] = status.health if status else "unknown"
+    data["health_since"] = status.since if status else None
+    data["last_probe_at"] = status.last_probe_at if status else None
+    data["last_probe_error"] = status.last_probe_error if status else None
+    data["last_delivery_at"] = max((t for t in delivered if t is not None), default=None)
     if args.json:
         ctx.emit_json(data)
         return
+    now = ctx.clock.seconds()
     oldest = data["oldest_received_at"]
-    age = _age(ctx.clock.seconds() - oldest) if oldest else "-"
+    age = _age(now - oldest) if oldest else "-"
+    health = data["health"]
+    if data["health_since"]:
+        since = data["health_since"]
+        health += f" since {_when(since)} ({_age(now - since)})"
+    elif health == "unknown":
+        health += " (never probed)" if domain.monitored else " (not monitored)"
+    if data["last_probe_error"]:
+        health += f"; last probe: {data['last_probe_error']}"
+    last = data["last_delivery_at"]
     ctx.print(f"domain:        {display_domain(domain.name)}")
     if display_domain(domain.name) != domain.name:
         ctx.print(f"ascii name:    {domain.name}")
     ctx.print(f"relay:         {domain.relay}")
     ctx.print(f"mode:          {domain.mode}")
+    ctx.print(f"health:        {health}")
     ctx.print(f"queued:        {data['queued']} (held {data['held']}, oldest {age})")
+    ctx.print(f"last delivery: {_when(last)}" + (f" ({_age(now - last)} ago)" if last else ""))
+    ctx.print(f"tls policy:    {domain.tls_policy}")
+    ctx.print(f"on 5xx:        {'hold for review' if domain.hold_rejected else 'bounce'}")
+    ctx.print(f"queue life:    {_override(domain.queue_lifetime, 's')}")
+    ctx.print(f"monitored:     {'yes' if domain.monitored else 'no'}")
+    ctx.print(f"probe every:   {_override(domain.probe_interval, 's')}")
+    ctx.print(f"down after:    {_override(domain.down_after, ' failed probes')}")
+    ctx.print(f"up after:      {_override(domain.up_after, ' good probes')}")
     ctx.print(f"added:         {_when(domain.created_at)}")
     ctx.print(f"updated:       {_when(domain.updated_at)}")
 
 
 def cmd_domain_update(ctx: Context, args: argparse.Namespace) -> None:
     domain = _get_domain(ctx, args.name)
-    if args.relay is None and args.mode is None:
-        raise CommandError("nothing to change: give --relay and/or --mode")
-    changed = Domain(
-        name=domain.name,
+    settings = _settings(args)
+    if args.relay is None and args.mode is None and not settings:
+        raise CommandError(
+            "nothing to change: give --relay, --mode or a relay setting (see: strata domain "
+            "update --help)"
+        )
+    changed = replace(
+        domain,
         relay=_relay(args.relay) if args.relay is not None else domain.relay,
         mode=args.mode or domain.mode,
-        created_at=domain.created_at,
-        updated_at=domain.updated_at,
+        **settings,
     )
     updated: Domain = _wait(ctx.store.update_domain(changed))
     _wait(
@@ -282,6 +396,196 @@ def cmd_queue_show(ctx: Context, args: argparse.Namespace) -> None:
     ctx.out.write(headers.decode("utf-8", "replace").replace("\r\n", "\n"))
 
 
+@dataclass(frozen=True)
+class _Move:
+    """One admin move on queue entries: ``strata queue hold|release|delete|bounce``."""
+
+    verb: str
+    past: str
+    from_states: tuple[str, ...]
+    to_state: str
+    note: str = ""  # becomes the entry's last_error (IQueueStore.change_state)
+
+
+_HOLD = _Move("hold", "held", (QUEUED,), HELD)
+_RELEASE = _Move("release", "released", (HELD,), QUEUED)
+_DELETE = _Move("delete", "deleted", (QUEUED, HELD), DELETED)
+_BOUNCE = _Move("bounce", "bounced", (QUEUED, HELD), BOUNCED, "bounced by the administrator")
+# RFC 3463 X.0.0: other or undefined status; nothing more specific fits an admin's decision.
+_ADMIN_BOUNCE_STATUS: Final = "5.0.0"
+
+
+def _selected(ctx: Context, args: argparse.Namespace, move: _Move) -> list[QueueEntry]:
+    """The entries an admin move names: one entry, every entry of a message, or a domain's."""
+    entry_id: str | None = getattr(args, "id", None)
+    if entry_id:
+        entry: QueueEntry | None = _wait(ctx.store.get_entry(entry_id))
+        if entry is not None:
+            return [entry]
+        entries: list[QueueEntry] = _wait(ctx.store.entries_for_message(entry_id))
+        if not entries:
+            raise CommandError(f"no queue entry or message {entry_id} (see: strata queue list)")
+        return entries
+    domain = _domain_name(args.domain)
+    entries = [e for e in _wait(ctx.store.list_entries(domain)) if e.state in move.from_states]
+    if not entries:
+        states = " or ".join(move.from_states)
+        raise CommandError(f"nothing to {move.verb}: {args.domain} has no {states} entries")
+    return entries
+
+
+def _move(ctx: Context, args: argparse.Namespace, move: _Move) -> list[QueueEntry]:
+    """Apply ``move`` to the selected entries; report each; the changed ones (never empty)."""
+    changed: list[QueueEntry] = []
+    skipped = 0
+    for entry in _selected(ctx, args, move):
+        try:
+            after: QueueEntry = _wait(
+                ctx.store.change_state(
+                    entry.id, move.from_states, move.to_state, ctx.clock.seconds(), move.note
+                )
+            )
+        except (QueueStateError, NoSuchEntry):
+            # Re-read: the running relay may have moved it since we listed it.
+            now: QueueEntry | None = _wait(ctx.store.get_entry(entry.id))
+            state = now.state if now else "gone"
+            states = " or ".join(move.from_states)
+            ctx.print(
+                f"{entry.id} <{entry.recipient}>: skipped, it is {state} "
+                f"(only a {states} entry can be {move.past})"
+            )
+            skipped += 1
+            continue
+        changed.append(after)
+        ctx.print(f"{after.id} <{after.recipient}>: {move.past}")
+    if not changed:
+        raise CommandError(f"nothing to {move.verb}: no entry was in a state that allows it")
+    if skipped:
+        ctx.print(f"{len(changed)} {move.past}, {skipped} skipped")
+    return changed
+
+
+def _record_moves(ctx: Context, move: _Move, entries: list[QueueEntry]) -> None:
+    for e in entries:
+        _wait(
+            ctx.store.record_event(
+                f"queue.{move.past}",
+                f"{e.id} to <{e.recipient}> {move.past} by the administrator",
+                e.domain,
+                {"entry": e.id, "queue_id": e.message_id},
+            )
+        )
+
+
+def cmd_queue_hold(ctx: Context, args: argparse.Namespace) -> None:
+    _record_moves(ctx, _HOLD, _move(ctx, args, _HOLD))
+
+
+def cmd_queue_release(ctx: Context, args: argparse.Namespace) -> None:
+    released = _move(ctx, args, _RELEASE)
+    _record_moves(ctx, _RELEASE, released)
+    # Released entries are due now, but the relay runs every relay.interval; a flush request for
+    # their domains makes a running server send them within a second.
+    for domain in sorted({e.domain for e in released}):
+        _wait(ctx.store.request(FLUSH_ACTION, domain, ctx.clock.seconds()))
+    ctx.print("released entries are due now; a running Strata tries them within a second")
+
+
+def cmd_queue_delete(ctx: Context, args: argparse.Namespace) -> None:
+    _record_moves(ctx, _DELETE, _move(ctx, args, _DELETE))
+
+
+def cmd_queue_bounce(ctx: Context, args: argparse.Namespace) -> None:
+    bounced = _move(ctx, args, _BOUNCE)
+    by_message: dict[str, list[QueueEntry]] = {}
+    for e in bounced:
+        by_message.setdefault(e.message_id, []).append(e)
+    for message_id, entries in by_message.items():
+        message: StoredMessage | None = _wait(ctx.store.get_message(message_id))
+        dsn: str | None = None
+        if message is not None:
+            failed = [FailedRecipient(e, _BOUNCE.note, _ADMIN_BOUNCE_STATUS) for e in entries]
+            try:
+                dsn = _wait(
+                    Deferred.fromCoroutine(
+                        queue_dsn(
+                            messages=ctx.store,
+                            events=ctx.store,
+                            clock=ctx.clock,
+                            hostname=ctx.settings.hostname,
+                            message=message,
+                            failed=failed,
+                            event_kind="queue.bounced",
+                        )
+                    )
+                )
+            except StrataError as e:
+                raise CommandError(
+                    f"{message_id} is bounced, but its DSN could not be queued: {e}"
+                ) from None
+        if dsn is not None:
+            ctx.print(f"{message_id}: DSN {dsn} queued to <{entries[0].sender}>")
+            continue
+        # No DSN (RFC 5321 §4.5.5: never to the null sender), so queue_dsn recorded nothing.
+        recipients = ", ".join(e.recipient for e in entries)
+        _wait(
+            ctx.store.record_event(
+                "queue.bounced",
+                f"{message_id} to {recipients} bounced by the administrator; no DSN to <>",
+                entries[0].domain,
+                {"queue_id": message_id},
+            )
+        )
+        ctx.print(f"{message_id}: no DSN (the sender is <>)")
+
+
+def cmd_queue_flush(ctx: Context, args: argparse.Namespace) -> None:
+    domain = _domain_name(args.domain) if args.domain else None
+    request_id: int = _wait(ctx.store.request(FLUSH_ACTION, domain, ctx.clock.seconds()))
+    scope = f"{display_domain(domain)}'s queue" if domain else "the queue"
+    ctx.print(
+        f"flush of {scope} requested (request {request_id}); "
+        "a running Strata drains it within a second"
+    )
+
+
+# -- events -------------------------------------------------------------------------------------
+
+
+def cmd_events(ctx: Context, args: argparse.Namespace) -> None:
+    if args.limit < 1:
+        raise CommandError(f"--limit: expected a whole number >= 1, got {args.limit}")
+    domain = _domain_name(args.domain) if args.domain else None
+    events: list[Event] = _wait(ctx.store.list_events(domain, args.limit))
+    outages: list[Outage] = _wait(ctx.store.list_outages(domain, args.limit))
+    if args.json:
+        ctx.emit_json(
+            {
+                "events": [e.as_json() for e in events],
+                "outages": [o.as_json() for o in outages],
+            }
+        )
+        return
+    # One timeline: an outage shows where it started and, once over, where it ended.
+    timeline: list[tuple[float, int, list[str]]] = []
+    for e in events:
+        name = display_domain(e.domain) if e.domain else "-"
+        timeline.append((e.at, 0, [_when(e.at), e.kind, name, e.message]))
+    for o in outages:
+        name = display_domain(o.domain)
+        reason = o.reason if o.ended_at is not None else f"{o.reason} (ongoing)"
+        timeline.append((o.started_at, 1, [_when(o.started_at), "outage.started", name, reason]))
+        if o.ended_at is not None:
+            text = f"primary back after {_age(o.ended_at - o.started_at)}"
+            timeline.append((o.ended_at, 1, [_when(o.ended_at), "outage.ended", name, text]))
+    timeline.sort(key=lambda item: (item[0], item[1]))
+    rows = [row for _, _, row in timeline[-args.limit :]]
+    if not rows:
+        ctx.print("no events" + (f" for {args.domain}" if domain else ""))
+        return
+    _table([["TIME", "EVENT", "DOMAIN", "MESSAGE"], *rows], ctx)
+
+
 # -- status -------------------------------------------------------------------------------------
 
 
@@ -329,6 +633,40 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> None:
 
 
 # -- argument parsing ---------------------------------------------------------------------------
+
+
+def _relay_settings(p: argparse.ArgumentParser, update: bool = False) -> None:
+    """The per-domain relay and monitor settings, for ``domain add`` and ``domain update``."""
+    reset = f"; {DEFAULT} = use the global setting" if update else ""
+    p.add_argument(
+        "--tls-policy",
+        choices=TLS_POLICIES,
+        help="STARTTLS towards the primary (default for a new domain: opportunistic)",
+    )
+    p.add_argument(
+        "--hold-rejected",
+        action=argparse.BooleanOptionalAction,
+        help="hold mail the primary refuses with 5xx for review, instead of bouncing it",
+    )
+    p.add_argument(
+        "--queue-lifetime",
+        metavar="DURATION",
+        help=f"bounce mail not delivered after this long: seconds, or 90m, 12h, 5d{reset}",
+    )
+    p.add_argument(
+        "--monitor",
+        action=argparse.BooleanOptionalAction,
+        help="probe the primary and record its outages (default: on)",
+    )
+    p.add_argument(
+        "--probe-interval", metavar="DURATION", help=f"time between probes of the primary{reset}"
+    )
+    p.add_argument(
+        "--down-after", metavar="N", help=f"failed probes in a row before an outage opens{reset}"
+    )
+    p.add_argument(
+        "--up-after", metavar="N", help=f"good probes in a row before an outage closes{reset}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -387,6 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="relay: queue for the primary only; both: also keep a shadow-mailbox copy "
         "(default: relay)",
     )
+    _relay_settings(p)
     sub(dsub, "list", "list protected domains", cmd_domain_list, json_flag=True)
     p = sub(dsub, "show", "show one domain's settings and queue", cmd_domain_show, json_flag=True)
     p.add_argument("name", metavar="NAME")
@@ -394,6 +733,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME")
     p.add_argument("--relay", metavar="HOST[:PORT]", help="new primary mail server")
     p.add_argument("--mode", choices=DELIVERY_MODES, help="new delivery mode")
+    _relay_settings(p, update=True)
     p = sub(dsub, "remove", "stop protecting a domain (its queued mail stays)", cmd_domain_remove)
     p.add_argument("name", metavar="NAME")
 
@@ -414,6 +754,59 @@ def build_parser() -> argparse.ArgumentParser:
         json_flag=True,
     )
     p.add_argument("id", metavar="ID", help="entry id (QUEUEID.N) or queue id")
+    p = sub(
+        qsub,
+        "flush",
+        "ask the running server to deliver queued mail now, deferred entries included",
+        cmd_queue_flush,
+    )
+    p.add_argument("--domain", metavar="NAME", help="only this domain's queue")
+    for name, state, help_text, func in (
+        (
+            "hold",
+            QUEUED,
+            "hold queued entries: the relay leaves them until released",
+            cmd_queue_hold,
+        ),
+        (
+            "release",
+            HELD,
+            "release held entries: due at once, and a running server sends them within a second",
+            cmd_queue_release,
+        ),
+    ):
+        p = sub(qsub, name, help_text, func)
+        which = p.add_mutually_exclusive_group(required=True)
+        which.add_argument(
+            "id", metavar="ID", nargs="?", help="entry id (QUEUEID.N) or queue id (all its entries)"
+        )
+        which.add_argument(
+            "--domain", metavar="NAME", help=f"{name} every {state} entry of this domain"
+        )
+    for name, help_text, func in (
+        ("delete", "delete queued or held entries without telling the sender", cmd_queue_delete),
+        (
+            "bounce",
+            "bounce queued or held entries: one DSN to the sender of each message (none to <>)",
+            cmd_queue_bounce,
+        ),
+    ):
+        p = sub(qsub, name, help_text, func)
+        p.add_argument(
+            "id", metavar="ID", help="entry id (QUEUEID.N) or queue id (all its entries)"
+        )
+
+    p = sub(
+        commands,
+        "events",
+        "the event log and the primaries' outages, newest last",
+        cmd_events,
+        json_flag=True,
+    )
+    p.add_argument("--domain", metavar="NAME", help="only this domain's events")
+    p.add_argument(
+        "--limit", type=int, default=50, metavar="N", help="the newest N of each (default: 50)"
+    )
 
     sub(commands, "status", "summary of the store and the queue", cmd_status, json_flag=True)
     return parser

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
     from strata_twisted.model import (
         AttemptResult,
+        ControlRequest,
         Domain,
         DomainStatus,
         Event,
@@ -162,6 +163,9 @@ class IQueueStore(Interface):
         Unknown id: L{NoSuchEntry}.
         """
 
+    def last_delivered_at(domain: str) -> Deferred[float | None]:
+        """The newest ``delivered_at`` among ``domain``'s entries, or None if none was delivered."""
+
 
 class IShadowStore(Interface):
     """Copies of messages kept for recipients' shadow mailboxes (mode ``both``)."""
@@ -202,3 +206,22 @@ class IMonitorStore(Interface):
 
     def list_outages(domain: str | None = None, limit: int = 100) -> Deferred[list[Outage]]:
         """The newest ``limit`` outages, oldest first; only ``domain``'s when given."""
+
+
+class IControlStore(Interface):
+    """
+    Requests from the admin to the running server (``strata queue flush``), across processes.
+
+    The CLI appends a request; the server polls for requests newer than the last one it saw
+    (L{strata_twisted.core.control.ControlPoller}).  Ids only grow, never reused, so "after id N"
+    is exact whatever the clocks of the two processes say.
+    """
+
+    def request(action: str, domain: str | None, at: float) -> Deferred[int]:
+        """Append a request (``domain`` None: every domain); its id, greater than any before."""
+
+    def requests_after(last_id: int) -> Deferred[list[ControlRequest]]:
+        """Every request with an id greater than ``last_id``, in id order."""
+
+    def last_request_id() -> Deferred[int]:
+        """The id of the newest request, or 0 when there is none."""

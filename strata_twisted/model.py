@@ -340,6 +340,24 @@ class Outage:
         }
 
 
+# Control actions the CLI can ask the running server for (L{ControlRequest.action}).
+FLUSH_ACTION: Final = "flush"  # drain the queue now, deferred entries included
+CONTROL_ACTIONS: Final = (FLUSH_ACTION,)
+
+
+@dataclass(frozen=True)
+class ControlRequest:
+    """An admin's request to the running server (``strata queue flush``); ``id`` only grows."""
+
+    id: int
+    action: str
+    domain: str | None
+    at: float
+
+    def as_json(self) -> dict[str, Any]:
+        return {"id": self.id, "action": self.action, "domain": self.domain, "at": self.at}
+
+
 @dataclass(frozen=True)
 class ShadowCopy:
     """A message stored for a recipient's shadow mailbox (delivery mode ``both``); served by #4."""

@@ -5,13 +5,21 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from strata_twisted.cli import build_parser, main
 from strata_twisted.clock import WallClock
 from strata_twisted.executor import SyncExecutor
-from strata_twisted.model import Delivery, Envelope, IncomingMessage
+from strata_twisted.model import (
+    DELIVERED_OUTCOME,
+    AttemptResult,
+    Delivery,
+    DomainStatus,
+    Envelope,
+    IncomingMessage,
+)
 from strata_twisted.storage import open_store
 from strata_twisted.testing import result_of
 
@@ -154,8 +162,362 @@ def _commands(parser, prefix=()):
 def test_every_command_has_help(cli, capsys) -> None:
     commands = list(_commands(build_parser()))
     assert ("queue", "show") in commands and ("status",) in commands
+    for new in ("flush", "hold", "release", "delete", "bounce"):
+        assert ("queue", new) in commands
+    assert ("events",) in commands
     for command in [(), *commands]:
         with pytest.raises(SystemExit) as e:
             main([*command, "--help"])
         assert e.value.code == 0
         assert "usage: strata" in capsys.readouterr().out
+
+
+# -- queue administration, events, domain status (issue #3) --------------------------------------
+
+
+def _open(data_dir: Path):
+    store = open_store("sqlite", data_dir, WallClock(), SyncExecutor())
+    store.open(recover=False)
+    return store
+
+
+def _queue(data_dir: Path, queue_id: str, recipients: list[str], sender: str = "s@s.test") -> str:
+    store = _open(data_dir)
+    try:
+        writer = store.begin(queue_id)
+        result_of(
+            writer.write(b"Received: x\r\nSubject: " + queue_id.encode() + b"\r\n\r\nbody\r\n")
+        )
+        result_of(
+            writer.commit(
+                IncomingMessage(
+                    Envelope(sender, tuple(recipients), "127.0.0.1", "c.test"),
+                    received_at=WallClock().seconds() - 7200,
+                    deliveries=tuple(Delivery(r, r.split("@")[1]) for r in recipients),
+                )
+            )
+        )
+    finally:
+        store.close()
+    return queue_id
+
+
+def _states(data_dir: Path) -> dict[str, str]:
+    store = _open(data_dir)
+    try:
+        return {e.id: e.state for e in result_of(store.list_entries())}
+    finally:
+        store.close()
+
+
+def _events(cli, *kinds: str) -> list[dict[str, Any]]:
+    events = json.loads(cli("events", "--json", "--limit", "1000")[1])["events"]
+    return [e for e in events if not kinds or e["kind"] in kinds]
+
+
+def test_hold_release_and_delete_entries_messages_and_domains(cli, tmp_path: Path) -> None:
+    data = tmp_path / "strata-data"
+    _queue(data, "Q1", ["a@example.test", "b@example.test"])
+    _queue(data, "Q2", ["c@example.test", "d@other.test"])
+
+    code, out, _ = cli("queue", "hold", "Q1.1")
+    assert code == 0 and "Q1.1 <a@example.test>: held" in out
+    # A queue id means every entry of the message; the one already held is reported, skipped.
+    code, out, _ = cli("queue", "hold", "Q1")
+    assert code == 0
+    assert "Q1.1 <a@example.test>: skipped, it is held" in out
+    assert "Q1.2 <b@example.test>: held" in out and "1 held, 1 skipped" in out
+    code, out, err = cli("queue", "hold", "Q1")
+    assert code == 1 and "nothing to hold" in err and "skipped, it is held" in out
+    # --domain: every queued entry of that domain, and only those.
+    code, out, _ = cli("queue", "hold", "--domain", "example.test")
+    assert code == 0 and "Q2.1 <c@example.test>: held" in out and "Q1" not in out
+    assert _states(data) == {"Q1.1": "held", "Q1.2": "held", "Q2.1": "held", "Q2.2": "queued"}
+
+    code, out, _ = cli("queue", "release", "Q2.1")
+    assert code == 0 and "Q2.1 <c@example.test>: released" in out and "within a second" in out
+    code, out, _ = cli("queue", "release", "--domain", "EXAMPLE.test")
+    assert code == 0 and "Q1.1" in out and "Q1.2" in out and "Q2.1" not in out
+    assert set(_states(data).values()) == {"queued"}
+    # Released entries are due now, and the running server is asked to send them at once.
+    store = _open(data)
+    try:
+        requests = result_of(store.requests_after(0))
+        released = [e for e in result_of(store.list_entries()) if e.id == "Q1.1"][0]
+    finally:
+        store.close()
+    assert [(r.action, r.domain) for r in requests] == [
+        ("flush", "example.test"),
+        ("flush", "example.test"),
+    ]
+    assert released.next_attempt_at <= WallClock().seconds()
+
+    code, out, _ = cli("queue", "delete", "Q2")
+    assert code == 0 and "Q2.1 <c@example.test>: deleted" in out and "Q2.2" in out
+    code, _, err = cli("queue", "release", "Q2.2")
+    assert code == 1 and "nothing to release" in err
+    assert _states(data)["Q2.2"] == "deleted"
+
+    kinds = [e["kind"] for e in _events(cli)]
+    assert kinds.count("queue.held") == 3  # Q1.1, Q1.2, Q2.1 (the repeat changed nothing)
+    assert kinds.count("queue.released") == 3 and kinds.count("queue.deleted") == 2
+    held = _events(cli, "queue.held")[0]
+    assert held["domain"] == "example.test" and held["data"]["entry"] == "Q1.1"
+
+
+def test_bounce_queues_one_dsn_per_message_to_the_sender(cli, tmp_path: Path) -> None:
+    data = tmp_path / "strata-data"
+    _queue(data, "Q1", ["a@example.test", "b@example.test", "c@other.test"], sender="s@s.test")
+    cli("queue", "hold", "Q1.2")
+    code, out, _ = cli("queue", "bounce", "Q1")
+    assert code == 0
+    assert "Q1.1 <a@example.test>: bounced" in out and "Q1.2 <b@example.test>: bounced" in out
+    assert "Q1: DSN " in out and "queued to <s@s.test>" in out
+
+    store = _open(data)
+    try:
+        entries = result_of(store.list_entries())
+        dsn_entries = [e for e in entries if e.sender == ""]
+        body = result_of(store.read_body(dsn_entries[0].message_id)).decode()
+    finally:
+        store.close()
+    bounced = {e.id: e for e in entries if e.message_id == "Q1"}
+    assert {e.state for e in bounced.values()} == {"bounced"}
+    assert bounced["Q1.1"].last_error == "bounced by the administrator"
+    # Exactly one DSN, from <> to the sender, naming all three recipients.
+    assert [(e.recipient, e.domain, e.state) for e in dsn_entries] == [
+        ("s@s.test", "s.test", "queued")
+    ]
+    assert "multipart/report" in body and "Status: 5.0.0" in body
+    for rcpt in ("a@example.test", "b@example.test", "c@other.test"):
+        assert f"Final-Recipient: rfc822; {rcpt}" in body
+    assert "bounced by the administrator" in body and "Subject: Q1" in body
+    [event] = _events(cli, "queue.bounced")
+    assert event["data"]["dsn"] == dsn_entries[0].message_id
+
+    code, _, err = cli("queue", "bounce", "Q1.1")
+    assert code == 1 and "nothing to bounce" in err
+
+
+def test_bounce_never_sends_a_dsn_to_the_null_sender(cli, tmp_path: Path) -> None:
+    data = tmp_path / "strata-data"
+    _queue(data, "Q1", ["a@example.test"], sender="")
+    code, out, _ = cli("queue", "bounce", "Q1.1")
+    assert code == 0 and "Q1: no DSN (the sender is <>)" in out
+    assert _states(data) == {"Q1.1": "bounced"}  # no DSN entry was queued
+    [event] = _events(cli, "queue.bounced")
+    assert "no DSN" in event["message"]
+
+
+def test_flush_leaves_a_request_for_the_running_server(cli, tmp_path: Path) -> None:
+    code, out, _ = cli("queue", "flush")
+    assert code == 0 and "a running Strata drains it within a second" in out
+    code, out, _ = cli("queue", "flush", "--domain", "Bücher.example")
+    assert code == 0 and "bücher.example" in out
+    store = _open(tmp_path / "strata-data")
+    try:
+        requests = result_of(store.requests_after(0))
+    finally:
+        store.close()
+    assert [(r.action, r.domain) for r in requests] == [
+        ("flush", None),
+        ("flush", "xn--bcher-kva.example"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("queue", "hold", "NOPE"), "no queue entry or message NOPE"),
+        (("queue", "release", "NOPE.1"), "no queue entry or message NOPE.1"),
+        (("queue", "delete", "NOPE"), "no queue entry or message NOPE"),
+        (("queue", "bounce", "NOPE"), "no queue entry or message NOPE"),
+        (("queue", "hold", "--domain", "empty.test"), "nothing to hold: empty.test has no queued"),
+        (("queue", "release", "--domain", "empty.test"), "empty.test has no held entries"),
+        (("queue", "hold", "--domain", "not a domain"), "not a valid domain name"),
+        (("queue", "flush", "--domain", "bad_name.test"), "not a valid domain name"),
+        (("events", "--limit", "0"), "--limit: expected a whole number >= 1"),
+        (("events", "--domain", "x"), "needs at least two labels"),
+    ],
+)
+def test_queue_admin_errors_are_clear_and_exit_1(cli, argv, message) -> None:
+    code, _, err = cli(*argv)
+    assert code == 1
+    assert message in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("queue", "hold"),  # neither ID nor --domain
+        ("queue", "release", "Q1.1", "--domain", "example.test"),  # both
+        ("queue", "delete", "--domain", "example.test"),  # delete and bounce take an ID only
+        ("domain", "add", "x.test", "--relay", "h", "--tls-policy", "sometimes"),
+    ],
+)
+def test_bad_usage_exits_2(cli, argv, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        cli(*argv)
+    assert e.value.code == 2
+
+
+def test_events_list_the_log_and_outages_newest_last(cli, tmp_path: Path) -> None:
+    cli("domain", "add", "example.test", "--relay", "127.0.0.1:2999")
+    cli("domain", "add", "other.test", "--relay", "127.0.0.1:2998")
+    store = _open(tmp_path / "strata-data")
+    try:
+        now = WallClock().seconds()
+        result_of(store.open_outage("example.test", now + 10, "connection refused"))
+        result_of(store.close_outage("example.test", now + 310))
+        result_of(store.open_outage("other.test", now + 20, "timed out"))
+        result_of(store.record_event("relay.bounced", "Q9 bounced", "example.test"))
+    finally:
+        store.close()
+
+    code, out, _ = cli("events")
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split() == ["TIME", "EVENT", "DOMAIN", "MESSAGE"]
+    kinds = [line.split()[2] for line in lines[1:]]
+    # The log by time, the outages placed where they started and ended.
+    assert kinds == [
+        "domain.added",
+        "domain.added",
+        "relay.bounced",
+        "outage.started",
+        "outage.started",
+        "outage.ended",
+    ]
+    assert "connection refused" in lines[4] and "timed out (ongoing)" in lines[5]
+    assert "primary back after 5m" in lines[6]
+
+    code, out, _ = cli("events", "--domain", "example.test", "--limit", "2")
+    assert code == 0
+    assert [line.split()[2] for line in out.splitlines()[1:]] == ["outage.started", "outage.ended"]
+
+    data = json.loads(cli("events", "--domain", "other.test", "--json")[1])
+    assert [e["kind"] for e in data["events"]] == ["domain.added"]
+    assert [(o["domain"], o["reason"], o["ended_at"]) for o in data["outages"]] == [
+        ("other.test", "timed out", None)
+    ]
+    code, out, _ = cli("events", "--domain", "quiet.test")
+    assert code == 0 and "no events for quiet.test" in out
+
+
+def test_domain_show_has_health_queue_and_last_delivery(cli, tmp_path: Path) -> None:
+    data = tmp_path / "strata-data"
+    cli("domain", "add", "example.test", "--relay", "127.0.0.1:2999")
+    # Never probed, nothing queued, nothing delivered.
+    shown = json.loads(cli("domain", "show", "example.test", "--json")[1])
+    assert (shown["health"], shown["health_since"], shown["last_delivery_at"]) == (
+        "unknown",
+        None,
+        None,
+    )
+    assert (shown["queued"], shown["held"], shown["oldest_received_at"]) == (0, 0, None)
+    code, out, _ = cli("domain", "show", "example.test")
+    assert "health:        unknown (never probed)" in out and "last delivery: -" in out
+
+    _queue(data, "Q1", ["a@example.test", "b@example.test", "c@example.test"])
+    cli("queue", "hold", "Q1.2")
+    store = _open(data)
+    try:
+        now = WallClock().seconds()
+        result_of(store.record_result(AttemptResult("Q1.3", DELIVERED_OUTCOME, "250 ok", now - 60)))
+        result_of(store.save_status(DomainStatus("example.test", "down", since=now - 600)))
+    finally:
+        store.close()
+    shown = json.loads(cli("domain", "show", "example.test", "--json")[1])
+    assert (shown["health"], shown["health_since"]) == ("down", now - 600)
+    assert (shown["queued"], shown["held"]) == (1, 1)
+    assert shown["last_delivery_at"] == now - 60
+    assert now - 7300 < shown["oldest_received_at"] < now - 7100
+    code, out, _ = cli("domain", "show", "example.test")
+    assert code == 0
+    assert "health:        down since " in out and "(10m)" in out
+    assert "queued:        1 (held 1, oldest 2h)" in out
+    assert "(60s ago)" in out or "(59s ago)" in out or "(61s ago)" in out
+
+
+def test_domain_relay_settings_are_validated_and_shown(cli) -> None:
+    code, _, err = cli(
+        "domain", "add", "example.test", "--relay", "h", "--tls-policy", "verify",
+        "--hold-rejected", "--queue-lifetime", "5d", "--no-monitor", "--probe-interval", "90",
+        "--down-after", "3", "--up-after", "2",
+    )  # fmt: skip
+    assert code == 0, err
+    shown = json.loads(cli("domain", "show", "example.test", "--json")[1])
+    assert {
+        k: shown[k]
+        for k in (
+            "tls_policy",
+            "hold_rejected",
+            "queue_lifetime",
+            "monitored",
+            "probe_interval",
+            "down_after",
+            "up_after",
+        )
+    } == {  # fmt: skip
+        "tls_policy": "verify",
+        "hold_rejected": True,
+        "queue_lifetime": 5 * 86400.0,
+        "monitored": False,
+        "probe_interval": 90.0,
+        "down_after": 3,
+        "up_after": 2,
+    }
+    out = cli("domain", "show", "example.test")[1]
+    assert "tls policy:    verify" in out and "on 5xx:        hold for review" in out
+    assert "queue life:    5d" in out and "probe every:   90s" in out
+    assert "monitored:     no" in out and "health:        unknown (not monitored)" in out
+
+    # update changes only what is given; "default" goes back to the global setting.
+    code, _, err = cli(
+        "domain", "update", "example.test", "--queue-lifetime", "default", "--no-hold-rejected",
+        "--probe-interval", "1.5m", "--monitor",
+    )  # fmt: skip
+    assert code == 0, err
+    shown = json.loads(cli("domain", "show", "example.test", "--json")[1])
+    assert (shown["queue_lifetime"], shown["hold_rejected"], shown["probe_interval"]) == (
+        None,
+        False,
+        90.0,
+    )
+    assert (shown["tls_policy"], shown["down_after"], shown["monitored"]) == ("verify", 3, True)
+    assert shown["relay"] == "h:25"
+    assert "queue life:    global default" in cli("domain", "show", "example.test")[1]
+    # A new domain gets the documented defaults.
+    cli("domain", "add", "plain.test", "--relay", "h")
+    plain = json.loads(cli("domain", "show", "plain.test", "--json")[1])
+    assert (plain["tls_policy"], plain["hold_rejected"], plain["monitored"]) == (
+        "opportunistic",
+        False,
+        True,
+    )
+    assert plain["queue_lifetime"] is None and plain["down_after"] is None
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--queue-lifetime", "0"), "--queue-lifetime: expected a positive duration"),
+        (("--queue-lifetime", "5x"), "--queue-lifetime: expected a positive duration"),
+        (("--probe-interval", "-1"), "--probe-interval: expected a positive duration"),
+        (("--down-after", "0"), "--down-after: expected a whole number >= 1"),
+        (("--up-after", "two"), "--up-after: expected a whole number >= 1"),
+    ],
+)
+def test_bad_relay_settings_are_refused(cli, argv, message) -> None:
+    code, _, err = cli("domain", "add", "example.test", "--relay", "h", *argv)
+    assert code == 1 and message in err
+    assert cli("domain", "add", "example.test", "--relay", "h")[0] == 0
+    code, _, err = cli("domain", "update", "example.test", *argv)
+    assert code == 1 and message in err
+
+
+def test_update_without_changes_is_refused(cli) -> None:
+    cli("domain", "add", "example.test", "--relay", "h")
+    code, _, err = cli("domain", "update", "example.test")
+    assert code == 1 and "nothing to change" in err

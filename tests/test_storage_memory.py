@@ -12,6 +12,7 @@ from strata_twisted.storage import open_store
 from strata_twisted.storage.memory import MemoryStore
 from strata_twisted.testing import result_of
 from tests.conformance.suites import (
+    ControlStoreSuite,
     DomainStoreSuite,
     EventStoreSuite,
     MessageStoreSuite,
@@ -62,6 +63,10 @@ class TestMemoryEventStore(EventStoreSuite):
 
 
 class TestMemoryMonitorStore(MonitorStoreSuite):
+    pass
+
+
+class TestMemoryControlStore(ControlStoreSuite):
     pass
 
 

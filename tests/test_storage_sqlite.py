@@ -71,6 +71,7 @@ from tests.conformance.suites import (
     BOB,
     BODY,
     CAROL,
+    ControlStoreSuite,
     DomainStoreSuite,
     EventStoreSuite,
     MessageStoreSuite,
@@ -158,6 +159,10 @@ class TestSQLiteEventStore(EventStoreSuite):
 
 
 class TestSQLiteMonitorStore(MonitorStoreSuite):
+    pass
+
+
+class TestSQLiteControlStore(ControlStoreSuite):
     pass
 
 
@@ -276,6 +281,7 @@ def test_schema_version_is_recorded(store: SQLiteStore) -> None:
         "events",
         "domain_status",
         "outages",
+        "control_requests",
     } <= tables
     indexes = {name for (name,) in sql(store, "SELECT name FROM sqlite_master WHERE type='index'")}
     assert {
@@ -954,7 +960,7 @@ def test_a_v1_database_upgrades_to_v2_keeping_its_data(data_dir: Path, clock: ta
     store = SQLiteStore(data_dir, clock, SyncExecutor())
     store.open()
     try:
-        assert sql(store, "PRAGMA user_version") == [(2,)]
+        assert sql(store, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
         # Old rows get the defaults of the new columns.
         assert result_of(store.list_domains()) == [
             Domain("example.com", RelayTarget("mx.example.com", 2525), "both", 10.0, 20.0)
@@ -1035,9 +1041,41 @@ def test_a_v1_database_upgrades_to_v2_keeping_its_data(data_dir: Path, clock: ta
     # Once upgraded, opening again changes nothing.
     again = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
     again.open()
-    assert sql(again, "PRAGMA user_version") == [(2,)]
+    assert sql(again, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     assert entry(again, "M1.1").state == DELIVERED
     result_of(again.close())
+
+
+# -- schema version 3: queue administration
+
+
+def test_a_v2_database_upgrades_to_v3_and_takes_control_requests(data_dir: Path) -> None:
+    build_v1_database(data_dir)
+    conn = sqlite3.connect(data_dir / "strata.db", isolation_level=None)
+    try:
+        assert migrate(conn, to_version=2) == 1
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert "control_requests" not in tables  # really version 2
+    finally:
+        conn.close()
+    store = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    store.open()
+    try:
+        assert sql(store, "PRAGMA user_version") == [(3,)]
+        assert [e.id for e in result_of(store.list_entries())] == ["M1.1", "M1.2"]
+        assert result_of(store.last_request_id()) == 0
+        first = result_of(store.request("flush", "example.com", 2000.0))
+        assert [r.domain for r in result_of(store.requests_after(0))] == ["example.com"]
+    finally:
+        result_of(store.close())
+    # Another process (the server) sees the CLI's request, and ids keep growing after reopening.
+    again = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    again.open()
+    try:
+        assert result_of(again.last_request_id()) == first
+        assert result_of(again.request("flush", None, 2001.0)) > first
+    finally:
+        result_of(again.close())
 
 
 def test_at_most_one_open_outage_per_domain(store: SQLiteStore) -> None:

@@ -30,6 +30,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
+from strata_twisted.clock import SecondsClock
 from strata_twisted.config import RelaySettings
 from strata_twisted.core.domains import DomainCache
 from strata_twisted.core.dsn import FailedRecipient, build_dsn, status_of
@@ -297,43 +298,73 @@ class RelayLoop:
             await self._bounce(message, [FailedRecipient(updated, reason, "4.4.7")])
 
     async def _bounce(self, message: StoredMessage, failed: list[FailedRecipient]) -> None:
-        """Queue one DSN to the envelope sender; never for the null sender (RFC 5321 §4.5.5)."""
-        sender = message.envelope.sender
-        if not sender:
-            self.log.info("{id}: not bouncing a message from <>", id=message.id)
-            return
-        now = self._clock.seconds()
-        queue_id = new_queue_id(self._clock)
-        headers = await self._messages.read_headers(message.id)
-        dsn = build_dsn(
-            reporting_mta=self._hostname, message=message, headers=headers, failed=failed,
-            when=now, dsn_message_id=queue_id,
-        )  # fmt: skip
-        writer = self._messages.begin(queue_id)
         try:
-            await writer.write(dsn)
-            await writer.commit(
-                IncomingMessage(
-                    envelope=Envelope(
-                        sender="",
-                        recipients=(sender,),
-                        client_address="127.0.0.1",
-                        client_helo=self._hostname,
-                    ),  # fmt: skip
-                    received_at=now,
-                    deliveries=(Delivery(sender, recipient_domain(sender) or ""),),
-                    header_message_id=f"<{queue_id}@{self._hostname}>",
-                )
-            )
+            await queue_dsn(
+                messages=self._messages, events=self._events, clock=self._clock,
+                hostname=self._hostname, message=message, failed=failed,
+            )  # fmt: skip
         except Exception:
-            await writer.abort()
             self.log.failure("{id}: could not queue the DSN", id=message.id)
-            return
-        recipients = ", ".join(f.entry.recipient for f in failed)
-        await self._events.record_event(
-            "relay.bounced", f"{message.id} to {recipients} bounced; DSN {queue_id} to <{sender}>",
-            failed[0].entry.domain, {"dsn": queue_id, "date": email.utils.formatdate(now)},
-        )  # fmt: skip
+
+
+_log = Logger()
+
+
+async def queue_dsn(
+    *,
+    messages: IMessageStore,
+    events: IEventStore,
+    clock: SecondsClock,
+    hostname: str,
+    message: StoredMessage,
+    failed: list[FailedRecipient],
+    event_kind: str = "relay.bounced",
+) -> str | None:
+    """
+    Queue one RFC 3464 DSN for ``failed`` recipients of ``message`` to its envelope sender, and
+    record an ``event_kind`` event naming it; return the DSN's queue id.
+
+    Never for the null sender (RFC 5321 §4.5.5: a bounce must not cause another): that returns
+    None and queues nothing.  The DSN itself comes from ``<>``, so it never bounces in turn.  When
+    the DSN cannot be stored, the half-written message is aborted and the store's error raised.
+    Used by the relay (5xx, expiry) and by ``strata queue bounce``.
+    """
+    sender = message.envelope.sender
+    if not sender:
+        _log.info("{id}: not bouncing a message from <>", id=message.id)
+        return None
+    now = clock.seconds()
+    queue_id = new_queue_id(clock)
+    headers = await messages.read_headers(message.id)
+    dsn = build_dsn(
+        reporting_mta=hostname, message=message, headers=headers, failed=failed,
+        when=now, dsn_message_id=queue_id,
+    )  # fmt: skip
+    writer = messages.begin(queue_id)
+    try:
+        await writer.write(dsn)
+        await writer.commit(
+            IncomingMessage(
+                envelope=Envelope(
+                    sender="",
+                    recipients=(sender,),
+                    client_address="127.0.0.1",
+                    client_helo=hostname,
+                ),  # fmt: skip
+                received_at=now,
+                deliveries=(Delivery(sender, recipient_domain(sender) or ""),),
+                header_message_id=f"<{queue_id}@{hostname}>",
+            )
+        )
+    except BaseException:
+        await writer.abort()
+        raise
+    recipients = ", ".join(f.entry.recipient for f in failed)
+    await events.record_event(
+        event_kind, f"{message.id} to {recipients} bounced; DSN {queue_id} to <{sender}>",
+        failed[0].entry.domain, {"dsn": queue_id, "date": email.utils.formatdate(now)},
+    )  # fmt: skip
+    return queue_id
 
 
 def _quiet(d: Deferred[None]) -> Deferred[None]:

@@ -29,6 +29,7 @@ from strata_twisted.errors import (
     StorageError,
 )
 from strata_twisted.interfaces import (
+    IControlStore,
     IDomainStore,
     IEventStore,
     IMessageStore,
@@ -38,9 +39,11 @@ from strata_twisted.interfaces import (
     IShadowStore,
 )
 from strata_twisted.model import (
+    DELIVERED,
     HELD,
     QUEUED,
     AttemptResult,
+    ControlRequest,
     Domain,
     DomainStatus,
     Event,
@@ -104,7 +107,15 @@ class _MemoryMessageWriter:
         return succeed(None)
 
 
-@implementer(IDomainStore, IMessageStore, IQueueStore, IShadowStore, IEventStore, IMonitorStore)
+@implementer(
+    IDomainStore,
+    IMessageStore,
+    IQueueStore,
+    IShadowStore,
+    IEventStore,
+    IMonitorStore,
+    IControlStore,
+)
 class MemoryStore:
     """Every storage role in memory.  ``clock`` timestamps domains, shadow copies and events."""
 
@@ -120,6 +131,7 @@ class MemoryStore:
         self._statuses: dict[str, DomainStatus] = {}
         self._outages: list[Outage] = []  # in id order; ids are 1, 2, 3, ...
         self._open_outages: dict[str, int] = {}  # domain -> index in _outages
+        self._requests: list[ControlRequest] = []  # ids are 1, 2, 3, ...
 
     # -- lifecycle (the same shape as SQLiteStore, so the composition root treats both alike)
 
@@ -304,6 +316,14 @@ class MemoryStore:
         self._entries[entry.id] = changed
         return succeed(changed)
 
+    def last_delivered_at(self, domain: str) -> Deferred[float | None]:
+        times = [
+            e.delivered_at
+            for e in self._entries.values()
+            if e.domain == domain and e.state == DELIVERED and e.delivered_at is not None
+        ]
+        return succeed(max(times, default=None))
+
     def _set_entry_state(self, entry_id: str, state: str) -> None:
         """For tests: move an entry to ``state``, whatever it is in (no rules applied)."""
         self._entries[entry_id] = replace(self._entries[entry_id], state=state)
@@ -373,6 +393,19 @@ class MemoryStore:
             return succeed([])
         matching = [o for o in self._outages if domain is None or o.domain == domain]
         return succeed(matching[-limit:])
+
+    # -- IControlStore
+
+    def request(self, action: str, domain: str | None, at: float) -> Deferred[int]:
+        request = ControlRequest(len(self._requests) + 1, action, domain, at)
+        self._requests.append(request)
+        return succeed(request.id)
+
+    def requests_after(self, last_id: int) -> Deferred[list[ControlRequest]]:
+        return succeed([r for r in self._requests if r.id > last_id])
+
+    def last_request_id(self) -> Deferred[int]:
+        return succeed(len(self._requests))
 
 
 def _due(entry: QueueEntry, now: float) -> bool:

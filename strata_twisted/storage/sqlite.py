@@ -70,6 +70,7 @@ from strata_twisted.errors import (
 )
 from strata_twisted.executor import Executor
 from strata_twisted.interfaces import (
+    IControlStore,
     IDomainStore,
     IEventStore,
     IMessageStore,
@@ -79,9 +80,11 @@ from strata_twisted.interfaces import (
     IShadowStore,
 )
 from strata_twisted.model import (
+    DELIVERED,
     HELD,
     QUEUED,
     AttemptResult,
+    ControlRequest,
     DeliveryMode,
     Domain,
     DomainHealth,
@@ -559,7 +562,15 @@ class _BodyWriter:
             self._t_discard()
 
 
-@implementer(IDomainStore, IMessageStore, IQueueStore, IShadowStore, IEventStore, IMonitorStore)
+@implementer(
+    IDomainStore,
+    IMessageStore,
+    IQueueStore,
+    IShadowStore,
+    IEventStore,
+    IMonitorStore,
+    IControlStore,
+)
 class SQLiteStore:
     """
     Every storage role on SQLite plus body files under ``data_dir``.  Call L{open} once before
@@ -1192,6 +1203,20 @@ class SQLiteStore:
             f"moving queue entry {entry_id} to {to_state}", lambda: self._t_transaction(change)
         )
 
+    def last_delivered_at(self, domain: str) -> Deferred[float | None]:
+        def query() -> float | None:
+            row = (
+                self._t_conn()
+                .execute(
+                    "SELECT max(delivered_at) FROM queue WHERE domain = ? AND state = ?",
+                    (domain, DELIVERED),
+                )
+                .fetchone()
+            )
+            return _optional_float(row[0])
+
+        return self._run(f"reading the last delivery for {domain}", query)
+
     # -- IShadowStore
 
     def list_shadow_copies(self, recipient: str | None = None) -> Deferred[list[ShadowCopy]]:
@@ -1348,6 +1373,38 @@ class SQLiteStore:
             return [_outage(row) for row in rows][::-1]
 
         return self._run("listing outages", query)
+
+    # -- IControlStore
+
+    def request(self, action: str, domain: str | None, at: float) -> Deferred[int]:
+        def insert(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "INSERT INTO control_requests (action, domain, at) VALUES (?, ?, ?)",
+                (action, domain, at),
+            )
+            assert cursor.lastrowid is not None
+            return cursor.lastrowid
+
+        return self._run(f"requesting a {action}", lambda: self._t_transaction(insert))
+
+    def requests_after(self, last_id: int) -> Deferred[list[ControlRequest]]:
+        def query() -> list[ControlRequest]:
+            rows = self._t_conn().execute(
+                "SELECT * FROM control_requests WHERE id > ? ORDER BY id", (last_id,)
+            )
+            return [
+                ControlRequest(int(row["id"]), row["action"], row["domain"], float(row["at"]))
+                for row in rows
+            ]
+
+        return self._run("reading control requests", query)
+
+    def last_request_id(self) -> Deferred[int]:
+        def query() -> int:
+            row = self._t_conn().execute("SELECT max(id) FROM control_requests").fetchone()
+            return int(row[0] or 0)
+
+        return self._run("reading the last control request", query)
 
 
 def _t_open_outage(conn: sqlite3.Connection, domain: str) -> sqlite3.Row | None:

@@ -25,6 +25,9 @@ Layout notes:
   mean "use the global value"), each queue entry's last attempt and delivery, the monitor's
   ``domain_status`` (one row per probed domain) and ``outages`` (``ended_at`` NULL while open; a
   partial unique index allows one open outage per domain).
+- Migration 3 (queue administration) adds ``control_requests``: what ``strata queue flush`` asks
+  the running server to do.  The CLI appends rows; the server polls for ids above the last one it
+  saw (AUTOINCREMENT, so an id is never reused even after old rows are deleted).
 - No CHECK constraints on states or modes: the code validates them, and SQLite cannot alter a
   CHECK without rebuilding the table, which would make adding a queue state a costly migration.
 """
@@ -163,6 +166,20 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX outages_domain_id ON outages (domain, id)",
             # At most one open outage per domain, whatever the code above it does.
             "CREATE UNIQUE INDEX outages_open ON outages (domain) WHERE ended_at IS NULL",
+        ),
+    ),
+    (
+        3,
+        (
+            # Queue administration: requests from the CLI to the running server.
+            """
+            CREATE TABLE control_requests (
+                id     INTEGER PRIMARY KEY AUTOINCREMENT,
+                action TEXT NOT NULL,
+                domain TEXT,  -- NULL: every domain
+                at     REAL NOT NULL
+            )
+            """,
         ),
     ),
 )

@@ -33,6 +33,7 @@ from strata_twisted.errors import (
     StorageError,
 )
 from strata_twisted.interfaces import (
+    IControlStore,
     IDomainStore,
     IEventStore,
     IMessageStore,
@@ -54,6 +55,7 @@ from strata_twisted.model import (
     QUEUE_STATES,
     QUEUED,
     AttemptResult,
+    ControlRequest,
     Delivery,
     Domain,
     DomainStatus,
@@ -940,6 +942,21 @@ class QueueStoreSuite:
         fails_with(store.change_state("M1.2", (QUEUED,), HELD, 5000.0, ""), NoSuchEntry)
         fails_with(store.change_state("M9.1", (QUEUED,), HELD, 5000.0, ""), NoSuchEntry)
 
+    # -- the last delivery, for `strata domain show`
+
+    def test_last_delivered_at(self, store: Any) -> None:
+        assert result_of(store.last_delivered_at("example.com")) is None
+        deliver(store, "M1", (ALICE, BOB, CAROL))
+        deliver(store, "M2", (ALICE,))
+        assert result_of(store.last_delivered_at("example.com")) is None  # queued only
+        for entry_id, at in (("M2.1", 3000.0), ("M1.1", 2000.0), ("M1.3", 4000.0)):
+            result_of(store.record_result(AttemptResult(entry_id, DELIVERED_OUTCOME, "250", at)))
+        # Bounced and deferred attempts are not deliveries.
+        result_of(store.record_result(AttemptResult("M1.2", BOUNCED_OUTCOME, "550", 5000.0)))
+        assert result_of(store.last_delivered_at("example.com")) == 3000.0  # newest, not last
+        assert result_of(store.last_delivered_at("example.net")) == 4000.0
+        assert result_of(store.last_delivered_at("a.example")) is None
+
 
 class ShadowStoreSuite:
     """L{IShadowStore}: copies for the recipients whose delivery asks for one."""
@@ -1160,3 +1177,33 @@ class MonitorStoreSuite:
         outages = result_of(store.list_outages())
         assert len(outages) == 100
         assert outages[0].reason == "o5" and outages[-1].reason == "o104"
+
+
+class ControlStoreSuite:
+    """L{IControlStore}: requests from the CLI to the running server, in id order."""
+
+    def test_provides_interface(self, store: Any) -> None:
+        assert verifyObject(IControlStore, store)
+
+    def test_starts_empty(self, store: Any) -> None:
+        assert result_of(store.requests_after(0)) == []
+        assert result_of(store.last_request_id()) == 0
+
+    def test_requests_round_trip_in_id_order(self, store: Any) -> None:
+        first = result_of(store.request("flush", None, 1000.0))
+        second = result_of(store.request("flush", "example.com", 1000.5))
+        third = result_of(store.request("something-new", "xn--bcher-kva.example", 999.0))
+        assert 0 < first < second < third  # ids grow whatever the times say
+        assert result_of(store.requests_after(0)) == [
+            ControlRequest(first, "flush", None, 1000.0),
+            ControlRequest(second, "flush", "example.com", 1000.5),
+            ControlRequest(third, "something-new", "xn--bcher-kva.example", 999.0),
+        ]
+        assert result_of(store.last_request_id()) == third
+
+    def test_requests_after_an_id(self, store: Any) -> None:
+        ids = [result_of(store.request("flush", None, float(n))) for n in range(5)]
+        assert [r.id for r in result_of(store.requests_after(ids[2]))] == ids[3:]
+        assert result_of(store.requests_after(ids[-1])) == []
+        assert result_of(store.requests_after(ids[-1] + 100)) == []
+        assert [r.at for r in result_of(store.requests_after(-1))] == [0.0, 1.0, 2.0, 3.0, 4.0]
