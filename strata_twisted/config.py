@@ -64,6 +64,16 @@ class RelaySettings:
 
 
 @dataclass(frozen=True)
+class MonitorSettings:
+    """Probing each monitored domain's primary (#3); a domain may override all but the timeout."""
+
+    probe_interval: float = 60.0
+    probe_timeout: float = 10.0
+    down_after: int = 3
+    up_after: int = 2
+
+
+@dataclass(frozen=True)
 class StorageSettings:
     backend: str = "sqlite"
     reload_interval: float = 0.5
@@ -76,6 +86,7 @@ class Settings:
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     tls: TLSSettings = field(default_factory=TLSSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
+    monitor: MonitorSettings = field(default_factory=MonitorSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     source: Path | None = None
 
@@ -183,6 +194,12 @@ _SCHEMA: dict[str, dict[str, Validator]] = {
         "batch_size": _int(1, 100_000),
         "connect_timeout": _seconds,
     },
+    "monitor": {
+        "probe_interval": _seconds,
+        "probe_timeout": _seconds,
+        "down_after": _int(1, 1000),
+        "up_after": _int(1, 1000),
+    },
     "storage": {"backend": _backend, "reload_interval": _seconds},
 }
 
@@ -218,6 +235,7 @@ def parse_config(document: dict[str, Any], source: Path | None = None) -> Settin
         intake=IntakeSettings(**values["intake"]),
         tls=TLSSettings(**values["tls"]),
         relay=RelaySettings(**values["relay"]),
+        monitor=MonitorSettings(**values["monitor"]),
         storage=StorageSettings(**values["storage"]),
         source=source,
     )

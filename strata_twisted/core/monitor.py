@@ -1,0 +1,347 @@
+"""
+The primary monitor: probe each monitored domain's primary, decide when it is down or up again,
+and open and close outage events.
+
+A bookkeeping loop ticks every second on the injected clock.  Each tick takes the monitored
+domains from the L{DomainCache} (so domains added, removed or changed with the CLI are picked up
+within a tick) and starts a probe of every domain whose ``probe_interval`` (per domain, else
+``monitor.probe_interval``) has passed since its last probe started, unless one is still running:
+there are never two probes of one domain at once.  A probe result is applied by L{transition}
+and saved through L{IMonitorStore} before the next probe of that domain can start.
+
+When a primary goes down an outage opens (``open_outage``, an ``outage.started`` event, an alert);
+when it comes back the outage closes (``outage.ended`` with its duration, an alert) and
+``on_recovery`` starts a drain.  Statuses are loaded from the store at start, and the store keeps at
+most one open outage per domain, so a restart during an outage neither loses nor duplicates it.
+
+This module never touches a socket: a L{Prober} (``server/probe.py``; a scripted fake in tests)
+does the talking.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import replace
+from typing import Final, Literal, Protocol
+
+from twisted.internet.defer import CancelledError, Deferred, DeferredList
+from twisted.internet.defer import TimeoutError as DeferredTimeoutError
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+
+from strata_twisted.config import MonitorSettings
+from strata_twisted.core.alerts import IAlertSender
+from strata_twisted.core.domains import DomainCache
+from strata_twisted.interfaces import IEventStore, IMonitorStore, IQueueStore
+from strata_twisted.model import Domain, DomainStatus, Outage, display_domain
+
+# Seconds between bookkeeping ticks: how late a probe may start, and how soon a new domain is seen.
+TICK: Final = 1.0
+# A probe that has not finished this long after its own timeout is cancelled and counts as failed
+# (a prober bug must not leave a domain unprobed for ever).
+GRACE: Final = 5.0
+
+
+class Prober(Protocol):
+    def probe(self, domain: Domain, timeout: float) -> Deferred[None]:
+        """
+        Connect to ``domain.relay``, read the banner, EHLO, QUIT, within ``timeout`` seconds.  Fires
+        None when the primary answered; fails with an exception whose ``str`` is the reason.
+        """
+
+
+Change = Literal["down", "up", "first_up"] | None
+
+
+def transition(
+    status: DomainStatus,
+    error: str | None,
+    now: float,
+    down_after: int,
+    up_after: int,
+) -> tuple[DomainStatus, Change]:
+    """
+    Apply one probe result (``error`` None: it answered) to a status.  The rules, in one place:
+
+    1. A success counts a success and resets the failure count; a failure does the opposite.
+    2. Not ``down`` and ``down_after`` failures in a row: ``down`` (change "down": open an outage).
+    3. Not ``up`` and ``up_after`` successes in a row: ``up`` (change "up" coming from ``down``:
+       close the outage and drain; "first_up" coming from ``unknown``: nothing to close).
+    4. Anything else leaves the health, and ``since``, as they were.
+    """
+    if error is None:
+        status = replace(
+            status,
+            consecutive_successes=status.consecutive_successes + 1,
+            consecutive_failures=0,
+            last_probe_at=now,
+            last_probe_error=None,
+        )
+        if status.health != "up" and status.consecutive_successes >= up_after:
+            change: Change = "up" if status.health == "down" else "first_up"
+            return replace(status, health="up", since=now), change
+        return status, None
+    status = replace(
+        status,
+        consecutive_failures=status.consecutive_failures + 1,
+        consecutive_successes=0,
+        last_probe_at=now,
+        last_probe_error=error,
+    )
+    if status.health != "down" and status.consecutive_failures >= down_after:
+        return replace(status, health="down", since=now), "down"
+    return status, None
+
+
+class Monitor:
+    """Watches every monitored domain's primary.  See the module docstring."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        domains: DomainCache,
+        store: IMonitorStore,
+        events: IEventStore,
+        queue: IQueueStore,
+        prober: Prober,
+        alerts: IAlertSender,
+        settings: MonitorSettings,
+        on_recovery: Callable[[str], object],
+    ) -> None:
+        self._clock = clock
+        self._domains = domains
+        self._store = store
+        self._events = events
+        self._queue = queue
+        self._prober = prober
+        self._alerts = alerts
+        self._settings = settings
+        self._on_recovery = on_recovery
+        self._statuses: dict[str, DomainStatus] = {}
+        self._last_start: dict[str, float] = {}  # domain -> when its last probe started
+        self._probing: dict[str, Deferred[None]] = {}
+        self._last_hint: dict[str, float] = {}
+        self._running = False
+        self._loop = LoopingCall(self._tick)
+        self._loop.clock = clock
+
+    # -- settings per domain ---------------------------------------------------------------------
+
+    def probe_interval(self, domain: Domain | None) -> float:
+        if domain is not None and domain.probe_interval is not None:
+            return domain.probe_interval
+        return self._settings.probe_interval
+
+    def _down_after(self, domain: Domain) -> int:
+        return self._settings.down_after if domain.down_after is None else domain.down_after
+
+    def _up_after(self, domain: Domain) -> int:
+        return self._settings.up_after if domain.up_after is None else domain.up_after
+
+    # -- lifetime --------------------------------------------------------------------------------
+
+    def start(self) -> Deferred[None]:
+        """Load the saved statuses, then probe every monitored domain now and on its interval."""
+        return Deferred.fromCoroutine(self._start())
+
+    async def _start(self) -> None:
+        try:
+            for status in await self._store.list_statuses():
+                self._statuses[status.domain] = status
+        except Exception:
+            self.log.failure("cannot read the saved monitor statuses; starting from unknown")
+        self._running = True
+        d = self._loop.start(TICK, now=True)
+        d.addErrback(lambda f: self.log.failure("monitor loop stopped", f))
+
+    def stop(self) -> Deferred[None]:
+        """Stop probing; probes in flight are cancelled and their results ignored."""
+        self._running = False
+        if self._loop.running:
+            self._loop.stop()
+        running = list(self._probing.values())
+        for d in running:
+            d.cancel()
+        done = DeferredList(running, consumeErrors=True)
+        return done.addCallback(lambda _: None)
+
+    # -- queries ---------------------------------------------------------------------------------
+
+    def status(self, domain: str) -> DomainStatus | None:
+        """What the monitor believes of ``domain``'s primary, or None if it never probed it."""
+        return self._statuses.get(domain)
+
+    def note_intake(self, domain: str) -> None:
+        """
+        Intake accepted a message for ``domain``.  If its primary seems up, mail should not be
+        reaching us: record an ``intake.hint`` event, at most one per domain per probe interval.
+        """
+        status = self._statuses.get(domain)
+        if status is None or status.health != "up":
+            return
+        now = self._clock.seconds()
+        last = self._last_hint.get(domain)
+        if last is not None and now - last < self.probe_interval(self._domains.get(domain)):
+            return
+        self._last_hint[domain] = now
+        name = display_domain(domain)
+        d = self._events.record_event(
+            "intake.hint",
+            f"mail for {name} arrived while its primary seems up: the filter may have failed "
+            "over, or the monitor may be wrong",
+            domain,
+            {"primary_up_since": status.since},
+        )
+        d.addErrback(lambda f: self.log.failure("cannot record an intake hint", f))
+
+    # -- probing ---------------------------------------------------------------------------------
+
+    def _tick(self) -> None:
+        now = self._clock.seconds()
+        monitored = {d.name: d for d in self._domains.all() if d.monitored}
+        for name in list(self._last_start):
+            if name not in monitored:  # removed, or no longer monitored
+                del self._last_start[name]
+                self._last_hint.pop(name, None)
+        for name, domain in monitored.items():
+            last = self._last_start.get(name)
+            if name in self._probing or (
+                last is not None and now < last + self.probe_interval(domain)
+            ):
+                continue
+            self._last_start[name] = now
+            d = Deferred.fromCoroutine(self._probe(domain))
+            self._probing[name] = d
+            d.addErrback(self._probe_crashed, name)
+            d.addBoth(self._probe_done, name)
+
+    def _probe_crashed(self, failure: Failure, name: str) -> None:
+        if not failure.check(CancelledError):
+            self.log.failure("monitoring {domain} failed", failure, domain=name)
+
+    def _probe_done(self, _: object, name: str) -> None:
+        self._probing.pop(name, None)
+
+    async def _probe(self, domain: Domain) -> None:
+        timeout = self._settings.probe_timeout
+        error: str | None = None
+        try:
+            d = self._prober.probe(domain, timeout)
+            await d.addTimeout(timeout + GRACE, self._clock)
+        except DeferredTimeoutError:
+            error = f"the probe did not finish within {timeout + GRACE:g} s"
+        except Exception as e:
+            error = str(e) or type(e).__name__
+        if not self._running:
+            return
+        current = self._domains.get(domain.name)
+        if current is None or not current.monitored:
+            return  # removed while we probed it
+        await self._apply(current, error)
+
+    async def _apply(self, domain: Domain, error: str | None) -> None:
+        now = self._clock.seconds()
+        name = domain.name
+        old = self._statuses.get(name) or DomainStatus(name)
+        new, change = transition(old, error, now, self._down_after(domain), self._up_after(domain))
+        if error is not None and change is None:
+            self.log.info(
+                "probe of {domain} ({relay}) failed ({n} in a row): {error}",
+                domain=name,
+                relay=str(domain.relay),
+                n=new.consecutive_failures,
+                error=error,
+            )
+        # The outage is opened or closed before the status is saved: after a crash in between,
+        # the store's one-open-outage rule makes the next transition find the same outage.
+        if change == "down":
+            await self._went_down(domain, new)
+        elif change == "up":
+            await self._came_up(domain, new)
+        elif change == "first_up":
+            self.log.info("primary of {domain} ({relay}) is up", domain=name, relay=domain.relay)
+        await self._store.save_status(new)
+        self._statuses[name] = new
+        if change == "up":
+            self._recover(name)
+
+    async def _went_down(self, domain: Domain, status: DomainStatus) -> None:
+        assert status.since is not None
+        reason = status.last_probe_error or "no answer"
+        outage = await self._store.open_outage(domain.name, status.since, reason)
+        queued = await self._queued(domain.name)
+        name = display_domain(domain.name)
+        await self._events.record_event(
+            "outage.started",
+            f"primary of {name} ({domain.relay}) is down: {outage.reason}",
+            domain.name,
+            {
+                "outage_id": outage.id,
+                "started_at": outage.started_at,
+                "reason": outage.reason,
+                "queued": queued,
+            },
+        )
+        await self._alert(self._alerts.outage_started, domain, outage, queued)
+
+    async def _came_up(self, domain: Domain, status: DomainStatus) -> None:
+        assert status.since is not None
+        outage = await self._store.close_outage(domain.name, status.since)
+        queued = await self._queued(domain.name)
+        name = display_domain(domain.name)
+        if outage is None:  # a crash closed it already, or it was never opened
+            await self._events.record_event(
+                "outage.ended",
+                f"primary of {name} ({domain.relay}) is up again",
+                domain.name,
+                {"queued": queued},
+            )
+            return
+        await self._events.record_event(
+            "outage.ended",
+            f"primary of {name} ({domain.relay}) is up again after {outage.duration:g} s",
+            domain.name,
+            {
+                "outage_id": outage.id,
+                "started_at": outage.started_at,
+                "ended_at": outage.ended_at,
+                "duration": outage.duration,
+                "queued": queued,
+            },
+        )
+        await self._alert(self._alerts.outage_ended, domain, outage, queued)
+
+    async def _queued(self, domain: str) -> int:
+        try:
+            stats = await self._queue.queue_stats()
+        except Exception:
+            self.log.failure("cannot read the queue depth for an alert")
+            return 0
+        return next((s.queued for s in stats if s.domain == domain), 0)
+
+    async def _alert(
+        self,
+        send: Callable[[Domain, Outage, int], Deferred[None]],
+        domain: Domain,
+        outage: Outage,
+        queued: int,
+    ) -> None:
+        try:
+            await send(domain, outage, queued)
+        except Exception:
+            self.log.failure("sending an outage alert for {domain} failed", domain=domain.name)
+
+    def _recover(self, name: str) -> None:
+        try:
+            result = self._on_recovery(name)
+        except Exception:
+            self.log.failure("starting the drain of {domain} failed", domain=name)
+            return
+        if isinstance(result, Deferred):
+            result.addErrback(
+                lambda f: self.log.failure("draining {domain} failed", f, domain=name)
+            )
