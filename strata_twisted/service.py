@@ -21,10 +21,15 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from strata_twisted.config import ListenAddress, Settings
+from strata_twisted.core.alerts import LogAlertSender
+from strata_twisted.core.control import ControlPoller
 from strata_twisted.core.domains import DomainCache
 from strata_twisted.core.intake import IntakePolicy
+from strata_twisted.core.monitor import Monitor
 from strata_twisted.core.relay import RelayLoop
 from strata_twisted.executor import Executor, ThreadExecutor
+from strata_twisted.model import FLUSH_ACTION
+from strata_twisted.server.probe import SMTPProber
 from strata_twisted.server.relay import SMTPRelayConnector
 from strata_twisted.server.smtp import SMTPIntakeFactory
 from strata_twisted.server.tls import load_server_context
@@ -104,24 +109,35 @@ class StrataService(MultiService):
             raise
 
 
-class RelayService(Service):
-    """Runs the relay loop once the protected domains are loaded; stops it before the store."""
+class LoopsService(Service):
+    """
+    Runs the relay, the monitor and the control poller once the protected domains are loaded,
+    and stops them before the store.
+    """
 
-    def __init__(self, relay: RelayLoop, store_service: StoreService) -> None:
+    def __init__(
+        self, relay: RelayLoop, monitor: Monitor, control: ControlPoller, store: StoreService
+    ) -> None:
         self._relay = relay
-        self._store_service = store_service
+        self._monitor = monitor
+        self._control = control
+        self._store = store
 
     def startService(self) -> None:
         super().startService()
-        self._store_service.domains_loaded.addCallback(lambda _: self._start())
+        self._store.domains_loaded.addCallback(lambda _: self._start())
 
     def _start(self) -> None:
         if self.running:
             self._relay.start()
+            self._monitor.start()
+            self._control.start()
 
-    def stopService(self) -> None:
+    def stopService(self) -> Deferred[None]:
         super().stopService()
+        self._control.stop()
         self._relay.stop()
+        return self._monitor.stop()
 
 
 def build_service(settings: Settings, reactor: Any) -> MultiService:
@@ -147,18 +163,26 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
         generate=settings.tls.generate_self_signed and settings.tls.certificate is None,
         now=reactor.seconds(),
     )
-    policy = IntakePolicy(reactor, domains, store, settings.hostname)
-    intake = SMTPIntakeFactory(reactor, policy, settings.intake, tls)
-    for address in settings.intake.listen:
-        ListenerService(reactor, "SMTP intake", address, intake).setServiceParent(root)
-
     connector = SMTPRelayConnector(
         reactor, store, settings.hostname, settings.relay.connect_timeout
     )
     relay = RelayLoop(
         reactor, store, store, store, domains, connector, settings.relay, settings.hostname
     )
-    RelayService(relay, store_service).setServiceParent(root)
+    monitor = Monitor(
+        reactor, domains, store, store, store,
+        SMTPProber(reactor, helo_name=settings.hostname), LogAlertSender(), settings.monitor,
+        on_recovery=relay.kick,
+    )  # fmt: skip
+    control = ControlPoller(
+        reactor, store, {FLUSH_ACTION: relay.kick}, settings.storage.reload_interval
+    )
+    LoopsService(relay, monitor, control, store_service).setServiceParent(root)
+
+    policy = IntakePolicy(reactor, domains, store, settings.hostname, monitor.note_intake)
+    intake = SMTPIntakeFactory(reactor, policy, settings.intake, tls)
+    for address in settings.intake.listen:
+        ListenerService(reactor, "SMTP intake", address, intake).setServiceParent(root)
     return root
 
 

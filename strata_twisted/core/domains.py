@@ -46,10 +46,14 @@ class DomainCache:
         return sorted(self._domains.values(), key=lambda d: d.name)
 
     def start(self) -> Deferred[None]:
-        """Load now, then poll every ``reload_interval`` seconds."""
-        d = self._loop.start(self._interval, now=True)
+        """
+        Load now, then poll every ``reload_interval`` seconds.  The Deferred fires once the first
+        load has finished, so what starts after it (the relay, the monitor) sees the domains.
+        """
+        first = self.refresh()
+        d = self._loop.start(self._interval, now=False)
         d.addErrback(lambda f: self.log.failure("domain reload loop stopped", f))
-        return self.refresh()
+        return first
 
     def stop(self) -> None:
         if self._loop.running:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -123,12 +124,32 @@ class IntakePolicy:
     log = Logger()
 
     def __init__(
-        self, clock: SecondsClock, domains: DomainCache, store: IMessageStore, hostname: str
+        self,
+        clock: SecondsClock,
+        domains: DomainCache,
+        store: IMessageStore,
+        hostname: str,
+        on_accepted: Callable[[str], object] | None = None,
     ) -> None:
         self._clock = clock
         self._domains = domains
         self._store = store
         self.hostname = hostname
+        self._on_accepted = on_accepted
+
+    def accepted(self, message: StoredMessage) -> None:
+        """
+        A message was committed: tell the monitor, once per recipient domain (mail for a domain
+        whose primary seems up is a hint that the filter failed over, or that the probe is wrong).
+        """
+        if self._on_accepted is None:
+            return
+        for domain in sorted({d for r in message.envelope.recipients
+                              if (d := recipient_domain(r)) is not None}):  # fmt: skip
+            try:
+                self._on_accepted(domain)
+            except Exception:
+                self.log.failure("intake hint for {domain} failed", domain=domain)
 
     def check_recipient(self, recipient: str) -> None:
         """

@@ -132,6 +132,11 @@ class _RelayClient(Protocol):
     # -- Twisted ---------------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        # SMTP is request/response with small writes (a body's last chunk, then ".\r\n"):
+        # with Nagle's algorithm each would wait for the peer's delayed ACK, ~40 ms a message.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         self._arm_timer()
 
     def dataReceived(self, data: bytes) -> None:

@@ -74,6 +74,10 @@ class SMTPIntakeProtocol(Protocol):
     # -- Twisted --------------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
+        # Replies are small writes; don't let Nagle hold one back for the client's delayed ACK.
+        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            set_no_delay(True)
         self.session = SessionInfo(client_address=_host_of(self._transport.getPeer()))
         self.engine = SMTPServerEngine(
             self.factory.hostname,
@@ -210,6 +214,7 @@ class SMTPIntakeProtocol(Protocol):
 
     def _committed(self, message: StoredMessage) -> None:
         self._after_commit(Reply(250, "2.0.0", f"Ok: queued as {message.id}"))
+        self.factory.policy.accepted(message)
         self.log.info(
             "{id}: from=<{sender}> nrcpt={n} size={size} client={client}",
             id=message.id,
