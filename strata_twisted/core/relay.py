@@ -51,6 +51,9 @@ from strata_twisted.model import (
     recipient_domain,
 )
 
+# How much of the next message's body the relay reads ahead (all of a typical message).
+PREFETCH = 256 * 1024
+
 
 @dataclass(frozen=True)
 class RelayedMessage:
@@ -58,6 +61,7 @@ class RelayedMessage:
 
     message: StoredMessage
     entries: tuple[QueueEntry, ...]
+    head: bytes = b""  # the body's first bytes, read ahead; the connection reads the rest
 
 
 @dataclass(frozen=True)
@@ -230,14 +234,21 @@ class RelayLoop:
             )
             return False
         delivered = 0
+        groups = _group_by_message(live)
         try:
-            for group in _group_by_message(live):
+            upcoming = self._prepare(groups[0])
+            for i, group in enumerate(groups):
                 if not connection.alive:
                     break
-                message = await self._messages.get_message(group[0].message_id)
-                if message is None:
+                relayed = await upcoming
+                # Read the next message while this one is on the wire; its result is still
+                # recorded before it is sent.
+                if i + 1 < len(groups):
+                    upcoming = self._prepare(groups[i + 1])
+                if relayed is None:
                     continue
-                replies = await connection.send(RelayedMessage(message, group))
+                message = relayed.message
+                replies = await connection.send(relayed)
                 for entry, reply in zip(group, replies, strict=True):
                     if await self._record(domain, entry, message, reply, connection.remote):
                         delivered += 1
@@ -248,6 +259,18 @@ class RelayLoop:
             self.log.info("relayed {n} to {relay} for {domain}", n=delivered,
                           relay=domain.relay, domain=name)  # fmt: skip
         return alive and len(entries) == self._settings.batch_size
+
+    def _prepare(self, group: tuple[QueueEntry, ...]) -> Deferred[RelayedMessage | None]:
+        """Start reading a message (record and first body chunk) for its transaction."""
+
+        async def read() -> RelayedMessage | None:
+            message = await self._messages.get_message(group[0].message_id)
+            if message is None:
+                return None
+            head = await self._messages.read_body_range(message.id, 0, PREFETCH)
+            return RelayedMessage(message, group, head)
+
+        return Deferred.fromCoroutine(read())
 
     async def _record(
         self, domain: Domain, entry: QueueEntry, message: StoredMessage, reply: RecipientReply,

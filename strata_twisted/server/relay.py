@@ -209,19 +209,21 @@ class _RelayClient(Protocol):
 
     def _stream_body(self) -> None:
         assert self._sending is not None
-        message = self._sending[0].message
-        Deferred.fromCoroutine(self._stream(message.id, message.size)).addErrback(
-            self._stream_failed
-        )
+        relayed = self._sending[0]
+        Deferred.fromCoroutine(self._stream(relayed)).addErrback(self._stream_failed)
 
-    async def _stream(self, message_id: str, size: int) -> None:
-        offset = 0
-        while True:
-            chunk = await self._messages.read_body_range(message_id, offset, BODY_CHUNK)
+    async def _stream(self, relayed: RelayedMessage) -> None:
+        message = relayed.message
+        if relayed.head:
+            self.engine.body_chunk(relayed.head)
+            self._write()
+        offset = len(relayed.head)
+        while offset < message.size:
+            chunk = await self._messages.read_body_range(message.id, offset, BODY_CHUNK)
             if not self.alive:
                 return
             if not chunk:
-                break
+                raise OSError(f"the body of {message.id} ends at {offset} of {message.size} bytes")
             self.engine.body_chunk(chunk)
             self._write()
             self._arm_timer()

@@ -1,13 +1,16 @@
 """
 The relay against a real primary: a private Postfix (loopback, delivering to a Maildir) is down
-while Strata accepts mail for its domain; when it starts, Strata delivers every message in the
-order it accepted them (Postfix's cleanup log shows the order it received them), each one the
-bytes Strata stored, DKIM signatures intact.
+while Strata accepts mail for its domain, and the monitor opens an outage.  When Postfix starts,
+the monitor sees it recover and starts a drain at once (nobody calls flush, the relay's own
+schedule is minutes away): every message arrives in the order Strata accepted it (Postfix's
+cleanup log shows the order it received them), each one the bytes Strata stored, DKIM intact, and
+the outage closes.
 """
 
 from __future__ import annotations
 
 import base64
+import json
 import re
 import smtplib
 import time
@@ -58,11 +61,21 @@ def message(n: int) -> bytes:
     return bytes(signature) + raw
 
 
+def outages(strata: Any) -> list[dict[str, Any]]:
+    events = json.loads(strata.cli("events", "--json").stdout)
+    return list(events["outages"])
+
+
 def test_relay_drains_to_a_recovered_postfix_primary_in_order_byte_for_byte(
     strata_factory: Any, postfix_factory: PostfixFactory
 ) -> None:
     primary = postfix_factory.primary(["example.test"], start=False)
-    strata = strata_factory(extra_config="[relay]\ninterval = 1\n")
+    # The relay's own schedule is far off (300 s): delivery must come from the monitor seeing
+    # the primary recover and starting a drain at once, with nobody calling flush.
+    strata = strata_factory(
+        extra_config="[relay]\ninterval = 300\n[monitor]\nprobe_interval = 0.5\n"
+        "down_after = 2\nup_after = 2\n"
+    )
     strata.cli("domain", "add", "example.test", "--relay", f"127.0.0.1:{primary.smtpd_port}")
     strata.start()
     sent = [message(n) for n in range(COUNT)]
@@ -70,7 +83,11 @@ def test_relay_drains_to_a_recovered_postfix_primary_in_order_byte_for_byte(
         for body in sent:
             client.sendmail("ana@sender.test", ["u@example.test"], body,
                             mail_options=["BODY=8BITMIME"])  # fmt: skip
-    time.sleep(1.5)  # at least one relay run while the primary is down
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline and not outages(strata):
+        time.sleep(0.25)
+    (outage,) = outages(strata)
+    assert outage["ended_at"] is None  # the monitor saw the primary down
     assert {e["state"] for e in strata.queue()} == {"queued"}
 
     primary.start()
@@ -81,6 +98,8 @@ def test_relay_drains_to_a_recovered_postfix_primary_in_order_byte_for_byte(
         time.sleep(0.5)
     entries = strata.queue()
     assert {e["state"] for e in entries} == {"delivered"}, entries[:3]
+    (outage,) = outages(strata)
+    assert outage["ended_at"] is not None and outage["duration"] > 0
     assert all(e["delivery_reply"].startswith("250 2.0.0 Ok: queued as ") for e in entries)
 
     # Order: the primary's cleanup logged each message as it received it.
