@@ -193,9 +193,13 @@ def test_a_lost_connection_stops_the_drain_and_keeps_order() -> None:
     result_of(r.loop.run())
     assert [q for q, _ in r.primary.received] == ids[:1]
     entries = r.entries()
-    assert entries[f"{ids[1]}.1"].state == QUEUED
+    # The message in flight when the session died stays due as it was (not deferred to the
+    # next interval), so it cannot be overtaken by the ones behind it.
+    lost = entries[f"{ids[1]}.1"]
+    assert (lost.state, lost.next_attempt_at, lost.attempts) == (QUEUED, T0, 1)
+    assert entries[f"{ids[2]}.1"].attempts == 0
     r.primary.die_after = None
-    result_of(r.loop.kick("example.test"))  # e.g. the primary came back: drain at once
+    result_of(r.loop.run())  # a normal run, not forced: the lost one is due and goes first
     assert [q for q, _ in r.primary.received] == ids
 
 

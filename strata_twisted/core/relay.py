@@ -249,8 +249,9 @@ class RelayLoop:
                     continue
                 message = relayed.message
                 replies = await connection.send(relayed)
+                lost = not connection.alive
                 for entry, reply in zip(group, replies, strict=True):
-                    if await self._record(domain, entry, message, reply, connection.remote):
+                    if await self._record(domain, entry, message, reply, connection.remote, lost):
                         delivered += 1
         finally:
             alive = connection.alive
@@ -274,7 +275,7 @@ class RelayLoop:
 
     async def _record(
         self, domain: Domain, entry: QueueEntry, message: StoredMessage, reply: RecipientReply,
-        remote: str,
+        remote: str, lost: bool,
     ) -> bool:  # fmt: skip
         at = self._clock.seconds()
         if 200 <= reply.code < 300:
@@ -283,14 +284,13 @@ class RelayLoop:
             )
             return True
         if 400 <= reply.code < 500 or reply.code < 200:
+            # A 4xx from a live session defers this recipient to the next run while the
+            # messages behind it go on.  A session that died under this message (connection
+            # lost, timeout, 421) says nothing about the message: it stays due as it was, so it
+            # goes first on the next connection and the order is kept.
+            retry = entry.next_attempt_at if lost else at + self._settings.interval
             await self._queue.record_result(
-                AttemptResult(
-                    entry.id,
-                    DEFERRED_OUTCOME,
-                    reply.text,
-                    at,
-                    next_attempt_at=at + self._settings.interval,
-                )  # fmt: skip
+                AttemptResult(entry.id, DEFERRED_OUTCOME, reply.text, at, next_attempt_at=retry)
             )
             return False
         if domain.hold_rejected:
