@@ -26,7 +26,7 @@ from tests.test_dkim_intake import PRIVATE_PEM, dns
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
-COUNT = 40
+COUNT = 1000
 
 
 def message(n: int) -> bytes:
@@ -53,7 +53,10 @@ def message(n: int) -> bytes:
         body += "y" * (16384 - 3 - len(body)) + "\r\n.\r\nafter the dot\r\n"
         raw = body.encode()
     else:
-        lines += ["w" * 980, base64.b64encode(bytes(range(256)) * 4).decode(), "end"]
+        # A long line (RFC 5321 allows 998 characters) and a binary attachment's base64, wrapped
+        # at 76 as MIME does (a sending MTA would split longer lines, which changes the bytes).
+        attachment = base64.encodebytes(bytes(range(256)) * 4).decode().splitlines()
+        lines += ["w" * 980, *attachment, "end"]
         raw = ("\r\n".join(lines) + "\r\n").encode()
     canon = (b"relaxed", b"relaxed") if n % 2 else (b"simple", b"simple")
     signature = dkim.sign(raw, b"sel", b"sender.test", PRIVATE_PEM, canonicalize=canon,
@@ -120,3 +123,46 @@ def test_relay_drains_to_a_recovered_postfix_primary_in_order_byte_for_byte(
         stored = by_id[message_id.group(1).decode()]
         assert delivered.endswith(stored.replace(b"\r\n", b"\n"))
         assert dkim.verify(delivered.replace(b"\n", b"\r\n"), dnsfunc=dns)
+
+
+def test_sending_postfix_to_strata_to_primary_postfix_with_the_primary_down_then_up(
+    strata_factory: Any, postfix_factory: PostfixFactory
+) -> None:
+    primary = postfix_factory.primary(["example.test"], start=False)
+    strata = strata_factory(
+        extra_config="[relay]\ninterval = 300\n[monitor]\nprobe_interval = 0.5\n"
+        "down_after = 2\nup_after = 2\n"
+    )
+    strata.cli("domain", "add", "example.test", "--relay", f"127.0.0.1:{primary.smtpd_port}")
+    strata.start()
+    sender = postfix_factory.relay_to(["example.test"], nexthop=f"[127.0.0.1]:{strata.port}")
+    count = 60
+    sent = {f"<relay-{n}@sender.test>": message(n) for n in range(count)}
+    with smtplib.SMTP("127.0.0.1", sender.smtpd_port, timeout=30) as client:
+        for body in sent.values():
+            client.sendmail("ana@sender.test", ["u@example.test"], body,
+                            mail_options=["BODY=8BITMIME"])  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and len(strata.queue()) < count:
+        time.sleep(0.25)
+    accepted = [e["message_id"] for e in strata.queue()]  # Strata's arrival order
+    assert sorted(accepted) == sorted(sent)
+    assert sender.queue_is_empty()
+
+    primary.start()
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and {e["state"] for e in strata.queue()} != {"delivered"}:
+        time.sleep(0.25)
+    assert {e["state"] for e in strata.queue()} == {"delivered"}
+    received = re.findall(r"cleanup\[\d+\]: \w+: message-id=(<relay-\d+@sender\.test>)",
+                          primary.maillog())  # fmt: skip
+    assert received == accepted
+    for path in maildir_messages(primary.maildir):  # type: ignore[arg-type]
+        delivered = path.read_bytes().replace(b"\n", b"\r\n")
+        found = re.search(rb"^Message-ID: (<relay-\d+@sender\.test>)", delivered, re.M)
+        assert found is not None
+        # Three Received headers on top (sender Postfix, Strata, primary); the rest unchanged.
+        assert delivered.endswith(sent[found.group(1).decode()])
+        header = delivered[: len(delivered) - len(sent[found.group(1).decode()])]
+        assert len(re.findall(rb"^Received: ", header, re.M)) == 3
+        assert dkim.verify(delivered, dnsfunc=dns)
