@@ -24,6 +24,10 @@ The rules:
   delivery attempt can make an entry DELIVERED (it alone knows the primary's reply).
 - A DELIVERED entry is final: neither kind of change applies to it (the primary has the message; a
   second delivery would be a duplicate).
+- An admin wins over an attempt that did not deliver: when an entry was held, deleted or bounced
+  while the relay was trying it, a deferred, bounced or held result counts the attempt and keeps
+  ``last_error`` but leaves the admin's state.  A delivered result always applies: the primary
+  has the message, whatever was decided meanwhile.
 """
 
 from __future__ import annotations
@@ -69,6 +73,8 @@ def apply_result(entry: QueueEntry, result: AttemptResult) -> QueueEntry:
         raise QueueStateError(f"{entry.id} is already delivered; it cannot be {result.outcome}")
     attempted = replace(entry, attempts=entry.attempts + 1, last_attempt_at=result.at)
     state = _OUTCOME_STATES[result.outcome]
+    if result.outcome != DELIVERED_OUTCOME and entry.state != QUEUED:
+        return replace(attempted, last_error=result.reply)
     if result.outcome == DELIVERED_OUTCOME:
         return replace(attempted, state=state, delivered_at=result.at, delivery_reply=result.reply)
     if result.outcome == DEFERRED_OUTCOME:

@@ -821,15 +821,30 @@ class QueueStoreSuite:
         assert (final.attempts, final.last_error, final.next_attempt_at) == (3, "421 try 3", 2003.0)
         assert final.last_attempt_at == 1003.0
 
-    def test_held_or_bounced_entries_take_results(self, store: Any) -> None:
-        # Only DELIVERED is final: a held entry the relay was already sending can still be
-        # recorded (what happens to it then is the relay's business).
+    @pytest.mark.parametrize("outcome", [DEFERRED_OUTCOME, BOUNCED_OUTCOME, HELD_OUTCOME])
+    def test_an_admin_move_during_an_attempt_wins_unless_it_delivered(
+        self, store: Any, outcome: str
+    ) -> None:
+        # The relay was sending M1 when an admin held it (and M2 when an admin deleted it): a
+        # result that did not deliver counts the attempt and keeps the admin's state.
         deliver(store, "M1", (ALICE,))
-        result_of(store.record_result(AttemptResult("M1.1", HELD_OUTCOME, "550 no", 1100.0)))
-        bounced = result_of(
-            store.record_result(AttemptResult("M1.1", BOUNCED_OUTCOME, "550 expired", 1200.0))
+        deliver(store, "M2", (ALICE,))
+        result_of(store.change_state("M1.1", (QUEUED,), HELD, 1050.0, ""))
+        result_of(store.change_state("M2.1", (QUEUED,), DELETED, 1050.0, ""))
+        for entry_id, kept in (("M1.1", HELD), ("M2.1", DELETED)):
+            result = AttemptResult(entry_id, outcome, "450 busy", 1100.0, next_attempt_at=1400.0)
+            after = result_of(store.record_result(result))
+            assert (after.state, after.attempts, after.last_error) == (kept, 1, "450 busy")
+        assert self.due_ids(store, "example.com", 1e12) == []
+
+    def test_a_delivery_during_an_admin_move_still_counts(self, store: Any) -> None:
+        # The primary has the message: delivered applies even to an entry held meanwhile.
+        deliver(store, "M1", (ALICE,))
+        result_of(store.change_state("M1.1", (QUEUED,), HELD, 1050.0, ""))
+        done = result_of(
+            store.record_result(AttemptResult("M1.1", DELIVERED_OUTCOME, self.REPLY, 1100.0))
         )
-        assert (bounced.state, bounced.attempts, bounced.last_error) == (BOUNCED, 2, "550 expired")
+        assert (done.state, done.delivered_at) == (DELIVERED, 1100.0)
 
     @pytest.mark.parametrize("outcome", OUTCOMES)
     def test_delivered_is_final(self, store: Any, outcome: str) -> None:
