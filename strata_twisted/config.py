@@ -61,6 +61,10 @@ class RelaySettings:
     queue_lifetime: float = 5 * 24 * 3600.0
     batch_size: int = 200
     connect_timeout: float = 30.0
+    # MX routing for domains that are not protected (DSNs to senders): the DNS server to ask,
+    # "host[:port]", or "" for the system's (/etc/resolv.conf); and the SMTP port of MX hosts.
+    resolver: str = ""
+    mx_port: int = 25
 
 
 @dataclass(frozen=True)
@@ -164,6 +168,16 @@ def _listen(key: str, value: Any) -> tuple[ListenAddress, ...]:
     return tuple(out)
 
 
+def _nameserver(key: str, value: Any) -> str:
+    text = _string(key, value).strip()
+    if text:
+        try:
+            parse_host_port(text, default_port=53)
+        except ValueError as e:
+            raise ConfigError(key, str(e)) from None
+    return text
+
+
 def _backend(key: str, value: Any) -> str:
     text = _string(key, value)
     if text not in ("sqlite", "memory"):
@@ -193,6 +207,8 @@ _SCHEMA: dict[str, dict[str, Validator]] = {
         "queue_lifetime": _seconds,
         "batch_size": _int(1, 100_000),
         "connect_timeout": _seconds,
+        "resolver": _nameserver,
+        "mx_port": _int(1, 65535),
     },
     "monitor": {
         "probe_interval": _seconds,

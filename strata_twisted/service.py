@@ -27,13 +27,15 @@ from strata_twisted.core.domains import DomainCache
 from strata_twisted.core.intake import IntakePolicy
 from strata_twisted.core.monitor import Monitor
 from strata_twisted.core.relay import RelayLoop
-from strata_twisted.executor import Executor, ThreadExecutor
+from strata_twisted.executor import Executor, SyncExecutor, ThreadExecutor
 from strata_twisted.model import FLUSH_ACTION
+from strata_twisted.server.dns import DNSPythonResolver
 from strata_twisted.server.probe import SMTPProber
 from strata_twisted.server.relay import SMTPRelayConnector
 from strata_twisted.server.smtp import SMTPIntakeFactory
 from strata_twisted.server.tls import load_server_context
 from strata_twisted.storage import open_store
+from strata_twisted.testing import result_of
 
 
 class ListenerService(Service):
@@ -116,15 +118,22 @@ class LoopsService(Service):
     """
 
     def __init__(
-        self, relay: RelayLoop, monitor: Monitor, control: ControlPoller, store: StoreService
+        self,
+        relay: RelayLoop,
+        monitor: Monitor,
+        control: ControlPoller,
+        store: StoreService,
+        resolver: DNSPythonResolver,
     ) -> None:
         self._relay = relay
         self._monitor = monitor
         self._control = control
         self._store = store
+        self._resolver = resolver
 
     def startService(self) -> None:
         super().startService()
+        self._resolver.start()
         self._store.domains_loaded.addCallback(lambda _: self._start())
 
     def _start(self) -> None:
@@ -137,6 +146,7 @@ class LoopsService(Service):
         super().stopService()
         self._control.stop()
         self._relay.stop()
+        self._resolver.stop()
         return self._monitor.stop()
 
 
@@ -153,6 +163,18 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
         data_dir=settings.data_dir,
     )
     domains = DomainCache(reactor, store, settings.storage.reload_interval)
+    # Read the protected domains now, synchronously (the reactor is not running yet), so the
+    # listeners never answer "try again later" while the first load is on the storage thread.
+    snapshot = open_store(settings.storage.backend, settings.data_dir, reactor, SyncExecutor())
+    if settings.storage.backend == "memory":
+        snapshot = store
+    else:
+        snapshot.open(recover=False)
+    try:
+        domains.prime(result_of(snapshot.list_domains()), result_of(snapshot.domains_version()))
+    finally:
+        if snapshot is not store:
+            result_of(snapshot.close())
     store_service = StoreService(executor, store, domains)
     store_service.setServiceParent(root)
 
@@ -166,9 +188,11 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     connector = SMTPRelayConnector(
         reactor, store, settings.hostname, settings.relay.connect_timeout
     )
+    resolver = DNSPythonResolver(reactor, settings.relay.resolver, settings.relay.mx_port)
     relay = RelayLoop(
-        reactor, store, store, store, domains, connector, settings.relay, settings.hostname
-    )
+        reactor, store, store, store, domains, connector, settings.relay, settings.hostname,
+        resolver,
+    )  # fmt: skip
     monitor = Monitor(
         reactor, domains, store, store, store,
         SMTPProber(reactor, helo_name=settings.hostname), LogAlertSender(), settings.monitor,
@@ -177,7 +201,7 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     control = ControlPoller(
         reactor, store, {FLUSH_ACTION: relay.kick}, settings.storage.reload_interval
     )
-    LoopsService(relay, monitor, control, store_service).setServiceParent(root)
+    LoopsService(relay, monitor, control, store_service, resolver).setServiceParent(root)
 
     policy = IntakePolicy(reactor, domains, store, settings.hostname, monitor.note_intake)
     intake = SMTPIntakeFactory(reactor, policy, settings.intake, tls)

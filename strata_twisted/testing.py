@@ -12,6 +12,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
 from strata_twisted.core.relay import RecipientReply
+from strata_twisted.core.routes import NoRoute
 from strata_twisted.interfaces import IMessageStore
 from strata_twisted.model import Delivery, Envelope, IncomingMessage, StoredMessage
 
@@ -197,3 +198,22 @@ class _ScriptedConnection:
     def close(self) -> Deferred[None]:
         self.alive = False
         return succeed(None)
+
+
+class FakeMXResolver:
+    """
+    A fake L{strata_twisted.core.routes.MXResolver}: ``routes[domain]`` is the host list a lookup
+    gives, or an exception it fails with (``NullMX("x.test")``, ``NoRoute("...")``); a domain
+    not in ``routes`` fails with ``NoRoute``.  ``lookups`` lists the domains asked, in order.
+    """
+
+    def __init__(self, routes: dict[str, list[tuple[str, int]] | Exception] | None = None) -> None:
+        self.routes: dict[str, list[tuple[str, int]] | Exception] = dict(routes or {})
+        self.lookups: list[str] = []
+
+    def lookup(self, domain: str) -> Deferred[list[tuple[str, int]]]:
+        self.lookups.append(domain)
+        route = self.routes.get(domain, NoRoute(f"{domain}: domain does not exist"))
+        if isinstance(route, Exception):
+            return fail(route)
+        return succeed(list(route))

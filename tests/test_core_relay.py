@@ -9,11 +9,14 @@ import email
 import email.policy
 from typing import Any
 
+import pytest
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 
 from strata_twisted.config import RelaySettings
 from strata_twisted.core.domains import DomainCache
-from strata_twisted.core.relay import RelayLoop
+from strata_twisted.core.relay import NULL_MX_REASON, RelayLoop
+from strata_twisted.core.routes import NoRoute, NullMX, RouteTemporaryFailure
 from strata_twisted.model import (
     BOUNCED,
     DELIVERED,
@@ -24,7 +27,7 @@ from strata_twisted.model import (
     RelayTarget,
 )
 from strata_twisted.storage.memory import MemoryStore
-from strata_twisted.testing import ScriptedPrimary, result_of, store_message
+from strata_twisted.testing import FakeMXResolver, ScriptedPrimary, result_of, store_message
 
 INTERVAL = 300.0
 T0 = 1_800_000_000.0
@@ -240,3 +243,124 @@ def test_mail_for_a_domain_without_route_stays_queued() -> None:
     result_of(r.loop.run())
     assert r.primary.sessions == 0
     assert r.entries()[f"{queue_id}.1"].state == QUEUED
+
+
+# -- MX routing for domains that are not protected (DSNs to senders) ---------------------------
+
+
+class RecordingConnector:
+    """The scripted primary behind a connector that remembers each Domain it was asked for and
+    refuses the hosts in ``refuse``."""
+
+    def __init__(self, primary: ScriptedPrimary) -> None:
+        self.primary = primary
+        self.asked: list[Domain] = []
+        self.refuse: set[str] = set()
+
+    def connect(self, domain: Domain) -> Deferred[Any]:
+        self.asked.append(domain)
+        if domain.relay.host in self.refuse:
+            return Deferred.fromCoroutine(_refused(domain))
+        return self.primary.connect(domain)
+
+
+async def _refused(domain: Domain) -> Any:
+    raise ConnectionRefusedError(f"connection to {domain.relay} refused")
+
+
+def routed(routes: dict[str, Any]) -> tuple[Relay, FakeMXResolver, RecordingConnector]:
+    r = Relay()
+    resolver = FakeMXResolver(routes)
+    connector = RecordingConnector(r.primary)
+    r.loop = RelayLoop(
+        r.clock, r.store, r.store, r.store, r.domains, connector,
+        RelaySettings(interval=INTERVAL, queue_lifetime=5 * 86400, batch_size=3),
+        "strata.test", resolver,
+    )  # fmt: skip
+    return r, resolver, connector
+
+
+def kinds(r: Relay) -> list[str]:
+    return sorted(e.kind for e in result_of(r.store.list_events()))
+
+
+def test_a_dsn_goes_to_the_first_mx_host_of_the_senders_domain_that_answers() -> None:
+    r, resolver, connector = routed({"sender.test": [("10.0.0.20", 25), ("10.0.0.21", 2525)]})
+    connector.refuse = {"10.0.0.20"}
+    r.primary.script("gone@example.test", (550, "550 5.1.1 <gone@example.test>: user unknown"))
+    queue_id = r.queue("gone@example.test")
+    result_of(r.loop.run())
+    (dsn,) = [e for e in r.entries().values() if e.sender == ""]
+    assert (dsn.domain, dsn.state) == ("sender.test", QUEUED)
+    # The protected domain went to its --relay host, with no MX lookup.
+    assert [d.relay for d in connector.asked] == [RelayTarget("10.0.0.1")]
+    assert resolver.lookups == []
+    result_of(r.loop.run())  # the DSN is due now
+    assert resolver.lookups == ["sender.test"]
+    assert connector.asked[1:] == [
+        Domain("sender.test", RelayTarget(host, port), tls_policy="opportunistic",
+               monitored=False)
+        for host, port in [("10.0.0.20", 25), ("10.0.0.21", 2525)]
+    ]  # fmt: skip
+    assert r.primary.received[-1] == (dsn.message_id, ("s@sender.test",))
+    delivered = r.entries()[dsn.id]
+    assert delivered.state == DELIVERED
+    assert r.entries()[f"{queue_id}.1"].state == BOUNCED
+    assert "relay.no_route" not in kinds(r)
+
+
+def test_null_mx_bounces_at_once_without_a_dsn_for_a_dsn() -> None:
+    r, resolver, connector = routed({"sender.test": NullMX("sender.test")})
+    queue_id = r.queue("s@sender.test", sender="")  # a DSN: from <>
+    result_of(r.loop.run())
+    entry = r.entries()[f"{queue_id}.1"]
+    assert (entry.state, entry.last_error) == (BOUNCED, NULL_MX_REASON)
+    assert connector.asked == []
+    assert r.dsns() == []  # never a DSN about a DSN
+    (event,) = result_of(r.store.list_events())
+    assert event.kind == "relay.null_mx" and "s@sender.test" in event.message
+
+
+def test_null_mx_for_a_real_sender_bounces_with_a_5_1_10_dsn() -> None:
+    r, _, _ = routed({"nomail.test": NullMX("nomail.test")})
+    queue_id = r.queue("u@nomail.test", sender="s@sender.test")
+    result_of(r.loop.run())
+    assert r.entries()[f"{queue_id}.1"].state == BOUNCED
+    (dsn,) = r.dsns()
+    assert parts(parts(dsn)[1])[1]["Status"] == "5.1.10"
+    assert kinds(r) == ["relay.bounced", "relay.null_mx"]
+
+
+@pytest.mark.parametrize(
+    ("route", "reason"),
+    [
+        (NoRoute("sender.test: domain does not exist"), "domain does not exist"),
+        (RouteTemporaryFailure("sender.test: MX lookup failed: timed out"), "timed out"),
+        ([("10.0.0.20", 25)], "no MX host answered: 10.0.0.20:25: connection to"),
+    ],
+)
+def test_no_route_keeps_the_mail_queued_and_reports_once_per_run(route: Any, reason: str) -> None:
+    r, resolver, connector = routed({"sender.test": route})
+    connector.refuse = {"10.0.0.20"}
+    first = r.queue("s@sender.test", sender="")
+    second = r.queue("t@sender.test", sender="")
+    r.loop.start()
+    entries = r.entries()
+    for queue_id in (first, second):
+        entry = entries[f"{queue_id}.1"]
+        assert (entry.state, entry.attempts, entry.next_attempt_at) == (QUEUED, 1, T0 + INTERVAL)
+        assert entry.last_error is not None and reason in entry.last_error
+    assert kinds(r) == ["relay.no_route"]
+    assert resolver.lookups == ["sender.test"]
+    r.clock.advance(INTERVAL - 1)
+    assert kinds(r) == ["relay.no_route"]
+    r.clock.advance(1)  # the next run: asked again, reported again, still queued
+    assert resolver.lookups == ["sender.test"] * 2
+    assert kinds(r) == ["relay.no_route"] * 2
+    assert {e.state for e in r.entries().values()} == {QUEUED}
+    # The route appears: the next run delivers, in order.
+    resolver.routes["sender.test"] = [("10.0.0.30", 25)]
+    r.clock.advance(INTERVAL)
+    assert [q for q, _ in r.primary.received] == [first, second]
+    assert {e.state for e in r.entries().values()} == {DELIVERED}
+    r.loop.stop()

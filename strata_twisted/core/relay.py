@@ -14,8 +14,15 @@ transaction, each recipient's result recorded durably before the next message go
 - No connection, or the connection lost: everything not yet answered stays queued as it was.
 - Entries older than the queue lifetime: bounced with a DSN (status 4.4.7) and an event.
 
-It knows nothing of sockets: a L{RelayConnector} opens connections (``server/relay.py`` with the
-SMTP client engine; a scripted fake in tests).
+Mail for a domain that is not protected (in practice a DSN to the sender's domain) goes to that
+domain's mail exchangers when the loop has an L{MXResolver} (RFC 5321 §5.1, ``core/routes.py``):
+the hosts are tried in order and the first that takes a session gets the batch, with the same
+per-reply rules.  A null MX (RFC 7505) bounces the entries; no route (NXDOMAIN, a DNS failure, no
+host answering) keeps them queued until the next run, with the reason as their last error and
+one ``relay.no_route`` event per drain.  Without a resolver such mail just stays queued.
+
+It knows nothing of sockets or DNS: a L{RelayConnector} opens connections (``server/relay.py``
+with the SMTP client engine; a scripted fake in tests), an L{MXResolver} finds routes.
 """
 
 from __future__ import annotations
@@ -35,8 +42,10 @@ from strata_twisted.config import RelaySettings
 from strata_twisted.core.domains import DomainCache
 from strata_twisted.core.dsn import FailedRecipient, build_dsn, status_of
 from strata_twisted.core.intake import new_queue_id
+from strata_twisted.core.routes import MXResolver, NullMX, RouteError
 from strata_twisted.interfaces import IEventStore, IMessageStore, IQueueStore
 from strata_twisted.model import (
+    BOUNCED,
     BOUNCED_OUTCOME,
     DEFERRED_OUTCOME,
     DELIVERED_OUTCOME,
@@ -47,12 +56,17 @@ from strata_twisted.model import (
     Envelope,
     IncomingMessage,
     QueueEntry,
+    RelayTarget,
     StoredMessage,
     recipient_domain,
 )
 
 # How much of the next message's body the relay reads ahead (all of a typical message).
 PREFETCH = 256 * 1024
+
+# RFC 7505 §4.2: the status for mail to a domain with a null MX.
+NULL_MX_REASON = "domain accepts no mail (null MX, RFC 7505)"
+NULL_MX_STATUS = "5.1.10"
 
 
 @dataclass(frozen=True)
@@ -123,7 +137,9 @@ class RelayLoop:
         connector: RelayConnector,
         settings: RelaySettings,
         hostname: str,
+        resolver: MXResolver | None = None,
     ) -> None:
+        """``resolver``: routes for domains that are not protected; None keeps their mail queued."""
         self._clock = clock
         self._queue = queue
         self._messages = messages
@@ -132,6 +148,7 @@ class RelayLoop:
         self._connector = connector
         self._settings = settings
         self._hostname = hostname
+        self._resolver = resolver
         self._draining: dict[str, Deferred[None]] = {}
         self._again: set[str] = set()
         self._loop = LoopingCall(self.run)
@@ -205,16 +222,17 @@ class RelayLoop:
     async def _drain_batch(self, name: str, force: bool) -> bool:
         """Deliver one batch of ``name``'s due entries; True if another batch may be due."""
         domain = self._domains.get(name)
-        if domain is None:
-            # Mail for a domain that is no longer protected (or a DSN for a sender outside our
-            # domains: no route yet) stays queued, visible in `strata queue list`.
+        if domain is None and self._resolver is None:
+            # Mail for a domain that is not protected (a DSN for a sender outside our domains)
+            # has no route without a resolver: it stays queued, visible in `strata queue list`.
             return False
         now = self._clock.seconds()
         entries = await self._queue.due_entries(name, self._due_time(force),
                                                 self._settings.batch_size)  # fmt: skip
         if not entries:
             return False
-        lifetime = domain.queue_lifetime or self._settings.queue_lifetime
+        override = domain.queue_lifetime if domain is not None else None
+        lifetime = override or self._settings.queue_lifetime
         live = []
         for entry in entries:
             if now - entry.received_at >= lifetime:
@@ -223,16 +241,22 @@ class RelayLoop:
                 live.append(entry)
         if not live:
             return len(entries) == self._settings.batch_size
-        try:
-            connection = await self._connector.connect(domain)
-        except Exception as e:
-            reason = str(e) or e.__class__.__name__
-            self.log.warn("relay to {relay} for {domain}: {reason}; mail stays queued",
-                          relay=domain.relay, domain=name, reason=reason)  # fmt: skip
-            await self._events.record_event(
-                "relay.unreachable", f"cannot connect to {domain.relay}: {reason}", name
-            )
-            return False
+        if domain is None:
+            routed = await self._connect_by_mx(name, live)
+            if routed is None:
+                return False
+            domain, connection = routed
+        else:
+            try:
+                connection = await self._connector.connect(domain)
+            except Exception as e:
+                reason = _reason(e)
+                self.log.warn("relay to {relay} for {domain}: {reason}; mail stays queued",
+                              relay=domain.relay, domain=name, reason=reason)  # fmt: skip
+                await self._events.record_event(
+                    "relay.unreachable", f"cannot connect to {domain.relay}: {reason}", name
+                )
+                return False
         delivered = 0
         groups = _group_by_message(live)
         try:
@@ -260,6 +284,71 @@ class RelayLoop:
             self.log.info("relayed {n} to {relay} for {domain}", n=delivered,
                           relay=domain.relay, domain=name)  # fmt: skip
         return alive and len(entries) == self._settings.batch_size
+
+    async def _connect_by_mx(
+        self, name: str, entries: list[QueueEntry]
+    ) -> tuple[Domain, RelayConnection] | None:
+        """
+        A session with the first of ``name``'s mail exchangers that takes one, and the synthetic
+        domain it was opened for; None when there is none (the entries are dealt with here).
+        """
+        assert self._resolver is not None
+        try:
+            hosts = await self._resolver.lookup(name)
+        except NullMX:
+            await self._bounce_null_mx(name, entries)
+            return None
+        except RouteError as e:
+            await self._no_route(name, entries, str(e))
+            return None
+        failures = []
+        for host, port in hosts:
+            # An MX host is nobody's primary: encrypt when offered, never probe it.
+            target = Domain(name, RelayTarget(host, port), tls_policy="opportunistic",
+                            monitored=False)  # fmt: skip
+            try:
+                return target, await self._connector.connect(target)
+            except Exception as e:
+                failures.append(f"{target.relay}: {_reason(e)}")
+        await self._no_route(name, entries, "no MX host answered: " + "; ".join(failures))
+        return None
+
+    async def _no_route(self, name: str, entries: list[QueueEntry], reason: str) -> None:
+        """Keep the entries queued until the next run, say why on each, and report it once."""
+        self.log.warn("no route to {domain}: {reason}; mail stays queued",
+                      domain=name, reason=reason)  # fmt: skip
+        at = self._clock.seconds()
+        retry = at + self._settings.interval
+        for entry in entries:
+            await self._queue.record_result(
+                AttemptResult(entry.id, DEFERRED_OUTCOME, reason, at, next_attempt_at=retry)
+            )
+        await self._events.record_event(
+            "relay.no_route", f"no route to {name}: {reason}; {len(entries)} kept queued", name
+        )
+
+    async def _bounce_null_mx(self, name: str, entries: list[QueueEntry]) -> None:
+        """RFC 7505 §4.2: a domain with a null MX takes no mail; bounce at once, no retries."""
+        at = self._clock.seconds()
+        for group in _group_by_message(entries):
+            failed = [
+                FailedRecipient(
+                    await self._queue.record_result(
+                        AttemptResult(entry.id, BOUNCED_OUTCOME, NULL_MX_REASON, at)
+                    ),
+                    NULL_MX_REASON,
+                    NULL_MX_STATUS,
+                )
+                for entry in group
+            ]
+            message = await self._messages.get_message(group[0].message_id)
+            if message is not None:
+                # queue_dsn sends nothing for the null sender (every DSN has it).
+                await self._bounce(message, failed)
+        recipients = ", ".join(f"<{entry.recipient}>" for entry in entries)
+        await self._events.record_event(
+            "relay.null_mx", f"{recipients} bounced: {name} {NULL_MX_REASON}", name
+        )
 
     def _prepare(self, group: tuple[QueueEntry, ...]) -> Deferred[RelayedMessage | None]:
         """Start reading a message (record and first body chunk) for its transaction."""
@@ -302,8 +391,9 @@ class RelayLoop:
         updated = await self._queue.record_result(
             AttemptResult(entry.id, BOUNCED_OUTCOME, reply.text, at)
         )
-        await self._bounce(message, [FailedRecipient(updated, reply.text,
-                                                     status_of(reply.text), remote)])  # fmt: skip
+        if updated.state == BOUNCED:  # not if an admin held or deleted it meanwhile
+            failed = FailedRecipient(updated, reply.text, status_of(reply.text), remote)
+            await self._bounce(message, [failed])
         return False
 
     async def _expire(self, entry: QueueEntry, now: float) -> None:
@@ -317,7 +407,7 @@ class RelayLoop:
             "relay.expired", f"{entry.id} to <{entry.recipient}> expired", entry.domain
         )
         message = await self._messages.get_message(entry.message_id)
-        if message is not None:
+        if message is not None and updated.state == BOUNCED:
             await self._bounce(message, [FailedRecipient(updated, reason, "4.4.7")])
 
     async def _bounce(self, message: StoredMessage, failed: list[FailedRecipient]) -> None:
@@ -331,6 +421,10 @@ class RelayLoop:
 
 
 _log = Logger()
+
+
+def _reason(error: Exception) -> str:
+    return str(error) or error.__class__.__name__
 
 
 async def queue_dsn(

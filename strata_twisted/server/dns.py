@@ -1,0 +1,150 @@
+"""
+MX lookups with dnspython, run in a bounded thread pool (DESIGN: DNS never blocks the reactor).
+
+L{DNSPythonResolver} is the L{strata_twisted.core.routes.MXResolver} the service uses.  Each
+lookup is one blocking function (MX query, then the exchangers' A/AAAA records, all through the
+same resolver) run by ``deferToThreadPool``; the rules for ordering and null MX live in
+``core/routes.py``.  It returns addresses, not names, so the relay's connections never fall back
+to a different resolver (the system's ``getaddrinfo``) for the exchangers.  The pool is started
+and stopped by the service; nothing here imports the global reactor.
+"""
+
+from __future__ import annotations
+
+import dns.exception
+import dns.name
+import dns.rdatatype
+import dns.resolver
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IReactorFromThreads
+from twisted.internet.threads import deferToThreadPool
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from strata_twisted.core.routes import (
+    NoRoute,
+    RouteTemporaryFailure,
+    order_exchanges,
+)
+from strata_twisted.model import parse_host_port
+
+
+class _NoAddress(Exception):
+    """The exchanger does not exist or has no A/AAAA records."""
+
+
+class DNSPythonResolver:
+    """Resolves mail routes with a synchronous dnspython resolver in a pool of ``threads``."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: IReactorFromThreads,
+        nameserver: str | None,
+        mx_port: int,
+        threads: int = 4,
+        timeout: float = 10.0,
+    ) -> None:
+        """
+        ``nameserver``: ``"host[:port]"`` to ask only that server (port 53 by default); None or
+        "" for the system's configuration (``/etc/resolv.conf``).  ``timeout``: seconds one
+        query may take in all, retries included.
+        """
+        self._reactor = reactor
+        self._mx_port = mx_port
+        self._pool = ThreadPool(minthreads=0, maxthreads=threads, name="strata-dns")
+        self._resolver: dns.resolver.Resolver | None = None
+        self._config_error = ""
+        try:
+            if nameserver:
+                host, port = parse_host_port(nameserver, default_port=53)
+                resolver = dns.resolver.Resolver(configure=False)
+                resolver.nameservers = [host]
+                resolver.port = port
+            else:
+                resolver = dns.resolver.Resolver()
+        except (ValueError, dns.exception.DNSException, OSError) as e:
+            # No usable resolver configuration: every lookup fails temporarily (mail stays
+            # queued and the relay reports it) rather than the server refusing to start.
+            self._config_error = f"no DNS resolver: {e}"
+            self.log.error("{error}", error=self._config_error)
+        else:
+            resolver.lifetime = timeout
+            self._resolver = resolver
+
+    def start(self) -> None:
+        self._pool.start()
+
+    def stop(self) -> None:
+        """Let lookups in progress finish, then stop the threads."""
+        self._pool.stop()
+
+    def lookup(self, domain: str) -> Deferred[list[tuple[str, int]]]:
+        return deferToThreadPool(self._reactor, self._pool, self._lookup, domain)
+
+    # -- in a pool thread ----------------------------------------------------------------------
+
+    def _lookup(self, domain: str) -> list[tuple[str, int]]:
+        resolver = self._resolver
+        if resolver is None:
+            raise RouteTemporaryFailure(self._config_error)
+        try:
+            answer = resolver.resolve(
+                dns.name.from_text(domain), dns.rdatatype.MX, search=False,
+                raise_on_no_answer=False,
+            )  # fmt: skip
+        except dns.resolver.NXDOMAIN:
+            raise NoRoute(f"{domain}: domain does not exist") from None
+        except dns.exception.DNSException as e:
+            raise RouteTemporaryFailure(f"{domain}: MX lookup failed: {_describe(e)}") from None
+        records = [
+            (int(rr.preference), rr.exchange.to_text(omit_final_dot=True))
+            for rr in (answer.rrset or [])
+        ]
+        hosts = order_exchanges(domain, records)
+        out: list[tuple[str, int]] = []
+        temporary = ""
+        for host in hosts:
+            try:
+                out += [(address, self._mx_port) for address in self._addresses(resolver, host)]
+            except RouteTemporaryFailure as e:
+                temporary = str(e)
+            except _NoAddress:
+                continue
+        if out:
+            return out
+        if temporary:
+            raise RouteTemporaryFailure(temporary)
+        if not records:
+            # RFC 5321 §5.1: no MX and no address records: there is no route.
+            raise NoRoute(f"{domain} has no MX and no address records")
+        raise NoRoute(f"{domain}: no MX host has an address ({', '.join(hosts)})")
+
+    @staticmethod
+    def _addresses(resolver: dns.resolver.Resolver, host: str) -> list[str]:
+        """The IPv4 then IPv6 addresses of ``host``."""
+        addresses: list[str] = []
+        for rdtype in (dns.rdatatype.A, dns.rdatatype.AAAA):
+            try:
+                answer = resolver.resolve(
+                    dns.name.from_text(host), rdtype, search=False, raise_on_no_answer=False
+                )
+            except dns.resolver.NXDOMAIN:
+                break
+            except dns.exception.DNSException as e:
+                raise RouteTemporaryFailure(
+                    f"{host}: address lookup failed: {_describe(e)}"
+                ) from None
+            addresses += [rr.address for rr in (answer.rrset or [])]
+        if not addresses:
+            raise _NoAddress(host)
+        return addresses
+
+
+def _describe(error: dns.exception.DNSException) -> str:
+    if isinstance(error, dns.exception.Timeout):
+        return "timed out"
+    if isinstance(error, dns.resolver.NoNameservers):
+        return "no name server answered (SERVFAIL)"
+    return str(error) or error.__class__.__name__

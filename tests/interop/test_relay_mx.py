@@ -1,0 +1,113 @@
+"""
+A DSN goes to the sender's domain MX: a private Postfix primary refuses one recipient (5xx), so
+Strata bounces the message and queues a DSN to ``sender@sender.test``.  sender.test is not
+protected, so the relay asks DNS (a loopback twisted.names server: sender.test MX mx.sender.test,
+mx.sender.test A 127.0.0.1) and delivers the DSN to the ``smtp-sink`` listening on the configured
+``mx_port``.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import smtplib
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from tests.peers.fixtures import PostfixFactory
+from tests.test_core_relay import parts
+
+pytestmark = [pytest.mark.interop]
+
+ROOT = Path(__file__).resolve().parent.parent.parent
+T = TypeVar("T")
+
+ZONE = {
+    "sender.test": [["MX", 10, "mx.sender.test"]],
+    "mx.sender.test": [["A", "127.0.0.1"]],
+}
+# Postfix 3.7 inline: table; the inner braces keep the reply's spaces in one value.
+REJECT_GONE = "check_recipient_access inline:{ { gone@example.test = 550 5.1.1 no such user } }"
+
+
+@pytest.fixture
+def dns_port() -> Iterator[int]:
+    """The loopback DNS server of tests/test_core_routes.py, in a subprocess of its own."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import json, sys\nfrom tests.test_core_routes import serve\n"
+         "serve(json.loads(sys.argv[1]))", json.dumps(ZONE)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = process.stdout.readline()
+        assert line.strip().isdigit(), f"the DNS server did not start (exit {process.poll()})"
+        yield int(line)
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def eventually(check: Callable[[], T], timeout: float = 30.0) -> T:
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result or time.monotonic() > deadline:
+            return result
+        time.sleep(0.25)
+
+
+def test_a_dsn_is_delivered_to_the_senders_mx(
+    strata_factory: Any, postfix_factory: PostfixFactory, dns_port: int
+) -> None:
+    sink = postfix_factory.smtp_sink()
+    primary = postfix_factory.primary(
+        ["example.test"], main_cf={"smtpd_recipient_restrictions": f"{REJECT_GONE}, permit"}
+    )
+    strata = strata_factory(
+        extra_config=f'[relay]\ninterval = 1\nresolver = "127.0.0.1:{dns_port}"\n'
+        f"mx_port = {sink.port}\n"
+    )
+    strata.cli("domain", "add", "example.test", "--relay", f"127.0.0.1:{primary.smtpd_port}")
+    strata.start()
+    message = (b"From: sender@sender.test\r\nTo: gone@example.test\r\nSubject: hello\r\n"
+               b"Message-ID: <mx-1@sender.test>\r\n\r\nhello\r\n")  # fmt: skip
+
+    def submitted() -> bool:
+        with smtplib.SMTP("127.0.0.1", strata.port, timeout=30) as client:
+            try:
+                client.sendmail("sender@sender.test", ["gone@example.test"], message)
+            except smtplib.SMTPRecipientsRefused:  # 451 until the domains are loaded
+                return False
+        return True
+
+    assert eventually(submitted, timeout=10)
+
+    messages = eventually(sink.messages)
+    assert len(messages) == 1, strata.log_text()[-3000:]
+    dump = messages[0]
+    dsn = email.message_from_bytes(dump, policy=email.policy.compat32)
+    assert dsn.get_content_type() == "multipart/report"
+    assert dsn.get_param("report-type") == "delivery-status"
+    assert b"<sender@sender.test>" in dump  # smtp-sink records RCPT TO
+    status = parts(dsn)[1]
+    assert status.get_content_type() == "message/delivery-status"
+    per_recipient = parts(status)[1]
+    assert per_recipient["Final-Recipient"] == "rfc822; gone@example.test"
+    assert per_recipient["Status"] == "5.1.1"
+    assert "no such user" in per_recipient["Diagnostic-Code"]
+
+    def settled() -> dict[str, str]:
+        states = {e["domain"]: e["state"] for e in strata.queue()}
+        return states if states.get("sender.test") == "delivered" else {}
+
+    assert eventually(settled) == {"example.test": "bounced", "sender.test": "delivered"}
+    events = json.loads(strata.cli("events", "--json").stdout)
+    assert "relay.no_route" not in json.dumps(events)
