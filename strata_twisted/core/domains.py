@@ -38,6 +38,11 @@ class DomainCache:
         """True once the domains have been read at least once."""
         return self._version is not None
 
+    def prime(self, domains: list[Domain], version: int) -> None:
+        """Start from domains read before the reactor ran, so intake never waits for a load."""
+        self._domains = {d.name: d for d in domains}
+        self._version = version
+
     def get(self, name: str) -> Domain | None:
         """The protected domain with this canonical name, or None."""
         return self._domains.get(name)
