@@ -15,7 +15,6 @@ from typing import Any
 from twisted.internet import endpoints, ssl
 from twisted.internet.defer import Deferred, succeed
 from twisted.internet.interfaces import (
-    IDelayedCall,
     IOpenSSLClientConnectionCreator,
     IReactorTime,
 )
@@ -39,6 +38,7 @@ from strata_twisted.proto.smtp_client import (
     TransactionResult,
 )
 from strata_twisted.proto.smtp_reply import Reply
+from strata_twisted.server._transport import Deadline, set_no_delay
 
 BODY_CHUNK = 256 * 1024
 
@@ -82,7 +82,7 @@ class _RelayClient(Protocol):
         self._first_ready = True
         self._sending: tuple[RelayedMessage, Deferred[list[RecipientReply]]] | None = None
         self._closed: Deferred[None] = Deferred()
-        self._timer: IDelayedCall | None = None
+        self._deadline = Deadline(clock, self._timed_out)
         self._failure_reason = ""
         self._gone = False
 
@@ -132,11 +132,7 @@ class _RelayClient(Protocol):
     # -- Twisted ---------------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        # SMTP is request/response with small writes (a body's last chunk, then ".\r\n"):
-        # with Nagle's algorithm each would wait for the peer's delayed ACK, ~40 ms a message.
-        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            set_no_delay(True)
+        set_no_delay(self.transport)
         self._arm_timer()
 
     def dataReceived(self, data: bytes) -> None:
@@ -256,20 +252,13 @@ class _RelayClient(Protocol):
 
     def _arm_timer(self) -> None:
         limit = self.engine.timeout_for_state()
-        if limit <= 0:
-            return
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(limit)
-        else:
-            self._timer = self._clock.callLater(limit, self._timed_out)
+        if limit > 0:
+            self._deadline.arm(limit)
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._deadline.cancel()
 
     def _timed_out(self) -> None:
-        self._timer = None
         self._failure_reason = f"timeout in state {self.engine.state.name}"
         self.engine.abort(self._failure_reason)
         self._pump()

@@ -14,7 +14,7 @@ from collections import Counter
 from typing import Any
 
 from twisted.internet import ssl
-from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime, ITLSTransport
+from twisted.internet.interfaces import IAddress, IReactorTime, ITLSTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -39,6 +39,7 @@ from strata_twisted.proto.smtp_server import (
     SMTPServerEngine,
     StartTLS,
 )
+from strata_twisted.server._transport import Deadline, set_no_delay
 
 
 def _host_of(address: IAddress | None) -> str:
@@ -60,7 +61,7 @@ class SMTPIntakeProtocol(Protocol):
         self._recipients: list[str] = []
         self._transaction: IntakeTransaction | None = None
         self._committing = False
-        self._timer: IDelayedCall | None = None
+        self._deadline = Deadline(factory.clock, self._timed_out)
         self._pause_reasons: set[str] = set()
         self._gone = False
         self._in_process = False
@@ -74,10 +75,7 @@ class SMTPIntakeProtocol(Protocol):
     # -- Twisted --------------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        # Replies are small writes; don't let Nagle hold one back for the client's delayed ACK.
-        set_no_delay = getattr(self.transport, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            set_no_delay(True)
+        set_no_delay(self.transport)
         self.session = SessionInfo(client_address=_host_of(self._transport.getPeer()))
         self.engine = SMTPServerEngine(
             self.factory.hostname,
@@ -282,18 +280,12 @@ class SMTPIntakeProtocol(Protocol):
             if self.engine.in_data
             else (self.factory.settings.idle_timeout)
         )
-        if self._timer is not None and self._timer.active():
-            self._timer.reset(limit)
-        else:
-            self._timer = self.factory.clock.callLater(limit, self._timed_out)
+        self._deadline.arm(limit)
 
     def _cancel_timer(self) -> None:
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._deadline.cancel()
 
     def _timed_out(self) -> None:
-        self._timer = None
         if self._committing or self.engine is None:
             # A commit in flight is ours to finish: it answers, then the timer starts again.
             return
