@@ -42,6 +42,7 @@ from strata_twisted.errors import (
     StrataError,
 )
 from strata_twisted.executor import SyncExecutor
+from strata_twisted.fired import result_of
 from strata_twisted.model import (
     BOUNCED,
     DELETED,
@@ -61,7 +62,6 @@ from strata_twisted.model import (
     normalize_domain,
 )
 from strata_twisted.storage import open_store
-from strata_twisted.testing import result_of
 
 T = TypeVar("T")
 

@@ -28,6 +28,7 @@ from strata_twisted.core.intake import IntakePolicy
 from strata_twisted.core.monitor import Monitor
 from strata_twisted.core.relay import RelayLoop
 from strata_twisted.executor import Executor, SyncExecutor, ThreadExecutor
+from strata_twisted.fired import result_of
 from strata_twisted.model import FLUSH_ACTION
 from strata_twisted.server.dns import DNSPythonResolver
 from strata_twisted.server.probe import SMTPProber
@@ -35,7 +36,6 @@ from strata_twisted.server.relay import SMTPRelayConnector
 from strata_twisted.server.smtp import SMTPIntakeFactory
 from strata_twisted.server.tls import load_server_context
 from strata_twisted.storage import open_store
-from strata_twisted.testing import result_of
 
 
 class ListenerService(Service):

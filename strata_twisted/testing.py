@@ -13,25 +13,11 @@ from twisted.python.failure import Failure
 
 from strata_twisted.core.relay import RecipientReply
 from strata_twisted.core.routes import NoRoute
+from strata_twisted.fired import result_of as result_of  # re-exported for tests
 from strata_twisted.interfaces import IMessageStore
 from strata_twisted.model import Delivery, Envelope, IncomingMessage, StoredMessage
 
 T = TypeVar("T")
-
-
-def result_of(d: Deferred[T]) -> T:
-    """
-    The result of a Deferred that has already fired; raise its failure's exception if it failed.
-    Fails loudly (AssertionError) when the Deferred has not fired, which in a test means a store or
-    protocol waited on something that never happened.
-    """
-    results: list[T] = []
-    failures: list[Failure] = []
-    d.addCallbacks(results.append, failures.append)
-    if failures:
-        failures[0].raiseException()
-    assert results, f"{d!r} has not fired"
-    return results[0]
 
 
 def failure_of(d: Deferred[Any]) -> Failure:
