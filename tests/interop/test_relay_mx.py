@@ -111,3 +111,57 @@ def test_a_dsn_is_delivered_to_the_senders_mx(
     assert eventually(settled) == {"example.test": "bounced", "sender.test": "delivered"}
     events = json.loads(strata.cli("events", "--json").stdout)
     assert "relay.no_route" not in json.dumps(events)
+
+
+REJECT_AND_DEFER = (
+    "check_recipient_access inline:{ { gone@example.test = 550 5.1.1 no such user },"
+    " { busy@example.test = 450 4.2.1 mailbox busy } }"
+)
+
+
+def test_per_recipient_results_against_a_real_primary(
+    strata_factory: Any, postfix_factory: PostfixFactory, dns_port: int
+) -> None:
+    """One message to a refused, a deferred and an accepted recipient, plus one from <>."""
+    sink = postfix_factory.smtp_sink()
+    primary = postfix_factory.primary(
+        ["example.test"], main_cf={"smtpd_recipient_restrictions": f"{REJECT_AND_DEFER}, permit"}
+    )
+    strata = strata_factory(
+        extra_config=f'[relay]\ninterval = 1\nresolver = "127.0.0.1:{dns_port}"\n'
+        f"mx_port = {sink.port}\n"
+    )
+    strata.cli("domain", "add", "example.test", "--relay", f"127.0.0.1:{primary.smtpd_port}")
+    strata.start()
+    body = (b"From: sender@sender.test\r\nTo: several@example.test\r\nSubject: results\r\n"
+            b"Message-ID: <mx-2@sender.test>\r\n\r\nhello\r\n")  # fmt: skip
+    with smtplib.SMTP("127.0.0.1", strata.port, timeout=30) as client:
+        client.sendmail(
+            "sender@sender.test",
+            ["gone@example.test", "busy@example.test", "ok@example.test"],
+            body,
+        )
+        client.sendmail("", ["gone@example.test"], body.replace(b"mx-2", b"mx-3"))  # fmt: skip
+
+    def settled() -> dict[tuple[str, str], dict[str, Any]]:
+        entries = {(e["message_id"], e["recipient"]): e for e in strata.queue()}
+        busy = entries.get(("<mx-2@sender.test>", "busy@example.test"), {})
+        done = [e for e in entries.values() if e["state"] in ("bounced", "delivered")]
+        return entries if busy.get("attempts", 0) >= 2 and len(done) >= 4 else {}
+
+    entries = eventually(settled, timeout=30)
+    assert entries, strata.queue()
+    states = {key: e["state"] for key, e in entries.items()}
+    assert states[("<mx-2@sender.test>", "gone@example.test")] == "bounced"
+    assert states[("<mx-2@sender.test>", "ok@example.test")] == "delivered"
+    assert states[("<mx-3@sender.test>", "gone@example.test")] == "bounced"
+    busy = entries[("<mx-2@sender.test>", "busy@example.test")]
+    # The 4xx one stays queued and is retried on each run, without blocking the others.
+    assert busy["state"] == "queued" and "450 4.2.1" in busy["last_error"]
+    # Exactly one DSN: for the refused recipient of the real sender, none for <>.
+    time.sleep(1.5)
+    dsns = sink.messages()
+    assert len(dsns) == 1
+    report = email.message_from_bytes(dsns[0], policy=email.policy.compat32)
+    recipients = [p["Final-Recipient"] for p in parts(parts(report)[1])[1:]]
+    assert recipients == ["rfc822; gone@example.test"]
