@@ -354,10 +354,16 @@ class RelayLoop:
         """Start reading a message (record and first body chunk) for its transaction."""
 
         async def read() -> RelayedMessage | None:
-            message = await self._messages.get_message(group[0].message_id)
-            if message is None:
+            # Never fails: a message we cannot read is skipped this run (it stays queued, as
+            # it was), and a read-ahead nobody waits for any more cannot leave an unhandled error.
+            try:
+                message = await self._messages.get_message(group[0].message_id)
+                if message is None:
+                    return None
+                head = await self._messages.read_body_range(message.id, 0, PREFETCH)
+            except Exception:
+                self.log.failure("cannot read {id} for the relay", id=group[0].message_id)
                 return None
-            head = await self._messages.read_body_range(message.id, 0, PREFETCH)
             return RelayedMessage(message, group, head)
 
         return Deferred.fromCoroutine(read())

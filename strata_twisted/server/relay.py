@@ -34,6 +34,7 @@ from strata_twisted.proto.smtp_client import (
     SessionFailed,
     SMTPClientEngine,
     StartTLSNeeded,
+    State,
     TLSUnavailable,
     TransactionResult,
 )
@@ -85,6 +86,7 @@ class _RelayClient(Protocol):
         self._deadline = Deadline(clock, self._timed_out)
         self._failure_reason = ""
         self._gone = False
+        self._send_when_ready = False
 
     @property
     def alive(self) -> bool:
@@ -97,6 +99,18 @@ class _RelayClient(Protocol):
             return succeed(self._lost(message, "connection closed"))
         d: Deferred[list[RecipientReply]] = Deferred()
         self._sending = (message, d)
+        if self.engine.state is not State.READY:
+            # The engine is still finishing the last transaction (e.g. waiting for RSET's
+            # reply): start this one on its next Ready event.
+            self._send_when_ready = True
+            return d
+        self._start_transaction()
+        return d
+
+    def _start_transaction(self) -> None:
+        assert self._sending is not None
+        message, d = self._sending
+        self._send_when_ready = False
         stored = message.message
         try:
             self.engine.send_message(
@@ -109,9 +123,9 @@ class _RelayClient(Protocol):
         except ValueError as e:  # an address the engine refuses to put on the wire
             self._sending = None
             reply = f"550 5.1.3 Strata: cannot send this envelope: {e}"
-            return succeed([RecipientReply(x.recipient, 550, reply) for x in message.entries])
+            d.callback([RecipientReply(x.recipient, 550, reply) for x in message.entries])
+            return
         self._pump()
-        return d
 
     def close(self) -> Deferred[None]:
         if self._gone:
@@ -164,6 +178,8 @@ class _RelayClient(Protocol):
                 if self._first_ready:
                     self._first_ready = False
                     self.ready.callback(self)
+                elif self._send_when_ready and self._sending is not None:
+                    self._start_transaction()
             elif isinstance(event, StartTLSNeeded):
                 assert self.transport is not None
                 self._write()

@@ -1,0 +1,58 @@
+"""
+The relay's Twisted adapter over StringTransport with a task.Clock: a scripted primary refuses
+every recipient of the first message (the engine must RSET), and the second message waits for the
+engine to be ready instead of failing.
+"""
+
+from __future__ import annotations
+
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from strata_twisted.core.relay import RelayedMessage
+from strata_twisted.model import Delivery, Domain, RelayTarget
+from strata_twisted.server.relay import _RelayClient
+from strata_twisted.storage.memory import MemoryStore
+from strata_twisted.testing import result_of, store_message
+
+
+def test_a_send_during_rset_waits_for_the_engine_to_be_ready() -> None:
+    clock = Clock()
+    store = MemoryStore(clock)
+    body = b"Subject: x\r\n\r\nhello\r\n"
+    stored = [
+        result_of(store_message(store, f"Q{n}", body, [Delivery(f"u{n}@example.test",
+                                                                "example.test")]))
+        for n in range(2)
+    ]  # fmt: skip
+    entries = {e.message_id: e for e in result_of(store.list_entries())}
+    domain = Domain("example.test", RelayTarget("127.0.0.1", 2525), tls_policy="none")
+    client = _RelayClient(clock, store, domain, "strata.test")
+    transport = StringTransport()
+    client.makeConnection(transport)
+    client.dataReceived(b"220 primary ESMTP\r\n")
+    client.dataReceived(b"250-primary\r\n250 PIPELINING\r\n")
+    assert client.ready.called
+
+    first = client.send(RelayedMessage(stored[0], (entries["Q0"],), body))
+    assert b"MAIL FROM:<sender@example.org>" in transport.value()
+    transport.clear()
+    # Pipelined MAIL/RCPT/DATA: the only recipient is refused, so DATA fails and the engine
+    # has to RSET before the next transaction.
+    client.dataReceived(b"250 2.1.0 ok\r\n550 5.1.1 no such user\r\n554 5.5.1 no recipients\r\n")
+    replies = result_of(first)
+    assert [(r.code, r.text) for r in replies] == [(550, "550 5.1.1 no such user")]
+    assert transport.value() == b"RSET\r\n"
+    transport.clear()
+
+    second = client.send(RelayedMessage(stored[1], (entries["Q1"],), body))
+    assert transport.value() == b""  # nothing until RSET is answered
+    client.dataReceived(b"250 2.0.0 reset\r\n")
+    assert b"MAIL FROM:<sender@example.org>" in transport.value()
+    client.dataReceived(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n")
+    assert transport.value().endswith(b"hello\r\n.\r\n")
+    client.dataReceived(b"250 2.0.0 Ok: queued as P1\r\n")
+    assert [(r.code, r.text) for r in result_of(second)] == [(250, "250 2.0.0 Ok: queued as P1")]
+    client.close()
+    client.dataReceived(b"221 bye\r\n")
+    client.connectionLost(None)
