@@ -137,8 +137,9 @@ class _RelayClient(Protocol):
                 self.engine.abort("closing")
         self._pump()
         if not self._gone and self.transport is not None:
-            # QUIT is on its way; don't wait more than a few seconds for the server's 221.
-            self._clock.callLater(5, self._hang_up)
+            # QUIT is on its way; don't wait more than a few seconds for the server's 221 (the
+            # deadline aborts and hangs up; connectionLost cancels it).
+            self._deadline.arm(5)
         d: Deferred[None] = Deferred()
         self._closed.addBoth(lambda _: d.callback(None))
         return d
