@@ -65,6 +65,8 @@ class RelaySettings:
     # "host[:port]", or "" for the system's (/etc/resolv.conf); and the SMTP port of MX hosts.
     resolver: str = ""
     mx_port: int = 25
+    # fsync every delivery result before the next message goes (else once per batch).
+    sync_each_result: bool = False
 
 
 @dataclass(frozen=True)
@@ -209,6 +211,7 @@ _SCHEMA: dict[str, dict[str, Validator]] = {
         "connect_timeout": _seconds,
         "resolver": _nameserver,
         "mx_port": _int(1, 65535),
+        "sync_each_result": _bool,
     },
     "monitor": {
         "probe_interval": _seconds,

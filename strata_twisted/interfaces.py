@@ -25,6 +25,8 @@ from typing import TYPE_CHECKING
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from twisted.internet.defer import Deferred
 
     from strata_twisted.model import (
@@ -34,6 +36,7 @@ if TYPE_CHECKING:
         DomainStatus,
         Event,
         IncomingMessage,
+        MessageHead,
         Outage,
         QueueEntry,
         QueueStats,
@@ -117,6 +120,13 @@ class IMessageStore(Interface):
         relay streams a large body without holding it whole.  Fails with L{NoSuchEntry}.
         """
 
+    def read_heads(message_ids: Sequence[str], length: int) -> Deferred[list[MessageHead]]:
+        """
+        The committed messages with these ids, in the order given, each with the first ``length``
+        bytes of its body; an id with no message is left out.  One storage round trip for all:
+        how the relay reads ahead.  Fails as a whole (L{StorageError}) if any body cannot be read.
+        """
+
 
 class IQueueStore(Interface):
     """Queue entries: one per recipient, ordered per domain by arrival."""
@@ -144,13 +154,21 @@ class IQueueStore(Interface):
 
     def record_result(result: AttemptResult) -> Deferred[QueueEntry]:
         """
-        Record one delivery attempt, durably, before the Deferred fires (the relay moves on to the
-        next message only then): ``attempts`` + 1, ``last_attempt_at`` = ``result.at``, and by
+        Record one delivery attempt, committed before the Deferred fires (the relay sends the next
+        message's content only then), so that no crash of the process can undo it.  Whether it is
+        also on disk by then is the backend's choice (SQLite: ``sync_each_result``); L{sync_results}
+        makes it so.  The change: ``attempts`` + 1, ``last_attempt_at`` = ``result.at``, and by
         outcome: delivered → DELIVERED with ``delivered_at``/``delivery_reply``; deferred →
         QUEUED with ``last_error`` and ``next_attempt_at``; bounced → BOUNCED, held → HELD, both
         with ``last_error``.  A DELIVERED entry never changes again: recording anything else for
         it fails with L{QueueStateError}.  Unknown id: L{NoSuchEntry}.  Results requested while a
         batch is being written are committed together (group commit).
+        """
+
+    def sync_results() -> Deferred[None]:
+        """
+        Make every result recorded so far durable on disk (fsync), so that not even a power failure
+        can undo it.  The relay calls it after each batch.
         """
 
     def change_state(

@@ -225,6 +225,14 @@ class StoredMessage:
 
 
 @dataclass(frozen=True)
+class MessageHead:
+    """A committed message with the first bytes of its body (IMessageStore.read_heads)."""
+
+    message: StoredMessage
+    head: bytes
+
+
+@dataclass(frozen=True)
 class QueueEntry:
     """One recipient of one message, waiting for (or done with) delivery to its domain's primary."""
 

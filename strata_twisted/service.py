@@ -155,7 +155,8 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     log = Logger(namespace="strata")
     root = StrataService()
     executor: Executor = ThreadExecutor(reactor)
-    store = open_store(settings.storage.backend, settings.data_dir, reactor, executor)
+    store = open_store(settings.storage.backend, settings.data_dir, reactor, executor,
+                       sync_each_result=settings.relay.sync_each_result)  # fmt: skip
     store.open(recover=True)
     log.info(
         "Strata storage: {backend} in {data_dir}",

@@ -123,13 +123,15 @@ class ScriptedPrimary:
     ``reply_for(recipient)`` decides each recipient's reply (250 by default); ``up = False``
     refuses connections; ``die_after = n`` ends every session after n messages (the rest get
     421, as when a connection is lost).  ``received`` lists (queue id, recipients) in delivery
-    order; ``sessions`` counts connections.
+    order; ``started`` lists the queue ids whose envelope went (the content may wait for the
+    previous message's results); ``sessions`` counts connections.
     """
 
     def __init__(self) -> None:
         self.up = True
         self.die_after: int | None = None
         self.received: list[tuple[str, tuple[str, ...]]] = []
+        self.started: list[str] = []
         self.sessions = 0
         self.replies: dict[str, list[tuple[int, str]]] = {}
 
@@ -157,18 +159,32 @@ class _ScriptedConnection:
         self.alive = True
         self._sent = 0
 
-    def send(self, message: Any) -> Deferred[list[Any]]:
+    def send(self, message: Any, after: Deferred[bool] | None = None) -> Deferred[list[Any]]:
+        self._primary.started.append(message.message.id)
+        if after is None:
+            return succeed(self._deliver(message))
+        # The content goes once the previous results are recorded; if they cannot be, the
+        # session ends as a real connection's would.
+        return after.addCallback(
+            lambda recorded: self._deliver(message) if recorded else self._end(message)
+        )
+
+    def _end(self, message: Any) -> list[Any]:
+        self.alive = False
+        return [
+            RecipientReply(e.recipient, 451, "451 4.4.2 session ended") for e in message.entries
+        ]
+
+    def _deliver(self, message: Any) -> list[Any]:
         primary = self._primary
         if primary.die_after is not None and self._sent >= primary.die_after:
             self.alive = False
         if not self.alive or not primary.up:
             self.alive = False
-            return succeed(
-                [
-                    RecipientReply(e.recipient, 421, "421 4.4.2 connection lost")
-                    for e in message.entries
-                ]
-            )
+            return [
+                RecipientReply(e.recipient, 421, "421 4.4.2 connection lost")
+                for e in message.entries
+            ]
         self._sent += 1
         replies = []
         accepted = []
@@ -179,7 +195,7 @@ class _ScriptedConnection:
                 accepted.append(entry.recipient)
         if accepted:
             primary.received.append((message.message.id, tuple(accepted)))
-        return succeed(replies)
+        return replies
 
     def close(self) -> Deferred[None]:
         self.alive = False

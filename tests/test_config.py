@@ -41,8 +41,12 @@ def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     assert settings.source is None
     assert settings.data_dir == tmp_path / "strata-data"
     assert [str(a) for a in settings.intake.listen] == ["127.0.0.1:2525"]
-    (tmp_path / "strata.toml").write_text('data_dir = "elsewhere"\n')
+    assert settings.relay.sync_each_result is False
+    (tmp_path / "strata.toml").write_text(
+        'data_dir = "elsewhere"\n[relay]\nsync_each_result = true\n'
+    )
     assert load_config().data_dir == tmp_path / "elsewhere"
+    assert load_config().relay.sync_each_result is True
 
 
 @pytest.mark.parametrize(
@@ -55,6 +59,7 @@ def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         ("[intake]\nmax_mesage_size = 10\n", "intake.max_mesage_size"),
         ("[smpt]\nlisten = []\n", "smpt"),
         ('[storage]\nbackend = "postgres"\n', "storage.backend"),
+        ('[relay]\nsync_each_result = "yes"\n', "relay.sync_each_result"),
         ('[tls]\nprivate_key = "k.pem"\n', "tls.certificate"),
         ("data_dir = 5\n", "data_dir"),
         ("this is not toml", "--config"),

@@ -7,23 +7,37 @@ from __future__ import annotations
 
 import email
 import email.policy
+from collections.abc import Sequence
+from dataclasses import replace
 from typing import Any
 
 import pytest
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from zope.interface import implementer
 
 from strata_twisted.config import RelaySettings
 from strata_twisted.core.domains import DomainCache
-from strata_twisted.core.relay import NULL_MX_REASON, RelayLoop
+from strata_twisted.core.relay import (
+    NULL_MX_REASON,
+    PREFETCH,
+    READ_AHEAD_BYTES,
+    READ_AHEAD_MESSAGES,
+    RelayLoop,
+    _read_ahead_windows,
+)
 from strata_twisted.core.routes import NoRoute, NullMX, RouteTemporaryFailure
+from strata_twisted.errors import StorageError
+from strata_twisted.interfaces import IMessageStore, IQueueStore
 from strata_twisted.model import (
     BOUNCED,
     DELIVERED,
     HELD,
     QUEUED,
+    AttemptResult,
     Delivery,
     Domain,
+    QueueEntry,
     RelayTarget,
 )
 from strata_twisted.storage.memory import MemoryStore
@@ -204,6 +218,161 @@ def test_a_lost_connection_stops_the_drain_and_keeps_order() -> None:
     r.primary.die_after = None
     result_of(r.loop.run())  # a normal run, not forced: the lost one is due and goes first
     assert [q for q, _ in r.primary.received] == ids
+
+
+@implementer(IQueueStore)
+class HeldResults:
+    """The memory store's queue, with every record_result held until the test releases it;
+    ``synced`` counts what the primary had received at each sync_results()."""
+
+    def __init__(self, store: MemoryStore, primary: ScriptedPrimary) -> None:
+        self._store = store
+        self._primary = primary
+        self.held: list[tuple[AttemptResult, Deferred[QueueEntry]]] = []
+        self.fail_next = False
+        self.synced: list[int] = []
+
+    def sync_results(self) -> Deferred[None]:
+        self.synced.append(len(self._primary.received))
+        return succeed(None)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def record_result(self, result: AttemptResult) -> Deferred[QueueEntry]:
+        d: Deferred[QueueEntry] = Deferred()
+        self.held.append((result, d))
+        return d
+
+    def release(self) -> None:
+        held, self.held = self.held, []
+        for result, d in held:
+            if self.fail_next:
+                d.errback(StorageError("disk full"))
+            else:
+                self._store.record_result(result).chainDeferred(d)
+
+
+def test_the_next_envelope_goes_while_results_are_recorded_but_not_its_content() -> None:
+    r = Relay()
+    queue = HeldResults(r.store, r.primary)
+    r.loop._queue = queue
+    ids = [r.queue("u@example.test") for _ in range(3)]
+    run = r.loop.run()
+    # The first message is delivered; while its result is on its way to disk the second
+    # envelope is already out, but its content (the delivery) waits.
+    assert [q for q, _ in r.primary.received] == ids[:1]
+    assert r.primary.started == ids[:2]
+    assert [x.entry_id for x, _ in queue.held] == [f"{ids[0]}.1"]
+    queue.release()
+    assert [q for q, _ in r.primary.received] == ids[:2]
+    assert r.primary.started == ids
+    queue.release()
+    queue.release()
+    assert run.called
+    assert [q for q, _ in r.primary.received] == ids
+    assert {e.state for e in r.entries().values()} == {DELIVERED}
+
+
+def test_results_that_cannot_be_recorded_end_the_session_before_the_next_content() -> None:
+    r = Relay()
+    queue = HeldResults(r.store, r.primary)
+    r.loop._queue = queue
+    ids = [r.queue("u@example.test") for _ in range(3)]
+    run = r.loop.run()
+    queue.fail_next = True
+    queue.release()
+    assert run.called
+    # The second message never went: the drain stopped, and all but the first stay queued
+    # (the first was delivered, but its result is lost: it will go again, a duplicate).
+    assert [q for q, _ in r.primary.received] == ids[:1]
+    assert {e.state for e in r.entries().values()} == {QUEUED}
+    queue.fail_next = False
+    r.loop._queue = r.store
+    result_of(r.loop.run())
+    assert [q for q, _ in r.primary.received] == [ids[0], *ids]
+
+
+def test_results_go_to_disk_after_every_batch() -> None:
+    r = Relay()
+    queue = HeldResults(r.store, r.primary)
+    r.loop._queue = queue
+    ids = [r.queue("u@example.test") for _ in range(7)]
+    run = r.loop.run()
+    while not run.called:
+        queue.release()
+    assert [q for q, _ in r.primary.received] == ids
+    assert queue.synced == [3, 6, 7]  # batch_size 3
+
+
+@implementer(IMessageStore)
+class UnreadableBodies:
+    """The memory store, failing to read the bodies of the messages in ``broken``."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self.broken: set[str] = set()
+        self.read_heads_calls = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def read_heads(self, message_ids: Sequence[str], length: int) -> Deferred[Any]:
+        self.read_heads_calls += 1
+        if self.broken & set(message_ids):
+            return fail(StorageError("cannot read a body"))
+        return self._store.read_heads(message_ids, length)
+
+    def read_body_range(self, message_id: str, offset: int, length: int) -> Deferred[bytes]:
+        if message_id in self.broken:
+            return fail(StorageError(f"cannot read {message_id}"))
+        return self._store.read_body_range(message_id, offset, length)
+
+
+def test_a_message_that_cannot_be_read_is_skipped_and_stays_queued() -> None:
+    r = Relay()
+    messages = UnreadableBodies(r.store)
+    r.loop._messages = messages
+    ids = [r.queue("u@example.test") for _ in range(3)]
+    messages.broken = {ids[1]}
+    result_of(r.loop.run())
+    assert [q for q, _ in r.primary.received] == [ids[0], ids[2]]
+    entries = r.entries()
+    assert (entries[f"{ids[1]}.1"].state, entries[f"{ids[1]}.1"].attempts) == (QUEUED, 0)
+    messages.broken = set()
+    result_of(r.loop.kick())
+    assert [q for q, _ in r.primary.received] == [ids[0], ids[2], ids[1]]
+
+
+def test_the_relay_reads_ahead_in_windows() -> None:
+    r = Relay()
+    r.loop._settings = replace(r.loop._settings, batch_size=100)
+    messages = UnreadableBodies(r.store)
+    r.loop._messages = messages
+    ids = [r.queue("u@example.test") for _ in range(READ_AHEAD_MESSAGES * 2 + 1)]
+    result_of(r.loop.run())
+    assert [q for q, _ in r.primary.received] == ids
+    assert messages.read_heads_calls == 3
+
+
+def entries_of_size(*sizes: int) -> list[tuple[QueueEntry, ...]]:
+    return [
+        (QueueEntry(f"Q{n}.1", n, f"Q{n}", "example.test", "u@example.test", "s@x.test", None,
+                    size, T0, QUEUED, 0, None, T0),)
+        for n, size in enumerate(sizes)
+    ]  # fmt: skip
+
+
+def test_read_ahead_windows_are_bounded_by_count_and_bytes() -> None:
+    def shape(sizes: list[int]) -> list[int]:
+        return [len(w) for w in _read_ahead_windows(entries_of_size(*sizes))]
+
+    assert shape([100] * (READ_AHEAD_MESSAGES + 1)) == [READ_AHEAD_MESSAGES, 1]
+    # Heads count at most PREFETCH bytes each, however large the message.
+    big = READ_AHEAD_BYTES // PREFETCH
+    assert shape([10 * PREFETCH] * (big + 1)) == [big, 1]
+    assert shape([READ_AHEAD_BYTES // 2, READ_AHEAD_BYTES // 2, 1]) == [3]
+    assert shape([]) == []
 
 
 def test_kick_retries_deferred_mail_at_once() -> None:

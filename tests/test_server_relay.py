@@ -6,6 +6,7 @@ engine to be ready instead of failing.
 
 from __future__ import annotations
 
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
@@ -55,4 +56,46 @@ def test_a_send_during_rset_waits_for_the_engine_to_be_ready() -> None:
     assert [(r.code, r.text) for r in result_of(second)] == [(250, "250 2.0.0 Ok: queued as P1")]
     client.close()
     client.dataReceived(b"221 bye\r\n")
+    client.connectionLost(None)
+
+
+def test_the_content_waits_for_the_previous_results_and_a_failed_record_ends_the_session() -> None:
+    clock = Clock()
+    store = MemoryStore(clock)
+    body = b"Subject: x\r\n\r\nhello\r\n"
+    stored = [
+        result_of(store_message(store, f"Q{n}", body, [Delivery(f"u{n}@example.test",
+                                                                "example.test")]))
+        for n in range(2)
+    ]  # fmt: skip
+    entries = {e.message_id: e for e in result_of(store.list_entries())}
+    domain = Domain("example.test", RelayTarget("127.0.0.1", 2525), tls_policy="none")
+    client = _RelayClient(clock, store, domain, "strata.test")
+    transport = StringTransport()
+    client.makeConnection(transport)
+    client.dataReceived(b"220 primary ESMTP\r\n250-primary\r\n250 PIPELINING\r\n")
+
+    recorded: Deferred[bool] = Deferred()
+    first = client.send(RelayedMessage(stored[0], (entries["Q0"],), body), recorded)
+    assert transport.value().endswith(b"DATA\r\n")  # the envelope goes at once
+    transport.clear()
+    client.dataReceived(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n")
+    assert transport.value() == b""  # the content waits for the previous results
+    recorded.callback(True)
+    assert transport.value() == b"Subject: x\r\n\r\nhello\r\n.\r\n"
+    client.dataReceived(b"250 2.0.0 Ok: queued as P1\r\n")
+    assert [r.code for r in result_of(first)] == [250]
+    transport.clear()
+
+    failed: Deferred[bool] = Deferred()
+    second = client.send(RelayedMessage(stored[1], (entries["Q1"],), body), failed)
+    client.dataReceived(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n")
+    transport.clear()
+    failed.callback(False)  # the first message's results could not be recorded
+    replies = result_of(second)
+    assert [r.code for r in replies] == [451]
+    assert "could not be recorded" in replies[0].text
+    assert b"hello" not in transport.value()  # the content never went
+    assert transport.disconnecting
+    assert not client.alive
     client.connectionLost(None)

@@ -235,6 +235,49 @@ class TestSQLiteInlineQueueStore(InlineBodiesStore, QueueStoreSuite):
 # -- persistence, layout and settings
 
 
+@pytest.mark.parametrize("sync_each_result", [True, False])
+def test_results_alone_skip_the_wal_fsync_only_when_configured(
+    data_dir: Path, clock: task.Clock, sync_each_result: bool
+) -> None:
+    store = SQLiteStore(data_dir, clock, SyncExecutor(), sync_each_result=sync_each_result)
+    store.open(recover=True)
+    deliver(store, "M1", deliveries=(ALICE, CAROL))
+    statements: list[str] = []
+    store._t_conn().set_trace_callback(statements.append)
+    result_of(store.record_result(AttemptResult("M1.1", DELIVERED_OUTCOME, "250 ok", 1001.0)))
+    lazy = "PRAGMA synchronous = NORMAL"
+    assert (lazy in statements) == (not sync_each_result)
+    if not sync_each_result:
+        assert statements[-1] == "PRAGMA synchronous = FULL"  # and back for the next commit
+    # Message commits are always fsync'd.
+    statements.clear()
+    deliver(store, "M2")
+    assert lazy not in statements
+    assert store._t_conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    result_of(store.close())
+
+
+def test_sync_results_fsyncs_the_wal(
+    data_dir: Path, clock: task.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = open_store("sqlite", data_dir, clock, SyncExecutor(), sync_each_result=False)
+    assert isinstance(store, SQLiteStore) and not store.sync_each_result
+    store.open(recover=True)
+    deliver(store, "M1")
+    result_of(store.record_result(AttemptResult("M1.1", DELIVERED_OUTCOME, "250 ok", 1001.0)))
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    result_of(store.sync_results())
+    assert synced == [str(data_dir.resolve() / "strata.db-wal")]
+    result_of(store.close())
+
+
 def test_data_survives_close_and_reopen(data_dir: Path, clock: task.Clock) -> None:
     clock.advance(JAN_2)
     first = SQLiteStore(data_dir, clock, SyncExecutor(), inline_limit=FILES)

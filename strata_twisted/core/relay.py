@@ -4,8 +4,11 @@ The relay loop: drain each protected domain's queue to its primary, in arrival o
 Every ``relay.interval`` seconds (a ``LoopingCall`` on the injected clock), and at once when asked
 (``kick``: a flush, or the monitor seeing the primary recover), each domain with due entries is
 drained over one connection: its entries in ``seq`` order, the recipients of one message in one
-transaction, each recipient's result recorded durably before the next message goes
-(DESIGN decision 4).  By reply:
+transaction, each recipient's result recorded before the next message goes (DESIGN decision 4).
+The next message's envelope (MAIL, RCPT, DATA) is on the wire while the results are committed; its
+content goes only once they are.  The results are committed before that (no crash of Strata undoes
+them) and fsync'd after each batch (``relay.sync_each_result``: after each message).  The messages
+are read ahead in windows, one storage call each.  By reply:
 
 - 2xx: delivered, with the time and the server's reply; never delivered again.
 - 4xx: deferred to the next run; the messages behind it still go.
@@ -36,6 +39,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 
 from strata_twisted.clock import SecondsClock
 from strata_twisted.config import RelaySettings
@@ -61,8 +65,13 @@ from strata_twisted.model import (
     recipient_domain,
 )
 
-# How much of the next message's body the relay reads ahead (all of a typical message).
+# How much of each message's body the relay reads ahead (all of a typical message); the rest of a
+# larger body is read while it is sent.
 PREFETCH = 256 * 1024
+# The relay reads the messages it is about to send in windows of at most this many, and at most this
+# many bytes of body heads: one storage call each, while the window before goes out.
+READ_AHEAD_MESSAGES = 32
+READ_AHEAD_BYTES = 4 * 1024 * 1024
 
 # RFC 7505 §4.2: the status for mail to a domain with a null MX.
 NULL_MX_REASON = "domain accepts no mail (null MX, RFC 7505)"
@@ -98,9 +107,18 @@ class RelayConnection(Protocol):
     def remote(self) -> str:
         """The host we talk to, for logs and DSNs."""
 
-    def send(self, message: RelayedMessage) -> Deferred[list[RecipientReply]]:
-        """Deliver one message; one reply per entry, in the entries' order.  Never fails: a
-        session that dies mid-way answers the unanswered recipients with a 4xx reply."""
+    def send(
+        self, message: RelayedMessage, after: Deferred[bool] | None = None
+    ) -> Deferred[list[RecipientReply]]:
+        """
+        Deliver one message; one reply per entry, in the entries' order.  Never fails: a
+        session that dies mid-way answers the unanswered recipients with a 4xx reply.
+
+        ``after`` fires once the previous message's results are recorded: the envelope (MAIL,
+        RCPT, DATA) may go at once, but the content waits for it.  True lets the content go;
+        False (the results could not be recorded) ends the session instead, and every recipient
+        gets a 4xx reply.
+        """
 
     def close(self) -> Deferred[None]:
         """QUIT and disconnect.  Never fails."""
@@ -109,6 +127,23 @@ class RelayConnection(Protocol):
 class RelayConnector(Protocol):
     def connect(self, domain: Domain) -> Deferred[RelayConnection]:
         """Open a session with ``domain``'s relay host; fails when no session can be had."""
+
+
+def _read_ahead_windows(
+    groups: list[tuple[QueueEntry, ...]],
+) -> list[list[tuple[QueueEntry, ...]]]:
+    """Cut the transactions into windows the relay reads ahead in one storage call each: at most
+    READ_AHEAD_MESSAGES, and at most READ_AHEAD_BYTES of body heads unless a single one is more."""
+    windows: list[list[tuple[QueueEntry, ...]]] = []
+    size = 0
+    for group in groups:
+        head = min(group[0].size, PREFETCH)
+        if not windows or len(windows[-1]) >= READ_AHEAD_MESSAGES or size + head > READ_AHEAD_BYTES:
+            windows.append([])
+            size = 0
+        windows[-1].append(group)
+        size += head
+    return windows
 
 
 def _group_by_message(entries: Sequence[QueueEntry]) -> list[tuple[QueueEntry, ...]]:
@@ -259,31 +294,50 @@ class RelayLoop:
                 return False
         delivered = 0
         groups = _group_by_message(live)
+        # The previous message's results on their way to disk (how many were delivered).  The
+        # next message's envelope goes meanwhile, its content only once they are recorded.
+        recording: Deferred[int] | None = None
         try:
-            upcoming = self._prepare(groups[0])
-            for i, group in enumerate(groups):
+            windows = _read_ahead_windows(groups)
+            reading = self._read_window(windows[0])
+            for w in range(len(windows)):
                 if not connection.alive:
                     break
-                relayed = await upcoming
-                # Read the next message while this one is on the wire; its result is still
-                # recorded before it is sent.
-                if i + 1 < len(groups):
-                    upcoming = self._prepare(groups[i + 1])
-                if relayed is None:
-                    continue
-                message = relayed.message
-                replies = await connection.send(relayed)
-                lost = not connection.alive
-                for entry, reply in zip(group, replies, strict=True):
-                    if await self._record(domain, entry, message, reply, connection.remote, lost):
-                        delivered += 1
+                prepared = await reading
+                # Read the next window while this one is on the wire.
+                if w + 1 < len(windows):
+                    reading = self._read_window(windows[w + 1])
+                for relayed in prepared:
+                    if not connection.alive:
+                        break
+                    if relayed is None:
+                        continue
+                    after = None if recording is None else _settled(recording)
+                    replies = await connection.send(relayed, after)
+                    if recording is not None:
+                        delivered += await recording
+                    lost = not connection.alive
+                    recording = Deferred.fromCoroutine(
+                        self._record_all(domain, relayed, replies, connection.remote, lost)
+                    )
+            if recording is not None:
+                delivered += await recording
         finally:
             alive = connection.alive
             await connection.close()
+            await self._sync_results(name)
         if delivered:
             self.log.info("relayed {n} to {relay} for {domain}", n=delivered,
                           relay=domain.relay, domain=name)  # fmt: skip
         return alive and len(entries) == self._settings.batch_size
+
+    async def _sync_results(self, name: str) -> None:
+        """Put the batch's results on disk: each was committed before the next message went,
+        but the store may leave the fsync to now (see IQueueStore.sync_results)."""
+        try:
+            await self._queue.sync_results()
+        except Exception:
+            self.log.failure("cannot sync the delivery results for {domain}", domain=name)
 
     async def _connect_by_mx(
         self, name: str, entries: list[QueueEntry]
@@ -350,23 +404,55 @@ class RelayLoop:
             "relay.null_mx", f"{recipients} bounced: {name} {NULL_MX_REASON}", name
         )
 
-    def _prepare(self, group: tuple[QueueEntry, ...]) -> Deferred[RelayedMessage | None]:
-        """Start reading a message (record and first body chunk) for its transaction."""
+    def _read_window(
+        self, window: list[tuple[QueueEntry, ...]]
+    ) -> Deferred[list[RelayedMessage | None]]:
+        """
+        Read the messages of ``window`` (records and first body chunks) in one storage call; one
+        item per transaction, None for a message that is gone or cannot be read (it is skipped
+        this run and stays queued as it was).  Never fails.
+        """
 
-        async def read() -> RelayedMessage | None:
-            # Never fails: a message we cannot read is skipped this run (it stays queued, as
-            # it was), and a read-ahead nobody waits for any more cannot leave an unhandled error.
+        async def read() -> list[RelayedMessage | None]:
             try:
-                message = await self._messages.get_message(group[0].message_id)
-                if message is None:
-                    return None
-                head = await self._messages.read_body_range(message.id, 0, PREFETCH)
+                heads = await self._messages.read_heads(
+                    [group[0].message_id for group in window], PREFETCH
+                )
             except Exception:
-                self.log.failure("cannot read {id} for the relay", id=group[0].message_id)
-                return None
-            return RelayedMessage(message, group, head)
+                # Some body cannot be read: find out which, one message at a time.
+                self.log.failure("cannot read ahead for the relay; reading one by one")
+                return [await self._read_one(group) for group in window]
+            by_id = {head.message.id: head for head in heads}
+            out: list[RelayedMessage | None] = []
+            for group in window:
+                head = by_id.get(group[0].message_id)
+                out.append(None if head is None else RelayedMessage(head.message, group, head.head))
+            return out
 
         return Deferred.fromCoroutine(read())
+
+    async def _read_one(self, group: tuple[QueueEntry, ...]) -> RelayedMessage | None:
+        message_id = group[0].message_id
+        try:
+            message = await self._messages.get_message(message_id)
+            if message is None:
+                return None  # deleted meanwhile (by an admin): nothing to send
+            head = await self._messages.read_body_range(message_id, 0, PREFETCH)
+        except Exception:
+            self.log.failure("cannot read {id} for the relay", id=message_id)
+            return None
+        return RelayedMessage(message, group, head)
+
+    async def _record_all(
+        self, domain: Domain, relayed: RelayedMessage, replies: list[RecipientReply],
+        remote: str, lost: bool,
+    ) -> int:  # fmt: skip
+        """Record the replies for one message's entries; how many were delivered."""
+        delivered = 0
+        for entry, reply in zip(relayed.entries, replies, strict=True):
+            if await self._record(domain, entry, relayed.message, reply, remote, lost):
+                delivered += 1
+        return delivered
 
     async def _record(
         self, domain: Domain, entry: QueueEntry, message: StoredMessage, reply: RecipientReply,
@@ -488,6 +574,23 @@ async def queue_dsn(
         failed[0].entry.domain, {"dsn": queue_id, "date": email.utils.formatdate(now)},
     )  # fmt: skip
     return queue_id
+
+
+def _settled(d: Deferred[int]) -> Deferred[bool]:
+    """A Deferred that fires True when ``d`` succeeds, False when it fails; ``d``'s result is
+    left for its owner."""
+    out: Deferred[bool] = Deferred()
+
+    def succeeded(result: int) -> int:
+        out.callback(True)
+        return result
+
+    def failed(failure: Failure) -> Failure:
+        out.callback(False)
+        return failure
+
+    d.addCallbacks(succeeded, failed)
+    return out
 
 
 def _quiet(d: Deferred[None]) -> Deferred[None]:

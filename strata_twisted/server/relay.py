@@ -87,6 +87,8 @@ class _RelayClient(Protocol):
         self._failure_reason = ""
         self._gone = False
         self._send_when_ready = False
+        # Fires when the content of the message being sent may go (see RelayConnection.send).
+        self._after: Deferred[bool] | None = None
 
     @property
     def alive(self) -> bool:
@@ -94,11 +96,14 @@ class _RelayClient(Protocol):
 
     # -- RelayConnection -------------------------------------------------------------------------
 
-    def send(self, message: RelayedMessage) -> Deferred[list[RecipientReply]]:
+    def send(
+        self, message: RelayedMessage, after: Deferred[bool] | None = None
+    ) -> Deferred[list[RecipientReply]]:
         if not self.alive:
             return succeed(self._lost(message, "connection closed"))
         d: Deferred[list[RecipientReply]] = Deferred()
         self._sending = (message, d)
+        self._after = after
         if self.engine.state is not State.READY:
             # The engine is still finishing the last transaction (e.g. waiting for RSET's
             # reply): start this one on its next Ready event.
@@ -223,6 +228,24 @@ class _RelayClient(Protocol):
     def _stream_body(self) -> None:
         assert self._sending is not None
         relayed = self._sending[0]
+        after, self._after = self._after, None
+        if after is None:
+            self._start_stream(relayed)
+        else:
+            # The server said 354; the content waits until the previous message's results are
+            # recorded (usually done already, or within a millisecond).
+            after.addCallback(self._released, relayed)
+
+    def _released(self, recorded: bool, relayed: RelayedMessage) -> None:
+        if not self.alive or self._sending is None or self._sending[0] is not relayed:
+            return
+        if recorded:
+            self._start_stream(relayed)
+        else:
+            self.engine.abort("the results of the previous message could not be recorded")
+            self._pump()
+
+    def _start_stream(self, relayed: RelayedMessage) -> None:
         Deferred.fromCoroutine(self._stream(relayed)).addErrback(self._stream_failed)
 
     async def _stream(self, relayed: RelayedMessage) -> None:

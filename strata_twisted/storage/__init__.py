@@ -21,7 +21,12 @@ from strata_twisted.storage.sqlite import SQLiteStore
 
 
 def open_store(
-    backend: str, data_dir: Path, clock: SecondsClock, executor: Executor
+    backend: str,
+    data_dir: Path,
+    clock: SecondsClock,
+    executor: Executor,
+    *,
+    sync_each_result: bool = True,
 ) -> MemoryStore | SQLiteStore:
     """
     The store named by ``storage.backend`` (``"sqlite"`` or ``"memory"``), not yet opened.
@@ -29,10 +34,10 @@ def open_store(
     Call its ``open(recover=...)`` before use (synchronous: before the reactor runs).
     ``recover=True`` says this process is the only one using ``data_dir`` (the server at startup),
     so every uncommitted body file a crash left behind is deleted; the CLI passes False.  Raises
-    L{ConfigError} for an unknown backend.
+    L{ConfigError} for an unknown backend.  ``sync_each_result``: ``relay.sync_each_result``.
     """
     if backend == "sqlite":
-        return SQLiteStore(data_dir, clock, executor)
+        return SQLiteStore(data_dir, clock, executor, sync_each_result=sync_each_result)
     if backend == "memory":
         return MemoryStore(clock)
     raise ConfigError("storage.backend", f'expected "sqlite" or "memory", got {backend!r}')

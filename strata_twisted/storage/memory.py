@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -48,6 +49,7 @@ from strata_twisted.model import (
     DomainStatus,
     Event,
     IncomingMessage,
+    MessageHead,
     Outage,
     QueueEntry,
     QueueStats,
@@ -251,6 +253,14 @@ class MemoryStore:
             return fail(NoSuchEntry(f"no message {message_id}"))
         return succeed(message.body[offset : offset + length])
 
+    def read_heads(self, message_ids: Sequence[str], length: int) -> Deferred[list[MessageHead]]:
+        try:
+            check_body_range(0, length)
+        except ValueError as e:
+            return fail(e)
+        found = (self._messages.get(message_id) for message_id in message_ids)
+        return succeed([MessageHead(m.stored, m.body[:length]) for m in found if m is not None])
+
     # -- IQueueStore
 
     def list_entries(self, domain: str | None = None) -> Deferred[list[QueueEntry]]:
@@ -302,6 +312,9 @@ class MemoryStore:
             return fail(e)
         self._entries[entry.id] = changed
         return succeed(changed)
+
+    def sync_results(self) -> Deferred[None]:
+        return succeed(None)  # nothing here outlives the process anyway
 
     def change_state(
         self, entry_id: str, from_states: tuple[str, ...], to_state: str, at: float, note: str

@@ -510,6 +510,22 @@ class MessageStoreSuite:
         fails_with(store.read_body_range("M1", -1, 10), ValueError)
         fails_with(store.read_body_range("M1", 0, -1), ValueError)
 
+    def test_read_heads(self, store: Any) -> None:
+        # Past any write buffer and inline limit: a body that lives in its own file.
+        large = HEADERS + bytes(range(251)) * (1024 * 1024 // 251)
+        deliver(store, "M1")
+        deliver(store, "M2", body=large, chunk_size=100_003)
+        deliver(store, "M3", body=b"")
+        heads = result_of(store.read_heads(["M3", "GONE", "M1", "M2"], 1000))
+        # In the order asked, without the id that has no message.
+        assert [h.message for h in heads] == [
+            result_of(store.get_message(message_id)) for message_id in ("M3", "M1", "M2")
+        ]
+        assert [h.head for h in heads] == [b"", BODY[:1000], large[:1000]]
+        assert result_of(store.read_heads([], 10)) == []
+        assert [h.head for h in result_of(store.read_heads(["M2"], 10**9))] == [large]
+        fails_with(store.read_heads(["M1"], -1), ValueError)
+
     @pytest.mark.parametrize(
         ("body", "headers"),
         [
@@ -860,6 +876,13 @@ class QueueStoreSuite:
             )
         assert entry(store, "M1.1") == done
         assert self.due_ids(store, "example.com", 1e12) == []
+
+    def test_sync_results_keeps_every_result(self, store: Any) -> None:
+        deliver(store, "M1", deliveries=(ALICE, BOB))
+        delivered = AttemptResult("M1.1", DELIVERED_OUTCOME, "250 ok", 1001.0)
+        result_of(store.record_result(delivered))
+        assert result_of(store.sync_results()) is None
+        assert (entry(store, "M1.1").state, entry(store, "M1.2").state) == (DELIVERED, QUEUED)
 
     def test_record_result_for_an_unknown_entry(self, store: Any) -> None:
         deliver(store, "M1", (ALICE,))
