@@ -123,7 +123,7 @@ class ScriptedPrimary:
     ``reply_for(recipient)`` decides each recipient's reply (250 by default); ``up = False``
     refuses connections; ``die_after = n`` ends every session after n messages (the rest get
     421, as when a connection is lost).  ``received`` lists (queue id, recipients) in delivery
-    order; ``started`` lists the queue ids whose envelope went (the content may wait for the
+    order; ``started`` lists the queue ids whose transaction began (its completion may wait for the
     previous message's results); ``sessions`` counts connections.
     """
 
@@ -163,8 +163,8 @@ class _ScriptedConnection:
         self._primary.started.append(message.message.id)
         if after is None:
             return succeed(self._deliver(message))
-        # The content goes once the previous results are recorded; if they cannot be, the
-        # session ends as a real connection's would.
+        # The message is complete (delivered) once the previous results are recorded; if they
+        # cannot be, the session ends as a real connection's would.
         return after.addCallback(
             lambda recorded: self._deliver(message) if recorded else self._end(message)
         )

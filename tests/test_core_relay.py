@@ -253,14 +253,14 @@ class HeldResults:
                 self._store.record_result(result).chainDeferred(d)
 
 
-def test_the_next_envelope_goes_while_results_are_recorded_but_not_its_content() -> None:
+def test_the_next_message_starts_while_results_are_recorded_but_completes_after() -> None:
     r = Relay()
     queue = HeldResults(r.store, r.primary)
     r.loop._queue = queue
     ids = [r.queue("u@example.test") for _ in range(3)]
     run = r.loop.run()
     # The first message is delivered; while its result is on its way to disk the second
-    # envelope is already out, but its content (the delivery) waits.
+    # message is already under way, but its completion (the delivery) waits.
     assert [q for q, _ in r.primary.received] == ids[:1]
     assert r.primary.started == ids[:2]
     assert [x.entry_id for x, _ in queue.held] == [f"{ids[0]}.1"]
@@ -274,7 +274,7 @@ def test_the_next_envelope_goes_while_results_are_recorded_but_not_its_content()
     assert {e.state for e in r.entries().values()} == {DELIVERED}
 
 
-def test_results_that_cannot_be_recorded_end_the_session_before_the_next_content() -> None:
+def test_results_that_cannot_be_recorded_end_the_session_before_the_next_delivery() -> None:
     r = Relay()
     queue = HeldResults(r.store, r.primary)
     r.loop._queue = queue

@@ -1,7 +1,7 @@
 """
 The relay's Twisted adapter over StringTransport with a task.Clock: a scripted primary refuses
 every recipient of the first message (the engine must RSET), and the second message waits for the
-engine to be ready instead of failing.
+engine to be ready instead of failing; a message's final "." waits for the previous results.
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def test_a_send_during_rset_waits_for_the_engine_to_be_ready() -> None:
     client.connectionLost(None)
 
 
-def test_the_content_waits_for_the_previous_results_and_a_failed_record_ends_the_session() -> None:
+def test_the_final_dot_waits_for_the_previous_results_then_a_failed_record_ends_it() -> None:
     clock = Clock()
     store = MemoryStore(clock)
     body = b"Subject: x\r\n\r\nhello\r\n"
@@ -80,7 +80,11 @@ def test_the_content_waits_for_the_previous_results_and_a_failed_record_ends_the
     assert transport.value().endswith(b"DATA\r\n")  # the envelope goes at once
     transport.clear()
     client.dataReceived(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n")
-    assert transport.value() == b""  # the content waits for the previous results
+    # The content goes, but not the "." that completes the message: that waits for the
+    # previous message's results.
+    assert transport.value() == b"Subject: x\r\n\r\nhello\r\n"
+    clock.advance(60)
+    assert transport.value() == b"Subject: x\r\n\r\nhello\r\n"
     recorded.callback(True)
     assert transport.value() == b"Subject: x\r\n\r\nhello\r\n.\r\n"
     client.dataReceived(b"250 2.0.0 Ok: queued as P1\r\n")
@@ -95,7 +99,7 @@ def test_the_content_waits_for_the_previous_results_and_a_failed_record_ends_the
     replies = result_of(second)
     assert [r.code for r in replies] == [451]
     assert "could not be recorded" in replies[0].text
-    assert b"hello" not in transport.value()  # the content never went
+    assert b"\r\n.\r\n" not in transport.value()  # never completed: the primary discards it
     assert transport.disconnecting
     assert not client.alive
     client.connectionLost(None)

@@ -5,10 +5,11 @@ Every ``relay.interval`` seconds (a ``LoopingCall`` on the injected clock), and 
 (``kick``: a flush, or the monitor seeing the primary recover), each domain with due entries is
 drained over one connection: its entries in ``seq`` order, the recipients of one message in one
 transaction, each recipient's result recorded before the next message goes (DESIGN decision 4).
-The next message's envelope (MAIL, RCPT, DATA) is on the wire while the results are committed; its
-content goes only once they are.  The results are committed before that (no crash of Strata undoes
-them) and fsync'd after each batch (``relay.sync_each_result``: after each message).  The messages
-are read ahead in windows, one storage call each.  By reply:
+The next message is on the wire while the results are committed, but its final "." (what makes
+the primary take it) goes only once they are: no crash of Strata can undo a result, so it can
+resend at most the message in flight.  The results are fsync'd after each batch
+(``relay.sync_each_result``: after each message).  The messages are read ahead in windows, one
+storage call each.  By reply:
 
 - 2xx: delivered, with the time and the server's reply; never delivered again.
 - 4xx: deferred to the next run; the messages behind it still go.
@@ -114,10 +115,11 @@ class RelayConnection(Protocol):
         Deliver one message; one reply per entry, in the entries' order.  Never fails: a
         session that dies mid-way answers the unanswered recipients with a 4xx reply.
 
-        ``after`` fires once the previous message's results are recorded: the envelope (MAIL,
-        RCPT, DATA) may go at once, but the content waits for it.  True lets the content go;
-        False (the results could not be recorded) ends the session instead, and every recipient
-        gets a 4xx reply.
+        ``after`` fires once the previous message's results are recorded.  The envelope and the
+        content may go at once, but the final "." that completes the message waits for it (a
+        server discards a message whose connection ends before the ".", RFC 5321 §3.8).  True
+        lets the "." go; False (the results could not be recorded) ends the session instead, and
+        every recipient gets a 4xx reply.
         """
 
     def close(self) -> Deferred[None]:
@@ -295,7 +297,7 @@ class RelayLoop:
         delivered = 0
         groups = _group_by_message(live)
         # The previous message's results on their way to disk (how many were delivered).  The
-        # next message's envelope goes meanwhile, its content only once they are recorded.
+        # next message goes meanwhile; its final "." only once they are recorded.
         recording: Deferred[int] | None = None
         try:
             windows = _read_ahead_windows(groups)

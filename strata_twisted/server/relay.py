@@ -87,7 +87,7 @@ class _RelayClient(Protocol):
         self._failure_reason = ""
         self._gone = False
         self._send_when_ready = False
-        # Fires when the content of the message being sent may go (see RelayConnection.send).
+        # Fires when the message being sent may be completed (see RelayConnection.send).
         self._after: Deferred[bool] | None = None
 
     @property
@@ -229,26 +229,10 @@ class _RelayClient(Protocol):
         assert self._sending is not None
         relayed = self._sending[0]
         after, self._after = self._after, None
-        if after is None:
-            self._start_stream(relayed)
-        else:
-            # The server said 354; the content waits until the previous message's results are
-            # recorded (usually done already, or within a millisecond).
-            after.addCallback(self._released, relayed)
+        d = Deferred.fromCoroutine(self._stream(relayed, after))
+        d.addErrback(self._stream_failed)
 
-    def _released(self, recorded: bool, relayed: RelayedMessage) -> None:
-        if not self.alive or self._sending is None or self._sending[0] is not relayed:
-            return
-        if recorded:
-            self._start_stream(relayed)
-        else:
-            self.engine.abort("the results of the previous message could not be recorded")
-            self._pump()
-
-    def _start_stream(self, relayed: RelayedMessage) -> None:
-        Deferred.fromCoroutine(self._stream(relayed)).addErrback(self._stream_failed)
-
-    async def _stream(self, relayed: RelayedMessage) -> None:
+    async def _stream(self, relayed: RelayedMessage, after: Deferred[bool] | None) -> None:
         message = relayed.message
         if relayed.head:
             self.engine.body_chunk(relayed.head)
@@ -264,6 +248,17 @@ class _RelayClient(Protocol):
             self._write()
             self._arm_timer()
             offset += len(chunk)
+        if after is not None:
+            # The content is out, but the message is not complete without its final ".": that
+            # waits for the previous message's results (usually recorded by now).  A server
+            # discards a message whose connection ends before the "." (RFC 5321 §3.8).
+            recorded = await after
+            if not self.alive or self._sending is None or self._sending[0] is not relayed:
+                return
+            if not recorded:
+                self.engine.abort("the results of the previous message could not be recorded")
+                self._pump()
+                return
         self.engine.end_body()
         self._pump()
 
