@@ -53,6 +53,9 @@ class TLSSettings:
     certificate: Path | None = None
     private_key: Path | None = None
     generate_self_signed: bool = True
+    # CA certificates (PEM) a primary's certificate must chain to under the `verify` policy;
+    # None: the system's trust store.
+    ca_file: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -203,6 +206,7 @@ _SCHEMA: dict[str, dict[str, Validator]] = {
         "certificate": _path,
         "private_key": _path,
         "generate_self_signed": _bool,
+        "ca_file": _path,
     },
     "relay": {
         "interval": _seconds,

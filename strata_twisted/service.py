@@ -34,7 +34,7 @@ from strata_twisted.server.dns import DNSPythonResolver
 from strata_twisted.server.probe import SMTPProber
 from strata_twisted.server.relay import SMTPRelayConnector
 from strata_twisted.server.smtp import SMTPIntakeFactory
-from strata_twisted.server.tls import load_server_context
+from strata_twisted.server.tls import load_server_context, load_trust_root
 from strata_twisted.storage import open_store
 
 
@@ -187,8 +187,9 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
         now=reactor.seconds(),
     )
     connector = SMTPRelayConnector(
-        reactor, store, settings.hostname, settings.relay.connect_timeout
-    )
+        reactor, store, settings.hostname, settings.relay.connect_timeout,
+        load_trust_root(settings.tls.ca_file),
+    )  # fmt: skip
     resolver = DNSPythonResolver(reactor, settings.relay.resolver, settings.relay.mx_port)
     relay = RelayLoop(
         reactor, store, store, store, domains, connector, settings.relay, settings.hostname,

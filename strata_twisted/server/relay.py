@@ -10,10 +10,12 @@ engine asks, and enforces the engine's RFC 5321 §4.5.3.2 timeouts on the inject
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet import endpoints, ssl
 from twisted.internet.defer import Deferred, succeed
+from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
     IReactorTime,
@@ -41,11 +43,20 @@ from strata_twisted.proto.smtp_client import (
 from strata_twisted.proto.smtp_reply import Reply
 from strata_twisted.server._transport import Deadline, set_no_delay
 
+if TYPE_CHECKING:
+    # Public through optionsForClientTLS's signature, but defined only in the private module.
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
+
 BODY_CHUNK = 256 * 1024
 
 
 class RelayConnectError(Exception):
     """No SMTP session could be had with the primary (refused, timed out, bad greeting, TLS)."""
+
+
+class TLSFailed(RelayConnectError):
+    """The session ended during the TLS handshake or the EHLO after it (or the certificate did
+    not verify)."""
 
 
 def _reply_text(reply: Reply) -> str:
@@ -54,15 +65,16 @@ def _reply_text(reply: Reply) -> str:
 
 
 def client_tls_options(
-    domain: Domain,
+    domain: Domain, trust_root: IOpenSSLTrustRoot | None = None
 ) -> IOpenSSLClientConnectionCreator | ssl.CertificateOptions:
     """
-    TLS towards a primary.  ``verify`` checks the certificate chain and that it names the relay
-    host (service-identity, via optionsForClientTLS); the other policies encrypt without
+    TLS towards a primary.  ``verify`` checks the certificate chain (to ``trust_root``, or the
+    system's trust store) and that it names the relay host, a DNS name or an IP address
+    (service-identity, via optionsForClientTLS); the other policies encrypt without
     authenticating, as Postfix's ``may``/``encrypt`` levels do.
     """
     if domain.tls_policy == "verify":
-        return ssl.optionsForClientTLS(domain.relay.host)
+        return ssl.optionsForClientTLS(domain.relay.host, trust_root)
     return ssl.CertificateOptions()
 
 
@@ -72,9 +84,16 @@ class _RelayClient(Protocol):
     log = Logger()
 
     def __init__(
-        self, clock: IReactorTime, messages: IMessageStore, domain: Domain, helo_name: str
+        self,
+        clock: IReactorTime,
+        messages: IMessageStore,
+        domain: Domain,
+        helo_name: str,
+        trust_root: IOpenSSLTrustRoot | None = None,
     ) -> None:
         self._clock = clock
+        self._trust_root = trust_root
+        self._tls_requested = False
         self._messages = messages
         self._domain = domain
         self.remote = str(domain.relay)
@@ -169,7 +188,14 @@ class _RelayClient(Protocol):
             self._sending = None
             d.callback(self._lost(message, self._failure_reason or "connection lost"))
         if not self.ready.called:
-            self.ready.errback(RelayConnectError(self._failure_reason or "connection lost"))
+            why = self._failure_reason or "connection lost"
+            if self._tls_requested:
+                # The handshake, or the EHLO after it, did not complete.
+                if reason is not None and not reason.check(ConnectionDone, ConnectionLost):
+                    why = reason.getErrorMessage()
+                self.ready.errback(TLSFailed(f"TLS failed: {why}"))
+            else:
+                self.ready.errback(RelayConnectError(why))
         if not self._closed.called:
             self._closed.callback(None)
 
@@ -189,7 +215,9 @@ class _RelayClient(Protocol):
             elif isinstance(event, StartTLSNeeded):
                 assert self.transport is not None
                 self._write()
-                self.transport.startTLS(client_tls_options(self._domain))  # type: ignore[attr-defined]
+                self._tls_requested = True
+                options = client_tls_options(self._domain, self._trust_root)
+                self.transport.startTLS(options)  # type: ignore[attr-defined]
                 # Twisted holds what we write until the handshake is done; a failed handshake
                 # (or a certificate that does not verify) ends the connection.
                 self.engine.tls_started()
@@ -302,20 +330,46 @@ class _RelayClient(Protocol):
 class SMTPRelayConnector:
     """Opens SMTP sessions with primaries (implements ``RelayConnector``)."""
 
+    log = Logger()
+
     def __init__(
         self,
         reactor: Any,
         messages: IMessageStore,
         helo_name: str,
         connect_timeout: float,
+        trust_root: IOpenSSLTrustRoot | None = None,
     ) -> None:
+        """``trust_root``: the CAs the ``verify`` policy trusts (None: the system's)."""
         self._reactor = reactor
         self._messages = messages
         self._helo_name = helo_name
         self._connect_timeout = connect_timeout
+        self._trust_root = trust_root
 
     def connect(self, domain: Domain) -> Deferred[Any]:
-        client = _RelayClient(self._reactor, self._messages, domain, self._helo_name)
+        """
+        A session with ``domain``'s relay host.  Under the ``opportunistic`` policy a TLS
+        handshake that fails (or a session that ends right after it) is not the end: the
+        connection is made again without STARTTLS, as opportunistic TLS means "encrypt when
+        you can" (KumoMTA's opportunistic_tls_reconnect_on_failed_handshake; Postfix would
+        defer the message and leave the queue stuck on a broken TLS stack).
+        """
+        d = self._connect(domain)
+        if domain.tls_policy == "opportunistic":
+            d.addErrback(self._without_tls, domain)
+        return d
+
+    def _without_tls(self, failure: Failure, domain: Domain) -> Deferred[Any]:
+        failure.trap(TLSFailed)
+        self.log.warn("{relay}: {why}; opportunistic TLS, so connecting again without it",
+                      relay=str(domain.relay), why=failure.getErrorMessage())  # fmt: skip
+        return self._connect(replace(domain, tls_policy="none"))
+
+    def _connect(self, domain: Domain) -> Deferred[Any]:
+        client = _RelayClient(
+            self._reactor, self._messages, domain, self._helo_name, self._trust_root
+        )
         endpoint = endpoints.HostnameEndpoint(
             self._reactor, domain.relay.host, domain.relay.port, timeout=self._connect_timeout
         )

@@ -1,5 +1,6 @@
 """
 TLS for the listeners: load the configured certificate, or make a self-signed one on first start.
+And the CA certificates the relay trusts when a domain's TLS policy is ``verify``.
 
 Called from the composition root before the reactor runs (key generation blocks, so it must never
 run on a live reactor).  The generated key is written with mode 0600.
@@ -10,6 +11,7 @@ from __future__ import annotations
 import datetime
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -18,6 +20,10 @@ from cryptography.x509.oid import NameOID
 from twisted.internet import ssl
 
 from strata_twisted.errors import ConfigError
+
+if TYPE_CHECKING:
+    # Public through optionsForClientTLS's signature, but defined only in the private module.
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 
 def generate_self_signed(cert_path: Path, key_path: Path, hostname: str, now: float) -> None:
@@ -69,3 +75,23 @@ def load_server_context(
     except Exception as e:
         raise ConfigError("tls.certificate", f"cannot load {cert_path}: {e}") from None
     return certificate.options()  # type: ignore[no-any-return]
+
+
+def load_trust_root(ca_file: Path | None) -> IOpenSSLTrustRoot | None:
+    """
+    The CA certificates in the PEM file ``ca_file`` (``tls.ca_file``) as a trust root, or None for
+    the system's trust store.  Raises L{ConfigError} naming ``tls.ca_file`` on any problem.
+    """
+    if ca_file is None:
+        return None
+    try:
+        pem = ca_file.read_bytes()
+        certificates = x509.load_pem_x509_certificates(pem)
+    except OSError as e:
+        raise ConfigError("tls.ca_file", f"cannot read {e.filename}: {e.strerror}") from None
+    except ValueError as e:
+        raise ConfigError("tls.ca_file", f"no PEM certificate in {ca_file}: {e}") from None
+    root: IOpenSSLTrustRoot = ssl.trustRootFromCertificates(
+        [ssl.Certificate.loadPEM(c.public_bytes(serialization.Encoding.PEM)) for c in certificates]
+    )
+    return root
