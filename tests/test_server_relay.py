@@ -10,7 +10,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
-from strata_twisted.core.relay import RelayedMessage
+from strata_twisted.core.relay import PREFETCH, RelayedMessage
 from strata_twisted.model import Delivery, Domain, RelayTarget
 from strata_twisted.server.relay import _RelayClient
 from strata_twisted.storage.memory import MemoryStore
@@ -103,3 +103,31 @@ def test_the_final_dot_waits_for_the_previous_results_then_a_failed_record_ends_
     assert transport.disconnecting
     assert not client.alive
     client.connectionLost(None)
+
+
+def test_a_large_body_waits_while_the_transport_is_full() -> None:
+    clock = Clock()
+    store = MemoryStore(clock)
+    body = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 1000  # ~1 MB: several reads
+    stored = result_of(
+        store_message(store, "Q0", body, [Delivery("u@example.test", "example.test")])
+    )
+    (entry,) = result_of(store.list_entries())
+    domain = Domain("example.test", RelayTarget("127.0.0.1", 2525), tls_policy="none")
+    client = _RelayClient(clock, store, domain, "strata.test")
+    transport = StringTransport()
+    client.makeConnection(transport)
+    assert transport.producer is client and transport.streaming
+    client.dataReceived(b"220 primary ESMTP\r\n250-primary\r\n250 PIPELINING\r\n")
+    sent = client.send(RelayedMessage(stored, (entry,), body[:PREFETCH]))
+    transport.clear()
+    client.pauseProducing()  # the transport's buffer is full
+    client.dataReceived(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n")
+    # Only what was already read went out; the rest waits in the store.
+    assert transport.value() == body[:PREFETCH]
+    clock.advance(60)
+    assert transport.value() == body[:PREFETCH]
+    client.resumeProducing()  # drained: the rest goes
+    assert transport.value() == body + b".\r\n"
+    client.dataReceived(b"250 2.0.0 Ok: queued as P1\r\n")
+    assert [r.code for r in result_of(sent)] == [250]

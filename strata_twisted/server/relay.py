@@ -18,11 +18,13 @@ from twisted.internet.defer import Deferred, succeed
 from twisted.internet.error import ConnectionDone, ConnectionLost
 from twisted.internet.interfaces import (
     IOpenSSLClientConnectionCreator,
+    IPushProducer,
     IReactorTime,
 )
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from strata_twisted.core.relay import RecipientReply, RelayedMessage
 from strata_twisted.interfaces import IMessageStore
@@ -78,8 +80,15 @@ def client_tls_options(
     return ssl.CertificateOptions()
 
 
+@implementer(IPushProducer)
 class _RelayClient(Protocol):
-    """One SMTP session with a primary.  Implements ``RelayConnection``."""
+    """
+    One SMTP session with a primary.  Implements ``RelayConnection``.
+
+    It is also the producer of what it writes (a streaming producer registered with its
+    transport): when the primary reads slower than we read the store, the transport pauses us
+    and a large body waits in the store, not in memory.
+    """
 
     log = Logger()
 
@@ -106,6 +115,8 @@ class _RelayClient(Protocol):
         self._failure_reason = ""
         self._gone = False
         self._send_when_ready = False
+        # Set while the transport's buffer is full (pauseProducing); fires when it drains.
+        self._writable: Deferred[None] | None = None
         # Fires when the message being sent may be completed (see RelayConnection.send).
         self._after: Deferred[bool] | None = None
 
@@ -172,7 +183,23 @@ class _RelayClient(Protocol):
 
     def connectionMade(self) -> None:
         set_no_delay(self.transport)
+        assert self.transport is not None
+        self.transport.registerProducer(self, True)  # type: ignore[attr-defined]  # IConsumer
         self._arm_timer()
+
+    # -- IPushProducer: the transport's flow control ------------------------------------------
+
+    def pauseProducing(self) -> None:
+        if self._writable is None:
+            self._writable = Deferred()
+
+    def resumeProducing(self) -> None:
+        writable, self._writable = self._writable, None
+        if writable is not None:
+            writable.callback(None)
+
+    def stopProducing(self) -> None:
+        self.resumeProducing()  # the connection is going: a waiting stream sees it and stops
 
     def dataReceived(self, data: bytes) -> None:
         self.engine.receive_data(data)
@@ -267,6 +294,10 @@ class _RelayClient(Protocol):
             self._write()
         offset = len(relayed.head)
         while offset < message.size:
+            if self._writable is not None:
+                await self._writable  # the primary has not taken what we wrote yet
+                if not self.alive:
+                    return
             chunk = await self._messages.read_body_range(message.id, offset, BODY_CHUNK)
             if not self.alive:
                 return
