@@ -6,6 +6,7 @@ going, one probe at a time per domain, and intake hints.  No sockets, no sleeps.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, cast
 
 import pytest
@@ -19,7 +20,8 @@ from strata_twisted.config import MonitorSettings
 from strata_twisted.core.alerts import IAlertSender, LogAlertSender
 from strata_twisted.core.domains import DomainCache
 from strata_twisted.core.monitor import Monitor, transition
-from strata_twisted.model import Delivery, Domain, DomainStatus, Outage, RelayTarget
+from strata_twisted.errors import StorageError
+from strata_twisted.model import Delivery, Domain, DomainStatus, Event, Outage, RelayTarget
 from strata_twisted.storage.memory import MemoryStore
 from strata_twisted.testing import result_of, store_message
 
@@ -363,6 +365,274 @@ def test_intake_hints_are_rate_limited_per_probe_interval(world: World) -> None:
     assert world.status().health == "down"
     world.monitor.note_intake(NAME)  # expected while it is down
     assert len(world.events("intake.hint")) == 2
+
+
+# -- regressions ----------------------------------------------------------------------------------
+
+
+class FlakyStore(MemoryStore):
+    """A memory store whose monitor and event methods fail when the test says so."""
+
+    def __init__(self, clock: Clock) -> None:
+        super().__init__(clock)
+        self.failing_saves = 0
+        self.failing_closes = 0
+        self.failing_event_kinds: set[str] = set()
+        self.statuses_loaded: Deferred[None] | None = None
+
+    def save_status(self, status: DomainStatus) -> Deferred[DomainStatus]:
+        if self.failing_saves:
+            self.failing_saves -= 1
+            return fail(StorageError("disk full"))
+        return super().save_status(status)
+
+    def close_outage(self, domain: str, ended_at: float) -> Deferred[Outage | None]:
+        if self.failing_closes:
+            self.failing_closes -= 1
+            return fail(StorageError("database is locked"))
+        return super().close_outage(domain, ended_at)
+
+    def record_event(
+        self,
+        kind: str,
+        message: str,
+        domain: str | None = None,
+        data: dict[str, object] | None = None,
+    ) -> Deferred[Event]:
+        if kind in self.failing_event_kinds:
+            return fail(StorageError("database is locked"))
+        return super().record_event(kind, message, domain, data)
+
+    def list_statuses(self) -> Deferred[list[DomainStatus]]:
+        if self.statuses_loaded is None:
+            return super().list_statuses()
+        statuses = result_of(super().list_statuses())
+        return self.statuses_loaded.addCallback(lambda _: statuses)
+
+
+def flaky_world() -> tuple[World, FlakyStore]:
+    clock = Clock()
+    clock.advance(T0)
+    store = FlakyStore(clock)
+    w = World(store, clock)
+    w.add()
+    return w, store
+
+
+def go_down(w: World) -> Outage:
+    """Start the monitor with a primary that never answers: down at +120, one outage open."""
+    w.prober.default = "refused"
+    w.start()
+    w.advance(120)
+    assert w.status().health == "down"
+    [outage] = w.outages()
+    assert outage.ended_at is None
+    return outage
+
+
+def test_removing_a_domain_during_an_outage_closes_the_outage(world: World) -> None:
+    outage = go_down(world)
+    world.advance(30)
+    result_of(world.store.remove_domain(NAME))
+    result_of(world.domains.refresh())
+    world.advance(1)  # the next tick sees the domain gone
+    [closed] = world.outages()
+    assert (closed.id, closed.ended_at) == (outage.id, T0 + 151)
+    [event] = world.events("outage.ended")
+    assert event.domain == NAME and "no longer protected" in event.message
+    assert (event.data["outage_id"], event.data["duration"]) == (outage.id, 31)
+    assert event.data["closed_because"] == "the domain is no longer protected"
+    assert world.alerts.sent == [("started", NAME, outage, 0)]  # no "up again" alert: it is not
+    assert world.recovered == []  # nothing to drain to
+    assert world.monitor.status(NAME) is None
+    assert result_of(world.store.get_status(NAME)) == DomainStatus(NAME)  # reset, not "down"
+    calls = len(world.prober.calls)
+    world.advance(300)
+    assert len(world.prober.calls) == calls and len(world.events("outage.ended")) == 1
+
+    # Protected again later: it starts from "unknown", and a new outage is a new one.
+    world.add()
+    world.advance(121)  # three failures, from "unknown"
+    assert [o.ended_at is None for o in world.outages()] == [False, True]
+    assert world.outages()[-1].id != outage.id
+
+
+def test_unmonitoring_a_domain_during_an_outage_closes_the_outage(world: World) -> None:
+    outage = go_down(world)
+    domain = world.domains.get(NAME)
+    assert domain is not None
+    result_of(world.store.update_domain(replace(domain, monitored=False)))
+    result_of(world.domains.refresh())
+    world.advance(1)
+    [closed] = world.outages()
+    assert (closed.id, closed.ended_at) == (outage.id, T0 + 121)
+    [event] = world.events("outage.ended")
+    assert event.data["closed_because"] == "the domain is no longer monitored"
+    assert result_of(world.store.get_status(NAME)) == DomainStatus(NAME)
+    world.monitor.note_intake(NAME)  # no longer believed up or down: no hint
+    assert world.events("intake.hint") == []
+
+
+def test_unmonitoring_a_domain_while_its_probe_runs_closes_the_outage_after_it() -> None:
+    w = World()
+    w.add()
+    outage = go_down(w)
+    w.prober.then(NAME, HANG)
+    w.advance(60)  # a probe is running
+    domain = w.domains.get(NAME)
+    assert domain is not None
+    result_of(w.store.update_domain(replace(domain, monitored=False)))
+    result_of(w.domains.refresh())
+    w.advance(3)
+    assert w.outages() == [outage]  # not while the probe may still write
+    w.prober.hanging[0].errback(ProbeError("refused"))
+    w.advance(1)
+    [closed] = w.outages()
+    assert closed.ended_at == T0 + 184
+
+
+def test_a_domain_removed_while_the_server_was_stopped_has_its_outage_closed_at_start(
+    world: World,
+) -> None:
+    go_down(world)
+    result_of(world.monitor.stop())
+    result_of(world.store.remove_domain(NAME))
+    later = World(world.store, world.clock)
+    later.start()
+    [closed] = later.outages()
+    assert closed.ended_at == T0 + 120
+    assert len(later.events("outage.ended")) == 1 and later.prober.calls == []
+
+
+def test_an_outage_left_open_by_a_crash_is_closed_when_the_primary_answers(world: World) -> None:
+    # A crash between opening the outage and saving the "down" status: the store has an open
+    # outage, and a status that still says "up".
+    bring_up(world)
+    stale = result_of(world.store.open_outage(NAME, T0 + 100, "refused"))
+    result_of(world.monitor.stop())
+    later = World(world.store, world.clock)
+    later.start()  # the primary answers
+    [closed] = later.outages()
+    assert (closed.id, closed.ended_at) == (stale.id, T0 + 60)
+    assert [a[0] for a in later.alerts.sent] == ["ended"] and later.recovered == [NAME]
+    later.advance(120)
+    assert len(later.events("outage.ended")) == 1 and later.recovered == [NAME]
+
+
+def test_closing_a_removed_domains_outage_is_retried_after_a_store_failure() -> None:
+    w, store = flaky_world()
+    go_down(w)
+    store.failing_closes = 1
+    result_of(store.remove_domain(NAME))
+    result_of(w.domains.refresh())
+    w.advance(59)  # failed at +121; not retried at every tick
+    assert store.failing_closes == 0 and w.outages()[0].ended_at is None
+    w.advance(2)
+    [closed] = w.outages()
+    assert closed.ended_at == T0 + 181
+    assert len(w.events("outage.ended")) == 1
+
+
+def test_a_failed_status_reset_after_closing_a_removed_domains_outage_keeps_its_event() -> None:
+    w, store = flaky_world()
+    go_down(w)
+    store.failing_saves = 1
+    result_of(store.remove_domain(NAME))
+    result_of(w.domains.refresh())
+    w.advance(61)  # closed at +121, the reset failed; retried at +181
+    [closed] = w.outages()
+    assert closed.ended_at == T0 + 121
+    [event] = w.events("outage.ended")
+    assert event.data["closed_because"] == "the domain is no longer protected"
+    assert result_of(store.get_status(NAME)) == DomainStatus(NAME)
+    assert w.monitor.status(NAME) is None
+
+
+def test_a_failure_after_a_restart_does_not_close_a_crash_left_outage_as_a_recovery(
+    world: World,
+) -> None:
+    bring_up(world)
+    stale = result_of(world.store.open_outage(NAME, T0 + 100, "refused"))
+    result_of(world.monitor.stop())
+    later = World(world.store, world.clock)
+    later.prober.default = "refused"
+    later.start()
+    assert later.outages() == [stale] and later.recovered == []
+    later.advance(120)  # the third failure: the same outage goes on
+    assert later.status().health == "down" and later.outages() == [stale]
+    later.prober.default = OK
+    later.advance(120)
+    [closed] = later.outages()
+    assert (closed.id, closed.ended_at) == (stale.id, T0 + 300)
+
+
+def test_a_status_that_cannot_be_saved_does_not_open_a_second_outage_or_alert() -> None:
+    w, store = flaky_world()
+    w.prober.default = "refused"
+    w.start()
+    w.advance(60)
+    store.failing_saves = 1  # the save of the "down" status fails
+    w.advance(60)
+    w.advance(120)
+    assert w.status().health == "down"
+    assert len(w.outages()) == 1 and len(w.events("outage.started")) == 1
+    assert [a[0] for a in w.alerts.sent] == ["started"]
+
+
+def test_an_event_store_failure_at_recovery_still_alerts_and_drains() -> None:
+    w, store = flaky_world()
+    go_down(w)
+    store.failing_event_kinds.add("outage.ended")
+    w.prober.default = OK
+    w.advance(120)
+    assert w.status().health == "up" and w.recovered == [NAME]
+    [outage] = w.outages()
+    assert outage.ended_at == T0 + 240
+    assert [a[0] for a in w.alerts.sent] == ["started", "ended"]
+
+
+def test_a_hanging_alert_sender_neither_stops_probing_nor_delays_the_drain(world: World) -> None:
+    @implementer(IAlertSender)
+    class Hanging:
+        def outage_started(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
+            return Deferred()
+
+        def outage_ended(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
+            return Deferred()
+
+    world.alerts = Hanging()  # type: ignore[assignment]
+    world.monitor = world.new_monitor()
+    go_down(world)
+    world.prober.default = OK
+    world.advance(120)
+    assert world.prober.times() == [0, 60, 120, 180, 240]
+    assert world.status().health == "up" and world.recovered == [NAME]
+
+
+def test_stop_before_the_statuses_are_loaded_keeps_the_monitor_stopped() -> None:
+    w, store = flaky_world()
+    store.statuses_loaded = Deferred()
+    started = w.monitor.start()  # waits for list_statuses
+    result_of(w.monitor.stop())
+    store.statuses_loaded.callback(None)
+    result_of(started)
+    w.advance(120)
+    assert w.prober.calls == []
+
+
+def test_a_tick_that_raises_does_not_stop_the_loop(world: World) -> None:
+    real = world.domains.all
+    broken = [True]
+
+    def all_once_broken() -> list[Domain]:
+        if broken.pop() if broken else False:
+            raise RuntimeError("bug")
+        return real()
+
+    world.domains.all = all_once_broken  # type: ignore[method-assign]
+    world.start()
+    world.advance(2)
+    assert world.prober.times() == [1.0]
 
 
 @pytest.mark.parametrize(

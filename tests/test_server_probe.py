@@ -11,10 +11,11 @@ from typing import Any, cast
 import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
+from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred
 from twisted.internet.protocol import Factory, Protocol
 from twisted.internet.task import Clock
-from twisted.internet.testing import StringTransport
+from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from strata_twisted.model import Domain, RelayTarget
@@ -137,6 +138,45 @@ def test_cancelling_a_probe_hangs_up() -> None:
     probe.connectionLost(None)
     failure_of(probe.done)  # CancelledError, fired once
     assert clock.getDelayedCalls() == []
+
+
+def test_a_connection_that_never_completes_is_given_up_at_the_deadline() -> None:
+    reactor = MemoryReactorClock()
+    d = SMTPProber(reactor, "strata.test").probe(Domain("example.test", RelayTarget("10.0.0.1")), 3)
+    [connector] = reactor.connectors
+    reactor.advance(2.9)
+    assert not d.called and not connector.stoppedConnecting
+    reactor.advance(0.1)
+    assert connector.stoppedConnecting  # the attempt is abandoned, not left to linger
+    assert reason(d) == "cannot connect to 10.0.0.1:25 within 3 s"
+    assert reactor.getDelayedCalls() == []
+
+
+def test_a_connection_completing_after_the_deadline_is_closed_at_once() -> None:
+    clock = Clock()
+    probe = ProbeSession(clock, "strata.test", TARGET, 3)
+    clock.advance(3)
+    assert reason(probe.done) == "cannot connect to 10.0.0.1:25 within 3 s"
+    transport = StringTransport()
+    probe.makeConnection(transport)  # late: no deadline is left to end it
+    assert transport.disconnecting and transport.value() == b""
+    probe.connectionLost(None)
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_connected_primary_that_stays_silent_is_hung_up_on_at_the_deadline() -> None:
+    reactor = MemoryReactorClock()
+    d = SMTPProber(reactor, "strata.test").probe(Domain("example.test", RelayTarget("10.0.0.1")), 3)
+    factory = reactor.tcpClients[0][2]
+    protocol = factory.buildProtocol(IPv4Address("TCP", "10.0.0.1", 25))
+    assert protocol is not None
+    transport = StringTransport()
+    protocol.makeConnection(transport)
+    reactor.advance(3)
+    assert transport.disconnecting
+    protocol.connectionLost(Failure(Exception("aborted")))
+    assert reason(d) == "10.0.0.1:25: no banner within 3 s"
+    assert [c for c in reactor.getDelayedCalls() if c.active()] == []
 
 
 # -- real sockets on 127.0.0.1 --------------------------------------------------------------------

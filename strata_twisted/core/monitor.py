@@ -13,6 +13,15 @@ When a primary goes down an outage opens (``open_outage``, an ``outage.started``
 when it comes back the outage closes (``outage.ended`` with its duration, an alert) and
 ``on_recovery`` starts a drain.  Statuses are loaded from the store at start, and the store keeps at
 most one open outage per domain, so a restart during an outage neither loses nor duplicates it.
+The outage in the store is the record: it is opened or closed first, and if that fails the status
+stays as it was so the next probe tries again.  What follows (saving the status, the event, the
+alert) is logged when it fails and never repeats the transition.  Alerts are sent in the
+background: a slow or stuck alert sender never holds up probing or the drain.
+
+A domain that is removed, or no longer monitored, is "retired" at the next tick: its open outage,
+if any, is closed with an ``outage.ended`` event saying why, and its status is reset to unknown.
+The first time a primary is seen up in this process, an outage the store still holds open (left by
+a crash between opening it and saving the "down" status) is closed as a recovery.
 
 This module never touches a socket: a L{Prober} (``server/probe.py``; a scripted fake in tests)
 does the talking.
@@ -20,9 +29,9 @@ does the talking.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
-from typing import Final, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from twisted.internet.defer import CancelledError, Deferred, DeferredList
 from twisted.internet.defer import TimeoutError as DeferredTimeoutError
@@ -123,8 +132,13 @@ class Monitor:
         self._on_recovery = on_recovery
         self._statuses: dict[str, DomainStatus] = {}
         self._last_start: dict[str, float] = {}  # domain -> when its last probe started
-        self._probing: dict[str, Deferred[None]] = {}
+        # domain -> its probe, or its retirement, in progress: at most one at a time.
+        self._busy: dict[str, Deferred[None]] = {}
         self._last_hint: dict[str, float] = {}
+        # Domains whose outage record has been checked against their status in this process.
+        self._outage_checked: set[str] = set()
+        self._retire_after: dict[str, float] = {}  # domain -> when to retry a failed retirement
+        self._wanted = False  # start() called, stop() not since
         self._running = False
         self._loop = LoopingCall(self._tick)
         self._loop.clock = clock
@@ -146,6 +160,7 @@ class Monitor:
 
     def start(self) -> Deferred[None]:
         """Load the saved statuses, then probe every monitored domain now and on its interval."""
+        self._wanted = True
         return Deferred.fromCoroutine(self._start())
 
     async def _start(self) -> None:
@@ -154,16 +169,19 @@ class Monitor:
                 self._statuses[status.domain] = status
         except Exception:
             self.log.failure("cannot read the saved monitor statuses; starting from unknown")
+        if not self._wanted or self._loop.running:
+            return  # stopped while the statuses loaded, or started twice
         self._running = True
         d = self._loop.start(TICK, now=True)
         d.addErrback(lambda f: self.log.failure("monitor loop stopped", f))
 
     def stop(self) -> Deferred[None]:
         """Stop probing; probes in flight are cancelled and their results ignored."""
+        self._wanted = False
         self._running = False
         if self._loop.running:
             self._loop.stop()
-        running = list(self._probing.values())
+        running = list(self._busy.values())
         for d in running:
             d.cancel()
         done = DeferredList(running, consumeErrors=True)
@@ -172,7 +190,10 @@ class Monitor:
     # -- queries ---------------------------------------------------------------------------------
 
     def status(self, domain: str) -> DomainStatus | None:
-        """What the monitor believes of ``domain``'s primary, or None if it never probed it."""
+        """
+        What the monitor believes of ``domain``'s primary, or None if it never probed it or no
+        longer monitors it.
+        """
         return self._statuses.get(domain)
 
     def note_intake(self, domain: str) -> None:
@@ -201,30 +222,50 @@ class Monitor:
     # -- probing ---------------------------------------------------------------------------------
 
     def _tick(self) -> None:
+        # An exception here would stop the LoopingCall, and with it all monitoring, for good.
+        try:
+            self._tick_once()
+        except Exception:
+            self.log.failure("monitor tick failed; trying again at the next one")
+
+    def _tick_once(self) -> None:
         now = self._clock.seconds()
         monitored = {d.name: d for d in self._domains.all() if d.monitored}
-        for name in list(self._last_start):
-            if name not in monitored:  # removed, or no longer monitored
-                del self._last_start[name]
+        if self._domains.loaded:  # an empty list before the first load says nothing
+            for name in sorted(set(self._last_start) | set(self._statuses)):
+                if name in monitored or name in self._busy:
+                    continue  # a probe still running may yet write: retire after it
+                self._last_start.pop(name, None)
                 self._last_hint.pop(name, None)
+                if name in self._statuses and now >= self._retire_after.get(name, now):
+                    why = (
+                        "the domain is no longer protected"
+                        if self._domains.get(name) is None
+                        else "the domain is no longer monitored"
+                    )
+                    self._run(name, self._retire(name, why))
         for name, domain in monitored.items():
+            self._retire_after.pop(name, None)
             last = self._last_start.get(name)
-            if name in self._probing or (
+            if name in self._busy or (
                 last is not None and now < last + self.probe_interval(domain)
             ):
                 continue
             self._last_start[name] = now
-            d = Deferred.fromCoroutine(self._probe(domain))
-            self._probing[name] = d
-            d.addErrback(self._probe_crashed, name)
-            d.addBoth(self._probe_done, name)
+            self._run(name, self._probe(domain))
 
-    def _probe_crashed(self, failure: Failure, name: str) -> None:
+    def _run(self, name: str, work: Coroutine[Any, Any, None]) -> None:
+        d = Deferred.fromCoroutine(work)
+        self._busy[name] = d
+        d.addErrback(self._crashed, name)
+        d.addBoth(self._done, name)
+
+    def _crashed(self, failure: Failure, name: str) -> None:
         if not failure.check(CancelledError):
             self.log.failure("monitoring {domain} failed", failure, domain=name)
 
-    def _probe_done(self, _: object, name: str) -> None:
-        self._probing.pop(name, None)
+    def _done(self, _: object, name: str) -> None:
+        self._busy.pop(name, None)
 
     async def _probe(self, domain: Domain) -> None:
         timeout = self._settings.probe_timeout
@@ -256,26 +297,47 @@ class Monitor:
                 n=new.consecutive_failures,
                 error=error,
             )
-        # The outage is opened or closed before the status is saved: after a crash in between,
-        # the store's one-open-outage rule makes the next transition find the same outage.
+        # The outage record first.  If the store fails here, the exception leaves the status as
+        # it was, so the next probe makes the same transition and tries again.
+        outage: Outage | None = None
+        stale = False
+        try:
+            if change == "down":
+                assert new.since is not None
+                reason = new.last_probe_error or "no answer"
+                outage = await self._store.open_outage(name, new.since, reason)
+                self._outage_checked.add(name)
+            elif change == "up":
+                assert new.since is not None
+                outage = await self._store.close_outage(name, new.since)
+                self._outage_checked.add(name)
+            elif error is None and new.health == "up" and name not in self._outage_checked:
+                # It answers, is up, and was never checked in this process: an outage still open
+                # in the store was left by a crash before its "down" status was saved.  Close it
+                # as a recovery.
+                outage = await self._store.close_outage(name, now)
+                stale = outage is not None
+                self._outage_checked.add(name)
+        except BaseException:
+            self._outage_checked.discard(name)  # the store may have done it all the same
+            raise
+        self._statuses[name] = new
+        try:
+            await self._store.save_status(new)
+        except Exception:
+            self.log.failure("cannot save the status of {domain}; carrying on", domain=name)
         if change == "down":
-            await self._went_down(domain, new)
-        elif change == "up":
-            await self._came_up(domain, new)
+            assert outage is not None
+            await self._went_down(domain, outage)
+        elif change == "up" or stale:
+            await self._came_up(domain, outage, stale)
         elif change == "first_up":
             self.log.info("primary of {domain} ({relay}) is up", domain=name, relay=domain.relay)
-        await self._store.save_status(new)
-        self._statuses[name] = new
-        if change == "up":
-            self._recover(name)
 
-    async def _went_down(self, domain: Domain, status: DomainStatus) -> None:
-        assert status.since is not None
-        reason = status.last_probe_error or "no answer"
-        outage = await self._store.open_outage(domain.name, status.since, reason)
+    async def _went_down(self, domain: Domain, outage: Outage) -> None:
         queued = await self._queued(domain.name)
         name = display_domain(domain.name)
-        await self._events.record_event(
+        await self._record(
             "outage.started",
             f"primary of {name} ({domain.relay}) is down: {outage.reason}",
             domain.name,
@@ -286,24 +348,24 @@ class Monitor:
                 "queued": queued,
             },
         )
-        await self._alert(self._alerts.outage_started, domain, outage, queued)
+        self._alert(self._alerts.outage_started, domain, outage, queued)
 
-    async def _came_up(self, domain: Domain, status: DomainStatus) -> None:
-        assert status.since is not None
-        outage = await self._store.close_outage(domain.name, status.since)
+    async def _came_up(self, domain: Domain, outage: Outage | None, stale: bool) -> None:
         queued = await self._queued(domain.name)
+        self._recover(domain.name)  # at once: events and alerts must not hold up the drain
         name = display_domain(domain.name)
         if outage is None:  # a crash closed it already, or it was never opened
-            await self._events.record_event(
+            await self._record(
                 "outage.ended",
                 f"primary of {name} ({domain.relay}) is up again",
                 domain.name,
                 {"queued": queued},
             )
             return
-        await self._events.record_event(
+        note = " (an outage left open by a restart)" if stale else ""
+        await self._record(
             "outage.ended",
-            f"primary of {name} ({domain.relay}) is up again after {outage.duration:g} s",
+            f"primary of {name} ({domain.relay}) is up again after {outage.duration:g} s{note}",
             domain.name,
             {
                 "outage_id": outage.id,
@@ -313,7 +375,57 @@ class Monitor:
                 "queued": queued,
             },
         )
-        await self._alert(self._alerts.outage_ended, domain, outage, queued)
+        self._alert(self._alerts.outage_ended, domain, outage, queued)
+
+    async def _retire(self, name: str, why: str) -> None:
+        """
+        ``name`` is no longer probed (removed, or unmonitored): close its open outage, if any, and
+        reset its status, so that nothing stays "down" or open for ever.  A store failure leaves
+        the status in place, and the tick tries again a probe interval later.
+        """
+        status = self._statuses[name]
+        reset = DomainStatus(name, last_delivery_at=status.last_delivery_at)
+        if status != reset:
+            try:
+                outage = await self._store.close_outage(name, self._clock.seconds())
+                if outage is not None:
+                    await self._retired_outage(outage, why)
+                await self._store.save_status(reset)
+            except Exception:
+                self._retire_after[name] = self._clock.seconds() + self._settings.probe_interval
+                self.log.failure("cannot retire {domain} ({why})", domain=name, why=why)
+                return
+        self._statuses.pop(name, None)
+        self._retire_after.pop(name, None)
+        self._outage_checked.discard(name)
+
+    async def _retired_outage(self, outage: Outage, why: str) -> None:
+        name = outage.domain
+        self.log.info(
+            "outage of {domain} closed after {duration:g} s: {why}",
+            domain=name,
+            duration=outage.duration,
+            why=why,
+        )
+        await self._record(
+            "outage.ended",
+            f"outage of {display_domain(name)} closed after {outage.duration:g} s: {why}, so its "
+            "primary is no longer probed",
+            name,
+            {
+                "outage_id": outage.id,
+                "started_at": outage.started_at,
+                "ended_at": outage.ended_at,
+                "duration": outage.duration,
+                "closed_because": why,
+            },
+        )
+
+    async def _record(self, kind: str, message: str, domain: str, data: dict[str, object]) -> None:
+        try:
+            await self._events.record_event(kind, message, domain, data)
+        except Exception:
+            self.log.failure("cannot record a {kind} event for {domain}", kind=kind, domain=domain)
 
     async def _queued(self, domain: str) -> int:
         try:
@@ -323,17 +435,24 @@ class Monitor:
             return 0
         return next((s.queued for s in stats if s.domain == domain), 0)
 
-    async def _alert(
+    def _alert(
         self,
         send: Callable[[Domain, Outage, int], Deferred[None]],
         domain: Domain,
         outage: Outage,
         queued: int,
     ) -> None:
+        """Send an alert in the background: a slow alert sender must not stall the monitor."""
         try:
-            await send(domain, outage, queued)
+            d = send(domain, outage, queued)
         except Exception:
             self.log.failure("sending an outage alert for {domain} failed", domain=domain.name)
+            return
+        d.addErrback(
+            lambda f: self.log.failure(
+                "sending an outage alert for {domain} failed", f, domain=domain.name
+            )
+        )
 
     def _recover(self, name: str) -> None:
         try:

@@ -60,6 +60,10 @@ class ProbeSession(Protocol):
 
     def connectionMade(self) -> None:
         self._connected = True
+        if self.done.called and self.transport is not None:
+            # A connection that completes after the probe ended (timed out, cancelled) would
+            # have no deadline left: hang up at once rather than hold it open for ever.
+            self.transport.abortConnection()  # type: ignore[attr-defined]
 
     def dataReceived(self, data: bytes) -> None:
         self.engine.receive_data(data)
@@ -115,10 +119,13 @@ class ProbeSession(Protocol):
         if self._connected:
             if not self._gone and self.transport is not None:
                 self.transport.abortConnection()  # type: ignore[attr-defined]
-        elif self.connecting is not None and not self.connecting.called:
-            self.connecting.cancel()  # connect_failed follows
-        else:
-            self._finish()
+            return  # connectionLost follows
+        if self.connecting is not None:
+            # Not ``if not connecting.called``: once the name is resolved, HostnameEndpoint's
+            # Deferred counts as called while it waits for the attempts, and only cancel()
+            # reaches them (a no-op once it has really fired).  connect_failed follows.
+            self.connecting.cancel()
+        self._finish()
 
     def _finish(self) -> None:
         if self._timer is not None and self._timer.active():
