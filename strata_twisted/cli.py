@@ -11,13 +11,20 @@ released domains) within a second: it polls the store's control requests (L{ICon
 Queue changes (hold, delete, bounce) need no request: the relay reads entry states from the store
 before every batch.
 
-Exit codes: 0 success, 1 a failed operation (e.g. unknown domain), 2 bad usage or configuration.
+Exit codes: 0 success, 1 a failed operation (e.g. unknown domain), 2 bad usage (including a
+value the parser cannot check, such as a malformed domain name or duration) or configuration
+(including a data dir with no Strata store in it: only ``domain add`` creates one).
+
+Text output escapes control characters: headers, addresses and the primaries' replies come from
+strangers, and a raw ESC could rewrite the admin's terminal.  ``--json`` output is exact.  Times
+are shown in local time with their UTC offset.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 import time
@@ -30,7 +37,7 @@ from twisted.internet.defer import Deferred
 from strata_twisted import __version__
 from strata_twisted.clock import WallClock
 from strata_twisted.config import Settings, load_config
-from strata_twisted.core.dsn import FailedRecipient
+from strata_twisted.core.dsn import FailedRecipient, status_of
 from strata_twisted.core.relay import queue_dsn
 from strata_twisted.errors import (
     ConfigError,
@@ -46,6 +53,7 @@ from strata_twisted.fired import result_of
 from strata_twisted.model import (
     BOUNCED,
     DELETED,
+    DELIVERED,
     DELIVERY_MODES,
     FLUSH_ACTION,
     HELD,
@@ -62,12 +70,31 @@ from strata_twisted.model import (
     normalize_domain,
 )
 from strata_twisted.storage import open_store
+from strata_twisted.storage.sqlite import DB_NAME
 
 T = TypeVar("T")
 
 
 class CommandError(Exception):
     """A failed admin operation: printed as ``strata: <message>``, exit status 1."""
+
+
+class UsageError(CommandError):
+    """An argument the parser could not check (a domain name, a duration): exit status 2."""
+
+
+# C0 and C1 controls but tab and newline, and the bidirectional overrides (CVE-2021-42574).
+_UNPRINTABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _printable(text: str) -> str:
+    """``text`` with control characters shown as ``\\xNN`` / ``\\uNNNN`` escapes."""
+
+    def escape(match: re.Match[str]) -> str:
+        code = ord(match.group())
+        return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
+
+    return _UNPRINTABLE.sub(escape, text)
 
 
 def _wait(d: Deferred[T]) -> T:
@@ -77,15 +104,25 @@ def _wait(d: Deferred[T]) -> T:
 class Context:
     """The CLI's view of one data directory."""
 
-    def __init__(self, settings: Settings, out: TextIO) -> None:
+    def __init__(self, settings: Settings, out: TextIO, create: bool = False) -> None:
         if settings.storage.backend != "sqlite":
             raise ConfigError(
                 "storage.backend",
                 f"the CLI needs a persistent backend; {settings.storage.backend!r} keeps nothing "
                 "between processes",
             )
+        # Opening the store creates it.  Run from the wrong directory, every command would then
+        # report a brand-new, empty store ("the queue is empty") instead of the server's.
+        self.created = not (settings.data_dir / DB_NAME).exists()
+        if self.created and not create:
+            raise UsageError(
+                f"no Strata data in {settings.data_dir}: run strata in the directory the server "
+                "runs in, or give it the server's config with --config PATH (only "
+                "'strata domain add' starts a new data dir)"
+            )
         self.settings = settings
         self.out = out
+        self.broken_pipe = False
         self.clock = WallClock()
         self.store: Any = open_store("sqlite", settings.data_dir, self.clock, SyncExecutor())
         self.store.open(recover=False)
@@ -93,12 +130,44 @@ class Context:
     def close(self) -> None:
         self.store.close()
 
+    def write(self, text: str) -> None:
+        """Write to ``out``; once the reader has gone (``strata queue list | head``), write
+        nothing more, but let the command finish what it was doing."""
+        if self.broken_pipe:
+            return
+        try:
+            self.out.write(text)
+        except BrokenPipeError:
+            self.broken_pipe = True
+
+    def flush(self) -> None:
+        if not self.broken_pipe:
+            try:
+                self.out.flush()
+            except BrokenPipeError:
+                self.broken_pipe = True
+        if self.broken_pipe:
+            _discard_output(self.out)
+
     def emit_json(self, value: object) -> None:
-        json.dump(value, self.out, indent=2, ensure_ascii=False)
-        self.out.write("\n")
+        self.write(json.dumps(value, indent=2, ensure_ascii=False) + "\n")
 
     def print(self, text: str = "") -> None:
-        self.out.write(text + "\n")
+        self.write(_printable(text) + "\n")
+
+
+def _discard_output(out: TextIO) -> None:
+    """Point ``out``'s file descriptor at /dev/null, so the interpreter's last flush of what is
+    still buffered does not fail (and print a traceback) on the closed pipe."""
+    try:
+        fd = out.fileno()
+    except (AttributeError, OSError, ValueError):
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, fd)
+    finally:
+        os.close(devnull)
 
 
 # -- helpers ------------------------------------------------------------------------------------
@@ -108,20 +177,25 @@ def _domain_name(text: str) -> str:
     try:
         return normalize_domain(text)
     except InvalidDomainName as e:
-        raise CommandError(str(e)) from None
+        raise UsageError(str(e)) from None
 
 
 def _relay(text: str) -> RelayTarget:
     try:
         return RelayTarget.parse(text)
     except ValueError as e:
-        raise CommandError(f"--relay: {e}") from None
+        raise UsageError(f"--relay: {e}") from None
 
 
 def _when(timestamp: float | None) -> str:
+    """Local time with its UTC offset: the admin, the server and its logs may not share a zone."""
     if not timestamp:
         return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(timestamp))
+    return time.strftime("%Y-%m-%d %H:%M:%S %z", time.localtime(timestamp))
+
+
+def _ago(now: float, then: float) -> str:
+    return f"{_age(now - then)} ago"
 
 
 def _age(seconds: float) -> str:
@@ -167,7 +241,7 @@ def _duration(option: str, text: str | None) -> Any:
     match = _DURATION.match(text.strip().lower())
     seconds = float(match.group(1)) * _UNITS[match.group(2)] if match else 0.0
     if seconds <= 0:
-        raise CommandError(
+        raise UsageError(
             f"{option}: expected a positive duration such as 3600, 90m, 12h or 5d "
             f"(or {DEFAULT}), got {text!r}"
         )
@@ -181,7 +255,7 @@ def _count(option: str, text: str | None) -> Any:
     if text.strip().lower() == DEFAULT:
         return None
     if not text.strip().isdigit() or int(text) < 1:
-        raise CommandError(f"{option}: expected a whole number >= 1 (or {DEFAULT}), got {text!r}")
+        raise UsageError(f"{option}: expected a whole number >= 1 (or {DEFAULT}), got {text!r}")
     return int(text)
 
 
@@ -224,7 +298,13 @@ def cmd_domain_add(ctx: Context, args: argparse.Namespace) -> None:
         raise CommandError(
             f"{args.name} is already protected (see: strata domain show {name})"
         ) from None
-    _wait(ctx.store.record_event("domain.added", f"protecting {name}", name, added.as_json()))
+    _wait(
+        ctx.store.record_event(
+            "domain.added", f"protecting {display_domain(name)}", name, added.as_json()
+        )
+    )
+    if ctx.created:
+        ctx.print(f"new data dir: {ctx.settings.data_dir}")
     ctx.print(f"protecting {display_domain(name)}: relay to {added.relay}, mode {added.mode}")
 
 
@@ -252,6 +332,32 @@ def _domain_json(domain: Domain, stats: Any) -> dict[str, Any]:
     return data
 
 
+def _health(ctx: Context, domain: Domain, status: DomainStatus | None, now: float) -> str:
+    """``down since ... (10m ago)``, or why the health is not known yet."""
+    if status is None or (status.health == "unknown" and status.last_probe_at is None):
+        return "unknown (never probed)" if domain.monitored else "unknown (not monitored)"
+    text: str = status.health
+    if status.since is not None:
+        text += f" since {_when(status.since)} ({_ago(now, status.since)})"
+    elif status.health == "unknown":
+        down = domain.down_after or ctx.settings.monitor.down_after
+        up = domain.up_after or ctx.settings.monitor.up_after
+        text += f" (not yet {down} failed or {up} good probes in a row)"
+    if not domain.monitored:
+        text += "; no longer monitored, so this may be out of date"
+    return text
+
+
+def _last_probe(status: DomainStatus | None, now: float) -> str:
+    if status is None or status.last_probe_at is None:
+        return "-"
+    at = status.last_probe_at
+    text = f"{_when(at)} ({_ago(now, at)}), "
+    if status.last_probe_error is not None:
+        return text + f"failed ({status.consecutive_failures} in a row): {status.last_probe_error}"
+    return text + f"answered ({status.consecutive_successes} in a row)"
+
+
 def cmd_domain_show(ctx: Context, args: argparse.Namespace) -> None:
     domain = _get_domain(ctx, args.name)
     stats = {s.domain: s for s in _wait(ctx.store.queue_stats())}.get(domain.name)
@@ -264,6 +370,8 @@ def cmd_domain_show(ctx: Context, args: argparse.Namespace) -> None:
     data["health_since"] = status.since if status else None
     data["last_probe_at"] = status.last_probe_at if status else None
     data["last_probe_error"] = status.last_probe_error if status else None
+    data["probe_failures_in_a_row"] = status.consecutive_failures if status else 0
+    data["probe_successes_in_a_row"] = status.consecutive_successes if status else 0
     data["last_delivery_at"] = max((t for t in delivered if t is not None), default=None)
     if args.json:
         ctx.emit_json(data)
@@ -271,23 +379,16 @@ def cmd_domain_show(ctx: Context, args: argparse.Namespace) -> None:
     now = ctx.clock.seconds()
     oldest = data["oldest_received_at"]
     age = _age(now - oldest) if oldest else "-"
-    health = data["health"]
-    if data["health_since"]:
-        since = data["health_since"]
-        health += f" since {_when(since)} ({_age(now - since)})"
-    elif health == "unknown":
-        health += " (never probed)" if domain.monitored else " (not monitored)"
-    if data["last_probe_error"]:
-        health += f"; last probe: {data['last_probe_error']}"
     last = data["last_delivery_at"]
     ctx.print(f"domain:        {display_domain(domain.name)}")
     if display_domain(domain.name) != domain.name:
         ctx.print(f"ascii name:    {domain.name}")
     ctx.print(f"relay:         {domain.relay}")
     ctx.print(f"mode:          {domain.mode}")
-    ctx.print(f"health:        {health}")
+    ctx.print(f"health:        {_health(ctx, domain, status, now)}")
+    ctx.print(f"last probe:    {_last_probe(status, now)}")
     ctx.print(f"queued:        {data['queued']} (held {data['held']}, oldest {age})")
-    ctx.print(f"last delivery: {_when(last)}" + (f" ({_age(now - last)} ago)" if last else ""))
+    ctx.print(f"last delivery: {_when(last)}" + (f" ({_ago(now, last)})" if last else ""))
     ctx.print(f"tls policy:    {domain.tls_policy}")
     ctx.print(f"on 5xx:        {'hold for review' if domain.hold_rejected else 'bounce'}")
     ctx.print(f"queue life:    {_override(domain.queue_lifetime, 's')}")
@@ -303,7 +404,7 @@ def cmd_domain_update(ctx: Context, args: argparse.Namespace) -> None:
     domain = _get_domain(ctx, args.name)
     settings = _settings(args)
     if args.relay is None and args.mode is None and not settings:
-        raise CommandError(
+        raise UsageError(
             "nothing to change: give --relay, --mode or a relay setting (see: strata domain "
             "update --help)"
         )
@@ -316,7 +417,10 @@ def cmd_domain_update(ctx: Context, args: argparse.Namespace) -> None:
     updated: Domain = _wait(ctx.store.update_domain(changed))
     _wait(
         ctx.store.record_event(
-            "domain.updated", f"updated {domain.name}", domain.name, updated.as_json()
+            "domain.updated",
+            f"updated {display_domain(domain.name)}",
+            domain.name,
+            updated.as_json(),
         )
     )
     ctx.print(f"{display_domain(domain.name)}: relay to {updated.relay}, mode {updated.mode}")
@@ -328,10 +432,20 @@ def cmd_domain_remove(ctx: Context, args: argparse.Namespace) -> None:
         _wait(ctx.store.remove_domain(name))
     except NoSuchDomain:
         raise CommandError(f"{args.name} is not a protected domain") from None
-    _wait(ctx.store.record_event("domain.removed", f"stopped protecting {name}", name))
+    shown = display_domain(name)
+    _wait(ctx.store.record_event("domain.removed", f"stopped protecting {shown}", name))
+    ctx.print(f"no longer protecting {shown}")
     stats = {s.domain: s for s in _wait(ctx.store.queue_stats())}.get(name)
-    note = f" ({stats.queued} queued messages stay in the queue)" if stats and stats.queued else ""
-    ctx.print(f"no longer protecting {display_domain(name)}{note}")
+    if stats and stats.queued:
+        # The relay routes mail for a domain it has no relay host for by its MX records (as it
+        # does DSNs), so what is still queued no longer goes to the primary named here.
+        ctx.print(
+            f"{stats.queued} queued entries for {shown} stay in the queue: a running Strata now "
+            f"sends them to {shown}'s MX hosts from DNS, no longer to its primary; to keep them: "
+            f"strata queue hold --domain {name}"
+        )
+    if stats and stats.held:
+        ctx.print(f"{stats.held} held entries for {shown} stay held")
 
 
 # -- queue --------------------------------------------------------------------------------------
@@ -344,7 +458,7 @@ def cmd_queue_list(ctx: Context, args: argparse.Namespace) -> None:
         ctx.emit_json([e.as_json() for e in entries])
         return
     if not entries:
-        ctx.print("the queue is empty" + (f" for {args.domain}" if domain else ""))
+        ctx.print("the queue is empty" + (f" for {display_domain(domain)}" if domain else ""))
         return
     rows = [["ID", "RECEIVED", "STATE", "SIZE", "SENDER", "RECIPIENT"]]
     for e in entries:
@@ -352,7 +466,7 @@ def cmd_queue_list(ctx: Context, args: argparse.Namespace) -> None:
             [e.id, _when(e.received_at), e.state, str(e.size), e.sender or "<>", e.recipient]
         )
     _table(rows, ctx)
-    ctx.print(f"\n{len(entries)} entries")
+    ctx.print(f"\n{len(entries)} {'entry' if len(entries) == 1 else 'entries'}")
 
 
 def cmd_queue_show(ctx: Context, args: argparse.Namespace) -> None:
@@ -389,11 +503,28 @@ def cmd_queue_show(ctx: Context, args: argparse.Namespace) -> None:
     ctx.print(f"sender:     <{message.envelope.sender}>")
     ctx.print(f"size:       {message.size}")
     ctx.print(f"message-id: {message.header_message_id or '-'}")
+    now = ctx.clock.seconds()
     for e in entries:
-        error = f", last error: {e.last_error}" if e.last_error else ""
-        ctx.print(f"entry:      {e.id} <{e.recipient}> {e.state}, {e.attempts} attempts{error}")
+        ctx.print(f"entry:      {e.id} <{e.recipient}> {_entry_state(e, now)}")
     ctx.print("")
-    ctx.out.write(headers.decode("utf-8", "replace").replace("\r\n", "\n"))
+    ctx.write(_printable(headers.decode("utf-8", "replace").replace("\r\n", "\n")))
+
+
+def _entry_state(e: QueueEntry, now: float) -> str:
+    """An entry's state, and when it was delivered or is tried next, for people."""
+    text = f"{e.state}, {e.attempts} attempt{'' if e.attempts == 1 else 's'}"
+    if e.state == DELIVERED and e.delivered_at is not None:
+        text += f", delivered {_when(e.delivered_at)}: {e.delivery_reply or '-'}"
+    elif e.state == QUEUED:
+        due = e.next_attempt_at
+        text += (
+            f", next attempt {_when(due)} (in {_age(due - now)})"
+            if due > now
+            else ", due: the relay's next run tries it"
+        )
+    if e.state != DELIVERED and e.last_error:
+        text += f", last error: {e.last_error}"
+    return text
 
 
 @dataclass(frozen=True)
@@ -430,19 +561,32 @@ def _selected(ctx: Context, args: argparse.Namespace, move: _Move) -> list[Queue
     entries = [e for e in _wait(ctx.store.list_entries(domain)) if e.state in move.from_states]
     if not entries:
         states = " or ".join(move.from_states)
-        raise CommandError(f"nothing to {move.verb}: {args.domain} has no {states} entries")
+        raise CommandError(
+            f"nothing to {move.verb}: {display_domain(domain)} has no {states} entries"
+        )
     return entries
 
 
-def _move(ctx: Context, args: argparse.Namespace, move: _Move) -> list[QueueEntry]:
-    """Apply ``move`` to the selected entries; report each; the changed ones (never empty)."""
-    changed: list[QueueEntry] = []
+def _move(
+    ctx: Context,
+    args: argparse.Namespace,
+    move: _Move,
+    note: Callable[[QueueEntry], str] | None = None,
+    record: bool = True,
+) -> list[tuple[QueueEntry, QueueEntry]]:
+    """
+    Apply ``move`` to the selected entries, report each and (``record``) log an event for each
+    as it changes; return the changed ones, before and after (never empty).  ``note`` gives the
+    entry's new last_error (default: ``move.note``).
+    """
+    changed: list[tuple[QueueEntry, QueueEntry]] = []
     skipped = 0
     for entry in _selected(ctx, args, move):
+        text = note(entry) if note is not None else move.note
         try:
             after: QueueEntry = _wait(
                 ctx.store.change_state(
-                    entry.id, move.from_states, move.to_state, ctx.clock.seconds(), move.note
+                    entry.id, move.from_states, move.to_state, ctx.clock.seconds(), text
                 )
             )
         except (QueueStateError, NoSuchEntry):
@@ -456,7 +600,9 @@ def _move(ctx: Context, args: argparse.Namespace, move: _Move) -> list[QueueEntr
             )
             skipped += 1
             continue
-        changed.append(after)
+        changed.append((entry, after))
+        if record:
+            _record_move(ctx, move, after)
         ctx.print(f"{after.id} <{after.recipient}>: {move.past}")
     if not changed:
         raise CommandError(f"nothing to {move.verb}: no entry was in a state that allows it")
@@ -465,25 +611,23 @@ def _move(ctx: Context, args: argparse.Namespace, move: _Move) -> list[QueueEntr
     return changed
 
 
-def _record_moves(ctx: Context, move: _Move, entries: list[QueueEntry]) -> None:
-    for e in entries:
-        _wait(
-            ctx.store.record_event(
-                f"queue.{move.past}",
-                f"{e.id} to <{e.recipient}> {move.past} by the administrator",
-                e.domain,
-                {"entry": e.id, "queue_id": e.message_id},
-            )
+def _record_move(ctx: Context, move: _Move, e: QueueEntry) -> None:
+    _wait(
+        ctx.store.record_event(
+            f"queue.{move.past}",
+            f"{e.id} to <{e.recipient}> {move.past} by the administrator",
+            e.domain,
+            {"entry": e.id, "queue_id": e.message_id},
         )
+    )
 
 
 def cmd_queue_hold(ctx: Context, args: argparse.Namespace) -> None:
-    _record_moves(ctx, _HOLD, _move(ctx, args, _HOLD))
+    _move(ctx, args, _HOLD)
 
 
 def cmd_queue_release(ctx: Context, args: argparse.Namespace) -> None:
-    released = _move(ctx, args, _RELEASE)
-    _record_moves(ctx, _RELEASE, released)
+    released = [after for _, after in _move(ctx, args, _RELEASE)]
     # Released entries are due now, but the relay runs every relay.interval; a flush request for
     # their domains makes a running server send them within a second.
     for domain in sorted({e.domain for e in released}):
@@ -492,19 +636,36 @@ def cmd_queue_release(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def cmd_queue_delete(ctx: Context, args: argparse.Namespace) -> None:
-    _record_moves(ctx, _DELETE, _move(ctx, args, _DELETE))
+    _move(ctx, args, _DELETE)
+
+
+def _bounce_reason(entry: QueueEntry) -> tuple[str, str]:
+    """
+    The diagnostic and RFC 3463 status a DSN gives for an entry the admin bounces.  An entry
+    held for review after the primary refused it (``hold_rejected``) keeps that refusal: the
+    sender must learn why (``550 5.1.1 ... user unknown``), not just that an admin decided.
+    """
+    error = entry.last_error
+    if not error:
+        return _BOUNCE.note, _ADMIN_BOUNCE_STATUS
+    if error.startswith("5"):  # the primary's refusal: it leads, as in the relay's own DSNs
+        return f"{error} (then {_BOUNCE.note})", status_of(error)
+    return f"{_BOUNCE.note}; last error: {error}", _ADMIN_BOUNCE_STATUS
 
 
 def cmd_queue_bounce(ctx: Context, args: argparse.Namespace) -> None:
-    bounced = _move(ctx, args, _BOUNCE)
-    by_message: dict[str, list[QueueEntry]] = {}
-    for e in bounced:
-        by_message.setdefault(e.message_id, []).append(e)
-    for message_id, entries in by_message.items():
+    # Each entry's last_error becomes the DSN's diagnostic, so the reply that caused a review
+    # stays on the entry too; queue_dsn records the events (one per message).
+    bounced = _move(ctx, args, _BOUNCE, note=lambda e: _bounce_reason(e)[0], record=False)
+    by_message: dict[str, list[tuple[QueueEntry, QueueEntry]]] = {}
+    for before, after in bounced:
+        by_message.setdefault(after.message_id, []).append((before, after))
+    for message_id, pairs in by_message.items():
+        entries = [after for _, after in pairs]
         message: StoredMessage | None = _wait(ctx.store.get_message(message_id))
         dsn: str | None = None
         if message is not None:
-            failed = [FailedRecipient(e, _BOUNCE.note, _ADMIN_BOUNCE_STATUS) for e in entries]
+            failed = [FailedRecipient(after, *_bounce_reason(before)) for before, after in pairs]
             try:
                 dsn = _wait(
                     Deferred.fromCoroutine(
@@ -526,27 +687,39 @@ def cmd_queue_bounce(ctx: Context, args: argparse.Namespace) -> None:
         if dsn is not None:
             ctx.print(f"{message_id}: DSN {dsn} queued to <{entries[0].sender}>")
             continue
-        # No DSN (RFC 5321 §4.5.5: never to the null sender), so queue_dsn recorded nothing.
+        # No DSN (RFC 5321 §4.5.5: never to the null sender; or the message record is gone), so
+        # queue_dsn recorded nothing.
+        why = "the sender is <>" if message is not None else "its message record is missing"
         recipients = ", ".join(e.recipient for e in entries)
         _wait(
             ctx.store.record_event(
                 "queue.bounced",
-                f"{message_id} to {recipients} bounced by the administrator; no DSN to <>",
+                f"{message_id} to {recipients} bounced by the administrator; no DSN: {why}",
                 entries[0].domain,
                 {"queue_id": message_id},
             )
         )
-        ctx.print(f"{message_id}: no DSN (the sender is <>)")
+        ctx.print(f"{message_id}: no DSN ({why})")
 
 
 def cmd_queue_flush(ctx: Context, args: argparse.Namespace) -> None:
     domain = _domain_name(args.domain) if args.domain else None
+    stats = [s for s in _wait(ctx.store.queue_stats()) if domain is None or s.domain == domain]
+    if domain is not None and not stats and _wait(ctx.store.get_domain(domain)) is None:
+        # Most likely a typo: a flush of it would be accepted and do nothing.
+        raise CommandError(
+            f"{display_domain(domain)} is not a protected domain and has nothing queued "
+            "(see: strata domain list)"
+        )
     request_id: int = _wait(ctx.store.request(FLUSH_ACTION, domain, ctx.clock.seconds()))
     scope = f"{display_domain(domain)}'s queue" if domain else "the queue"
+    queued, held = sum(s.queued for s in stats), sum(s.held for s in stats)
     ctx.print(
-        f"flush of {scope} requested (request {request_id}); "
+        f"flush of {scope} requested (request {request_id}, {queued} queued); "
         "a running Strata drains it within a second"
     )
+    if held:
+        ctx.print(f"{held} held entries stay held (see: strata queue release)")
 
 
 # -- events -------------------------------------------------------------------------------------
@@ -554,7 +727,7 @@ def cmd_queue_flush(ctx: Context, args: argparse.Namespace) -> None:
 
 def cmd_events(ctx: Context, args: argparse.Namespace) -> None:
     if args.limit < 1:
-        raise CommandError(f"--limit: expected a whole number >= 1, got {args.limit}")
+        raise UsageError(f"--limit: expected a whole number >= 1, got {args.limit}")
     domain = _domain_name(args.domain) if args.domain else None
     events: list[Event] = _wait(ctx.store.list_events(domain, args.limit))
     outages: list[Outage] = _wait(ctx.store.list_outages(domain, args.limit))
@@ -566,22 +739,31 @@ def cmd_events(ctx: Context, args: argparse.Namespace) -> None:
             }
         )
         return
-    # One timeline: an outage shows where it started and, once over, where it ended.
+    # One timeline: an outage shows where it started and, once over, where it ended.  The
+    # monitor logs both as events naming the outage; an outage only the outage table knows of
+    # (its events are older than the limit, or were never written) gets rows of its own.
+    ongoing = {o.id for o in outages if o.ended_at is None}
+    logged = {(e.kind, e.data.get("outage_id")) for e in events if "outage_id" in e.data}
     timeline: list[tuple[float, int, list[str]]] = []
     for e in events:
         name = display_domain(e.domain) if e.domain else "-"
-        timeline.append((e.at, 0, [_when(e.at), e.kind, name, e.message]))
+        text = e.message
+        if e.kind == "outage.started" and e.data.get("outage_id") in ongoing:
+            text += " (ongoing)"
+        timeline.append((e.at, 0, [_when(e.at), e.kind, name, text]))
     for o in outages:
         name = display_domain(o.domain)
-        reason = o.reason if o.ended_at is not None else f"{o.reason} (ongoing)"
-        timeline.append((o.started_at, 1, [_when(o.started_at), "outage.started", name, reason]))
-        if o.ended_at is not None:
+        if ("outage.started", o.id) not in logged:
+            reason = o.reason if o.ended_at is not None else f"{o.reason} (ongoing)"
+            row = [_when(o.started_at), "outage.started", name, reason]
+            timeline.append((o.started_at, 1, row))
+        if o.ended_at is not None and ("outage.ended", o.id) not in logged:
             text = f"primary back after {_age(o.ended_at - o.started_at)}"
             timeline.append((o.ended_at, 1, [_when(o.ended_at), "outage.ended", name, text]))
     timeline.sort(key=lambda item: (item[0], item[1]))
     rows = [row for _, _, row in timeline[-args.limit :]]
     if not rows:
-        ctx.print("no events" + (f" for {args.domain}" if domain else ""))
+        ctx.print("no events" + (f" for {display_domain(domain)}" if domain else ""))
         return
     _table([["TIME", "EVENT", "DOMAIN", "MESSAGE"], *rows], ctx)
 
@@ -593,6 +775,7 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> None:
     domains: list[Domain] = _wait(ctx.store.list_domains())
     stats = _wait(ctx.store.queue_stats())
     messages: int = _wait(ctx.store.message_count())
+    statuses = {s.domain: s for s in _wait(ctx.store.list_statuses())}
     now = ctx.clock.seconds()
     data = {
         "version": __version__,
@@ -612,6 +795,15 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> None:
             }
             for s in stats
         ],
+        "health": [
+            {
+                "domain": d.name,
+                "health": statuses[d.name].health if d.name in statuses else "unknown",
+                "since": statuses[d.name].since if d.name in statuses else None,
+                "monitored": d.monitored,
+            }
+            for d in domains
+        ],
     }
     if args.json:
         ctx.emit_json(data)
@@ -621,6 +813,9 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> None:
     ctx.print(f"data dir:     {data['data_dir']}")
     ctx.print(f"SMTP intake:  {', '.join(data['intake_listen'])}")
     ctx.print(f"domains:      {len(domains)} protected")
+    for d in domains:
+        health = _health(ctx, d, statuses.get(d.name), now)
+        ctx.print(f"  {display_domain(d.name)}: {health}")
     ctx.print(
         f"messages:     {messages} stored, {data['queued']} queue entries waiting, "
         f"{data['held']} held"
@@ -805,7 +1000,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--domain", metavar="NAME", help="only this domain's events")
     p.add_argument(
-        "--limit", type=int, default=50, metavar="N", help="the newest N of each (default: 50)"
+        "--limit",
+        type=int,
+        default=50,
+        metavar="N",
+        help="the newest N lines (with --json: N events and N outages) (default: 50)",
     )
 
     sub(commands, "status", "summary of the store and the queue", cmd_status, json_flag=True)
@@ -816,27 +1015,33 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     out = out or sys.stdout
     parser = build_parser()
     args = parser.parse_args(argv)
+    creates = args.func is cmd_domain_add
     try:
         settings = load_config(getattr(args, "config", None))
-        ctx = Context(settings, out)
-    except (ConfigError, StrataError) as e:
-        sys.stderr.write(
-            f"strata: invalid configuration: {e}\n"
-            if isinstance(e, ConfigError)
-            else f"strata: {e}\n"
-        )
+        if creates:  # refuse bad arguments before a new data dir is made for them
+            _domain_name(args.name)
+            _relay(args.relay)
+            _settings(args)
+        ctx = Context(settings, out, create=creates)
+    except ConfigError as e:
+        sys.stderr.write(f"strata: invalid configuration: {e}\n")
         return 2
+    except (UsageError, StrataError) as e:
+        sys.stderr.write(f"strata: {e}\n")
+        return 2
+    status = 0
     try:
         args.func(ctx, args)
-    except CommandError as e:
+    except UsageError as e:
         sys.stderr.write(f"strata: {e}\n")
-        return 1
-    except StrataError as e:
+        status = 2
+    except (CommandError, StrataError) as e:
         sys.stderr.write(f"strata: {e}\n")
-        return 1
+        status = 1
     finally:
         ctx.close()
-    return 0
+        ctx.flush()
+    return status
 
 
 if __name__ == "__main__":

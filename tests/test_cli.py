@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,9 @@ from strata_twisted.cli import build_parser, main
 from strata_twisted.clock import WallClock
 from strata_twisted.executor import SyncExecutor
 from strata_twisted.model import (
+    DEFERRED_OUTCOME,
     DELIVERED_OUTCOME,
+    HELD_OUTCOME,
     AttemptResult,
     Delivery,
     DomainStatus,
@@ -36,6 +40,14 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         return code, out.getvalue(), err.getvalue()
 
     return run
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """An existing, empty data dir, as the server's first start leaves it."""
+    data_dir = tmp_path / "strata-data"
+    _open(data_dir).close()
+    return data_dir
 
 
 def _queue_message(data_dir: Path, recipients: list[str], message_id: str = "<m@s.test>") -> str:
@@ -86,19 +98,72 @@ def test_domain_lifecycle(cli) -> None:
 @pytest.mark.parametrize(
     ("argv", "message"),
     [
-        (("domain", "add", "not a domain", "--relay", "h"), "not a valid domain name"),
-        (("domain", "add", "x.test", "--relay", "h:99999"), "--relay: invalid port"),
         (("domain", "show", "absent.test"), "absent.test is not a protected domain"),
         (("domain", "remove", "absent.test"), "absent.test is not a protected domain"),
         (("domain", "update", "absent.test", "--mode", "both"), "is not a protected domain"),
         (("queue", "show", "NOPE"), "no queue entry or message NOPE"),
     ],
 )
-def test_errors_are_clear_and_exit_1(cli, argv, message) -> None:
+def test_errors_are_clear_and_exit_1(cli, data, argv, message) -> None:
     code, out, err = cli(*argv)
     assert code == 1
     assert message in err
     assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("domain", "add", "not a domain", "--relay", "h"), "not a valid domain name"),
+        (("domain", "add", "x.test", "--relay", "h:99999"), "--relay: invalid port"),
+        (("domain", "show", "bad_name.test"), "not a valid domain name"),
+        (("queue", "hold", "--domain", "not a domain"), "not a valid domain name"),
+        (("queue", "flush", "--domain", "bad_name.test"), "not a valid domain name"),
+        (("events", "--limit", "0"), "--limit: expected a whole number >= 1"),
+        (("events", "--domain", "x"), "needs at least two labels"),
+    ],
+)
+def test_bad_argument_values_are_usage_errors_exit_2(cli, data, argv, message) -> None:
+    # Like a value argparse refuses (--limit x, --tls-policy sometimes): the command was not
+    # run, it did not fail.  Scripts tell the two apart by the status.
+    code, _, err = cli(*argv)
+    assert code == 2
+    assert message in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ("queue", "list"),
+        ("queue", "show", "Q1"),
+        ("queue", "hold", "Q1"),
+        ("queue", "flush"),
+        ("domain", "list"),
+        ("domain", "show", "example.test"),
+        ("events",),
+        ("status",),
+    ],
+)
+def test_a_missing_data_dir_is_an_error_not_an_empty_store(cli, tmp_path: Path, argv) -> None:
+    # Run from the wrong directory, the CLI used to create ./strata-data and report an empty
+    # queue: at 3 a.m. that reads as "nothing is waiting".
+    code, out, err = cli(*argv)
+    assert code == 2 and out == ""
+    assert f"no Strata data in {tmp_path / 'strata-data'}" in err and "--config" in err
+    assert not (tmp_path / "strata-data").exists()
+
+
+def test_domain_add_may_start_a_new_data_dir_and_says_so(cli, tmp_path: Path) -> None:
+    # Not for arguments it refuses: that would leave an empty store behind.
+    assert cli("domain", "add", "example.test", "--relay", "h:0")[0] == 2
+    assert cli("domain", "add", "example.test", "--relay", "h", "--up-after", "0")[0] == 2
+    assert not (tmp_path / "strata-data").exists()
+    code, out, _ = cli("domain", "add", "example.test", "--relay", "h")
+    assert code == 0 and f"new data dir: {tmp_path / 'strata-data'}" in out
+    code, out, _ = cli("domain", "add", "other.test", "--relay", "h")
+    assert code == 0 and "new data dir" not in out
+    assert cli("queue", "list")[0] == 0
 
 
 def test_duplicate_domain_is_refused_in_any_spelling(cli) -> None:
@@ -310,6 +375,7 @@ def test_bounce_never_sends_a_dsn_to_the_null_sender(cli, tmp_path: Path) -> Non
 
 
 def test_flush_leaves_a_request_for_the_running_server(cli, tmp_path: Path) -> None:
+    cli("domain", "add", "bücher.example", "--relay", "h")
     code, out, _ = cli("queue", "flush")
     assert code == 0 and "a running Strata drains it within a second" in out
     code, out, _ = cli("queue", "flush", "--domain", "Bücher.example")
@@ -334,13 +400,10 @@ def test_flush_leaves_a_request_for_the_running_server(cli, tmp_path: Path) -> N
         (("queue", "bounce", "NOPE"), "no queue entry or message NOPE"),
         (("queue", "hold", "--domain", "empty.test"), "nothing to hold: empty.test has no queued"),
         (("queue", "release", "--domain", "empty.test"), "empty.test has no held entries"),
-        (("queue", "hold", "--domain", "not a domain"), "not a valid domain name"),
-        (("queue", "flush", "--domain", "bad_name.test"), "not a valid domain name"),
-        (("events", "--limit", "0"), "--limit: expected a whole number >= 1"),
-        (("events", "--domain", "x"), "needs at least two labels"),
+        (("queue", "release", "--domain", "BÜCHER.example"), "bücher.example has no held"),
     ],
 )
-def test_queue_admin_errors_are_clear_and_exit_1(cli, argv, message) -> None:
+def test_queue_admin_errors_are_clear_and_exit_1(cli, data, argv, message) -> None:
     code, _, err = cli(*argv)
     assert code == 1
     assert message in err
@@ -379,7 +442,7 @@ def test_events_list_the_log_and_outages_newest_last(cli, tmp_path: Path) -> Non
     assert code == 0
     lines = out.splitlines()
     assert lines[0].split() == ["TIME", "EVENT", "DOMAIN", "MESSAGE"]
-    kinds = [line.split()[2] for line in lines[1:]]
+    kinds = [line.split()[3] for line in lines[1:]]  # date, time, UTC offset, kind
     # The log by time, the outages placed where they started and ended.
     assert kinds == [
         "domain.added",
@@ -394,7 +457,7 @@ def test_events_list_the_log_and_outages_newest_last(cli, tmp_path: Path) -> Non
 
     code, out, _ = cli("events", "--domain", "example.test", "--limit", "2")
     assert code == 0
-    assert [line.split()[2] for line in out.splitlines()[1:]] == ["outage.started", "outage.ended"]
+    assert [line.split()[3] for line in out.splitlines()[1:]] == ["outage.started", "outage.ended"]
 
     data = json.loads(cli("events", "--domain", "other.test", "--json")[1])
     assert [e["kind"] for e in data["events"]] == ["domain.added"]
@@ -435,7 +498,7 @@ def test_domain_show_has_health_queue_and_last_delivery(cli, tmp_path: Path) -> 
     assert now - 7300 < shown["oldest_received_at"] < now - 7100
     code, out, _ = cli("domain", "show", "example.test")
     assert code == 0
-    assert "health:        down since " in out and "(10m)" in out
+    assert "health:        down since " in out and "(10m ago)" in out
     assert "queued:        1 (held 1, oldest 2h)" in out
     assert "(60s ago)" in out or "(59s ago)" in out or "(61s ago)" in out
 
@@ -511,13 +574,249 @@ def test_domain_relay_settings_are_validated_and_shown(cli) -> None:
 )
 def test_bad_relay_settings_are_refused(cli, argv, message) -> None:
     code, _, err = cli("domain", "add", "example.test", "--relay", "h", *argv)
-    assert code == 1 and message in err
+    assert code == 2 and message in err
     assert cli("domain", "add", "example.test", "--relay", "h")[0] == 0
     code, _, err = cli("domain", "update", "example.test", *argv)
-    assert code == 1 and message in err
+    assert code == 2 and message in err
 
 
 def test_update_without_changes_is_refused(cli) -> None:
     cli("domain", "add", "example.test", "--relay", "h")
     code, _, err = cli("domain", "update", "example.test")
-    assert code == 1 and "nothing to change" in err
+    assert code == 2 and "nothing to change" in err
+
+
+# -- review fixes -------------------------------------------------------------------------------
+
+
+def test_events_show_each_outage_once_when_the_monitor_logged_it(cli, tmp_path: Path) -> None:
+    # The monitor records outage.started / outage.ended events naming the outage (data
+    # "outage_id", see core/monitor.py) besides the outage rows: one line each, not two.
+    cli("domain", "add", "example.test", "--relay", "127.0.0.1:2999")
+    cli("domain", "add", "other.test", "--relay", "127.0.0.1:2998")
+    store = _open(tmp_path / "strata-data")
+    try:
+        now = WallClock().seconds()
+        over = result_of(store.open_outage("example.test", now + 10, "connection refused"))
+        result_of(store.record_event("outage.started", "primary of example.test is down",
+                                     "example.test", {"outage_id": over.id}))  # fmt: skip
+        result_of(store.close_outage("example.test", now + 310))
+        result_of(store.record_event("outage.ended", "primary of example.test is up again",
+                                     "example.test", {"outage_id": over.id}))  # fmt: skip
+        open_ = result_of(store.open_outage("other.test", now + 20, "timed out"))
+        result_of(store.record_event("outage.started", "primary of other.test is down",
+                                     "other.test", {"outage_id": open_.id}))  # fmt: skip
+    finally:
+        store.close()
+    code, out, _ = cli("events")
+    assert code == 0
+    outage_lines = [line for line in out.splitlines() if " outage." in line]
+    assert len(outage_lines) == 3, out
+    assert outage_lines[0].endswith("primary of example.test is down")  # over: not ongoing
+    assert outage_lines[1].endswith("primary of example.test is up again")
+    assert outage_lines[2].endswith("primary of other.test is down (ongoing)")
+
+
+def test_times_carry_their_utc_offset(cli, tmp_path: Path) -> None:
+    _queue(tmp_path / "strata-data", "Q1", ["a@example.test"])
+    out = cli("queue", "list")[1]
+    line = out.splitlines()[1]
+    offset = time.strftime("%z", time.localtime(WallClock().seconds() - 7200))
+    assert line.split()[3] == offset and re.fullmatch(r"[+-]\d{4}", offset)
+
+
+def test_domain_show_after_a_few_failed_probes_is_not_never_probed(cli, tmp_path: Path) -> None:
+    cli("domain", "add", "example.test", "--relay", "127.0.0.1:2999")
+    store = _open(tmp_path / "strata-data")
+    try:
+        now = WallClock().seconds()
+        status = DomainStatus("example.test", "unknown", None, 2, 0, now - 30, "connection refused")
+        result_of(store.save_status(status))
+    finally:
+        store.close()
+    out = cli("domain", "show", "example.test")[1]
+    assert "never probed" not in out
+    assert "health:        unknown (not yet 3 failed or 2 good probes in a row)" in out
+    assert "last probe:    " in out and "failed (2 in a row): connection refused" in out
+    shown = json.loads(cli("domain", "show", "example.test", "--json")[1])
+    assert (shown["probe_failures_in_a_row"], shown["last_probe_error"]) == (
+        2,
+        "connection refused",
+    )
+    # No longer monitored: what the monitor last knew may be stale, and says so.
+    store = _open(tmp_path / "strata-data")
+    try:
+        result_of(store.save_status(DomainStatus("example.test", "down", since=now - 600)))
+    finally:
+        store.close()
+    cli("domain", "update", "example.test", "--no-monitor")
+    out = cli("domain", "show", "example.test")[1]
+    assert "down since" in out and "no longer monitored, so this may be out of date" in out
+
+
+def test_status_shows_each_domains_health(cli, tmp_path: Path) -> None:
+    cli("domain", "add", "example.test", "--relay", "127.0.0.1:2999")
+    cli("domain", "add", "bücher.example", "--relay", "127.0.0.1:2998", "--no-monitor")
+    store = _open(tmp_path / "strata-data")
+    try:
+        now = WallClock().seconds()
+        result_of(store.save_status(DomainStatus("example.test", "down", since=now - 600)))
+    finally:
+        store.close()
+    code, out, _ = cli("status")
+    assert code == 0
+    assert "  example.test: down since " in out and "(10m ago)" in out
+    assert "  bücher.example: unknown (not monitored)" in out
+    health = json.loads(cli("status", "--json")[1])["health"]
+    assert health == [
+        {"domain": "example.test", "health": "down", "since": now - 600, "monitored": True},
+        {"domain": "xn--bcher-kva.example", "health": "unknown", "since": None,
+         "monitored": False},
+    ]  # fmt: skip
+
+
+def test_text_output_escapes_control_characters(cli, tmp_path: Path) -> None:
+    data = tmp_path / "strata-data"
+    store = _open(data)
+    try:
+        writer = store.begin("QESC")
+        result_of(writer.write(b"Subject: evil \x1b]0;pwned\x07\x1b[2J x\r\n\r\nbody\r\n"))
+        result_of(
+            writer.commit(
+                IncomingMessage(
+                    Envelope("s@s.test", ("a@example.test",), "127.0.0.1", "c\x1b[31m.test"),
+                    received_at=WallClock().seconds(),
+                    deliveries=(Delivery("a@example.test", "example.test"),),
+                )
+            )
+        )
+        result_of(
+            store.record_result(
+                AttemptResult("QESC.1", DEFERRED_OUTCOME, "451 \x1b[2J\u202egnp.exe", 1.0, 2.0)
+            )
+        )
+    finally:
+        store.close()
+    code, out, _ = cli("queue", "show", "QESC")
+    assert code == 0
+    assert "\x1b" not in out and "\x07" not in out and "\u202e" not in out
+    assert "Subject: evil \\x1b]0;pwned\\x07\\x1b[2J x" in out
+    assert "from c\\x1b[31m.test" in out and "451 \\x1b[2J\\u202egnp.exe" in out
+    assert "\r" not in out and "\n\nSubject:" in out  # line ends still work
+    # --json stays exact: JSON escapes them itself.
+    shown = json.loads(cli("queue", "show", "QESC", "--json")[1])
+    assert shown["headers"].startswith("Subject: evil \x1b]0;pwned\x07")
+
+
+class _ClosedAfter(io.StringIO):
+    """stdout piped into `head -1`: the reader goes away after the first line."""
+
+    def write(self, text: str) -> int:
+        if self.getvalue():
+            raise BrokenPipeError(32, "Broken pipe")
+        return super().write(text)
+
+
+def test_a_closed_pipe_does_not_stop_a_queue_operation_half_way(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = tmp_path / "strata-data"
+    _queue(data, "Q1", ["a@example.test", "b@example.test", "c@example.test"])
+    err = io.StringIO()
+    monkeypatch.setattr("sys.stderr", err)
+    out = _ClosedAfter()
+    code = main(["queue", "hold", "--domain", "example.test"], out=out)
+    assert code == 0 and err.getvalue() == ""
+    assert out.getvalue() == "Q1.1 <a@example.test>: held\n"
+    assert set(_states(data).values()) == {"held"}
+    # Every move has its event, though nobody read the output.
+    store = _open(data)
+    try:
+        held = [e for e in result_of(store.list_events(None, 100)) if e.kind == "queue.held"]
+    finally:
+        store.close()
+    assert [e.data["entry"] for e in held] == ["Q1.1", "Q1.2", "Q1.3"]
+    assert main(["queue", "list", "--json"], out=_ClosedAfter()) == 0
+
+
+def test_bouncing_an_entry_held_after_a_5xx_tells_the_sender_why(cli, tmp_path: Path) -> None:
+    data = tmp_path / "strata-data"
+    _queue(data, "Q1", ["a@example.test", "b@example.test"])
+    refusal = "550 5.1.1 <a@example.test>: Recipient address rejected: User unknown"
+    store = _open(data)
+    try:
+        # hold_rejected: the relay holds a refused entry for review, its reply as last_error.
+        result_of(store.record_result(AttemptResult("Q1.1", HELD_OUTCOME, refusal, 1.0)))
+    finally:
+        store.close()
+    code, out, _ = cli("queue", "bounce", "Q1")
+    assert code == 0 and "Q1: DSN " in out
+    store = _open(data)
+    try:
+        entries = {e.id: e for e in result_of(store.list_entries())}
+        [dsn] = [e for e in entries.values() if e.sender == ""]
+        body = result_of(store.read_body(dsn.message_id)).decode()
+    finally:
+        store.close()
+    assert refusal in entries["Q1.1"].last_error
+    assert entries["Q1.2"].last_error == "bounced by the administrator"
+    blocks = body.split("Final-Recipient: ")
+    [a] = [b for b in blocks if b.startswith("rfc822; a@example.test")]
+    [b] = [b for b in blocks if b.startswith("rfc822; b@example.test")]
+    assert "Status: 5.1.1" in a and "User unknown" in a
+    assert "Status: 5.0.0" in b and "bounced by the administrator" in b
+
+
+def test_flush_of_an_unknown_domain_is_refused_and_counts_are_shown(cli, tmp_path: Path) -> None:
+    data = tmp_path / "strata-data"
+    cli("domain", "add", "example.test", "--relay", "h")
+    code, _, err = cli("queue", "flush", "--domain", "exmaple.test")  # a typo
+    assert code == 1 and "exmaple.test is not a protected domain and has nothing queued" in err
+    _queue(data, "Q1", ["a@example.test", "b@example.test"])
+    cli("queue", "hold", "Q1.2")
+    code, out, _ = cli("queue", "flush", "--domain", "example.test")
+    assert code == 0 and "1 queued" in out and "1 held entries stay held" in out
+    # A domain we do not protect but still hold mail for (a DSN's) can be flushed.
+    _queue(data, "Q2", ["s@dsn.test"])
+    assert cli("queue", "flush", "--domain", "dsn.test")[0] == 0
+    store = _open(data)
+    try:
+        requests = [(r.action, r.domain) for r in result_of(store.requests_after(0))]
+    finally:
+        store.close()
+    assert requests == [("flush", "example.test"), ("flush", "dsn.test")]
+
+
+def test_removing_a_domain_says_where_its_queued_mail_goes(cli, tmp_path: Path) -> None:
+    data = tmp_path / "strata-data"
+    cli("domain", "add", "example.test", "--relay", "127.0.0.1:2999")
+    _queue(data, "Q1", ["a@example.test", "b@example.test", "c@example.test"])
+    cli("queue", "hold", "Q1.3")
+    code, out, _ = cli("domain", "remove", "example.test")
+    assert code == 0
+    assert "2 queued entries for example.test stay in the queue" in out
+    assert "MX hosts" in out and "strata queue hold --domain example.test" in out
+    assert "1 held entries for example.test stay held" in out
+
+
+def test_queue_show_says_when_an_entry_goes_next_or_went(cli, tmp_path: Path) -> None:
+    data = tmp_path / "strata-data"
+    _queue(data, "Q1", ["a@example.test", "b@example.test"])
+    now = WallClock().seconds()
+    store = _open(data)
+    try:
+        result_of(store.record_result(
+            AttemptResult("Q1.1", DELIVERED_OUTCOME, "250 2.0.0 Ok: queued as X", now - 60)
+        ))  # fmt: skip
+        result_of(store.record_result(
+            AttemptResult("Q1.2", DEFERRED_OUTCOME, "451 4.3.0 try later", now, now + 300)
+        ))  # fmt: skip
+    finally:
+        store.close()
+    out = cli("queue", "show", "Q1")[1]
+    [a, b] = [line for line in out.splitlines() if line.startswith("entry:")]
+    assert "delivered, 1 attempt, delivered " in a and ": 250 2.0.0 Ok: queued as X" in a
+    assert "queued, 1 attempt, next attempt " in b
+    assert "(in 4m)" in b or "(in 5m)" in b
+    assert "last error: 451 4.3.0 try later" in b

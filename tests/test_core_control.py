@@ -164,6 +164,7 @@ def test_a_cli_flush_reaches_a_poller_on_the_same_data_dir(tmp_path, monkeypatch
     # The story end to end, minus the reactor: the server polls the SQLite store, the CLI (another
     # process in real life) writes to the same data directory.
     monkeypatch.chdir(tmp_path)
+    assert main(["domain", "add", "example.test", "--relay", "h"], out=io.StringIO()) == 0
     assert (
         main(["queue", "flush"], out=io.StringIO()) == 0
     )  # before the server starts: not replayed
