@@ -437,12 +437,11 @@ def cmd_domain_remove(ctx: Context, args: argparse.Namespace) -> None:
     ctx.print(f"no longer protecting {shown}")
     stats = {s.domain: s for s in _wait(ctx.store.queue_stats())}.get(name)
     if stats and stats.queued:
-        # The relay routes mail for a domain it has no relay host for by its MX records (as it
-        # does DSNs), so what is still queued no longer goes to the primary named here.
+        # The relay keeps them queued (they expire at the queue lifetime) until the domain is
+        # protected again or an admin bounces or deletes them.
         ctx.print(
-            f"{stats.queued} queued entries for {shown} stay in the queue: a running Strata now "
-            f"sends them to {shown}'s MX hosts from DNS, no longer to its primary; to keep them: "
-            f"strata queue hold --domain {name}"
+            f"{stats.queued} queued entries for {shown} stay in the queue and are not relayed "
+            f"until {shown} is protected again (or: strata queue bounce / delete)"
         )
     if stats and stats.held:
         ctx.print(f"{stats.held} held entries for {shown} stay held")

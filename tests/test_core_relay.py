@@ -490,14 +490,16 @@ def test_null_mx_bounces_at_once_without_a_dsn_for_a_dsn() -> None:
     assert event.kind == "relay.null_mx" and "s@sender.test" in event.message
 
 
-def test_null_mx_for_a_real_sender_bounces_with_a_5_1_10_dsn() -> None:
-    r, _, _ = routed({"nomail.test": NullMX("nomail.test")})
+def test_mail_from_a_real_sender_to_an_unprotected_domain_is_never_routed_by_mx() -> None:
+    # Only our own DSNs go by MX: anything else for a domain we do not protect was accepted
+    # while it was protected, and waits for an admin (see the test above).
+    r, resolver, _ = routed({"nomail.test": NullMX("nomail.test")})
     queue_id = r.queue("u@nomail.test", sender="s@sender.test")
     result_of(r.loop.run())
-    assert r.entries()[f"{queue_id}.1"].state == BOUNCED
-    (dsn,) = r.dsns()
-    assert parts(parts(dsn)[1])[1]["Status"] == "5.1.10"
-    assert kinds(r) == ["relay.bounced", "relay.null_mx"]
+    assert resolver.lookups == []
+    assert r.entries()[f"{queue_id}.1"].state == QUEUED
+    assert r.dsns() == []
+    assert kinds(r) == ["relay.unprotected"]
 
 
 @pytest.mark.parametrize(
@@ -533,3 +535,28 @@ def test_no_route_keeps_the_mail_queued_and_reports_once_per_run(route: Any, rea
     assert [q for q, _ in r.primary.received] == [first, second]
     assert {e.state for e in r.entries().values()} == {DELIVERED}
     r.loop.stop()
+
+
+def test_mail_for_a_domain_no_longer_protected_stays_queued_while_dsns_go_by_mx() -> None:
+    r, resolver, connector = routed({"example.test": [("10.0.0.40", 25)]})
+    r.primary.up = False
+    kept = r.queue("u@example.test")  # accepted while example.test was protected
+    dsn = r.queue("v@example.test", sender="")  # one of our own DSNs to a user there
+    result_of(r.store.remove_domain("example.test"))
+    result_of(r.domains.refresh())
+    r.primary.up = True
+    result_of(r.loop.run())
+    # The DSN went to the domain's MX; the mail accepted for the primary did not.
+    assert [q for q, _ in r.primary.received] == [dsn]
+    assert connector.asked[-1].relay == RelayTarget("10.0.0.40", 25)
+    entry = r.entries()[f"{kept}.1"]
+    assert (entry.state, entry.next_attempt_at) == (QUEUED, T0 + INTERVAL)
+    assert entry.last_error is not None and "no longer protected" in entry.last_error
+    assert "relay.unprotected" in kinds(r)
+    # Protected again (say, a removal by mistake): it goes to the primary on the next run.
+    result_of(r.store.add_domain(Domain("example.test", RelayTarget("10.0.0.1"))))
+    result_of(r.domains.refresh())
+    r.clock.advance(INTERVAL)
+    result_of(r.loop.run())
+    assert [q for q, _ in r.primary.received] == [dsn, kept]
+    assert connector.asked[-1].relay == RelayTarget("10.0.0.1")

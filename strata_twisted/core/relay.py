@@ -18,8 +18,11 @@ storage call each.  By reply:
 - No connection, or the connection lost: everything not yet answered stays queued as it was.
 - Entries older than the queue lifetime: bounced with a DSN (status 4.4.7) and an event.
 
-Mail for a domain that is not protected (in practice a DSN to the sender's domain) goes to that
-domain's mail exchangers when the loop has an L{MXResolver} (RFC 5321 §5.1, ``core/routes.py``):
+Mail for a domain that is not protected goes to that domain's mail exchangers when it is one of
+our own DSNs (from ``<>``, to the sender's domain) and the loop has an L{MXResolver} (RFC 5321
+§5.1, ``core/routes.py``).  Other mail for such a domain was accepted while it was protected: it
+stays queued (retried each run, expiring at the lifetime) until an admin protects the domain
+again, bounces or deletes it, with one ``relay.unprotected`` event per run.  MX routing:
 the hosts are tried in order and the first that takes a session gets the batch, with the same
 per-reply rules.  A null MX (RFC 7505) bounces the entries; no route (NXDOMAIN, a DNS failure, no
 host answering) keeps them queued until the next run, with the reason as their last error and
@@ -279,6 +282,15 @@ class RelayLoop:
         if not live:
             return len(entries) == self._settings.batch_size
         if domain is None:
+            # Only our own DSNs (from <>) go by MX.  Mail accepted while the domain was protected
+            # waits: its MX may be Strata itself (configuration C), and an admin who stopped
+            # protecting a domain did not ask for its backlog to go elsewhere.
+            kept = [entry for entry in live if entry.sender]
+            if kept:
+                await self._keep_unprotected(name, kept)
+            live = [entry for entry in live if not entry.sender]
+            if not live:
+                return False
             routed = await self._connect_by_mx(name, live)
             if routed is None:
                 return False
@@ -381,6 +393,23 @@ class RelayLoop:
             )
         await self._events.record_event(
             "relay.no_route", f"no route to {name}: {reason}; {len(entries)} kept queued", name
+        )
+
+    async def _keep_unprotected(self, name: str, entries: list[QueueEntry]) -> None:
+        """Mail for a domain that is no longer protected: keep it queued until the next run (an
+        admin may protect the domain again, bounce or delete it; it expires at the lifetime)."""
+        reason = (f"{name} is no longer protected; kept queued (protect it again, or "
+                  "strata queue bounce / delete)")  # fmt: skip
+        at = self._clock.seconds()
+        retry = at + self._settings.interval
+        for entry in entries:
+            await self._queue.record_result(
+                AttemptResult(entry.id, DEFERRED_OUTCOME, reason, at, next_attempt_at=retry)
+            )
+        self.log.warn("{n} queued for {domain}, which is no longer protected; kept queued",
+                      n=len(entries), domain=name)  # fmt: skip
+        await self._events.record_event(
+            "relay.unprotected", f"{len(entries)} kept queued: {reason}", name
         )
 
     async def _bounce_null_mx(self, name: str, entries: list[QueueEntry]) -> None:
