@@ -9,6 +9,7 @@ TCP on 127.0.0.1) on the real reactor: preference order, implicit MX, null MX, N
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from random import Random
 from typing import Any, cast
 
 import pytest
@@ -20,6 +21,8 @@ from twisted.internet.protocol import DatagramProtocol
 from twisted.names import common, dns, server
 
 from strata_twisted.core.routes import (
+    MAX_ADDRESSES,
+    MAX_EXCHANGES,
     NoRoute,
     NullMX,
     RouteTemporaryFailure,
@@ -34,7 +37,8 @@ on_reactor = cast(
 )
 
 # A zone: name -> records, each ("MX", preference, exchange) | ("A", address) | ("AAAA", address)
-# | ("TXT", text).  A name not listed is NXDOMAIN; "servfail.test" always fails (SERVFAIL).
+# | ("TXT", text) | ("SERVFAIL", type): queries of that type fail | ("SILENT", type): queries of
+# that type are never answered.  A name not listed is NXDOMAIN; "servfail.test" always fails.
 Zone = dict[str, list[tuple[Any, ...]]]
 
 ZONE: Zone = {
@@ -47,6 +51,23 @@ ZONE: Zone = {
     "noaddress.test": [("TXT", "v=spf1 -all")],
     "dangling.test": [("MX", 10, "nowhere.test"), ("MX", 20, "noaddress.test")],
     "half.test": [("MX", 10, "nowhere.test"), ("MX", 20, "c.pref.test")],
+    # IDNA 2008 keeps the sharp s (faß -> xn--fa-hia); IDNA 2003 maps it to "ss": another domain.
+    "xn--fa-hia.test": [("MX", 10, "c.pref.test")],
+    "fass.test": [("MX", 10, "a.pref.test")],
+    # A name server that answers A but fails on AAAA (still seen in the wild).
+    "v4only.test": [("MX", 10, "brokenaaaa.test")],
+    "brokenaaaa.test": [("A", "127.0.0.30"), ("SERVFAIL", "AAAA")],
+    # Two exchangers on one address.
+    "shared.test": [("MX", 10, "a.pref.test"), ("MX", 20, "alias.shared.test")],
+    "alias.shared.test": [("A", "127.0.0.11")],
+    # One exchanger with more addresses than the relay should try.
+    "many.test": [("MX", 10, "big.many.test")],
+    "big.many.test": [("A", f"127.0.1.{i}") for i in range(1, 2 * MAX_ADDRESSES + 1)],
+    # More exchangers than are worth looking up, none of which exists.
+    "wide.test": [("MX", i, f"h{i:02}.wide.test") for i in range(1, 2 * MAX_EXCHANGES + 1)],
+    # An exchanger whose name server never answers, then one that does.
+    "slow.test": [("MX", 10, "slowhost.test"), ("MX", 20, "c.pref.test")],
+    "slowhost.test": [("SILENT", "A"), ("AAAA", "::1")],
 }
 
 
@@ -57,23 +78,38 @@ ZONE: Zone = {
     ("records", "hosts"),
     [
         ([(20, "b.x.test."), (10, "a.x.test.")], ["a.x.test", "b.x.test"]),
-        (
-            [(10, "B.x.test"), (10, "a.x.test"), (5, "c.x.test")],
-            ["c.x.test", "a.x.test", "b.x.test"],
-        ),
+        ([(10, "B.x.test"), (5, "c.x.test")], ["c.x.test", "b.x.test"]),
         ([(10, "a.x.test"), (20, "a.x.test")], ["a.x.test"]),  # once, at its best preference
+        ([(20, "a.x.test"), (30, "b.x.test"), (10, "a.x.test")], ["a.x.test", "b.x.test"]),
         ([], ["x.test"]),  # RFC 5321 §5.1: no MX, the domain itself (implicit MX)
         ([(0, "."), (10, "a.x.test")], ["a.x.test"]),  # a null MX among others is skipped
     ],
 )
 def test_order_exchanges(records: list[tuple[int, str]], hosts: list[str]) -> None:
-    assert order_exchanges("x.test", records) == hosts
+    for seed in range(5):
+        assert order_exchanges("x.test", records, Random(seed)) == hosts
+
+
+def test_equal_preferences_are_shuffled_not_sorted() -> None:
+    """
+    Regression: exchangers of equal preference always went in name order, so every Strata sent
+    all its mail to the same one.  RFC 5321 §5.1: the client "MUST randomize them".
+    """
+    records = [(20, "z.x.test"), (10, "b.x.test"), (10, "c.x.test"), (10, "a.x.test")]
+    orders = {tuple(order_exchanges("x.test", records, Random(seed))) for seed in range(200)}
+    # Every order of the three preference-10 hosts shows up, and z (20) is always last.
+    assert {order[:3] for order in orders} == {
+        ("a.x.test", "b.x.test", "c.x.test"), ("a.x.test", "c.x.test", "b.x.test"),
+        ("b.x.test", "a.x.test", "c.x.test"), ("b.x.test", "c.x.test", "a.x.test"),
+        ("c.x.test", "a.x.test", "b.x.test"), ("c.x.test", "b.x.test", "a.x.test"),
+    }  # fmt: skip
+    assert {order[3] for order in orders} == {"z.x.test"}
 
 
 @pytest.mark.parametrize("records", [[(0, ".")], [(0, "")], [(0, "."), (0, ".")]])
 def test_a_single_root_mx_is_a_null_mx(records: list[tuple[int, str]]) -> None:
     with pytest.raises(NullMX, match=r"x\.test accepts no mail \(null MX, RFC 7505\)"):
-        order_exchanges("x.test", records)
+        order_exchanges("x.test", records, Random(0))
 
 
 # -- a loopback DNS server -------------------------------------------------------------------------
@@ -93,19 +129,39 @@ def _payload(record: tuple[Any, ...]) -> tuple[int, Any]:
     raise ValueError(f"unknown record type {kind!r}")
 
 
+_TYPES = {"A": dns.A, "AAAA": dns.AAAA, "MX": dns.MX, "TXT": dns.TXT}
+
+
 class ZoneResolver(common.ResolverBase):
-    """An authoritative twisted.names resolver for a L{Zone}."""
+    """
+    An authoritative twisted.names resolver for a L{Zone}; ``queries`` lists what it was asked,
+    as (name, type name).
+    """
 
     def __init__(self, zone: Zone) -> None:
         super().__init__()
-        self.zone = {name.lower(): [_payload(r) for r in records] for name, records in zone.items()}
+        self.queries: list[tuple[str, str]] = []
+        self.zone = {
+            name.lower(): [_payload(r) for r in records if r[0] not in ("SERVFAIL", "SILENT")]
+            for name, records in zone.items()
+        }
+        self.behaviour = {
+            (name.lower(), _TYPES[r[1]]): r[0]
+            for name, records in zone.items()
+            for r in records
+            if r[0] in ("SERVFAIL", "SILENT")
+        }
 
     def _lookup(
         self, name: bytes, cls: int, type: int, timeout: Any
     ) -> Deferred[tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]]:
         text = name.decode().lower().rstrip(".")
-        if text == "servfail.test":
+        self.queries.append((text, dns.QUERY_TYPES.get(type, str(type))))
+        behaviour = self.behaviour.get((text, type))
+        if text == "servfail.test" or behaviour == "SERVFAIL":
             return fail(RuntimeError("simulated server failure"))
+        if behaviour == "SILENT":
+            return Deferred()  # never answered: the client times out
         if text not in self.zone:
             return fail(dns.AuthoritativeDomainError(text))
         answers = [
@@ -116,9 +172,10 @@ class ZoneResolver(common.ResolverBase):
         return succeed((answers, [], []))
 
 
-def listen_dns(reactor: Any, zone: Zone) -> tuple[int, list[IListeningPort]]:
+def listen_dns(reactor: Any, zone: Zone | ZoneResolver) -> tuple[int, list[IListeningPort]]:
     """Serve ``zone`` on 127.0.0.1, UDP and TCP on one free port; return it and the ports."""
-    factory = server.DNSServerFactory(authorities=[ZoneResolver(zone)])
+    authority = zone if isinstance(zone, ZoneResolver) else ZoneResolver(zone)
+    factory = server.DNSServerFactory(authorities=[authority])
     for _ in range(20):
         udp = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
         port: int = udp.getHost().port
@@ -139,8 +196,13 @@ def serve(zone: Zone) -> None:
 
 
 @pytest.fixture
-def dns_server() -> Iterator[int]:
-    port, listening = listen_dns(reactor, ZONE)
+def zone() -> ZoneResolver:
+    return ZoneResolver(ZONE)
+
+
+@pytest.fixture
+def dns_server(zone: ZoneResolver) -> Iterator[int]:
+    port, listening = listen_dns(reactor, zone)
     yield port
     for p in listening:
         p.stopListening()
@@ -148,7 +210,9 @@ def dns_server() -> Iterator[int]:
 
 @pytest.fixture
 def resolver(dns_server: int) -> Iterator[DNSPythonResolver]:
-    r = DNSPythonResolver(reactor, f"127.0.0.1:{dns_server}", mx_port=2525, timeout=3.0)
+    r = DNSPythonResolver(
+        reactor, f"127.0.0.1:{dns_server}", mx_port=2525, timeout=3.0, rng=Random(7)
+    )
     r.start()
     yield r
     r.stop()
@@ -156,10 +220,14 @@ def resolver(dns_server: int) -> Iterator[DNSPythonResolver]:
 
 @on_reactor
 def test_mx_hosts_in_preference_order_with_their_addresses(resolver: DNSPythonResolver) -> Any:
-    hosts = yield resolver.lookup("pref.test")
-    # a and c share preference 10 (by name), then b: its IPv4, then its IPv6 address.
-    assert hosts == [("127.0.0.11", 2525), ("127.0.0.13", 2525), ("127.0.0.12", 2525),
-                     ("::1", 2525)]  # fmt: skip
+    orders = set()
+    for _ in range(20):
+        hosts = yield resolver.lookup("pref.test")
+        # a and c share preference 10 (in random order), then b: its IPv4, then its IPv6.
+        assert {hosts[0], hosts[1]} == {("127.0.0.11", 2525), ("127.0.0.13", 2525)}
+        assert hosts[2:] == [("127.0.0.12", 2525), ("::1", 2525)]
+        orders.add(tuple(hosts[:2]))
+    assert len(orders) == 2  # RFC 5321 §5.1: equal preferences are randomized
 
 
 @on_reactor
@@ -172,6 +240,84 @@ def test_no_mx_is_the_implicit_mx(resolver: DNSPythonResolver) -> Any:
 def test_an_mx_host_without_address_is_skipped(resolver: DNSPythonResolver) -> Any:
     hosts = yield resolver.lookup("half.test")
     assert hosts == [("127.0.0.13", 2525)]
+
+
+@on_reactor
+def test_a_unicode_domain_is_looked_up_by_its_idna2008_name(resolver: DNSPythonResolver) -> Any:
+    """Regression: dnspython encodes a U-label with IDNA 2003, so faß.test became fass.test."""
+    hosts = yield resolver.lookup("faß.test")
+    assert hosts == [("127.0.0.13", 2525)]  # xn--fa-hia.test's exchanger, not fass.test's
+
+
+@on_reactor
+def test_a_failed_aaaa_lookup_keeps_the_ipv4_addresses(resolver: DNSPythonResolver) -> Any:
+    """
+    Regression: a SERVFAIL on the exchanger's AAAA query threw away its A records, so a domain
+    whose name server mishandles AAAA had no route at all, for ever.
+    """
+    hosts = yield resolver.lookup("v4only.test")
+    assert hosts == [("127.0.0.30", 2525)]
+
+
+@on_reactor
+def test_an_address_shared_by_two_exchangers_is_tried_once(resolver: DNSPythonResolver) -> Any:
+    hosts = yield resolver.lookup("shared.test")
+    assert hosts == [("127.0.0.11", 2525)]
+
+
+@on_reactor
+def test_the_addresses_are_limited(resolver: DNSPythonResolver) -> Any:
+    hosts = yield resolver.lookup("many.test")
+    assert hosts == [(f"127.0.1.{i}", 2525) for i in range(1, MAX_ADDRESSES + 1)]
+
+
+@on_reactor
+def test_the_exchangers_looked_up_are_limited(
+    resolver: DNSPythonResolver, zone: ZoneResolver
+) -> Any:
+    message = yield _error_of(resolver.lookup("wide.test"), NoRoute)
+    assert message.startswith("wide.test: no MX host has an address")
+    asked = [name for name, kind in zone.queries if kind == "A"]
+    assert asked == [f"h{i:02}.wide.test" for i in range(1, MAX_EXCHANGES + 1)]
+
+
+@pytest.mark.parametrize("domain", ["", "[127.0.0.1]", "x..test", "localhost"])
+@on_reactor
+def test_what_is_not_a_domain_has_no_route_without_asking(
+    resolver: DNSPythonResolver, zone: ZoneResolver, domain: str
+) -> Any:
+    """Regression: "" (the queue's domain for an address-literal sender) asked for the root's MX."""
+    message = yield _error_of(resolver.lookup(domain), NoRoute)
+    assert message.startswith(f"no MX lookup for {domain!r}")
+    assert zone.queries == []
+
+
+@on_reactor
+def test_an_exchanger_that_times_out_is_asked_once(dns_server: int, zone: ZoneResolver) -> Any:
+    r = DNSPythonResolver(reactor, f"127.0.0.1:{dns_server}", 2525, timeout=1.0, rng=Random(0))
+    r.start()
+    try:
+        hosts = yield r.lookup("slow.test")
+    finally:
+        r.stop()
+    assert hosts == [("127.0.0.13", 2525)]  # the next exchanger still gets its turn
+    # Its AAAA query would only have waited as long again.
+    assert {q for q in zone.queries if q[0] == "slowhost.test"} == {("slowhost.test", "A")}
+
+
+def test_a_lookup_after_the_stop_fails_at_once() -> None:
+    """
+    Regression: a stopped Twisted ThreadPool drops new work silently, so a lookup after the
+    service stopped returned a Deferred that never fired and the relay's drain hung on it.
+    """
+    r = DNSPythonResolver(reactor, "127.0.0.1:1", 25)
+    r.start()
+    r.stop()
+    failures: list[Any] = []
+    r.lookup("pref.test").addErrback(failures.append)
+    assert len(failures) == 1
+    assert isinstance(failures[0].value, RouteTemporaryFailure)
+    assert str(failures[0].value) == "pref.test: the DNS resolver is stopped"
 
 
 def _error_of(d: Deferred[Any], kind: type[Exception]) -> Deferred[str]:

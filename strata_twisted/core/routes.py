@@ -12,6 +12,7 @@ L{strata_twisted.testing.FakeMXResolver}.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from random import Random
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
@@ -44,26 +45,38 @@ class MXResolver(Protocol):
         """
 
 
-def order_exchanges(domain: str, records: Iterable[tuple[int, str]]) -> list[str]:
+# RFC 5321 §5.1 lets a client limit the addresses it tries ("there MAY also be a configurable limit
+# on the number of alternate addresses"; it SHOULD try at least two).  Without a limit a domain
+# with hundreds of MX hosts or addresses holds a DNS thread for one query per host and the relay
+# for one connection timeout per address.  Postfix's smtp_mx_address_limit is 5.
+MAX_EXCHANGES = 10
+"""At most this many mail exchangers are looked up, best first."""
+MAX_ADDRESSES = 10
+"""At most this many (distinct) addresses are returned, best first."""
+
+
+def order_exchanges(domain: str, records: Iterable[tuple[int, str]], rng: Random) -> list[str]:
     """
     The mail exchangers of ``domain`` from its MX records (preference, exchange), best first.
 
-    RFC 5321 §5.1: lower preference first; equal preferences may go in any order (here: by name,
-    so a retry meets the same host first).  RFC 7505 §3: a single MX whose exchange is the root
-    (".") with preference 0 means the domain accepts no mail (L{NullMX}).  A null MX mixed with
-    real ones is a misconfiguration; the root entry is skipped and the others used.  No records at
-    all means the implicit MX: the domain itself (its A/AAAA records), §5.1 again.
+    RFC 5321 §5.1: lower preference first; among equal preferences the client "MUST randomize
+    them to spread the load across multiple mail exchangers", here with ``rng``.  RFC 7505 §3: a
+    single MX whose exchange is the root (".") with preference 0 means the domain accepts no mail
+    (L{NullMX}).  A null MX mixed with real ones is a misconfiguration; the root entry is skipped
+    and the others used.  No records at all means the implicit MX: the domain itself (its A/AAAA
+    records), §5.1 again.
     """
-    found = sorted({(preference, _host(exchange)) for preference, exchange in records})
-    if len(found) == 1 and found[0] == (0, ""):
-        raise NullMX(domain)
-    if not found:
-        return [domain]
-    hosts = [host for _, host in found if host]
-    if not hosts:
-        raise NullMX(domain)
     # One host may appear under several preferences; its best one counts.
-    return list(dict.fromkeys(hosts))
+    best: dict[str, int] = {}
+    for preference, exchange in records:
+        host = _host(exchange)
+        best[host] = min(preference, best.get(host, preference))
+    if not best:
+        return [domain]
+    ranked = sorted((preference, rng.random(), host) for host, preference in best.items() if host)
+    if not ranked:
+        raise NullMX(domain)
+    return [host for _, _, host in ranked]
 
 
 def _host(exchange: str) -> str:
