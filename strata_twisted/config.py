@@ -10,6 +10,7 @@ checks that they agree).  Any invalid or unknown key raises L{ConfigError} namin
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import socket
 import tomllib
@@ -177,9 +178,14 @@ def _nameserver(key: str, value: Any) -> str:
     text = _string(key, value).strip()
     if text:
         try:
-            parse_host_port(text, default_port=53)
+            host, _ = parse_host_port(text, default_port=53)
         except ValueError as e:
             raise ConfigError(key, str(e)) from None
+        try:
+            ipaddress.ip_address(host)
+        except ValueError:
+            # Who would resolve the resolver's name?  dnspython takes addresses only.
+            raise ConfigError(key, f"expected an IP address[:port], got {text!r}") from None
     return text
 
 

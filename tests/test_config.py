@@ -60,6 +60,7 @@ def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         ("[smpt]\nlisten = []\n", "smpt"),
         ('[storage]\nbackend = "postgres"\n', "storage.backend"),
         ('[relay]\nsync_each_result = "yes"\n', "relay.sync_each_result"),
+        ('[relay]\nresolver = "ns.example.com"\n', "relay.resolver"),
         ('[tls]\nprivate_key = "k.pem"\n', "tls.certificate"),
         ("data_dir = 5\n", "data_dir"),
         ("this is not toml", "--config"),
