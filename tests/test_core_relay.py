@@ -14,6 +14,8 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
+from twisted.logger import globalLogPublisher
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from strata_twisted.config import RelaySettings
@@ -279,10 +281,22 @@ def test_results_that_cannot_be_recorded_end_the_session_before_the_next_deliver
     queue = HeldResults(r.store, r.primary)
     r.loop._queue = queue
     ids = [r.queue("u@example.test") for _ in range(3)]
-    run = r.loop.run()
-    queue.fail_next = True
-    queue.release()
+    logged: list[Failure] = []
+
+    def observe(event: dict[str, Any]) -> None:
+        if "log_failure" in event:
+            logged.append(event["log_failure"])
+
+    globalLogPublisher.addObserver(observe)
+    try:
+        run = r.loop.run()
+        queue.fail_next = True
+        queue.release()
+    finally:
+        globalLogPublisher.removeObserver(observe)
     assert run.called
+    # The store's error is what stopped the drain (and nothing was left unhandled).
+    assert [f.type for f in logged] == [StorageError]
     # The second message never went: the drain stopped, and all but the first stay queued
     # (the first was delivered, but its result is lost: it will go again, a duplicate).
     assert [q for q, _ in r.primary.received] == ids[:1]

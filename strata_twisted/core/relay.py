@@ -43,7 +43,6 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 
 from strata_twisted.clock import SecondsClock
 from strata_twisted.config import RelaySettings
@@ -308,9 +307,11 @@ class RelayLoop:
                 return False
         delivered = 0
         groups = _group_by_message(live)
-        # The previous message's results on their way to disk (how many were delivered).  The
-        # next message goes meanwhile; its final "." only once they are recorded.
-        recording: Deferred[int] | None = None
+        # The previous message's results on their way to disk: how many were delivered, or why
+        # they could not be recorded.  The next message goes meanwhile; its final "." only once
+        # they are recorded.  (It never fails: the loop may wait for it from inside its own
+        # callbacks, where Twisted cannot hand over a failure.)
+        recording: Deferred[int | Exception] | None = None
         try:
             windows = _read_ahead_windows(groups)
             reading = self._read_window(windows[0])
@@ -329,13 +330,13 @@ class RelayLoop:
                     after = None if recording is None else _settled(recording)
                     replies = await connection.send(relayed, after)
                     if recording is not None:
-                        delivered += await recording
+                        delivered += _recorded(await recording)
                     lost = not connection.alive
                     recording = Deferred.fromCoroutine(
                         self._record_all(domain, relayed, replies, connection.remote, lost)
                     )
             if recording is not None:
-                delivered += await recording
+                delivered += _recorded(await recording)
         finally:
             alive = connection.alive
             await connection.close()
@@ -477,12 +478,16 @@ class RelayLoop:
     async def _record_all(
         self, domain: Domain, relayed: RelayedMessage, replies: list[RecipientReply],
         remote: str, lost: bool,
-    ) -> int:  # fmt: skip
-        """Record the replies for one message's entries; how many were delivered."""
+    ) -> int | Exception:  # fmt: skip
+        """Record the replies for one message's entries: how many were delivered, or the error
+        that stopped the recording."""
         delivered = 0
-        for entry, reply in zip(relayed.entries, replies, strict=True):
-            if await self._record(domain, entry, relayed.message, reply, remote, lost):
-                delivered += 1
+        try:
+            for entry, reply in zip(relayed.entries, replies, strict=True):
+                if await self._record(domain, entry, relayed.message, reply, remote, lost):
+                    delivered += 1
+        except Exception as e:
+            return e
         return delivered
 
     async def _record(
@@ -607,21 +612,24 @@ async def queue_dsn(
     return queue_id
 
 
-def _settled(d: Deferred[int]) -> Deferred[bool]:
-    """A Deferred that fires True when ``d`` succeeds, False when it fails; ``d``'s result is
-    left for its owner."""
+def _settled(recording: Deferred[int | Exception]) -> Deferred[bool]:
+    """A Deferred that fires True when ``recording`` has recorded its results, False when it
+    could not; ``recording``'s result is left for its owner."""
     out: Deferred[bool] = Deferred()
 
-    def succeeded(result: int) -> int:
-        out.callback(True)
-        return result
+    def done(outcome: int | Exception) -> int | Exception:
+        out.callback(not isinstance(outcome, Exception))
+        return outcome
 
-    def failed(failure: Failure) -> Failure:
-        out.callback(False)
-        return failure
-
-    d.addCallbacks(succeeded, failed)
+    recording.addCallback(done)
     return out
+
+
+def _recorded(outcome: int | Exception) -> int:
+    """How many a recording delivered; its error, raised, if it could not record them."""
+    if isinstance(outcome, Exception):
+        raise outcome
+    return outcome
 
 
 def _quiet(d: Deferred[None]) -> Deferred[None]:
