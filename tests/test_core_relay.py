@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
-from twisted.logger import globalLogPublisher
+from twisted.logger import ILogObserver, globalLogPublisher
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -283,6 +283,7 @@ def test_results_that_cannot_be_recorded_end_the_session_before_the_next_deliver
     ids = [r.queue("u@example.test") for _ in range(3)]
     logged: list[Failure] = []
 
+    @implementer(ILogObserver)
     def observe(event: dict[str, Any]) -> None:
         if "log_failure" in event:
             logged.append(event["log_failure"])

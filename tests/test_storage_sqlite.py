@@ -242,18 +242,35 @@ def test_results_alone_skip_the_wal_fsync_only_when_configured(
     store = SQLiteStore(data_dir, clock, SyncExecutor(), sync_each_result=sync_each_result)
     store.open(recover=True)
     deliver(store, "M1", deliveries=(ALICE, CAROL))
-    statements: list[str] = []
-    store._t_conn().set_trace_callback(statements.append)
-    result_of(store.record_result(AttemptResult("M1.1", DELIVERED_OUTCOME, "250 ok", 1001.0)))
-    lazy = "PRAGMA synchronous = NORMAL"
-    assert (lazy in statements) == (not sync_each_result)
-    if not sync_each_result:
-        assert statements[-1] == "PRAGMA synchronous = FULL"  # and back for the next commit
-    # Message commits are always fsync'd.
-    statements.clear()
-    deliver(store, "M2")
-    assert lazy not in statements
-    assert store._t_conn().execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    conn = store._t_conn()
+
+    def mode_during(work: Callable[[], object]) -> int:
+        """The connection's synchronous level while ``work`` commits (1 NORMAL, 2 FULL)."""
+        levels: list[int] = []
+
+        def trace(statement: str) -> None:
+            if statement == "COMMIT":
+                levels.append(conn.execute("PRAGMA synchronous").fetchone()[0])
+
+        conn.set_trace_callback(trace)
+        try:
+            work()
+        finally:
+            conn.set_trace_callback(None)
+        assert len(set(levels)) == 1, levels
+        return levels[0]
+
+    def record(entry_id: str) -> object:
+        return result_of(
+            store.record_result(AttemptResult(entry_id, DELIVERED_OUTCOME, "250 ok", 1001.0))
+        )
+
+    lazy = 2 if sync_each_result else 1
+    assert mode_during(lambda: record("M1.1")) == lazy
+    assert mode_during(lambda: record("M1.2")) == lazy
+    # Message commits are always fsync'd, between results too.
+    assert mode_during(lambda: deliver(store, "M2", deliveries=(ALICE,))) == 2
+    assert mode_during(lambda: record("M2.1")) == lazy
     result_of(store.close())
 
 
