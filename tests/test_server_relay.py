@@ -17,25 +17,37 @@ from strata_twisted.storage.memory import MemoryStore
 from strata_twisted.testing import result_of, store_message
 
 
-def test_a_send_during_rset_waits_for_the_engine_to_be_ready() -> None:
-    clock = Clock()
-    store = MemoryStore(clock)
-    body = b"Subject: x\r\n\r\nhello\r\n"
-    stored = [
-        result_of(store_message(store, f"Q{n}", body, [Delivery(f"u{n}@example.test",
-                                                                "example.test")]))
-        for n in range(2)
-    ]  # fmt: skip
-    entries = {e.message_id: e for e in result_of(store.list_entries())}
-    domain = Domain("example.test", RelayTarget("127.0.0.1", 2525), tls_policy="none")
-    client = _RelayClient(clock, store, domain, "strata.test")
-    transport = StringTransport()
-    client.makeConnection(transport)
-    client.dataReceived(b"220 primary ESMTP\r\n")
-    client.dataReceived(b"250-primary\r\n250 PIPELINING\r\n")
-    assert client.ready.called
+class Session:
+    """A relay client connected to a scripted primary (PIPELINING) over a StringTransport, with
+    ``count`` stored messages of ``body``; ``message(n)`` is the n-th as the relay sends it."""
 
-    first = client.send(RelayedMessage(stored[0], (entries["Q0"],), body))
+    def __init__(self, body: bytes, count: int) -> None:
+        self.clock = Clock()
+        self.store = MemoryStore(self.clock)
+        self.body = body
+        self.stored = [
+            result_of(store_message(self.store, f"Q{n}", body,
+                                    [Delivery(f"u{n}@example.test", "example.test")]))
+            for n in range(count)
+        ]  # fmt: skip
+        self.entries = {e.message_id: e for e in result_of(self.store.list_entries())}
+        domain = Domain("example.test", RelayTarget("127.0.0.1", 2525), tls_policy="none")
+        self.client = _RelayClient(self.clock, self.store, domain, "strata.test")
+        self.transport = StringTransport()
+        self.client.makeConnection(self.transport)
+        self.client.dataReceived(b"220 primary ESMTP\r\n")
+        self.client.dataReceived(b"250-primary\r\n250 PIPELINING\r\n")
+        assert self.client.ready.called
+
+    def message(self, n: int) -> RelayedMessage:
+        return RelayedMessage(self.stored[n], (self.entries[f"Q{n}"],), self.body[:PREFETCH])
+
+
+def test_a_send_during_rset_waits_for_the_engine_to_be_ready() -> None:
+    session = Session(b"Subject: x\r\n\r\nhello\r\n", 2)
+    client, transport = session.client, session.transport
+
+    first = client.send(session.message(0))
     assert b"MAIL FROM:<sender@example.org>" in transport.value()
     transport.clear()
     # Pipelined MAIL/RCPT/DATA: the only recipient is refused, so DATA fails and the engine
@@ -46,7 +58,7 @@ def test_a_send_during_rset_waits_for_the_engine_to_be_ready() -> None:
     assert transport.value() == b"RSET\r\n"
     transport.clear()
 
-    second = client.send(RelayedMessage(stored[1], (entries["Q1"],), body))
+    second = client.send(session.message(1))
     assert transport.value() == b""  # nothing until RSET is answered
     client.dataReceived(b"250 2.0.0 reset\r\n")
     assert b"MAIL FROM:<sender@example.org>" in transport.value()
@@ -60,23 +72,11 @@ def test_a_send_during_rset_waits_for_the_engine_to_be_ready() -> None:
 
 
 def test_the_final_dot_waits_for_the_previous_results_then_a_failed_record_ends_it() -> None:
-    clock = Clock()
-    store = MemoryStore(clock)
-    body = b"Subject: x\r\n\r\nhello\r\n"
-    stored = [
-        result_of(store_message(store, f"Q{n}", body, [Delivery(f"u{n}@example.test",
-                                                                "example.test")]))
-        for n in range(2)
-    ]  # fmt: skip
-    entries = {e.message_id: e for e in result_of(store.list_entries())}
-    domain = Domain("example.test", RelayTarget("127.0.0.1", 2525), tls_policy="none")
-    client = _RelayClient(clock, store, domain, "strata.test")
-    transport = StringTransport()
-    client.makeConnection(transport)
-    client.dataReceived(b"220 primary ESMTP\r\n250-primary\r\n250 PIPELINING\r\n")
+    session = Session(b"Subject: x\r\n\r\nhello\r\n", 2)
+    client, transport, clock = session.client, session.transport, session.clock
 
     recorded: Deferred[bool] = Deferred()
-    first = client.send(RelayedMessage(stored[0], (entries["Q0"],), body), recorded)
+    first = client.send(session.message(0), recorded)
     assert transport.value().endswith(b"DATA\r\n")  # the envelope goes at once
     transport.clear()
     client.dataReceived(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n")
@@ -92,7 +92,7 @@ def test_the_final_dot_waits_for_the_previous_results_then_a_failed_record_ends_
     transport.clear()
 
     failed: Deferred[bool] = Deferred()
-    second = client.send(RelayedMessage(stored[1], (entries["Q1"],), body), failed)
+    second = client.send(session.message(1), failed)
     client.dataReceived(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n")
     transport.clear()
     failed.callback(False)  # the first message's results could not be recorded
@@ -106,20 +106,11 @@ def test_the_final_dot_waits_for_the_previous_results_then_a_failed_record_ends_
 
 
 def test_a_large_body_waits_while_the_transport_is_full() -> None:
-    clock = Clock()
-    store = MemoryStore(clock)
     body = b"Subject: big\r\n\r\n" + (b"x" * 998 + b"\r\n") * 1000  # ~1 MB: several reads
-    stored = result_of(
-        store_message(store, "Q0", body, [Delivery("u@example.test", "example.test")])
-    )
-    (entry,) = result_of(store.list_entries())
-    domain = Domain("example.test", RelayTarget("127.0.0.1", 2525), tls_policy="none")
-    client = _RelayClient(clock, store, domain, "strata.test")
-    transport = StringTransport()
-    client.makeConnection(transport)
+    session = Session(body, 1)
+    client, transport, clock = session.client, session.transport, session.clock
     assert transport.producer is client and transport.streaming
-    client.dataReceived(b"220 primary ESMTP\r\n250-primary\r\n250 PIPELINING\r\n")
-    sent = client.send(RelayedMessage(stored, (entry,), body[:PREFETCH]))
+    sent = client.send(session.message(0))
     transport.clear()
     client.pauseProducing()  # the transport's buffer is full
     client.dataReceived(b"250 2.1.0 ok\r\n250 2.1.5 ok\r\n354 go ahead\r\n")

@@ -95,8 +95,24 @@ def strata_trusting(strata_factory: Any, ca: TestCA) -> Any:
     )
 
 
-def add(strata: Any, domain: str, relay: str, policy: str) -> None:
-    strata.cli("domain", "add", domain, "--relay", relay, "--tls-policy", policy)
+def relay_through(
+    strata: Any, primary: PostfixInstance, domains: dict[str, tuple[str, str, str]]
+) -> dict[str, bytes]:
+    """
+    Protect each domain with (relay host, TLS policy), start Strata, send one message to
+    ``u@`` each domain and flush until every entry is in its expected state (the third item);
+    what the primary got, by recipient.
+    """
+    for domain, (host, policy, _) in domains.items():
+        strata.cli("domain", "add", domain, "--relay", f"{host}:{primary.smtpd_port}",
+                   "--tls-policy", policy)  # fmt: skip
+    strata.start()
+    send(strata, *(f"u@{domain}" for domain in domains))
+    expected = {f"u@{domain}": state for domain, (_, _, state) in domains.items()}
+    assert settle(strata, expected) == expected
+    delivered = delivered_to(primary)
+    assert sorted(delivered) == sorted(r for r, state in expected.items() if state == "delivered")
+    return delivered
 
 
 def test_policies_towards_a_primary_with_tls(
@@ -106,20 +122,11 @@ def test_policies_towards_a_primary_with_tls(
     domains = ["opportunistic.test", "verify.test", "mismatch.test"]
     primary = primary_with(postfix_factory, domains, tls_settings(ca))
     strata = strata_trusting(strata_factory, ca)
-    port = primary.smtpd_port
-    add(strata, "opportunistic.test", f"127.0.0.1:{port}", "opportunistic")
-    add(strata, "verify.test", f"127.0.0.1:{port}", "verify")  # the certificate names the IP
-    add(strata, "mismatch.test", f"localhost:{port}", "verify")  # ... but not "localhost"
-    strata.start()
-    send(strata, "u@opportunistic.test", "u@verify.test", "u@mismatch.test")
-    expected = {
-        "u@opportunistic.test": "delivered",
-        "u@verify.test": "delivered",
-        "u@mismatch.test": "queued",
-    }
-    assert settle(strata, expected) == expected
-    delivered = delivered_to(primary)
-    assert sorted(delivered) == ["u@opportunistic.test", "u@verify.test"]
+    delivered = relay_through(strata, primary, {
+        "opportunistic.test": ("127.0.0.1", "opportunistic", "delivered"),
+        "verify.test": ("127.0.0.1", "verify", "delivered"),  # the certificate names the IP
+        "mismatch.test": ("localhost", "verify", "queued"),  # ... but not "localhost"
+    })  # fmt: skip
     for raw in delivered.values():
         assert TLS_HEADER in received_by_primary(raw)
     # The certificate does not name "localhost": nothing was sent, and the admin can see why.
@@ -134,14 +141,10 @@ def test_policies_towards_a_primary_without_tls(
     strata = strata_factory(
         extra_config="[relay]\ninterval = 300\n[monitor]\nprobe_interval = 3600\n"
     )
-    add(strata, "plain.test", f"127.0.0.1:{primary.smtpd_port}", "opportunistic")
-    add(strata, "required.test", f"127.0.0.1:{primary.smtpd_port}", "required")
-    strata.start()
-    send(strata, "u@plain.test", "u@required.test")
-    expected = {"u@plain.test": "delivered", "u@required.test": "queued"}
-    assert settle(strata, expected) == expected
-    delivered = delivered_to(primary)
-    assert sorted(delivered) == ["u@plain.test"]
+    delivered = relay_through(strata, primary, {
+        "plain.test": ("127.0.0.1", "opportunistic", "delivered"),
+        "required.test": ("127.0.0.1", "required", "queued"),
+    })  # fmt: skip
     assert TLS_HEADER not in received_by_primary(delivered["u@plain.test"])
     assert "TLS required but unavailable" in events_text(strata, "required.test")
 
@@ -157,14 +160,10 @@ def test_opportunistic_tls_falls_back_to_plaintext_when_the_handshake_fails(
     domains = ["legacy.test", "strict.test"]
     primary = primary_with(postfix_factory, domains, legacy)
     strata = strata_trusting(strata_factory, ca)
-    add(strata, "legacy.test", f"127.0.0.1:{primary.smtpd_port}", "opportunistic")
-    add(strata, "strict.test", f"127.0.0.1:{primary.smtpd_port}", "required")
-    strata.start()
-    send(strata, "u@legacy.test", "u@strict.test")
-    expected = {"u@legacy.test": "delivered", "u@strict.test": "queued"}
-    assert settle(strata, expected) == expected
-    delivered = delivered_to(primary)
-    assert sorted(delivered) == ["u@legacy.test"]
+    delivered = relay_through(strata, primary, {
+        "legacy.test": ("127.0.0.1", "opportunistic", "delivered"),
+        "strict.test": ("127.0.0.1", "required", "queued"),
+    })  # fmt: skip
     assert TLS_HEADER not in received_by_primary(delivered["u@legacy.test"])
     assert "SSL_accept error" in primary.maillog()  # the handshake really was tried
     assert "TLS failed" in events_text(strata, "strict.test")
