@@ -155,9 +155,13 @@ def encode_value(value: Value) -> bytes:
 def _encode_parts(value: Value) -> list[_Part]:
     out: list[_Part] = []
     _encode_into(value, out)
-    # Join neighbouring byte strings so the caller gets few, large writes.
+    return _merged(out)
+
+
+def _merged(parts: list[_Part]) -> list[_Part]:
+    """Join neighbouring byte strings, so the caller gets few, large writes."""
     merged: list[_Part] = []
-    for part in out:
+    for part in parts:
         if isinstance(part, bytes) and merged and isinstance(merged[-1], bytes):
             merged[-1] += part
         else:
@@ -476,13 +480,7 @@ def fetch_response_parts(
         out.append((b" " if i else b"") + name.encode("ascii") + b" ")
         out.extend(_encode_parts(value))
     out.append(b")\r\n")
-    merged: list[_Part] = []
-    for part in out:
-        if isinstance(part, bytes) and merged and isinstance(merged[-1], bytes):
-            merged[-1] += part
-        else:
-            merged.append(part)
-    return merged
+    return _merged(out)
 
 
 def fetch_response(sequence_number: int, items: Iterable[tuple[str, Value]]) -> bytes:
