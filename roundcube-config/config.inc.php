@@ -1,0 +1,74 @@
+<?php
+
+/*
+ * Roundcube configuration for Strata's continuity webmail.
+ *
+ * During an outage, users log in to Roundcube with their usual credentials; Roundcube talks IMAP to
+ * Strata (their shadow mailboxes) and sends through Strata's SMTP submission.  This file holds only
+ * what Strata needs; everything else keeps Roundcube's defaults.  Settings come from environment
+ * variables, so one file serves every deployment:
+ *
+ *   STRATA_IMAP_HOST     Strata's IMAP service, Roundcube syntax: "host:port", "tls://host:143"
+ *                        (STARTTLS) or "ssl://host:993".  Default: localhost:2143 (the embedded
+ *                        default of `twistd -n strata`).
+ *   STRATA_SMTP_HOST     Strata's submission service, same syntax.  Default: localhost:2587.
+ *   STRATA_PRODUCT_NAME  The name shown on the login page and in the title (white-labelling).
+ *                        Default: "Webmail".
+ *   STRATA_LOGO          URL or path of the logo (white-labelling).  Default: Roundcube's.
+ *   STRATA_SUPPORT_URL   Where "Get support" points (the reseller's help desk).  Default: none.
+ *
+ * Official image (roundcube/roundcubemail): mount this file as /var/roundcube/config/strata.php
+ * (see webmail/compose.yaml).  Debian's roundcube-core: add
+ *     include '/path/to/roundcube-config/config.inc.php';
+ * at the end of /etc/roundcube/config.inc.php (that file is read last and would override this one).
+ * Both are described in webmail/README.md.
+ */
+
+$strata_setting = static function (string $name, string $default): string {
+    $value = getenv($name);
+    return ($value === false || $value === '') ? $default : $value;
+};
+
+// Strata's services.  The users' login is their full address; Strata checks it against the
+// passwords synced from the primary (`strata user import`), and submission takes the same login.
+$config['imap_host'] = $strata_setting('STRATA_IMAP_HOST', 'localhost:2143');
+$config['smtp_host'] = $strata_setting('STRATA_SMTP_HOST', 'localhost:2587');
+$config['smtp_user'] = '%u';
+$config['smtp_pass'] = '%p';
+// Roundcube prefers AUTH LOGIN for SMTP and DIGEST-MD5/CRAM-MD5 for IMAP when offered; Strata
+// offers PLAIN (and LOGIN), so ask for PLAIN on both.
+$config['imap_auth_type'] = 'PLAIN';
+$config['smtp_auth_type'] = 'PLAIN';
+
+// White-labelling.
+$config['product_name'] = $strata_setting('STRATA_PRODUCT_NAME', 'Webmail');
+$strata_logo = $strata_setting('STRATA_LOGO', '');
+if ($strata_logo !== '') {
+    $config['skin_logo'] = $strata_logo;
+}
+$config['support_url'] = $strata_setting('STRATA_SUPPORT_URL', '');
+$config['useragent'] = '';  // do not announce Roundcube's version in sent mail
+
+// Strata's IMAP server.  It creates INBOX, Sent, Drafts, Trash and Junk for every user, marked
+// with SPECIAL-USE and subscribed (Roundcube shows only subscribed folders), uses "/" as the
+// hierarchy delimiter, and offers MOVE and UIDPLUS, so a delete moves one message to Trash and
+// never expunges the rest of the folder.
+$config['create_default_folders'] = false;
+$config['drafts_mbox'] = 'Drafts';
+$config['junk_mbox'] = 'Junk';
+$config['sent_mbox'] = 'Sent';
+$config['trash_mbox'] = 'Trash';
+$config['default_folders'] = ['INBOX', 'Drafts', 'Sent', 'Junk', 'Trash'];
+$config['imap_delimiter'] = '/';
+// The server is next door and the mailboxes change under Roundcube (new mail through intake):
+// no client-side IMAP or message cache to go stale.
+$config['imap_cache'] = null;
+$config['messages_cache'] = false;
+
+// Sessions: continuity webmail is used from anywhere, for days at most.
+$config['session_lifetime'] = 30;  // minutes of inactivity
+$config['ip_check'] = true;
+$config['login_autocomplete'] = 0;
+$config['x_frame_options'] = 'sameorigin';
+
+unset($strata_setting, $strata_logo);

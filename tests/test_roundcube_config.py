@@ -1,0 +1,72 @@
+"""
+roundcube-config/config.inc.php, evaluated by the real PHP: every setting Strata needs is there,
+and the hosts and white-labelling come from the environment with the documented defaults.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+CONFIG = Path(__file__).resolve().parents[1] / "roundcube-config" / "config.inc.php"
+
+
+def evaluate(**env: str) -> dict[str, Any]:
+    """The $config array the file builds, with ``env`` as the STRATA_* variables."""
+    php = shutil.which("php")
+    if php is None:
+        pytest.fail("PHP is required (apt-get install php-cli)", pytrace=False)
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("STRATA_")}
+    script = (
+        f"$config = []; include {json.dumps(str(CONFIG))};"
+        " echo json_encode(['config' => $config, 'leaked' => array_keys(get_defined_vars())]);"
+    )
+    done = subprocess.run([php, "-r", script], env=clean | env, capture_output=True, text=True,
+                          timeout=30, check=True)  # fmt: skip
+    out = json.loads(done.stdout)
+    # The file leaves nothing but $config behind in Roundcube's scope.
+    leaked = {name for name in out["leaked"] if not name.startswith("_")}  # superglobals
+    assert leaked <= {"config", "argv", "argc"}
+    config: dict[str, Any] = out["config"]
+    return config
+
+
+def test_defaults_point_at_the_embedded_strata() -> None:
+    config = evaluate()
+    assert config["imap_host"] == "localhost:2143"
+    assert config["smtp_host"] == "localhost:2587"
+    assert (config["smtp_user"], config["smtp_pass"]) == ("%u", "%p")
+    assert config["product_name"] == "Webmail"
+    assert "skin_logo" not in config  # Roundcube's own logo
+
+
+def test_hosts_and_branding_come_from_the_environment() -> None:
+    config = evaluate(
+        STRATA_IMAP_HOST="ssl://strata.example.net:993",
+        STRATA_SMTP_HOST="tls://strata.example.net:587",
+        STRATA_PRODUCT_NAME="Acme Webmail",
+        STRATA_LOGO="https://acme.example/logo.svg",
+        STRATA_SUPPORT_URL="https://acme.example/help",
+    )
+    assert config["imap_host"] == "ssl://strata.example.net:993"
+    assert config["smtp_host"] == "tls://strata.example.net:587"
+    assert config["product_name"] == "Acme Webmail"
+    assert config["skin_logo"] == "https://acme.example/logo.svg"
+    assert config["support_url"] == "https://acme.example/help"
+
+
+def test_the_folders_are_strata_s_special_use_folders() -> None:
+    config = evaluate()
+    assert config["create_default_folders"] is False  # Strata creates them, subscribed
+    assert [config[k] for k in ("drafts_mbox", "sent_mbox", "junk_mbox", "trash_mbox")] == [
+        "Drafts", "Sent", "Junk", "Trash"
+    ]  # fmt: skip
+    assert config["default_folders"] == ["INBOX", "Drafts", "Sent", "Junk", "Trash"]
+    assert config["imap_delimiter"] == "/"
+    assert (config["imap_auth_type"], config["smtp_auth_type"]) == ("PLAIN", "PLAIN")
