@@ -306,6 +306,7 @@ def cmd_domain_add(ctx: Context, args: argparse.Namespace) -> None:
     if ctx.created:
         ctx.print(f"new data dir: {ctx.settings.data_dir}")
     ctx.print(f"protecting {display_domain(name)}: relay to {added.relay}, mode {added.mode}")
+    ctx.print("a running Strata accepts its mail within a second")
 
 
 def cmd_domain_list(ctx: Context, args: argparse.Namespace) -> None:
