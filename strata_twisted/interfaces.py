@@ -25,19 +25,26 @@ from typing import TYPE_CHECKING
 from zope.interface import Attribute, Interface
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Iterable, Sequence
 
     from twisted.internet.defer import Deferred
 
     from strata_twisted.model import (
         AttemptResult,
         ControlRequest,
+        CopyResult,
         Domain,
         DomainStatus,
         Event,
+        FlagMode,
+        FlagUpdate,
         IncomingMessage,
+        MailboxInfo,
+        MailboxStatus,
+        MailMessage,
         MessageHead,
         Outage,
+        PurgedMessage,
         QueueEntry,
         QueueStats,
         ShadowCopy,
@@ -243,3 +250,168 @@ class IControlStore(Interface):
 
     def last_request_id() -> Deferred[int]:
         """The id of the newest request, or 0 when there is none."""
+
+
+class IMailboxStore(Interface):
+    """
+    Users' shadow mailboxes, as an IMAP server (RFC 3501, UIDPLUS, MOVE, CONDSTORE, SPECIAL-USE)
+    needs them.  Served by the same backend as L{IMessageStore} and L{IQueueStore}: a mailbox
+    message refers to a stored body by its queue id (bodies are shared, never copied per mailbox),
+    and L{unreferenced_messages} looks at the queue.
+
+    Rules every backend keeps:
+
+    - Every method takes the user (an address, canonicalised by
+      L{strata_twisted.model.normalize_user}: ``Bob@Example.TEST`` is ``bob@example.test``) and
+      only ever sees that user's mailboxes: no name, UID or message reaches another user's.
+    - Names are canonicalised by L{strata_twisted.model.normalize_mailbox_name} (delimiter
+      ``/``; INBOX in any case is INBOX).  An invalid name fails with L{InvalidMailboxName}, an
+      invalid user with L{InvalidUser}, an invalid flag with L{InvalidFlag}; a missing mailbox
+      with L{NoSuchMailbox} (whose ``name`` says which one).
+    - Each method is one atomic, durable step: when its Deferred fires, the change survives a
+      crash; when it fails, nothing changed.
+    - UIDs grow strictly within a mailbox and are never reused while its UIDVALIDITY stands.
+      UIDVALIDITY is unique across every mailbox the store ever made, so a deleted and re-created
+      mailbox gets a new one.  A rename keeps it (the messages keep their UIDs).
+    - CONDSTORE: each mailbox has a HIGHESTMODSEQ (1 when new).  Every operation that changes
+      messages (add, copy in, flags changed, expunge, purge) gives it one new modseq, greater than
+      any before; the messages it adds or whose flags it changes get that modseq.
+    - UID arguments are explicit UIDs (the IMAP layer expands ``1:*`` against what it knows);
+      UIDs that do not exist are ignored, as RFC 3501 §6.4.8 asks of UID commands.
+    - Time values come from the caller; the store reads its clock only to pick a UIDVALIDITY.
+    """
+
+    def ensure_user(user: str) -> Deferred[list[MailboxInfo]]:
+        """
+        Give ``user`` the default mailboxes: INBOX, Sent, Drafts, Trash and Junk, the last four
+        with their RFC 6154 attribute, all subscribed.  Idempotent: creates only those missing
+        (a special-use one counts as present when some mailbox has its attribute, e.g. after a
+        rename; a name already taken by a plain mailbox is left alone).  Returns every mailbox.
+        """
+
+    def list_mailboxes(user: str) -> Deferred[list[MailboxInfo]]:
+        """Every mailbox of ``user``, sorted by name (empty for a user never seen)."""
+
+    def get_mailbox(user: str, name: str) -> Deferred[MailboxInfo | None]:
+        """The mailbox with this name, or None."""
+
+    def create_mailbox(
+        user: str, name: str, special_use: str | None = None
+    ) -> Deferred[MailboxInfo]:
+        """
+        Create a mailbox (unsubscribed, with a new UIDVALIDITY), and its missing superiors too
+        (RFC 3501 §6.3.3: ``a/b/c`` creates ``a`` and ``a/b`` as ordinary mailboxes).
+        ``special_use``: RFC 6154 CREATE-SPECIAL-USE.  Fails with L{MailboxExists}.
+        """
+
+    def delete_mailbox(user: str, name: str) -> Deferred[list[str]]:
+        """
+        Delete a mailbox, its messages and its subscription; returns the queue ids of the
+        messages that were in it (ask L{unreferenced_messages} which bodies may go).  INBOX
+        cannot be deleted (L{MailboxRefused}).  A mailbox with inferiors is refused
+        (L{MailboxHasChildren}) rather than turned into a \\Noselect name as RFC 3501 §6.3.4
+        also allows: no mailbox here is ever unselectable, which keeps LIST simple.
+        """
+
+    def rename_mailbox(user: str, old: str, new: str) -> Deferred[MailboxInfo]:
+        """
+        RFC 3501 §6.3.5.  The mailbox and all its inferiors move to the new name (UIDVALIDITY,
+        UIDs, special use and subscriptions go with them); missing superiors of ``new`` are
+        created.  Renaming INBOX creates ``new`` and moves every INBOX message into it (new UIDs
+        there), leaving INBOX empty and its inferiors in place.  Returns the mailbox at ``new``.
+        Fails with L{NoSuchMailbox}, L{MailboxExists}, or L{MailboxRefused} for a name under
+        itself.
+        """
+
+    def subscribe(user: str, name: str) -> Deferred[None]:
+        """Subscribe to an existing mailbox (L{NoSuchMailbox} otherwise).  Idempotent."""
+
+    def unsubscribe(user: str, name: str) -> Deferred[None]:
+        """Unsubscribe from an existing mailbox (L{NoSuchMailbox} otherwise).  Idempotent."""
+
+    def mailbox_status(user: str, name: str) -> Deferred[MailboxStatus]:
+        """Counts for STATUS and SELECT.  ``recent`` is always 0 (\\Recent is not kept)."""
+
+    def add_message(
+        user: str,
+        mailbox: str,
+        message_id: str,
+        internal_date: float,
+        flags: Iterable[str] = (),
+        mime_index: bytes | None = None,
+    ) -> Deferred[MailMessage]:
+        """
+        Put a committed stored message into a mailbox with the next UID: intake delivering a
+        shadow copy, or APPEND after the caller committed the body through an
+        L{IMessageWriter} with no deliveries.  ``mime_index``
+        (L{strata_twisted.proto.mime.index_to_json}) is kept once per stored message, shared by
+        every mailbox copy; given again, it replaces the one kept.  Fails with L{NoSuchMailbox}
+        (APPEND answers ``NO [TRYCREATE]``) or L{NoSuchEntry} when no message has this id.
+        """
+
+    def list_messages(
+        user: str, mailbox: str, changed_since: int | None = None
+    ) -> Deferred[list[MailMessage]]:
+        """
+        The messages of a mailbox in UID order; with ``changed_since``, only those whose modseq
+        is greater (CONDSTORE ``CHANGEDSINCE``, RFC 7162 §3.1.4.1).  Expunged messages are
+        simply absent (reporting them is QRESYNC's VANISHED, not offered).
+        """
+
+    def mime_indexes(user: str, mailbox: str, uids: Iterable[int]) -> Deferred[dict[int, bytes]]:
+        """The kept MIME index of each of these messages, by UID (left out when none is kept)."""
+
+    def store_flags(
+        user: str,
+        mailbox: str,
+        uids: Iterable[int],
+        mode: FlagMode,
+        flags: Iterable[str],
+        unchanged_since: int | None = None,
+    ) -> Deferred[FlagUpdate]:
+        """
+        STORE: set (``FLAGS``), add (``+FLAGS``) or remove (``-FLAGS``) flags.  With
+        ``unchanged_since`` (RFC 7162 §3.1.3), a message whose modseq is greater is left alone
+        and reported in ``failed``.  Only messages whose flags really change get the new modseq.
+        """
+
+    def copy_messages(
+        user: str, source: str, uids: Iterable[int], target: str
+    ) -> Deferred[CopyResult]:
+        """
+        COPY: each message (flags and INTERNALDATE kept, RFC 3501 §6.4.7) gets the next UID of
+        ``target`` in source UID order; the body is shared, not copied.  ``target`` may be
+        ``source``.  A missing target fails with L{NoSuchMailbox} (``NO [TRYCREATE]``).
+        """
+
+    def move_messages(
+        user: str, source: str, uids: Iterable[int], target: str
+    ) -> Deferred[CopyResult]:
+        """
+        MOVE (RFC 6851): copy, then expunge the source messages, in one step.  The pairs' source
+        UIDs are the ones expunged.  Moving into ``source`` itself is refused (L{MailboxRefused}).
+        """
+
+    def expunge(
+        user: str, mailbox: str, uids: Iterable[int] | None = None
+    ) -> Deferred[list[MailMessage]]:
+        """
+        Remove the messages flagged \\Deleted (EXPUNGE), or only those among ``uids`` (UID
+        EXPUNGE, RFC 4315 §2.1); returns them as they were, in UID order.
+        """
+
+    def purge_older_than(domain: str, before: float) -> Deferred[list[PurgedMessage]]:
+        """
+        Retention: remove from every mailbox of every user of ``domain`` the messages whose
+        INTERNALDATE is before ``before``.  Returns what was removed, by user, mailbox and UID.
+        ``domain`` in any form L{strata_twisted.model.normalize_domain} takes; an invalid one
+        fails with L{InvalidDomainName}.
+        """
+
+    def unreferenced_messages(message_ids: Iterable[str] | None = None) -> Deferred[list[str]]:
+        """
+        Of these stored messages (every stored message when None), in sorted order, those whose
+        body nobody needs any more: no mailbox holds them and no queue entry of theirs is still
+        waiting (QUEUED or HELD).  The store never deletes a body itself; the caller deletes
+        these (a later piece), so the relay queue can never lose a body it still needs.
+        """

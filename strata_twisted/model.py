@@ -1,6 +1,6 @@
 """
 Value objects shared by every layer: protected domains, envelopes, stored messages, queue entries,
-shadow copies and events.
+shadow copies, events, and users' mailboxes with the rules for their names and flags.
 
 They are frozen dataclasses: plain data, no I/O, no Twisted.  Domain names are always kept in their
 ASCII (IDNA A-label) lowercase form, so ``Bücher.example`` and ``xn--bcher-kva.example`` are the
@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 import idna
 
-from strata_twisted.errors import InvalidDomainName
+from strata_twisted.errors import InvalidDomainName, StrataError
 
 DeliveryMode = Literal["relay", "both"]
 DELIVERY_MODES: Final = ("relay", "both")
@@ -406,3 +407,281 @@ class Event:
             "message": self.message,
             "data": self.data,
         }
+
+
+# -- Shadow mailboxes (#4): the IMailboxStore role ------------------------------------------------
+#
+# Errors live here rather than in errors.py because they belong to this role alone; each carries
+# the RFC 5530 response code an IMAP server answers NO with.
+
+
+class MailboxError(StrataError):
+    """Base for refusals of the mailbox store.  ``imap_code``: the RFC 5530 response code."""
+
+    imap_code: str = "CANNOT"
+
+
+class NoSuchMailbox(MailboxError):
+    """
+    The user has no mailbox of this name.  An IMAP server answers ``NO [NONEXISTENT]``, or
+    ``NO [TRYCREATE]`` when it is the target of COPY, MOVE or APPEND (RFC 3501 §6.4.7, §6.3.11).
+    """
+
+    imap_code = "NONEXISTENT"
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no mailbox {name!r}")
+        self.name = name
+
+
+class MailboxExists(MailboxError):
+    """CREATE or RENAME to a name that is taken (``NO [ALREADYEXISTS]``)."""
+
+    imap_code = "ALREADYEXISTS"
+
+
+class InvalidMailboxName(MailboxError):
+    """An empty name, an empty level (``a//b``), a wildcard, a control character, too long."""
+
+    imap_code = "CANNOT"
+
+
+class MailboxHasChildren(MailboxError):
+    """DELETE of a mailbox that has inferiors: we refuse rather than leave a \\Noselect name."""
+
+    imap_code = "INUSE"
+
+
+class MailboxRefused(MailboxError):
+    """A move the rules forbid: deleting INBOX, renaming a mailbox under itself."""
+
+    imap_code = "CANNOT"
+
+
+class InvalidFlag(MailboxError):
+    """A flag that is not a system flag nor a valid keyword atom (``\\Recent`` included)."""
+
+    imap_code = "CANNOT"
+
+
+class InvalidUser(MailboxError):
+    """A user that is not an address ``local@domain`` with a valid domain."""
+
+    imap_code = "CANNOT"
+
+
+MAILBOX_DELIMITER: Final = "/"
+INBOX: Final = "INBOX"
+# RFC 3501 §2.3.2: the system flags a client may set.  \Recent is the server's, never stored.
+SYSTEM_FLAGS: Final = ("\\Answered", "\\Deleted", "\\Draft", "\\Flagged", "\\Seen")
+SEEN: Final = "\\Seen"
+DELETED_FLAG: Final = "\\Deleted"
+# RFC 6154 §2 special-use attributes.
+SPECIAL_USES: Final = ("\\All", "\\Archive", "\\Drafts", "\\Flagged", "\\Junk", "\\Sent", "\\Trash")
+# What ensure_user creates: name, special use.  All subscribed (Roundcube shows only those).
+DEFAULT_MAILBOXES: Final[tuple[tuple[str, str | None], ...]] = (
+    (INBOX, None),
+    ("Sent", "\\Sent"),
+    ("Drafts", "\\Drafts"),
+    ("Trash", "\\Trash"),
+    ("Junk", "\\Junk"),
+)
+# STORE modes: FLAGS, +FLAGS, -FLAGS.
+FLAGS_SET: Final = "set"
+FLAGS_ADD: Final = "add"
+FLAGS_REMOVE: Final = "remove"
+FlagMode = Literal["set", "add", "remove"]
+
+MAX_MAILBOX_NAME: Final = 1000  # characters, whole name; Dovecot's limit is in the same range
+MAX_MAILBOX_LEVELS: Final = 32
+_SYSTEM_BY_FOLD: Final = {flag.lower(): flag for flag in SYSTEM_FLAGS}
+_SPECIAL_BY_FOLD: Final = {use.lower(): use for use in SPECIAL_USES}
+# RFC 3501 §9: atom-specials are ( ) { SP CTL list-wildcards quoted-specials resp-specials.
+_KEYWORD = re.compile(r'[^(){ \x00-\x1f\x7f-\U0010ffff%*"\\\]]{1,128}')
+# List wildcards and controls may not appear in a name; nor may a NUL or a surrogate.
+_BAD_NAME_CHARS = re.compile(r"[\x00-\x1f\x7f%*\ud800-\udfff]")
+
+
+def normalize_user(address: str) -> str:
+    """
+    The canonical key of a mailbox user: ``local@domain`` folded to lower case, the domain in its
+    ASCII form (L{normalize_domain}), so ``Bob@Bücher.example`` and ``bob@xn--bcher-kva.example``
+    own the same mailboxes.  Raises L{InvalidUser}.
+    """
+    local, domain = split_address(address.strip())
+    if not local or not domain or any(c.isspace() or ord(c) < 32 for c in local):
+        raise InvalidUser(f"{address!r} is not an address local@domain")
+    try:
+        canonical = normalize_domain(domain)
+    except InvalidDomainName as e:
+        raise InvalidUser(f"{address!r}: {e}") from None
+    return f"{local.lower()}@{canonical}"
+
+
+def normalize_mailbox_name(name: str) -> str:
+    """
+    The canonical form of a mailbox name (Unicode, levels separated by ``/``), or
+    L{InvalidMailboxName}.  RFC 3501 §5.1: INBOX is case-insensitive, so a first level that folds
+    to ``inbox`` is spelled ``INBOX`` (``inbox/Lists`` is ``INBOX/Lists``); every other level keeps
+    its case.  Refused: empty names and levels (``/a``, ``a/``, ``a//b``), the LIST wildcards
+    ``%`` and ``*``, controls, more than L{MAX_MAILBOX_NAME} characters or
+    L{MAX_MAILBOX_LEVELS} levels.
+    """
+    if not name or len(name) > MAX_MAILBOX_NAME or _BAD_NAME_CHARS.search(name):
+        raise InvalidMailboxName(f"invalid mailbox name {name!r}")
+    levels = name.split(MAILBOX_DELIMITER)
+    if len(levels) > MAX_MAILBOX_LEVELS or not all(levels):
+        raise InvalidMailboxName(f"invalid mailbox name {name!r}")
+    if levels[0].lower() == "inbox":
+        levels[0] = INBOX
+    return MAILBOX_DELIMITER.join(levels)
+
+
+def mailbox_parents(name: str) -> list[str]:
+    """The superiors of a canonical name, outermost first: ``a/b/c`` → ``["a", "a/b"]``."""
+    levels = name.split(MAILBOX_DELIMITER)
+    return [MAILBOX_DELIMITER.join(levels[:n]) for n in range(1, len(levels))]
+
+
+def is_inferior(name: str, of: str) -> bool:
+    """True when ``name`` is below ``of`` (``a/b`` is below ``a``; ``ab`` is not)."""
+    return name.startswith(of + MAILBOX_DELIMITER)
+
+
+def normalize_special_use(use: str | None) -> str | None:
+    """The canonical spelling of an RFC 6154 attribute (any case in), or L{InvalidMailboxName}."""
+    if use is None:
+        return None
+    canonical = _SPECIAL_BY_FOLD.get(use.lower())
+    if canonical is None:
+        raise InvalidMailboxName(f"unknown special use {use!r}")
+    return canonical
+
+
+def normalize_flags(flags: Iterable[str]) -> frozenset[str]:
+    """
+    Validate flags and spell the system flags canonically (``\\seen`` → ``\\Seen``; RFC 3501
+    §2.3.2 flags are case-insensitive).  Keywords must be atoms (no space, parenthesis, brace,
+    wildcard, quote, backslash, ``]`` or non-ASCII) and are kept exactly as given.  ``\\Recent``
+    and any other backslash name raise L{InvalidFlag}.
+    """
+    out: set[str] = set()
+    for flag in flags:
+        if flag.startswith("\\"):
+            system = _SYSTEM_BY_FOLD.get(flag.lower())
+            if system is None:
+                raise InvalidFlag(f"{flag!r} cannot be stored")
+            out.add(system)
+        elif _KEYWORD.fullmatch(flag):
+            out.add(flag)
+        else:
+            raise InvalidFlag(f"{flag!r} is not a valid keyword")
+    return frozenset(out)
+
+
+def apply_flags(current: frozenset[str], mode: str, flags: frozenset[str]) -> frozenset[str]:
+    """
+    The flags after STORE FLAGS (``set``), +FLAGS (``add``) or -FLAGS (``remove``); another mode
+    raises L{InvalidFlag}.
+    """
+    if mode == FLAGS_SET:
+        return flags
+    if mode == FLAGS_ADD:
+        return current | flags
+    if mode == FLAGS_REMOVE:
+        return current - flags
+    raise InvalidFlag(f"unknown flag mode {mode!r}")
+
+
+def next_uidvalidity(last: int, now: float) -> int:
+    """
+    A UIDVALIDITY greater than every one handed out before (``last``): the current time in
+    seconds when that is greater, as Dovecot does, so that a data directory rebuilt from scratch
+    does not hand a client's cache a value it has seen with other messages; ``last + 1``
+    otherwise.  RFC 3501 §2.3.1.1: a non-zero 32-bit number, never reused for a name.
+    """
+    value = max(last + 1, int(now))
+    if value >= 2**32:
+        raise StrataError("UIDVALIDITY exhausted (2^32 - 1 mailboxes created)")
+    return value
+
+
+@dataclass(frozen=True)
+class MailboxInfo:
+    """
+    One of a user's mailboxes.  ``highest_modseq`` is 1 in a new mailbox and grows with every
+    change of its messages (added, flags stored, expunged).
+    """
+
+    name: str
+    uidvalidity: int
+    uidnext: int
+    highest_modseq: int
+    special_use: str | None = None
+    subscribed: bool = False
+
+
+@dataclass(frozen=True)
+class MailboxStatus:
+    """
+    What STATUS and SELECT report.  ``recent`` is always 0: \\Recent is not kept (IMAP4rev2,
+    RFC 9051, dropped it, and no client we serve relies on it).
+    """
+
+    messages: int
+    recent: int
+    uidnext: int
+    uidvalidity: int
+    unseen: int
+    highest_modseq: int
+
+
+@dataclass(frozen=True)
+class MailMessage:
+    """
+    A message in a mailbox.  ``message_id`` is the queue id of the stored body it shares with
+    every other mailbox and with the relay queue (IMessageStore).  ``size`` is the body's size.
+    """
+
+    uid: int
+    message_id: str
+    flags: frozenset[str]
+    internal_date: float
+    size: int
+    modseq: int
+
+
+@dataclass(frozen=True)
+class FlagUpdate:
+    """
+    What a STORE did.  ``messages``: every message the STORE applied to (existing UIDs that
+    passed the UNCHANGEDSINCE test), with its flags and modseq afterwards, in UID order.
+    ``changed``: the UIDs whose flags really changed (a new modseq).  ``failed``: the UIDs that
+    failed the UNCHANGEDSINCE test (RFC 7162 §3.1.3, the MODIFIED response code), unchanged.
+    """
+
+    messages: tuple[MailMessage, ...]
+    changed: tuple[int, ...]
+    failed: tuple[int, ...]
+    highest_modseq: int
+
+
+@dataclass(frozen=True)
+class CopyResult:
+    """
+    What COPY or MOVE did: ``pairs`` of (source UID, new UID) in source UID order, and the
+    target's UIDVALIDITY: the COPYUID response code (RFC 4315 §3).  Empty when no UID existed.
+    """
+
+    uidvalidity: int
+    pairs: tuple[tuple[int, int], ...]
+
+
+@dataclass(frozen=True)
+class PurgedMessage:
+    """A message retention removed from a mailbox (L{IMailboxStore.purge_older_than})."""
+
+    user: str
+    mailbox: str
+    uid: int
+    message_id: str

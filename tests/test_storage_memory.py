@@ -15,6 +15,7 @@ from tests.conformance.suites import (
     ControlStoreSuite,
     DomainStoreSuite,
     EventStoreSuite,
+    MailboxStoreSuite,
     MessageStoreSuite,
     MonitorStoreSuite,
     QueueStoreSuite,
@@ -67,6 +68,10 @@ class TestMemoryMonitorStore(MonitorStoreSuite):
 
 
 class TestMemoryControlStore(ControlStoreSuite):
+    pass
+
+
+class TestMemoryMailboxStore(MailboxStoreSuite):
     pass
 
 

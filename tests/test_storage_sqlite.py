@@ -36,6 +36,7 @@ from strata_twisted.model import (
     DEFERRED_OUTCOME,
     DELIVERED,
     DELIVERED_OUTCOME,
+    FLAGS_ADD,
     HELD,
     HELD_OUTCOME,
     QUEUED,
@@ -46,6 +47,7 @@ from strata_twisted.model import (
     Envelope,
     Event,
     IncomingMessage,
+    MailboxHasChildren,
     QueueEntry,
     RelayTarget,
     ShadowCopy,
@@ -74,6 +76,7 @@ from tests.conformance.suites import (
     ControlStoreSuite,
     DomainStoreSuite,
     EventStoreSuite,
+    MailboxStoreSuite,
     MessageStoreSuite,
     MonitorStoreSuite,
     QueueStoreSuite,
@@ -166,6 +169,10 @@ class TestSQLiteControlStore(ControlStoreSuite):
     pass
 
 
+class TestSQLiteMailboxStore(MailboxStoreSuite):
+    pass
+
+
 class OwnThreadExecutor:
     """
     Runs every call on one dedicated worker thread and waits for it: ThreadExecutor's thread
@@ -213,6 +220,10 @@ class TestSQLiteOnItsThreadMonitorStore(OwnThreadStore, MonitorStoreSuite):
     pass
 
 
+class TestSQLiteOnItsThreadMailboxStore(OwnThreadStore, MailboxStoreSuite):
+    pass
+
+
 class InlineBodiesStore:
     """The default configuration: bodies up to INLINE_LIMIT live in the database."""
 
@@ -229,6 +240,10 @@ class TestSQLiteInlineMessageStore(InlineBodiesStore, MessageStoreSuite):
 
 
 class TestSQLiteInlineQueueStore(InlineBodiesStore, QueueStoreSuite):
+    pass
+
+
+class TestSQLiteInlineMailboxStore(InlineBodiesStore, MailboxStoreSuite):
     pass
 
 
@@ -1121,7 +1136,7 @@ def test_a_v2_database_upgrades_to_v3_and_takes_control_requests(data_dir: Path)
     store = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
     store.open()
     try:
-        assert sql(store, "PRAGMA user_version") == [(3,)]
+        assert sql(store, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
         assert [e.id for e in result_of(store.list_entries())] == ["M1.1", "M1.2"]
         assert result_of(store.last_request_id()) == 0
         first = result_of(store.request("flush", "example.com", 2000.0))
@@ -1343,3 +1358,164 @@ def test_a_failed_batch_transaction_fails_its_results_and_commits(
     # Rolled back: the store keeps working.
     again = store.record_result(AttemptResult("M0.2", DELIVERED_OUTCOME, "250 ok", 1170.0))
     assert settle(executor, again).state == DELIVERED
+
+
+# -- schema version 4: shadow mailboxes (#4)
+
+ALICE_USER = "alice@example.com"
+
+
+def test_a_v3_database_upgrades_to_v4_and_serves_mailboxes(data_dir: Path) -> None:
+    build_v1_database(data_dir)
+    conn = sqlite3.connect(data_dir / "strata.db", isolation_level=None)
+    try:
+        assert migrate(conn, to_version=3) == 1
+        conn.execute("INSERT INTO control_requests (action, domain, at) VALUES ('flush', NULL, 5)")
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert "mailboxes" not in tables  # really version 3
+    finally:
+        conn.close()
+    store = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    store.open()
+    try:
+        assert sql(store, "PRAGMA user_version") == [(4,)]
+        tables = {n for (n,) in sql(store, "SELECT name FROM sqlite_master WHERE type='table'")}
+        assert {"mailboxes", "mailbox_messages", "message_mime"} <= tables
+        indexes = {n for (n,) in sql(store, "SELECT name FROM sqlite_master WHERE type='index'")}
+        assert {
+            "mailboxes_domain",
+            "mailbox_messages_modseq",
+            "mailbox_messages_date",
+            "mailbox_messages_message_id",
+        } <= indexes
+        # The old data is all there ...
+        assert [e.id for e in result_of(store.list_entries())] == ["M1.1", "M1.2"]
+        assert result_of(store.read_body("M1")) == b"A: 1\r\n\r\nx"
+        assert [c.recipient for c in result_of(store.list_shadow_copies())] == ["bob@example.com"]
+        assert result_of(store.last_request_id()) == 1
+        # ... and the message stored before the upgrade can go into a mailbox.
+        result_of(store.ensure_user("bob@example.com"))
+        added = result_of(store.add_message("bob@example.com", "INBOX", "M1", 1000.0))
+        assert (added.uid, added.size) == (1, 9)
+        assert result_of(store.unreferenced_messages()) == []  # M1.1 is still queued
+    finally:
+        result_of(store.close())
+
+
+def test_mailboxes_survive_close_and_reopen(data_dir: Path, clock: task.Clock) -> None:
+    clock.advance(1_700_000_000)
+    first = SQLiteStore(data_dir, clock, SyncExecutor())
+    first.open(recover=True)
+    deliver(first, "M1", ())
+    deliver(first, "M2", ())
+    result_of(first.ensure_user(ALICE_USER))
+    result_of(first.create_mailbox(ALICE_USER, "Work/2024"))
+    result_of(first.subscribe(ALICE_USER, "Work/2024"))
+    result_of(first.add_message(ALICE_USER, "INBOX", "M1", 100.0, ["\\Seen"], b'{"i": 1}'))
+    result_of(first.add_message(ALICE_USER, "INBOX", "M2", 200.0, ["$Label1"]))
+    result_of(first.store_flags(ALICE_USER, "INBOX", [2], FLAGS_ADD, ["\\Flagged"]))
+    result_of(first.move_messages(ALICE_USER, "INBOX", [1], "Work/2024"))
+    boxes = result_of(first.list_mailboxes(ALICE_USER))
+    inbox = result_of(first.list_messages(ALICE_USER, "INBOX"))
+    work = result_of(first.list_messages(ALICE_USER, "Work/2024"))
+    result_of(first.close())
+
+    # A clock that went back (or a restarted test clock) must not bring a UIDVALIDITY back.
+    second = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    second.open(recover=True)
+    try:
+        assert result_of(second.list_mailboxes(ALICE_USER)) == boxes
+        assert result_of(second.list_messages(ALICE_USER, "INBOX")) == inbox
+        assert result_of(second.list_messages(ALICE_USER, "Work/2024")) == work
+        assert inbox[0].flags == frozenset({"$Label1", "\\Flagged"})
+        assert result_of(second.mime_indexes(ALICE_USER, "Work/2024", [1])) == {1: b'{"i": 1}'}
+        new = result_of(second.create_mailbox(ALICE_USER, "Later"))
+        assert new.uidvalidity > max(b.uidvalidity for b in boxes)
+        assert result_of(second.add_message(ALICE_USER, "INBOX", "M1", 300.0)).uid == 3
+    finally:
+        result_of(second.close())
+
+
+def test_a_failed_mailbox_transaction_changes_nothing(store: SQLiteStore) -> None:
+    result_of(store.ensure_user(ALICE_USER))
+    deliver(store, "M1", ())
+    result_of(store.add_message(ALICE_USER, "INBOX", "M1", 100.0))
+    before = (result_of(store.list_mailboxes(ALICE_USER)), sql(store, "SELECT * FROM meta"))
+    # MOVE inserts into Trash first, then deletes from INBOX: make the delete fail.
+    sql(
+        store,
+        "CREATE TRIGGER no_delete BEFORE DELETE ON mailbox_messages"
+        " BEGIN SELECT RAISE(ABORT, 'refused by test'); END",
+    )
+    fails_with(store.move_messages(ALICE_USER, "INBOX", [1], "Trash"), StorageError)
+    # Renaming INBOX creates a mailbox (a new UIDVALIDITY in meta), then empties INBOX.
+    fails_with(store.rename_mailbox(ALICE_USER, "INBOX", "Old"), StorageError)
+    assert (result_of(store.list_mailboxes(ALICE_USER)), sql(store, "SELECT * FROM meta")) == before
+    assert result_of(store.list_messages(ALICE_USER, "Trash")) == []
+    assert [m.uid for m in result_of(store.list_messages(ALICE_USER, "INBOX"))] == [1]
+    sql(store, "DROP TRIGGER no_delete")
+    assert result_of(store.move_messages(ALICE_USER, "INBOX", [1], "Trash")).pairs == ((1, 1),)
+
+
+def test_rows_of_other_users_are_never_touched(store: SQLiteStore) -> None:
+    # Names with LIKE wildcards, and users whose addresses share a prefix: the queries compare
+    # exact strings, so nothing leaks across users or across names that merely look alike.
+    users = ["al@example.com", "alice@example.com", "alice@example.com.test"]
+    for user in users:
+        result_of(store.ensure_user(user))
+        result_of(store.create_mailbox(user, "a_c/x"))
+        result_of(store.create_mailbox(user, "abc/x"))
+        result_of(store.create_mailbox(user, "a_cd"))
+    deliver(store, "M1", ())
+    for user in users:
+        result_of(store.add_message(user, "abc/x", "M1", 100.0, ["\\Deleted"]))
+
+    def rows_of(user: str) -> list[tuple[Any, ...]]:
+        return sql(
+            store,
+            "SELECT b.*, mm.uid, mm.flags, mm.modseq FROM mailboxes AS b"
+            " LEFT JOIN mailbox_messages AS mm ON mm.mailbox_id = b.id"
+            " WHERE b.owner = ? ORDER BY b.name, mm.uid",
+            (user,),
+        )
+
+    others = {user: rows_of(user) for user in users[1:]}
+    actor = users[0]
+    result_of(store.rename_mailbox(actor, "a_c", "renamed"))
+    fails_with(store.delete_mailbox(actor, "abc"), MailboxHasChildren)  # a real child
+    result_of(store.delete_mailbox(actor, "a_cd"))  # a_c/... is not a child of a_cd
+    result_of(store.store_flags(actor, "abc/x", [1], FLAGS_ADD, ["\\Seen"]))
+    result_of(store.expunge(actor, "abc/x"))
+    assert result_of(store.purge_older_than("com.test", 1e9)) == []  # no user is in com.test
+    assert result_of(store.list_messages(actor, "abc/x")) == []
+    assert [b.name for b in result_of(store.list_mailboxes(actor))] == [
+        "Drafts",
+        "INBOX",
+        "Junk",
+        "Sent",
+        "Trash",
+        "abc",
+        "abc/x",
+        "renamed",
+        "renamed/x",
+    ]
+    assert {user: rows_of(user) for user in users[1:]} == others
+    # Each user's mailboxes carry the user's own domain, which is what retention selects on.
+    assert sql(store, "SELECT DISTINCT owner, domain FROM mailboxes ORDER BY owner") == [
+        ("al@example.com", "example.com"),
+        ("alice@example.com", "example.com"),
+        ("alice@example.com.test", "example.com.test"),
+    ]
+
+
+def test_mailbox_queries_use_their_indexes(store: SQLiteStore) -> None:
+    def plan(query: str, params: tuple[Any, ...]) -> str:
+        return " ".join(str(row[-1]) for row in sql(store, "EXPLAIN QUERY PLAN " + query, params))
+
+    assert "mailbox_messages_modseq" in plan(
+        "SELECT uid FROM mailbox_messages WHERE mailbox_id = ? AND modseq > ?", (1, 5)
+    )
+    assert "mailbox_messages_message_id" in plan(
+        "SELECT 1 FROM mailbox_messages WHERE message_id = ?", ("M1",)
+    )
+    assert "mailboxes_domain" in plan("SELECT id FROM mailboxes WHERE domain = ?", ("x.test",))

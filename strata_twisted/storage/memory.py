@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, replace
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
 from zope.interface import implementer
@@ -28,11 +28,13 @@ from strata_twisted.errors import (
     NoSuchEntry,
     QueueStateError,
     StorageError,
+    StrataError,
 )
 from strata_twisted.interfaces import (
     IControlStore,
     IDomainStore,
     IEventStore,
+    IMailboxStore,
     IMessageStore,
     IMessageWriter,
     IMonitorStore,
@@ -40,24 +42,51 @@ from strata_twisted.interfaces import (
     IShadowStore,
 )
 from strata_twisted.model import (
+    DEFAULT_MAILBOXES,
+    DELETED_FLAG,
     DELIVERED,
     HELD,
+    INBOX,
     QUEUED,
+    SEEN,
     AttemptResult,
     ControlRequest,
+    CopyResult,
     Domain,
     DomainStatus,
     Event,
+    FlagMode,
+    FlagUpdate,
     IncomingMessage,
+    MailboxExists,
+    MailboxHasChildren,
+    MailboxInfo,
+    MailboxRefused,
+    MailboxStatus,
+    MailMessage,
     MessageHead,
+    NoSuchMailbox,
     Outage,
+    PurgedMessage,
     QueueEntry,
     QueueStats,
     ShadowCopy,
     StoredMessage,
+    apply_flags,
+    is_inferior,
+    mailbox_parents,
+    next_uidvalidity,
+    normalize_domain,
+    normalize_flags,
+    normalize_mailbox_name,
+    normalize_special_use,
+    normalize_user,
+    split_address,
 )
 from strata_twisted.storage._bodies import check_body_range, check_message_id, header_section
 from strata_twisted.storage._queue import apply_change, apply_result
+
+T = TypeVar("T")
 
 # The SQLite backend names body files after the queue id; the same rule here keeps the backends
 # interchangeable (a queue id that works in tests works in production).
@@ -67,6 +96,38 @@ from strata_twisted.storage._queue import apply_change, apply_result
 class _Message:
     stored: StoredMessage
     body: bytes
+
+
+@dataclass
+class _Mailbox:
+    """One mailbox of one user (mutable: the store's own state, never handed out)."""
+
+    name: str
+    uidvalidity: int
+    uidnext: int = 1
+    highest_modseq: int = 1
+    special_use: str | None = None
+    subscribed: bool = False
+    messages: dict[int, _MailboxMessage] = field(default_factory=dict)  # in UID order
+
+    def info(self) -> MailboxInfo:
+        return MailboxInfo(
+            self.name,
+            self.uidvalidity,
+            self.uidnext,
+            self.highest_modseq,
+            self.special_use,
+            self.subscribed,
+        )
+
+
+@dataclass(frozen=True)
+class _MailboxMessage:
+    uid: int
+    message_id: str
+    flags: frozenset[str]
+    internal_date: float
+    modseq: int
 
 
 _OPEN, _COMMITTED, _ABORTED = "open", "committed", "aborted"
@@ -117,6 +178,7 @@ class _MemoryMessageWriter:
     IEventStore,
     IMonitorStore,
     IControlStore,
+    IMailboxStore,
 )
 class MemoryStore:
     """Every storage role in memory.  ``clock`` timestamps domains, shadow copies and events."""
@@ -134,6 +196,9 @@ class MemoryStore:
         self._outages: list[Outage] = []  # in id order; ids are 1, 2, 3, ...
         self._open_outages: dict[str, int] = {}  # domain -> index in _outages
         self._requests: list[ControlRequest] = []  # ids are 1, 2, 3, ...
+        self._mailboxes: dict[str, dict[str, _Mailbox]] = {}  # canonical user -> name -> mailbox
+        self._mime_indexes: dict[str, bytes] = {}  # queue id -> MIME index, once per message
+        self._last_uidvalidity = 0
 
     # -- lifecycle (the same shape as SQLiteStore, so the composition root treats both alike)
 
@@ -419,6 +484,331 @@ class MemoryStore:
 
     def last_request_id(self) -> Deferred[int]:
         return succeed(len(self._requests))
+
+    # -- IMailboxStore
+
+    def _guarded(self, f: Callable[[], T]) -> Deferred[T]:
+        """``f()`` as a fired Deferred; a refusal (a StrataError) fails it and changed nothing."""
+        try:
+            return succeed(f())
+        except StrataError as e:
+            return fail(e)
+
+    def _boxes(self, user: str) -> dict[str, _Mailbox]:
+        """The mailboxes of a canonical user (a fresh empty dict, not kept, for a new user)."""
+        return self._mailboxes.get(user, {})
+
+    def _box(self, user: str, name: str) -> _Mailbox:
+        box = self._boxes(user).get(name)
+        if box is None:
+            raise NoSuchMailbox(name)
+        return box
+
+    def _new_box(self, user: str, name: str, special_use: str | None, subscribed: bool) -> _Mailbox:
+        self._last_uidvalidity = next_uidvalidity(self._last_uidvalidity, self._clock.seconds())
+        box = _Mailbox(name, self._last_uidvalidity, special_use=special_use, subscribed=subscribed)
+        self._mailboxes.setdefault(user, {})[name] = box
+        return box
+
+    def _sorted_infos(self, user: str) -> list[MailboxInfo]:
+        boxes = self._boxes(user)
+        return [boxes[name].info() for name in sorted(boxes)]
+
+    def _mail_message(self, m: _MailboxMessage) -> MailMessage:
+        size = self._messages[m.message_id].stored.size
+        return MailMessage(m.uid, m.message_id, m.flags, m.internal_date, size, m.modseq)
+
+    def _append(
+        self, box: _Mailbox, message_id: str, flags: frozenset[str], internal_date: float
+    ) -> _MailboxMessage:
+        """Add one message with the next UID and the mailbox's current modseq (already bumped)."""
+        m = _MailboxMessage(box.uidnext, message_id, flags, internal_date, box.highest_modseq)
+        box.messages[m.uid] = m
+        box.uidnext += 1
+        return m
+
+    def ensure_user(self, user: str) -> Deferred[list[MailboxInfo]]:
+        def ensure() -> list[MailboxInfo]:
+            key = normalize_user(user)
+            boxes = self._boxes(key)
+            uses = {box.special_use for box in boxes.values()}
+            for name, use in DEFAULT_MAILBOXES:
+                if name not in boxes and (use is None or use not in uses):
+                    self._new_box(key, name, use, subscribed=True)
+                    boxes = self._boxes(key)
+            return self._sorted_infos(key)
+
+        return self._guarded(ensure)
+
+    def list_mailboxes(self, user: str) -> Deferred[list[MailboxInfo]]:
+        return self._guarded(lambda: self._sorted_infos(normalize_user(user)))
+
+    def get_mailbox(self, user: str, name: str) -> Deferred[MailboxInfo | None]:
+        def get() -> MailboxInfo | None:
+            box = self._boxes(normalize_user(user)).get(normalize_mailbox_name(name))
+            return box.info() if box is not None else None
+
+        return self._guarded(get)
+
+    def create_mailbox(
+        self, user: str, name: str, special_use: str | None = None
+    ) -> Deferred[MailboxInfo]:
+        def create() -> MailboxInfo:
+            key, canonical = normalize_user(user), normalize_mailbox_name(name)
+            use = normalize_special_use(special_use)
+            if canonical in self._boxes(key):
+                raise MailboxExists(f"mailbox {canonical!r} exists")
+            for parent in mailbox_parents(canonical):
+                if parent not in self._boxes(key):
+                    self._new_box(key, parent, None, subscribed=False)
+            return self._new_box(key, canonical, use, subscribed=False).info()
+
+        return self._guarded(create)
+
+    def delete_mailbox(self, user: str, name: str) -> Deferred[list[str]]:
+        def delete() -> list[str]:
+            key, canonical = normalize_user(user), normalize_mailbox_name(name)
+            if canonical == INBOX:
+                raise MailboxRefused("INBOX cannot be deleted")
+            box = self._box(key, canonical)
+            if any(is_inferior(other, canonical) for other in self._boxes(key)):
+                raise MailboxHasChildren(f"mailbox {canonical!r} has inferiors; delete them first")
+            del self._mailboxes[key][canonical]
+            return sorted({m.message_id for m in box.messages.values()})
+
+        return self._guarded(delete)
+
+    def rename_mailbox(self, user: str, old: str, new: str) -> Deferred[MailboxInfo]:
+        def rename() -> MailboxInfo:
+            key = normalize_user(user)
+            old_name, new_name = normalize_mailbox_name(old), normalize_mailbox_name(new)
+            box = self._box(key, old_name)
+            boxes = self._boxes(key)
+            if new_name in boxes:
+                raise MailboxExists(f"mailbox {new_name!r} exists")
+            if is_inferior(new_name, old_name):
+                raise MailboxRefused(f"cannot rename {old_name!r} under itself")
+            if old_name == INBOX:
+                # RFC 3501 §6.3.5: INBOX's messages move to the new mailbox; INBOX stays, empty.
+                for parent in mailbox_parents(new_name):
+                    if parent not in boxes:
+                        self._new_box(key, parent, None, subscribed=False)
+                target = self._new_box(key, new_name, None, subscribed=False)
+                if box.messages:
+                    box.highest_modseq += 1
+                    target.highest_modseq += 1
+                    for m in box.messages.values():
+                        self._append(target, m.message_id, m.flags, m.internal_date)
+                    box.messages = {}
+                return target.info()
+            moving = [n for n in boxes if n == old_name or is_inferior(n, old_name)]
+            for name in moving:
+                moved = boxes.pop(name)
+                moved.name = new_name + name[len(old_name) :]
+                boxes[moved.name] = moved
+            for parent in mailbox_parents(new_name):
+                if parent not in boxes:
+                    self._new_box(key, parent, None, subscribed=False)
+            return boxes[new_name].info()
+
+        return self._guarded(rename)
+
+    def _set_subscribed(self, user: str, name: str, subscribed: bool) -> Deferred[None]:
+        def change() -> None:
+            self._box(normalize_user(user), normalize_mailbox_name(name)).subscribed = subscribed
+
+        return self._guarded(change)
+
+    def subscribe(self, user: str, name: str) -> Deferred[None]:
+        return self._set_subscribed(user, name, True)
+
+    def unsubscribe(self, user: str, name: str) -> Deferred[None]:
+        return self._set_subscribed(user, name, False)
+
+    def mailbox_status(self, user: str, name: str) -> Deferred[MailboxStatus]:
+        def status() -> MailboxStatus:
+            box = self._box(normalize_user(user), normalize_mailbox_name(name))
+            unseen = sum(1 for m in box.messages.values() if SEEN not in m.flags)
+            return MailboxStatus(
+                messages=len(box.messages),
+                recent=0,
+                uidnext=box.uidnext,
+                uidvalidity=box.uidvalidity,
+                unseen=unseen,
+                highest_modseq=box.highest_modseq,
+            )
+
+        return self._guarded(status)
+
+    def add_message(
+        self,
+        user: str,
+        mailbox: str,
+        message_id: str,
+        internal_date: float,
+        flags: Iterable[str] = (),
+        mime_index: bytes | None = None,
+    ) -> Deferred[MailMessage]:
+        def add() -> MailMessage:
+            box = self._box(normalize_user(user), normalize_mailbox_name(mailbox))
+            wanted = normalize_flags(flags)
+            if message_id not in self._messages:
+                raise NoSuchEntry(f"no message {message_id}")
+            if mime_index is not None:
+                self._mime_indexes[message_id] = bytes(mime_index)
+            box.highest_modseq += 1
+            return self._mail_message(self._append(box, message_id, wanted, internal_date))
+
+        return self._guarded(add)
+
+    def list_messages(
+        self, user: str, mailbox: str, changed_since: int | None = None
+    ) -> Deferred[list[MailMessage]]:
+        def listing() -> list[MailMessage]:
+            box = self._box(normalize_user(user), normalize_mailbox_name(mailbox))
+            return [
+                self._mail_message(m)
+                for m in box.messages.values()
+                if changed_since is None or m.modseq > changed_since
+            ]
+
+        return self._guarded(listing)
+
+    def mime_indexes(
+        self, user: str, mailbox: str, uids: Iterable[int]
+    ) -> Deferred[dict[int, bytes]]:
+        def read() -> dict[int, bytes]:
+            box = self._box(normalize_user(user), normalize_mailbox_name(mailbox))
+            found: dict[int, bytes] = {}
+            for uid in sorted(set(uids)):
+                m = box.messages.get(uid)
+                if m is not None and m.message_id in self._mime_indexes:
+                    found[uid] = self._mime_indexes[m.message_id]
+            return found
+
+        return self._guarded(read)
+
+    def store_flags(
+        self,
+        user: str,
+        mailbox: str,
+        uids: Iterable[int],
+        mode: FlagMode,
+        flags: Iterable[str],
+        unchanged_since: int | None = None,
+    ) -> Deferred[FlagUpdate]:
+        def store() -> FlagUpdate:
+            box = self._box(normalize_user(user), normalize_mailbox_name(mailbox))
+            wanted = normalize_flags(flags)
+            apply_flags(frozenset(), mode, wanted)  # refuses an unknown mode before any change
+            targets = [box.messages[uid] for uid in sorted(set(uids)) if uid in box.messages]
+            failed = [
+                m.uid for m in targets if unchanged_since is not None and m.modseq > unchanged_since
+            ]
+            passed = [m for m in targets if m.uid not in failed]
+            changes = {m.uid: apply_flags(m.flags, mode, wanted) for m in passed}
+            changed = [m.uid for m in passed if changes[m.uid] != m.flags]
+            if changed:
+                box.highest_modseq += 1
+                for uid in changed:
+                    box.messages[uid] = replace(
+                        box.messages[uid], flags=changes[uid], modseq=box.highest_modseq
+                    )
+            return FlagUpdate(
+                messages=tuple(self._mail_message(box.messages[m.uid]) for m in passed),
+                changed=tuple(changed),
+                failed=tuple(failed),
+                highest_modseq=box.highest_modseq,
+            )
+
+        return self._guarded(store)
+
+    def _copy(
+        self, user: str, source: str, uids: Iterable[int], target: str, move: bool
+    ) -> CopyResult:
+        key = normalize_user(user)
+        source_box = self._box(key, normalize_mailbox_name(source))
+        target_box = self._box(key, normalize_mailbox_name(target))
+        if move and source_box is target_box:
+            raise MailboxRefused("cannot move messages into the mailbox they are in")
+        moving = [
+            source_box.messages[uid] for uid in sorted(set(uids)) if uid in source_box.messages
+        ]
+        if not moving:
+            return CopyResult(target_box.uidvalidity, ())
+        target_box.highest_modseq += 1
+        pairs = []
+        for m in moving:
+            pairs.append(
+                (m.uid, self._append(target_box, m.message_id, m.flags, m.internal_date).uid)
+            )
+        if move:
+            source_box.highest_modseq += 1
+            for m in moving:
+                del source_box.messages[m.uid]
+        return CopyResult(target_box.uidvalidity, tuple(pairs))
+
+    def copy_messages(
+        self, user: str, source: str, uids: Iterable[int], target: str
+    ) -> Deferred[CopyResult]:
+        return self._guarded(lambda: self._copy(user, source, uids, target, move=False))
+
+    def move_messages(
+        self, user: str, source: str, uids: Iterable[int], target: str
+    ) -> Deferred[CopyResult]:
+        return self._guarded(lambda: self._copy(user, source, uids, target, move=True))
+
+    def expunge(
+        self, user: str, mailbox: str, uids: Iterable[int] | None = None
+    ) -> Deferred[list[MailMessage]]:
+        def remove() -> list[MailMessage]:
+            box = self._box(normalize_user(user), normalize_mailbox_name(mailbox))
+            among = None if uids is None else set(uids)
+            gone = [
+                m
+                for m in box.messages.values()
+                if DELETED_FLAG in m.flags and (among is None or m.uid in among)
+            ]
+            if gone:
+                box.highest_modseq += 1
+            for m in gone:
+                del box.messages[m.uid]
+            return [self._mail_message(m) for m in gone]
+
+        return self._guarded(remove)
+
+    def purge_older_than(self, domain: str, before: float) -> Deferred[list[PurgedMessage]]:
+        def purge() -> list[PurgedMessage]:
+            canonical = normalize_domain(domain)
+            purged: list[PurgedMessage] = []
+            for user in sorted(self._mailboxes):
+                if split_address(user)[1] != canonical:
+                    continue
+                boxes = self._mailboxes[user]
+                for name in sorted(boxes):
+                    box = boxes[name]
+                    old = [m for m in box.messages.values() if m.internal_date < before]
+                    if old:
+                        box.highest_modseq += 1
+                    for m in old:
+                        del box.messages[m.uid]
+                        purged.append(PurgedMessage(user, name, m.uid, m.message_id))
+            return purged
+
+        return self._guarded(purge)
+
+    def unreferenced_messages(
+        self, message_ids: Iterable[str] | None = None
+    ) -> Deferred[list[str]]:
+        candidates = set(self._messages if message_ids is None else message_ids)
+        candidates &= set(self._messages)
+        for boxes in self._mailboxes.values():
+            for box in boxes.values():
+                candidates -= {m.message_id for m in box.messages.values()}
+        for e in self._entries.values():
+            if e.state in (QUEUED, HELD):
+                candidates.discard(e.message_id)
+        return succeed(sorted(candidates))
 
 
 def _due(entry: QueueEntry, now: float) -> bool:

@@ -41,6 +41,12 @@ each batch instead, so a power failure mid-drain can at worst send one batch aga
 never a loss; Postfix, which unlinks a delivered queue file without an fsync, does the same).
 Message commits are always fsync'd.
 
+Mailboxes (IMailboxStore).  Each operation is one transaction (``synchronous=FULL``, so durable
+when its Deferred fires); users, names and flags are checked on the calling thread first, so a
+refusal costs no storage round trip.  A mailbox message is a row pointing at the shared
+``messages`` row: COPY and MOVE insert rows, never bodies.  Lists of UIDs or ids reach SQLite as
+one JSON parameter (``json_each``), never spliced into a statement.
+
 Errors.  No OSError or sqlite3.Error escapes: ENOSPC/EDQUOT and SQLITE_FULL become
 L{InsufficientStorage}, anything else L{StorageError}, with the detail in the message.  A failed
 transaction is rolled back, so the store works again as soon as the disk has room, without being
@@ -56,7 +62,7 @@ import json
 import os
 import sqlite3
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -82,6 +88,7 @@ from strata_twisted.interfaces import (
     IControlStore,
     IDomainStore,
     IEventStore,
+    IMailboxStore,
     IMessageStore,
     IMessageWriter,
     IMonitorStore,
@@ -89,26 +96,52 @@ from strata_twisted.interfaces import (
     IShadowStore,
 )
 from strata_twisted.model import (
+    DEFAULT_MAILBOXES,
+    DELETED_FLAG,
     DELIVERED,
     HELD,
+    INBOX,
+    MAILBOX_DELIMITER,
     QUEUED,
+    SEEN,
     AttemptResult,
     ControlRequest,
+    CopyResult,
     DeliveryMode,
     Domain,
     DomainHealth,
     DomainStatus,
     Envelope,
     Event,
+    FlagMode,
+    FlagUpdate,
     IncomingMessage,
+    MailboxExists,
+    MailboxHasChildren,
+    MailboxInfo,
+    MailboxRefused,
+    MailboxStatus,
+    MailMessage,
     MessageHead,
+    NoSuchMailbox,
     Outage,
+    PurgedMessage,
     QueueEntry,
     QueueStats,
     RelayTarget,
     ShadowCopy,
     StoredMessage,
     TLSPolicy,
+    apply_flags,
+    is_inferior,
+    mailbox_parents,
+    next_uidvalidity,
+    normalize_domain,
+    normalize_flags,
+    normalize_mailbox_name,
+    normalize_special_use,
+    normalize_user,
+    split_address,
 )
 from strata_twisted.storage._bodies import check_body_range, check_message_id, header_section
 from strata_twisted.storage._queue import apply_change, apply_result, check_result
@@ -580,6 +613,7 @@ class _BodyWriter:
     IEventStore,
     IMonitorStore,
     IControlStore,
+    IMailboxStore,
 )
 class SQLiteStore:
     """
@@ -1464,9 +1498,607 @@ class SQLiteStore:
 
         return self._run("reading the last control request", query)
 
+    # -- IMailboxStore
+    #
+    # Names, users and flags are checked and canonicalised on the calling thread (a refusal
+    # fails the Deferred at once, without a storage round trip); every change is one
+    # transaction on the storage thread.  The clock is read on the calling thread too.
+
+    def _mailbox_call(
+        self, doing: str, prepare: Callable[[], Callable[[sqlite3.Connection], T]]
+    ) -> Deferred[T]:
+        """``prepare()`` checks the arguments; its result runs in one transaction."""
+        try:
+            change = prepare()
+        except StrataError as e:
+            return fail(e)
+        return self._run(doing, lambda: self._t_transaction(change))
+
+    def _mailbox_query(
+        self, doing: str, prepare: Callable[[], Callable[[sqlite3.Connection], T]]
+    ) -> Deferred[T]:
+        """Like L{_mailbox_call}, for reads: no write transaction."""
+        try:
+            query = prepare()
+        except StrataError as e:
+            return fail(e)
+        return self._run(doing, lambda: query(self._t_conn()))
+
+    def ensure_user(self, user: str) -> Deferred[list[MailboxInfo]]:
+        now = self.clock.seconds()
+
+        def prepare() -> Callable[[sqlite3.Connection], list[MailboxInfo]]:
+            owner = normalize_user(user)
+
+            def ensure(conn: sqlite3.Connection) -> list[MailboxInfo]:
+                rows = conn.execute(
+                    "SELECT name, special_use FROM mailboxes WHERE owner = ?", (owner,)
+                ).fetchall()
+                names = {row["name"] for row in rows}
+                uses = {row["special_use"] for row in rows}
+                for name, use in DEFAULT_MAILBOXES:
+                    if name not in names and (use is None or use not in uses):
+                        _t_new_mailbox(conn, owner, name, use, True, now)
+                return _t_mailboxes(conn, owner)
+
+            return ensure
+
+        return self._mailbox_call(f"creating the mailboxes of {user}", prepare)
+
+    def list_mailboxes(self, user: str) -> Deferred[list[MailboxInfo]]:
+        def prepare() -> Callable[[sqlite3.Connection], list[MailboxInfo]]:
+            owner = normalize_user(user)
+            return lambda conn: _t_mailboxes(conn, owner)
+
+        return self._mailbox_query(f"listing the mailboxes of {user}", prepare)
+
+    def get_mailbox(self, user: str, name: str) -> Deferred[MailboxInfo | None]:
+        def prepare() -> Callable[[sqlite3.Connection], MailboxInfo | None]:
+            owner, canonical = normalize_user(user), normalize_mailbox_name(name)
+
+            def get(conn: sqlite3.Connection) -> MailboxInfo | None:
+                row = _t_find_mailbox(conn, owner, canonical)
+                return _mailbox_info(row) if row is not None else None
+
+            return get
+
+        return self._mailbox_query(f"reading mailbox {name} of {user}", prepare)
+
+    def create_mailbox(
+        self, user: str, name: str, special_use: str | None = None
+    ) -> Deferred[MailboxInfo]:
+        now = self.clock.seconds()
+
+        def prepare() -> Callable[[sqlite3.Connection], MailboxInfo]:
+            owner, canonical = normalize_user(user), normalize_mailbox_name(name)
+            use = normalize_special_use(special_use)
+
+            def create(conn: sqlite3.Connection) -> MailboxInfo:
+                if _t_find_mailbox(conn, owner, canonical) is not None:
+                    raise MailboxExists(f"mailbox {canonical!r} exists")
+                _t_make_parents(conn, owner, canonical, now)
+                return _mailbox_info(_t_new_mailbox(conn, owner, canonical, use, False, now))
+
+            return create
+
+        return self._mailbox_call(f"creating mailbox {name} of {user}", prepare)
+
+    def delete_mailbox(self, user: str, name: str) -> Deferred[list[str]]:
+        def prepare() -> Callable[[sqlite3.Connection], list[str]]:
+            owner, canonical = normalize_user(user), normalize_mailbox_name(name)
+            if canonical == INBOX:
+                raise MailboxRefused("INBOX cannot be deleted")
+
+            def delete(conn: sqlite3.Connection) -> list[str]:
+                row = _t_mailbox(conn, owner, canonical)
+                if _t_inferiors(conn, owner, canonical):
+                    raise MailboxHasChildren(
+                        f"mailbox {canonical!r} has inferiors; delete them first"
+                    )
+                ids = [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT DISTINCT message_id FROM mailbox_messages WHERE mailbox_id = ?"
+                        " ORDER BY message_id",
+                        (row["id"],),
+                    )
+                ]
+                conn.execute("DELETE FROM mailbox_messages WHERE mailbox_id = ?", (row["id"],))
+                conn.execute("DELETE FROM mailboxes WHERE id = ?", (row["id"],))
+                return ids
+
+            return delete
+
+        return self._mailbox_call(f"deleting mailbox {name} of {user}", prepare)
+
+    def rename_mailbox(self, user: str, old: str, new: str) -> Deferred[MailboxInfo]:
+        now = self.clock.seconds()
+
+        def prepare() -> Callable[[sqlite3.Connection], MailboxInfo]:
+            owner = normalize_user(user)
+            old_name, new_name = normalize_mailbox_name(old), normalize_mailbox_name(new)
+
+            def rename(conn: sqlite3.Connection) -> MailboxInfo:
+                row = _t_mailbox(conn, owner, old_name)
+                if _t_find_mailbox(conn, owner, new_name) is not None:
+                    raise MailboxExists(f"mailbox {new_name!r} exists")
+                if is_inferior(new_name, old_name):
+                    raise MailboxRefused(f"cannot rename {old_name!r} under itself")
+                if old_name == INBOX:
+                    # RFC 3501 §6.3.5: INBOX's messages move to the new mailbox; INBOX stays.
+                    _t_make_parents(conn, owner, new_name, now)
+                    target = _t_new_mailbox(conn, owner, new_name, None, False, now)
+                    uids = [
+                        r[0]
+                        for r in conn.execute(
+                            "SELECT uid FROM mailbox_messages WHERE mailbox_id = ? ORDER BY uid",
+                            (row["id"],),
+                        )
+                    ]
+                    _t_copy(conn, row, uids, target, move=True)
+                    return _mailbox_info(_t_mailbox(conn, owner, new_name))
+                moving = [(row["id"], old_name)] + [
+                    (r["id"], r["name"]) for r in _t_inferiors(conn, owner, old_name)
+                ]
+                for mailbox_id, name in moving:
+                    conn.execute(
+                        "UPDATE mailboxes SET name = ? WHERE id = ?",
+                        (new_name + name[len(old_name) :], mailbox_id),
+                    )
+                _t_make_parents(conn, owner, new_name, now)
+                return _mailbox_info(_t_mailbox(conn, owner, new_name))
+
+            return rename
+
+        return self._mailbox_call(f"renaming mailbox {old} of {user}", prepare)
+
+    def _set_subscribed(self, user: str, name: str, subscribed: bool) -> Deferred[None]:
+        def prepare() -> Callable[[sqlite3.Connection], None]:
+            owner, canonical = normalize_user(user), normalize_mailbox_name(name)
+
+            def change(conn: sqlite3.Connection) -> None:
+                row = _t_mailbox(conn, owner, canonical)
+                conn.execute(
+                    "UPDATE mailboxes SET subscribed = ? WHERE id = ?", (int(subscribed), row["id"])
+                )
+
+            return change
+
+        return self._mailbox_call(f"changing the subscription to {name} of {user}", prepare)
+
+    def subscribe(self, user: str, name: str) -> Deferred[None]:
+        return self._set_subscribed(user, name, True)
+
+    def unsubscribe(self, user: str, name: str) -> Deferred[None]:
+        return self._set_subscribed(user, name, False)
+
+    def mailbox_status(self, user: str, name: str) -> Deferred[MailboxStatus]:
+        def prepare() -> Callable[[sqlite3.Connection], MailboxStatus]:
+            owner, canonical = normalize_user(user), normalize_mailbox_name(name)
+
+            def status(conn: sqlite3.Connection) -> MailboxStatus:
+                row = _t_mailbox(conn, owner, canonical)
+                counts = conn.execute(
+                    "SELECT count(*), coalesce(sum(instr(flags, ?) = 0), 0)"
+                    " FROM mailbox_messages WHERE mailbox_id = ?",
+                    (SEEN, row["id"]),
+                ).fetchone()
+                return MailboxStatus(
+                    messages=int(counts[0]),
+                    recent=0,
+                    uidnext=int(row["uidnext"]),
+                    uidvalidity=int(row["uidvalidity"]),
+                    unseen=int(counts[1]),
+                    highest_modseq=int(row["highest_modseq"]),
+                )
+
+            return status
+
+        return self._mailbox_query(f"reading the status of {name} of {user}", prepare)
+
+    def add_message(
+        self,
+        user: str,
+        mailbox: str,
+        message_id: str,
+        internal_date: float,
+        flags: Iterable[str] = (),
+        mime_index: bytes | None = None,
+    ) -> Deferred[MailMessage]:
+        def prepare() -> Callable[[sqlite3.Connection], MailMessage]:
+            owner, canonical = normalize_user(user), normalize_mailbox_name(mailbox)
+            wanted = normalize_flags(flags)
+
+            def add(conn: sqlite3.Connection) -> MailMessage:
+                row = _t_mailbox(conn, owner, canonical)
+                size = conn.execute(
+                    "SELECT size FROM messages WHERE id = ?", (message_id,)
+                ).fetchone()
+                if size is None:
+                    raise NoSuchEntry(f"no message {message_id}")
+                if mime_index is not None:
+                    conn.execute(
+                        "INSERT OR REPLACE INTO message_mime (message_id, data) VALUES (?, ?)",
+                        (message_id, bytes(mime_index)),
+                    )
+                modseq = _t_bump_modseq(conn, row["id"])
+                uid = _t_append(conn, row["id"], message_id, wanted, internal_date, modseq)
+                return MailMessage(uid, message_id, wanted, internal_date, int(size[0]), modseq)
+
+            return add
+
+        return self._mailbox_call(f"adding {message_id} to {mailbox} of {user}", prepare)
+
+    def list_messages(
+        self, user: str, mailbox: str, changed_since: int | None = None
+    ) -> Deferred[list[MailMessage]]:
+        def prepare() -> Callable[[sqlite3.Connection], list[MailMessage]]:
+            owner, canonical = normalize_user(user), normalize_mailbox_name(mailbox)
+
+            def listing(conn: sqlite3.Connection) -> list[MailMessage]:
+                row = _t_mailbox(conn, owner, canonical)
+                if changed_since is None:
+                    rows = conn.execute(
+                        _MAIL_MESSAGE_SELECT + " WHERE mm.mailbox_id = ? ORDER BY mm.uid",
+                        (row["id"],),
+                    )
+                else:
+                    rows = conn.execute(
+                        _MAIL_MESSAGE_SELECT
+                        + " WHERE mm.mailbox_id = ? AND mm.modseq > ? ORDER BY mm.uid",
+                        (row["id"], changed_since),
+                    )
+                return [_mail_message(r) for r in rows]
+
+            return listing
+
+        return self._mailbox_query(f"listing the messages of {mailbox} of {user}", prepare)
+
+    def mime_indexes(
+        self, user: str, mailbox: str, uids: Iterable[int]
+    ) -> Deferred[dict[int, bytes]]:
+        def prepare() -> Callable[[sqlite3.Connection], dict[int, bytes]]:
+            owner, canonical = normalize_user(user), normalize_mailbox_name(mailbox)
+            wanted = sorted(set(uids))
+
+            def read(conn: sqlite3.Connection) -> dict[int, bytes]:
+                row = _t_mailbox(conn, owner, canonical)
+                rows = conn.execute(
+                    "SELECT mm.uid, x.data FROM mailbox_messages AS mm"
+                    " JOIN message_mime AS x ON x.message_id = mm.message_id"
+                    " WHERE mm.mailbox_id = ? AND mm.uid IN (SELECT value FROM json_each(?))",
+                    (row["id"], json.dumps(wanted)),
+                )
+                found = {int(r[0]): bytes(r[1]) for r in rows}
+                return dict(sorted(found.items()))
+
+            return read
+
+        return self._mailbox_query(f"reading MIME indexes in {mailbox} of {user}", prepare)
+
+    def store_flags(
+        self,
+        user: str,
+        mailbox: str,
+        uids: Iterable[int],
+        mode: FlagMode,
+        flags: Iterable[str],
+        unchanged_since: int | None = None,
+    ) -> Deferred[FlagUpdate]:
+        def prepare() -> Callable[[sqlite3.Connection], FlagUpdate]:
+            owner, canonical = normalize_user(user), normalize_mailbox_name(mailbox)
+            wanted = normalize_flags(flags)
+            apply_flags(frozenset(), mode, wanted)  # refuses an unknown mode here
+            targets = sorted(set(uids))
+
+            def store(conn: sqlite3.Connection) -> FlagUpdate:
+                row = _t_mailbox(conn, owner, canonical)
+                current = _t_messages_by_uid(conn, row["id"], targets)
+                failed = [
+                    m.uid
+                    for m in current
+                    if unchanged_since is not None and m.modseq > unchanged_since
+                ]
+                passed = [m for m in current if m.uid not in failed]
+                changes = {m.uid: apply_flags(m.flags, mode, wanted) for m in passed}
+                changed = [m.uid for m in passed if changes[m.uid] != m.flags]
+                highest = int(row["highest_modseq"])
+                if changed:
+                    highest = _t_bump_modseq(conn, row["id"])
+                    conn.executemany(
+                        "UPDATE mailbox_messages SET flags = ?, modseq = ?"
+                        " WHERE mailbox_id = ? AND uid = ?",
+                        [(_flags_text(changes[uid]), highest, row["id"], uid) for uid in changed],
+                    )
+                after = [
+                    replace(m, flags=changes[m.uid], modseq=highest) if m.uid in changed else m
+                    for m in passed
+                ]
+                return FlagUpdate(tuple(after), tuple(changed), tuple(failed), highest)
+
+            return store
+
+        return self._mailbox_call(f"storing flags in {mailbox} of {user}", prepare)
+
+    def _copy_call(
+        self, user: str, source: str, uids: Iterable[int], target: str, move: bool
+    ) -> Deferred[CopyResult]:
+        def prepare() -> Callable[[sqlite3.Connection], CopyResult]:
+            owner = normalize_user(user)
+            source_name, target_name = (
+                normalize_mailbox_name(source),
+                normalize_mailbox_name(target),
+            )
+            wanted = sorted(set(uids))
+
+            def copy(conn: sqlite3.Connection) -> CopyResult:
+                source_row = _t_mailbox(conn, owner, source_name)
+                target_row = _t_mailbox(conn, owner, target_name)
+                if move and source_row["id"] == target_row["id"]:
+                    raise MailboxRefused("cannot move messages into the mailbox they are in")
+                return _t_copy(conn, source_row, wanted, target_row, move=move)
+
+            return copy
+
+        verb = "moving" if move else "copying"
+        return self._mailbox_call(f"{verb} messages from {source} to {target} of {user}", prepare)
+
+    def copy_messages(
+        self, user: str, source: str, uids: Iterable[int], target: str
+    ) -> Deferred[CopyResult]:
+        return self._copy_call(user, source, uids, target, move=False)
+
+    def move_messages(
+        self, user: str, source: str, uids: Iterable[int], target: str
+    ) -> Deferred[CopyResult]:
+        return self._copy_call(user, source, uids, target, move=True)
+
+    def expunge(
+        self, user: str, mailbox: str, uids: Iterable[int] | None = None
+    ) -> Deferred[list[MailMessage]]:
+        def prepare() -> Callable[[sqlite3.Connection], list[MailMessage]]:
+            owner, canonical = normalize_user(user), normalize_mailbox_name(mailbox)
+            among = None if uids is None else set(uids)
+
+            def remove(conn: sqlite3.Connection) -> list[MailMessage]:
+                row = _t_mailbox(conn, owner, canonical)
+                rows = conn.execute(
+                    _MAIL_MESSAGE_SELECT
+                    + " WHERE mm.mailbox_id = ? AND instr(mm.flags, ?) > 0 ORDER BY mm.uid",
+                    (row["id"], DELETED_FLAG),
+                )
+                gone = [
+                    m
+                    for m in (_mail_message(r) for r in rows)
+                    if DELETED_FLAG in m.flags and (among is None or m.uid in among)
+                ]
+                if gone:
+                    _t_bump_modseq(conn, row["id"])
+                    conn.executemany(
+                        "DELETE FROM mailbox_messages WHERE mailbox_id = ? AND uid = ?",
+                        [(row["id"], m.uid) for m in gone],
+                    )
+                return gone
+
+            return remove
+
+        return self._mailbox_call(f"expunging {mailbox} of {user}", prepare)
+
+    def purge_older_than(self, domain: str, before: float) -> Deferred[list[PurgedMessage]]:
+        def prepare() -> Callable[[sqlite3.Connection], list[PurgedMessage]]:
+            canonical = normalize_domain(domain)  # InvalidDomainName fails the Deferred
+
+            def purge(conn: sqlite3.Connection) -> list[PurgedMessage]:
+                rows = conn.execute(
+                    "SELECT b.id, b.owner, b.name, mm.uid, mm.message_id"
+                    " FROM mailboxes AS b JOIN mailbox_messages AS mm ON mm.mailbox_id = b.id"
+                    " WHERE b.domain = ? AND mm.internal_date < ?"
+                    " ORDER BY b.owner, b.name, mm.uid",
+                    (canonical, before),
+                ).fetchall()
+                for mailbox_id in sorted({int(r["id"]) for r in rows}):
+                    _t_bump_modseq(conn, mailbox_id)
+                conn.executemany(
+                    "DELETE FROM mailbox_messages WHERE mailbox_id = ? AND uid = ?",
+                    [(r["id"], r["uid"]) for r in rows],
+                )
+                return [
+                    PurgedMessage(r["owner"], r["name"], int(r["uid"]), r["message_id"])
+                    for r in rows
+                ]
+
+            return purge
+
+        return self._mailbox_call(f"purging old shadow mail of {domain}", prepare)
+
+    def unreferenced_messages(
+        self, message_ids: Iterable[str] | None = None
+    ) -> Deferred[list[str]]:
+        ids = None if message_ids is None else json.dumps(sorted(set(message_ids)))
+
+        def query() -> list[str]:
+            conn = self._t_conn()
+            # A body is needed while a mailbox holds it or a queue entry still waits for it.
+            rows = conn.execute(
+                "SELECT m.id FROM messages AS m"
+                " WHERE (:ids IS NULL OR m.id IN (SELECT value FROM json_each(:ids)))"
+                " AND NOT EXISTS (SELECT 1 FROM mailbox_messages AS mm WHERE mm.message_id = m.id)"
+                " AND NOT EXISTS (SELECT 1 FROM queue AS q WHERE q.message_id = m.id"
+                " AND q.state IN (:queued, :held))"
+                " ORDER BY m.id",
+                {"ids": ids, "queued": QUEUED, "held": HELD},
+            )
+            return [r[0] for r in rows]
+
+        return self._run("finding unreferenced messages", query)
+
 
 def _t_open_outage(conn: sqlite3.Connection, domain: str) -> sqlite3.Row | None:
     row: sqlite3.Row | None = conn.execute(
         "SELECT * FROM outages WHERE domain = ? AND ended_at IS NULL", (domain,)
     ).fetchone()
     return row
+
+
+# -- mailboxes (storage thread only)
+
+_MAIL_MESSAGE_SELECT: Final = (
+    "SELECT mm.uid, mm.message_id, mm.flags, mm.internal_date, mm.modseq, m.size"
+    " FROM mailbox_messages AS mm JOIN messages AS m ON m.id = mm.message_id"
+)
+_MAIL_MESSAGES_BY_UID: Final = (
+    "SELECT mm.uid, mm.message_id, mm.flags, mm.internal_date, mm.modseq, m.size"
+    " FROM mailbox_messages AS mm JOIN messages AS m ON m.id = mm.message_id"
+    " WHERE mm.mailbox_id = ? AND mm.uid IN (SELECT value FROM json_each(?)) ORDER BY mm.uid"
+)
+# UID and id lists go to SQLite as one JSON array parameter, read with json_each(?): no
+# statement is ever built from values, and no list meets the host-parameter limit.
+
+
+def _flags_text(flags: frozenset[str]) -> str:
+    return " ".join(sorted(flags))
+
+
+def _mailbox_info(row: sqlite3.Row) -> MailboxInfo:
+    return MailboxInfo(
+        name=row["name"],
+        uidvalidity=int(row["uidvalidity"]),
+        uidnext=int(row["uidnext"]),
+        highest_modseq=int(row["highest_modseq"]),
+        special_use=row["special_use"],
+        subscribed=bool(row["subscribed"]),
+    )
+
+
+def _mail_message(row: sqlite3.Row) -> MailMessage:
+    return MailMessage(
+        uid=int(row["uid"]),
+        message_id=row["message_id"],
+        flags=frozenset(row["flags"].split()),
+        internal_date=float(row["internal_date"]),
+        size=int(row["size"]),
+        modseq=int(row["modseq"]),
+    )
+
+
+def _t_mailboxes(conn: sqlite3.Connection, owner: str) -> list[MailboxInfo]:
+    # BINARY collation compares UTF-8 bytes: the same order as Python's str, code point by point.
+    rows = conn.execute("SELECT * FROM mailboxes WHERE owner = ? ORDER BY name", (owner,))
+    return [_mailbox_info(row) for row in rows]
+
+
+def _t_find_mailbox(conn: sqlite3.Connection, owner: str, name: str) -> sqlite3.Row | None:
+    row: sqlite3.Row | None = conn.execute(
+        "SELECT * FROM mailboxes WHERE owner = ? AND name = ?", (owner, name)
+    ).fetchone()
+    return row
+
+
+def _t_mailbox(conn: sqlite3.Connection, owner: str, name: str) -> sqlite3.Row:
+    row = _t_find_mailbox(conn, owner, name)
+    if row is None:
+        raise NoSuchMailbox(name)
+    return row
+
+
+def _t_inferiors(conn: sqlite3.Connection, owner: str, name: str) -> list[sqlite3.Row]:
+    # A prefix test on the exact characters: LIKE would treat % and _ as wildcards and fold case.
+    prefix = name + MAILBOX_DELIMITER
+    return conn.execute(
+        "SELECT id, name FROM mailboxes WHERE owner = ? AND substr(name, 1, ?) = ?",
+        (owner, len(prefix), prefix),
+    ).fetchall()
+
+
+def _t_new_mailbox(
+    conn: sqlite3.Connection,
+    owner: str,
+    name: str,
+    special_use: str | None,
+    subscribed: bool,
+    now: float,
+) -> sqlite3.Row:
+    last = conn.execute("SELECT value FROM meta WHERE key = 'last_uidvalidity'").fetchone()
+    uidvalidity = next_uidvalidity(int(last[0]), now)
+    conn.execute("UPDATE meta SET value = ? WHERE key = 'last_uidvalidity'", (uidvalidity,))
+    conn.execute(
+        "INSERT INTO mailboxes (owner, domain, name, uidvalidity, uidnext, highest_modseq,"
+        " special_use, subscribed) VALUES (?, ?, ?, ?, 1, 1, ?, ?)",
+        (owner, split_address(owner)[1], name, uidvalidity, special_use, int(subscribed)),
+    )
+    return _t_mailbox(conn, owner, name)
+
+
+def _t_make_parents(conn: sqlite3.Connection, owner: str, name: str, now: float) -> None:
+    """Create the missing superiors of ``name`` as ordinary, unsubscribed mailboxes."""
+    for parent in mailbox_parents(name):
+        if _t_find_mailbox(conn, owner, parent) is None:
+            _t_new_mailbox(conn, owner, parent, None, False, now)
+
+
+def _t_bump_modseq(conn: sqlite3.Connection, mailbox_id: int) -> int:
+    """Give a mailbox its next modseq (one per operation that changes its messages)."""
+    conn.execute(
+        "UPDATE mailboxes SET highest_modseq = highest_modseq + 1 WHERE id = ?", (mailbox_id,)
+    )
+    row = conn.execute(
+        "SELECT highest_modseq FROM mailboxes WHERE id = ?", (mailbox_id,)
+    ).fetchone()
+    return int(row[0])
+
+
+def _t_append(
+    conn: sqlite3.Connection,
+    mailbox_id: int,
+    message_id: str,
+    flags: frozenset[str],
+    internal_date: float,
+    modseq: int,
+) -> int:
+    """Add one message with the mailbox's next UID; return the UID."""
+    row = conn.execute("SELECT uidnext FROM mailboxes WHERE id = ?", (mailbox_id,)).fetchone()
+    uid = int(row[0])
+    conn.execute("UPDATE mailboxes SET uidnext = ? WHERE id = ?", (uid + 1, mailbox_id))
+    conn.execute(
+        "INSERT INTO mailbox_messages (mailbox_id, uid, message_id, flags, internal_date, modseq)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (mailbox_id, uid, message_id, _flags_text(flags), internal_date, modseq),
+    )
+    return uid
+
+
+def _t_messages_by_uid(
+    conn: sqlite3.Connection, mailbox_id: int, uids: Sequence[int]
+) -> list[MailMessage]:
+    """The existing messages among ``uids`` (sorted), in UID order."""
+    rows = conn.execute(
+        _MAIL_MESSAGES_BY_UID,
+        (mailbox_id, json.dumps(list(uids))),
+    )
+    return [_mail_message(r) for r in rows]
+
+
+def _t_copy(
+    conn: sqlite3.Connection,
+    source: sqlite3.Row,
+    uids: Sequence[int],
+    target: sqlite3.Row,
+    *,
+    move: bool,
+) -> CopyResult:
+    """COPY (flags and INTERNALDATE kept) or MOVE of the existing ``uids`` (sorted)."""
+    moving = _t_messages_by_uid(conn, source["id"], uids)
+    if not moving:
+        return CopyResult(int(target["uidvalidity"]), ())
+    modseq = _t_bump_modseq(conn, target["id"])
+    pairs = tuple(
+        (m.uid, _t_append(conn, target["id"], m.message_id, m.flags, m.internal_date, modseq))
+        for m in moving
+    )
+    if move:
+        _t_bump_modseq(conn, source["id"])
+        conn.executemany(
+            "DELETE FROM mailbox_messages WHERE mailbox_id = ? AND uid = ?",
+            [(source["id"], m.uid) for m in moving],
+        )
+    return CopyResult(int(target["uidvalidity"]), pairs)

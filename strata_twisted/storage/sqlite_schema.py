@@ -28,6 +28,15 @@ Layout notes:
 - Migration 3 (queue administration) adds ``control_requests``: what ``strata queue flush`` asks
   the running server to do.  The CLI appends rows; the server polls for ids above the last one it
   saw (AUTOINCREMENT, so an id is never reused even after old rows are deleted).
+- Migration 4 (shadow mailboxes, #4) adds ``mailboxes`` (one row per mailbox of a user: ``owner``
+  is the canonical address, ``name`` the canonical Unicode name, compared case-sensitively, INBOX
+  always spelled so), ``mailbox_messages`` (one row per message in a mailbox, keyed by
+  ``(mailbox_id, uid)``; it points at the shared ``messages`` row, never copies the body) and
+  ``message_mime`` (the MIME index, once per stored message, shared by every mailbox copy).
+  ``meta.last_uidvalidity`` is the last UIDVALIDITY handed out; ``mailboxes.uidvalidity`` is
+  UNIQUE, so no two mailboxes, nor a deleted one and its re-creation, ever share one.  Flags are
+  one sorted, space-separated string: flags are atoms (no spaces), and UNSEEN is counted with
+  ``instr(flags, '\\Seen') = 0`` (no keyword may contain a backslash).
 - No CHECK constraints on states or modes: the code validates them, and SQLite cannot alter a
   CHECK without rebuilding the table, which would make adding a queue state a costly migration.
 """
@@ -178,6 +187,48 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
                 action TEXT NOT NULL,
                 domain TEXT,  -- NULL: every domain
                 at     REAL NOT NULL
+            )
+            """,
+        ),
+    ),
+    (
+        4,
+        (
+            # Shadow mailboxes (#4): users' mailboxes, the messages in them, MIME indexes.
+            "INSERT INTO meta (key, value) VALUES ('last_uidvalidity', 0)",
+            """
+            CREATE TABLE mailboxes (
+                id             INTEGER PRIMARY KEY AUTOINCREMENT,
+                owner          TEXT NOT NULL,  -- canonical address (model.normalize_user)
+                domain         TEXT NOT NULL,  -- the owner's canonical domain, for retention
+                name           TEXT NOT NULL,  -- canonical name (model.normalize_mailbox_name)
+                uidvalidity    INTEGER NOT NULL UNIQUE,
+                uidnext        INTEGER NOT NULL,
+                highest_modseq INTEGER NOT NULL,
+                special_use    TEXT,
+                subscribed     INTEGER NOT NULL,
+                UNIQUE (owner, name)
+            )
+            """,
+            "CREATE INDEX mailboxes_domain ON mailboxes (domain)",
+            """
+            CREATE TABLE mailbox_messages (
+                mailbox_id    INTEGER NOT NULL REFERENCES mailboxes (id),
+                uid           INTEGER NOT NULL,
+                message_id    TEXT NOT NULL REFERENCES messages (id),
+                flags         TEXT NOT NULL,  -- sorted, space-separated ('' for none)
+                internal_date REAL NOT NULL,
+                modseq        INTEGER NOT NULL,
+                PRIMARY KEY (mailbox_id, uid)
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX mailbox_messages_modseq ON mailbox_messages (mailbox_id, modseq)",
+            "CREATE INDEX mailbox_messages_date ON mailbox_messages (mailbox_id, internal_date)",
+            "CREATE INDEX mailbox_messages_message_id ON mailbox_messages (message_id)",
+            """
+            CREATE TABLE message_mime (
+                message_id TEXT PRIMARY KEY REFERENCES messages (id),
+                data       BLOB NOT NULL  -- proto.mime.index_to_json
             )
             """,
         ),

@@ -27,6 +27,7 @@ from zope.interface.verify import verifyObject
 
 from strata_twisted.errors import (
     DomainExists,
+    InvalidDomainName,
     NoSuchDomain,
     NoSuchEntry,
     QueueStateError,
@@ -36,6 +37,7 @@ from strata_twisted.interfaces import (
     IControlStore,
     IDomainStore,
     IEventStore,
+    IMailboxStore,
     IMessageStore,
     IMessageWriter,
     IMonitorStore,
@@ -49,6 +51,9 @@ from strata_twisted.model import (
     DELETED,
     DELIVERED,
     DELIVERED_OUTCOME,
+    FLAGS_ADD,
+    FLAGS_REMOVE,
+    FLAGS_SET,
     HELD,
     HELD_OUTCOME,
     OUTCOMES,
@@ -56,13 +61,26 @@ from strata_twisted.model import (
     QUEUED,
     AttemptResult,
     ControlRequest,
+    CopyResult,
     Delivery,
     Domain,
     DomainStatus,
     Envelope,
     Event,
     IncomingMessage,
+    InvalidFlag,
+    InvalidMailboxName,
+    InvalidUser,
+    MailboxError,
+    MailboxExists,
+    MailboxHasChildren,
+    MailboxInfo,
+    MailboxRefused,
+    MailboxStatus,
+    MailMessage,
+    NoSuchMailbox,
     Outage,
+    PurgedMessage,
     QueueEntry,
     QueueStats,
     RelayTarget,
@@ -1245,3 +1263,577 @@ class ControlStoreSuite:
         assert result_of(store.requests_after(ids[-1])) == []
         assert result_of(store.requests_after(ids[-1] + 100)) == []
         assert [r.at for r in result_of(store.requests_after(-1))] == [0.0, 1.0, 2.0, 3.0, 4.0]
+
+
+# -- IMailboxStore ------------------------------------------------------------------------------
+
+ALICE_USER = "alice@example.com"
+BOB_USER = "bob@example.com"
+DEFAULT_NAMES = ["Drafts", "INBOX", "Junk", "Sent", "Trash"]
+
+
+class MailboxStoreSuite:
+    """
+    L{IMailboxStore}: users' mailboxes, their messages, flags, CONDSTORE modseqs, COPY/MOVE with
+    COPYUID pairs, expunge, retention, and which bodies nobody needs.  The store must provide
+    L{IMessageStore} and L{IQueueStore} as well: mailbox messages refer to committed messages.
+    """
+
+    def stored(self, store: Any, message_id: str, *deliveries: Delivery, body: bytes = BODY) -> str:
+        """Commit a message (by default as APPEND does: no queue entries) and return its id."""
+        deliver(store, message_id, deliveries, body=body)
+        return message_id
+
+    def add(
+        self,
+        store: Any,
+        message_id: str,
+        mailbox: str = "INBOX",
+        user: str = ALICE_USER,
+        flags: tuple[str, ...] = (),
+        internal_date: float = 5000.0,
+    ) -> MailMessage:
+        """Commit a message if it is not stored yet, then add it to ``user``'s ``mailbox``."""
+        if result_of(store.get_message(message_id)) is None:
+            self.stored(store, message_id)
+        added = result_of(store.add_message(user, mailbox, message_id, internal_date, flags))
+        assert isinstance(added, MailMessage)
+        return added
+
+    def box(self, store: Any, name: str, user: str = ALICE_USER) -> MailboxInfo:
+        found = result_of(store.get_mailbox(user, name))
+        assert isinstance(found, MailboxInfo), f"no mailbox {name}"
+        return found
+
+    def uids(self, store: Any, name: str, user: str = ALICE_USER) -> list[int]:
+        return [m.uid for m in result_of(store.list_messages(user, name))]
+
+    def names(self, store: Any, user: str = ALICE_USER) -> list[str]:
+        return [b.name for b in result_of(store.list_mailboxes(user))]
+
+    # -- users and the default mailboxes
+
+    def test_provides_interface(self, store: Any) -> None:
+        assert verifyObject(IMailboxStore, store)
+        assert IMessageStore.providedBy(store)
+        assert IQueueStore.providedBy(store)
+
+    def test_a_new_user_has_no_mailboxes(self, store: Any) -> None:
+        assert result_of(store.list_mailboxes(ALICE_USER)) == []
+        assert result_of(store.get_mailbox(ALICE_USER, "INBOX")) is None
+        fails_with(store.mailbox_status(ALICE_USER, "INBOX"), NoSuchMailbox)
+
+    def test_ensure_user_creates_the_special_use_mailboxes_subscribed(self, store: Any) -> None:
+        boxes = result_of(store.ensure_user(ALICE_USER))
+        assert [b.name for b in boxes] == DEFAULT_NAMES
+        assert {b.name: b.special_use for b in boxes} == {
+            "INBOX": None,
+            "Sent": "\\Sent",
+            "Drafts": "\\Drafts",
+            "Trash": "\\Trash",
+            "Junk": "\\Junk",
+        }
+        assert all(b.subscribed and b.uidnext == 1 and b.highest_modseq == 1 for b in boxes)
+        assert len({b.uidvalidity for b in boxes}) == 5
+        assert all(0 < b.uidvalidity < 2**32 for b in boxes)
+        assert result_of(store.list_mailboxes(ALICE_USER)) == boxes
+
+    def test_ensure_user_is_idempotent(self, store: Any) -> None:
+        first = result_of(store.ensure_user(ALICE_USER))
+        self.add(store, "M1")
+        second = result_of(store.ensure_user(ALICE_USER))
+        assert [b.uidvalidity for b in second] == [b.uidvalidity for b in first]
+        assert self.uids(store, "INBOX") == [1]
+
+    def test_ensure_user_recreates_only_what_is_missing(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        result_of(store.rename_mailbox(ALICE_USER, "Sent", "Sent Items"))
+        result_of(store.delete_mailbox(ALICE_USER, "Junk"))
+        boxes = result_of(store.ensure_user(ALICE_USER))
+        # Sent Items still has \Sent, so no new Sent; Junk is gone, so it comes back.
+        assert [b.name for b in boxes] == ["Drafts", "INBOX", "Junk", "Sent Items", "Trash"]
+        assert self.box(store, "Sent Items").special_use == "\\Sent"
+
+    def test_users_are_canonical_addresses(self, store: Any) -> None:
+        result_of(store.ensure_user("Alice@EXAMPLE.com"))
+        assert self.names(store, "alice@example.com") == DEFAULT_NAMES
+        result_of(store.ensure_user("bob@Bücher.example"))
+        assert self.names(store, "BOB@xn--bcher-kva.example") == DEFAULT_NAMES
+
+    @pytest.mark.parametrize("user", ["", "alice", "@example.com", "alice@", "a b@example.com"])
+    def test_invalid_users_are_refused(self, store: Any, user: str) -> None:
+        fails_with(store.ensure_user(user), InvalidUser)
+        fails_with(store.list_mailboxes(user), InvalidUser)
+        fails_with(store.create_mailbox(user, "x"), InvalidUser)
+
+    def test_uidvalidity_follows_the_clock_and_always_grows(
+        self, store: Any, clock: task.Clock
+    ) -> None:
+        clock.advance(1_700_000_000)
+        a = result_of(store.create_mailbox(ALICE_USER, "a"))
+        b = result_of(store.create_mailbox(ALICE_USER, "b"))
+        assert a.uidvalidity == 1_700_000_000
+        assert b.uidvalidity == 1_700_000_001  # same second: still a new value
+
+    # -- names
+
+    def test_inbox_is_case_insensitive(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        assert self.box(store, "inbox") == self.box(store, "INBOX")
+        fails_with(store.create_mailbox(ALICE_USER, "Inbox"), MailboxExists)
+        created = result_of(store.create_mailbox(ALICE_USER, "inBox/Lists"))
+        assert created.name == "INBOX/Lists"
+        # Other names keep their case, and differ by it.
+        result_of(store.create_mailbox(ALICE_USER, "work"))
+        result_of(store.create_mailbox(ALICE_USER, "Work"))
+        assert {"work", "Work"} <= set(self.names(store))
+
+    def test_names_are_unicode(self, store: Any) -> None:
+        created = result_of(store.create_mailbox(ALICE_USER, "Entwürfe/日本語"))
+        assert created.name == "Entwürfe/日本語"
+        assert self.box(store, "Entwürfe/日本語") == created
+
+    @pytest.mark.parametrize(
+        "name", ["", "/", "/a", "a/", "a//b", "a*", "a%b", "a\x00b", "a\rb", "x" * 1001]
+    )
+    def test_invalid_names_are_refused(self, store: Any, name: str) -> None:
+        fails_with(store.create_mailbox(ALICE_USER, name), InvalidMailboxName)
+        fails_with(store.get_mailbox(ALICE_USER, name), InvalidMailboxName)
+        assert result_of(store.list_mailboxes(ALICE_USER)) == []
+
+    # -- create, delete, rename, subscribe
+
+    def test_create_makes_missing_superiors(self, store: Any) -> None:
+        created = result_of(store.create_mailbox(ALICE_USER, "a/b/c"))
+        assert (created.name, created.uidnext, created.highest_modseq) == ("a/b/c", 1, 1)
+        assert self.names(store) == ["a", "a/b", "a/b/c"]
+        assert not any(b.subscribed for b in result_of(store.list_mailboxes(ALICE_USER)))
+        fails_with(store.create_mailbox(ALICE_USER, "a/b"), MailboxExists)
+        result_of(store.create_mailbox(ALICE_USER, "a/d"))
+        assert self.names(store) == ["a", "a/b", "a/b/c", "a/d"]
+
+    def test_create_with_a_special_use(self, store: Any) -> None:
+        created = result_of(store.create_mailbox(ALICE_USER, "Archive", "\\archive"))
+        assert created.special_use == "\\Archive"
+        fails_with(store.create_mailbox(ALICE_USER, "X", "\\Bogus"), InvalidMailboxName)
+        assert self.names(store) == ["Archive"]
+
+    def test_delete_removes_messages_and_returns_their_ids(self, store: Any) -> None:
+        result_of(store.create_mailbox(ALICE_USER, "Work"))
+        self.add(store, "M1", "Work")
+        self.add(store, "M2", "Work")
+        result_of(store.copy_messages(ALICE_USER, "Work", [1], "Work"))
+        assert result_of(store.delete_mailbox(ALICE_USER, "Work")) == ["M1", "M2"]
+        assert result_of(store.get_mailbox(ALICE_USER, "Work")) is None
+        fails_with(store.list_messages(ALICE_USER, "Work"), NoSuchMailbox)
+        # The bodies stay: deleting a body is the caller's business.
+        assert result_of(store.get_message("M1")) is not None
+
+    def test_a_recreated_mailbox_gets_a_new_uidvalidity(self, store: Any) -> None:
+        old = result_of(store.create_mailbox(ALICE_USER, "Work"))
+        self.add(store, "M1", "Work")
+        result_of(store.delete_mailbox(ALICE_USER, "Work"))
+        new = result_of(store.create_mailbox(ALICE_USER, "Work"))
+        assert new.uidvalidity > old.uidvalidity
+        assert (new.uidnext, new.highest_modseq) == (1, 1)
+
+    def test_delete_refusals(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        fails_with(store.delete_mailbox(ALICE_USER, "inbox"), MailboxRefused)
+        fails_with(store.delete_mailbox(ALICE_USER, "Nope"), NoSuchMailbox)
+        result_of(store.create_mailbox(ALICE_USER, "a/b"))
+        error = fails_with(store.delete_mailbox(ALICE_USER, "a"), MailboxHasChildren)
+        assert isinstance(error, MailboxError) and error.imap_code == "INUSE"
+        # Inferiors first, then the parent.
+        result_of(store.delete_mailbox(ALICE_USER, "a/b"))
+        result_of(store.delete_mailbox(ALICE_USER, "a"))
+        assert self.names(store) == DEFAULT_NAMES
+
+    def test_a_name_that_only_shares_a_prefix_is_not_a_child(self, store: Any) -> None:
+        result_of(store.create_mailbox(ALICE_USER, "a"))
+        result_of(store.create_mailbox(ALICE_USER, "ab"))
+        result_of(store.delete_mailbox(ALICE_USER, "a"))
+        assert self.names(store) == ["ab"]
+
+    def test_rename_moves_inferiors_and_keeps_uids(self, store: Any) -> None:
+        result_of(store.create_mailbox(ALICE_USER, "a/b"))
+        result_of(store.create_mailbox(ALICE_USER, "ab"))
+        result_of(store.subscribe(ALICE_USER, "a/b"))
+        self.add(store, "M1", "a/b", flags=("\\Seen",))
+        before = self.box(store, "a/b")
+        messages = result_of(store.list_messages(ALICE_USER, "a/b"))
+        renamed = result_of(store.rename_mailbox(ALICE_USER, "a", "x/y"))
+        assert renamed.name == "x/y"
+        assert self.names(store) == ["ab", "x", "x/y", "x/y/b"]
+        after = self.box(store, "x/y/b")
+        assert after == replace(before, name="x/y/b")  # UIDVALIDITY, subscription kept
+        assert result_of(store.list_messages(ALICE_USER, "x/y/b")) == messages
+        assert not self.box(store, "x").subscribed
+
+    def test_rename_refusals(self, store: Any) -> None:
+        result_of(store.create_mailbox(ALICE_USER, "a"))
+        result_of(store.create_mailbox(ALICE_USER, "b"))
+        fails_with(store.rename_mailbox(ALICE_USER, "a", "b"), MailboxExists)
+        fails_with(store.rename_mailbox(ALICE_USER, "a", "a/c"), MailboxRefused)
+        error = fails_with(store.rename_mailbox(ALICE_USER, "nope", "c"), NoSuchMailbox)
+        assert isinstance(error, NoSuchMailbox) and error.name == "nope"
+        fails_with(store.rename_mailbox(ALICE_USER, "a", "c*"), InvalidMailboxName)
+        assert self.names(store) == ["a", "b"]
+
+    def test_renaming_inbox_moves_its_messages_and_leaves_it_empty(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        result_of(store.create_mailbox(ALICE_USER, "INBOX/Lists"))
+        self.add(store, "M1", flags=("\\Seen",), internal_date=100.0)
+        self.add(store, "M2", internal_date=200.0)
+        result_of(store.expunge(ALICE_USER, "INBOX", None))  # nothing \Deleted: no change
+        inbox = self.box(store, "INBOX")
+        renamed = result_of(store.rename_mailbox(ALICE_USER, "inbox", "Old/Inbox"))
+        assert renamed.name == "Old/Inbox" and renamed.uidvalidity != inbox.uidvalidity
+        moved = result_of(store.list_messages(ALICE_USER, "Old/Inbox"))
+        assert [(m.uid, m.message_id, m.flags, m.internal_date) for m in moved] == [
+            (1, "M1", frozenset({"\\Seen"}), 100.0),
+            (2, "M2", frozenset(), 200.0),
+        ]
+        assert self.uids(store, "INBOX") == []
+        after = self.box(store, "INBOX")
+        assert (after.uidvalidity, after.uidnext) == (inbox.uidvalidity, 3)
+        assert after.highest_modseq > inbox.highest_modseq
+        assert "INBOX/Lists" in self.names(store)  # INBOX's inferiors stay
+        assert self.add(store, "M3").uid == 3  # UIDs of INBOX are not reused
+
+    def test_subscriptions(self, store: Any) -> None:
+        result_of(store.create_mailbox(ALICE_USER, "Work"))
+        assert not self.box(store, "Work").subscribed
+        result_of(store.subscribe(ALICE_USER, "Work"))
+        result_of(store.subscribe(ALICE_USER, "Work"))
+        assert self.box(store, "Work").subscribed
+        result_of(store.unsubscribe(ALICE_USER, "Work"))
+        assert not self.box(store, "Work").subscribed
+        fails_with(store.subscribe(ALICE_USER, "Nope"), NoSuchMailbox)
+        fails_with(store.unsubscribe(ALICE_USER, "Nope"), NoSuchMailbox)
+
+    # -- messages
+
+    def test_add_message_assigns_growing_uids(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.stored(store, "M1", ALICE)  # as intake does: queued for the primary too
+        first = result_of(store.add_message(ALICE_USER, "INBOX", "M1", 1234.5))
+        assert first == MailMessage(1, "M1", frozenset(), 1234.5, len(BODY), 2)
+        second = self.add(store, "M2", flags=("\\seen", "$Label1", "\\DRAFT"))
+        assert second.uid == 2 and second.modseq == 3
+        assert second.flags == frozenset({"\\Seen", "$Label1", "\\Draft"})
+        assert result_of(store.list_messages(ALICE_USER, "INBOX")) == [first, second]
+        box = self.box(store, "INBOX")
+        assert (box.uidnext, box.highest_modseq) == (3, 3)
+
+    def test_add_message_refusals(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.stored(store, "M1")
+        error = fails_with(store.add_message(ALICE_USER, "Nope", "M1", 1.0), NoSuchMailbox)
+        assert isinstance(error, NoSuchMailbox) and error.imap_code == "NONEXISTENT"
+        fails_with(store.add_message(ALICE_USER, "INBOX", "M9", 1.0), NoSuchEntry)
+        fails_with(store.add_message(ALICE_USER, "INBOX", "M1", 1.0, ["\\Recent"]), InvalidFlag)
+        fails_with(store.add_message(ALICE_USER, "INBOX", "M1", 1.0, ["a b"]), InvalidFlag)
+        assert self.box(store, "INBOX").uidnext == 1
+        assert result_of(store.unreferenced_messages(["M1"])) == ["M1"]
+
+    def test_uids_are_never_reused(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        for n in range(3):
+            self.add(store, f"M{n}", flags=("\\Deleted",))
+        assert [m.uid for m in result_of(store.expunge(ALICE_USER, "INBOX"))] == [1, 2, 3]
+        assert self.add(store, "M0").uid == 4
+        assert self.box(store, "INBOX").uidnext == 5
+
+    def test_one_body_in_several_mailboxes(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.add(store, "M1")
+        self.add(store, "M1", "Trash")
+        self.add(store, "M1")
+        assert [m.message_id for m in result_of(store.list_messages(ALICE_USER, "INBOX"))] == [
+            "M1",
+            "M1",
+        ]
+        assert self.uids(store, "Trash") == [1]
+        assert result_of(store.message_count()) == 1
+
+    def test_status(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.add(store, "M1", flags=("\\Seen",))
+        self.add(store, "M2")
+        self.add(store, "M3", flags=("\\Flagged",))
+        status = result_of(store.mailbox_status(ALICE_USER, "inbox"))
+        box = self.box(store, "INBOX")
+        assert status == MailboxStatus(
+            messages=3,
+            recent=0,
+            uidnext=4,
+            uidvalidity=box.uidvalidity,
+            unseen=2,
+            highest_modseq=4,
+        )
+        fails_with(store.mailbox_status(ALICE_USER, "Nope"), NoSuchMailbox)
+
+    def test_mime_index_is_kept_once_per_message(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.stored(store, "M1")
+        self.stored(store, "M2")
+        result_of(store.add_message(ALICE_USER, "INBOX", "M1", 1.0, (), b'{"v": 1}'))
+        result_of(store.add_message(ALICE_USER, "INBOX", "M2", 1.0))
+        result_of(store.copy_messages(ALICE_USER, "INBOX", [1], "Trash"))
+        assert result_of(store.mime_indexes(ALICE_USER, "INBOX", [1, 2, 99])) == {1: b'{"v": 1}'}
+        assert result_of(store.mime_indexes(ALICE_USER, "Trash", [1])) == {1: b'{"v": 1}'}
+        # Given again (a newer index format), it replaces the one kept, for every copy.
+        result_of(store.add_message(ALICE_USER, "Drafts", "M1", 1.0, (), b'{"v": 2}'))
+        assert result_of(store.mime_indexes(ALICE_USER, "Trash", [1])) == {1: b'{"v": 2}'}
+        assert result_of(store.mime_indexes(ALICE_USER, "INBOX", [])) == {}
+        fails_with(store.mime_indexes(ALICE_USER, "Nope", [1]), NoSuchMailbox)
+
+    # -- flags and CONDSTORE
+
+    def test_store_flags_set_add_remove(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.add(store, "M1", flags=("\\Seen",))
+        self.add(store, "M2")
+        added = result_of(
+            store.store_flags(ALICE_USER, "INBOX", [1, 2, 7], FLAGS_ADD, ["\\flagged", "Work"])
+        )
+        assert [m.flags for m in added.messages] == [
+            frozenset({"\\Seen", "\\Flagged", "Work"}),
+            frozenset({"\\Flagged", "Work"}),
+        ]
+        assert (added.changed, added.failed, added.highest_modseq) == ((1, 2), (), 4)
+        assert [m.modseq for m in added.messages] == [4, 4]
+        removed = result_of(store.store_flags(ALICE_USER, "INBOX", [1], FLAGS_REMOVE, ["Work"]))
+        assert removed.messages[0].flags == frozenset({"\\Seen", "\\Flagged"})
+        replaced = result_of(store.store_flags(ALICE_USER, "INBOX", [2], FLAGS_SET, ["\\Seen"]))
+        assert replaced.messages[0].flags == frozenset({"\\Seen"})
+        assert [m.flags for m in result_of(store.list_messages(ALICE_USER, "INBOX"))] == [
+            frozenset({"\\Seen", "\\Flagged"}),
+            frozenset({"\\Seen"}),
+        ]
+        assert result_of(store.mailbox_status(ALICE_USER, "INBOX")).unseen == 0
+
+    def test_a_store_that_changes_nothing_keeps_the_modseq(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.add(store, "M1", flags=("\\Seen",))
+        self.add(store, "M2")
+        before = self.box(store, "INBOX").highest_modseq
+        update = result_of(store.store_flags(ALICE_USER, "INBOX", [1, 2], FLAGS_ADD, ["\\Seen"]))
+        assert update.changed == (2,)
+        assert [m.modseq for m in update.messages] == [2, before + 1]
+        nothing = result_of(store.store_flags(ALICE_USER, "INBOX", [1, 2], FLAGS_ADD, ["\\Seen"]))
+        assert (nothing.changed, nothing.highest_modseq) == ((), before + 1)
+        assert result_of(store.store_flags(ALICE_USER, "INBOX", [], FLAGS_SET, [])).messages == ()
+
+    def test_unchanged_since(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.add(store, "M1")  # modseq 2
+        self.add(store, "M2")  # modseq 3
+        update = result_of(store.store_flags(ALICE_USER, "INBOX", [1, 2], FLAGS_ADD, ["\\Seen"], 2))
+        assert (update.changed, update.failed) == ((1,), (2,))
+        assert [m.uid for m in update.messages] == [1]
+        flags = {m.uid: m.flags for m in result_of(store.list_messages(ALICE_USER, "INBOX"))}
+        assert flags == {1: frozenset({"\\Seen"}), 2: frozenset()}
+
+    def test_store_flags_refusals(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.add(store, "M1")
+        fails_with(
+            store.store_flags(ALICE_USER, "INBOX", [1], FLAGS_ADD, ["\\Recent"]), InvalidFlag
+        )
+        fails_with(store.store_flags(ALICE_USER, "INBOX", [1], "toggle", ["x"]), InvalidFlag)
+        fails_with(store.store_flags(ALICE_USER, "Nope", [1], FLAGS_ADD, ["x"]), NoSuchMailbox)
+        assert result_of(store.list_messages(ALICE_USER, "INBOX"))[0].flags == frozenset()
+
+    def test_changed_since(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.add(store, "M1")
+        self.add(store, "M2")
+        self.add(store, "M3")
+        mark = self.box(store, "INBOX").highest_modseq
+        assert result_of(store.list_messages(ALICE_USER, "INBOX", mark)) == []
+        result_of(store.store_flags(ALICE_USER, "INBOX", [2], FLAGS_ADD, ["\\Seen"]))
+        self.add(store, "M4")
+        changed = result_of(store.list_messages(ALICE_USER, "INBOX", mark))
+        assert [m.uid for m in changed] == [2, 4]
+        assert [m.uid for m in result_of(store.list_messages(ALICE_USER, "INBOX", 0))] == [
+            1,
+            2,
+            3,
+            4,
+        ]
+
+    # -- copy, move, expunge
+
+    def test_copy_keeps_flags_and_dates_and_shares_the_body(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.add(store, "M1", flags=("\\Seen",), internal_date=100.0)
+        self.add(store, "M2", internal_date=200.0)
+        self.add(store, "M3", "Trash")
+        trash = self.box(store, "Trash")
+        result = result_of(store.copy_messages(ALICE_USER, "INBOX", [2, 1, 99], "Trash"))
+        assert result == CopyResult(trash.uidvalidity, ((1, 2), (2, 3)))
+        copied = result_of(store.list_messages(ALICE_USER, "Trash"))
+        assert [(m.uid, m.message_id, m.flags, m.internal_date, m.modseq) for m in copied] == [
+            (1, "M3", frozenset(), 5000.0, 2),
+            (2, "M1", frozenset({"\\Seen"}), 100.0, 3),
+            (3, "M2", frozenset(), 200.0, 3),
+        ]
+        assert self.uids(store, "INBOX") == [1, 2]
+        assert result_of(store.message_count()) == 3
+
+    def test_copy_into_the_same_mailbox(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.add(store, "M1")
+        result = result_of(store.copy_messages(ALICE_USER, "INBOX", [1], "inbox"))
+        assert result.pairs == ((1, 2),)
+        assert self.uids(store, "INBOX") == [1, 2]
+
+    def test_copy_of_nothing(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        before = self.box(store, "Trash")
+        result = result_of(store.copy_messages(ALICE_USER, "INBOX", [5], "Trash"))
+        assert result == CopyResult(before.uidvalidity, ())
+        assert self.box(store, "Trash") == before
+
+    def test_copy_and_move_to_a_missing_mailbox(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.add(store, "M1")
+        for call in (store.copy_messages, store.move_messages):
+            error = fails_with(call(ALICE_USER, "INBOX", [1], "Archive"), NoSuchMailbox)
+            assert isinstance(error, NoSuchMailbox) and error.name == "Archive"  # TRYCREATE
+            error = fails_with(call(ALICE_USER, "Gone", [1], "Trash"), NoSuchMailbox)
+            assert isinstance(error, NoSuchMailbox) and error.name == "Gone"
+        assert self.uids(store, "INBOX") == [1]
+
+    def test_move(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.add(store, "M1", flags=("\\Seen",))
+        self.add(store, "M2")
+        self.add(store, "M3")
+        inbox = self.box(store, "INBOX")
+        result = result_of(store.move_messages(ALICE_USER, "INBOX", [1, 3], "Trash"))
+        assert result == CopyResult(self.box(store, "Trash").uidvalidity, ((1, 1), (3, 2)))
+        assert self.uids(store, "INBOX") == [2]
+        assert self.box(store, "INBOX").highest_modseq > inbox.highest_modseq
+        moved = result_of(store.list_messages(ALICE_USER, "Trash"))
+        assert [(m.message_id, m.flags) for m in moved] == [
+            ("M1", frozenset({"\\Seen"})),
+            ("M3", frozenset()),
+        ]
+        fails_with(store.move_messages(ALICE_USER, "INBOX", [2], "INBOX"), MailboxRefused)
+        assert self.uids(store, "INBOX") == [2]
+
+    def test_expunge_removes_only_deleted_messages(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.add(store, "M1", flags=("\\Deleted",))
+        self.add(store, "M2")
+        self.add(store, "M3", flags=("\\Deleted", "\\Seen"))
+        before = self.box(store, "INBOX").highest_modseq
+        gone = result_of(store.expunge(ALICE_USER, "INBOX"))
+        assert [(m.uid, m.message_id) for m in gone] == [(1, "M1"), (3, "M3")]
+        assert gone[1].flags == frozenset({"\\Deleted", "\\Seen"})
+        assert self.uids(store, "INBOX") == [2]
+        assert self.box(store, "INBOX").highest_modseq == before + 1
+        assert result_of(store.expunge(ALICE_USER, "INBOX")) == []
+        assert self.box(store, "INBOX").highest_modseq == before + 1
+
+    def test_uid_expunge_removes_only_the_given_deleted_uids(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.add(store, "M1", flags=("\\Deleted",))
+        self.add(store, "M2", flags=("\\Deleted",))
+        self.add(store, "M3")
+        # RFC 4315 §2.1: another client's \Deleted message (UID 1) must survive.
+        gone = result_of(store.expunge(ALICE_USER, "INBOX", [2, 3]))
+        assert [m.uid for m in gone] == [2]
+        assert self.uids(store, "INBOX") == [1, 3]
+        fails_with(store.expunge(ALICE_USER, "Nope"), NoSuchMailbox)
+
+    # -- retention and bodies
+
+    def test_purge_older_than_covers_every_mailbox_of_the_domain(self, store: Any) -> None:
+        carol = "carol@example.net"
+        for user in (ALICE_USER, BOB_USER, carol):
+            result_of(store.ensure_user(user))
+        self.add(store, "M1", internal_date=100.0)
+        self.add(store, "M2", internal_date=300.0)
+        self.add(store, "M1", "Trash", internal_date=100.0)
+        self.add(store, "M3", user=BOB_USER, internal_date=199.0)
+        self.add(store, "M1", user=carol, internal_date=100.0)
+        bob_before = self.box(store, "INBOX", BOB_USER)
+        purged = result_of(store.purge_older_than("EXAMPLE.com", 200.0))
+        assert sorted(purged, key=lambda p: (p.user, p.mailbox)) == [
+            PurgedMessage(ALICE_USER, "INBOX", 1, "M1"),
+            PurgedMessage(ALICE_USER, "Trash", 1, "M1"),
+            PurgedMessage(BOB_USER, "INBOX", 1, "M3"),
+        ]
+        assert self.uids(store, "INBOX") == [2]
+        assert self.uids(store, "INBOX", BOB_USER) == []
+        assert self.uids(store, "INBOX", carol) == [1]  # another domain
+        assert self.box(store, "INBOX", BOB_USER).highest_modseq > bob_before.highest_modseq
+        assert result_of(store.purge_older_than("example.com", 200.0)) == []
+        fails_with(store.purge_older_than("not a domain", 200.0), InvalidDomainName)
+
+    def test_unreferenced_messages(self, store: Any, set_entry_state: SetEntryState) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.stored(store, "Q", ALICE)  # queued for the primary: its body is still needed
+        self.stored(store, "H", ALICE)
+        set_entry_state(store, "H.1", HELD)  # held for review: still needed
+        self.stored(store, "D", ALICE, CAROL)
+        set_entry_state(store, "D.1", DELIVERED)
+        set_entry_state(store, "D.2", BOUNCED)  # nothing waits any more
+        self.stored(store, "A")  # APPENDed, never added (a crash between the two steps)
+        self.add(store, "I", flags=("\\Deleted",))  # in INBOX
+        self.add(store, "Q")
+        assert result_of(store.unreferenced_messages()) == ["A", "D"]
+        assert result_of(store.unreferenced_messages(["D", "I", "Q", "nope"])) == ["D"]
+        result_of(store.expunge(ALICE_USER, "INBOX"))
+        assert result_of(store.unreferenced_messages(["I"])) == ["I"]
+        set_entry_state(store, "Q.1", DELIVERED)
+        assert result_of(store.unreferenced_messages(["Q"])) == []  # still in INBOX
+        result_of(store.move_messages(ALICE_USER, "INBOX", [2], "Trash"))
+        assert result_of(store.unreferenced_messages(["Q"])) == []
+        result_of(store.delete_mailbox(ALICE_USER, "Trash"))
+        assert result_of(store.unreferenced_messages(["Q"])) == ["Q"]
+
+    # -- isolation
+
+    def test_a_user_never_reaches_another_users_mailboxes(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        result_of(store.ensure_user(BOB_USER))
+        result_of(store.create_mailbox(ALICE_USER, "Secret"))
+        self.add(store, "M1", flags=("\\Deleted",))
+        self.add(store, "M2", "Secret")
+        bob_inbox = self.box(store, "INBOX", BOB_USER)
+        assert self.box(store, "INBOX").uidvalidity != bob_inbox.uidvalidity
+        assert "Secret" not in self.names(store, BOB_USER)
+        assert result_of(store.get_mailbox(BOB_USER, "Secret")) is None
+        for d in (
+            store.list_messages(BOB_USER, "Secret"),
+            store.mailbox_status(BOB_USER, "Secret"),
+            store.copy_messages(BOB_USER, "Secret", [1], "INBOX"),
+            store.move_messages(BOB_USER, "Secret", [1], "INBOX"),
+            store.store_flags(BOB_USER, "Secret", [1], FLAGS_ADD, ["\\Seen"]),
+            store.expunge(BOB_USER, "Secret"),
+            store.mime_indexes(BOB_USER, "Secret", [1]),
+            store.delete_mailbox(BOB_USER, "Secret"),
+            store.rename_mailbox(BOB_USER, "Secret", "Mine"),
+            store.subscribe(BOB_USER, "Secret"),
+            store.add_message(BOB_USER, "Secret", "M1", 1.0),
+        ):
+            fails_with(d, NoSuchMailbox)
+        # Bob's own INBOX is empty: Alice's UID 1 is not his.
+        assert result_of(store.list_messages(BOB_USER, "INBOX")) == []
+        assert result_of(store.store_flags(BOB_USER, "INBOX", [1], FLAGS_SET, [])).messages == ()
+        assert result_of(store.copy_messages(BOB_USER, "INBOX", [1], "Trash")).pairs == ()
+        assert result_of(store.expunge(BOB_USER, "INBOX", [1])) == []
+        assert result_of(store.mime_indexes(BOB_USER, "INBOX", [1])) == {}
+        # Bob creating and deleting his own "Secret" leaves Alice's alone.
+        result_of(store.create_mailbox(BOB_USER, "Secret"))
+        result_of(store.delete_mailbox(BOB_USER, "Secret"))
+        result_of(store.rename_mailbox(BOB_USER, "Trash", "Bin"))
+        assert self.uids(store, "INBOX") == [1]
+        assert self.uids(store, "Secret") == [1]
+        assert "Trash" in self.names(store)
+        assert self.box(store, "INBOX") == result_of(store.get_mailbox(ALICE_USER, "INBOX"))
