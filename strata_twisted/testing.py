@@ -12,7 +12,7 @@ from twisted.internet.defer import Deferred, fail, succeed
 from twisted.python.failure import Failure
 
 from strata_twisted.core.relay import RecipientReply
-from strata_twisted.core.routes import NoRoute
+from strata_twisted.core.routes import NoRoute, address_literal
 from strata_twisted.fired import result_of as result_of  # re-exported for tests
 from strata_twisted.interfaces import IMessageStore
 from strata_twisted.model import Delivery, Envelope, IncomingMessage, StoredMessage
@@ -215,6 +215,9 @@ class FakeMXResolver:
 
     def lookup(self, domain: str) -> Deferred[list[tuple[str, int]]]:
         self.lookups.append(domain)
+        literal = address_literal(domain)
+        if literal is not None:  # as the real resolver: an address literal is its own route
+            return succeed([(literal, 25)])
         route = self.routes.get(domain, NoRoute(f"{domain}: domain does not exist"))
         if isinstance(route, Exception):
             return fail(route)

@@ -575,3 +575,16 @@ def test_mail_for_a_domain_no_longer_protected_stays_queued_while_dsns_go_by_mx(
     result_of(r.loop.run())
     assert [q for q, _ in r.primary.received] == [dsn, kept]
     assert connector.asked[-1].relay == RelayTarget("10.0.0.1")
+
+
+def test_a_dsn_to_an_address_literal_sender_goes_to_that_address() -> None:
+    # RFC 5321 §5.1: mail to an address literal goes straight to it, with no DNS.
+    r, resolver, connector = routed({})
+    r.primary.script("gone@example.test", (550, "550 5.1.1 <gone@example.test>: user unknown"))
+    r.queue("gone@example.test", sender="ana@[192.0.2.1]")
+    result_of(r.loop.run())
+    (dsn,) = [e for e in r.entries().values() if e.sender == ""]
+    assert (dsn.domain, dsn.recipient) == ("[192.0.2.1]", "ana@[192.0.2.1]")
+    result_of(r.loop.run())
+    assert r.entries()[dsn.id].state == DELIVERED
+    assert connector.asked[-1].relay == RelayTarget("192.0.2.1", 25)

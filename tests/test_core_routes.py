@@ -26,6 +26,7 @@ from strata_twisted.core.routes import (
     NoRoute,
     NullMX,
     RouteTemporaryFailure,
+    address_literal,
     order_exchanges,
 )
 from strata_twisted.server.dns import DNSPythonResolver
@@ -281,14 +282,44 @@ def test_the_exchangers_looked_up_are_limited(
     assert asked == [f"h{i:02}.wide.test" for i in range(1, MAX_EXCHANGES + 1)]
 
 
-@pytest.mark.parametrize("domain", ["", "[127.0.0.1]", "x..test", "localhost"])
+@pytest.mark.parametrize("domain", ["", "[not-an-ip]", "[::1]", "x..test", "localhost"])
 @on_reactor
 def test_what_is_not_a_domain_has_no_route_without_asking(
     resolver: DNSPythonResolver, zone: ZoneResolver, domain: str
 ) -> Any:
-    """Regression: "" (the queue's domain for an address-literal sender) asked for the root's MX."""
+    """Regression: "" (the queue's domain for a sender without one) asked for the root's MX."""
     message = yield _error_of(resolver.lookup(domain), NoRoute)
     assert message.startswith(f"no MX lookup for {domain!r}")
+    assert zone.queries == []
+
+
+@pytest.mark.parametrize(
+    ("domain", "address"),
+    [
+        ("[127.0.0.1]", "127.0.0.1"),
+        ("[192.0.2.1]", "192.0.2.1"),
+        ("[IPv6:2001:db8::1]", "2001:db8::1"),
+        ("[ipv6:::1]", "::1"),
+        ("[::1]", None),  # an IPv6 literal needs its tag (RFC 5321 §4.1.3)
+        ("[IPv6:192.0.2.1]", None),
+        ("[192.0.2.300]", None),
+        ("[example.test]", None),
+        ("example.test", None),
+        ("", None),
+    ],
+)
+def test_address_literal(domain: str, address: str | None) -> None:
+    assert address_literal(domain) == address
+
+
+@on_reactor
+def test_an_address_literal_is_its_own_route_without_dns(
+    resolver: DNSPythonResolver, zone: ZoneResolver
+) -> Any:
+    hosts = yield resolver.lookup("[127.0.0.1]")
+    assert hosts == [("127.0.0.1", 2525)]
+    hosts = yield resolver.lookup("[IPv6:::1]")
+    assert hosts == [("::1", 2525)]
     assert zone.queries == []
 
 

@@ -49,7 +49,7 @@ from strata_twisted.config import RelaySettings
 from strata_twisted.core.domains import DomainCache
 from strata_twisted.core.dsn import FailedRecipient, build_dsn, status_of
 from strata_twisted.core.intake import new_queue_id
-from strata_twisted.core.routes import MXResolver, NullMX, RouteError
+from strata_twisted.core.routes import MXResolver, NullMX, RouteError, address_literal
 from strata_twisted.interfaces import IEventStore, IMessageStore, IQueueStore
 from strata_twisted.model import (
     BOUNCED,
@@ -66,6 +66,7 @@ from strata_twisted.model import (
     RelayTarget,
     StoredMessage,
     recipient_domain,
+    split_address,
 )
 
 # How much of each message's body the relay reads ahead (all of a typical message); the rest of a
@@ -597,7 +598,7 @@ async def queue_dsn(
                     client_helo=hostname,
                 ),  # fmt: skip
                 received_at=now,
-                deliveries=(Delivery(sender, recipient_domain(sender) or ""),),
+                deliveries=(Delivery(sender, _route_domain(sender)),),
                 header_message_id=f"<{queue_id}@{hostname}>",
             )
         )
@@ -630,6 +631,16 @@ def _recorded(outcome: int | Exception) -> int:
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
+
+
+def _route_domain(address: str) -> str:
+    """The queue domain for mail to ``address``: its canonical domain, or its address literal
+    (``[192.0.2.1]``: delivered to that address, RFC 5321 §5.1); "" when it has neither."""
+    domain = recipient_domain(address)
+    if domain is not None:
+        return domain
+    _, literal = split_address(address)
+    return literal if address_literal(literal) is not None else ""
 
 
 def _quiet(d: Deferred[None]) -> Deferred[None]:

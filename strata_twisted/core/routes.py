@@ -11,6 +11,7 @@ L{strata_twisted.testing.FakeMXResolver}.
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable
 from random import Random
 from typing import Protocol
@@ -37,11 +38,33 @@ class RouteTemporaryFailure(RouteError):
     """DNS could not answer now (SERVFAIL, timeout): try again later."""
 
 
+def address_literal(domain: str) -> str | None:
+    """
+    The IP address of an RFC 5321 §4.1.3 address literal (``[192.0.2.1]``, ``[IPv6:2001:db8::1]``),
+    or None when ``domain`` is not one.  Mail to an address literal goes straight to that address,
+    with no DNS (RFC 5321 §5.1).
+    """
+    if not (domain.startswith("[") and domain.endswith("]")):
+        return None
+    inner = domain[1:-1]
+    is_v6 = inner[:5].lower() == "ipv6:"
+    if is_v6:
+        inner = inner[5:]
+    try:
+        address = ipaddress.ip_address(inner)
+    except ValueError:
+        return None
+    if (address.version == 6) != is_v6:
+        return None  # "[::1]" without the IPv6: tag, or "[IPv6:1.2.3.4]"
+    return str(address)
+
+
 class MXResolver(Protocol):
     def lookup(self, domain: str) -> Deferred[list[tuple[str, int]]]:
         """
         The hosts to try for ``domain``, in order, each as (host or address, port); at least one.
-        Fails with L{NullMX}, L{NoRoute} or L{RouteTemporaryFailure}.
+        An address literal (L{address_literal}) is its own route.  Fails with L{NullMX},
+        L{NoRoute} or L{RouteTemporaryFailure}.
         """
 
 

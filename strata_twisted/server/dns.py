@@ -19,7 +19,7 @@ import dns.exception
 import dns.name
 import dns.rdatatype
 import dns.resolver
-from twisted.internet.defer import Deferred, fail
+from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.logger import Logger
@@ -30,6 +30,7 @@ from strata_twisted.core.routes import (
     MAX_EXCHANGES,
     NoRoute,
     RouteTemporaryFailure,
+    address_literal,
     order_exchanges,
 )
 from strata_twisted.errors import InvalidDomainName
@@ -90,6 +91,9 @@ class DNSPythonResolver:
         self._pool.stop()
 
     def lookup(self, domain: str) -> Deferred[list[tuple[str, int]]]:
+        literal = address_literal(domain)
+        if literal is not None:
+            return succeed([(literal, self._mx_port)])  # RFC 5321 §5.1: no DNS for a literal
         if self._stopped:
             # ThreadPool.callInThreadWithCallback drops work once the pool is stopped: the
             # Deferred would never fire and the relay's drain would wait forever.
