@@ -11,6 +11,10 @@ released domains) within a second: it polls the store's control requests (L{ICon
 Queue changes (hold, delete, bounce) need no request: the relay reads entry states from the store
 before every batch.
 
+``strata user`` manages synced credentials (L{ICredentialStore}): only password hashes reach the
+store, and no password or hash is ever printed or put in an event.  Passwords are read from the
+terminal (typed twice) or, for scripts, from the first line of stdin (``--password-stdin``).
+
 Exit codes: 0 success, 1 a failed operation (e.g. unknown domain), 2 bad usage (including a
 value the parser cannot check, such as a malformed domain name or duration) or configuration
 (including a data dir with no Strata store in it: only ``domain add`` creates one).
@@ -23,6 +27,7 @@ are shown in local time with their UTC offset.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import re
@@ -37,6 +42,12 @@ from twisted.internet.defer import Deferred
 from strata_twisted import __version__
 from strata_twisted.clock import WallClock
 from strata_twisted.config import Settings, load_config
+from strata_twisted.core.credentials import (
+    SCHEMES,
+    PasswdFileError,
+    hash_password,
+    parse_passwd_file,
+)
 from strata_twisted.core.dsn import FailedRecipient, status_of
 from strata_twisted.core.relay import queue_dsn
 from strata_twisted.errors import (
@@ -62,10 +73,15 @@ from strata_twisted.model import (
     Domain,
     DomainStatus,
     Event,
+    InvalidUser,
+    NoSuchUser,
     Outage,
     QueueEntry,
     RelayTarget,
     StoredMessage,
+    UserCredential,
+    UserListChange,
+    credential_key,
     display_domain,
     normalize_domain,
 )
@@ -768,6 +784,163 @@ def cmd_events(ctx: Context, args: argparse.Namespace) -> None:
     _table([["TIME", "EVENT", "DOMAIN", "MESSAGE"], *rows], ctx)
 
 
+# -- user ---------------------------------------------------------------------------------------
+#
+# Synced credentials (DESIGN decision 8): only hashes reach the store.  No password and no hash is
+# ever printed, logged or put in an event; errors name lines and addresses, never a field.
+
+
+def _address(text: str) -> tuple[str, str]:
+    """The canonical address and its domain, or a usage error."""
+    try:
+        return credential_key(text)
+    except InvalidUser as e:
+        raise UsageError(str(e)) from None
+
+
+def _user_domain(ctx: Context, address: str) -> Domain:
+    domain = _address(address)[1]
+    return _get_domain(ctx, domain)
+
+
+def _read_password(args: argparse.Namespace, address: str) -> str:
+    """The new password: one line of stdin (``--password-stdin``), or typed twice at a terminal."""
+    if args.password_stdin:
+        line = sys.stdin.readline()
+        password = line.removesuffix("\n").removesuffix("\r")
+        if not password:
+            raise CommandError("no password on standard input")
+        return password
+    if not sys.stdin.isatty():
+        raise UsageError("no terminal to read the password from (scripts: --password-stdin)")
+    first = getpass.getpass(f"New password for {_printable(address)}: ")
+    if not first:
+        raise CommandError("empty password; nothing changed")
+    if getpass.getpass("Again: ") != first:
+        raise CommandError("the passwords do not match; nothing changed")
+    return first
+
+
+def _change_text(change: UserListChange) -> str:
+    return (
+        f"{change.added} added, {change.updated} updated, {change.removed} removed, "
+        f"{change.unchanged} unchanged"
+    )
+
+
+def cmd_user_import(ctx: Context, args: argparse.Namespace) -> None:
+    domain = _get_domain(ctx, args.domain)
+    shown = display_domain(domain.name)
+    try:
+        if args.file == "-":
+            data = sys.stdin.buffer.read()
+        else:
+            with open(args.file, "rb") as f:
+                data = f.read()
+    except OSError as e:
+        raise CommandError(f"cannot read {args.file}: {e.strerror or e}") from None
+    try:
+        parsed = parse_passwd_file(data, domain.name)
+    except PasswdFileError as e:
+        lines = "\n".join(f"  {args.file}: {error}" for error in e.errors)
+        raise CommandError(
+            f"{len(e.errors)} bad line(s) in {args.file}; nothing imported:\n{lines}"
+        ) from None
+    if not parsed:
+        raise CommandError(
+            f"{args.file} lists no users; nothing imported (to drop a user: strata user remove)"
+        )
+    users = [UserCredential(address, stored.text) for address, stored in parsed]
+    if args.merge:
+        change: UserListChange = _wait(ctx.store.merge_users(domain.name, users))
+    else:
+        change = _wait(ctx.store.replace_users(domain.name, users))
+    mode = "merged" if args.merge else "replaced"
+    counts = {
+        "added": change.added,
+        "updated": change.updated,
+        "removed": change.removed,
+        "unchanged": change.unchanged,
+    }
+    _wait(
+        ctx.store.record_event(
+            "users.imported",
+            f"{mode} the users of {shown}: {_change_text(change)}",
+            domain.name,
+            {"mode": mode, **counts},
+        )
+    )
+    ctx.print(f"{shown}: {len(users)} users {mode}: {_change_text(change)}")
+
+
+def cmd_user_add(ctx: Context, args: argparse.Namespace) -> None:
+    address, _ = _address(args.address)
+    domain = _user_domain(ctx, args.address)
+    if _wait(ctx.store.get_user(address)) is not None:
+        raise CommandError(f"{address} already exists (to change its password: strata user passwd)")
+    stored = hash_password(_read_password(args, address), args.scheme)
+    _wait(ctx.store.set_user(address, stored.text))
+    _wait(
+        ctx.store.record_event(
+            "user.added",
+            f"added user {address}",
+            domain.name,
+            {"address": address, "scheme": stored.scheme},
+        )
+    )
+    ctx.print(f"added {address} ({stored.scheme})")
+
+
+def cmd_user_passwd(ctx: Context, args: argparse.Namespace) -> None:
+    address, domain = _address(args.address)
+    if _wait(ctx.store.get_user(address)) is None:
+        raise CommandError(f"{address} is not a synced user (to add it: strata user add)")
+    stored = hash_password(_read_password(args, address), args.scheme)
+    _wait(ctx.store.set_user(address, stored.text))
+    _wait(
+        ctx.store.record_event(
+            "user.password_changed",
+            f"changed the password of {address}",
+            domain,
+            {"address": address, "scheme": stored.scheme},
+        )
+    )
+    ctx.print(f"changed the password of {address} ({stored.scheme})")
+
+
+def cmd_user_remove(ctx: Context, args: argparse.Namespace) -> None:
+    address, domain = _address(args.address)
+    try:
+        _wait(ctx.store.remove_user(address))
+    except NoSuchUser:
+        raise CommandError(f"{address} is not a synced user") from None
+    _wait(
+        ctx.store.record_event(
+            "user.removed", f"removed user {address}", domain, {"address": address}
+        )
+    )
+    ctx.print(f"removed {address}")
+    if not _wait(ctx.store.has_user_list(domain)):
+        ctx.print(
+            f"{display_domain(domain)} has no synced users left: intake accepts every address"
+        )
+
+
+def cmd_user_list(ctx: Context, args: argparse.Namespace) -> None:
+    domain = _get_domain(ctx, args.domain)
+    users: list[UserCredential] = _wait(ctx.store.list_users(domain.name))
+    if args.json:
+        ctx.emit_json([{"address": u.address, "scheme": u.scheme} for u in users])
+        return
+    if not users:
+        ctx.print(
+            f"no synced users for {display_domain(domain.name)}: intake accepts every address "
+            f"(import some: strata user import {domain.name} FILE)"
+        )
+        return
+    _table([["ADDRESS", "SCHEME"], *([u.address, u.scheme] for u in users)], ctx)
+
+
 # -- status -------------------------------------------------------------------------------------
 
 
@@ -1006,6 +1179,51 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="the newest N lines (with --json: N events and N outages) (default: 50)",
     )
+
+    user = commands.add_parser(
+        "user",
+        help="synced users (password hashes for IMAP and webmail logins)",
+        parents=[common],
+        description="Manage the users of protected domains: their password hashes, never "
+        "passwords.  A domain with users gets 550 5.1.1 for unknown addresses at intake.",
+    )
+    usub = user.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = sub(
+        usub,
+        "import",
+        "import a Dovecot passwd-file (user@domain:{SCHEME}hash): replaces the domain's users",
+        cmd_user_import,
+    )
+    p.add_argument("domain", metavar="DOMAIN", help="a protected domain")
+    p.add_argument("file", metavar="FILE", help="passwd-file to read ('-': standard input)")
+    p.add_argument(
+        "--merge",
+        action="store_true",
+        help="add and update the file's users, keep the domain's others",
+    )
+    for name, help_text, func in (
+        ("add", "add a user, with a password typed twice (stored hashed)", cmd_user_add),
+        ("passwd", "change a user's password (stored hashed)", cmd_user_passwd),
+    ):
+        p = sub(usub, name, help_text, func)
+        p.add_argument("address", metavar="ADDRESS", help="user@domain")
+        p.add_argument(
+            "--password-stdin",
+            action="store_true",
+            help="read the password from the first line of standard input (for scripts)",
+        )
+        p.add_argument(
+            "--scheme",
+            choices=SCHEMES,
+            default="SHA512-CRYPT",
+            help="hash scheme (default: SHA512-CRYPT)",
+        )
+    p = sub(usub, "remove", "remove a user", cmd_user_remove)
+    p.add_argument("address", metavar="ADDRESS", help="user@domain")
+    p = sub(
+        usub, "list", "list a domain's users and their hash schemes", cmd_user_list, json_flag=True
+    )
+    p.add_argument("domain", metavar="DOMAIN", help="a protected domain")
 
     sub(commands, "status", "summary of the store and the queue", cmd_status, json_flag=True)
     return parser

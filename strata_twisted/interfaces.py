@@ -49,6 +49,8 @@ if TYPE_CHECKING:
         QueueStats,
         ShadowCopy,
         StoredMessage,
+        UserCredential,
+        UserListChange,
     )
 
 
@@ -415,3 +417,50 @@ class IMailboxStore(Interface):
         waiting (QUEUED or HELD).  The store never deletes a body itself; the caller deletes
         these (a later piece), so the relay queue can never lose a body it still needs.
         """
+
+
+class ICredentialStore(Interface):
+    """
+    Synced credentials (DESIGN decision 8): each protected domain's user list, as password
+    hashes in their stored form ``{SCHEME}value`` (C{PasswordHash.text}), never passwords.
+
+    Rules every backend keeps:
+
+    - Addresses are canonicalised by L{strata_twisted.model.normalize_user} (``Bob@Example.TEST``
+      is ``bob@example.test``); an invalid one fails with L{InvalidUser}.  Domains in any form
+      L{strata_twisted.model.normalize_domain} takes (L{InvalidDomainName} otherwise).
+    - A hash that is not ``{SCHEME}value``, or names a plaintext scheme, fails with
+      L{InvalidPasswordHash}; the store checks only that form (core.credentials validates).
+    - Each method that changes something is one atomic, durable step and bumps
+      L{credentials_version}; when it fails, nothing changed.
+    - A domain "has a user list" while it has at least one user: removing the last user (or
+      replacing the list with an empty one) means intake accepts every address again.
+    - The store does not check that a domain is protected: its callers do.
+    """
+
+    def replace_users(domain: str, users: Iterable[UserCredential]) -> Deferred[UserListChange]:
+        """
+        Make ``users`` the whole list of ``domain``, atomically: users not among them are removed.
+        Every user must be in ``domain`` and appear once (L{InvalidUser}).  Returns the counts.
+        """
+
+    def merge_users(domain: str, users: Iterable[UserCredential]) -> Deferred[UserListChange]:
+        """Like L{replace_users}, but keep the domain's other users (``removed`` is 0)."""
+
+    def set_user(address: str, password_hash: str) -> Deferred[bool]:
+        """Add a user or change its hash; True when the user is new."""
+
+    def remove_user(address: str) -> Deferred[None]:
+        """Remove one user.  Fails with L{NoSuchUser}."""
+
+    def get_user(address: str) -> Deferred[str | None]:
+        """The stored hash (``{SCHEME}value``) of ``address``, or None."""
+
+    def list_users(domain: str) -> Deferred[list[UserCredential]]:
+        """``domain``'s users, sorted by address (empty when it has no list)."""
+
+    def has_user_list(domain: str) -> Deferred[bool]:
+        """Whether ``domain`` has at least one synced user (intake: unknown users get 550)."""
+
+    def credentials_version() -> Deferred[int]:
+        """A number that changes whenever any user is added, changed or removed (for caches)."""

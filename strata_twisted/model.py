@@ -685,3 +685,87 @@ class PurgedMessage:
     mailbox: str
     uid: int
     message_id: str
+
+
+# -- synced credentials (ICredentialStore) --------------------------------------------------
+
+# Dovecot's plaintext schemes: a stored "hash" must never be one of them (DESIGN decision 8).
+_PLAINTEXT_SCHEMES: Final = frozenset({"PLAIN", "CLEAR", "CLEARTEXT", "PLAIN-TRUNC"})
+_HASH_TEXT = re.compile(r"\{([A-Za-z0-9][A-Za-z0-9.-]{0,31})\}[\x21-\x7e]+\Z")
+
+
+class NoSuchUser(StrataError):
+    """The address has no synced credentials."""
+
+
+class InvalidPasswordHash(StrataError, ValueError):
+    """A stored hash must be ``{SCHEME}value`` (not a plaintext scheme).  Never echoes it."""
+
+
+@dataclass(frozen=True)
+class UserCredential:
+    """
+    One synced user: a canonical ``address`` (L{normalize_user}) and its ``password_hash`` in
+    the stored form ``{SCHEME}value`` (C{PasswordHash.text}).  Never a password; the hash is kept
+    out of C{repr} so that it never lands in a log by accident.
+    """
+
+    address: str
+    password_hash: str = field(repr=False)
+
+    @property
+    def domain(self) -> str:
+        return split_address(self.address)[1]
+
+    @property
+    def scheme(self) -> str:
+        """The scheme name of the stored hash (``SHA512-CRYPT``)."""
+        return self.password_hash[1 : self.password_hash.index("}")]
+
+
+@dataclass(frozen=True)
+class UserListChange:
+    """What a change to a domain's user list did, counted by address."""
+
+    added: int = 0
+    updated: int = 0  # the address was there with another hash
+    removed: int = 0
+    unchanged: int = 0  # the address was there with the same hash
+
+
+def check_password_hash_text(text: str) -> str:
+    """
+    ``text`` if it is a storable hash (``{SCHEME}value``, printable ASCII, not a plaintext
+    scheme), else L{InvalidPasswordHash}.  Full validation is L{strata_twisted.core.credentials}'s
+    job; this keeps a store from ever holding something that is obviously not a hash.
+    """
+    match = _HASH_TEXT.match(text) if isinstance(text, str) else None
+    if match is None:
+        raise InvalidPasswordHash("a stored password hash must be {SCHEME}value")
+    if match.group(1).upper().partition(".")[0] in _PLAINTEXT_SCHEMES:
+        raise InvalidPasswordHash("plaintext password schemes are never stored")
+    return text
+
+
+def credential_key(address: str) -> tuple[str, str]:
+    """The canonical address of a synced user and its domain, or L{InvalidUser}."""
+    key = normalize_user(address)
+    return key, split_address(key)[1]
+
+
+def normalize_user_list(domain: str, users: Iterable[UserCredential]) -> dict[str, str]:
+    """
+    ``users`` of ``domain`` as ``{canonical address: hash text}``, checked: every address in
+    ``domain`` (L{InvalidUser} otherwise, or for a duplicate after folding case), every hash
+    storable (L{InvalidPasswordHash}).  ``domain`` in any form L{normalize_domain} takes.
+    """
+    want = normalize_domain(domain)
+    result: dict[str, str] = {}
+    for user in users:
+        key, user_domain = credential_key(user.address)
+        if user_domain != want:
+            raise InvalidUser(f"{user.address!r} is not in {want}")
+        if key in result:
+            raise InvalidUser(f"{user.address!r} appears twice")
+        result[key] = check_password_hash_text(user.password_hash)
+    return result

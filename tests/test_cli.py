@@ -13,6 +13,7 @@ import pytest
 
 from strata_twisted.cli import build_parser, main
 from strata_twisted.clock import WallClock
+from strata_twisted.core.credentials import PasswordHash, hash_password, verify
 from strata_twisted.executor import SyncExecutor
 from strata_twisted.model import (
     DEFERRED_OUTCOME,
@@ -229,6 +230,8 @@ def test_every_command_has_help(cli, capsys) -> None:
     assert ("queue", "show") in commands and ("status",) in commands
     for new in ("flush", "hold", "release", "delete", "bounce"):
         assert ("queue", new) in commands
+    for new in ("import", "add", "passwd", "remove", "list"):
+        assert ("user", new) in commands
     assert ("events",) in commands
     for command in [(), *commands]:
         with pytest.raises(SystemExit) as e:
@@ -820,3 +823,230 @@ def test_queue_show_says_when_an_entry_goes_next_or_went(cli, tmp_path: Path) ->
     assert "queued, 1 attempt, next attempt " in b
     assert "(in 4m)" in b or "(in 5m)" in b
     assert "last error: 451 4.3.0 try later" in b
+
+
+# -- synced users (issue #4) ---------------------------------------------------------------------
+
+
+def _stored_hash(data_dir: Path, address: str) -> PasswordHash | None:
+    store = _open(data_dir)
+    try:
+        text = result_of(store.get_user(address))
+    finally:
+        store.close()
+    return PasswordHash.parse(text) if text is not None else None
+
+
+def _passwd_file(tmp_path: Path, text: str, name: str = "users.passwd") -> Path:
+    path = tmp_path / name
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def users_domain(cli, tmp_path: Path) -> Path:
+    assert cli("domain", "add", "example.test", "--relay", "127.0.0.1:2999")[0] == 0
+    return tmp_path / "strata-data"
+
+
+@pytest.fixture
+def typed(monkeypatch: pytest.MonkeyPatch):
+    """Pretend to be at a terminal where the admin types the given answers to getpass."""
+
+    def answers(*typed_answers: str) -> list[str]:
+        prompts: list[str] = []
+        pending = list(typed_answers)
+
+        class Terminal(io.StringIO):
+            def isatty(self) -> bool:
+                return True
+
+        def fake_getpass(prompt: str = "Password: ") -> str:
+            prompts.append(prompt)
+            return pending.pop(0)
+
+        monkeypatch.setattr("sys.stdin", Terminal())
+        monkeypatch.setattr("getpass.getpass", fake_getpass)
+        return prompts
+
+    return answers
+
+
+def test_user_import_replaces_the_list_and_merge_keeps_the_others(
+    cli, users_domain: Path, tmp_path: Path
+) -> None:
+    sha = hash_password("sha secret")
+    blf = hash_password("blf secret", "BLF-CRYPT")
+    first = _passwd_file(
+        tmp_path,
+        "# synced from the primary\n"
+        f"alice@example.test:{sha.text}:1000:1000::/home/alice::\n"
+        f"bob:{blf.value}\n"
+        f"carol@EXAMPLE.test:{sha.text}\n",
+    )
+    code, out, err = cli("user", "import", "example.test", str(first))
+    assert (code, err) == (0, "")
+    assert "3 added, 0 updated, 0 removed, 0 unchanged" in out
+    alice, bob = (
+        _stored_hash(users_domain, "alice@example.test"),
+        _stored_hash(users_domain, "Bob@example.test"),
+    )
+    assert alice is not None and verify(alice, "sha secret")
+    assert bob is not None and bob.scheme == "BLF-CRYPT" and verify(bob, "blf secret")
+
+    # The default replaces: carol is gone, bob changed, alice stays as she was.
+    new_blf = hash_password("new bob", "BLF-CRYPT")
+    second = _passwd_file(
+        tmp_path, f"alice@example.test:{sha.text}\nbob@example.test:{new_blf.text}\n", "2"
+    )
+    code, out, _ = cli("user", "import", "example.test", str(second))
+    assert code == 0 and "0 added, 1 updated, 1 removed, 1 unchanged" in out
+    assert _stored_hash(users_domain, "carol@example.test") is None
+
+    # --merge adds and updates, and keeps alice and bob.
+    third = _passwd_file(tmp_path, f"dave@example.test:{sha.text}\n", "3")
+    code, out, _ = cli("user", "import", "example.test", str(third), "--merge")
+    assert code == 0 and "1 added, 0 updated, 0 removed, 0 unchanged" in out
+    listed = json.loads(cli("user", "list", "example.test", "--json")[1])
+    assert listed == [
+        {"address": "alice@example.test", "scheme": "SHA512-CRYPT"},
+        {"address": "bob@example.test", "scheme": "BLF-CRYPT"},
+        {"address": "dave@example.test", "scheme": "SHA512-CRYPT"},
+    ]
+    imports = _events(cli, "users.imported")
+    assert [(e["data"]["mode"], e["data"]["removed"]) for e in imports] == [
+        ("replaced", 0),
+        ("replaced", 1),
+        ("merged", 0),
+    ]
+    # No hash reaches the output or the event log.
+    everything = out + cli("events", "--json", "--limit", "1000")[1]
+    everything += cli("user", "list", "example.test")[1]
+    for secret in (sha.value, blf.value, new_blf.value):
+        assert secret not in everything
+
+
+def test_a_bad_passwd_file_names_every_bad_line_and_imports_nothing(
+    cli, users_domain: Path, tmp_path: Path
+) -> None:
+    sha = hash_password("secret")
+    good = _passwd_file(tmp_path, f"alice@example.test:{sha.text}\n", "good")
+    assert cli("user", "import", "example.test", str(good))[0] == 0
+    bad = _passwd_file(
+        tmp_path,
+        f"bob@example.test:{sha.text}\n"
+        "carol@example.test:{PLAIN}hunter2\n"
+        f"dave@elsewhere.test:{sha.text}\n"
+        f"bob@example.test:{sha.text}\n"
+        "erin@example.test:{SHA512-CRYPT}not-a-crypt-string\n",
+    )
+    code, out, err = cli("user", "import", "example.test", str(bad))
+    assert code == 1 and out == ""
+    assert "4 bad line(s)" in err and "nothing imported" in err
+    for number in (2, 3, 4, 5):
+        assert f"line {number}:" in err
+    assert "line 1:" not in err
+    assert "hunter2" not in err and "not-a-crypt-string" not in err
+    # Nothing imported: the old list stands, bob was not added.
+    assert [u["address"] for u in json.loads(cli("user", "list", "example.test", "--json")[1])] == [
+        "alice@example.test"
+    ]
+    assert len(_events(cli, "users.imported")) == 1
+
+
+@pytest.mark.parametrize(
+    ("argv", "message", "status"),
+    [
+        (("user", "import", "absent.test", "FILE"), "absent.test is not a protected domain", 1),
+        (("user", "import", "example.test", "missing.passwd"), "cannot read missing.passwd", 1),
+        (("user", "import", "example.test", "empty.passwd"), "lists no users", 1),
+        (("user", "import", "bad domain", "FILE"), "not a valid domain name", 2),
+        (("user", "list", "absent.test"), "absent.test is not a protected domain", 1),
+        (("user", "remove", "nobody@example.test"), "nobody@example.test is not a synced user", 1),
+        (("user", "remove", "no-at-sign"), "is not an address", 2),
+        (("user", "passwd", "nobody@example.test", "--password-stdin"), "not a synced user", 1),
+        (("user", "add", "x@absent.test", "--password-stdin"), "is not a protected domain", 1),
+    ],
+)
+def test_user_errors_are_clear(cli, users_domain, tmp_path: Path, argv, message, status) -> None:
+    _passwd_file(tmp_path, "# nobody yet\n\n", "empty.passwd")
+    code, out, err = cli(*argv)
+    assert (code, out) == (status, "")
+    assert message in err and "Traceback" not in err
+
+
+def test_user_add_passwd_and_remove_at_a_terminal(
+    cli, users_domain: Path, typed, capsys: pytest.CaptureFixture[str]
+) -> None:
+    prompts = typed("first pass", "first pass")
+    code, out, err = cli("user", "add", "Alice@Example.test")
+    assert (code, err) == (0, "")
+    assert out == "added alice@example.test (SHA512-CRYPT)\n"
+    assert prompts == ["New password for alice@example.test: ", "Again: "]
+    stored = _stored_hash(users_domain, "alice@example.test")
+    assert stored is not None and verify(stored, "first pass")
+
+    typed("x", "x")
+    code, _, err = cli("user", "add", "alice@example.test")
+    assert code == 1 and "already exists" in err
+
+    typed("second pass", "second pass")
+    code, out, _ = cli("user", "passwd", "alice@example.test", "--scheme", "ARGON2ID")
+    assert code == 0 and "ARGON2ID" in out
+    stored = _stored_hash(users_domain, "alice@example.test")
+    assert stored is not None and stored.scheme == "ARGON2ID"
+    assert verify(stored, "second pass") and not verify(stored, "first pass")
+
+    typed("third pass", "typo")
+    code, _, err = cli("user", "passwd", "alice@example.test")
+    assert code == 1 and "do not match" in err
+    assert verify(_stored_hash(users_domain, "alice@example.test"), "second pass")  # type: ignore[arg-type]
+
+    code, out, _ = cli("user", "remove", "ALICE@example.test")
+    assert code == 0 and "removed alice@example.test" in out
+    assert "accepts every address" in out  # the last user went
+    assert _stored_hash(users_domain, "alice@example.test") is None
+    kinds = [e["kind"] for e in _events(cli, "user.added", "user.password_changed", "user.removed")]
+    assert kinds == ["user.added", "user.password_changed", "user.removed"]
+    logged = cli("events", "--json", "--limit", "1000")[1]
+    assert "pass" not in logged.replace("password", "")
+    assert "first pass" not in capsys.readouterr().out
+
+
+def test_user_passwords_from_stdin_for_scripts(
+    cli, users_domain: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("sys.stdin", io.StringIO("s3cret from a script\nignored\n"))
+    code, out, _ = cli(
+        "user", "add", "bob@example.test", "--password-stdin", "--scheme", "BLF-CRYPT"
+    )
+    assert code == 0 and "(BLF-CRYPT)" in out
+    stored = _stored_hash(users_domain, "bob@example.test")
+    assert stored is not None and stored.scheme == "BLF-CRYPT"
+    assert verify(stored, "s3cret from a script")
+
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))
+    code, _, err = cli("user", "passwd", "bob@example.test", "--password-stdin")
+    assert code == 1 and "no password on standard input" in err
+
+    # Without --password-stdin and without a terminal: refused, not read from a pipe.
+    monkeypatch.setattr("sys.stdin", io.StringIO("would be read\n"))
+    code, _, err = cli("user", "passwd", "bob@example.test")
+    assert code == 2 and "--password-stdin" in err
+    assert verify(_stored_hash(users_domain, "bob@example.test"), "s3cret from a script")  # type: ignore[arg-type]
+
+
+def test_user_list_text_shows_addresses_and_schemes(
+    cli, users_domain: Path, tmp_path: Path
+) -> None:
+    code, out, _ = cli("user", "list", "example.test")
+    assert code == 0 and "no synced users for example.test" in out
+    sha, ssha = hash_password("a"), hash_password("b", "SSHA512")
+    path = _passwd_file(tmp_path, f"bob@example.test:{ssha.text}\nalice:{sha.text}\n")
+    assert cli("user", "import", "example.test", str(path))[0] == 0
+    code, out, _ = cli("user", "list", "example.test")
+    assert out.splitlines() == [
+        "ADDRESS             SCHEME",
+        "alice@example.test  SHA512-CRYPT",
+        "bob@example.test    SSHA512",
+    ]

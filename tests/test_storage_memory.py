@@ -13,6 +13,7 @@ from strata_twisted.storage.memory import MemoryStore
 from strata_twisted.testing import result_of
 from tests.conformance.suites import (
     ControlStoreSuite,
+    CredentialStoreSuite,
     DomainStoreSuite,
     EventStoreSuite,
     MailboxStoreSuite,
@@ -72,6 +73,10 @@ class TestMemoryControlStore(ControlStoreSuite):
 
 
 class TestMemoryMailboxStore(MailboxStoreSuite):
+    pass
+
+
+class TestMemoryCredentialStore(CredentialStoreSuite):
     pass
 
 

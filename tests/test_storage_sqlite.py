@@ -52,6 +52,7 @@ from strata_twisted.model import (
     RelayTarget,
     ShadowCopy,
     StoredMessage,
+    UserCredential,
 )
 from strata_twisted.storage import open_store
 from strata_twisted.storage.sqlite import (
@@ -74,6 +75,7 @@ from tests.conformance.suites import (
     BODY,
     CAROL,
     ControlStoreSuite,
+    CredentialStoreSuite,
     DomainStoreSuite,
     EventStoreSuite,
     MailboxStoreSuite,
@@ -173,6 +175,10 @@ class TestSQLiteMailboxStore(MailboxStoreSuite):
     pass
 
 
+class TestSQLiteCredentialStore(CredentialStoreSuite):
+    pass
+
+
 class OwnThreadExecutor:
     """
     Runs every call on one dedicated worker thread and waits for it: ThreadExecutor's thread
@@ -224,6 +230,10 @@ class TestSQLiteOnItsThreadMailboxStore(OwnThreadStore, MailboxStoreSuite):
     pass
 
 
+class TestSQLiteOnItsThreadCredentialStore(OwnThreadStore, CredentialStoreSuite):
+    pass
+
+
 class InlineBodiesStore:
     """The default configuration: bodies up to INLINE_LIMIT live in the database."""
 
@@ -244,6 +254,10 @@ class TestSQLiteInlineQueueStore(InlineBodiesStore, QueueStoreSuite):
 
 
 class TestSQLiteInlineMailboxStore(InlineBodiesStore, MailboxStoreSuite):
+    pass
+
+
+class TestSQLiteInlineCredentialStore(InlineBodiesStore, CredentialStoreSuite):
     pass
 
 
@@ -1378,7 +1392,7 @@ def test_a_v3_database_upgrades_to_v4_and_serves_mailboxes(data_dir: Path) -> No
     store = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
     store.open()
     try:
-        assert sql(store, "PRAGMA user_version") == [(4,)]
+        assert sql(store, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
         tables = {n for (n,) in sql(store, "SELECT name FROM sqlite_master WHERE type='table'")}
         assert {"mailboxes", "mailbox_messages", "message_mime"} <= tables
         indexes = {n for (n,) in sql(store, "SELECT name FROM sqlite_master WHERE type='index'")}
@@ -1519,3 +1533,107 @@ def test_mailbox_queries_use_their_indexes(store: SQLiteStore) -> None:
         "SELECT 1 FROM mailbox_messages WHERE message_id = ?", ("M1",)
     )
     assert "mailboxes_domain" in plan("SELECT id FROM mailboxes WHERE domain = ?", ("x.test",))
+
+
+# -- schema version 5: synced credentials (#4)
+
+SHA512_HASH = "{SHA512-CRYPT}$6$salt$hash"
+BLF_HASH = "{BLF-CRYPT}$2y$05$hash"
+
+
+def test_a_v4_database_upgrades_to_v5_and_keeps_its_mailboxes(data_dir: Path) -> None:
+    build_v1_database(data_dir)
+    conn = sqlite3.connect(data_dir / "strata.db", isolation_level=None)
+    try:
+        assert migrate(conn, to_version=4) == 1
+        conn.execute(
+            "INSERT INTO mailboxes (owner, domain, name, uidvalidity, uidnext, highest_modseq,"
+            " special_use, subscribed) VALUES ('bob@example.com', 'example.com', 'INBOX',"
+            " 7, 1, 1, NULL, 1)"
+        )
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert "users" not in tables  # really version 4
+        assert schema_version(conn) == 4
+    finally:
+        conn.close()
+    store = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    store.open()
+    try:
+        assert sql(store, "PRAGMA user_version") == [(5,)] == [(SCHEMA_VERSION,)]
+        indexes = {n for (n,) in sql(store, "SELECT name FROM sqlite_master WHERE type='index'")}
+        assert "users_domain" in indexes
+        # The old data is all there ...
+        assert [e.id for e in result_of(store.list_entries())] == ["M1.1", "M1.2"]
+        assert [
+            (b.name, b.uidvalidity) for b in result_of(store.list_mailboxes("bob@example.com"))
+        ] == [("INBOX", 7)]
+        # ... and users can be synced, with a version that starts at 0.
+        assert result_of(store.credentials_version()) == 0
+        assert result_of(store.has_user_list("example.com")) is False
+        result_of(store.set_user("bob@example.com", SHA512_HASH))
+        assert result_of(store.credentials_version()) == 1
+        assert result_of(store.get_user("bob@example.com")) == SHA512_HASH
+    finally:
+        result_of(store.close())
+
+
+def test_users_survive_close_and_reopen(data_dir: Path, clock: task.Clock) -> None:
+    first = SQLiteStore(data_dir, clock, SyncExecutor())
+    first.open(recover=True)
+    result_of(
+        first.replace_users(
+            "example.com",
+            [
+                UserCredential("alice@example.com", SHA512_HASH),
+                UserCredential("bob@example.com", BLF_HASH),
+            ],
+        )
+    )
+    result_of(first.set_user("carol@example.net", BLF_HASH))
+    result_of(first.remove_user("bob@example.com"))
+    version = result_of(first.credentials_version())
+    result_of(first.close())
+
+    second = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    second.open(recover=True)
+    try:
+        assert result_of(second.list_users("example.com")) == [
+            UserCredential("alice@example.com", SHA512_HASH)
+        ]
+        assert result_of(second.list_users("example.net")) == [
+            UserCredential("carol@example.net", BLF_HASH)
+        ]
+        assert result_of(second.credentials_version()) == version == 3
+        # Stored as given: the hash text only, keyed by canonical address and domain.
+        assert sql(second, "SELECT * FROM users ORDER BY address") == [
+            ("alice@example.com", "example.com", SHA512_HASH),
+            ("carol@example.net", "example.net", BLF_HASH),
+        ]
+    finally:
+        result_of(second.close())
+
+
+def test_a_failed_replace_changes_nothing(store: SQLiteStore) -> None:
+    result_of(store.replace_users("example.com", [UserCredential("alice@example.com", BLF_HASH)]))
+    # Make the transaction fail after the deletes: the rollback must bring alice back.
+    sql(
+        store,
+        "CREATE TRIGGER no_bob BEFORE INSERT ON users WHEN NEW.address = 'bob@example.com'"
+        " BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    d = store.replace_users("example.com", [UserCredential("bob@example.com", SHA512_HASH)])
+    fails_with(d, StorageError)
+    assert result_of(store.list_users("example.com")) == [
+        UserCredential("alice@example.com", BLF_HASH)
+    ]
+    assert result_of(store.credentials_version()) == 1
+
+
+def test_user_queries_use_their_indexes(store: SQLiteStore) -> None:
+    plan = " ".join(
+        str(row[-1])
+        for row in sql(
+            store, "EXPLAIN QUERY PLAN SELECT address FROM users WHERE domain = ? LIMIT 1", ("x",)
+        )
+    )
+    assert "users_domain" in plan

@@ -32,6 +32,7 @@ from strata_twisted.errors import (
 )
 from strata_twisted.interfaces import (
     IControlStore,
+    ICredentialStore,
     IDomainStore,
     IEventStore,
     IMailboxStore,
@@ -66,13 +67,18 @@ from strata_twisted.model import (
     MailMessage,
     MessageHead,
     NoSuchMailbox,
+    NoSuchUser,
     Outage,
     PurgedMessage,
     QueueEntry,
     QueueStats,
     ShadowCopy,
     StoredMessage,
+    UserCredential,
+    UserListChange,
     apply_flags,
+    check_password_hash_text,
+    credential_key,
     is_inferior,
     mailbox_parents,
     next_uidvalidity,
@@ -81,6 +87,7 @@ from strata_twisted.model import (
     normalize_mailbox_name,
     normalize_special_use,
     normalize_user,
+    normalize_user_list,
     split_address,
 )
 from strata_twisted.storage._bodies import check_body_range, check_message_id, header_section
@@ -179,6 +186,7 @@ class _MemoryMessageWriter:
     IMonitorStore,
     IControlStore,
     IMailboxStore,
+    ICredentialStore,
 )
 class MemoryStore:
     """Every storage role in memory.  ``clock`` timestamps domains, shadow copies and events."""
@@ -199,6 +207,8 @@ class MemoryStore:
         self._mailboxes: dict[str, dict[str, _Mailbox]] = {}  # canonical user -> name -> mailbox
         self._mime_indexes: dict[str, bytes] = {}  # queue id -> MIME index, once per message
         self._last_uidvalidity = 0
+        self._users: dict[str, dict[str, str]] = {}  # domain -> canonical address -> hash
+        self._credentials_version = 0
 
     # -- lifecycle (the same shape as SQLiteStore, so the composition root treats both alike)
 
@@ -809,6 +819,78 @@ class MemoryStore:
             if e.state in (QUEUED, HELD):
                 candidates.discard(e.message_id)
         return succeed(sorted(candidates))
+
+    # -- ICredentialStore
+
+    def _change_users(
+        self, domain: str, users: Iterable[UserCredential], replace_all: bool
+    ) -> UserListChange:
+        wanted = normalize_user_list(domain, users)
+        key = normalize_domain(domain)
+        current = self._users.get(key, {})
+        added = sum(1 for a in wanted if a not in current)
+        unchanged = sum(1 for a, h in wanted.items() if current.get(a) == h)
+        updated = len(wanted) - added - unchanged
+        removed = sum(1 for a in current if a not in wanted) if replace_all else 0
+        new = dict(wanted) if replace_all else {**current, **wanted}
+        if new:
+            self._users[key] = new
+        else:
+            self._users.pop(key, None)
+        self._credentials_version += 1
+        return UserListChange(added, updated, removed, unchanged)
+
+    def replace_users(
+        self, domain: str, users: Iterable[UserCredential]
+    ) -> Deferred[UserListChange]:
+        return self._guarded(lambda: self._change_users(domain, users, True))
+
+    def merge_users(self, domain: str, users: Iterable[UserCredential]) -> Deferred[UserListChange]:
+        return self._guarded(lambda: self._change_users(domain, users, False))
+
+    def set_user(self, address: str, password_hash: str) -> Deferred[bool]:
+        def set_one() -> bool:
+            key, domain = credential_key(address)
+            text = check_password_hash_text(password_hash)
+            users = self._users.setdefault(domain, {})
+            new = key not in users
+            users[key] = text
+            self._credentials_version += 1
+            return new
+
+        return self._guarded(set_one)
+
+    def remove_user(self, address: str) -> Deferred[None]:
+        def remove() -> None:
+            key, domain = credential_key(address)
+            users = self._users.get(domain, {})
+            if users.pop(key, None) is None:
+                raise NoSuchUser(f"{key} has no synced credentials")
+            if not users:
+                del self._users[domain]
+            self._credentials_version += 1
+
+        return self._guarded(remove)
+
+    def get_user(self, address: str) -> Deferred[str | None]:
+        def get() -> str | None:
+            key, domain = credential_key(address)
+            return self._users.get(domain, {}).get(key)
+
+        return self._guarded(get)
+
+    def list_users(self, domain: str) -> Deferred[list[UserCredential]]:
+        def listing() -> list[UserCredential]:
+            users = self._users.get(normalize_domain(domain), {})
+            return [UserCredential(a, users[a]) for a in sorted(users)]
+
+        return self._guarded(listing)
+
+    def has_user_list(self, domain: str) -> Deferred[bool]:
+        return self._guarded(lambda: bool(self._users.get(normalize_domain(domain))))
+
+    def credentials_version(self) -> Deferred[int]:
+        return succeed(self._credentials_version)
 
 
 def _due(entry: QueueEntry, now: float) -> bool:

@@ -86,6 +86,7 @@ from strata_twisted.errors import (
 from strata_twisted.executor import Executor
 from strata_twisted.interfaces import (
     IControlStore,
+    ICredentialStore,
     IDomainStore,
     IEventStore,
     IMailboxStore,
@@ -124,6 +125,7 @@ from strata_twisted.model import (
     MailMessage,
     MessageHead,
     NoSuchMailbox,
+    NoSuchUser,
     Outage,
     PurgedMessage,
     QueueEntry,
@@ -132,7 +134,11 @@ from strata_twisted.model import (
     ShadowCopy,
     StoredMessage,
     TLSPolicy,
+    UserCredential,
+    UserListChange,
     apply_flags,
+    check_password_hash_text,
+    credential_key,
     is_inferior,
     mailbox_parents,
     next_uidvalidity,
@@ -141,6 +147,7 @@ from strata_twisted.model import (
     normalize_mailbox_name,
     normalize_special_use,
     normalize_user,
+    normalize_user_list,
     split_address,
 )
 from strata_twisted.storage._bodies import check_body_range, check_message_id, header_section
@@ -390,6 +397,10 @@ def _bump_domains_version(conn: sqlite3.Connection) -> None:
     conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'domains_version'")
 
 
+def _bump_credentials_version(conn: sqlite3.Connection) -> None:
+    conn.execute("UPDATE meta SET value = value + 1 WHERE key = 'credentials_version'")
+
+
 @dataclass
 class _PendingCommit:
     """One commit request, waiting for (or in) a batch."""
@@ -614,6 +625,7 @@ class _BodyWriter:
     IMonitorStore,
     IControlStore,
     IMailboxStore,
+    ICredentialStore,
 )
 class SQLiteStore:
     """
@@ -1931,6 +1943,139 @@ class SQLiteStore:
             return [r[0] for r in rows]
 
         return self._run("finding unreferenced messages", query)
+
+    # -- ICredentialStore
+    #
+    # Addresses, domains and hashes are checked on the calling thread (L{_mailbox_call}); each
+    # change is one transaction that also bumps ``meta.credentials_version``.
+
+    def _change_users(
+        self, domain: str, users: Iterable[UserCredential], replace_all: bool
+    ) -> Deferred[UserListChange]:
+        def prepare() -> Callable[[sqlite3.Connection], UserListChange]:
+            wanted = normalize_user_list(domain, users)
+            key = normalize_domain(domain)
+
+            def change(conn: sqlite3.Connection) -> UserListChange:
+                current = {
+                    row[0]: row[1]
+                    for row in conn.execute(
+                        "SELECT address, password_hash FROM users WHERE domain = ?", (key,)
+                    )
+                }
+                added = sum(1 for a in wanted if a not in current)
+                unchanged = sum(1 for a, h in wanted.items() if current.get(a) == h)
+                removed = 0
+                if replace_all:
+                    gone = [a for a in current if a not in wanted]
+                    removed = len(gone)
+                    conn.executemany("DELETE FROM users WHERE address = ?", [(a,) for a in gone])
+                conn.executemany(
+                    "INSERT INTO users (address, domain, password_hash) VALUES (?, ?, ?)"
+                    " ON CONFLICT (address) DO UPDATE SET password_hash = excluded.password_hash",
+                    [(a, key, h) for a, h in wanted.items() if current.get(a) != h],
+                )
+                _bump_credentials_version(conn)
+                return UserListChange(added, len(wanted) - added - unchanged, removed, unchanged)
+
+            return change
+
+        doing = f"{'replacing' if replace_all else 'merging'} the users of {domain}"
+        return self._mailbox_call(doing, prepare)
+
+    def replace_users(
+        self, domain: str, users: Iterable[UserCredential]
+    ) -> Deferred[UserListChange]:
+        return self._change_users(domain, users, True)
+
+    def merge_users(self, domain: str, users: Iterable[UserCredential]) -> Deferred[UserListChange]:
+        return self._change_users(domain, users, False)
+
+    def set_user(self, address: str, password_hash: str) -> Deferred[bool]:
+        def prepare() -> Callable[[sqlite3.Connection], bool]:
+            key, domain = credential_key(address)
+            text = check_password_hash_text(password_hash)
+
+            def upsert(conn: sqlite3.Connection) -> bool:
+                new = (
+                    conn.execute("SELECT 1 FROM users WHERE address = ?", (key,)).fetchone() is None
+                )
+                conn.execute(
+                    "INSERT OR REPLACE INTO users (address, domain, password_hash)"
+                    " VALUES (?, ?, ?)",
+                    (key, domain, text),
+                )
+                _bump_credentials_version(conn)
+                return new
+
+            return upsert
+
+        return self._mailbox_call(f"setting the password hash of {address}", prepare)
+
+    def remove_user(self, address: str) -> Deferred[None]:
+        def prepare() -> Callable[[sqlite3.Connection], None]:
+            key, _ = credential_key(address)
+
+            def delete(conn: sqlite3.Connection) -> None:
+                if conn.execute("DELETE FROM users WHERE address = ?", (key,)).rowcount == 0:
+                    raise NoSuchUser(f"{key} has no synced credentials")
+                _bump_credentials_version(conn)
+
+            return delete
+
+        return self._mailbox_call(f"removing user {address}", prepare)
+
+    def get_user(self, address: str) -> Deferred[str | None]:
+        def prepare() -> Callable[[sqlite3.Connection], str | None]:
+            key, _ = credential_key(address)
+
+            def get(conn: sqlite3.Connection) -> str | None:
+                row = conn.execute(
+                    "SELECT password_hash FROM users WHERE address = ?", (key,)
+                ).fetchone()
+                return str(row[0]) if row is not None else None
+
+            return get
+
+        return self._mailbox_query(f"reading user {address}", prepare)
+
+    def list_users(self, domain: str) -> Deferred[list[UserCredential]]:
+        def prepare() -> Callable[[sqlite3.Connection], list[UserCredential]]:
+            key = normalize_domain(domain)
+
+            def listing(conn: sqlite3.Connection) -> list[UserCredential]:
+                rows = conn.execute(
+                    "SELECT address, password_hash FROM users WHERE domain = ? ORDER BY address",
+                    (key,),
+                )
+                return [UserCredential(row[0], row[1]) for row in rows]
+
+            return listing
+
+        return self._mailbox_query(f"listing the users of {domain}", prepare)
+
+    def has_user_list(self, domain: str) -> Deferred[bool]:
+        def prepare() -> Callable[[sqlite3.Connection], bool]:
+            key = normalize_domain(domain)
+
+            def query(conn: sqlite3.Connection) -> bool:
+                row = conn.execute("SELECT 1 FROM users WHERE domain = ? LIMIT 1", (key,))
+                return row.fetchone() is not None
+
+            return query
+
+        return self._mailbox_query(f"looking for the users of {domain}", prepare)
+
+    def credentials_version(self) -> Deferred[int]:
+        def query() -> int:
+            row = (
+                self._t_conn()
+                .execute("SELECT value FROM meta WHERE key = 'credentials_version'")
+                .fetchone()
+            )
+            return int(row[0])
+
+        return self._run("reading the credentials version", query)
 
 
 def _t_open_outage(conn: sqlite3.Connection, domain: str) -> sqlite3.Row | None:

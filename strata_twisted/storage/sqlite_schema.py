@@ -37,6 +37,11 @@ Layout notes:
   UNIQUE, so no two mailboxes, nor a deleted one and its re-creation, ever share one.  Flags are
   one sorted, space-separated string: flags are atoms (no spaces), and UNSEEN is counted with
   ``instr(flags, '\\Seen') = 0`` (no keyword may contain a backslash).
+- Migration 5 (synced credentials, #4) adds ``users``: one row per synced user, keyed by the
+  canonical address (model.normalize_user), with its canonical ``domain`` and its password hash
+  in the stored form ``{SCHEME}value`` (never a password).  ``meta.credentials_version`` is
+  bumped in the same transaction as every change, so the server can drop its login cache when
+  the CLI imports a new list.
 - No CHECK constraints on states or modes: the code validates them, and SQLite cannot alter a
   CHECK without rebuilding the table, which would make adding a queue state a costly migration.
 """
@@ -231,6 +236,21 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
                 data       BLOB NOT NULL  -- proto.mime.index_to_json
             )
             """,
+        ),
+    ),
+    (
+        5,
+        (
+            # Synced credentials (#4): each protected domain's users, as password hashes.
+            "INSERT INTO meta (key, value) VALUES ('credentials_version', 0)",
+            """
+            CREATE TABLE users (
+                address       TEXT PRIMARY KEY,  -- canonical address (model.normalize_user)
+                domain        TEXT NOT NULL,     -- its canonical domain
+                password_hash TEXT NOT NULL      -- {SCHEME}value, never a password
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX users_domain ON users (domain, address)",
         ),
     ),
 )

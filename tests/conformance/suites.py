@@ -35,6 +35,7 @@ from strata_twisted.errors import (
 )
 from strata_twisted.interfaces import (
     IControlStore,
+    ICredentialStore,
     IDomainStore,
     IEventStore,
     IMailboxStore,
@@ -70,6 +71,7 @@ from strata_twisted.model import (
     IncomingMessage,
     InvalidFlag,
     InvalidMailboxName,
+    InvalidPasswordHash,
     InvalidUser,
     MailboxError,
     MailboxExists,
@@ -79,6 +81,7 @@ from strata_twisted.model import (
     MailboxStatus,
     MailMessage,
     NoSuchMailbox,
+    NoSuchUser,
     Outage,
     PurgedMessage,
     QueueEntry,
@@ -86,6 +89,8 @@ from strata_twisted.model import (
     RelayTarget,
     ShadowCopy,
     StoredMessage,
+    UserCredential,
+    UserListChange,
 )
 from strata_twisted.testing import failure_of, result_of, store_message
 
@@ -1837,3 +1842,168 @@ class MailboxStoreSuite:
         assert self.uids(store, "Secret") == [1]
         assert "Trash" in self.names(store)
         assert self.box(store, "INBOX") == result_of(store.get_mailbox(ALICE_USER, "INBOX"))
+
+
+# -- ICredentialStore ---------------------------------------------------------------------------
+
+# Stored forms only: the store checks the {SCHEME}value shape, never the hash itself.
+H1 = "{SHA512-CRYPT}$6$salt1$aaaa"
+H2 = "{BLF-CRYPT}$2y$05$bbbb"
+H3 = "{SSHA512}c3NoYTUxMg=="
+
+
+def users(*pairs: tuple[str, str]) -> list[UserCredential]:
+    return [UserCredential(address, hash_text) for address, hash_text in pairs]
+
+
+class CredentialStoreSuite:
+    """
+    L{ICredentialStore}: per-domain user lists of password hashes; atomic replace, merge, one
+    user at a time, canonical addresses, and a version that moves with every change.
+    """
+
+    def test_provides_interface(self, store: Any) -> None:
+        assert verifyObject(ICredentialStore, store)
+
+    def test_starts_empty(self, store: Any) -> None:
+        assert result_of(store.list_users("example.com")) == []
+        assert result_of(store.has_user_list("example.com")) is False
+        assert result_of(store.get_user("alice@example.com")) is None
+
+    def test_replace_users_sets_the_whole_list(self, store: Any) -> None:
+        change = result_of(
+            store.replace_users(
+                "example.com", users(("bob@example.com", H2), ("alice@example.com", H1))
+            )
+        )
+        assert change == UserListChange(added=2)
+        assert result_of(store.list_users("example.com")) == users(
+            ("alice@example.com", H1), ("bob@example.com", H2)
+        )
+        assert result_of(store.has_user_list("example.com")) is True
+        assert result_of(store.get_user("alice@example.com")) == H1
+
+        change = result_of(
+            store.replace_users(
+                "example.com",
+                users(
+                    ("alice@example.com", H1), ("bob@example.com", H3), ("carol@example.com", H1)
+                ),
+            )
+        )
+        assert change == UserListChange(added=1, updated=1, unchanged=1)
+        change = result_of(store.replace_users("example.com", users(("carol@example.com", H2))))
+        assert change == UserListChange(updated=1, removed=2)
+        assert result_of(store.list_users("example.com")) == users(("carol@example.com", H2))
+        assert result_of(store.get_user("alice@example.com")) is None
+
+    def test_replace_touches_only_its_domain(self, store: Any) -> None:
+        result_of(store.replace_users("example.com", users(("alice@example.com", H1))))
+        result_of(store.replace_users("example.net", users(("carol@example.net", H2))))
+        result_of(store.replace_users("example.com", users(("bob@example.com", H3))))
+        assert result_of(store.list_users("example.net")) == users(("carol@example.net", H2))
+        assert result_of(store.list_users("example.com")) == users(("bob@example.com", H3))
+
+    def test_replacing_with_nothing_removes_the_list(self, store: Any) -> None:
+        result_of(store.replace_users("example.com", users(("alice@example.com", H1))))
+        assert result_of(store.replace_users("example.com", [])) == UserListChange(removed=1)
+        assert result_of(store.has_user_list("example.com")) is False
+
+    def test_merge_keeps_the_others(self, store: Any) -> None:
+        result_of(
+            store.replace_users(
+                "example.com", users(("alice@example.com", H1), ("bob@example.com", H2))
+            )
+        )
+        change = result_of(
+            store.merge_users(
+                "example.com", users(("bob@example.com", H3), ("carol@example.com", H1))
+            )
+        )
+        assert change == UserListChange(added=1, updated=1)
+        assert result_of(store.list_users("example.com")) == users(
+            ("alice@example.com", H1), ("bob@example.com", H3), ("carol@example.com", H1)
+        )
+        assert result_of(store.merge_users("example.com", [])) == UserListChange()
+
+    def test_a_bad_list_changes_nothing(self, store: Any) -> None:
+        result_of(store.replace_users("example.com", users(("alice@example.com", H1))))
+        version = result_of(store.credentials_version())
+        for bad, error in (
+            (users(("bob@example.com", H2), ("carol@example.net", H1)), InvalidUser),
+            (users(("bob@example.com", H2), ("Bob@Example.COM", H1)), InvalidUser),
+            (users(("bob@example.com", H2), ("not-an-address", H1)), InvalidUser),
+            (users(("bob@example.com", "$6$salt$bare")), InvalidPasswordHash),
+            (users(("bob@example.com", "{PLAIN}secret")), InvalidPasswordHash),
+            (users(("bob@example.com", "{CLEARTEXT}secret")), InvalidPasswordHash),
+            (users(("bob@example.com", "{SHA512-CRYPT}")), InvalidPasswordHash),
+            (users(("bob@example.com", "{SHA512-CRYPT}a b")), InvalidPasswordHash),
+        ):
+            for method in (store.replace_users, store.merge_users):
+                fails_with(method("example.com", bad), error)
+        fails_with(store.replace_users("not a domain", []), InvalidDomainName)
+        assert result_of(store.list_users("example.com")) == users(("alice@example.com", H1))
+        assert result_of(store.credentials_version()) == version
+
+    def test_errors_never_echo_the_hash(self, store: Any) -> None:
+        error = fails_with(store.set_user("bob@example.com", "{PLAIN}hunter2"), InvalidPasswordHash)
+        assert "hunter2" not in str(error)
+        assert "hunter2" not in repr(UserCredential("bob@example.com", "{X}hunter2"))
+
+    def test_addresses_and_domains_are_canonical(self, store: Any) -> None:
+        result_of(
+            store.replace_users("B\u00fccher.example", users(("Alice@XN--BCHER-KVA.example", H1)))
+        )
+        expected = users(("alice@xn--bcher-kva.example", H1))
+        assert result_of(store.list_users("xn--bcher-kva.example")) == expected
+        assert result_of(store.list_users("bücher.example")) == expected
+        assert result_of(store.get_user("ALICE@bücher.example")) == H1
+        assert result_of(store.has_user_list("BÜCHER.example")) is True
+        assert expected[0].domain == "xn--bcher-kva.example"
+        assert expected[0].scheme == "SHA512-CRYPT"
+
+    def test_set_user_adds_and_updates(self, store: Any) -> None:
+        assert result_of(store.set_user("Alice@Example.com", H1)) is True
+        assert result_of(store.has_user_list("example.com")) is True
+        assert result_of(store.set_user("alice@example.com", H2)) is False
+        assert result_of(store.get_user("alice@example.com")) == H2
+        assert result_of(store.list_users("example.com")) == users(("alice@example.com", H2))
+        fails_with(store.set_user("alice", H1), InvalidUser)
+        fails_with(store.set_user("alice@example.com", "secret"), InvalidPasswordHash)
+        assert result_of(store.get_user("alice@example.com")) == H2
+
+    def test_remove_user(self, store: Any) -> None:
+        result_of(
+            store.replace_users(
+                "example.com", users(("alice@example.com", H1), ("bob@example.com", H2))
+            )
+        )
+        assert result_of(store.remove_user("ALICE@example.com")) is None
+        assert result_of(store.get_user("alice@example.com")) is None
+        fails_with(store.remove_user("alice@example.com"), NoSuchUser)
+        fails_with(store.remove_user("nobody@example.net"), NoSuchUser)
+        result_of(store.remove_user("bob@example.com"))
+        assert result_of(store.has_user_list("example.com")) is False
+        assert result_of(store.list_users("example.com")) == []
+
+    def test_version_moves_with_every_change(self, store: Any) -> None:
+        seen = [result_of(store.credentials_version())]
+
+        def changed() -> None:
+            version = result_of(store.credentials_version())
+            assert version != seen[-1]
+            seen.append(version)
+
+        result_of(store.replace_users("example.com", users(("alice@example.com", H1))))
+        changed()
+        result_of(store.merge_users("example.com", users(("bob@example.com", H1))))
+        changed()
+        result_of(store.set_user("alice@example.com", H2))
+        changed()
+        result_of(store.remove_user("alice@example.com"))
+        changed()
+        fails_with(store.remove_user("alice@example.com"), NoSuchUser)
+        assert result_of(store.credentials_version()) == seen[-1]
+        result_of(store.get_user("bob@example.com"))
+        result_of(store.list_users("example.com"))
+        assert result_of(store.credentials_version()) == seen[-1]
