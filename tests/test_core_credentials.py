@@ -227,6 +227,8 @@ def test_plaintext_schemes_are_refused(field: str) -> None:
         ("$1$abcdefgh$abcdefghijklmnopqrstuv", "MD5-CRYPT"),
         ("$y$j9T$abc$def", "unsupported crypt format"),
         ("{SHA512-CRYPT}$6$abc$short", "malformed SHA512-CRYPT"),
+        ("{SHA512-CRYPT}$6$broken", "malformed SHA512-CRYPT"),  # a salt, no hash
+        ("$5$rounds=5000$salt", "malformed SHA256-CRYPT"),
         ("{SHA512-CRYPT}$6$rounds=100$abc$" + "a" * 86, "malformed SHA512-CRYPT"),
         ("{SHA512-CRYPT}$6$rounds=2000000$abc$" + "a" * 86, "rounds above"),
         ("{SHA256-CRYPT}$5$abc$" + "a" * 86, "malformed SHA256-CRYPT"),

@@ -250,7 +250,12 @@ def _validate(scheme: str, value: str) -> None:
         try:
             if not value.startswith(prefix):
                 raise ValueError
-            rounds = int(handler.from_string(value).rounds)
+            parsed = handler.from_string(value)
+            if not parsed.checksum:
+                # "$6$salt" is a crypt *config* string (no hash): passlib parses it, and verify()
+                # would then raise at login instead of refusing here.
+                raise ValueError
+            rounds = int(parsed.rounds)
         except ValueError:
             raise CredentialError(f"malformed {scheme} hash") from None
         if rounds > MAX_SHA_CRYPT_ROUNDS:
