@@ -281,6 +281,7 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "tls_policy": args.tls_policy if args.tls_policy is not None else _KEEP,
         "hold_rejected": args.hold_rejected if args.hold_rejected is not None else _KEEP,
         "monitored": args.monitor if args.monitor is not None else _KEEP,
+        "accept_unknown": args.accept_unknown if args.accept_unknown is not None else _KEEP,
         "queue_lifetime": _duration("--queue-lifetime", args.queue_lifetime),
         "probe_interval": _duration("--probe-interval", args.probe_interval),
         "down_after": _count("--down-after", args.down_after),
@@ -410,6 +411,8 @@ def cmd_domain_show(ctx: Context, args: argparse.Namespace) -> None:
     ctx.print(f"on 5xx:        {'hold for review' if domain.hold_rejected else 'bounce'}")
     ctx.print(f"queue life:    {_override(domain.queue_lifetime, 's')}")
     ctx.print(f"monitored:     {'yes' if domain.monitored else 'no'}")
+    unknown = "accepted" if domain.accept_unknown else "refused (550 5.1.1) once users are imported"
+    ctx.print(f"unknown users: {unknown}")
     ctx.print(f"probe every:   {_override(domain.probe_interval, 's')}")
     ctx.print(f"down after:    {_override(domain.down_after, ' failed probes')}")
     ctx.print(f"up after:      {_override(domain.up_after, ' good probes')}")
@@ -1027,6 +1030,12 @@ def _relay_settings(p: argparse.ArgumentParser, update: bool = False) -> None:
         help="probe the primary and record its outages (default: on)",
     )
     p.add_argument(
+        "--accept-unknown",
+        action=argparse.BooleanOptionalAction,
+        help="accept mail for addresses not on the domain's user list, when the list may be "
+        "stale (default: off: 550 5.1.1 for them once users are imported)",
+    )
+    p.add_argument(
         "--probe-interval", metavar="DURATION", help=f"time between probes of the primary{reset}"
     )
     p.add_argument(
@@ -1185,7 +1194,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="synced users (password hashes for IMAP and webmail logins)",
         parents=[common],
         description="Manage the users of protected domains: their password hashes, never "
-        "passwords.  A domain with users gets 550 5.1.1 for unknown addresses at intake.",
+        "passwords.  A domain with users gets 550 5.1.1 for unknown addresses at intake "
+        "(unless it is set --accept-unknown).",
     )
     usub = user.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = sub(

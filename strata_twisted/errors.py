@@ -52,6 +52,14 @@ class RelayDenied(MailError):
     public_text = "Relay access denied"
 
 
+class UnknownUser(MailError):
+    """RCPT of an address that is not on its domain's synced user list (Postfix's wording)."""
+
+    code = 550
+    enhanced = "5.1.1"
+    public_text = "Recipient address rejected: User unknown"
+
+
 class StorageError(MailError):
     """Our storage failed (database error, I/O error).  Always 451 4.3.0: the sender retries."""
 

@@ -164,6 +164,9 @@ class Domain:
     up_after: int | None = None
     # Probe the primary and open outage events (off for a domain whose primary we cannot reach).
     monitored: bool = True
+    # Intake (#4): with a synced user list, RCPT of an address not on it gets 550 5.1.1, unless
+    # the list may be stale (accept_unknown).
+    accept_unknown: bool = False
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -180,6 +183,7 @@ class Domain:
             "down_after": self.down_after,
             "up_after": self.up_after,
             "monitored": self.monitored,
+            "accept_unknown": self.accept_unknown,
         }
 
 

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from strata_twisted.config import ListenAddress, Settings
 from strata_twisted.core.alerts import LogAlertSender
 from strata_twisted.core.control import ControlPoller
-from strata_twisted.core.domains import DomainCache
+from strata_twisted.core.domains import DomainCache, load_user_lists
 from strata_twisted.core.intake import IntakePolicy
 from strata_twisted.core.monitor import Monitor
 from strata_twisted.core.relay import RelayLoop
@@ -163,7 +163,7 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
         backend=settings.storage.backend,
         data_dir=settings.data_dir,
     )
-    domains = DomainCache(reactor, store, settings.storage.reload_interval)
+    domains = DomainCache(reactor, store, settings.storage.reload_interval, users=store)
     # Read the protected domains now, synchronously (the reactor is not running yet), so the
     # listeners never answer "try again later" while the first load is on the storage thread.
     snapshot = open_store(settings.storage.backend, settings.data_dir, reactor, SyncExecutor())
@@ -172,7 +172,15 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     else:
         snapshot.open(recover=False)
     try:
-        domains.prime(result_of(snapshot.list_domains()), result_of(snapshot.domains_version()))
+        listed = result_of(snapshot.list_domains())
+        domains.prime(
+            listed,
+            result_of(snapshot.domains_version()),
+            result_of(Deferred.fromCoroutine(
+                load_user_lists(snapshot, [d.name for d in listed])
+            )),
+            result_of(snapshot.credentials_version()),
+        )  # fmt: skip
     finally:
         if snapshot is not store:
             result_of(snapshot.close())

@@ -1050,3 +1050,13 @@ def test_user_list_text_shows_addresses_and_schemes(
         "alice@example.test  SHA512-CRYPT",
         "bob@example.test    SSHA512",
     ]
+
+
+def test_accept_unknown_is_set_shown_and_cleared(cli) -> None:
+    assert cli("domain", "add", "example.test", "--relay", "h", "--accept-unknown")[0] == 0
+    assert json.loads(cli("domain", "show", "example.test", "--json")[1])["accept_unknown"]
+    assert "unknown users: accepted" in cli("domain", "show", "example.test")[1]
+    assert cli("domain", "update", "example.test", "--no-accept-unknown")[0] == 0
+    out = cli("domain", "show", "example.test")[1]
+    assert "unknown users: refused (550 5.1.1) once users are imported" in out
+    assert not json.loads(cli("domain", "show", "example.test", "--json")[1])["accept_unknown"]

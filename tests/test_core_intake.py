@@ -1,10 +1,20 @@
-"""Intake policy pieces: queue ids, the Received header, Message-ID extraction."""
+"""Intake policy pieces: queue ids, the Received header, Message-ID extraction, recipients."""
 
 from __future__ import annotations
 
 from twisted.internet.task import Clock
 
-from strata_twisted.core.intake import header_message_id, new_queue_id, received_header
+from strata_twisted.core.domains import DomainCache
+from strata_twisted.core.intake import (
+    IntakePolicy,
+    header_message_id,
+    new_queue_id,
+    received_header,
+)
+from strata_twisted.errors import MailError, RelayDenied, UnknownUser
+from strata_twisted.model import Domain, RelayTarget, UserCredential
+from strata_twisted.storage.memory import MemoryStore
+from strata_twisted.testing import result_of
 
 
 def test_queue_ids_are_unique_and_sort_by_time() -> None:
@@ -61,3 +71,50 @@ def test_message_id_is_read_from_the_header_section() -> None:
     assert header_message_id(b"Subject: x\r\nMessage-ID:\r\n <a@b.test>\r\n\r\n") == "<a@b.test>"
     assert header_message_id(b"Subject: no id\r\n\r\n") is None
     assert header_message_id(b"\xff\xfe garbage\r\n\r\n") is None
+
+
+HASH = "{SHA512-CRYPT}$6$saltsalt$" + "a" * 86  # a well-formed hash (never checked here)
+
+
+def policy_with_users(**domain: object) -> tuple[IntakePolicy, MemoryStore, DomainCache]:
+    clock = Clock()
+    store = MemoryStore(clock)
+    protected = Domain("example.test", RelayTarget("10.0.0.1"), **domain)  # type: ignore[arg-type]
+    result_of(store.add_domain(protected))
+    result_of(store.add_domain(Domain("open.test", RelayTarget("10.0.0.2"))))
+    cache = DomainCache(clock, store, 1.0, users=store)
+    result_of(cache.refresh())
+    return IntakePolicy(clock, cache, store, "strata.test"), store, cache
+
+
+def refused(policy: IntakePolicy, recipient: str) -> MailError | None:
+    try:
+        policy.check_recipient(recipient)
+    except MailError as e:
+        return e
+    return None
+
+
+def test_a_domain_with_users_refuses_unknown_addresses_with_5_1_1() -> None:
+    policy, store, cache = policy_with_users()
+    assert refused(policy, "anyone@example.test") is None  # no user list yet: all accepted
+    users = [UserCredential("ana@example.test", HASH), UserCredential("bob@example.test", HASH)]
+    result_of(store.replace_users("example.test", users))
+    result_of(cache.refresh())  # the server polls; a change of users is seen like one of domains
+    assert refused(policy, "ana@example.test") is None
+    assert refused(policy, "Bob@EXAMPLE.test") is None  # addresses compare canonically
+    error = refused(policy, "carol@example.test")
+    assert isinstance(error, UnknownUser)
+    assert (error.code, error.enhanced) == (550, "5.1.1")
+    assert refused(policy, "carol@open.test") is None  # a domain without a list accepts all
+    assert isinstance(refused(policy, "u@other.test"), RelayDenied)
+    result_of(store.remove_user("bob@example.test"))
+    result_of(cache.refresh())
+    assert isinstance(refused(policy, "bob@example.test"), UnknownUser)
+
+
+def test_accept_unknown_keeps_accepting_addresses_not_on_the_list() -> None:
+    policy, store, cache = policy_with_users(accept_unknown=True)
+    result_of(store.replace_users("example.test", [UserCredential("ana@example.test", HASH)]))
+    result_of(cache.refresh())
+    assert refused(policy, "carol@example.test") is None

@@ -2,7 +2,8 @@
 The protected-domain cache the SMTP paths consult.
 
 RCPT decisions must be fast and must not touch the database per command, so the server keeps the
-protected domains in memory and reloads them when the store's ``domains_version`` changes.  The
+protected domains in memory, with the addresses of each domain's synced users, and reloads them
+when the store's ``domains_version`` (or ``credentials_version``) changes.  The
 ``strata`` CLI writes to the same store from another process; polling the version every
 ``reload_interval`` seconds (default 1) is how "a running server sees domain changes within a
 second" holds.  Time comes from the injected clock.
@@ -15,7 +16,7 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from strata_twisted.interfaces import IDomainStore
+from strata_twisted.interfaces import ICredentialStore, IDomainStore
 from strata_twisted.model import Domain
 
 
@@ -24,9 +25,19 @@ class DomainCache:
 
     log = Logger()
 
-    def __init__(self, clock: IReactorTime, store: IDomainStore, reload_interval: float) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        store: IDomainStore,
+        reload_interval: float,
+        users: ICredentialStore | None = None,
+    ) -> None:
+        """``users``: where the domains' synced users are; None: no user lists (all accepted)."""
         self._store = store
+        self._users_store = users
         self._domains: dict[str, Domain] = {}
+        self._users: dict[str, frozenset[str]] = {}
+        self._users_version: int | None = None
         self._version: int | None = None
         self._loop = LoopingCall(self.refresh)
         self._loop.clock = clock
@@ -38,14 +49,27 @@ class DomainCache:
         """True once the domains have been read at least once."""
         return self._version is not None
 
-    def prime(self, domains: list[Domain], version: int) -> None:
-        """Start from domains read before the reactor ran, so intake never waits for a load."""
+    def prime(
+        self,
+        domains: list[Domain],
+        version: int,
+        users: dict[str, frozenset[str]] | None = None,
+        users_version: int | None = None,
+    ) -> None:
+        """Start from domains (and users) read before the reactor ran, so intake never waits."""
         self._domains = {d.name: d for d in domains}
         self._version = version
+        if users is not None:
+            self._users = users
+            self._users_version = users_version
 
     def get(self, name: str) -> Domain | None:
         """The protected domain with this canonical name, or None."""
         return self._domains.get(name)
+
+    def users(self, name: str) -> frozenset[str] | None:
+        """The canonical addresses of ``name``'s synced users, or None when it has no list."""
+        return self._users.get(name)
 
     def all(self) -> list[Domain]:
         return sorted(self._domains.values(), key=lambda d: d.name)
@@ -74,7 +98,8 @@ class DomainCache:
         self._refreshing = True
         try:
             version = await self._store.domains_version()
-            if version != self._version:
+            reloaded = version != self._version
+            if reloaded:
                 domains = await self._store.list_domains()
                 self._domains = {d.name: d for d in domains}
                 if self._version is not None:
@@ -83,7 +108,22 @@ class DomainCache:
                         names=", ".join(sorted(self._domains)) or "(none)",
                     )
                 self._version = version
+            if self._users_store is not None:
+                users_version = await self._users_store.credentials_version()
+                if reloaded or users_version != self._users_version:
+                    self._users = await load_user_lists(self._users_store, list(self._domains))
+                    self._users_version = users_version
         except Exception:
             self.log.failure("could not reload the protected domains; keeping the last ones")
         finally:
             self._refreshing = False
+
+
+async def load_user_lists(store: ICredentialStore, domains: list[str]) -> dict[str, frozenset[str]]:
+    """The canonical addresses of each domain's synced users, for the domains that have a list."""
+    lists: dict[str, frozenset[str]] = {}
+    for name in domains:
+        users = await store.list_users(name)
+        if users:
+            lists[name] = frozenset(user.address for user in users)
+    return lists

@@ -30,13 +30,15 @@ from twisted.python.failure import Failure
 
 from strata_twisted.clock import SecondsClock
 from strata_twisted.core.domains import DomainCache
-from strata_twisted.errors import MailError, RelayDenied, StorageError
+from strata_twisted.errors import MailError, RelayDenied, StorageError, UnknownUser
 from strata_twisted.interfaces import IMessageStore, IMessageWriter
 from strata_twisted.model import (
     Delivery,
     Envelope,
     IncomingMessage,
+    InvalidUser,
     StoredMessage,
+    normalize_user,
     recipient_domain,
 )
 
@@ -153,7 +155,9 @@ class IntakePolicy:
 
     def check_recipient(self, recipient: str) -> None:
         """
-        Raise a L{MailError} unless we accept mail for ``recipient``: its domain must be protected.
+        Raise a L{MailError} unless we accept mail for ``recipient``: its domain must be protected
+        (else 550 5.7.1), and when the domain has a synced user list, the address must be on it
+        unless the domain accepts unknown users (else 550 5.1.1).
         """
         if not self._domains.loaded:
             raise MailError(
@@ -163,8 +167,17 @@ class IntakePolicy:
                 public_text="Error: server starting, try again later",
             )
         domain = recipient_domain(recipient)
-        if domain is None or self._domains.get(domain) is None:
+        protected = None if domain is None else self._domains.get(domain)
+        if domain is None or protected is None:
             raise RelayDenied(f"not a protected domain: {recipient!r}")
+        users = self._domains.users(domain)
+        if users is not None and not protected.accept_unknown:
+            try:
+                known = normalize_user(recipient) in users
+            except InvalidUser:
+                known = False
+            if not known:
+                raise UnknownUser(f"not a user of {domain}: {recipient!r}")
 
     def begin(
         self,

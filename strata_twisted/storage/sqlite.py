@@ -260,6 +260,7 @@ def _domain(row: sqlite3.Row) -> Domain:
         down_after=_optional_int(row["down_after"]),
         up_after=_optional_int(row["up_after"]),
         monitored=bool(row["monitored"]),
+        accept_unknown=bool(row["accept_unknown"]),
     )
 
 
@@ -276,18 +277,19 @@ def _domain_settings(domain: Domain) -> tuple[object, ...]:
         domain.down_after,
         domain.up_after,
         int(domain.monitored),
+        int(domain.accept_unknown),
     )
 
 
 _INSERT_DOMAIN: Final = (
     "INSERT INTO domains (name, created_at, updated_at, relay_host, relay_port, mode, tls_policy,"
-    " hold_rejected, queue_lifetime, probe_interval, down_after, up_after, monitored)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " hold_rejected, queue_lifetime, probe_interval, down_after, up_after, monitored,"
+    " accept_unknown) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPDATE_DOMAIN: Final = (
     "UPDATE domains SET relay_host = ?, relay_port = ?, mode = ?, tls_policy = ?,"
     " hold_rejected = ?, queue_lifetime = ?, probe_interval = ?, down_after = ?, up_after = ?,"
-    " monitored = ?, updated_at = ? WHERE name = ?"
+    " monitored = ?, accept_unknown = ?, updated_at = ? WHERE name = ?"
 )
 
 

@@ -253,6 +253,13 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX users_domain ON users (domain, address)",
         ),
     ),
+    (
+        6,
+        (
+            # Intake checks recipients against a domain's user list unless it accepts unknown ones.
+            "ALTER TABLE domains ADD COLUMN accept_unknown INTEGER NOT NULL DEFAULT 0",
+        ),
+    ),
 )
 
 SCHEMA_VERSION: Final = len(MIGRATIONS)
