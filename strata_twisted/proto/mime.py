@@ -57,6 +57,7 @@ __all__ = [
     "SectionSyntaxError",
     "bodystructure",
     "envelope",
+    "header_fields",
     "index_from_json",
     "index_message",
     "index_to_json",
@@ -378,7 +379,7 @@ def _scan_part(
     else:
         body_offset = max(header_offset, reader.offset - reader.last_eol)
         body_lf = reader.lf_count - (reader.offset != body_offset)
-    fields = _header_fields(bytes(header))
+    fields = header_fields(bytes(header))
     mime = _mime_fields(fields, digest)
     children: tuple[Part, ...] = ()
     message: Part | None = None
@@ -483,7 +484,7 @@ _FIELD_NAME: Final = re.compile(rb"([^\x00-\x20\x7f:]+)[ \t]*:")
 _FOLD: Final = re.compile(rb"\r?\n(?=[ \t])")
 
 
-def _header_fields(block: bytes) -> list[tuple[bytes, bytes]]:
+def header_fields(block: bytes) -> list[tuple[bytes, bytes]]:
     """
     Split a header block into (lowercased name, raw unfolded value) in order.
 

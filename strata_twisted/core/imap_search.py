@@ -1,0 +1,488 @@
+"""
+SEARCH and SORT over a mailbox's messages, as pure functions (RFC 3501 §6.4.4, RFC 5256, RFC 4731,
+RFC 7162 §3.1.5).
+
+The caller hands each message as a L{Candidate}: its sequence number, its L{MailMessage} and, only
+when L{plan} says the key tree needs them, its header block or its raw bytes in a L{Content}.  So
+``SEARCH FLAGGED`` never reads a header and ``SEARCH SUBJECT x`` never reads a body (DESIGN.md
+decision 9, "Parse once": the header block is the indexed range, the body only for BODY/TEXT).
+
+Strings compare case-insensitively by Unicode casefold (RFC 3501 §6.4.4: "case-insensitive
+substring"); header values are matched after RFC 2047 decoding, and 8-bit raw headers are read as
+UTF-8, else Latin-1.
+"""
+
+from __future__ import annotations
+
+import datetime
+import email
+import email.errors
+import email.header
+import email.message
+import email.utils
+import enum
+import re
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from strata_twisted.model import MailMessage
+from strata_twisted.proto.imap_parser import SearchKey, SequenceSet, SortCriterion
+from strata_twisted.proto.mime import header_fields
+
+# -- what to load ---------------------------------------------------------------------------------
+
+
+class Need(enum.IntEnum):
+    """What a message must have loaded beyond its L{MailMessage}, in increasing cost."""
+
+    NOTHING = 0
+    HEADER = 1  # the header block (the indexed header range)
+    BODY = 2  # the whole raw message
+
+
+_HEADER_KEYS: Final = frozenset({"FROM", "TO", "CC", "BCC", "SUBJECT", "HEADER"})
+_HEADER_KEYS_DATES: Final = frozenset({"SENTBEFORE", "SENTON", "SENTSINCE"})
+_BODY_KEYS: Final = frozenset({"BODY", "TEXT"})
+_SORT_HEADER_KEYS: Final = frozenset({"CC", "DATE", "FROM", "SUBJECT", "TO"})
+
+
+def plan(key: SearchKey) -> Need:
+    """The most any message needs loaded to evaluate C{key}."""
+    if key.name in _BODY_KEYS:
+        return Need.BODY
+    if key.name in _HEADER_KEYS or key.name in _HEADER_KEYS_DATES:
+        return Need.HEADER
+    return max((plan(k) for k in key.keys), default=Need.NOTHING)
+
+
+def plan_sort(criteria: Iterable[SortCriterion]) -> Need:
+    """What the SORT criteria themselves need (combine with L{plan} of the search key)."""
+    if any(c.key in _SORT_HEADER_KEYS for c in criteria):
+        return Need.HEADER
+    return Need.NOTHING
+
+
+# -- message content ------------------------------------------------------------------------------
+
+_Loader = bytes | Callable[[], bytes] | None
+_END_OF_HEADER: Final = re.compile(rb"\r?\n\r?\n")
+
+
+def _header_block(raw: bytes) -> bytes:
+    if raw.startswith((b"\r\n", b"\n")):
+        return b""
+    match = _END_OF_HEADER.search(raw)
+    return raw if match is None else raw[: match.end()]
+
+
+def _fields(block: bytes) -> list[tuple[str, bytes]]:
+    """(lower-cased name, raw value unfolded) in order; junk lines are skipped (RFC 5322 §2.2.3)."""
+    return [(name.decode("ascii", "replace"), value) for name, value in header_fields(block)]
+
+
+def _text(raw: bytes) -> str:
+    """8-bit header bytes as text: UTF-8 when valid, else Latin-1 (which never fails)."""
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw.decode("latin-1")
+
+
+_ENCODED_WORD: Final = re.compile(r"=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=")
+_BETWEEN_WORDS: Final = re.compile(r"(=\?[^?\s]+\?[bBqQ]\?[^?\s]*\?=)[ \t]+(?==\?)")
+
+
+def _charset_decode(data: bytes, charset: str | None) -> str:
+    codec = (charset or "us-ascii").split("*", 1)[0]  # RFC 2231 §5 language suffix
+    if codec.lower() in ("us-ascii", "ascii"):
+        return _text(data)
+    try:
+        return data.decode(codec, "replace")
+    except LookupError:
+        return _text(data)
+
+
+def decode_header_value(raw: bytes) -> str:
+    """
+    A raw header value as text: RFC 2047 encoded words decoded (with C{email.header}), the
+    whitespace between adjacent encoded words dropped (§6.2), 8-bit bytes read as UTF-8 or Latin-1.
+    """
+    text = _BETWEEN_WORDS.sub(r"\1", _text(raw))
+
+    def word(match: re.Match[str]) -> str:
+        try:
+            decoded = email.header.decode_header(match.group(0))
+        except (ValueError, LookupError, email.errors.HeaderParseError):
+            return match.group(0)  # a malformed word stays as written
+        return "".join(
+            part if isinstance(part, str) else _charset_decode(part, charset)
+            for part, charset in decoded
+        )
+
+    return _ENCODED_WORD.sub(word, text)
+
+
+def _body_text(raw: bytes) -> str:
+    """
+    The decoded text of every text/* part (base64 and quoted-printable undone, charsets applied),
+    including those inside message/rfc822 parts, joined by newlines.  Never raises.
+    """
+    message = email.message_from_bytes(raw)
+    out: list[str] = []
+    for part in message.walk():
+        if part.is_multipart() or part.get_content_maintype() != "text":
+            continue
+        payload = part.get_payload(decode=True)
+        if isinstance(payload, bytes):
+            out.append(_charset_decode(payload, part.get_content_charset()))
+    return "\n".join(out)
+
+
+class Content:
+    """
+    A message's header block and raw bytes, each given as bytes or as a loader called at most
+    once, when a key first needs it.  Without C{header}, the header block is cut from C{raw}.
+    Parsed fields and decoded text are cached, so a message is parsed once per command.
+    """
+
+    def __init__(self, *, header: _Loader = None, raw: _Loader = None) -> None:
+        self._header_loader = header
+        self._raw_loader = raw
+        self._header: bytes | None = None
+        self._raw: bytes | None = None
+        self._fields: list[tuple[str, bytes]] | None = None
+        self._decoded: dict[str, list[str]] = {}
+        self._body: str | None = None
+
+    @staticmethod
+    def _load(loader: _Loader, what: str) -> bytes:
+        if loader is None:
+            raise ValueError(f"the search needs the message {what}, and none was provided")
+        return loader if isinstance(loader, bytes) else loader()
+
+    def raw(self) -> bytes:
+        if self._raw is None:
+            self._raw = self._load(self._raw_loader, "body")
+        return self._raw
+
+    def header(self) -> bytes:
+        if self._header is None:
+            if self._header_loader is None and self._raw_loader is not None:
+                self._header = _header_block(self.raw())
+            else:
+                self._header = self._load(self._header_loader, "header")
+        return self._header
+
+    def fields(self) -> list[tuple[str, bytes]]:
+        if self._fields is None:
+            self._fields = _fields(self.header())
+        return self._fields
+
+    def raw_values(self, name: str) -> list[bytes]:
+        """Every value of the field C{name} (any case), raw."""
+        name = name.lower()
+        return [value for key, value in self.fields() if key == name]
+
+    def values(self, name: str) -> list[str]:
+        """Every value of the field C{name}, decoded."""
+        name = name.lower()
+        if name not in self._decoded:
+            self._decoded[name] = [decode_header_value(v) for v in self.raw_values(name)]
+        return self._decoded[name]
+
+    def first(self, name: str) -> str | None:
+        values = self.values(name)
+        return values[0] if values else None
+
+    def body_text(self) -> str:
+        if self._body is None:
+            self._body = _body_text(self.raw())
+        return self._body
+
+    def header_text(self) -> str:
+        return "\n".join(f"{name}: {decode_header_value(value)}" for name, value in self.fields())
+
+
+_NO_CONTENT: Final = Content()
+
+
+# -- the matcher ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One message offered to a search: sequence number, metadata, content as L{plan} asked."""
+
+    seq: int
+    message: MailMessage
+    content: Content = field(default=_NO_CONTENT)
+
+
+@dataclass(frozen=True)
+class Mailbox:
+    """
+    The mailbox-wide values a search needs: the largest sequence number and UID (what ``*``
+    stands for, RFC 3501 §9) and the timezone BEFORE/ON/SINCE read INTERNALDATE in.
+    """
+
+    largest_seq: int
+    largest_uid: int
+    tz: datetime.tzinfo = datetime.UTC
+
+
+def _fold(text: str) -> str:
+    return text.casefold()
+
+
+_WSP: Final = re.compile(r"[ \t\r\n]+")
+
+
+def _contains(haystacks: Iterable[str], needle: str, *, squash: bool = False) -> bool:
+    """
+    Case-insensitive substring.  With C{squash} (header values), runs of white space count as
+    one space on both sides, so a folded ``Subject`` matches what the user sees on one line.
+    """
+    folded = _fold(_WSP.sub(" ", needle) if squash else needle)
+    return any(folded in _fold(_WSP.sub(" ", h) if squash else h) for h in haystacks)
+
+
+def sent_date(content: Content) -> datetime.datetime | None:
+    """The Date header as a datetime, or None when absent or unparseable."""
+    value = content.first("date")
+    if value is None:
+        return None
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+    return parsed
+
+
+def _internal_day(message: MailMessage, tz: datetime.tzinfo) -> datetime.date:
+    return datetime.datetime.fromtimestamp(message.internal_date, tz).date()
+
+
+def _compare_day(name: str, day: datetime.date, value: datetime.date) -> bool:
+    # RFC 3501 §6.4.4: BEFORE is "earlier than", ON "within", SINCE "within or later than".
+    if name.endswith("BEFORE"):
+        return day < value
+    if name.endswith("ON"):
+        return day == value
+    return day >= value
+
+
+_FLAG_KEYS: Final[dict[str, tuple[str, bool]]] = {
+    "ANSWERED": ("\\Answered", True),
+    "UNANSWERED": ("\\Answered", False),
+    "DELETED": ("\\Deleted", True),
+    "UNDELETED": ("\\Deleted", False),
+    "DRAFT": ("\\Draft", True),
+    "UNDRAFT": ("\\Draft", False),
+    "FLAGGED": ("\\Flagged", True),
+    "UNFLAGGED": ("\\Flagged", False),
+    "SEEN": ("\\Seen", True),
+    "UNSEEN": ("\\Seen", False),
+}
+
+
+def _has_flag(message: MailMessage, flag: str) -> bool:
+    # Flags and keywords are case-insensitive (RFC 3501 §2.3.2).
+    folded = flag.casefold()
+    return any(f.casefold() == folded for f in message.flags)
+
+
+def matches(key: SearchKey, candidate: Candidate, mailbox: Mailbox) -> bool:
+    """Whether C{candidate} satisfies C{key} (RFC 3501 §6.4.4)."""
+    name, value = key.name, key.value
+    message = candidate.message
+    if name == "AND":
+        return all(matches(k, candidate, mailbox) for k in key.keys)
+    if name == "OR":
+        return any(matches(k, candidate, mailbox) for k in key.keys)
+    if name == "NOT":
+        return not matches(key.keys[0], candidate, mailbox)
+    if name == "ALL" or name == "OLD":
+        return True  # nothing is \Recent in this server, so every message is OLD
+    if name in ("NEW", "RECENT"):
+        return False
+    if name in _FLAG_KEYS:
+        flag, wanted = _FLAG_KEYS[name]
+        return _has_flag(message, flag) is wanted
+    if name in ("KEYWORD", "UNKEYWORD"):
+        return _has_flag(message, str(value)) is (name == "KEYWORD")
+    if name in ("LARGER", "SMALLER"):
+        assert isinstance(value, int)
+        return message.size > value if name == "LARGER" else message.size < value
+    if name == "MODSEQ":
+        assert isinstance(value, int)
+        return message.modseq >= value  # RFC 7162 §3.1.5: "equal to or greater than"
+    if name == "SEQUENCE-SET":
+        assert isinstance(value, SequenceSet)
+        return value.contains(candidate.seq, mailbox.largest_seq)
+    if name == "UID":
+        assert isinstance(value, SequenceSet)
+        return value.contains(message.uid, mailbox.largest_uid)
+    if name in ("BEFORE", "ON", "SINCE"):
+        assert isinstance(value, datetime.date)
+        return _compare_day(name, _internal_day(message, mailbox.tz), value)
+    content = candidate.content
+    if name in _HEADER_KEYS_DATES:
+        assert isinstance(value, datetime.date)
+        sent = sent_date(content)
+        # The date as written, its time and timezone disregarded (RFC 3501 §6.4.4).
+        return sent is not None and _compare_day(name, sent.date(), value)
+    needle = str(value)
+    if name in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
+        return _contains(content.values(name), needle, squash=True)
+    if name == "HEADER":
+        assert key.field is not None
+        raw = content.raw_values(key.field)
+        if not needle:
+            return bool(raw)  # RFC 3501: an empty string matches every message with the field
+        decoded = content.values(key.field)
+        return _contains(decoded, needle, squash=True) or _contains(map(_text, raw), needle)
+    if name == "BODY":
+        return _contains([content.body_text()], needle)
+    if name == "TEXT":
+        return _contains([content.header_text(), content.body_text()], needle)
+    raise ValueError(f"unknown search key {name}")
+
+
+def search(
+    key: SearchKey, candidates: Iterable[Candidate], mailbox: Mailbox, *, uid: bool = False
+) -> list[int]:
+    """The sequence numbers (or UIDs) of the matching candidates, ascending."""
+    found = [c for c in candidates if matches(key, c, mailbox)]
+    return sorted(c.message.uid if uid else c.seq for c in found)
+
+
+# -- SORT (RFC 5256) ------------------------------------------------------------------------------
+
+_TRAILER: Final = re.compile(r"(?:\s|\(fwd\))+$", re.IGNORECASE)
+_BLOB: Final = r"\[[^\[\]]*\]\s*"
+_REFWD: Final = rf"(?:re|fwd?)\s*(?:{_BLOB})?:"
+_LEADER: Final = re.compile(rf"^(?:(?:{_BLOB})*{_REFWD}|\s+)", re.IGNORECASE)
+_LEADING_BLOB: Final = re.compile(rf"^{_BLOB}")
+_FWD_WRAP: Final = re.compile(r"^\[fwd:(.*)\]$", re.IGNORECASE | re.DOTALL)
+
+
+def base_subject(subject: str) -> str:
+    """
+    RFC 5256 §2.1 base subject of an already decoded subject (step 1 is L{decode_header_value}),
+    casefolded for comparison.
+    """
+    text = _WSP.sub(" ", subject)  # step 1: folding and tabs to one space
+    while True:
+        text = _TRAILER.sub("", text)  # step 2: trailing "(fwd)" and whitespace
+        while True:  # steps 3 and 4, until neither changes anything
+            before = text
+            while (match := _LEADER.match(text)) and match.end() > 0:
+                text = text[match.end() :]
+            blob = _LEADING_BLOB.match(text)
+            if blob is not None and text[blob.end() :]:
+                text = text[blob.end() :]
+            if text == before:
+                break
+        wrapped = _FWD_WRAP.match(text)  # step 5: "[fwd: ...]"
+        if wrapped is None:
+            break
+        text = wrapped.group(1)
+    return _fold(text.strip())
+
+
+def _first_mailbox(content: Content, name: str) -> str:
+    # RFC 5256 §3: the addr-mailbox of the first address; none sorts as the empty string.
+    for value in content.values(name):
+        for _, address in email.utils.getaddresses([value]):
+            if address:
+                return _fold(address.split("@", 1)[0])
+    return ""
+
+
+def _sort_key(criterion: str, candidate: Candidate) -> tuple[float, str]:
+    """A comparable key: numeric criteria use the float, textual ones the string."""
+    if criterion in ("SUBJECT", "FROM", "TO", "CC"):
+        return 0.0, _sort_text(criterion, candidate.content)
+    return _sort_number(criterion, candidate), ""
+
+
+def _sort_text(criterion: str, content: Content) -> str:
+    if criterion == "SUBJECT":
+        return base_subject(content.first("subject") or "")
+    return _first_mailbox(content, criterion)
+
+
+def _sort_number(criterion: str, candidate: Candidate) -> float:
+    message, content = candidate.message, candidate.content
+    if criterion == "ARRIVAL":
+        return message.internal_date
+    if criterion == "SIZE":
+        return message.size
+    if criterion == "DATE":
+        # RFC 5256 §3: the sent date in UTC; when it cannot be determined, the INTERNALDATE.
+        sent = sent_date(content)
+        if sent is not None and sent.tzinfo is not None:
+            return sent.timestamp()
+        if sent is not None:
+            return sent.replace(tzinfo=datetime.UTC).timestamp()
+        return message.internal_date
+    raise ValueError(f"unknown sort key {criterion}")
+
+
+def sort(
+    criteria: Sequence[SortCriterion],
+    key: SearchKey,
+    candidates: Iterable[Candidate],
+    mailbox: Mailbox,
+    *,
+    uid: bool = False,
+) -> list[int]:
+    """
+    The matching candidates' sequence numbers (or UIDs) in SORT order: each criterion in turn,
+    REVERSE flipping only its own, ties broken by ascending sequence number (RFC 5256 §3).
+    """
+    found = sorted((c for c in candidates if matches(key, c, mailbox)), key=lambda c: c.seq)
+    # Python's sort is stable, also with reverse=True, so sorting by the last criterion first
+    # and by the first last leaves ties in the order of the criteria after them, then of seq.
+    for criterion in reversed(criteria):
+        keys = {c.seq: _sort_key(criterion.key, c) for c in found}
+        found.sort(key=lambda c: keys[c.seq], reverse=criterion.reverse)
+    return [c.message.uid if uid else c.seq for c in found]
+
+
+# -- results (RFC 3501 SEARCH, RFC 4731 ESEARCH) ---------------------------------------------------
+
+
+def sequence_set(numbers: Iterable[int]) -> str:
+    """Numbers as a compact sequence set, ``1:3,7``; empty for none."""
+    ranges: list[list[int]] = []
+    for n in sorted(set(numbers)):
+        if ranges and n == ranges[-1][1] + 1:
+            ranges[-1][1] = n
+        else:
+            ranges.append([n, n])
+    return ",".join(str(a) if a == b else f"{a}:{b}" for a, b in ranges)
+
+
+def search_response(numbers: Iterable[int]) -> str:
+    """The untagged ``SEARCH`` data, ``SEARCH 2 5 9`` (RFC 3501 §7.2.5)."""
+    return " ".join(["SEARCH", *(str(n) for n in numbers)])
+
+
+def esearch_items(numbers: Sequence[int], options: Sequence[str]) -> list[tuple[str, int | str]]:
+    """
+    The ESEARCH return data (RFC 4731 §3.1) in the order MIN, MAX, ALL, COUNT, each only when
+    asked (an empty option list means ALL).  MIN, MAX and ALL are left out when nothing matched.
+    """
+    wanted = {o.upper() for o in options} or {"ALL"}
+    out: list[tuple[str, int | str]] = []
+    if numbers and "MIN" in wanted:
+        out.append(("MIN", min(numbers)))
+    if numbers and "MAX" in wanted:
+        out.append(("MAX", max(numbers)))
+    if numbers and "ALL" in wanted:
+        out.append(("ALL", sequence_set(numbers)))
+    if "COUNT" in wanted:
+        out.append(("COUNT", len(numbers)))
+    return out
