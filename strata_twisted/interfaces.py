@@ -99,7 +99,12 @@ class IMessageWriter(Interface):
         """
 
     def commit(incoming: IncomingMessage) -> Deferred[StoredMessage]:
-        """Make the message durable and visible.  Fails with L{StorageError}, leaving nothing."""
+        """
+        Make the message durable and visible, in one step with its queue entries and, for every
+        delivery with ``shadow`` (mode ``both``), its shadow-copy record and its copy in that
+        user's INBOX (default mailboxes made if missing; the MIME index kept once).  Fails with
+        L{StorageError}, leaving nothing.
+        """
 
     def abort() -> Deferred[None]:
         """Discard the message.  Safe to call after a failed write or commit."""

@@ -1,18 +1,25 @@
-"""Intake policy pieces: queue ids, the Received header, Message-ID extraction, recipients."""
+"""
+Intake policy pieces: queue ids, the Received header, Message-ID extraction, recipients, and what
+a commit in delivery mode ``both`` puts into users' mailboxes.
+"""
 
 from __future__ import annotations
+
+import io
 
 from twisted.internet.task import Clock
 
 from strata_twisted.core.domains import DomainCache
 from strata_twisted.core.intake import (
     IntakePolicy,
+    SessionInfo,
     header_message_id,
     new_queue_id,
     received_header,
 )
 from strata_twisted.errors import MailError, RelayDenied, UnknownUser
-from strata_twisted.model import Domain, RelayTarget, UserCredential
+from strata_twisted.model import Domain, MailMessage, RelayTarget, UserCredential
+from strata_twisted.proto.mime import index_message, index_to_json
 from strata_twisted.storage.memory import MemoryStore
 from strata_twisted.testing import result_of
 
@@ -118,3 +125,31 @@ def test_accept_unknown_keeps_accepting_addresses_not_on_the_list() -> None:
     result_of(store.replace_users("example.test", [UserCredential("ana@example.test", HASH)]))
     result_of(cache.refresh())
     assert refused(policy, "carol@example.test") is None
+
+
+def test_mode_both_delivers_into_the_recipients_inbox() -> None:
+    policy, store, cache = policy_with_users(mode="both")  # example.test: both; open.test: relay
+    clock = Clock()
+    clock.rightNow = 1_700_000_000.0
+    policy = IntakePolicy(clock, cache, store, "strata.test")
+    body = b"From: x@sender.test\r\nSubject: during the outage\r\n\r\nhello\r\n"
+    recipients = ("Ana@example.test", "bob@example.test", "carol@open.test")
+    transaction = policy.begin(
+        SessionInfo("192.0.2.1"), "x@sender.test", recipients, body_8bitmime=False, smtputf8=False
+    )
+    transaction.feed(body)
+    stored = result_of(transaction.finish())
+    full = result_of(store.read_body(stored.id))
+    assert full.endswith(body) and full.startswith(b"Received: ")  # what IMAP will serve
+    for user in ("ana@example.test", "bob@example.test"):
+        assert result_of(store.list_messages(user, "INBOX")) == [
+            MailMessage(1, stored.id, frozenset(), 1_700_000_000.0, len(full), 2)
+        ]
+        assert result_of(store.mime_indexes(user, "INBOX", [1])) == {
+            1: index_to_json(index_message(io.BytesIO(full), len(full)))
+        }
+    # mode relay: queued for the primary only.
+    assert result_of(store.list_mailboxes("carol@open.test")) == []
+    assert [e.recipient for e in result_of(store.entries_for_message(stored.id))] == list(
+        recipients
+    )

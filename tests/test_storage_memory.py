@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from twisted.internet import task
 
 from strata_twisted.executor import SyncExecutor
+from strata_twisted.proto import mime
 from strata_twisted.storage import open_store
 from strata_twisted.storage.memory import MemoryStore
 from strata_twisted.testing import result_of
 from tests.conformance.suites import (
+    ALICE,
+    BOB,
+    BODY,
+    CAROL,
     ControlStoreSuite,
     CredentialStoreSuite,
     DomainStoreSuite,
@@ -21,6 +27,7 @@ from tests.conformance.suites import (
     MonitorStoreSuite,
     QueueStoreSuite,
     ShadowStoreSuite,
+    deliver,
 )
 
 
@@ -94,3 +101,33 @@ def test_events_do_not_share_state_with_callers(store: MemoryStore) -> None:
     data["list"] = "changed"
     event.data["list"].append(2)
     assert result_of(store.list_events())[0].data == {"list": [1]}
+
+
+def test_a_message_that_cannot_be_indexed_is_still_committed(
+    store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(stream: Any, size: int) -> Any:
+        raise RuntimeError("indexer bug")
+
+    monkeypatch.setattr("strata_twisted.storage.memory.index_message", broken)
+    assert deliver(store, "M1", (BOB,)).id == "M1"
+    assert [m.message_id for m in result_of(store.list_messages("bob@example.com", "INBOX"))] == [
+        "M1"
+    ]
+    assert result_of(store.mime_indexes("bob@example.com", "INBOX", [1])) == {}
+
+
+def test_only_messages_with_shadow_copies_are_indexed(
+    store: MemoryStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    indexed: list[int] = []
+
+    def counting(stream: Any, size: int) -> mime.MessageIndex:
+        indexed.append(size)
+        return mime.index_message(stream, size)
+
+    monkeypatch.setattr("strata_twisted.storage.memory.index_message", counting)
+    deliver(store, "M1", (ALICE, CAROL))
+    assert indexed == []
+    deliver(store, "M2", (ALICE, BOB, BOB))
+    assert indexed == [len(BODY)]

@@ -1659,3 +1659,98 @@ def test_a_v5_database_upgrades_to_v6_and_its_domains_refuse_unknown_users(
     updated = result_of(store.get_domain("old.test"))
     assert updated is not None and updated.accept_unknown is True
     result_of(store.close())
+
+
+# -- intake in delivery mode "both": the INBOX copy is part of the message's commit
+
+BOB_USER = "bob@example.com"
+DAVE = Delivery("dave@example.net", "example.net", shadow=True)
+
+
+def test_a_failed_inbox_insert_leaves_neither_the_message_nor_the_inbox(
+    store: SQLiteStore, data_dir: Path
+) -> None:
+    # A crash-like failure at the very last statement of the commit: the INBOX row.
+    sql(
+        store,
+        "CREATE TRIGGER no_inbox BEFORE INSERT ON mailbox_messages"
+        " BEGIN SELECT RAISE(ABORT, 'refused by test'); END",
+    )
+    error = fails_with(
+        store_message(store, "M1", BODY, (ALICE, BOB, DAVE), received_at=1000.0), StorageError
+    )
+    assert "refused by test" in str(error)
+    assert_nothing_stored(store, "M1")
+    assert body_files(data_dir) == []
+    # The mailboxes made for the commit and the MIME index went with it.
+    assert sql(store, "SELECT count(*) FROM mailboxes") == [(0,)]
+    assert sql(store, "SELECT count(*) FROM message_mime") == [(0,)]
+    assert sql(store, "SELECT value FROM meta WHERE key = 'last_uidvalidity'") == [(0,)]
+    sql(store, "DROP TRIGGER no_inbox")
+    deliver(store, "M1", (ALICE, BOB, DAVE))
+    assert [m.uid for m in result_of(store.list_messages(BOB_USER, "INBOX"))] == [1]
+
+
+def test_shadow_copies_in_one_batch_share_its_transaction(
+    manual: tuple[SQLiteStore, ManualExecutor],
+) -> None:
+    store, executor = manual
+    statements = trace_statements(store, executor)
+    writers = [store.begin(f"M{n}") for n in range(3)]
+    for writer in writers:
+        writer.write(BODY)
+    executor.run_all()
+    statements.clear()
+    commits = [
+        writer.commit(incoming(BOB, DAVE, received_at=1000.0 + n))
+        for n, writer in enumerate(writers)
+    ]
+    executor.run_next()  # M0 alone, then M1 and M2 together
+    executor.run_next()
+    assert [result_of(d).id for d in commits] == ["M0", "M1", "M2"]
+    assert statements.count("COMMIT") == 2  # one transaction per batch, INBOX rows included
+    for user in (BOB_USER, "dave@example.net"):
+        listing = store.list_messages(user, "INBOX")
+        executor.run_all()
+        assert [(m.uid, m.message_id, m.internal_date) for m in result_of(listing)] == [
+            (1, "M0", 1000.0),
+            (2, "M1", 1001.0),
+            (3, "M2", 1002.0),
+        ]
+    indexes = store.mime_indexes(BOB_USER, "INBOX", [1, 2, 3])
+    executor.run_all()
+    found: dict[int, bytes] = result_of(indexes)
+    assert sorted(found) == [1, 2, 3]
+
+
+def test_a_message_that_cannot_be_indexed_is_still_committed(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(stream: Any, size: int) -> Any:
+        raise RuntimeError("indexer bug")
+
+    monkeypatch.setattr("strata_twisted.storage.sqlite.index_message", broken)
+    assert deliver(store, "M1", (BOB,)).id == "M1"
+    assert [m.message_id for m in result_of(store.list_messages(BOB_USER, "INBOX"))] == ["M1"]
+    assert result_of(store.mime_indexes(BOB_USER, "INBOX", [1])) == {}  # IMAP indexes it later
+
+
+def test_only_messages_with_shadow_copies_are_indexed(
+    store: SQLiteStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from strata_twisted.proto import mime
+
+    indexed: list[int] = []
+
+    def counting(stream: Any, size: int) -> mime.MessageIndex:
+        indexed.append(size)
+        return mime.index_message(stream, size)
+
+    monkeypatch.setattr("strata_twisted.storage.sqlite.index_message", counting)
+    deliver(store, "M1", (ALICE, CAROL))
+    assert indexed == []
+    big = BODY + b"z" * (300 * 1024)
+    deliver(store, "M2", (ALICE, BOB, DAVE), body=big)  # a body file: indexed from the file
+    assert indexed == [len(big)]  # once, for both INBOX copies
+    assert sql(store, "SELECT message_id FROM message_mime") == [("M2",)]
+    assert sql(store, "SELECT body_path IS NOT NULL FROM messages WHERE id = 'M2'") == [(1,)]

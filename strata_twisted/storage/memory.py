@@ -90,7 +90,9 @@ from strata_twisted.model import (
     normalize_user_list,
     split_address,
 )
+from strata_twisted.proto.mime import index_message, index_to_json
 from strata_twisted.storage._bodies import check_body_range, check_message_id, header_section
+from strata_twisted.storage._mailboxes import shadow_owners
 from strata_twisted.storage._queue import apply_change, apply_result
 
 T = TypeVar("T")
@@ -274,6 +276,10 @@ class MemoryStore:
             header_message_id=incoming.header_message_id,
         )
         created_at = self._clock.seconds()
+        owners = shadow_owners(incoming)
+        # Parsed once, at delivery (DESIGN decision 9), and only for a message with shadow copies.
+        mime_index = _index(message_id, body) if owners else None
+        # Nothing below can fail: the message, its entries and its INBOX copies appear together.
         self._messages[message_id] = _Message(stored, body)
         for n, delivery in enumerate(incoming.deliveries, start=1):
             entry = QueueEntry(
@@ -297,6 +303,10 @@ class MemoryStore:
                 self._shadow_copies.append(
                     ShadowCopy(message_id, delivery.recipient, "INBOX", created_at)
                 )
+        for owner in owners:
+            self._ensure_defaults(owner)
+            self._add(owner, INBOX, message_id, incoming.received_at, frozenset(), mime_index)
+            mime_index = None  # kept once per message, shared by every mailbox copy
         return stored
 
     def get_message(self, message_id: str) -> Deferred[StoredMessage | None]:
@@ -537,15 +547,37 @@ class MemoryStore:
         box.uidnext += 1
         return m
 
+    def _ensure_defaults(self, user: str) -> None:
+        """Create the default mailboxes (INBOX, Sent, …) a canonical user is missing."""
+        boxes = self._boxes(user)
+        uses = {box.special_use for box in boxes.values()}
+        for name, use in DEFAULT_MAILBOXES:
+            if name not in boxes and (use is None or use not in uses):
+                self._new_box(user, name, use, subscribed=True)
+                boxes = self._boxes(user)
+
+    def _add(
+        self,
+        user: str,
+        mailbox: str,
+        message_id: str,
+        internal_date: float,
+        flags: frozenset[str],
+        mime_index: bytes | None,
+    ) -> MailMessage:
+        """Put a stored message into a mailbox (canonical names) with its next UID and modseq."""
+        box = self._box(user, mailbox)
+        if message_id not in self._messages:
+            raise NoSuchEntry(f"no message {message_id}")
+        if mime_index is not None:
+            self._mime_indexes[message_id] = bytes(mime_index)
+        box.highest_modseq += 1
+        return self._mail_message(self._append(box, message_id, flags, internal_date))
+
     def ensure_user(self, user: str) -> Deferred[list[MailboxInfo]]:
         def ensure() -> list[MailboxInfo]:
             key = normalize_user(user)
-            boxes = self._boxes(key)
-            uses = {box.special_use for box in boxes.values()}
-            for name, use in DEFAULT_MAILBOXES:
-                if name not in boxes and (use is None or use not in uses):
-                    self._new_box(key, name, use, subscribed=True)
-                    boxes = self._boxes(key)
+            self._ensure_defaults(key)
             return self._sorted_infos(key)
 
         return self._guarded(ensure)
@@ -660,14 +692,9 @@ class MemoryStore:
         mime_index: bytes | None = None,
     ) -> Deferred[MailMessage]:
         def add() -> MailMessage:
-            box = self._box(normalize_user(user), normalize_mailbox_name(mailbox))
+            owner, canonical = normalize_user(user), normalize_mailbox_name(mailbox)
             wanted = normalize_flags(flags)
-            if message_id not in self._messages:
-                raise NoSuchEntry(f"no message {message_id}")
-            if mime_index is not None:
-                self._mime_indexes[message_id] = bytes(mime_index)
-            box.highest_modseq += 1
-            return self._mail_message(self._append(box, message_id, wanted, internal_date))
+            return self._add(owner, canonical, message_id, internal_date, wanted, mime_index)
 
         return self._guarded(add)
 
@@ -891,6 +918,14 @@ class MemoryStore:
 
     def credentials_version(self) -> Deferred[int]:
         return succeed(self._credentials_version)
+
+
+def _index(message_id: str, body: bytes) -> bytes | None:
+    """The MIME index of a body, or None if indexing fails (IMAP indexes it again later)."""
+    try:
+        return index_to_json(index_message(io.BytesIO(body), len(body)))
+    except Exception:
+        return None
 
 
 def _due(entry: QueueEntry, now: float) -> bool:

@@ -22,8 +22,11 @@ the reactor does, and uses its own short-lived connection.
 Durability (DESIGN decision 2; Postfix ``mail_stream.c``: write, fsync, then mark ready).  A
 commit writes the rest of a file body, fsyncs it, fsyncs every directory that gained an entry, then
 inserts the message, its queue entries and its shadow copies in one transaction
-(``synchronous=FULL``).  A crash before that transaction leaves only an orphan body file, which the
-next L{SQLiteStore.open} sweeps away; a crash after it loses nothing.
+(``synchronous=FULL``); for a shadow copy (mode ``both``) that same transaction also creates the
+recipient's default mailboxes if missing, adds the message to their INBOX and stores its MIME index
+(computed once, before the transaction, from the inline bytes or the body file; a failure to index
+stores none and never fails the commit).  A crash before that transaction leaves only an orphan
+body file, which the next L{SQLiteStore.open} sweeps away; a crash after it loses nothing.
 
 Group commit.  While one batch runs on the storage thread, new requests wait; when it finishes,
 every waiting request goes into the next batch: one executor call, one transaction (so one WAL
@@ -150,7 +153,9 @@ from strata_twisted.model import (
     normalize_user_list,
     split_address,
 )
+from strata_twisted.proto.mime import index_message, index_to_json
 from strata_twisted.storage._bodies import check_body_range, check_message_id, header_section
+from strata_twisted.storage._mailboxes import shadow_owners
 from strata_twisted.storage._queue import apply_change, apply_result, check_result
 from strata_twisted.storage.sqlite_schema import immediate_transaction, migrate
 
@@ -414,6 +419,8 @@ class _PendingCommit:
     created_at: float
     inline: bool  # the whole body is `tail`: stored in the `bodies` table, no file
     deferred: Deferred[StoredMessage] = field(default_factory=Deferred)
+    # Storage thread: the MIME index, computed before the transaction when a delivery is a shadow.
+    t_mime_index: bytes | None = None
 
     def stored(self) -> StoredMessage:
         return StoredMessage(
@@ -960,6 +967,11 @@ class SQLiteStore:
                 stored[i] = e
             else:
                 written.append(i)
+        for i in written:
+            # Parsed once, here, outside the transaction (DESIGN decision 9); only shadow copies
+            # need it, so a message without one costs nothing.
+            if any(delivery.shadow for delivery in batch[i].incoming.deliveries):
+                batch[i].t_mime_index = self._t_index(batch[i])
         recorded: list[QueueEntry | StrataError] = []
         if written or results:
 
@@ -1000,6 +1012,24 @@ class SQLiteStore:
                 for i in written:
                     stored[i] = batch[i].stored()
         return _BatchOutcome([stored[i] for i in range(len(batch))], recorded)
+
+    def _t_index(self, pending: _PendingCommit) -> bytes | None:
+        """
+        The MIME index of a just-written body (L{index_message} reads it in bounded chunks), or
+        None when anything goes wrong: the IMAP layer indexes it again later, and intake never
+        fails because of MIME.
+        """
+        try:
+            if pending.inline:
+                return index_to_json(index_message(io.BytesIO(pending.tail), pending.size))
+            with pending.writer.path.open("rb") as body:
+                return index_to_json(index_message(body, pending.size))
+        except Exception:
+            _log.failure(
+                "Could not index the MIME structure of {message_id}; storing it without",
+                message_id=pending.writer.message_id,
+            )
+            return None
 
     def _t_record(
         self, conn: sqlite3.Connection, result: AttemptResult
@@ -1071,6 +1101,14 @@ class SQLiteStore:
                 if delivery.shadow
             ],
         )
+        # Mode "both": each shadow recipient's INBOX gets the message, in this same transaction.
+        mime_index = pending.t_mime_index
+        for owner in shadow_owners(incoming):
+            _t_ensure_defaults(conn, owner, pending.created_at)
+            _t_add_message(
+                conn, owner, INBOX, message_id, incoming.received_at, frozenset(), mime_index
+            )
+            mime_index = None  # kept once per message, shared by every mailbox copy
 
     def get_message(self, message_id: str) -> Deferred[StoredMessage | None]:
         return self._run(f"reading message {message_id}", lambda: self._t_get_message(message_id))
@@ -1545,14 +1583,7 @@ class SQLiteStore:
             owner = normalize_user(user)
 
             def ensure(conn: sqlite3.Connection) -> list[MailboxInfo]:
-                rows = conn.execute(
-                    "SELECT name, special_use FROM mailboxes WHERE owner = ?", (owner,)
-                ).fetchall()
-                names = {row["name"] for row in rows}
-                uses = {row["special_use"] for row in rows}
-                for name, use in DEFAULT_MAILBOXES:
-                    if name not in names and (use is None or use not in uses):
-                        _t_new_mailbox(conn, owner, name, use, True, now)
+                _t_ensure_defaults(conn, owner, now)
                 return _t_mailboxes(conn, owner)
 
             return ensure
@@ -1724,20 +1755,9 @@ class SQLiteStore:
             wanted = normalize_flags(flags)
 
             def add(conn: sqlite3.Connection) -> MailMessage:
-                row = _t_mailbox(conn, owner, canonical)
-                size = conn.execute(
-                    "SELECT size FROM messages WHERE id = ?", (message_id,)
-                ).fetchone()
-                if size is None:
-                    raise NoSuchEntry(f"no message {message_id}")
-                if mime_index is not None:
-                    conn.execute(
-                        "INSERT OR REPLACE INTO message_mime (message_id, data) VALUES (?, ?)",
-                        (message_id, bytes(mime_index)),
-                    )
-                modseq = _t_bump_modseq(conn, row["id"])
-                uid = _t_append(conn, row["id"], message_id, wanted, internal_date, modseq)
-                return MailMessage(uid, message_id, wanted, internal_date, int(size[0]), modseq)
+                return _t_add_message(
+                    conn, owner, canonical, message_id, internal_date, wanted, mime_index
+                )
 
             return add
 
@@ -2181,6 +2201,42 @@ def _t_make_parents(conn: sqlite3.Connection, owner: str, name: str, now: float)
     for parent in mailbox_parents(name):
         if _t_find_mailbox(conn, owner, parent) is None:
             _t_new_mailbox(conn, owner, parent, None, False, now)
+
+
+def _t_ensure_defaults(conn: sqlite3.Connection, owner: str, now: float) -> None:
+    """Create the default mailboxes (INBOX, Sent, …) a canonical user is missing."""
+    rows = conn.execute(
+        "SELECT name, special_use FROM mailboxes WHERE owner = ?", (owner,)
+    ).fetchall()
+    names = {row["name"] for row in rows}
+    uses = {row["special_use"] for row in rows}
+    for name, use in DEFAULT_MAILBOXES:
+        if name not in names and (use is None or use not in uses):
+            _t_new_mailbox(conn, owner, name, use, True, now)
+
+
+def _t_add_message(
+    conn: sqlite3.Connection,
+    owner: str,
+    mailbox: str,
+    message_id: str,
+    internal_date: float,
+    flags: frozenset[str],
+    mime_index: bytes | None,
+) -> MailMessage:
+    """Put a stored message into a mailbox (canonical names) with its next UID and modseq."""
+    row = _t_mailbox(conn, owner, mailbox)
+    size = conn.execute("SELECT size FROM messages WHERE id = ?", (message_id,)).fetchone()
+    if size is None:
+        raise NoSuchEntry(f"no message {message_id}")
+    if mime_index is not None:
+        conn.execute(
+            "INSERT OR REPLACE INTO message_mime (message_id, data) VALUES (?, ?)",
+            (message_id, bytes(mime_index)),
+        )
+    modseq = _t_bump_modseq(conn, row["id"])
+    uid = _t_append(conn, row["id"], message_id, flags, internal_date, modseq)
+    return MailMessage(uid, message_id, flags, internal_date, int(size[0]), modseq)
 
 
 def _t_bump_modseq(conn: sqlite3.Connection, mailbox_id: int) -> int:

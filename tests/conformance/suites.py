@@ -17,6 +17,7 @@ QueueStoreSuite): pass``) and providing these pytest fixtures:
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -92,6 +93,7 @@ from strata_twisted.model import (
     UserCredential,
     UserListChange,
 )
+from strata_twisted.proto.mime import index_message, index_to_json
 from strata_twisted.testing import failure_of, result_of, store_message
 
 SetEntryState = Callable[[Any, str, str], None]
@@ -116,6 +118,34 @@ BODY = (
     b"trailing space \r\n"
 )
 HEADERS = BODY[: BODY.index(b"\r\n\r\n") + 4]
+MULTIPART = (
+    b"From: Bob <bob@example.org>\r\n"
+    b"Subject: parts\r\n"
+    b"MIME-Version: 1.0\r\n"
+    b'Content-Type: multipart/mixed; boundary="b1"\r\n'
+    b"\r\n"
+    b"--b1\r\n"
+    b"Content-Type: text/plain; charset=utf-8\r\n"
+    b"\r\n"
+    b"hello\r\n"
+    b"--b1\r\n"
+    b"Content-Type: application/octet-stream\r\n"
+    b"Content-Disposition: attachment; filename=a.bin\r\n"
+    b"\r\n"
+    b"\x00\x01\x02\r\n"
+    b"--b1--\r\n"
+)
+
+
+def mime_index_of(body: bytes) -> bytes:
+    """The MIME index a store keeps for this body (proto.mime, as the IMAP layer reads it)."""
+    return index_to_json(index_message(io.BytesIO(body), len(body)))
+
+
+def store_boxes(store: Any, user: str) -> list[MailboxInfo]:
+    boxes = result_of(store.list_mailboxes(user))
+    assert isinstance(boxes, list)
+    return boxes
 
 
 def fails_with(d: Any, error: type[BaseException]) -> BaseException:
@@ -1593,6 +1623,75 @@ class MailboxStoreSuite:
         assert result_of(store.mime_indexes(ALICE_USER, "Trash", [1])) == {1: b'{"v": 2}'}
         assert result_of(store.mime_indexes(ALICE_USER, "INBOX", [])) == {}
         fails_with(store.mime_indexes(ALICE_USER, "Nope", [1]), NoSuchMailbox)
+
+    # -- intake in delivery mode "both": the commit puts each shadow copy into the user's INBOX
+
+    def test_commit_delivers_shadow_copies_into_the_inbox(self, store: Any) -> None:
+        deliver(store, "M1", (BOB, CAROL, DAVE), received_at=1000.0)
+        deliver(store, "M2", (DAVE, BOB), body=MULTIPART, received_at=2000.0)
+        for user in ("bob@example.com", "dave@example.net"):
+            # The default mailboxes, as ensure_user makes them.
+            assert [(b.name, b.special_use, b.subscribed) for b in store_boxes(store, user)] == [
+                ("Drafts", "\\Drafts", True),
+                ("INBOX", None, True),
+                ("Junk", "\\Junk", True),
+                ("Sent", "\\Sent", True),
+                ("Trash", "\\Trash", True),
+            ]
+            # A new UID each, no flags, INTERNALDATE = received_at, one modseq per delivery.
+            assert result_of(store.list_messages(user, "INBOX")) == [
+                MailMessage(1, "M1", frozenset(), 1000.0, len(BODY), 2),
+                MailMessage(2, "M2", frozenset(), 2000.0, len(MULTIPART), 3),
+            ]
+            box = self.box(store, "INBOX", user)
+            assert (box.uidnext, box.highest_modseq) == (3, 3)
+            assert result_of(store.mime_indexes(user, "INBOX", [1, 2])) == {
+                1: mime_index_of(BODY),
+                2: mime_index_of(MULTIPART),
+            }
+            for name in ("Drafts", "Junk", "Sent", "Trash"):
+                assert result_of(store.list_messages(user, name)) == []
+        # The recipient without a shadow copy gets nothing; nor does anyone else.
+        assert result_of(store.list_mailboxes("carol@example.net")) == []
+        assert result_of(store.list_mailboxes(ALICE_USER)) == []
+        # Both INBOX copies share the one stored body.
+        assert result_of(store.message_count()) == 2
+
+    def test_shadow_copy_of_a_large_body(self, store: Any) -> None:
+        big = MULTIPART.replace(b"hello\r\n", b"x" * 76 + b"\r\n") + b"y" * (300 * 1024)
+        assert len(big) > 300 * 1024  # past the disk store's inline limit: a body file
+        deliver(store, "M1", (BOB,), body=big, received_at=1000.0)
+        assert result_of(store.read_body("M1")) == big
+        assert [m.size for m in result_of(store.list_messages("bob@example.com", "INBOX"))] == [
+            len(big)
+        ]
+        indexes = result_of(store.mime_indexes("bob@example.com", "INBOX", [1]))
+        assert indexes == {1: mime_index_of(big)}
+
+    def test_shadow_copies_join_a_user_who_has_mailboxes(self, store: Any) -> None:
+        result_of(store.ensure_user("Bob@Example.com"))
+        result_of(store.delete_mailbox("bob@example.com", "Junk"))
+        self.add(store, "M0", user="bob@example.com")
+        # The same user spelled twice: one INBOX copy.
+        twice = Delivery("BOB@example.COM", "example.com", shadow=True)
+        deliver(store, "M1", (BOB, twice), received_at=1000.0)
+        assert self.uids(store, "INBOX", "bob@example.com") == [1, 2]
+        assert self.box(store, "INBOX", "bob@example.com").uidnext == 3
+        # Missing default mailboxes are made again, as ensure_user would.
+        assert "Junk" in self.names(store, "bob@example.com")
+        assert len(result_of(store.entries_for_message("M1"))) == 2
+
+    def test_a_message_without_shadow_copies_reaches_no_mailbox(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        deliver(store, "M1", (ALICE, CAROL))
+        assert self.uids(store, "INBOX") == []
+        assert result_of(store.list_mailboxes("carol@example.net")) == []
+
+    def test_an_aborted_message_reaches_no_mailbox(self, store: Any) -> None:
+        writer = store.begin("M1")
+        result_of(writer.write(BODY))
+        result_of(writer.abort())
+        assert result_of(store.list_mailboxes("bob@example.com")) == []
 
     # -- flags and CONDSTORE
 
