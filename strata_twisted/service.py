@@ -30,6 +30,7 @@ from strata_twisted.core.relay import RelayLoop
 from strata_twisted.executor import Executor, SyncExecutor, ThreadExecutor
 from strata_twisted.fired import result_of
 from strata_twisted.model import FLUSH_ACTION
+from strata_twisted.proto.mime import index_bytes
 from strata_twisted.server.dns import DNSPythonResolver
 from strata_twisted.server.probe import SMTPProber
 from strata_twisted.server.relay import SMTPRelayConnector
@@ -156,7 +157,8 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     root = StrataService()
     executor: Executor = ThreadExecutor(reactor)
     store = open_store(settings.storage.backend, settings.data_dir, reactor, executor,
-                       sync_each_result=settings.relay.sync_each_result)  # fmt: skip
+                       sync_each_result=settings.relay.sync_each_result,
+                       indexer=index_bytes)  # fmt: skip
     store.open(recover=True)
     log.info(
         "Strata storage: {backend} in {data_dir}",

@@ -19,7 +19,7 @@ from strata_twisted.core.intake import (
 )
 from strata_twisted.errors import MailError, RelayDenied, UnknownUser
 from strata_twisted.model import Domain, MailMessage, RelayTarget, UserCredential
-from strata_twisted.proto.mime import index_message, index_to_json
+from strata_twisted.proto.mime import index_bytes, index_message, index_to_json
 from strata_twisted.storage.memory import MemoryStore
 from strata_twisted.testing import result_of
 
@@ -85,7 +85,7 @@ HASH = "{SHA512-CRYPT}$6$saltsalt$" + "a" * 86  # a well-formed hash (never chec
 
 def policy_with_users(**domain: object) -> tuple[IntakePolicy, MemoryStore, DomainCache]:
     clock = Clock()
-    store = MemoryStore(clock)
+    store = MemoryStore(clock, indexer=index_bytes)
     protected = Domain("example.test", RelayTarget("10.0.0.1"), **domain)  # type: ignore[arg-type]
     result_of(store.add_domain(protected))
     result_of(store.add_domain(Domain("open.test", RelayTarget("10.0.0.2"))))

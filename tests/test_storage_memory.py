@@ -38,7 +38,7 @@ def clock() -> task.Clock:
 
 @pytest.fixture
 def store(clock: task.Clock) -> MemoryStore:
-    store = MemoryStore(clock)
+    store = MemoryStore(clock, indexer=mime.index_bytes)
     store.open()
     return store
 
@@ -109,7 +109,7 @@ def test_a_message_that_cannot_be_indexed_is_still_committed(
     def broken(stream: Any, size: int) -> Any:
         raise RuntimeError("indexer bug")
 
-    monkeypatch.setattr("strata_twisted.storage.memory.index_message", broken)
+    monkeypatch.setattr(store, "_indexer", broken)
     assert deliver(store, "M1", (BOB,)).id == "M1"
     assert [m.message_id for m in result_of(store.list_messages("bob@example.com", "INBOX"))] == [
         "M1"
@@ -122,11 +122,11 @@ def test_only_messages_with_shadow_copies_are_indexed(
 ) -> None:
     indexed: list[int] = []
 
-    def counting(stream: Any, size: int) -> mime.MessageIndex:
+    def counting(stream: Any, size: int) -> bytes:
         indexed.append(size)
-        return mime.index_message(stream, size)
+        return mime.index_bytes(stream, size)
 
-    monkeypatch.setattr("strata_twisted.storage.memory.index_message", counting)
+    monkeypatch.setattr(store, "_indexer", counting)
     deliver(store, "M1", (ALICE, CAROL))
     assert indexed == []
     deliver(store, "M2", (ALICE, BOB, BOB))

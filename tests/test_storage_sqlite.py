@@ -54,6 +54,7 @@ from strata_twisted.model import (
     StoredMessage,
     UserCredential,
 )
+from strata_twisted.proto.mime import index_bytes
 from strata_twisted.storage import open_store
 from strata_twisted.storage.sqlite import (
     BUFFER_LIMIT,
@@ -111,7 +112,7 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def store(data_dir: Path, clock: task.Clock) -> Iterator[SQLiteStore]:
-    store = SQLiteStore(data_dir, clock, SyncExecutor(), inline_limit=FILES)
+    store = SQLiteStore(data_dir, clock, SyncExecutor(), inline_limit=FILES, indexer=index_bytes)
     store.open(recover=True)
     yield store
     result_of(store.close())
@@ -207,7 +208,7 @@ class OwnThreadStore:
     @pytest.fixture
     def store(self, data_dir: Path, clock: task.Clock) -> Iterator[SQLiteStore]:
         executor = OwnThreadExecutor()
-        store = SQLiteStore(data_dir, clock, executor, inline_limit=FILES)
+        store = SQLiteStore(data_dir, clock, executor, inline_limit=FILES, indexer=index_bytes)
         store.open(recover=True)
         yield store
         result_of(store.close())
@@ -239,7 +240,7 @@ class InlineBodiesStore:
 
     @pytest.fixture
     def store(self, data_dir: Path, clock: task.Clock) -> Iterator[SQLiteStore]:
-        store = SQLiteStore(data_dir, clock, SyncExecutor())
+        store = SQLiteStore(data_dir, clock, SyncExecutor(), indexer=index_bytes)
         store.open(recover=True)
         yield store
         result_of(store.close())
@@ -741,7 +742,7 @@ def test_database_full_on_a_full_disk(tiny_fs: Path, clock: task.Clock) -> None:
 @pytest.fixture
 def manual(data_dir: Path, clock: task.Clock) -> tuple[SQLiteStore, ManualExecutor]:
     executor = ManualExecutor()
-    store = SQLiteStore(data_dir, clock, executor, inline_limit=FILES)
+    store = SQLiteStore(data_dir, clock, executor, inline_limit=FILES, indexer=index_bytes)
     store.open(recover=True)
     return store, executor
 
@@ -1729,7 +1730,7 @@ def test_a_message_that_cannot_be_indexed_is_still_committed(
     def broken(stream: Any, size: int) -> Any:
         raise RuntimeError("indexer bug")
 
-    monkeypatch.setattr("strata_twisted.storage.sqlite.index_message", broken)
+    monkeypatch.setattr(store, "_indexer", broken)
     assert deliver(store, "M1", (BOB,)).id == "M1"
     assert [m.message_id for m in result_of(store.list_messages(BOB_USER, "INBOX"))] == ["M1"]
     assert result_of(store.mime_indexes(BOB_USER, "INBOX", [1])) == {}  # IMAP indexes it later
@@ -1742,11 +1743,11 @@ def test_only_messages_with_shadow_copies_are_indexed(
 
     indexed: list[int] = []
 
-    def counting(stream: Any, size: int) -> mime.MessageIndex:
+    def counting(stream: Any, size: int) -> bytes:
         indexed.append(size)
-        return mime.index_message(stream, size)
+        return mime.index_bytes(stream, size)
 
-    monkeypatch.setattr("strata_twisted.storage.sqlite.index_message", counting)
+    monkeypatch.setattr(store, "_indexer", counting)
     deliver(store, "M1", (ALICE, CAROL))
     assert indexed == []
     big = BODY + b"z" * (300 * 1024)

@@ -58,6 +58,7 @@ __all__ = [
     "bodystructure",
     "envelope",
     "header_fields",
+    "index_bytes",
     "index_from_json",
     "index_message",
     "index_to_json",
@@ -1038,6 +1039,11 @@ def _part_out(part: Part) -> dict[str, object]:
             _nb(env.message_id),
         ]
     return out
+
+
+def index_bytes(stream: BinaryIO, size: int) -> bytes:
+    """L{index_message} then L{index_to_json}: the index as the store keeps it."""
+    return index_to_json(index_message(stream, size))
 
 
 def index_to_json(index: MessageIndex) -> bytes:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 from twisted.internet.defer import Deferred, fail, succeed
+from twisted.logger import Logger
 from zope.interface import implementer
 
 from strata_twisted.clock import SecondsClock
@@ -90,9 +91,8 @@ from strata_twisted.model import (
     normalize_user_list,
     split_address,
 )
-from strata_twisted.proto.mime import index_message, index_to_json
 from strata_twisted.storage._bodies import check_body_range, check_message_id, header_section
-from strata_twisted.storage._mailboxes import shadow_owners
+from strata_twisted.storage._mailboxes import Indexer, shadow_owners
 from strata_twisted.storage._queue import apply_change, apply_result
 
 T = TypeVar("T")
@@ -193,8 +193,12 @@ class _MemoryMessageWriter:
 class MemoryStore:
     """Every storage role in memory.  ``clock`` timestamps domains, shadow copies and events."""
 
-    def __init__(self, clock: SecondsClock) -> None:
+    log = Logger()
+
+    def __init__(self, clock: SecondsClock, *, indexer: Indexer | None = None) -> None:
+        """``indexer``: the MIME index kept for messages with shadow copies (None: none kept)."""
         self._clock = clock
+        self._indexer = indexer
         self._domains: dict[str, Domain] = {}
         self._domains_version = 0
         self._messages: dict[str, _Message] = {}
@@ -278,7 +282,7 @@ class MemoryStore:
         created_at = self._clock.seconds()
         owners = shadow_owners(incoming)
         # Parsed once, at delivery (DESIGN decision 9), and only for a message with shadow copies.
-        mime_index = _index(message_id, body) if owners else None
+        mime_index = self._index(message_id, body) if owners else None
         # Nothing below can fail: the message, its entries and its INBOX copies appear together.
         self._messages[message_id] = _Message(stored, body)
         for n, delivery in enumerate(incoming.deliveries, start=1):
@@ -546,6 +550,16 @@ class MemoryStore:
         box.messages[m.uid] = m
         box.uidnext += 1
         return m
+
+    def _index(self, message_id: str, body: bytes) -> bytes | None:
+        """The MIME index of a body, or None (no indexer, or it failed: IMAP indexes it later)."""
+        if self._indexer is None:
+            return None
+        try:
+            return self._indexer(io.BytesIO(body), len(body))
+        except Exception:
+            self.log.failure("Could not index the MIME structure of {id}", id=message_id)
+            return None
 
     def _ensure_defaults(self, user: str) -> None:
         """Create the default mailboxes (INBOX, Sent, …) a canonical user is missing."""
@@ -918,14 +932,6 @@ class MemoryStore:
 
     def credentials_version(self) -> Deferred[int]:
         return succeed(self._credentials_version)
-
-
-def _index(message_id: str, body: bytes) -> bytes | None:
-    """The MIME index of a body, or None if indexing fails (IMAP indexes it again later)."""
-    try:
-        return index_to_json(index_message(io.BytesIO(body), len(body)))
-    except Exception:
-        return None
 
 
 def _due(entry: QueueEntry, now: float) -> bool:

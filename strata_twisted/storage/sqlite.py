@@ -153,9 +153,8 @@ from strata_twisted.model import (
     normalize_user_list,
     split_address,
 )
-from strata_twisted.proto.mime import index_message, index_to_json
 from strata_twisted.storage._bodies import check_body_range, check_message_id, header_section
-from strata_twisted.storage._mailboxes import shadow_owners
+from strata_twisted.storage._mailboxes import Indexer, shadow_owners
 from strata_twisted.storage._queue import apply_change, apply_result, check_result
 from strata_twisted.storage.sqlite_schema import immediate_transaction, migrate
 
@@ -650,11 +649,13 @@ class SQLiteStore:
         *,
         inline_limit: int = INLINE_LIMIT,
         sync_each_result: bool = True,
+        indexer: Indexer | None = None,
     ) -> None:
         """``sync_each_result=False``: see "Delivery results" in the module docstring."""
         self.data_dir = Path(data_dir)
         self.inline_limit = inline_limit
         self.sync_each_result = sync_each_result
+        self._indexer = indexer
         self.clock = clock
         self._executor = executor
         self._db_path = self.data_dir / DB_NAME
@@ -1015,15 +1016,17 @@ class SQLiteStore:
 
     def _t_index(self, pending: _PendingCommit) -> bytes | None:
         """
-        The MIME index of a just-written body (L{index_message} reads it in bounded chunks), or
-        None when anything goes wrong: the IMAP layer indexes it again later, and intake never
-        fails because of MIME.
+        The MIME index of a just-written body (the indexer reads it in bounded chunks), or None
+        without an indexer or when anything goes wrong: the IMAP layer indexes it again later,
+        and intake never fails because of MIME.
         """
+        if self._indexer is None:
+            return None
         try:
             if pending.inline:
-                return index_to_json(index_message(io.BytesIO(pending.tail), pending.size))
+                return self._indexer(io.BytesIO(pending.tail), pending.size)
             with pending.writer.path.open("rb") as body:
-                return index_to_json(index_message(body, pending.size))
+                return self._indexer(body, pending.size)
         except Exception:
             _log.failure(
                 "Could not index the MIME structure of {message_id}; storing it without",
