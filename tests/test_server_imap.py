@@ -1,0 +1,519 @@
+"""
+The IMAP adapter driven over StringTransport with a task.Clock (no sockets): login policy, LIST,
+SELECT, FETCH and LOGOUT, end to end through the real engine and the memory store, with password
+checks run synchronously by an injected executor.
+"""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import pytest
+from twisted.internet.address import IPv4Address
+from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.task import Clock
+from twisted.internet.testing import StringTransport
+
+from strata_twisted.core.credentials import VerificationCache, hash_password
+from strata_twisted.model import Delivery
+from strata_twisted.proto.imap_server import ServerLimits
+from strata_twisted.proto.mime import index_bytes
+from strata_twisted.server.imap import IMAPFactory, IMAPProtocol
+from strata_twisted.storage.memory import MemoryStore
+from strata_twisted.testing import result_of, store_message
+
+T = TypeVar("T")
+
+ALICE = "alice@example.test"
+BOB = "bob@example.test"
+PASSWORD = "correct horse"  # noqa: S105 (a test user's)
+CLOSED = "Your primary mail server is working; please use your usual mail app."
+
+BODY1 = (
+    b"From: Sender <sender@origin.test>\r\n"
+    b"To: alice@example.test\r\n"
+    b"Subject: hello\r\n"
+    b"Date: Mon, 2 Nov 2026 10:00:00 +0000\r\n"
+    b"Message-ID: <m1@origin.test>\r\n"
+    b"\r\n"
+    b"first body\r\n"
+)
+BODY2 = (
+    b"From: other@origin.test\r\nTo: alice@example.test\r\nSubject: second\r\n\r\nsecond body\r\n"
+)
+
+
+class CountingExecutor:
+    """Runs calls at once in the caller's thread and counts them (password checks)."""
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def run(self, f: Callable[[], T]) -> Deferred[T]:
+        self.calls += 1
+        try:
+            return succeed(f())
+        except BaseException:
+            return fail()
+
+    def start(self) -> None:
+        pass
+
+    def stop(self) -> None:
+        pass
+
+
+class Harness:
+    def __init__(self, closed: set[str] | None = None) -> None:
+        self.clock = Clock()
+        self.clock.advance(1_800_000_000)
+        self.store = MemoryStore(self.clock, indexer=index_bytes)
+        self.closed = closed if closed is not None else set()
+        self.executor = CountingExecutor()
+        for user in (ALICE, BOB):
+            stored = hash_password(PASSWORD, "SSHA512")
+            result_of(self.store.set_user(user, stored.text))
+        self.factory = IMAPFactory(
+            self.clock,
+            self.store,
+            self.store,
+            self.store,
+            None,
+            trusted_networks=["10.1.0.0/16"],
+            portal=lambda domain: CLOSED if domain in self.closed else None,
+            executor=self.executor,
+            cache=VerificationCache(ttl=60),
+        )
+        self.factory.start()
+
+    def deliver(self, message_id: str, body: bytes, recipient: str = ALICE) -> None:
+        delivery = Delivery(recipient, "example.test", shadow=True)
+        result_of(store_message(self.store, message_id, body, [delivery], received_at=1e9))
+
+    def connect(self, host: str = "127.0.0.1") -> tuple[IMAPProtocol, StringTransport]:
+        proto = self.factory.buildProtocol(IPv4Address("TCP", host, 40000))
+        assert isinstance(proto, IMAPProtocol)
+        transport = StringTransport(peerAddress=IPv4Address("TCP", host, 40000))
+        proto.makeConnection(transport)
+        transport.clear()  # the greeting
+        return proto, transport
+
+    def login(self, user: str = ALICE) -> tuple[IMAPProtocol, StringTransport]:
+        proto, transport = self.connect()
+        assert send(proto, transport, f'a LOGIN {user} "{PASSWORD}"\r\n').startswith(b"a OK ")
+        return proto, transport
+
+
+def send(proto: IMAPProtocol, transport: StringTransport, line: str | bytes) -> bytes:
+    transport.clear()
+    proto.dataReceived(line.encode() if isinstance(line, str) else line)
+    return bytes(transport.value())
+
+
+@pytest.fixture
+def h() -> Harness:
+    return Harness()
+
+
+# -- login ----------------------------------------------------------------------------------------
+
+
+def test_greeting_and_login_ok(h: Harness) -> None:
+    proto = h.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    assert isinstance(proto, IMAPProtocol)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1))
+    proto.makeConnection(transport)
+    assert transport.value().startswith(b"* OK [CAPABILITY IMAP4rev1 ")
+    assert b"AUTH=PLAIN" in transport.value()  # loopback: plaintext login allowed
+    reply = send(proto, transport, f'a LOGIN Alice@Example.TEST "{PASSWORD}"\r\n')
+    assert reply.startswith(b"a OK [CAPABILITY IMAP4rev1 ")
+    assert reply.endswith(b"] Logged in\r\n")
+    assert proto.user == ALICE  # canonical address
+    # ensure_user gave the default mailboxes
+    names = [m.name for m in result_of(h.store.list_mailboxes(ALICE))]
+    assert names == ["Drafts", "INBOX", "Junk", "Sent", "Trash"]
+
+
+def test_wrong_password_and_unknown_user_get_the_same_answer(h: Harness) -> None:
+    proto, transport = h.connect()
+    wrong = send(proto, transport, 'a LOGIN alice@example.test "nope"\r\n')
+    unknown = send(proto, transport, f'a LOGIN nobody@example.test "{PASSWORD}"\r\n')
+    proto, transport = h.connect()  # the third failure would end the first session
+    invalid = send(proto, transport, f'a LOGIN not-an-address "{PASSWORD}"\r\n')
+    assert wrong == unknown == invalid == b"a NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
+    assert h.executor.calls == 3  # each one cost a hash check, the unknown ones too
+    assert proto.user is None
+    assert not result_of(h.store.list_mailboxes("nobody@example.test"))
+
+
+def test_third_failure_ends_the_session(h: Harness) -> None:
+    proto, transport = h.connect()
+    send(proto, transport, 'a LOGIN alice@example.test "x"\r\nb LOGIN alice@example.test "y"\r\n')
+    reply = send(proto, transport, 'c LOGIN alice@example.test "z"\r\n')
+    assert reply == (
+        b"c NO [AUTHENTICATIONFAILED] Authentication failed\r\n* BYE Too many failed logins\r\n"
+    )
+    assert transport.disconnecting
+
+
+def test_successful_verification_is_cached(h: Harness) -> None:
+    for _ in range(3):
+        proto, transport = h.login()
+        send(proto, transport, "z LOGOUT\r\n")
+    assert h.executor.calls == 1
+    # a wrong password is never answered from the cache
+    proto, transport = h.connect()
+    assert send(proto, transport, 'a LOGIN alice@example.test "bad"\r\n').startswith(b"a NO ")
+    assert h.executor.calls == 2
+    # the cache expires on the injected clock
+    h.clock.advance(61)
+    h.login()
+    assert h.executor.calls == 3
+
+
+def test_authenticate_plain_with_initial_response(h: Harness) -> None:
+    proto, transport = h.connect()
+    token = base64.b64encode(f"\0{ALICE}\0{PASSWORD}".encode()).decode()
+    reply = send(proto, transport, f"a AUTHENTICATE PLAIN {token}\r\n")
+    assert reply.startswith(b"a OK [CAPABILITY ")
+    assert proto.user == ALICE
+
+
+def test_portal_closed_after_the_right_password(h: Harness) -> None:
+    h.closed.add("example.test")
+    proto, transport = h.connect()
+    reply = send(proto, transport, f'a LOGIN alice@example.test "{PASSWORD}"\r\n')
+    assert reply == b"a NO [UNAVAILABLE] " + CLOSED.encode() + b"\r\n"
+    assert proto.user is None
+    # a wrong password does not learn that the portal is closed
+    reply = send(proto, transport, 'b LOGIN alice@example.test "bad"\r\n')
+    assert reply == b"b NO [AUTHENTICATIONFAILED] Authentication failed\r\n"
+    # once open, the same connection may log in
+    h.closed.clear()
+    assert send(proto, transport, f'c LOGIN {ALICE} "{PASSWORD}"\r\n').startswith(b"c OK ")
+
+
+def test_plaintext_login_refused_off_trusted_networks(h: Harness) -> None:
+    proto, transport = h.connect("192.0.2.7")
+    assert b"LOGINDISABLED" in send(proto, transport, "a CAPABILITY\r\n")
+    reply = send(proto, transport, f'b LOGIN {ALICE} "{PASSWORD}"\r\n')
+    assert reply.startswith(b"b NO [PRIVACYREQUIRED] ")
+    assert h.executor.calls == 0
+    proto, transport = h.connect("10.1.2.3")  # a configured trusted network
+    assert send(proto, transport, f'b LOGIN {ALICE} "{PASSWORD}"\r\n').startswith(b"b OK ")
+
+
+def test_commands_need_login(h: Harness) -> None:
+    proto, transport = h.connect()
+    assert send(proto, transport, 'a LIST "" "*"\r\n') == b"a BAD Log in first\r\n"
+
+
+# -- LIST, LSUB -----------------------------------------------------------------------------------
+
+
+def test_list_shows_the_special_folders(h: Harness) -> None:
+    proto, transport = h.login()
+    assert send(proto, transport, 'b LIST "" "*"\r\n') == (
+        b'* LIST (\\HasNoChildren \\Drafts) "/" Drafts\r\n'
+        b'* LIST (\\HasNoChildren) "/" INBOX\r\n'
+        b'* LIST (\\HasNoChildren \\Junk) "/" Junk\r\n'
+        b'* LIST (\\HasNoChildren \\Sent) "/" Sent\r\n'
+        b'* LIST (\\HasNoChildren \\Trash) "/" Trash\r\n'
+        b"b OK LIST completed\r\n"
+    )
+
+
+def test_list_patterns_children_and_subscribed(h: Harness) -> None:
+    result_of(h.store.ensure_user(ALICE))
+    result_of(h.store.create_mailbox(ALICE, "Projects/2026"))
+    proto, transport = h.login()
+    assert send(proto, transport, 'a LIST "" ""\r\n') == (
+        b'* LIST (\\Noselect) "/" ""\r\na OK LIST completed\r\n'
+    )
+    assert send(proto, transport, 'b LIST "" "%"\r\n').count(b"* LIST") == 6
+    assert send(proto, transport, 'c LIST "Projects/" "%"\r\n') == (
+        b'* LIST (\\HasNoChildren) "/" Projects/2026\r\nc OK LIST completed\r\n'
+    )
+    assert send(proto, transport, 'd LIST "" "inbox"\r\n') == (
+        b'* LIST (\\HasNoChildren) "/" INBOX\r\nd OK LIST completed\r\n'
+    )
+    reply = send(proto, transport, 'e LIST "" "P*"\r\n')
+    assert b'* LIST (\\HasChildren) "/" Projects\r\n' in reply
+    # Projects is not subscribed: LSUB and LIST (SUBSCRIBED) leave it out
+    lsub = send(proto, transport, 'f LSUB "" "*"\r\n')
+    assert b"Projects" not in lsub and lsub.count(b"* LSUB") == 5
+    assert b'* LSUB (\\HasNoChildren \\Trash) "/" Trash\r\n' in lsub
+    subscribed = send(proto, transport, 'g LIST (SUBSCRIBED) "" "*"\r\n')
+    assert b'* LIST (\\HasNoChildren \\Subscribed \\Sent) "/" Sent\r\n' in subscribed
+    assert b"Projects" not in subscribed
+
+
+def test_list_status(h: Harness) -> None:
+    h.deliver("m1", BODY1)
+    proto, transport = h.login()
+    reply = send(proto, transport, 'a LIST "" "INBOX" RETURN (STATUS (MESSAGES UNSEEN))\r\n')
+    assert reply == (
+        b'* LIST (\\HasNoChildren) "/" INBOX\r\n'
+        b"* STATUS INBOX (MESSAGES 1 UNSEEN 1)\r\n"
+        b"a OK LIST completed\r\n"
+    )
+
+
+# -- SELECT and FETCH -----------------------------------------------------------------------------
+
+
+def test_select_inbox(h: Harness) -> None:
+    h.deliver("m1", BODY1)
+    h.deliver("m2", BODY2)
+    proto, transport = h.login()
+    status = result_of(h.store.mailbox_status(ALICE, "INBOX"))
+    reply = send(proto, transport, "b SELECT INBOX\r\n")
+    assert reply == (
+        b"* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n"
+        b"* 2 EXISTS\r\n"
+        b"* 0 RECENT\r\n"
+        b"* OK [UNSEEN 1] Message 1 is first unseen\r\n"
+        b"* OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft \\*)] "
+        b"Flags permitted\r\n"
+        b"* OK [UIDNEXT 3] Predicted next UID\r\n"
+        b"* OK [UIDVALIDITY %d] UIDs valid\r\n"
+        b"* OK [HIGHESTMODSEQ %d] Highest\r\n"
+        b"b OK [READ-WRITE] SELECT completed\r\n" % (status.uidvalidity, status.highest_modseq)
+    )
+    assert proto.selected == "INBOX"
+
+
+def test_select_missing_mailbox(h: Harness) -> None:
+    proto, transport = h.login()
+    reply = send(proto, transport, "b SELECT Nowhere\r\n")
+    assert reply.startswith(b"b NO [NONEXISTENT] ")
+    assert send(proto, transport, "c FETCH 1 FLAGS\r\n") == b"c BAD No mailbox selected\r\n"
+
+
+def test_fetch_flags_uid_size_envelope(h: Harness) -> None:
+    h.deliver("m1", BODY1)
+    h.deliver("m2", BODY2)
+    proto, transport = h.login()
+    send(proto, transport, "b SELECT INBOX\r\n")
+    reply = send(proto, transport, "c FETCH 1:* (FLAGS UID RFC822.SIZE ENVELOPE)\r\n")
+    assert reply == (
+        b"* 1 FETCH (FLAGS () UID 1 RFC822.SIZE %d ENVELOPE "
+        b'("Mon, 2 Nov 2026 10:00:00 +0000" "hello" (("Sender" NIL "sender" "origin.test")) '
+        b'(("Sender" NIL "sender" "origin.test")) (("Sender" NIL "sender" "origin.test")) '
+        b'((NIL NIL "alice" "example.test")) NIL NIL NIL "<m1@origin.test>"))\r\n'
+        b"* 2 FETCH (FLAGS () UID 2 RFC822.SIZE %d ENVELOPE "
+        b'(NIL "second" ((NIL NIL "other" "origin.test")) ((NIL NIL "other" "origin.test")) '
+        b'((NIL NIL "other" "origin.test")) ((NIL NIL "alice" "example.test")) '
+        b"NIL NIL NIL NIL))\r\n"
+        b"c OK FETCH completed\r\n" % (len(BODY1), len(BODY2))
+    )
+
+
+def test_fetch_body_returns_the_stored_bytes_and_sets_seen(h: Harness) -> None:
+    h.deliver("m1", BODY1)
+    proto, transport = h.login()
+    send(proto, transport, "b SELECT INBOX\r\n")
+    reply = send(proto, transport, "c FETCH 1 BODY[]\r\n")
+    assert reply == (
+        b"* 1 FETCH (BODY[] {%d}\r\n" % len(BODY1)
+        + BODY1
+        + b" FLAGS (\\Seen))\r\nc OK FETCH completed\r\n"
+    )
+    [message] = result_of(h.store.list_messages(ALICE, "INBOX"))
+    assert message.flags == {"\\Seen"}
+    # already seen: no FLAGS item the second time
+    reply = send(proto, transport, "d FETCH 1 BODY[]\r\n")
+    assert reply.endswith(BODY1 + b")\r\nd OK FETCH completed\r\n")
+
+
+def test_body_peek_and_partial_do_not_set_seen(h: Harness) -> None:
+    h.deliver("m1", BODY1)
+    proto, transport = h.login()
+    send(proto, transport, "b SELECT INBOX\r\n")
+    items = "BODY.PEEK[HEADER.FIELDS (SUBJECT)] BODY.PEEK[]<0.4>"
+    reply = send(proto, transport, f"c FETCH 1 ({items})\r\n")
+    assert reply == (
+        b'* 1 FETCH (BODY[HEADER.FIELDS (SUBJECT)] {18}\r\nSubject: hello\r\n\r\n BODY[]<0> "From")'
+        b"\r\nc OK FETCH completed\r\n"
+    )
+    reply = send(proto, transport, "d FETCH 1 (BODY.PEEK[TEXT] FLAGS)\r\n")
+    assert reply == (
+        b"* 1 FETCH (BODY[TEXT] {12}\r\nfirst body\r\n FLAGS ())\r\nd OK FETCH completed\r\n"
+    )
+    [message] = result_of(h.store.list_messages(ALICE, "INBOX"))
+    assert message.flags == frozenset()
+
+
+def test_examine_never_sets_seen(h: Harness) -> None:
+    h.deliver("m1", BODY1)
+    proto, transport = h.login()
+    assert send(proto, transport, "b EXAMINE INBOX\r\n").endswith(
+        b"b OK [READ-ONLY] EXAMINE completed\r\n"
+    )
+    reply = send(proto, transport, "c FETCH 1 (BODY[] FLAGS)\r\n")
+    assert reply.endswith(BODY1 + b" FLAGS ())\r\nc OK FETCH completed\r\n")
+    [message] = result_of(h.store.list_messages(ALICE, "INBOX"))
+    assert message.flags == frozenset()
+
+
+def test_uid_fetch_and_sequence_errors(h: Harness) -> None:
+    h.deliver("m1", BODY1)
+    h.deliver("m2", BODY2)
+    proto, transport = h.login()
+    send(proto, transport, "b SELECT INBOX\r\n")
+    assert send(proto, transport, "c UID FETCH 2:* FLAGS\r\n") == (
+        b"* 2 FETCH (FLAGS () UID 2)\r\nc OK UID FETCH completed\r\n"
+    )
+    assert send(proto, transport, "d UID FETCH 7 FLAGS\r\n") == b"d OK UID FETCH completed\r\n"
+    assert send(proto, transport, "e FETCH 3 FLAGS\r\n") == (
+        b"e BAD Invalid message sequence number\r\n"
+    )
+
+
+def test_large_body_is_streamed_in_bounded_reads(h: Harness) -> None:
+    body = b"Subject: big\r\n\r\n" + b"x" * 998 + b"\r\n"
+    body = body + (b"y" * 1022 + b"\r\n") * 600  # about 600 KiB: above the stream threshold
+    h.deliver("big", body)
+    reads: list[int] = []
+    real = h.store.read_body_range
+
+    def spy(message_id: str, offset: int, length: int) -> Deferred[bytes]:
+        reads.append(length)
+        return real(message_id, offset, length)
+
+    h.store.read_body_range = spy  # type: ignore[method-assign]
+    proto, transport = h.login()
+    send(proto, transport, "b SELECT INBOX\r\n")
+    reply = send(proto, transport, "c FETCH 1 BODY.PEEK[]\r\n")
+    assert reply == (
+        b"* 1 FETCH (BODY[] {%d}\r\n" % len(body) + body + b")\r\nc OK FETCH completed\r\n"
+    )
+    assert reads and max(reads) <= 256 * 1024 and len(reads) == 3
+
+
+def test_a_user_never_sees_another_users_messages(h: Harness) -> None:
+    h.deliver("m1", BODY1, ALICE)
+    proto, transport = h.login(BOB)
+    reply = send(proto, transport, "b SELECT INBOX\r\n")
+    assert b"* 0 EXISTS\r\n" in reply
+    assert send(proto, transport, "c FETCH 1:* (BODY[])\r\n") == (
+        b"c BAD Invalid message sequence number\r\n"
+    )
+    assert send(proto, transport, "d UID FETCH 1:* (BODY[])\r\n") == (
+        b"d OK UID FETCH completed\r\n"
+    )
+
+
+def test_noop_close_unselect_and_not_yet(h: Harness) -> None:
+    h.deliver("m1", BODY1)
+    proto, transport = h.login()
+    send(proto, transport, "b SELECT INBOX\r\n")
+    assert send(proto, transport, "c NOOP\r\n") == b"c OK NOOP completed\r\n"
+    assert send(proto, transport, "d STORE 1 +FLAGS (\\Deleted)\r\n") == (
+        b"d NO [CANNOT] not implemented yet\r\n"
+    )
+    result_of(h.store.store_flags(ALICE, "INBOX", [1], "add", ["\\Deleted"]))
+    assert send(proto, transport, "e UNSELECT\r\n") == b"e OK UNSELECT completed\r\n"
+    assert proto.selected is None
+    assert len(result_of(h.store.list_messages(ALICE, "INBOX"))) == 1  # UNSELECT keeps it
+    send(proto, transport, "f SELECT INBOX\r\n")
+    assert send(proto, transport, "g CLOSE\r\n") == b"g OK CLOSE completed\r\n"
+    assert result_of(h.store.list_messages(ALICE, "INBOX")) == []  # CLOSE expunged it
+    assert send(proto, transport, "h CREATE Foo\r\n") == b"h NO [CANNOT] not implemented yet\r\n"
+
+
+def test_logout(h: Harness) -> None:
+    proto, transport = h.login()
+    assert send(proto, transport, "z LOGOUT\r\n") == (
+        b"* BYE Strata logging out\r\nz OK LOGOUT completed\r\n"
+    )
+    assert transport.disconnecting
+    proto.connectionLost(None)
+    assert h.factory.open_connections == 0
+
+
+# -- timers, pipelining, failures -----------------------------------------------------------------
+
+
+def test_idle_timeout_on_the_injected_clock(h: Harness) -> None:
+    proto, transport = h.connect()
+    h.clock.advance(59)
+    assert not transport.disconnecting
+    h.clock.advance(1)  # 60 s before login
+    assert transport.value() == b"* BYE Autologout; idle for too long\r\n"
+    assert transport.disconnecting
+    proto, transport = h.login()
+    transport.clear()
+    h.clock.advance(29 * 60)
+    assert send(proto, transport, "a NOOP\r\n") == b"a OK NOOP completed\r\n"
+    h.clock.advance(29 * 60)  # the NOOP restarted the timer
+    assert not transport.disconnecting
+    h.clock.advance(60)
+    assert transport.disconnecting
+
+
+def test_pipelined_commands_are_answered_in_order(h: Harness) -> None:
+    h.deliver("m1", BODY1)
+    proto, transport = h.connect()
+    reply = send(
+        proto,
+        transport,
+        f'a LOGIN {ALICE} "{PASSWORD}"\r\nb SELECT INBOX\r\nc FETCH 1 UID\r\nd LOGOUT\r\n',
+    )
+    tags = [line.split(b" ")[0] for line in reply.split(b"\r\n") if line[:1] != b"*" and line]
+    assert tags == [b"a", b"b", b"c", b"d"]
+    assert b"* 1 FETCH (UID 1)\r\n" in reply
+
+
+def test_answers_wait_for_the_store_and_reads_pause(h: Harness) -> None:
+    proto, transport = h.login()
+    waiting: Deferred[Any] = Deferred()
+    real = h.store.list_mailboxes
+    h.store.list_mailboxes = lambda user: waiting  # type: ignore[method-assign]
+    assert send(proto, transport, 'b LIST "" "INBOX"\r\nc NOOP\r\n') == b""
+    assert transport.producerState == "paused"
+    waiting.callback(result_of(real(ALICE)))
+    assert transport.value() == (
+        b'* LIST (\\HasNoChildren) "/" INBOX\r\nb OK LIST completed\r\nc OK NOOP completed\r\n'
+    )
+    assert transport.producerState == "producing"
+
+
+def test_storage_failure_is_a_temporary_no(h: Harness) -> None:
+    from strata_twisted.errors import StorageError
+
+    proto, transport = h.login()
+    h.store.list_mailboxes = lambda user: fail(StorageError("disk"))  # type: ignore[method-assign]
+    assert send(proto, transport, 'b LIST "" "*"\r\n') == (
+        b"b NO [UNAVAILABLE] Temporary server failure, try again later\r\n"
+    )
+    h.store.get_user = lambda address: fail(StorageError("disk"))  # type: ignore[method-assign]
+    proto, transport = h.connect()
+    assert send(proto, transport, f'a LOGIN {ALICE} "{PASSWORD}"\r\n') == (
+        b"a NO [UNAVAILABLE] Temporary server failure, try again later\r\n"
+    )
+
+
+def test_default_executor_needs_a_reactor(h: Harness) -> None:
+    with pytest.raises(TypeError):
+        IMAPFactory(h.clock, h.store, h.store, h.store, None, portal=lambda d: None)
+
+
+def test_limits_are_passed_to_the_engine(h: Harness) -> None:
+    factory = IMAPFactory(
+        h.clock,
+        h.store,
+        h.store,
+        h.store,
+        None,
+        portal=lambda d: None,
+        executor=h.executor,
+        limits=ServerLimits(preauth_timeout=5),
+    )
+    proto = factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 1))
+    proto.makeConnection(transport)
+    h.clock.advance(5)
+    assert transport.disconnecting
