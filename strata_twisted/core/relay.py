@@ -387,27 +387,26 @@ class RelayLoop:
         """Keep the entries queued until the next run, say why on each, and report it once."""
         self.log.warn("no route to {domain}: {reason}; mail stays queued",
                       domain=name, reason=reason)  # fmt: skip
+        await self._defer_to_next_run(entries, reason)
+        await self._events.record_event(
+            "relay.no_route", f"no route to {name}: {reason}; {len(entries)} kept queued", name
+        )
+
+    async def _defer_to_next_run(self, entries: list[QueueEntry], reason: str) -> None:
+        """Record an attempt for each entry: still queued, due again at the next run."""
         at = self._clock.seconds()
         retry = at + self._settings.interval
         for entry in entries:
             await self._queue.record_result(
                 AttemptResult(entry.id, DEFERRED_OUTCOME, reason, at, next_attempt_at=retry)
             )
-        await self._events.record_event(
-            "relay.no_route", f"no route to {name}: {reason}; {len(entries)} kept queued", name
-        )
 
     async def _keep_unprotected(self, name: str, entries: list[QueueEntry]) -> None:
         """Mail for a domain that is no longer protected: keep it queued until the next run (an
         admin may protect the domain again, bounce or delete it; it expires at the lifetime)."""
         reason = (f"{name} is no longer protected; kept queued (protect it again, or "
                   "strata queue bounce / delete)")  # fmt: skip
-        at = self._clock.seconds()
-        retry = at + self._settings.interval
-        for entry in entries:
-            await self._queue.record_result(
-                AttemptResult(entry.id, DEFERRED_OUTCOME, reason, at, next_attempt_at=retry)
-            )
+        await self._defer_to_next_run(entries, reason)
         self.log.warn("{n} queued for {domain}, which is no longer protected; kept queued",
                       n=len(entries), domain=name)  # fmt: skip
         await self._events.record_event(
