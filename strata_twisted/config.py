@@ -50,6 +50,32 @@ class IntakeSettings:
 
 
 @dataclass(frozen=True)
+class IMAPSettings:
+    """The IMAP server for the shadow mailboxes (#4): Roundcube and users' own clients."""
+
+    # Plain IMAP with STARTTLS (143), and implicit TLS (993; none by default).
+    listen: tuple[ListenAddress, ...] = (ListenAddress("127.0.0.1", 2143),)
+    tls_listen: tuple[ListenAddress, ...] = ()
+    # Networks (CIDR) besides loopback where LOGIN without TLS is allowed and that are never
+    # throttled as addresses: where the webmail runs (e.g. a Roundcube container's network).
+    trusted_networks: tuple[str, ...] = ()
+    max_connections_per_ip: int = 50
+    max_connections: int = 1000
+    idle_timeout: float = 1800.0  # RFC 3501 §5.4: at least 30 minutes
+    max_line_length: int = 64 * 1024
+    # The largest APPEND; 0: the intake's max_message_size.
+    max_append_size: int = 0
+    # Failed logins within login_window seconds, then NO [UNAVAILABLE] until they age out.
+    login_failures_per_ip: int = 20
+    login_failures_per_user: int = 10
+    login_window: float = 900.0
+    # A domain's portal (policy "outage") stays open this long after its outage ends.
+    portal_grace: float = 24 * 3600.0
+    # Shadow messages older than this many days are purged daily (a domain may override).
+    retention_days: int = 30
+
+
+@dataclass(frozen=True)
 class TLSSettings:
     certificate: Path | None = None
     private_key: Path | None = None
@@ -94,6 +120,7 @@ class Settings:
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     hostname: str = field(default_factory=socket.getfqdn)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
+    imap: IMAPSettings = field(default_factory=IMAPSettings)
     tls: TLSSettings = field(default_factory=TLSSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
@@ -133,6 +160,12 @@ def _seconds(key: str, value: Any) -> float:
     return float(value)
 
 
+def _seconds_or_zero(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise ConfigError(key, f"expected a number of seconds (0 or more), got {value!r}")
+    return float(value)
+
+
 def _bool(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(key, f"expected true or false, got {value!r}")
@@ -158,10 +191,17 @@ def _hostname(key: str, value: Any) -> str:
 
 
 def _listen(key: str, value: Any) -> tuple[ListenAddress, ...]:
+    if isinstance(value, list) and not value:
+        raise ConfigError(key, 'expected a list of "host:port" strings, e.g. ["0.0.0.0:25"]')
+    return _listen_or_none(key, value)
+
+
+def _listen_or_none(key: str, value: Any) -> tuple[ListenAddress, ...]:
+    """Like L{_listen}, but an empty list turns the listener off."""
     if isinstance(value, str):
         value = [value]
-    if not isinstance(value, list) or not value:
-        raise ConfigError(key, 'expected a list of "host:port" strings, e.g. ["0.0.0.0:25"]')
+    if not isinstance(value, list):
+        raise ConfigError(key, 'expected a list of "host:port" strings, e.g. ["0.0.0.0:993"]')
     out = []
     for item in value:
         if not isinstance(item, str):
@@ -189,6 +229,18 @@ def _nameserver(key: str, value: Any) -> str:
     return text
 
 
+def _networks(key: str, value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(key, 'expected a list of networks, e.g. ["172.18.0.0/16"]')
+    out = []
+    for item in value:
+        try:
+            out.append(str(ipaddress.ip_network(_string(key, item).strip(), strict=False)))
+        except ValueError:
+            raise ConfigError(key, f"expected a network such as 10.0.0.0/8, got {item!r}") from None
+    return tuple(out)
+
+
 def _backend(key: str, value: Any) -> str:
     text = _string(key, value)
     if text not in ("sqlite", "memory"):
@@ -207,6 +259,21 @@ _SCHEMA: dict[str, dict[str, Validator]] = {
         "data_timeout": _seconds,
         "max_connections_per_ip": _int(1),
         "max_connections": _int(1),
+    },
+    "imap": {
+        "listen": _listen_or_none,
+        "tls_listen": _listen_or_none,
+        "trusted_networks": _networks,
+        "max_connections_per_ip": _int(1),
+        "max_connections": _int(1),
+        "idle_timeout": _seconds,
+        "max_line_length": _int(1000, 16 * 1024 * 1024),
+        "max_append_size": _int(0),
+        "login_failures_per_ip": _int(1),
+        "login_failures_per_user": _int(1),
+        "login_window": _seconds,
+        "portal_grace": _seconds_or_zero,
+        "retention_days": _int(1),
     },
     "tls": {
         "certificate": _path,
@@ -262,6 +329,7 @@ def parse_config(document: dict[str, Any], source: Path | None = None) -> Settin
         data_dir=Path(os.path.abspath(data_dir)),
         hostname=top.get("hostname") or socket.getfqdn(),
         intake=IntakeSettings(**values["intake"]),
+        imap=IMAPSettings(**values["imap"]),
         tls=TLSSettings(**values["tls"]),
         relay=RelaySettings(**values["relay"]),
         monitor=MonitorSettings(**values["monitor"]),

@@ -15,23 +15,30 @@ from typing import Any
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IListeningPort, IStreamServerEndpoint
+from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
 from twisted.internet.protocol import Factory
+from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
+from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from strata_twisted.config import ListenAddress, Settings
 from strata_twisted.core.alerts import LogAlertSender
 from strata_twisted.core.control import ControlPoller
+from strata_twisted.core.credentials import VerificationCache
 from strata_twisted.core.domains import DomainCache, load_user_lists
 from strata_twisted.core.intake import IntakePolicy
 from strata_twisted.core.monitor import Monitor
 from strata_twisted.core.relay import RelayLoop
+from strata_twisted.core.throttle import LoginThrottle
 from strata_twisted.executor import Executor, SyncExecutor, ThreadExecutor
 from strata_twisted.fired import result_of
 from strata_twisted.model import FLUSH_ACTION
+from strata_twisted.proto.imap_server import ServerLimits
 from strata_twisted.proto.mime import index_bytes
+from strata_twisted.server._transport import ConnectionLimits
 from strata_twisted.server.dns import DNSPythonResolver
+from strata_twisted.server.imap import IMAPFactory, PoolExecutor
 from strata_twisted.server.probe import SMTPProber
 from strata_twisted.server.relay import SMTPRelayConnector
 from strata_twisted.server.smtp import SMTPIntakeFactory
@@ -44,11 +51,21 @@ class ListenerService(Service):
 
     log = Logger()
 
-    def __init__(self, reactor: Any, what: str, address: ListenAddress, factory: Factory) -> None:
+    def __init__(
+        self,
+        reactor: Any,
+        what: str,
+        address: ListenAddress,
+        factory: Factory,
+        tls: CertificateOptions | None = None,
+    ) -> None:
+        """``tls``: the listener speaks TLS from the first byte (IMAP on port 993)."""
         self._reactor = reactor
         self._what = what
         self._address = address
-        self._factory = factory
+        self._factory: IProtocolFactory = factory
+        if tls is not None:
+            self._factory = TLSMemoryBIOFactory(tls, False, factory)
         self._port: IListeningPort | None = None
 
     def _endpoint(self) -> IStreamServerEndpoint:
@@ -96,6 +113,21 @@ class StoreService(Service):
         # close() is queued behind the commits already submitted; stop() then runs them all and
         # joins the thread (work submitted after stop() would never run).
         self._store.close()
+        self._executor.stop()
+
+
+class ExecutorService(Service):
+    """Starts a worker pool with the listeners and stops it after them (password checks)."""
+
+    def __init__(self, executor: PoolExecutor) -> None:
+        self._executor = executor
+
+    def startService(self) -> None:
+        super().startService()
+        self._executor.start()
+
+    def stopService(self) -> None:
+        super().stopService()
         self._executor.stop()
 
 
@@ -219,7 +251,47 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     intake = SMTPIntakeFactory(reactor, policy, settings.intake, tls)
     for address in settings.intake.listen:
         ListenerService(reactor, "SMTP intake", address, intake).setServiceParent(root)
+    _imap_listeners(settings, reactor, store, tls, root)
     return root
+
+
+def _imap_listeners(
+    settings: Settings, reactor: Any, store: Any, tls: CertificateOptions, root: MultiService
+) -> None:
+    """The IMAP server (#4): one factory per kind of listener, sharing limits and caches."""
+    imap = settings.imap
+    if not imap.listen and not imap.tls_listen:
+        return
+    executor = PoolExecutor(reactor)
+    limits = ServerLimits(
+        max_line_length=imap.max_line_length,
+        max_append_size=imap.max_append_size or settings.intake.max_message_size,
+        idle_timeout=int(imap.idle_timeout),
+    )
+    cache = VerificationCache()
+    connections = ConnectionLimits(imap.max_connections, imap.max_connections_per_ip)
+    portal = _portal  # replaced by the domain portal policy
+    shared: dict[str, Any] = {
+        "trusted_networks": imap.trusted_networks, "portal": portal, "limits": limits,
+        "executor": executor, "cache": cache, "connections": connections,
+    }  # fmt: skip
+    plain = IMAPFactory(reactor, store, store, store, tls, **shared)
+    throttle = LoginThrottle(
+        reactor, per_ip=imap.login_failures_per_ip, per_user=imap.login_failures_per_user,
+        window=imap.login_window, exempt=plain.is_trusted,
+    )  # fmt: skip
+    plain.throttle = throttle
+    implicit = IMAPFactory(reactor, store, store, store, tls, implicit_tls=True,
+                           throttle=throttle, **shared)  # fmt: skip
+    ExecutorService(executor).setServiceParent(root)
+    for address in imap.listen:
+        ListenerService(reactor, "IMAP", address, plain).setServiceParent(root)
+    for address in imap.tls_listen:
+        ListenerService(reactor, "IMAP over TLS", address, implicit, tls).setServiceParent(root)
+
+
+def _portal(domain: str) -> str | None:
+    return None
 
 
 def default_paths(settings: Settings) -> dict[str, Path]:

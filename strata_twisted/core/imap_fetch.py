@@ -300,7 +300,7 @@ def _value(value: IMAPValue) -> Value:
     return cast(Value, value)
 
 
-def _flags(flags: Iterable[str]) -> tuple[Atom, ...]:
+def flag_atoms(flags: Iterable[str]) -> tuple[Atom, ...]:
     """System flags first, then keywords, each sorted: a stable order for clients and tests."""
     return tuple(Atom(f) for f in sorted(flags, key=lambda f: (not f.startswith("\\"), f)))
 
@@ -373,7 +373,7 @@ def build_fetch(
             continue
         match attribute.name:
             case "FLAGS":
-                value = _flags(flags)
+                value = flag_atoms(flags)
             case "UID":
                 value = message.uid
             case "MODSEQ":
@@ -392,7 +392,7 @@ def build_fetch(
                 raise ValueError(f"unknown FETCH item {attribute.name}")
         items.append((attribute.name, value))
     if changed and "FLAGS" not in names:
-        items.append(("FLAGS", _flags(flags)))
+        items.append(("FLAGS", flag_atoms(flags)))
     if changed and plan.condstore and "MODSEQ" not in names:
         items.append(("MODSEQ", (message.modseq,)))
     return FetchResult(items, seen_added)

@@ -21,18 +21,27 @@ CLOSE/UNSELECT and LOGOUT; every other mailbox command answers C{NO [CANNOT]}.
 
 from __future__ import annotations
 
+import bisect
+import inspect
 import io
 import ipaddress
 import re
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, Final, Literal, TypeVar
+from typing import Any, BinaryIO, Final, Literal, TypeVar, cast
 
 from twisted.internet import ssl
-from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IAddress, IReactorThreads, IReactorTime, ITLSTransport
+from twisted.internet.defer import Deferred, succeed
+from twisted.internet.interfaces import (
+    IAddress,
+    IDelayedCall,
+    IReactorFromThreads,
+    IReactorThreads,
+    IReactorTime,
+    ITLSTransport,
+)
 from twisted.internet.protocol import Factory, Protocol
-from twisted.internet.threads import deferToThreadPool
+from twisted.internet.threads import blockingCallFromThread, deferToThreadPool
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
@@ -48,38 +57,75 @@ from strata_twisted.core.imap_fetch import (
     FetchPlan,
     body_ranges,
     build_fetch,
+    flag_atoms,
     plan_fetch,
 )
+from strata_twisted.core.imap_search import Candidate, Content, Need, plan_sort, search, sort
+from strata_twisted.core.imap_search import Mailbox as SearchMailbox
+from strata_twisted.core.imap_search import plan as search_plan
+from strata_twisted.core.intake import new_queue_id
+from strata_twisted.core.throttle import LoginThrottle
 from strata_twisted.errors import StrataError
 from strata_twisted.executor import Executor
-from strata_twisted.interfaces import ICredentialStore, IMailboxStore, IMessageStore
+from strata_twisted.interfaces import (
+    ICredentialStore,
+    IMailboxStore,
+    IMessageStore,
+    IMessageWriter,
+)
 from strata_twisted.model import (
+    Envelope,
+    FlagMode,
+    IncomingMessage,
     InvalidUser,
     MailboxError,
     MailboxInfo,
     MailMessage,
+    NoSuchMailbox,
     normalize_mailbox_name,
     normalize_user,
 )
 from strata_twisted.proto.imap_parser import (
+    Copy,
+    Expunge,
     Fetch,
     ListMailboxes,
     Lsub,
+    MailboxCommand,
+    Rename,
+    Search,
+    SearchKey,
     SequenceSet,
     Simple,
+    Sort,
+    Status,
+    Store,
 )
 from strata_twisted.proto.imap_response import (
     ResponseCode,
     Streamed,
+    Value,
+    esearch_response,
+    exists_response,
+    expunge_response,
+    fetch_response,
     fetch_response_parts,
     list_response,
+    search_response,
+    sort_response,
     status_data_response,
+    status_response,
 )
 from strata_twisted.proto.imap_server import (
     NEED_DATA,
+    AppendAborted,
+    AppendData,
     AppendEnd,
+    AppendStart,
     BackendCommand,
     Close,
+    IdleEnded,
+    IdleStarted,
     IMAPServerEngine,
     LoginRequest,
     SelectedMailbox,
@@ -87,15 +133,24 @@ from strata_twisted.proto.imap_server import (
     ServerLimits,
     StartTLS,
 )
-from strata_twisted.proto.mime import IndexFormatError, MessageIndex, index_from_json, index_message
-from strata_twisted.server._transport import Deadline, set_no_delay
+from strata_twisted.proto.mime import (
+    IndexFormatError,
+    MessageIndex,
+    index_from_json,
+    index_message,
+    index_to_json,
+)
+from strata_twisted.server._transport import ConnectionLimits, Deadline, Refuse, set_no_delay
 
 __all__ = ["IMAPFactory", "IMAPProtocol", "PoolExecutor", "PortalCheck"]
 
 T = TypeVar("T")
 
-PortalCheck = Callable[[str], "str | None"]
-"""``portal(domain)``: None while the domain's webmail portal is open, else the sentence to show."""
+PortalCheck = Callable[[str], "Awaitable[str | None] | str | None"]
+"""
+``portal(domain)``: None while the domain's webmail portal is open, else the sentence to show
+(or an awaitable of either: L{strata_twisted.core.portal.Portal.closed_reason}).
+"""
 
 STREAM_CHUNK: Final = 256 * 1024
 """A streamed body section is read from the store and written in pieces of at most this size."""
@@ -106,6 +161,7 @@ DELIMITER: Final = "/"
 
 _TEMPORARY: Final = "Temporary server failure, try again later"
 _NOT_YET: Final = "not implemented yet"
+_THROTTLED: Final = "Too many failed logins; try again later"
 
 
 def _host_of(address: IAddress | None) -> str:
@@ -193,18 +249,59 @@ def _attributes(
 
 @dataclass
 class _Selected:
-    """What the session knows of its selected mailbox: its name and the UIDs, by sequence number."""
+    """
+    What the session has told its client about the selected mailbox: the UIDs by sequence number,
+    each message's flags and modseq, and the HIGHESTMODSEQ it last caught up with.  Updates from
+    other sessions are found by comparing this with the store (L{IMAPProtocol._sync}).
+    """
 
     name: str
     uids: list[int]
+    flags: dict[int, frozenset[str]]
+    modseqs: dict[int, int]
     read_only: bool
+    highest_modseq: int
+
+    @classmethod
+    def of(
+        cls, name: str, messages: Sequence[MailMessage], read_only: bool, highest_modseq: int
+    ) -> _Selected:
+        return cls(
+            name,
+            [m.uid for m in messages],
+            {m.uid: m.flags for m in messages},
+            {m.uid: m.modseq for m in messages},
+            read_only,
+            highest_modseq,
+        )
+
+    def seq(self, uid: int) -> int:
+        """The sequence number of a UID the session knows."""
+        return bisect.bisect_left(self.uids, uid) + 1
+
+    def remember(self, message: MailMessage) -> None:
+        self.flags[message.uid] = message.flags
+        self.modseqs[message.uid] = message.modseq
+
+    def forget(self, uid: int) -> int:
+        """Drop an expunged UID; returns the sequence number it had (for ``* n EXPUNGE``)."""
+        n = self.seq(uid)
+        del self.uids[n - 1]
+        self.flags.pop(uid, None)
+        self.modseqs.pop(uid, None)
+        return n
 
     def resolve(self, sequence_set: SequenceSet, *, uid: bool) -> list[int] | None:
         """The UIDs named, in UID order; None for a sequence number beyond the mailbox."""
         if uid:
             largest = self.uids[-1] if self.uids else 0
             ranges = sequence_set.resolve(largest)
-            return [u for u in self.uids if any(lo <= u <= hi for lo, hi in ranges)]
+            out: list[int] = []
+            for low, high in ranges:
+                first = bisect.bisect_left(self.uids, low)
+                last = bisect.bisect_right(self.uids, high)
+                out.extend(self.uids[first:last])
+            return out
         count = len(self.uids)
         for lo, hi in sequence_set.ranges:
             # RFC 3501 §9: a sequence number above the number of messages is an error ("*" is not).
@@ -213,6 +310,108 @@ class _Selected:
         return [
             self.uids[n - 1] for lo, hi in sequence_set.resolve(count) for n in range(lo, hi + 1)
         ]
+
+
+@dataclass
+class _Append:
+    """An APPEND whose message is arriving: where it goes, and what went wrong, if anything."""
+
+    tag: str
+    mailbox: str
+    flags: tuple[str, ...]
+    internal_date: float
+    message_id: str
+    writer: IMessageWriter
+    size: int
+    error: BaseException | None = None
+
+
+class _WriteGate:
+    """
+    The push producer a large body is streamed through: the transport pauses it when its write
+    buffer is full and resumes it when drained; L{ready} waits for the latter.
+    """
+
+    def __init__(self) -> None:
+        self._waiting: Deferred[None] | None = None
+        self._paused = False
+
+    def ready(self) -> Deferred[None]:
+        if not self._paused:
+            return succeed(None)
+        if self._waiting is None:
+            self._waiting = Deferred()
+        return self._waiting
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        waiting, self._waiting = self._waiting, None
+        if waiting is not None:
+            waiting.callback(None)
+
+    def stopProducing(self) -> None:
+        self.resumeProducing()  # the connection is gone: let the writer see it and stop
+
+
+def _mailbox_name(name: str) -> str:
+    """A mailbox name from a command; a trailing delimiter is dropped (RFC 3501 §6.3.3)."""
+    if len(name) > 1 and name.endswith(DELIMITER):
+        name = name.rstrip(DELIMITER) or name
+    return normalize_mailbox_name(name)
+
+
+def _header_length(data: bytes | None) -> int | None:
+    """The length of a message's header block, from its kept MIME index (None: none usable)."""
+    if data is None:
+        return None
+    try:
+        return index_from_json(data).root.header_length
+    except IndexFormatError:
+        return None
+
+
+def _search_mailbox(selected: _Selected) -> SearchMailbox:
+    return SearchMailbox(
+        largest_seq=len(selected.uids), largest_uid=selected.uids[-1] if selected.uids else 0
+    )
+
+
+def _has_modseq(key: SearchKey) -> bool:
+    return key.name == "MODSEQ" or any(_has_modseq(k) for k in key.keys)
+
+
+def _search_modseq(
+    key: SearchKey, candidates: Sequence[Candidate], numbers: Sequence[int], *, uid: bool
+) -> int | None:
+    """RFC 7162 §3.1.5: a search with MODSEQ reports the highest modseq of what it found."""
+    if not numbers or not _has_modseq(key):
+        return None
+    found = set(numbers)
+    return max(c.message.modseq for c in candidates if (c.message.uid if uid else c.seq) in found)
+
+
+class _RangeReader(io.RawIOBase):
+    """A stored body as a file, read in ranges by ``read(offset, length)`` (a worker thread)."""
+
+    def __init__(self, read: Callable[[int, int], bytes], size: int) -> None:
+        self._read = read
+        self._size = size
+        self._offset = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        length = min(len(buffer), self._size - self._offset, STREAM_CHUNK)
+        if length <= 0:
+            return 0
+        data = self._read(self._offset, length)
+        buffer[: len(data)] = data
+        self._offset += len(data)
+        return len(data)
 
 
 class _Refused(Exception):
@@ -240,10 +439,14 @@ class IMAPProtocol(Protocol):
         self.client = ""
         self._tls_active = tls_active
         self._selected: _Selected | None = None
+        self._append: _Append | None = None
+        self._idling = False
+        self._idle_poll: IDelayedCall | None = None
         self._busy = False  # an event is being answered asynchronously
         self._in_process = False
         self._gone = False
         self._paused = False
+        self._gate = _WriteGate()
         self._deadline = Deadline(factory.clock, self._timed_out)
 
     @property
@@ -281,6 +484,11 @@ class IMAPProtocol(Protocol):
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._gone = True
         self._deadline.cancel()
+        self._stop_idle_poll()
+        self._gate.stopProducing()
+        append, self._append = self._append, None
+        if append is not None:
+            append.writer.abort().addErrback(lambda f: None)
         if self.engine is not None:
             self.engine.receive_data(b"")
         self.factory.connection_closed(self)
@@ -309,14 +517,22 @@ class IMAPProtocol(Protocol):
                     self._start(self._select(event), event.tag)
                 elif isinstance(event, BackendCommand):
                     self._start(self._command(event), event.command.tag)
+                elif isinstance(event, AppendStart):
+                    self._append_start(event)
+                elif isinstance(event, AppendData):
+                    self._append_data(event)
                 elif isinstance(event, AppendEnd):
-                    # APPEND comes with the next step; its message was read and dropped.
-                    engine.complete(event.tag, "NO", _NOT_YET, ResponseCode.simple("CANNOT"))
+                    self._start(self._append_end(event), event.tag)
+                elif isinstance(event, AppendAborted):
+                    self._append_aborted()
+                elif isinstance(event, IdleStarted):
+                    self._idling = True
+                    self._idle_check()
+                elif isinstance(event, IdleEnded):
+                    self._idling = False
+                    self._stop_idle_poll()
                 elif isinstance(event, StartTLS):
                     self._start_tls()
-                # AppendStart, AppendData, AppendAborted: the message is read and dropped until
-                # APPEND is served; IdleStarted, IdleEnded: nothing to push until mailbox updates
-                # reach other sessions (next step).
         finally:
             self._in_process = False
         self._flush()
@@ -366,6 +582,8 @@ class IMAPProtocol(Protocol):
             return
         self._arm_timer()
         self._process()
+        if self._idling:
+            self._schedule_idle_poll()
 
     # -- LOGIN and AUTHENTICATE ------------------------------------------------------------------
 
@@ -377,6 +595,13 @@ class IMAPProtocol(Protocol):
             address: str | None = normalize_user(event.user)
         except InvalidUser:
             address = None
+        who = address if address is not None else event.user.lower()
+        if factory.throttle.refused(self.client, who):
+            # Refused before the password is read: a guesser learns nothing and costs nothing.
+            self.log.info("IMAP login throttled for {user!r} from {client}", user=event.user,
+                          client=self.client)  # fmt: skip
+            engine.login_result(False, "UNAVAILABLE", _THROTTLED)
+            return
         stored: PasswordHash | None = None
         if address is not None:
             text = await factory.credentials.get_user(address)
@@ -401,9 +626,13 @@ class IMAPProtocol(Protocol):
             # RFC 5530: one answer for an unknown user and a wrong password.
             self.log.info("IMAP login failed for {user!r} from {client}", user=event.user,
                           client=self.client)  # fmt: skip
+            factory.throttle.failed(self.client, who)
             engine.login_result(False, "AUTHENTICATIONFAILED", "Authentication failed")
             return
+        factory.throttle.succeeded(address)
         closed = factory.portal(_domain_of(address))
+        if inspect.isawaitable(closed):
+            closed = await closed
         if closed is not None:
             engine.login_result(False, "UNAVAILABLE", closed)
             return
@@ -423,7 +652,7 @@ class IMAPProtocol(Protocol):
         messages = await mailboxes.list_messages(self.user, name)
         keywords = sorted({f for m in messages for f in m.flags if not f.startswith("\\")})
         first_unseen = next((n for n, m in enumerate(messages, 1) if SEEN not in m.flags), None)
-        self._selected = _Selected(name, [m.uid for m in messages], event.read_only)
+        self._selected = _Selected.of(name, messages, event.read_only, status.highest_modseq)
         engine.select_result(
             SelectedMailbox(
                 flags=SYSTEM_FLAGS + tuple(keywords),
@@ -436,31 +665,171 @@ class IMAPProtocol(Protocol):
             )
         )
 
+    # -- updates from other sessions (RFC 3501 §7: unilateral EXISTS, EXPUNGE, FETCH FLAGS) ------
+
+    async def _sync(self, *, expunges: bool = True) -> None:
+        """
+        Tell the client what changed in its selected mailbox since it last heard: messages
+        expunged (only where RFC 3501 §7.4.1 allows EXPUNGE: not during FETCH, STORE or SEARCH
+        by sequence number), flags changed and new messages.  Skipped at the cost of one status
+        read when the mailbox's HIGHESTMODSEQ and size say nothing changed.
+        """
+        selected, engine = self._selected, self.engine
+        if selected is None or self.user is None or engine is None:
+            return
+        mailboxes = self.factory.mailboxes
+        try:
+            status = await mailboxes.mailbox_status(self.user, selected.name)
+        except MailboxError:  # deleted or renamed by another session: nothing more to say
+            return
+        if status.highest_modseq == selected.highest_modseq and status.messages == len(
+            selected.uids
+        ):
+            return
+        messages = await mailboxes.list_messages(self.user, selected.name)
+        if self._selected is not selected or self._gone:
+            return
+        current = {m.uid: m for m in messages}
+        lines: list[bytes] = []
+        complete = True
+        gone = [uid for uid in selected.uids if uid not in current]
+        if gone and expunges:
+            for uid in reversed(gone):  # from the highest, so no number shifts under the next
+                lines.append(expunge_response(selected.forget(uid)))
+        elif gone:
+            complete = False
+        for n, uid in enumerate(selected.uids, 1):
+            message = current.get(uid)
+            if message is not None and message.flags != selected.flags[uid]:
+                selected.remember(message)
+                lines.append(self._flags_line(n, message, with_uid=True))
+        known = selected.uids[-1] if selected.uids else 0
+        new = [m for m in messages if m.uid > known]
+        if new:
+            for message in new:
+                selected.uids.append(message.uid)
+                selected.remember(message)
+            lines.append(exists_response(len(selected.uids)))
+        if complete:
+            selected.highest_modseq = status.highest_modseq
+        engine.respond(lines)
+
+    def _flags_line(self, number: int, message: MailMessage, *, with_uid: bool) -> bytes:
+        """``* n FETCH (UID u FLAGS (...) MODSEQ (m))``: a flag change the client must hear of."""
+        assert self.engine is not None
+        items: list[tuple[str, Value]] = []
+        if with_uid:
+            items.append(("UID", message.uid))
+        items.append(("FLAGS", flag_atoms(message.flags)))
+        if self.engine.condstore_enabled:
+            items.append(("MODSEQ", [message.modseq]))
+        return fetch_response(number, items)
+
+    def _notify(self, mailbox: str) -> None:
+        """Our change to ``mailbox``: wake the user's other sessions idling on it."""
+        if self.user is not None:
+            self.factory.mailbox_changed(self.user, mailbox, self)
+
+    # -- IDLE ------------------------------------------------------------------------------------
+
+    def _idle_check(self) -> None:
+        """While idling, look for updates now (or as soon as the session is free)."""
+        self._stop_idle_poll()
+        if not self._idling or self._gone or self._selected is None:
+            return
+        if self._busy:
+            return  # _done schedules the next look
+        self._start(self._idle_sync(), "*")
+
+    async def _idle_sync(self) -> None:
+        await self._sync()
+
+    def _schedule_idle_poll(self) -> None:
+        if self._idle_poll is None and self._selected is not None and not self._gone:
+            self._idle_poll = self.factory.clock.callLater(
+                self.factory.idle_poll_interval, self._poll_idle
+            )
+
+    def _poll_idle(self) -> None:
+        self._idle_poll = None
+        self._idle_check()
+
+    def _stop_idle_poll(self) -> None:
+        if self._idle_poll is not None and self._idle_poll.active():
+            self._idle_poll.cancel()
+        self._idle_poll = None
+
+    def wake(self) -> None:
+        """Another session changed our selected mailbox: report it now if we are idling."""
+        if self._idling:
+            self._idle_check()
+
     # -- the other commands ----------------------------------------------------------------------
+
+    def _require_selected(self, *, writable: bool = False) -> _Selected:
+        selected = self._selected
+        if selected is None:
+            raise _Refused("BAD", "No mailbox selected")
+        if writable and selected.read_only:
+            raise _Refused("NO", "Mailbox is read-only (EXAMINE)", "READ-ONLY")
+        return selected
 
     async def _command(self, event: BackendCommand) -> None:
         engine = self.engine
         assert engine is not None and self.user is not None
         command = event.command
         tag, name = command.tag, command.name
+        uid = bool(getattr(command, "uid", False))
+        code: ResponseCode | None = None
+        # Updates from other sessions follow every command in the selected state but FETCH,
+        # SEARCH and SORT by sequence number (cheap to skip, and RFC 3501 §7.4.1 forbids their
+        # EXPUNGEs); after STORE and COPY by sequence number, without EXPUNGEs.
+        sync: bool | None = True
         if isinstance(command, ListMailboxes):
             await self._list(command)
         elif isinstance(command, Lsub):
             await self._lsub(command)
         elif isinstance(command, Fetch):
             await self._fetch(command)
-            return
-        elif isinstance(command, Simple) and name in ("NOOP", "CHECK", "UNSELECT"):
-            if name == "UNSELECT":
-                self._selected = None
+            sync = True if uid else None
+        elif isinstance(command, Store):
+            code = await self._store(command)
+            sync = uid
+        elif isinstance(command, Copy):
+            code = await self._copy(command)
+            sync = uid or command.name == "MOVE"
+        elif isinstance(command, Search):
+            await self._search(command)
+            sync = True if uid else None
+        elif isinstance(command, Sort):
+            await self._sort(command)
+            sync = True if uid else None
+        elif isinstance(command, Expunge):
+            await self._expunge(command)
+        elif isinstance(command, Status):
+            await self._status(command)
+        elif isinstance(command, MailboxCommand):
+            await self._mailbox_command(command)
+        elif isinstance(command, Rename):
+            await self.factory.mailboxes.rename_mailbox(
+                self.user, _mailbox_name(command.mailbox), _mailbox_name(command.new_name)
+            )
+        elif isinstance(command, Simple) and name in ("NOOP", "CHECK"):
+            pass
+        elif isinstance(command, Simple) and name == "UNSELECT":
+            self._selected = None
         elif isinstance(command, Simple) and name == "CLOSE":
             selected, self._selected = self._selected, None
             # RFC 3501 §6.4.2: CLOSE expunges \Deleted messages silently, unless read-only.
             if selected is not None and not selected.read_only:
-                await self.factory.mailboxes.expunge(self.user, selected.name)
+                removed = await self.factory.mailboxes.expunge(self.user, selected.name)
+                if removed:
+                    self._notify(selected.name)
         else:
-            raise _Refused("NO", _NOT_YET, "CANNOT")
-        engine.complete(tag, "OK", f"{name} completed")
+            raise _Refused("NO", f"{name} is not supported", "CANNOT")
+        if sync is not None and self._selected is not None:
+            await self._sync(expunges=sync)
+        engine.complete(tag, "OK", f"{'UID ' if uid else ''}{name} completed", code)
 
     async def _list(self, command: ListMailboxes) -> None:
         engine = self.engine
@@ -468,7 +837,6 @@ class IMAPProtocol(Protocol):
         if command.patterns == ("",):
             # RFC 3501 §6.3.8: an empty pattern asks for the delimiter and the root.
             engine.respond([list_response(["\\Noselect"], DELIMITER, "")])
-            engine.complete(command.tag, "OK", "LIST completed")
             return
         mailboxes = await self.factory.mailboxes.list_mailboxes(self.user)
         names = {m.name for m in mailboxes}
@@ -493,7 +861,6 @@ class IMAPProtocol(Protocol):
                 items = _status_items(asdict(status), command.status_items)
                 lines.append(status_data_response(mailbox.name, items))
         engine.respond(lines)
-        engine.complete(command.tag, "OK", "LIST completed")
 
     async def _lsub(self, command: Lsub) -> None:
         engine = self.engine
@@ -508,18 +875,277 @@ class IMAPProtocol(Protocol):
             for m in mailboxes
             if m.subscribed and pattern.match(m.name)
         )
-        engine.complete(command.tag, "OK", "LSUB completed")
+
+    # -- STATUS, CREATE, DELETE, SUBSCRIBE -------------------------------------------------------
+
+    async def _status(self, command: Status) -> None:
+        assert self.engine is not None and self.user is not None
+        name = _mailbox_name(command.mailbox)
+        status = await self.factory.mailboxes.mailbox_status(self.user, name)
+        items = _status_items(asdict(status), command.items)
+        self.engine.respond([status_data_response(name, items)])
+
+    async def _mailbox_command(self, command: MailboxCommand) -> None:
+        assert self.user is not None
+        mailboxes = self.factory.mailboxes
+        name = _mailbox_name(command.mailbox)
+        if command.name == "CREATE":
+            await mailboxes.create_mailbox(self.user, name)
+        elif command.name == "DELETE":
+            if self._selected is not None and self._selected.name == name:
+                # The session would be left in a mailbox that is gone.
+                raise _Refused("NO", "Cannot delete the selected mailbox", "INUSE")
+            await mailboxes.delete_mailbox(self.user, name)
+        elif command.name == "SUBSCRIBE":
+            await mailboxes.subscribe(self.user, name)
+        elif command.name == "UNSUBSCRIBE":
+            await mailboxes.unsubscribe(self.user, name)
+        else:
+            raise _Refused("NO", f"{command.name} is not supported", "CANNOT")
+
+    # -- STORE -----------------------------------------------------------------------------------
+
+    async def _store(self, command: Store) -> ResponseCode | None:
+        """RFC 3501 §6.4.6, RFC 7162 §3.1.3 (UNCHANGEDSINCE)."""
+        engine = self.engine
+        assert engine is not None and self.user is not None
+        selected = self._require_selected(writable=True)
+        uids = selected.resolve(command.sequence_set, uid=command.uid)
+        if uids is None:
+            raise _Refused("BAD", "Invalid message sequence number")
+        if "\\Recent" in (f.capitalize() for f in command.flags):
+            raise _Refused("BAD", "\\Recent cannot be stored")
+        modes: dict[str, FlagMode] = {"+": "add", "-": "remove", "": "set"}
+        mode = modes[command.mode]
+        if not uids:
+            return None
+        update = await self.factory.mailboxes.store_flags(
+            self.user, selected.name, uids, mode, command.flags, command.unchanged_since
+        )
+        changed = set(update.changed)
+        lines = []
+        for message in update.messages:
+            if message.uid not in selected.flags:
+                continue  # a message this session has not been told of yet
+            selected.remember(message)
+            # RFC 3501: FETCH FLAGS for each message unless .SILENT; RFC 7162 §3.1.3: with
+            # CONDSTORE, the MODSEQ of every changed message even when .SILENT.
+            if not command.silent or (engine.condstore_enabled and message.uid in changed):
+                lines.append(
+                    self._flags_line(selected.seq(message.uid), message, with_uid=command.uid)
+                )
+        engine.respond(lines)
+        if changed:
+            self._notify(selected.name)
+        if update.failed:
+            failed = update.failed if command.uid else [selected.seq(u) for u in update.failed]
+            return ResponseCode.modified(failed)
+        return None
+
+    # -- COPY and MOVE ---------------------------------------------------------------------------
+
+    async def _copy(self, command: Copy) -> ResponseCode | None:
+        """RFC 3501 §6.4.7, RFC 6851 (MOVE), RFC 4315 (COPYUID)."""
+        engine = self.engine
+        assert engine is not None and self.user is not None
+        move = command.name == "MOVE"
+        selected = self._require_selected(writable=move)
+        uids = selected.resolve(command.sequence_set, uid=command.uid)
+        if uids is None:
+            raise _Refused("BAD", "Invalid message sequence number")
+        target = _mailbox_name(command.mailbox)
+        mailboxes = self.factory.mailboxes
+        try:
+            if move:
+                result = await mailboxes.move_messages(self.user, selected.name, uids, target)
+            else:
+                result = await mailboxes.copy_messages(self.user, selected.name, uids, target)
+        except NoSuchMailbox as e:
+            if e.name != target:
+                raise
+            # RFC 3501 §6.4.7: the client may CREATE the target and try again.
+            raise _Refused("NO", f"Mailbox does not exist: {target}", "TRYCREATE") from None
+        if result.pairs:
+            self._notify(target)
+        code = None
+        if result.pairs:
+            sources = [pair[0] for pair in result.pairs]
+            code = ResponseCode.copy_uid(
+                result.uidvalidity, sources, [pair[1] for pair in result.pairs]
+            )
+        if not move:
+            return code
+        # RFC 6851 §4.3: COPYUID in an untagged OK before the EXPUNGEs.
+        lines = []
+        if code is not None:
+            lines.append(status_response(None, "OK", "Moved UIDs", code))
+        for uid in sorted((pair[0] for pair in result.pairs), reverse=True):
+            if uid in selected.flags:
+                lines.append(expunge_response(selected.forget(uid)))
+        engine.respond(lines)
+        if result.pairs:
+            self._notify(selected.name)
+        return None
+
+    # -- EXPUNGE ---------------------------------------------------------------------------------
+
+    async def _expunge(self, command: Expunge) -> None:
+        """RFC 3501 §6.4.3; UID EXPUNGE, RFC 4315 §2.1."""
+        engine = self.engine
+        assert engine is not None and self.user is not None
+        selected = self._require_selected(writable=True)
+        uids: list[int] | None = None
+        if command.uid_set is not None:
+            uids = selected.resolve(command.uid_set, uid=True)
+            if not uids:
+                return
+        else:
+            # Only what this session was told of and flagged \Deleted (RFC 3501 §6.4.3).
+            uids = [uid for uid in selected.uids if "\\Deleted" in selected.flags[uid]] or None
+        removed = await self.factory.mailboxes.expunge(self.user, selected.name, uids)
+        lines = []
+        for message in sorted(removed, key=lambda m: m.uid, reverse=True):
+            if message.uid in selected.flags:
+                lines.append(expunge_response(selected.forget(message.uid)))
+        engine.respond(lines)
+        if removed:
+            self._notify(selected.name)
+
+    # -- SEARCH and SORT -------------------------------------------------------------------------
+
+    async def _candidates(self, selected: _Selected, need: Need) -> list[Candidate]:
+        """The session's messages, each with what the search needs loaded (decision 9)."""
+        assert self.user is not None
+        mailboxes, store = self.factory.mailboxes, self.factory.messages
+        current = {m.uid: m for m in await mailboxes.list_messages(self.user, selected.name)}
+        known = [current[uid] for uid in selected.uids if uid in current]
+        headers: dict[int, bytes] = {}
+        if need is Need.HEADER and known:
+            indexes = await mailboxes.mime_indexes(self.user, selected.name, current)
+            for message in known:
+                length = _header_length(indexes.get(message.uid))
+                if length is None:
+                    index = await self._index(message, None)
+                    length = index.root.header_length
+                headers[message.uid] = await store.read_body_range(message.message_id, 0, length)
+        out = []
+        for message in known:
+            seq = selected.seq(message.uid)
+            if need is Need.BODY:
+                body = await store.read_body(message.message_id)
+                out.append(Candidate(seq, message, Content(raw=body)))
+            elif need is Need.HEADER:
+                out.append(Candidate(seq, message, Content(header=headers[message.uid])))
+            else:
+                out.append(Candidate(seq, message))
+        return out
+
+    async def _search(self, command: Search) -> None:
+        """RFC 3501 §6.4.4, ESEARCH (RFC 4731), CONDSTORE's MODSEQ (RFC 7162 §3.1.5)."""
+        engine = self.engine
+        assert engine is not None
+        selected = self._require_selected()
+        candidates = await self._candidates(selected, search_plan(command.key))
+        mailbox = _search_mailbox(selected)
+        numbers = search(command.key, candidates, mailbox, uid=command.uid)
+        modseq = _search_modseq(command.key, candidates, numbers, uid=command.uid)
+        if command.return_options is None:
+            engine.respond([search_response(numbers, modseq)])
+            return
+        wanted = {o.upper() for o in command.return_options} or {"ALL"}
+        engine.respond(
+            [
+                esearch_response(
+                    command.tag,
+                    uid=command.uid,
+                    minimum=min(numbers) if numbers and "MIN" in wanted else None,
+                    maximum=max(numbers) if numbers and "MAX" in wanted else None,
+                    count=len(numbers) if "COUNT" in wanted else None,
+                    all_numbers=numbers if "ALL" in wanted else None,
+                    modseq=modseq,
+                )
+            ]
+        )
+
+    async def _sort(self, command: Sort) -> None:
+        """RFC 5256 SORT."""
+        engine = self.engine
+        assert engine is not None
+        selected = self._require_selected()
+        need = max(search_plan(command.key), plan_sort(command.criteria))
+        candidates = await self._candidates(selected, need)
+        numbers = sort(command.criteria, command.key, candidates, _search_mailbox(selected),
+                       uid=command.uid)  # fmt: skip
+        engine.respond([sort_response(numbers)])
+
+    # -- APPEND ----------------------------------------------------------------------------------
+
+    def _append_start(self, event: AppendStart) -> None:
+        """The message is coming: write it to the store as it arrives (never whole in memory)."""
+        assert self.user is not None
+        now = self.factory.clock.seconds()
+        date = event.internal_date.timestamp() if event.internal_date is not None else now
+        message_id = new_queue_id(self.factory.clock)
+        writer = self.factory.messages.begin(message_id)
+        self._append = _Append(event.tag, event.mailbox, event.flags, date, message_id, writer,
+                               event.size)  # fmt: skip
+
+    def _append_data(self, event: AppendData) -> None:
+        append = self._append
+        if append is None or append.error is not None:
+            return
+        self._busy = True
+        self._pause()
+        d = append.writer.write(event.data)
+
+        def failed(failure: Failure) -> None:
+            append.error = failure.value
+
+        d.addErrback(failed)
+        d.addBoth(self._done)
+
+    def _append_aborted(self) -> None:
+        append, self._append = self._append, None
+        if append is not None:
+            append.writer.abort().addErrback(lambda f: None)
+
+    async def _append_end(self, event: AppendEnd) -> None:
+        """RFC 3501 §6.3.11, APPENDUID (RFC 4315 §3)."""
+        engine = self.engine
+        append, self._append = self._append, None
+        assert engine is not None and self.user is not None and append is not None
+        mailboxes = self.factory.mailboxes
+        try:
+            name = _mailbox_name(append.mailbox)
+            if append.error is not None:
+                raise append.error
+            if "\\Recent" in (f.capitalize() for f in append.flags):
+                raise _Refused("BAD", "\\Recent cannot be stored")
+            if await mailboxes.get_mailbox(self.user, name) is None:
+                raise _Refused("NO", f"Mailbox does not exist: {name}", "TRYCREATE")
+        except BaseException:
+            await append.writer.abort()
+            raise
+        incoming = IncomingMessage(
+            Envelope("", (self.user,)), self.factory.clock.seconds(), deliveries=()
+        )
+        stored = await append.writer.commit(incoming)
+        index = await self.factory.index_stored(stored.id, stored.size)
+        message = await mailboxes.add_message(self.user, name, stored.id, append.internal_date,
+                                              append.flags, index_to_json(index))  # fmt: skip
+        status = await mailboxes.mailbox_status(self.user, name)
+        self._notify(name)
+        if self._selected is not None:
+            await self._sync()
+        engine.complete(event.tag, "OK", "APPEND completed",
+                        ResponseCode.append_uid(status.uidvalidity, message.uid))  # fmt: skip
 
     # -- FETCH -----------------------------------------------------------------------------------
 
     async def _fetch(self, command: Fetch) -> None:
         engine = self.engine
-        selected = self._selected
         assert engine is not None and self.user is not None
-        if selected is None:
-            raise _Refused("BAD", "No mailbox selected")
-        if command.changed_since is not None:
-            raise _Refused("NO", _NOT_YET, "CANNOT")
+        selected = self._require_selected()
         uids = selected.resolve(command.sequence_set, uid=command.uid)
         if uids is None:
             raise _Refused("BAD", "Invalid message sequence number")
@@ -530,7 +1156,8 @@ class IMAPProtocol(Protocol):
         wanted = set(uids)
         messages = {
             m.uid: m
-            for m in await mailboxes.list_messages(self.user, selected.name)
+            # RFC 7162 §3.1.4.1: CHANGEDSINCE keeps only messages with a greater modseq.
+            for m in await mailboxes.list_messages(self.user, selected.name, command.changed_since)
             if m.uid in wanted
         }
         changed: set[int] = set()
@@ -541,20 +1168,22 @@ class IMAPProtocol(Protocol):
                                                      [SEEN])  # fmt: skip
                 for message in update.messages:
                     messages[message.uid] = message
+                    if message.uid in selected.flags:
+                        selected.remember(message)
                 changed.update(update.changed)
+                if update.changed:
+                    self._notify(selected.name)
         indexes: dict[int, bytes] = {}
         if plan.needs_index and messages:
             indexes = await mailboxes.mime_indexes(self.user, selected.name, list(messages))
-        sequence = {uid: n for n, uid in enumerate(selected.uids, 1)}
         for uid in uids:
             message = messages.get(uid)
             if message is None:  # expunged by another session since SELECT
                 continue
             index = await self._index(message, indexes.get(uid)) if plan.needs_index else None
-            await self._fetch_one(plan, sequence[uid], message, index, uid in changed)
+            await self._fetch_one(plan, selected.seq(uid), message, index, uid in changed)
             if self._gone:
                 return
-        engine.complete(command.tag, "OK", f"{'UID ' if command.uid else ''}FETCH completed")
 
     async def _index(self, message: MailMessage, data: bytes | None) -> MessageIndex:
         """The message's MIME index: the one kept at delivery, else made now from its body."""
@@ -563,11 +1192,7 @@ class IMAPProtocol(Protocol):
                 return index_from_json(data)
             except IndexFormatError:
                 self.log.warn("re-indexing {id}: kept index unusable", id=message.message_id)
-        body = await self.factory.messages.read_body(message.message_id)
-        # Parsing is CPU work: in the worker pool, never on the reactor thread.
-        index: MessageIndex = await self.factory.executor.run(
-            lambda: index_message(io.BytesIO(body), len(body))
-        )
+        index: MessageIndex = await self.factory.index_stored(message.message_id, message.size)
         return index
 
     async def _fetch_one(
@@ -603,15 +1228,24 @@ class IMAPProtocol(Protocol):
         source = piece.source
         assert isinstance(source, ByteRange)
         offset, left = source.offset, source.length
-        while left > 0 and not self._gone:
-            data = await self.factory.messages.read_body_range(
-                message_id, offset, min(left, STREAM_CHUNK)
-            )
-            if not data:
-                raise StrataError(f"message {message_id} ended {left} octets early")
-            self._write(data)
-            offset += len(data)
-            left -= len(data)
+        self._flush()
+        # The transport pauses the gate when its buffer is full: a slow client never makes us
+        # hold more than a chunk or two of a large body in memory.
+        self._transport.registerProducer(self._gate, True)
+        try:
+            while left > 0 and not self._gone:
+                await self._gate.ready()
+                data = await self.factory.messages.read_body_range(
+                    message_id, offset, min(left, STREAM_CHUNK)
+                )
+                if not data:
+                    raise StrataError(f"message {message_id} ended {left} octets early")
+                self._write(data)
+                offset += len(data)
+                left -= len(data)
+        finally:
+            if not self._gone:
+                self._transport.unregisterProducer()
 
     # -- STARTTLS --------------------------------------------------------------------------------
 
@@ -710,6 +1344,9 @@ class IMAPFactory(Factory):
         executor: Executor | None = None,
         cache: VerificationCache | None = None,
         implicit_tls: bool = False,
+        connections: ConnectionLimits | None = None,
+        throttle: LoginThrottle | None = None,
+        idle_poll_interval: float = 2.0,
     ) -> None:
         self.clock = clock
         self.mailboxes = mailboxes
@@ -729,8 +1366,15 @@ class IMAPFactory(Factory):
         # (an empty cache is falsy: test for None)
         self.cache = cache if cache is not None else VerificationCache()
         self.implicit_tls = implicit_tls
+        self.connections = connections if connections is not None else ConnectionLimits(1000, 50)
+        self.throttle = (
+            throttle if throttle is not None else LoginThrottle(clock, exempt=self.is_trusted)
+        )
+        # IDLE looks for changes made elsewhere (intake, another process) this often; changes
+        # made by this factory's sessions wake idlers at once (L{mailbox_changed}).
+        self.idle_poll_interval = idle_poll_interval
         self._typical: dict[str, PasswordHash | None] = {}
-        self._protocols: set[IMAPProtocol] = set()
+        self._protocols: dict[IMAPProtocol, str] = {}
 
     def start(self) -> None:
         self.executor.start()
@@ -764,12 +1408,52 @@ class IMAPFactory(Factory):
         return like
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
+        host = _host_of(addr)
+        refused = self.connections.admit(host)
+        if refused is not None:
+            self.log.warn("refusing IMAP from {host}: {why}", host=host, why=refused)
+            # RFC 3501 §7.1.5: BYE may be the greeting, when the server will not serve.
+            return Refuse(f"* BYE {refused[0].upper()}{refused[1:]}\r\n".encode())
         protocol = IMAPProtocol(self, tls_active=self.implicit_tls)
-        self._protocols.add(protocol)
+        self._protocols[protocol] = host
         return protocol
 
+    def mailbox_changed(self, user: str, mailbox: str, by: IMAPProtocol | None = None) -> None:
+        """Wake the sessions of ``user`` that have ``mailbox`` selected (but ``by``)."""
+        for protocol in list(self._protocols):
+            if protocol is not by and protocol.user == user and protocol.selected == mailbox:
+                protocol.wake()
+
+    async def index_stored(self, message_id: str, size: int) -> MessageIndex:
+        """
+        Index a stored message that has no kept index (APPEND, or an index from an older
+        version), in the worker pool.  With a real reactor the pool reads the body in bounded
+        ranges, so even a 50 MiB message is never held whole; under a test clock it reads it
+        at once.
+        """
+        messages = self.messages
+        if IReactorFromThreads.providedBy(self.clock):
+            reactor = self.clock
+
+            def read(offset: int, length: int) -> bytes:
+                data: bytes = blockingCallFromThread(
+                    reactor,
+                    messages.read_body_range,  # type: ignore[arg-type]
+                    message_id,
+                    offset,
+                    length,
+                )
+                return data
+
+            stream = cast(BinaryIO, _RangeReader(read, size))
+            return await self.executor.run(lambda: index_message(stream, size))
+        body = await messages.read_body(message_id)
+        return await self.executor.run(lambda: index_message(io.BytesIO(body), len(body)))
+
     def connection_closed(self, protocol: IMAPProtocol) -> None:
-        self._protocols.discard(protocol)
+        host = self._protocols.pop(protocol, None)
+        if host is not None:
+            self.connections.release(host)
 
     @property
     def open_connections(self) -> int:

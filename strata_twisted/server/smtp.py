@@ -10,7 +10,6 @@ STARTTLS, and connection limits per client address.
 
 from __future__ import annotations
 
-from collections import Counter
 from typing import Any
 
 from twisted.internet import ssl
@@ -39,7 +38,7 @@ from strata_twisted.proto.smtp_server import (
     SMTPServerEngine,
     StartTLS,
 )
-from strata_twisted.server._transport import Deadline, set_no_delay
+from strata_twisted.server._transport import ConnectionLimits, Deadline, Refuse, set_no_delay
 
 
 def _host_of(address: IAddress | None) -> str:
@@ -296,18 +295,6 @@ class SMTPIntakeProtocol(Protocol):
         self._close()
 
 
-class _TooManyConnections(Protocol):
-    """Says 421 and hangs up (RFC 5321 §3.8: a server may refuse with 421 at connect)."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-    def connectionMade(self) -> None:
-        assert self.transport is not None
-        self.transport.write(Reply(421, "4.7.0", self.text).to_bytes())
-        self.transport.loseConnection()
-
-
 class SMTPIntakeFactory(Factory):
     """Builds intake sessions and enforces the connection limits."""
 
@@ -330,30 +317,24 @@ class SMTPIntakeFactory(Factory):
             max_recipients=settings.max_recipients,
             max_line_length=settings.max_line_length,
         )
-        self._per_ip: Counter[str] = Counter()
+        self._limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_ip)
         self._protocols: dict[SMTPIntakeProtocol, str] = {}
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
         host = _host_of(addr)
-        if len(self._protocols) >= self.settings.max_connections:
-            self.log.warn(
-                "refusing {host}: {n} connections open", host=host, n=len(self._protocols)
-            )
-            return _TooManyConnections(f"{self.hostname} Error: too many connections")
-        if self._per_ip[host] >= self.settings.max_connections_per_ip:
-            self.log.warn("refusing {host}: too many connections from it", host=host)
-            return _TooManyConnections(f"{self.hostname} Error: too many connections from {host}")
+        refused = self._limits.admit(host)
+        if refused is not None:
+            self.log.warn("refusing {host}: {why}", host=host, why=refused)
+            # RFC 5321 §3.8: a server may refuse with 421 at connect.
+            return Refuse(Reply(421, "4.7.0", f"{self.hostname} Error: {refused}").to_bytes())
         protocol = SMTPIntakeProtocol(self)
-        self._per_ip[host] += 1
         self._protocols[protocol] = host
         return protocol
 
     def connection_closed(self, protocol: SMTPIntakeProtocol) -> None:
         host = self._protocols.pop(protocol, None)
         if host is not None:
-            self._per_ip[host] -= 1
-            if self._per_ip[host] <= 0:
-                del self._per_ip[host]
+            self._limits.release(host)
 
     @property
     def open_connections(self) -> int:
