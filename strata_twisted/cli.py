@@ -49,6 +49,7 @@ from strata_twisted.core.credentials import (
     parse_passwd_file,
 )
 from strata_twisted.core.dsn import FailedRecipient, status_of
+from strata_twisted.core.portal import PortalState, portal_state
 from strata_twisted.core.relay import queue_dsn
 from strata_twisted.errors import (
     ConfigError,
@@ -68,6 +69,7 @@ from strata_twisted.model import (
     DELIVERY_MODES,
     FLUSH_ACTION,
     HELD,
+    PORTAL_POLICIES,
     QUEUED,
     TLS_POLICIES,
     Domain,
@@ -275,8 +277,26 @@ def _count(option: str, text: str | None) -> Any:
     return int(text)
 
 
+# Retention beyond a century is a typo, not a policy (and keeps the number storable).
+MAX_RETENTION_DAYS: Final = 36500
+
+
+def _days(option: str, text: str | None) -> Any:
+    """Days from 1 to L{MAX_RETENTION_DAYS}; ``default`` → None; not given → keep."""
+    if text is None:
+        return _KEEP
+    if text.strip().lower() == DEFAULT:
+        return None
+    if not text.strip().isdigit() or not 1 <= int(text) <= MAX_RETENTION_DAYS:
+        raise UsageError(
+            f"{option}: expected a whole number of days from 1 to {MAX_RETENTION_DAYS} "
+            f"(or {DEFAULT}), got {text!r}"
+        )
+    return int(text)
+
+
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The relay settings given on the command line, validated, as Domain fields."""
+    """The per-domain settings given on the command line, validated, as Domain fields."""
     given = {
         "tls_policy": args.tls_policy if args.tls_policy is not None else _KEEP,
         "hold_rejected": args.hold_rejected if args.hold_rejected is not None else _KEEP,
@@ -286,6 +306,8 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "probe_interval": _duration("--probe-interval", args.probe_interval),
         "down_after": _count("--down-after", args.down_after),
         "up_after": _count("--up-after", args.up_after),
+        "portal": args.portal if args.portal is not None else _KEEP,
+        "retention_days": _days("--retention-days", args.retention_days),
     }
     return {key: value for key, value in given.items() if value is not _KEEP}
 
@@ -324,6 +346,7 @@ def cmd_domain_add(ctx: Context, args: argparse.Namespace) -> None:
         ctx.print(f"new data dir: {ctx.settings.data_dir}")
     ctx.print(f"protecting {display_domain(name)}: relay to {added.relay}, mode {added.mode}")
     ctx.print("a running Strata accepts its mail within a second")
+    _warn_drill(ctx, added)
 
 
 def cmd_domain_list(ctx: Context, args: argparse.Namespace) -> None:
@@ -335,10 +358,13 @@ def cmd_domain_list(ctx: Context, args: argparse.Namespace) -> None:
     if not domains:
         ctx.print("no protected domains (add one: strata domain add NAME --relay HOST[:PORT])")
         return
-    rows = [["DOMAIN", "RELAY", "MODE", "QUEUED"]]
+    rows = [["DOMAIN", "RELAY", "MODE", "QUEUED", "PORTAL"]]
     for d in domains:
         s = stats.get(d.name)
-        rows.append([display_domain(d.name), str(d.relay), d.mode, str(s.queued if s else 0)])
+        portal = "OPEN (drill)" if d.portal == "open" else d.portal
+        rows.append(
+            [display_domain(d.name), str(d.relay), d.mode, str(s.queued if s else 0), portal]
+        )
     _table(rows, ctx)
 
 
@@ -376,6 +402,41 @@ def _last_probe(status: DomainStatus | None, now: float) -> str:
     return text + f"answered ({status.consecutive_successes} in a row)"
 
 
+def _portal_policy(domain: Domain, grace: float) -> str:
+    """The domain's portal policy, for people."""
+    if domain.portal == "outage":
+        after = f", and for {_duration_text(grace)} after" if grace > 0 else ""
+        return f"outage (open while the primary is down{after})"
+    if domain.portal == "always":
+        return "always (open at all times)"
+    if domain.portal == "off":
+        return "off (never open)"
+    return f"OPEN for a drill (back to normal: strata domain update {domain.name} --portal outage)"
+
+
+def _portal_now(domain: Domain, state: PortalState, now: float) -> str:
+    """Whether the portal is open right now, and why."""
+    if state.reason == "outage" and state.since is not None:
+        return f"open: outage since {_when(state.since)} ({_ago(now, state.since)})"
+    if state.reason == "grace" and state.until is not None:
+        return f"open: grace until {_when(state.until)} (in {_age(state.until - now)})"
+    if state.reason == "drill":
+        return "open: drill (forced open)"
+    if state.reason == "primary_up" and not domain.monitored:
+        return "closed: primary up (not monitored, so no outage opens it)"
+    if state.reason == "primary_up":
+        return "closed: primary up"
+    return f"{'open' if state.open else 'closed'}: {state.reason}"
+
+
+def _warn_drill(ctx: Context, domain: Domain) -> None:
+    if domain.portal == "open":
+        ctx.print(
+            f"webmail portal forced OPEN for a drill: users log in whatever the primary does; "
+            f"back to normal: strata domain update {domain.name} --portal outage"
+        )
+
+
 def cmd_domain_show(ctx: Context, args: argparse.Namespace) -> None:
     domain = _get_domain(ctx, args.name)
     stats = {s.domain: s for s in _wait(ctx.store.queue_stats())}.get(domain.name)
@@ -391,10 +452,22 @@ def cmd_domain_show(ctx: Context, args: argparse.Namespace) -> None:
     data["probe_failures_in_a_row"] = status.consecutive_failures if status else 0
     data["probe_successes_in_a_row"] = status.consecutive_successes if status else 0
     data["last_delivery_at"] = max((t for t in delivered if t is not None), default=None)
+    now = ctx.clock.seconds()
+    # The same rules the server's IMAP login applies (core/portal.py), from the newest outage.
+    outages: list[Outage] = _wait(ctx.store.list_outages(domain.name, 1))
+    grace = ctx.settings.imap.portal_grace
+    portal = portal_state(domain, outages[-1] if outages else None, now, grace)
+    data["portal_open"] = portal.open
+    data["portal_reason"] = portal.reason
+    data["portal_since"] = portal.since
+    data["portal_until"] = portal.until
+    retention = domain.retention_days
+    if retention is None:
+        retention = ctx.settings.imap.retention_days
+    data["retention_days_in_effect"] = retention
     if args.json:
         ctx.emit_json(data)
         return
-    now = ctx.clock.seconds()
     oldest = data["oldest_received_at"]
     age = _age(now - oldest) if oldest else "-"
     last = data["last_delivery_at"]
@@ -413,6 +486,10 @@ def cmd_domain_show(ctx: Context, args: argparse.Namespace) -> None:
     ctx.print(f"monitored:     {'yes' if domain.monitored else 'no'}")
     unknown = "accepted" if domain.accept_unknown else "refused (550 5.1.1) once users are imported"
     ctx.print(f"unknown users: {unknown}")
+    ctx.print(f"portal:        {_portal_policy(domain, grace)}")
+    ctx.print(f"portal now:    {_portal_now(domain, portal, now)}")
+    own = "" if domain.retention_days is None else " (this domain's own)"
+    ctx.print(f"retention:     {retention} days{own or ' (global default)'}")
     ctx.print(f"probe every:   {_override(domain.probe_interval, 's')}")
     ctx.print(f"down after:    {_override(domain.down_after, ' failed probes')}")
     ctx.print(f"up after:      {_override(domain.up_after, ' good probes')}")
@@ -425,7 +502,7 @@ def cmd_domain_update(ctx: Context, args: argparse.Namespace) -> None:
     settings = _settings(args)
     if args.relay is None and args.mode is None and not settings:
         raise UsageError(
-            "nothing to change: give --relay, --mode or a relay setting (see: strata domain "
+            "nothing to change: give --relay, --mode or another setting (see: strata domain "
             "update --help)"
         )
     changed = replace(
@@ -444,6 +521,9 @@ def cmd_domain_update(ctx: Context, args: argparse.Namespace) -> None:
         )
     )
     ctx.print(f"{display_domain(domain.name)}: relay to {updated.relay}, mode {updated.mode}")
+    if updated.portal != domain.portal and updated.portal != "open":
+        ctx.print(f"portal: {_portal_policy(updated, ctx.settings.imap.portal_grace)}")
+    _warn_drill(ctx, updated)
 
 
 def cmd_domain_remove(ctx: Context, args: argparse.Namespace) -> None:
@@ -1007,7 +1087,8 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> None:
 
 
 def _relay_settings(p: argparse.ArgumentParser, update: bool = False) -> None:
-    """The per-domain relay and monitor settings, for ``domain add`` and ``domain update``."""
+    """The per-domain relay, monitor, portal and retention settings, for ``domain add`` and
+    ``domain update``."""
     reset = f"; {DEFAULT} = use the global setting" if update else ""
     p.add_argument(
         "--tls-policy",
@@ -1043,6 +1124,19 @@ def _relay_settings(p: argparse.ArgumentParser, update: bool = False) -> None:
     )
     p.add_argument(
         "--up-after", metavar="N", help=f"good probes in a row before an outage closes{reset}"
+    )
+    p.add_argument(
+        "--portal",
+        choices=PORTAL_POLICIES,
+        help="when users may log in to the webmail and IMAP: outage (while the primary is down, "
+        "and for imap.portal_grace after; the default), always, off, or open (forced open for "
+        "a drill, until --portal outage)",
+    )
+    p.add_argument(
+        "--retention-days",
+        metavar="N",
+        help=f"keep shadow-mailbox messages N days, 1 to {MAX_RETENTION_DAYS}"
+        + (reset or " (default: the global imap.retention_days, 30)"),
     )
 
 

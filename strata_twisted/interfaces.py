@@ -141,6 +141,22 @@ class IMessageStore(Interface):
         how the relay reads ahead.  Fails as a whole (L{StorageError}) if any body cannot be read.
         """
 
+    def delete_messages(message_ids: Iterable[str]) -> Deferred[int]:
+        """
+        Retention: delete these stored messages for good (body, message record, MIME index, and
+        the records that only describe them: their finished queue entries and shadow-copy
+        records), and return how many were deleted.  Ids with no stored message are ignored, so
+        asking twice deletes nothing the second time.
+
+        A message whose body is still needed is skipped, never deleted: one that a mailbox holds
+        or that has a queue entry still waiting (QUEUED or HELD).  The store checks this again
+        in the same atomic step as the deletion, so whatever the caller saw before (a stale
+        L{IMailboxStore.unreferenced_messages} answer, a release racing with the purge), a body
+        the relay queue or a mailbox needs is never lost.  A body in its own file is unlinked
+        once the records are gone; a file that cannot be unlinked then is an orphan the next
+        recovery sweep removes.
+        """
+
 
 class IQueueStore(Interface):
     """Queue entries: one per recipient, ordered per domain by arrival."""

@@ -23,6 +23,10 @@ DeliveryMode = Literal["relay", "both"]
 DELIVERY_MODES: Final = ("relay", "both")
 TLSPolicy = Literal["none", "opportunistic", "required", "verify"]
 TLS_POLICIES: Final = ("none", "opportunistic", "required", "verify")
+# Webmail/IMAP portal (#4): open during an outage (and a grace period after it), always, never, or
+# forced open by an admin for a drill (``open``, undone with ``--portal outage``).
+PortalPolicy = Literal["outage", "always", "off", "open"]
+PORTAL_POLICIES: Final = ("outage", "always", "off", "open")
 
 # Queue entry states.  #2 only creates QUEUED entries; the relay (#3) moves them on.
 QUEUED: Final = "queued"
@@ -167,6 +171,10 @@ class Domain:
     # Intake (#4): with a synced user list, RCPT of an address not on it gets 550 5.1.1, unless
     # the list may be stale (accept_unknown).
     accept_unknown: bool = False
+    # Shadow mailboxes (#4): when users may log in (core/portal.py), and how many days shadow
+    # messages are kept before the daily purge (None: the global default, core/retention.py).
+    portal: PortalPolicy = "outage"
+    retention_days: int | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -184,6 +192,8 @@ class Domain:
             "up_after": self.up_after,
             "monitored": self.monitored,
             "accept_unknown": self.accept_unknown,
+            "portal": self.portal,
+            "retention_days": self.retention_days,
         }
 
 

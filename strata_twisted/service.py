@@ -29,7 +29,9 @@ from strata_twisted.core.credentials import VerificationCache
 from strata_twisted.core.domains import DomainCache, load_user_lists
 from strata_twisted.core.intake import IntakePolicy
 from strata_twisted.core.monitor import Monitor
+from strata_twisted.core.portal import Portal
 from strata_twisted.core.relay import RelayLoop
+from strata_twisted.core.retention import RetentionJob
 from strata_twisted.core.throttle import LoginThrottle
 from strata_twisted.executor import Executor, SyncExecutor, ThreadExecutor
 from strata_twisted.fired import result_of
@@ -129,6 +131,21 @@ class ExecutorService(Service):
     def stopService(self) -> None:
         super().stopService()
         self._executor.stop()
+
+
+class RetentionService(Service):
+    """Runs the daily shadow-mail retention job (#4) while the server runs."""
+
+    def __init__(self, job: RetentionJob) -> None:
+        self._job = job
+
+    def startService(self) -> None:
+        super().startService()
+        self._job.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._job.stop()
 
 
 class StrataService(MultiService):
@@ -251,12 +268,21 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     intake = SMTPIntakeFactory(reactor, policy, settings.intake, tls)
     for address in settings.intake.listen:
         ListenerService(reactor, "SMTP intake", address, intake).setServiceParent(root)
-    _imap_listeners(settings, reactor, store, tls, root)
+    portal = Portal(reactor, domains, store, grace=settings.imap.portal_grace)
+    _imap_listeners(settings, reactor, store, tls, portal, root)
+    retention = RetentionJob(reactor, domains, store, store, store,
+                             default_days=settings.imap.retention_days)  # fmt: skip
+    RetentionService(retention).setServiceParent(root)
     return root
 
 
 def _imap_listeners(
-    settings: Settings, reactor: Any, store: Any, tls: CertificateOptions, root: MultiService
+    settings: Settings,
+    reactor: Any,
+    store: Any,
+    tls: CertificateOptions,
+    portal: Portal,
+    root: MultiService,
 ) -> None:
     """The IMAP server (#4): one factory per kind of listener, sharing limits and caches."""
     imap = settings.imap
@@ -270,9 +296,9 @@ def _imap_listeners(
     )
     cache = VerificationCache()
     connections = ConnectionLimits(imap.max_connections, imap.max_connections_per_ip)
-    portal = _portal  # replaced by the domain portal policy
     shared: dict[str, Any] = {
-        "trusted_networks": imap.trusted_networks, "portal": portal, "limits": limits,
+        "trusted_networks": imap.trusted_networks, "portal": portal.closed_reason,
+        "limits": limits,
         "executor": executor, "cache": cache, "connections": connections,
     }  # fmt: skip
     plain = IMAPFactory(reactor, store, store, store, tls, **shared)
@@ -288,10 +314,6 @@ def _imap_listeners(
         ListenerService(reactor, "IMAP", address, plain).setServiceParent(root)
     for address in imap.tls_listen:
         ListenerService(reactor, "IMAP over TLS", address, implicit, tls).setServiceParent(root)
-
-
-def _portal(domain: str) -> str | None:
-    return None
 
 
 def default_paths(settings: Settings) -> dict[str, Path]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -1060,3 +1061,153 @@ def test_accept_unknown_is_set_shown_and_cleared(cli) -> None:
     out = cli("domain", "show", "example.test")[1]
     assert "unknown users: refused (550 5.1.1) once users are imported" in out
     assert not json.loads(cli("domain", "show", "example.test", "--json")[1])["accept_unknown"]
+
+
+# -- the webmail portal and retention (issue #4) -------------------------------------------------
+
+
+def _outage(data_dir: Path, started: float, ended: float | None = None) -> None:
+    store = _open(data_dir)
+    try:
+        result_of(store.open_outage("example.test", started, "connection refused"))
+        if ended is not None:
+            result_of(store.close_outage("example.test", ended))
+    finally:
+        store.close()
+
+
+def _portal(cli) -> dict[str, Any]:
+    shown = json.loads(cli("domain", "show", "example.test", "--json")[1])
+    return {k: shown[k] for k in ("portal", "portal_open", "portal_reason")}
+
+
+def test_portal_policy_defaults_to_outage_and_shows_why_it_is_open(cli, tmp_path: Path) -> None:
+    data = tmp_path / "strata-data"
+    assert cli("domain", "add", "example.test", "--relay", "h")[0] == 0
+    assert _portal(cli) == {"portal": "outage", "portal_open": False, "portal_reason": "primary_up"}
+    out = cli("domain", "show", "example.test")[1]
+    assert "portal:        outage (open while the primary is down, and for 1d after)" in out
+    assert "portal now:    closed: primary up" in out
+
+    now = WallClock().seconds()
+    _outage(data, now - 600)
+    shown = json.loads(cli("domain", "show", "example.test", "--json")[1])
+    assert (shown["portal_open"], shown["portal_reason"]) == (True, "outage")
+    assert shown["portal_since"] == now - 600 and shown["portal_until"] is None
+    out = cli("domain", "show", "example.test")[1]
+    assert re.search(r"portal now:    open: outage since \S+ \S+ [+-]\d{4} \(10m ago\)", out)
+
+    # Ended an hour ago: the grace period runs another 23 hours.
+    store = _open(data)
+    try:
+        result_of(store.close_outage("example.test", now - 3600))
+    finally:
+        store.close()
+    shown = json.loads(cli("domain", "show", "example.test", "--json")[1])
+    assert (shown["portal_open"], shown["portal_reason"]) == (True, "grace")
+    assert shown["portal_until"] == now - 3600 + 86400
+    out = cli("domain", "show", "example.test")[1]
+    assert re.search(r"portal now:    open: grace until .* \(in (22|23)h\)", out)
+
+
+def test_grace_follows_the_config(cli, tmp_path: Path) -> None:
+    (tmp_path / "strata.toml").write_text("[imap]\nportal_grace = 1800\nretention_days = 9\n")
+    cli("domain", "add", "example.test", "--relay", "h")
+    now = WallClock().seconds()
+    _outage(tmp_path / "strata-data", now - 7200, now - 3600)
+    assert _portal(cli)["portal_reason"] == "primary_up"
+    out = cli("domain", "show", "example.test")[1]
+    assert "and for 30m after" in out
+    assert "retention:     9 days (global default)" in out
+
+
+def test_portal_always_off_and_a_drill(cli, tmp_path: Path) -> None:
+    cli("domain", "add", "example.test", "--relay", "h", "--portal", "always")
+    assert _portal(cli) == {"portal": "always", "portal_open": True, "portal_reason": "always"}
+    assert "portal now:    open: always" in cli("domain", "show", "example.test")[1]
+
+    _outage(tmp_path / "strata-data", WallClock().seconds() - 60)
+    assert cli("domain", "update", "example.test", "--portal", "off")[0] == 0
+    assert _portal(cli) == {"portal": "off", "portal_open": False, "portal_reason": "off"}
+    out = cli("domain", "show", "example.test")[1]
+    assert "portal:        off (never open)" in out and "portal now:    closed: off" in out
+
+    # A drill: forced open, said loudly everywhere, and undone with --portal outage.
+    code, out, _ = cli("domain", "update", "example.test", "--portal", "open")
+    assert code == 0
+    assert "forced OPEN for a drill" in out
+    assert "strata domain update example.test --portal outage" in out
+    assert _portal(cli) == {"portal": "open", "portal_open": True, "portal_reason": "drill"}
+    out = cli("domain", "show", "example.test")[1]
+    assert "portal:        OPEN for a drill" in out
+    assert "portal now:    open: drill (forced open)" in out
+    listing = cli("domain", "list")[1]
+    assert re.search(r"example\.test\s+h:25\s+relay\s+0\s+OPEN \(drill\)", listing)
+    assert json.loads(cli("domain", "list", "--json")[1])[0]["portal"] == "open"
+    code, out, _ = cli("domain", "update", "example.test", "--portal", "outage")
+    assert code == 0 and "drill" not in out
+    # The outage is still open: back to normal means open because of it.
+    assert _portal(cli) == {"portal": "outage", "portal_open": True, "portal_reason": "outage"}
+    assert "PORTAL" in cli("domain", "list")[1] and "OPEN" not in cli("domain", "list")[1]
+    # Every change is in the event log, with the new policy.
+    updates = _events(cli, "domain.updated")
+    assert [e["data"]["portal"] for e in updates] == ["off", "open", "outage"]
+
+
+def test_a_domain_added_for_a_drill_says_so(cli) -> None:
+    code, out, _ = cli("domain", "add", "example.test", "--relay", "h", "--portal", "open")
+    assert code == 0 and "forced OPEN for a drill" in out
+
+
+def test_an_unmonitored_domain_says_why_its_portal_stays_closed(cli) -> None:
+    cli("domain", "add", "example.test", "--relay", "h", "--no-monitor")
+    out = cli("domain", "show", "example.test")[1]
+    assert "portal now:    closed: primary up (not monitored, so no outage opens it)" in out
+
+
+def test_retention_days_are_set_shown_and_reset(cli) -> None:
+    cli("domain", "add", "example.test", "--relay", "h", "--retention-days", "7")
+    shown = json.loads(cli("domain", "show", "example.test", "--json")[1])
+    assert (shown["retention_days"], shown["retention_days_in_effect"]) == (7, 7)
+    assert "retention:     7 days (this domain's own)" in cli("domain", "show", "example.test")[1]
+    assert cli("domain", "update", "example.test", "--retention-days", "default")[0] == 0
+    shown = json.loads(cli("domain", "show", "example.test", "--json")[1])
+    assert (shown["retention_days"], shown["retention_days_in_effect"]) == (None, 30)
+    out = cli("domain", "show", "example.test")[1]
+    assert "retention:     30 days (global default)" in out
+    # Only what is given changes.
+    cli("domain", "update", "example.test", "--portal", "always")
+    cli("domain", "update", "example.test", "--retention-days", "365")
+    shown = json.loads(cli("domain", "show", "example.test", "--json")[1])
+    assert (shown["portal"], shown["retention_days"]) == ("always", 365)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (("--retention-days", "0"), "--retention-days: expected a whole number of days from 1"),
+        (("--retention-days", "-3"), "--retention-days: expected a whole number of days from 1"),
+        (("--retention-days", "7d"), "--retention-days: expected a whole number of days from 1"),
+        (("--retention-days", "36501"), "from 1 to 36500"),
+        (("--portal", "sometimes"), "argument --portal: invalid choice: 'sometimes'"),
+        (("--portal", "OPEN"), "argument --portal: invalid choice: 'OPEN'"),
+    ],
+)
+def test_bad_portal_and_retention_values_exit_2(cli, tmp_path: Path, argv, message) -> None:
+    def refused(*args: str) -> tuple[int | str | None, str]:
+        # argparse refuses a bad choice itself (SystemExit); the CLI refuses the rest.
+        try:
+            code, _, err = cli(*args)
+        except SystemExit as e:
+            assert isinstance(sys.stderr, io.StringIO)  # the cli fixture's
+            return e.code, sys.stderr.getvalue()
+        return code, err
+
+    code, err = refused("domain", "add", "example.test", "--relay", "h", *argv)
+    assert code == 2 and message in err, err
+    assert not (tmp_path / "strata-data").exists()  # refused before a data dir was made
+    assert cli("domain", "add", "example.test", "--relay", "h")[0] == 0
+    code, err = refused("domain", "update", "example.test", *argv)
+    assert code == 2 and message in err, err
+    shown = json.loads(cli("domain", "show", "example.test", "--json")[1])
+    assert (shown["portal"], shown["retention_days"]) == ("outage", None)

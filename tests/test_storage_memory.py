@@ -51,6 +51,11 @@ def set_entry_state():
     return set_state
 
 
+@pytest.fixture
+def body_files():
+    return lambda store: []  # bodies live in memory, beside their records
+
+
 class TestMemoryDomainStore(DomainStoreSuite):
     pass
 

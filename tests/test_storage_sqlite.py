@@ -9,6 +9,7 @@ from __future__ import annotations
 import concurrent.futures
 import errno
 import os
+import re
 import shutil
 import sqlite3
 import stat
@@ -136,6 +137,12 @@ def body_files(data_dir: Path) -> list[str]:
     """Every file under messages/, as paths relative to the data directory."""
     root = data_dir / "messages"
     return sorted(str(p.relative_to(data_dir)) for p in root.rglob("*") if p.is_file())
+
+
+@pytest.fixture(name="body_files")
+def body_files_fixture() -> Callable[[SQLiteStore], list[str]]:
+    """The conformance suites' view of a store's body files."""
+    return lambda store: body_files(store.data_dir)
 
 
 def incoming(*deliveries: Delivery, received_at: float = 1000.0, **kwargs: Any) -> IncomingMessage:
@@ -1755,3 +1762,126 @@ def test_only_messages_with_shadow_copies_are_indexed(
     assert indexed == [len(big)]  # once, for both INBOX copies
     assert sql(store, "SELECT message_id FROM message_mime") == [("M2",)]
     assert sql(store, "SELECT body_path IS NOT NULL FROM messages WHERE id = 'M2'") == [(1,)]
+
+
+# -- the portal policy and retention (#4): migration 7 and delete_messages
+
+
+def test_a_v6_database_upgrades_to_v7_and_its_domains_get_the_default_portal(
+    data_dir: Path, clock: task.Clock
+) -> None:
+    data_dir.mkdir(parents=True)
+    conn = sqlite3.connect(data_dir / "strata.db", isolation_level=None)
+    assert migrate(conn, to_version=6) == 0
+    conn.execute(
+        "INSERT INTO domains (name, created_at, updated_at, relay_host, relay_port, mode)"
+        " VALUES ('old.test', 1, 1, 'mx.old.test', 25, 'both')"
+    )
+    conn.close()
+    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store.open(recover=True)
+    (old,) = result_of(store.list_domains())
+    assert (old.name, old.portal, old.retention_days) == ("old.test", "outage", None)
+    result_of(store.update_domain(replace(old, portal="open", retention_days=7)))
+    updated = result_of(store.get_domain("old.test"))
+    assert updated is not None and (updated.portal, updated.retention_days) == ("open", 7)
+    assert sql(store, "PRAGMA user_version") == [(7,)]
+    result_of(store.close())
+
+
+def _delivered(store: SQLiteStore, *message_ids: str) -> None:
+    for message_id in message_ids:
+        sql(store, "UPDATE queue SET state = ? WHERE message_id = ?", (DELIVERED, message_id))
+
+
+def test_delete_messages_checks_and_deletes_in_one_transaction(
+    manual: tuple[SQLiteStore, ManualExecutor],
+) -> None:
+    # The re-check and the deletes run under one write lock, so a change to the queue from the
+    # CLI (another process) cannot land between them; the file goes after the COMMIT.
+    store, executor = manual
+    stored = store_message(store, "M1", BODY, (ALICE,), received_at=1000.0)
+    executor.run_all()
+    result_of(stored)
+    updated = store._with_connection(
+        "test", lambda c: c.execute("UPDATE queue SET state = ?", (DELIVERED,)).rowcount
+    )
+    executor.run_all()
+    assert result_of(updated) == 1
+    statements = trace_statements(store, executor)
+    deleted = store.delete_messages(["M1"])
+    assert executor.run_all() == 1
+    assert result_of(deleted) == 1
+    begin = statements.index("BEGIN IMMEDIATE")
+    commit = statements.index("COMMIT")
+    checks = [i for i, s in enumerate(statements) if s.startswith("SELECT m.id, m.body_path")]
+    deletes = [i for i, s in enumerate(statements) if s.startswith("DELETE FROM")]
+    assert len(checks) == 1 and len(deletes) == 5
+    assert begin < checks[0] < min(deletes) and max(deletes) < commit
+    assert body_files(store.data_dir) == []
+
+
+def test_a_failed_delete_deletes_nothing(store: SQLiteStore, data_dir: Path) -> None:
+    deliver(store, "M1", (ALICE, BOB))
+    _delivered(store, "M1")
+    result_of(store.purge_older_than("example.com", 2000.0))
+    sql(
+        store,
+        "CREATE TRIGGER no_delete BEFORE DELETE ON messages"
+        " BEGIN SELECT RAISE(ABORT, 'refused by test'); END",
+    )
+    error = fails_with(store.delete_messages(["M1"]), StorageError)
+    assert "refused by test" in str(error)
+    # Rolled back as a whole: the record, its entries, its copy record and its file all stay.
+    assert result_of(store.read_body("M1")) == BODY
+    assert len(result_of(store.entries_for_message("M1"))) == 2
+    assert len(result_of(store.list_shadow_copies())) == 1
+    assert sql(store, "SELECT count(*) FROM message_mime") == [(1,)]
+    assert body_files(data_dir) == ["messages/19700101/M1"]
+    sql(store, "DROP TRIGGER no_delete")
+    assert result_of(store.delete_messages(["M1"])) == 1
+    assert body_files(data_dir) == []
+
+
+def test_a_body_file_that_cannot_be_unlinked_is_swept_later(
+    data_dir: Path, clock: task.Clock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = SQLiteStore(data_dir, clock, SyncExecutor(), inline_limit=FILES)
+    store.open(recover=True)
+    deliver(store, "M1")
+    deliver(store, "M2")
+    _delivered(store, "M1", "M2")
+    real_unlink = Path.unlink
+
+    def refuse(path: Path, missing_ok: bool = False) -> None:
+        if path.name == "M1":
+            raise PermissionError(errno.EACCES, "Permission denied", str(path))
+        real_unlink(path, missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", refuse)
+    # The records are gone (the deletion counts); the file is an orphan, the other one went.
+    assert result_of(store.delete_messages(["M1", "M2"])) == 2
+    assert result_of(store.get_message("M1")) is None
+    assert body_files(data_dir) == ["messages/19700101/M1"]
+    monkeypatch.undo()
+    result_of(store.close())
+    reopened = SQLiteStore(data_dir, clock, SyncExecutor(), inline_limit=FILES)
+    reopened.open(recover=True)
+    assert body_files(data_dir) == []
+    result_of(reopened.close())
+
+
+def test_delete_messages_uses_the_indexes(store: SQLiteStore) -> None:
+    from strata_twisted.storage.sqlite import _DELETE_MESSAGE_ROWS, _UNREFERENCED
+
+    plans = [
+        " ".join(row[-1] for row in sql(store, "EXPLAIN QUERY PLAN " + statement, params))
+        for statement, params in [
+            (_UNREFERENCED, ('["M1"]', QUEUED, HELD)),
+            *((statement, ('["M1"]',)) for statement in _DELETE_MESSAGE_ROWS),
+        ]
+    ]
+    # Only the list of ids asked for (json_each, j) is scanned; every table is searched by key.
+    scanned = {name for plan in plans for name in re.findall(r"SCAN (\w+)", plan)}
+    assert scanned <= {"json_each", "j"}, plans
+    assert "SEARCH m USING INDEX sqlite_autoindex_messages_1 (id=?)" in plans[0]

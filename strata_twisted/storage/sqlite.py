@@ -50,6 +50,11 @@ refusal costs no storage round trip.  A mailbox message is a row pointing at the
 ``messages`` row: COPY and MOVE insert rows, never bodies.  Lists of UIDs or ids reach SQLite as
 one JSON parameter (``json_each``), never spliced into a statement.
 
+Retention (L{SQLiteStore.delete_messages}).  One transaction re-checks which of the given messages
+nobody needs (no mailbox row, no QUEUED or HELD entry) and deletes their rows; the body files are
+unlinked only after it commits, so a crash in between leaves orphan files for the recovery sweep,
+never a record without its body.
+
 Errors.  No OSError or sqlite3.Error escapes: ENOSPC/EDQUOT and SQLITE_FULL become
 L{InsufficientStorage}, anything else L{StorageError}, with the detail in the message.  A failed
 transaction is rolled back, so the store works again as soon as the disk has room, without being
@@ -130,6 +135,7 @@ from strata_twisted.model import (
     NoSuchMailbox,
     NoSuchUser,
     Outage,
+    PortalPolicy,
     PurgedMessage,
     QueueEntry,
     QueueStats,
@@ -265,6 +271,8 @@ def _domain(row: sqlite3.Row) -> Domain:
         up_after=_optional_int(row["up_after"]),
         monitored=bool(row["monitored"]),
         accept_unknown=bool(row["accept_unknown"]),
+        portal=cast(PortalPolicy, row["portal"]),
+        retention_days=_optional_int(row["retention_days"]),
     )
 
 
@@ -282,18 +290,22 @@ def _domain_settings(domain: Domain) -> tuple[object, ...]:
         domain.up_after,
         int(domain.monitored),
         int(domain.accept_unknown),
+        domain.portal,
+        domain.retention_days,
     )
 
 
 _INSERT_DOMAIN: Final = (
     "INSERT INTO domains (name, created_at, updated_at, relay_host, relay_port, mode, tls_policy,"
     " hold_rejected, queue_lifetime, probe_interval, down_after, up_after, monitored,"
-    " accept_unknown) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " accept_unknown, portal, retention_days)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPDATE_DOMAIN: Final = (
     "UPDATE domains SET relay_host = ?, relay_port = ?, mode = ?, tls_policy = ?,"
     " hold_rejected = ?, queue_lifetime = ?, probe_interval = ?, down_after = ?, up_after = ?,"
-    " monitored = ?, accept_unknown = ?, updated_at = ? WHERE name = ?"
+    " monitored = ?, accept_unknown = ?, portal = ?, retention_days = ?, updated_at = ?"
+    " WHERE name = ?"
 )
 
 
@@ -1216,6 +1228,32 @@ class SQLiteStore:
             body.seek(offset)
             return body.read(min(length, available))
 
+    def delete_messages(self, message_ids: Iterable[str]) -> Deferred[int]:
+        ids = json.dumps(sorted(set(message_ids)))
+
+        def delete() -> int:
+            paths = self._t_transaction(lambda conn: _t_delete_unreferenced(conn, ids))
+            # Only once the records are gone (a crash before this leaves an orphan file, which
+            # the recovery sweep removes; unlinking first could lose a body whose delete rolls
+            # back).
+            for rel_path in paths:
+                if rel_path is None:
+                    continue
+                try:
+                    (self.data_dir / rel_path).unlink()
+                except FileNotFoundError:
+                    pass
+                except OSError as e:
+                    _log.warn(
+                        "Could not delete the body file {path} ({error}); the next recovery "
+                        "sweep removes it",
+                        path=rel_path,
+                        error=str(e),
+                    )
+            return len(paths)
+
+        return self._run("deleting messages", delete)
+
     # -- IQueueStore
 
     def list_entries(self, domain: str | None = None) -> Deferred[list[QueueEntry]]:
@@ -1954,18 +1992,7 @@ class SQLiteStore:
         ids = None if message_ids is None else json.dumps(sorted(set(message_ids)))
 
         def query() -> list[str]:
-            conn = self._t_conn()
-            # A body is needed while a mailbox holds it or a queue entry still waits for it.
-            rows = conn.execute(
-                "SELECT m.id FROM messages AS m"
-                " WHERE (:ids IS NULL OR m.id IN (SELECT value FROM json_each(:ids)))"
-                " AND NOT EXISTS (SELECT 1 FROM mailbox_messages AS mm WHERE mm.message_id = m.id)"
-                " AND NOT EXISTS (SELECT 1 FROM queue AS q WHERE q.message_id = m.id"
-                " AND q.state IN (:queued, :held))"
-                " ORDER BY m.id",
-                {"ids": ids, "queued": QUEUED, "held": HELD},
-            )
-            return [r[0] for r in rows]
+            return [r["id"] for r in _t_unreferenced(self._t_conn(), ids)]
 
         return self._run("finding unreferenced messages", query)
 
@@ -2101,6 +2128,56 @@ class SQLiteStore:
             return int(row[0])
 
         return self._run("reading the credentials version", query)
+
+
+# The stored messages nobody needs: a body is needed while a mailbox holds it or a queue entry
+# still waits for it (the two queries differ only in their FROM).  Every stored message:
+_UNREFERENCED_ALL: Final = (
+    "SELECT m.id, m.body_path FROM messages AS m"
+    " WHERE NOT EXISTS (SELECT 1 FROM mailbox_messages AS mm WHERE mm.message_id = m.id)"
+    " AND NOT EXISTS (SELECT 1 FROM queue AS q WHERE q.message_id = m.id"
+    " AND q.state IN (:queued, :held))"
+    " ORDER BY m.id"
+)
+# Those among ``:ids`` (a JSON array of queue ids): one primary-key lookup each, so retention
+# costs what it purged, not the size of the store.
+_UNREFERENCED: Final = (
+    "SELECT m.id, m.body_path FROM (SELECT DISTINCT value FROM json_each(:ids)) AS j"
+    " JOIN messages AS m ON m.id = j.value"
+    " WHERE NOT EXISTS (SELECT 1 FROM mailbox_messages AS mm WHERE mm.message_id = m.id)"
+    " AND NOT EXISTS (SELECT 1 FROM queue AS q WHERE q.message_id = m.id"
+    " AND q.state IN (:queued, :held))"
+    " ORDER BY m.id"
+)
+# What goes with a deleted message: every row that refers to it (foreign keys), then the message.
+# No mailbox row is among them: a message a mailbox holds is never selected for deletion.
+_DELETE_MESSAGE_ROWS: Final = (
+    "DELETE FROM message_mime WHERE message_id IN (SELECT value FROM json_each(?))",
+    "DELETE FROM bodies WHERE message_id IN (SELECT value FROM json_each(?))",
+    "DELETE FROM shadow_copies WHERE message_id IN (SELECT value FROM json_each(?))",
+    "DELETE FROM queue WHERE message_id IN (SELECT value FROM json_each(?))",
+    "DELETE FROM messages WHERE id IN (SELECT value FROM json_each(?))",
+)
+
+
+def _t_unreferenced(conn: sqlite3.Connection, ids: str | None) -> list[sqlite3.Row]:
+    """The stored messages among ``ids`` (JSON; None: all) whose bodies nobody needs."""
+    query = _UNREFERENCED_ALL if ids is None else _UNREFERENCED
+    return conn.execute(query, {"ids": ids, "queued": QUEUED, "held": HELD}).fetchall()
+
+
+def _t_delete_unreferenced(conn: sqlite3.Connection, ids: str) -> list[str | None]:
+    """
+    Inside a transaction: delete the messages among ``ids`` (JSON) that nobody needs, checked
+    here, under the write lock, so no queue change or mailbox copy can slip in between; return
+    the ``body_path`` of each (None for an inline body, which went with its row).
+    """
+    rows = _t_unreferenced(conn, ids)
+    if rows:
+        gone = json.dumps([r["id"] for r in rows])
+        for statement in _DELETE_MESSAGE_ROWS:
+            conn.execute(statement, (gone,))
+    return [r["body_path"] for r in rows]
 
 
 def _t_open_outage(conn: sqlite3.Connection, domain: str) -> sqlite3.Row | None:

@@ -42,6 +42,10 @@ Layout notes:
   in the stored form ``{SCHEME}value`` (never a password).  ``meta.credentials_version`` is
   bumped in the same transaction as every change, so the server can drop its login cache when
   the CLI imports a new list.
+- Migration 6 adds ``domains.accept_unknown`` (intake's unknown-user check).
+- Migration 7 adds ``domains.portal`` (when the webmail/IMAP portal is open: ``outage``, the
+  default for existing domains too, ``always``, ``off`` or ``open``) and
+  ``domains.retention_days`` (NULL: the global default).
 - No CHECK constraints on states or modes: the code validates them, and SQLite cannot alter a
   CHECK without rebuilding the table, which would make adding a queue state a costly migration.
 """
@@ -258,6 +262,14 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         (
             # Intake checks recipients against a domain's user list unless it accepts unknown ones.
             "ALTER TABLE domains ADD COLUMN accept_unknown INTEGER NOT NULL DEFAULT 0",
+        ),
+    ),
+    (
+        7,
+        (
+            # The webmail portal policy and the shadow-mail retention override (#4).
+            "ALTER TABLE domains ADD COLUMN portal TEXT NOT NULL DEFAULT 'outage'",
+            "ALTER TABLE domains ADD COLUMN retention_days INTEGER",
         ),
     ),
 )

@@ -13,6 +13,9 @@ QueueStoreSuite): pass``) and providing these pytest fixtures:
 - ``set_entry_state``: ``f(store, entry_id, state)`` moves a queue entry to another state whatever
   state it is in (``change_state`` and ``record_result`` keep rules; the stats and due rules need
   entries in every state, delivered ones included).
+- ``body_files``: ``f(store)`` lists the body files the store keeps beside its records (SQLite's
+  ``messages/`` directory; ``[]`` for a store that keeps none), so the mailbox suite can check
+  that deleting a message deletes its file.
 """
 
 from __future__ import annotations
@@ -237,6 +240,8 @@ class DomainStoreSuite:
             stored.down_after,
             stored.up_after,
         ) == (None, None, None, None)
+        # The webmail portal opens during outages; retention follows the global default.
+        assert (stored.portal, stored.retention_days) == ("outage", None)
 
     def test_every_field_round_trips(self, store: Any, clock: task.Clock) -> None:
         clock.advance(1000)
@@ -253,6 +258,9 @@ class DomainStoreSuite:
             down_after=3,
             up_after=2,
             monitored=False,
+            accept_unknown=True,
+            portal="always",
+            retention_days=7,
         )
         assert result_of(store.add_domain(domain)) == domain
         assert result_of(store.get_domain("example.com")) == domain
@@ -269,6 +277,24 @@ class DomainStoreSuite:
         again = replace(domain, tls_policy="required", up_after=0, queue_lifetime=0.0)
         assert result_of(store.update_domain(again)) == replace(again, updated_at=1500.0)
         assert result_of(store.get_domain("example.com")) == replace(again, updated_at=1500.0)
+
+    @pytest.mark.parametrize("portal", ["outage", "always", "off", "open"])
+    def test_portal_policy_round_trips(self, store: Any, portal: str) -> None:
+        result_of(store.add_domain(self.domain(portal=portal)))
+        assert result_of(store.get_domain("example.com")).portal == portal
+        # A drill ("open") is put back to "outage" with an update, like any setting.
+        result_of(store.update_domain(self.domain(portal="outage")))
+        assert result_of(store.get_domain("example.com")).portal == "outage"
+        result_of(store.update_domain(self.domain(portal=portal)))
+        assert [d.portal for d in result_of(store.list_domains())] == [portal]
+
+    def test_retention_days_round_trip_and_go_back_to_the_default(self, store: Any) -> None:
+        result_of(store.add_domain(self.domain(retention_days=1)))
+        assert result_of(store.get_domain("example.com")).retention_days == 1
+        result_of(store.update_domain(self.domain(retention_days=36500)))
+        assert result_of(store.get_domain("example.com")).retention_days == 36500
+        result_of(store.update_domain(self.domain(retention_days=None)))
+        assert result_of(store.get_domain("example.com")).retention_days is None
 
     def test_list_is_sorted_by_name(self, store: Any) -> None:
         for name in ("b.example", "xn--bcher-kva.example", "a.example"):
@@ -1900,6 +1926,83 @@ class MailboxStoreSuite:
         assert result_of(store.unreferenced_messages(["Q"])) == []
         result_of(store.delete_mailbox(ALICE_USER, "Trash"))
         assert result_of(store.unreferenced_messages(["Q"])) == ["Q"]
+
+    def test_delete_messages_deletes_only_what_nobody_needs(
+        self, store: Any, set_entry_state: SetEntryState
+    ) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.stored(store, "Q", ALICE)  # queued for the primary
+        self.stored(store, "H", ALICE)
+        set_entry_state(store, "H.1", HELD)  # held for review
+        self.stored(store, "D", ALICE, CAROL)
+        set_entry_state(store, "D.1", DELIVERED)
+        set_entry_state(store, "D.2", BOUNCED)  # nothing waits any more
+        self.stored(store, "X", ALICE)
+        set_entry_state(store, "X.1", DELETED)
+        self.stored(store, "A")  # APPENDed, never added
+        self.add(store, "I")  # in INBOX
+        assert result_of(store.delete_messages(["Q", "H", "D", "X", "A", "I", "nope"])) == 3
+        for gone in ("D", "X", "A"):
+            assert result_of(store.get_message(gone)) is None
+            fails_with(store.read_body(gone), NoSuchEntry)
+            assert result_of(store.entries_for_message(gone)) == []  # their finished entries
+        for kept in ("Q", "H", "I"):
+            assert result_of(store.read_body(kept)) == BODY
+        assert [e.state for e in result_of(store.entries_for_message("Q"))] == [QUEUED]
+        assert [e.state for e in result_of(store.entries_for_message("H"))] == [HELD]
+        assert self.uids(store, "INBOX") == [1]
+        assert result_of(store.message_count()) == 3
+        assert result_of(store.unreferenced_messages()) == []
+        # Idempotent: nothing left to delete among them; no ids at all is fine too.
+        assert result_of(store.delete_messages(["D", "X", "A"])) == 0
+        assert result_of(store.delete_messages([])) == 0
+        assert result_of(store.message_count()) == 3
+
+    def test_delete_messages_checks_again_whatever_the_caller_saw(
+        self, store: Any, set_entry_state: SetEntryState
+    ) -> None:
+        # The caller's list is stale by the time it deletes: an admin released the entry, or
+        # the message went into a mailbox (APPEND's second step).  Neither body may go.
+        result_of(store.ensure_user(ALICE_USER))
+        self.stored(store, "R", ALICE)
+        set_entry_state(store, "R.1", BOUNCED)
+        self.stored(store, "P")
+        assert result_of(store.unreferenced_messages(["R", "P"])) == ["P", "R"]
+        set_entry_state(store, "R.1", QUEUED)
+        self.add(store, "P")
+        assert result_of(store.delete_messages(["P", "R"])) == 0
+        assert result_of(store.read_body("R")) == BODY
+        assert result_of(store.read_body("P")) == BODY
+
+    def test_delete_messages_of_a_purged_shadow_copy_with_a_large_body(
+        self, store: Any, set_entry_state: SetEntryState, body_files: Any
+    ) -> None:
+        # Past any write buffer and inline limit: a body in its own file, with a MIME index and
+        # a shadow-copy record (mode both); the retention job's three steps.
+        large = HEADERS + bytes(range(251)) * (600 * 1024 // 251)
+        deliver(store, "BIG", (ALICE, BOB), body=large, chunk_size=100_003)
+        deliver(store, "SMALL", (ALICE, BOB))
+        before = body_files(store)
+        assert before == [] or any(f.endswith("/BIG") for f in before)
+        for message_id in ("BIG", "SMALL"):
+            for e in result_of(store.entries_for_message(message_id)):
+                set_entry_state(store, e.id, DELIVERED)
+        purged = result_of(store.purge_older_than("example.com", 2000.0))
+        assert sorted(p.message_id for p in purged) == ["BIG", "SMALL"]
+        unreferenced = result_of(store.unreferenced_messages([p.message_id for p in purged]))
+        assert unreferenced == ["BIG", "SMALL"]
+        assert result_of(store.delete_messages(unreferenced)) == 2
+        assert result_of(store.message_count()) == 0
+        fails_with(store.read_body("BIG"), NoSuchEntry)
+        fails_with(store.read_body_range("BIG", 0, 10), NoSuchEntry)
+        assert result_of(store.read_heads(["BIG", "SMALL"], 10)) == []
+        assert result_of(store.list_shadow_copies()) == []
+        assert result_of(store.list_entries()) == []
+        assert body_files(store) == []
+        # Nothing of it is left: its id (and file name) takes a new message from scratch.
+        deliver(store, "BIG", (ALICE,))
+        assert result_of(store.read_body("BIG")) == BODY
+        assert result_of(store.delete_messages(["BIG"])) == 0  # queued
 
     # -- isolation
 
