@@ -515,3 +515,27 @@ def test_limits_are_passed_to_the_engine(h: Harness) -> None:
     proto.makeConnection(transport)
     h.clock.advance(5)
     assert transport.disconnecting
+
+
+# -- bodies of expunged messages ------------------------------------------------------------------
+
+
+def test_expunged_bodies_are_deleted_once_nobody_needs_them(h: Harness) -> None:
+    h.deliver("m2", BODY2)  # intake's copy: its queue entry still waits for the primary
+    proto, transport = h.login()
+    send(proto, transport, "b SELECT INBOX\r\n")
+    reply = send(proto, transport, b"c APPEND INBOX {%d+}\r\n%s\r\n" % (len(BODY1), BODY1))
+    assert reply.startswith(b"* 2 EXISTS\r\nc OK [APPENDUID ")
+    appended = result_of(h.store.list_messages(ALICE, "INBOX"))[1].message_id
+    send(proto, transport, "d COPY 2 Trash\r\n")
+    reply = send(proto, transport, "e STORE 1:2 +FLAGS.SILENT (\\Deleted)\r\nf EXPUNGE\r\n")
+    assert reply.endswith(b"* 2 EXPUNGE\r\n* 1 EXPUNGE\r\nf OK EXPUNGE completed\r\n")
+    # The appended one is still in Trash; intake's is still queued: both bodies stay.
+    assert result_of(h.store.get_message(appended)) is not None
+    assert result_of(h.store.get_message("m2")) is not None
+    send(proto, transport, "g SELECT Trash\r\n")
+    assert send(proto, transport, "h UID EXPUNGE 1\r\n") == b"h OK UID EXPUNGE completed\r\n"
+    send(proto, transport, "i STORE 1 +FLAGS.SILENT (\\Deleted)\r\n")
+    assert send(proto, transport, "j CLOSE\r\n") == b"j OK CLOSE completed\r\n"
+    assert result_of(h.store.get_message(appended)) is None  # in no mailbox, never queued
+    assert result_of(h.store.get_message("m2")) is not None  # the relay queue still needs it

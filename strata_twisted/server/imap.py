@@ -780,6 +780,8 @@ class IMAPProtocol(Protocol):
         command = event.command
         tag, name = command.tag, command.name
         uid = bool(getattr(command, "uid", False))
+        if isinstance(command, Expunge):
+            uid = command.uid_set is not None
         code: ResponseCode | None = None
         # Updates from other sessions follow every command in the selected state but FETCH,
         # SEARCH and SORT by sequence number (cheap to skip, and RFC 3501 §7.4.1 forbids their
@@ -825,6 +827,7 @@ class IMAPProtocol(Protocol):
                 removed = await self.factory.mailboxes.expunge(self.user, selected.name)
                 if removed:
                     self._notify(selected.name)
+                    self._release([m.message_id for m in removed])
         else:
             raise _Refused("NO", f"{name} is not supported", "CANNOT")
         if sync is not None and self._selected is not None:
@@ -895,7 +898,7 @@ class IMAPProtocol(Protocol):
             if self._selected is not None and self._selected.name == name:
                 # The session would be left in a mailbox that is gone.
                 raise _Refused("NO", "Cannot delete the selected mailbox", "INUSE")
-            await mailboxes.delete_mailbox(self.user, name)
+            self._release(await mailboxes.delete_mailbox(self.user, name))
         elif command.name == "SUBSCRIBE":
             await mailboxes.subscribe(self.user, name)
         elif command.name == "UNSUBSCRIBE":
@@ -1010,6 +1013,18 @@ class IMAPProtocol(Protocol):
         engine.respond(lines)
         if removed:
             self._notify(selected.name)
+            self._release([m.message_id for m in removed])
+
+    def _release(self, message_ids: Sequence[str]) -> None:
+        """
+        Delete the bodies of messages that left a mailbox, if nobody needs them any more: no
+        other mailbox holds them and the relay queue is done with them (the store checks both
+        in the same transaction).  In the background: the client's answer does not wait.
+        """
+        if not message_ids:
+            return
+        d = self.factory.messages.delete_messages(message_ids)
+        d.addErrback(lambda f: self.log.failure("deleting expunged bodies failed", f))
 
     # -- SEARCH and SORT -------------------------------------------------------------------------
 
