@@ -16,6 +16,9 @@
  *                        Default: "Webmail".
  *   STRATA_LOGO          URL or path of the logo (white-labelling).  Default: Roundcube's.
  *   STRATA_SUPPORT_URL   Where "Get support" points (the reseller's help desk).  Default: none.
+ *   STRATA_CA_FILE       The CA certificate (PEM) that signed Strata's certificate, when it is not
+ *                        one the system trusts (a private CA, or Strata's own self-signed one):
+ *                        PHP verifies tls:// and ssl:// hosts.  Default: the system's CAs.
  *
  * Official image (roundcube/roundcubemail): mount this file as /var/roundcube/config/strata.php
  * (see webmail/compose.yaml).  Debian's roundcube-core: add
@@ -39,6 +42,16 @@ $config['smtp_pass'] = '%p';
 // offers PLAIN (and LOGIN), so ask for PLAIN on both.
 $config['imap_auth_type'] = 'PLAIN';
 $config['smtp_auth_type'] = 'PLAIN';
+// PHP verifies the certificate of tls:// and ssl:// hosts against the system's CAs, and the host
+// name in STRATA_IMAP_HOST must match it.  Name another CA file here when needed.
+$strata_ca = $strata_setting('STRATA_CA_FILE', '');
+if ($strata_ca !== '') {
+    $config['imap_conn_options'] = ['ssl' => ['cafile' => $strata_ca]];
+    $config['smtp_conn_options'] = ['ssl' => ['cafile' => $strata_ca]];
+}
+// A closed portal (NO [UNAVAILABLE]) shows Strata's sentence instead of "Login failed."
+// (plugins/strata_portal, which must be installed in Roundcube's plugins directory).
+$config['plugins'] = array_merge($config['plugins'] ?? [], ['strata_portal']);
 
 // White-labelling.
 $config['product_name'] = $strata_setting('STRATA_PRODUCT_NAME', 'Webmail');
@@ -71,4 +84,4 @@ $config['ip_check'] = true;
 $config['login_autocomplete'] = 0;
 $config['x_frame_options'] = 'sameorigin';
 
-unset($strata_setting, $strata_logo);
+unset($strata_setting, $strata_logo, $strata_ca);
