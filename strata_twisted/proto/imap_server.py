@@ -451,7 +451,8 @@ class IMAPServerEngine:
         """What CAPABILITY lists now (RFC 3501 §6.1.1)."""
         if self._state is not State.NOT_AUTHENTICATED:
             return _LOGGED_IN_CAPABILITIES
-        caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID"]
+        # ENABLE and IDLE too, as Dovecot does: some clients (imaplib) keep the pre-login list.
+        caps = ["IMAP4rev1", "LITERAL+", "SASL-IR", "ID", "ENABLE", "IDLE"]
         if self._tls_available and not self._tls_active:
             caps.append("STARTTLS")
         if self.plaintext_login_allowed:

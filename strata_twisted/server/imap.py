@@ -934,8 +934,9 @@ class IMAPProtocol(Protocol):
             # RFC 3501: FETCH FLAGS for each message unless .SILENT; RFC 7162 §3.1.3: with
             # CONDSTORE, the MODSEQ of every changed message even when .SILENT.
             if not command.silent or (engine.condstore_enabled and message.uid in changed):
+                with_uid = command.uid or engine.condstore_enabled  # RFC 7162 §3.1
                 lines.append(
-                    self._flags_line(selected.seq(message.uid), message, with_uid=command.uid)
+                    self._flags_line(selected.seq(message.uid), message, with_uid=with_uid)
                 )
         engine.respond(lines)
         if changed:
@@ -1164,7 +1165,9 @@ class IMAPProtocol(Protocol):
         uids = selected.resolve(command.sequence_set, uid=command.uid)
         if uids is None:
             raise _Refused("BAD", "Invalid message sequence number")
-        plan = plan_fetch(command.attributes, uid=command.uid, condstore=engine.condstore_enabled)
+        # RFC 7162 §3.1: once CONDSTORE is enabled, every untagged FETCH carries UID and MODSEQ.
+        condstore = engine.condstore_enabled
+        plan = plan_fetch(command.attributes, uid=command.uid or condstore, condstore=condstore)
         if selected.read_only:
             plan = replace(plan, sets_seen=False)  # RFC 3501 §6.3.2: EXAMINE changes nothing
         mailboxes = self.factory.mailboxes
@@ -1245,7 +1248,9 @@ class IMAPProtocol(Protocol):
         offset, left = source.offset, source.length
         self._flush()
         # The transport pauses the gate when its buffer is full: a slow client never makes us
-        # hold more than a chunk or two of a large body in memory.
+        # hold more than a chunk or two of a large body in memory.  A new gate per body: a TLS
+        # transport wraps each registration anew and would never resume a gate paused before.
+        self._gate = _WriteGate()
         self._transport.registerProducer(self._gate, True)
         try:
             while left > 0 and not self._gone:
