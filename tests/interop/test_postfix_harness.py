@@ -60,7 +60,8 @@ def test_relay_to_delivers_to_smtp_sink(postfix_factory: PostfixFactory) -> None
 
     _submit(relay.smtpd_port, "user@example.test", marker)
 
-    [dump] = _eventually(sink.messages)
+    # smtp-sink creates its dump file at MAIL FROM and fills it as DATA arrives: wait for it all.
+    [dump] = _eventually(lambda: [m for m in sink.messages() if marker.encode() in m])
     assert f"marker {marker}".encode() in dump
     assert b"user@example.test" in dump  # smtp-sink records the RCPT TO arguments
     _eventually(relay.queue_is_empty)
@@ -78,7 +79,7 @@ def test_relay_to_retries_when_the_next_hop_comes_up(postfix_factory: PostfixFac
 
     sink = postfix_factory.smtp_sink(port=sink_port)
     relay.flush()
-    [dump] = _eventually(sink.messages)
+    [dump] = _eventually(lambda: [m for m in sink.messages() if marker.encode() in m])
     assert f"marker {marker}".encode() in dump
 
 
