@@ -207,6 +207,8 @@ def test_envelope_serves_8bit_and_folded_headers() -> None:
 
 
 def test_bodystructure_and_body() -> None:
+    # RFC 3501 §9: body-type-mpart = 1*body SP media-subtype: a multipart's parts follow each
+    # other with no space (we wrote one; the lead's server test found it, Dovecot writes none).
     inner_env = (
         b'(NIL "inner" (("Inner" NIL "inner" "example.org")) (("Inner" NIL "inner" "example.org"))'
         b' (("Inner" NIL "inner" "example.org")) NIL NIL NIL NIL NIL)'
@@ -214,26 +216,51 @@ def test_bodystructure_and_body() -> None:
     assert line("BODYSTRUCTURE") == (
         b"* 3 FETCH (BODYSTRUCTURE ("
         b'(("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 11 0 NIL NIL NIL NIL)'
-        b' ("text" "html" ("charset" "us-ascii") NIL NIL "7bit" 9 0 NIL NIL NIL NIL)'
+        b'("text" "html" ("charset" "us-ascii") NIL NIL "7bit" 9 0 NIL NIL NIL NIL)'
         b' "alternative" ("boundary" "inner") NIL NIL NIL)'
-        b' ("message" "rfc822" NIL NIL NIL "7bit" 66 '
+        b'("message" "rfc822" NIL NIL NIL "7bit" 66 '
         + inner_env
         + b' ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 15 0 NIL NIL NIL NIL) 3'
         b" NIL NIL NIL NIL)"
-        b' ("application" "octet-stream" ("name" "a.bin") NIL NIL "base64" 40 NIL'
+        b'("application" "octet-stream" ("name" "a.bin") NIL NIL "base64" 40 NIL'
         b' ("attachment" ("filename" "a.bin")) NIL NIL)'
         b' "mixed" ("boundary" "outer") NIL NIL NIL))\r\n'
     )
     assert line("BODY") == (
         b"* 3 FETCH (BODY ("
         b'(("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 11 0)'
-        b' ("text" "html" ("charset" "us-ascii") NIL NIL "7bit" 9 0) "alternative")'
-        b' ("message" "rfc822" NIL NIL NIL "7bit" 66 '
+        b'("text" "html" ("charset" "us-ascii") NIL NIL "7bit" 9 0) "alternative")'
+        b'("message" "rfc822" NIL NIL NIL "7bit" 66 '
         + inner_env
         + b' ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 15 0) 3)'
-        b' ("application" "octet-stream" ("name" "a.bin") NIL NIL "base64" 40)'
+        b'("application" "octet-stream" ("name" "a.bin") NIL NIL "base64" 40)'
         b' "mixed"))\r\n'
     )
+
+
+def test_multipart_inside_an_encapsulated_message_has_no_space_between_parts() -> None:
+    data = (
+        b"Content-Type: message/rfc822\r\n\r\n"
+        b"Subject: in\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n"
+        b"--b\r\n\r\none\r\n--b\r\n\r\ntwo\r\n--b--\r\n"
+    )
+    reply = line("BODY", data)
+    assert b' "7bit" 3 0)("text" "plain"' in reply, reply
+
+
+def test_envelope_and_structure_are_encoded_once_per_index() -> None:
+    # bench.imap: encoding ENVELOPE again on every FETCH 1:* was its largest cost.
+    from strata_twisted.core import imap_fetch
+
+    result = index(MESSAGE)
+    plan = plan_fetch(attributes("(ENVELOPE BODYSTRUCTURE)"))
+    first = build_fetch(plan, mail(MESSAGE), result, Store(MESSAGE)).items
+    again = build_fetch(plan, mail(MESSAGE), result, Store(MESSAGE)).items
+    assert [value for _, value in first] == [value for _, value in again]
+    assert all(a is b for (_, a), (_, b) in zip(first, again, strict=True))
+    other = build_fetch(plan, mail(MESSAGE), index(MESSAGE), Store(MESSAGE)).items
+    assert other == first  # another index object of the same message: encoded again, equal
+    assert len(imap_fetch._encoded) <= imap_fetch.ENCODED_CACHE_SIZE
 
 
 # -- body sections -------------------------------------------------------------------------------
@@ -296,9 +323,37 @@ def test_header_fields_partial_applies_after_filtering() -> None:
 
 def test_filter_header_edge_cases() -> None:
     block = b"A: 1\r\n b\r\nNoColonLine\r\na : 2\r\nB: 3"
-    assert filter_header(block, [b"a"]) == b"A: 1\r\n b\r\na : 2\r\n\r\n"
-    assert filter_header(block, ["A"], exclude=True) == b"NoColonLine\r\nB: 3\r\n\r\n"
+    # A block cut short: its last line is completed, and it gets no blank line (it had none).
+    assert filter_header(block, [b"a"]) == b"A: 1\r\n b\r\na : 2\r\n"
+    assert filter_header(block, ["A"], exclude=True) == b"NoColonLine\r\nB: 3\r\n"
     assert filter_header(b"A: 1\nB: 2\n\n", [b"B"]) == b"B: 2\n\n"
+    assert filter_header(b"A: 1\r\n\r\n", [b"Z"]) == b"\r\n"
+
+
+def test_header_fields_of_a_message_without_blank_line_add_none() -> None:
+    # Found by the Dovecot differential test (enmime-not-a-message.eml, a message that is all
+    # header): RFC 3501 §6.4.5, the blank line is in every header fetch "except in the case of a
+    # message which has no body and no blank line".  We added CRLF anyway.
+    data = b"Subject: s\r\nX-A: 1\r\n"
+    assert line("BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)]", data) == (
+        b"* 3 FETCH (BODY[HEADER.FIELDS.NOT (SUBJECT)] {8}\r\nX-A: 1\r\n)\r\n"
+    )
+    assert line("BODY.PEEK[HEADER.FIELDS (X-NONE)]", data) == (
+        b'* 3 FETCH (BODY[HEADER.FIELDS (X-NONE)] "")\r\n'
+    )
+    assert line("BODY.PEEK[HEADER]", data) == b"* 3 FETCH (BODY[HEADER] {20}\r\n" + data + b")\r\n"
+
+
+def test_nul_octets_never_reach_a_literal() -> None:
+    # Found by the Dovecot differential test (spamscope-nul-bytes.eml): RFC 3501 §9 forbids NUL
+    # in a literal (CHAR8 = %x01-ff).  Like Dovecot, each NUL is sent as 0x80; sizes stay.
+    data = b"Subject: a\x00b\r\n\r\nx\x00y\r\n"
+    reply = line("(BODY.PEEK[] BODY.PEEK[TEXT] BODY.PEEK[HEADER.FIELDS (SUBJECT)] RFC822.SIZE)",
+                 data)  # fmt: skip
+    assert b"\x00" not in reply
+    assert b"BODY[TEXT] {5}\r\nx\x80y\r\n" in reply
+    assert b"BODY[HEADER.FIELDS (SUBJECT)] {16}\r\nSubject: a\x80b\r\n\r\n" in reply
+    assert b"RFC822.SIZE 21" in reply
 
 
 def test_partial_fetch_at_and_beyond_the_end() -> None:
@@ -441,3 +496,14 @@ def test_a_partial_of_a_large_part_is_read_when_small() -> None:
     result = build_fetch(plan, mail(data), None, Store(data))
     assert result.items == [("BODY[]", Streamed(len(data), ByteRange(0, len(data), True)))]
     assert len(data) > STREAM_THRESHOLD
+
+
+def test_addresses_of_an_envelope_list_have_no_space_between_them() -> None:
+    # Found by the Dovecot differential test's syntax check: RFC 3501 §9, env-to = "(" 1*address
+    # ")" / nil; we wrote "(addr) (addr)", Dovecot writes "(addr)(addr)".  Groups too.
+    data = b"To: a@x.test, B <b@y.test>\r\nCc: team: c@z.test;\r\nSubject: s\r\n\r\nbody\r\n"
+    reply = line("ENVELOPE", data)
+    assert b'((NIL NIL "a" "x.test")("B" NIL "b" "y.test"))' in reply, reply
+    assert b'((NIL NIL "team" NIL)(NIL NIL "c" "z.test")(NIL NIL NIL NIL))' in reply, reply
+    inner = b"Content-Type: message/rfc822\r\n\r\n" + data
+    assert b'((NIL NIL "a" "x.test")("B" NIL "b" "y.test"))' in line("BODYSTRUCTURE", inner)

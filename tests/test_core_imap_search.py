@@ -563,3 +563,16 @@ def test_or_is_the_union(a: str, b: str, flag_choice: list[int]) -> None:
     box = Mailbox(4, 40)
     union = set(search(key(a), candidates, box)) | set(search(key(b), candidates, box))
     assert set(search(key(f"OR {a} {b}"), candidates, box)) == union
+
+
+def test_header_fields_and_decoded_values_are_cached_between_commands() -> None:
+    # bench.imap: parsing the same header blocks again for every SEARCH was most of its cost.
+    from strata_twisted.core import imap_search
+
+    block = b"Subject: =?utf-8?q?caf=C3=A9?= again\r\nFrom: a@b.test\r\n\r\n"
+    first, second = Content(header=block), Content(header=bytes(bytearray(block)))
+    assert first.fields() is second.fields()  # one parse for equal blocks
+    assert first.values("subject") == second.values("subject") == ["café again"]
+    info = imap_search.decode_header_value.cache_info()
+    assert decode_header_value(b"=?utf-8?q?caf=C3=A9?= again") == "café again"
+    assert imap_search.decode_header_value.cache_info().hits == info.hits + 1

@@ -27,6 +27,7 @@ from strata_twisted.proto import mime
 from strata_twisted.proto.mime import (
     FORMAT_VERSION,
     MISSING_HOST,
+    MISSING_MAILBOX,
     IndexFormatError,
     MessageIndex,
     Part,
@@ -237,6 +238,26 @@ def test_rfc2060_example_part_numbers() -> None:
     )
 
 
+def test_part_1_of_a_leaf_is_the_leaf_itself() -> None:
+    # Dovecot (imap_msgpart_find) answers BODY[2.1] of a leaf part with the part itself: a part
+    # that is not a multipart has one part, 1 (RFC 3501 §6.4.5 says so of messages).  We gave
+    # an empty string; the differential test found it on 102 corpus messages.
+    data = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\none\r\n--b\r\n"
+        b"Content-Type: message/rfc822\r\n\r\nSubject: in\r\n\r\ninner\r\n--b--\r\n"
+    )
+    result = index(data)
+    assert section(data, result, "1.1") == section(data, result, "1") == b"one"
+    assert resolve_section(result, "1.1.1") is None  # only once: a leaf has no part 1.1
+    assert resolve_section(result, "1.2") is None
+    assert section(data, result, "2.1") == b"inner"  # the encapsulated message's part 1
+    assert resolve_section(result, "2.1.1") is None
+    # A message that is not multipart: "1" is its body, "1.1" does not exist.
+    single = b"Subject: x\r\n\r\nbody\r\n"
+    assert section(single, index(single), "1") == b"body\r\n"
+    assert resolve_section(index(single), "1.1") is None
+
+
 def test_header_fields_section_names_fields_and_range() -> None:
     result = index(NESTED)
     found = resolve_section(result, '2.HEADER.FIELDS.NOT (Subject "From")')
@@ -380,9 +401,39 @@ def test_digest_parts_default_to_message_rfc822() -> None:
     assert digest.subtype == b"digest" and all(c.message is not None for c in digest.children)
 
 
+EMPTY_BODY = [b"text", b"plain", US_ASCII, None, None, b"7bit", 0, 0, None, None, None, None]
+
+
 def test_encoded_message_rfc822_is_opaque() -> None:
+    # Found by the Dovecot differential test (mime4j-base64-rfc822-nested.eml): the structure
+    # lacked the envelope, body and lines that RFC 3501 §9 body-type-msg requires of every
+    # MESSAGE/RFC822, so a client's parser lost its place.  The content stays opaque (not
+    # parsed), with Dovecot's empty envelope and body.
     data = b"Content-Type: message/rfc822\nContent-Transfer-Encoding: base64\n\nU3ViamVjdDogeAo=\n"
-    assert structure_of(data) == [b"message", b"rfc822", None, None, None, b"base64", 17]
+    result = index(data)
+    assert bodystructure(result) == [
+        b"message", b"rfc822", None, None, None, b"base64", 17, [None] * 10, EMPTY_BODY, 1,
+        None, None, None, None,
+    ]  # fmt: skip
+    assert result.root.message is None
+    assert resolve_section(result, "1.HEADER") is None
+
+
+def test_empty_message_rfc822_part_has_envelope_and_body() -> None:
+    # mailparser-decoder-ended.eml: a message/rfc822 part with no content at all.
+    data = (
+        b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nx\r\n--b\r\n"
+        b"Content-Type: message/rfc822\r\nContent-Transfer-Encoding: 8bit\r\n\r\n--b--\r\n"
+    )
+    full = bodystructure(index(data))
+    assert isinstance(full, list)
+    assert full[1] == [
+        b"message", b"rfc822", None, None, None, b"8bit", 0, [None] * 10, EMPTY_BODY, 0,
+        None, None, None, None,
+    ]  # fmt: skip
+    value = bodystructure(index(data), extended=False)
+    assert isinstance(value, list) and isinstance(value[1], list)
+    assert value[1][8] == EMPTY_BODY[:8]  # BODY: no extension data, inside either
 
 
 def test_message_rfc822_top_level_nested_twice() -> None:
@@ -481,8 +532,57 @@ def test_envelope_odd_addresses() -> None:
     assert value[5] == [
         [None, None, b"local", MISSING_HOST],
         [None, None, b'"a b"', b"c.test"],
-        [b"Name", None, None, None],
+        [b"Name", None, MISSING_MAILBOX, MISSING_HOST],
     ]
+
+
+def test_name_with_empty_address_is_not_an_end_of_group_marker() -> None:
+    # Found by the Dovecot differential test (mikel-encoding-madness.eml, 'Reply-To: "K" <>'):
+    # (name NIL NIL NIL) reads as an end-of-group marker (RFC 3501 §7.4.2: NIL host is group
+    # syntax, NIL mailbox too ends the group).  Dovecot answers (name NIL MISSING_MAILBOX
+    # MISSING_DOMAIN); so do we.
+    value = envelope_of(b'Reply-To: "KLAUS- H\xc3\x84NSCHEL" <>\r\nTo: <>, x@y\r\n')
+    assert value[4] == [[b"KLAUS- H\xc3\x84NSCHEL", None, MISSING_MAILBOX, MISSING_HOST]]
+    assert value[5] == [[None, None, b"x", b"y"]]  # "<>" alone is no address at all
+
+
+def test_display_name_alone_is_a_name_like_dovecot() -> None:
+    # A lone quoted-string or several words without "@" is a display name with no address
+    # (Dovecot: james-duplicate-headers-rfc2231.eml 'From: "Drew Fossum"'); one word is a
+    # local mailbox.
+    value = envelope_of(b'To: "Drew Fossum", Two Words, plainlocal, john.doe\r\n')
+    assert value[5] == [
+        [b"Drew Fossum", None, MISSING_MAILBOX, MISSING_HOST],
+        [b"Two Words", None, MISSING_MAILBOX, MISSING_HOST],
+        [None, None, b"plainlocal", MISSING_HOST],
+        [None, None, b"john.doe", MISSING_HOST],
+    ]
+
+
+def test_display_name_keeps_its_dots_as_written() -> None:
+    # "Sandy M." came out as "Sandy M ." (mikel-trailing-dot-no-eol.eml, Dovecot diff).
+    value = envelope_of(
+        b"From: Sandy M. <a@b.c>\r\nCc: A. B. C. <x@y>, J.R.R. Tolkien <t@y>, Mr . Dot"
+        b" <d@y>, John (middle) Doe <j@y>\r\n"
+    )
+    assert value[2] == [[b"Sandy M.", None, b"a", b"b.c"]]
+    cc = value[6]
+    assert isinstance(cc, list)
+    assert [a[0] for a in cc if isinstance(a, list)] == [
+        b"A. B. C.",
+        b"J.R.R. Tolkien",
+        b"Mr . Dot",
+        b"John Doe",
+    ]
+
+
+def test_two_addr_specs_without_separator_take_the_first() -> None:
+    # 'To: tim@powerupdev.com concierge@powerupdev.com' (mikel-multiple-from.eml) gave the
+    # mailbox "tim@powerupdev.comconcierge"; Dovecot, like us now, takes the first addr-spec.
+    value = envelope_of(b"To: tim@powerupdev.com concierge@powerupdev.com\r\n")
+    assert value[5] == [[None, None, b"tim", b"powerupdev.com"]]
+    # Folding white space around the dots of a domain is still one domain (RFC 5322 §4.4).
+    assert envelope_of(b"To: a @ b . c\r\n")[5] == [[None, None, b"a", b"b.c"]]
 
 
 def test_envelope_from_corpus_8bit_header() -> None:
@@ -510,6 +610,17 @@ def test_json_round_trip() -> None:
         stored = index_to_json(result)
         assert index_from_json(stored) == result
         assert stored.isascii()
+
+
+def test_reading_an_index_back_is_cached() -> None:
+    # bench.imap: reading indexes back was most of FETCH 1:* (ENVELOPE) and of header SEARCH.
+    stored = index_to_json(index(NESTED))
+    first = index_from_json(stored)
+    assert index_from_json(bytes(stored)) is first  # equal bytes: the same (frozen) index
+    assert index_from_json(bytearray(stored)) == first  # not hashable: parsed, not cached
+    for _ in range(2):  # a failure is never cached
+        with pytest.raises(IndexFormatError):
+            index_from_json(stored.replace(b'"v":1', b'"v":99'))
 
 
 def test_json_keeps_8bit_octets() -> None:

@@ -27,13 +27,21 @@ from __future__ import annotations
 
 import datetime
 import re
+from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Final, cast
 
 from strata_twisted.model import MailMessage
 from strata_twisted.proto.imap_parser import FetchAttribute, Section
-from strata_twisted.proto.imap_response import Atom, Streamed, Value, fetch_item_name
+from strata_twisted.proto.imap_response import (
+    Atom,
+    Raw,
+    Streamed,
+    Value,
+    encode_value,
+    fetch_item_name,
+)
 from strata_twisted.proto.mime import (
     IMAPValue,
     MessageIndex,
@@ -51,8 +59,11 @@ __all__ = [
     "Reader",
     "body_ranges",
     "build_fetch",
+    "encode_body",
+    "encode_envelope",
     "filter_header",
     "format_internal_date",
+    "literal_safe",
     "plan_fetch",
 ]
 
@@ -258,12 +269,14 @@ def filter_header(block: bytes, names: Iterable[bytes | str], *, exclude: bool =
 
     Names match case-insensitively; a folded continuation line (starting with SP or HTAB) belongs
     to the field above it; a line that is no field (no colon) is kept only by C{exclude}.  The
-    blank line is the block's own when it has one, else CRLF.
+    blank line is the block's own; a block without one (a message that is all header: RFC 3501
+    §6.4.5, "the blank line is included in all header fetches, except in the case of a message
+    which has no body and no blank line") gets none.
     """
     wanted = {(n.encode("ascii", "replace") if isinstance(n, str) else n).lower() for n in names}
     out: list[bytes] = []
     keep = exclude
-    blank = b"\r\n"
+    blank = b""
     for line in _LINE.findall(block):
         if line in (b"\r\n", b"\n"):
             blank = line
@@ -277,6 +290,15 @@ def filter_header(block: bytes, names: Iterable[bytes | str], *, exclude: bool =
     if out and not out[-1].endswith(b"\n"):
         out.append(b"\r\n")  # a header block cut short by the end of the message
     return b"".join(out) + blank
+
+
+def literal_safe(data: bytes) -> bytes:
+    """
+    Message bytes fit for an IMAP literal: NUL is the one octet a literal may not carry (RFC 3501
+    §9, CHAR8 is %x01-ff), so each NUL becomes 0x80, as Dovecot does (imap-msgpart.c, "IMAP
+    literals must not contain NULs"); sizes do not change.
+    """
+    return data.replace(b"\x00", b"\x80") if b"\x00" in data else data
 
 
 def format_internal_date(timestamp: float, tz: datetime.tzinfo = datetime.UTC) -> str:
@@ -300,6 +322,77 @@ def _value(value: IMAPValue) -> Value:
     return cast(Value, value)
 
 
+def encode_envelope(value: IMAPValue) -> bytes:
+    """
+    An ENVELOPE value (from L{envelope}) in wire form.  Its address lists, unlike any other
+    list, have no space between their addresses: RFC 3501 §9, ``env-from = "(" 1*address ")" /
+    nil`` (and so on for sender, reply-to, to, cc and bcc), as Dovecot writes them.
+    """
+    if not isinstance(value, list) or len(value) != 10:
+        return encode_value(_value(value))
+    fields = []
+    for position, field in enumerate(value):
+        if 2 <= position <= 7 and isinstance(field, list):
+            fields.append(b"(" + b"".join(encode_value(_value(a)) for a in field) + b")")
+        else:
+            fields.append(encode_value(_value(field)))
+    return b"(" + b" ".join(fields) + b")"
+
+
+def encode_body(value: IMAPValue) -> bytes:
+    """
+    A BODY or BODYSTRUCTURE value (from L{bodystructure}) in wire form.  Unlike any other list,
+    a multipart's parts follow each other with no space between them: RFC 3501 §9,
+    ``body-type-mpart = 1*body SP media-subtype [SP body-ext-mpart]``, as Dovecot writes it.  The
+    envelope and body inside a message/rfc822 part (its 8th and 9th fields) follow their rules.
+    """
+    if not isinstance(value, list):
+        return encode_value(_value(value))
+    if value and isinstance(value[0], list):
+        count = next((i for i, v in enumerate(value) if not isinstance(v, list)), len(value))
+        parts = b"".join(encode_body(child) for child in value[:count])
+        rest = b" ".join(encode_value(_value(v)) for v in value[count:])
+        return b"(" + parts + (b" " + rest if rest else b"") + b")"
+    is_message = len(value) > 9 and value[0] == b"message" and value[1] == b"rfc822"
+    fields = []
+    for position, field in enumerate(value):
+        if is_message and position == 7:
+            fields.append(encode_envelope(field))
+        elif is_message and position == 8:
+            fields.append(encode_body(field))
+        else:
+            fields.append(encode_value(_value(field)))
+    return b"(" + b" ".join(fields) + b")"
+
+
+ENCODED_CACHE_SIZE: Final = 4096
+"""Messages whose ENVELOPE, BODY and BODYSTRUCTURE are kept encoded, most recently used first."""
+
+_encoded: OrderedDict[tuple[int, str], tuple[MessageIndex, Raw]] = OrderedDict()
+
+
+def _encoded_item(index: MessageIndex, name: str) -> Raw:
+    """
+    ENVELOPE, BODY or BODYSTRUCTURE of `index` in wire form, encoded once per index object: the
+    parsed indexes are shared (L{strata_twisted.proto.mime.index_from_json} keeps them), and
+    encoding them again for every ``FETCH 1:* (ENVELOPE)`` was its largest cost (bench.imap).
+    The entry holds the index itself, so its id() cannot be reused while it is cached.
+    """
+    key = (id(index), name)
+    hit = _encoded.get(key)
+    if hit is not None and hit[0] is index:
+        _encoded.move_to_end(key)
+        return hit[1]
+    if name == "ENVELOPE":
+        raw = Raw(encode_envelope(envelope(index)))
+    else:
+        raw = Raw(encode_body(bodystructure(index, extended=name == "BODYSTRUCTURE")))
+    _encoded[key] = (index, raw)
+    if len(_encoded) > ENCODED_CACHE_SIZE:
+        _encoded.popitem(last=False)
+    return raw
+
+
 def flag_atoms(flags: Iterable[str]) -> tuple[Atom, ...]:
     """System flags first, then keywords, each sorted: a stable order for clients and tests."""
     return tuple(Atom(f) for f in sorted(flags, key=lambda f: (not f.startswith("\\"), f)))
@@ -316,7 +409,7 @@ def _body_value(
     resolved = _resolve(section, message, index)
     if resolved.fields is not None:
         block = read(resolved.offset, resolved.length) if resolved.length else b""
-        data = filter_header(block, resolved.fields, exclude=resolved.exclude)
+        data = literal_safe(filter_header(block, resolved.fields, exclude=resolved.exclude))
         start, length = _partial(0, len(data), attribute.partial)
         return data[start : start + length]
     offset, length = _partial(resolved.offset, resolved.length, attribute.partial)
@@ -327,7 +420,7 @@ def _body_value(
     data = read(offset, length)
     if len(data) != length:
         raise ValueError(f"reader returned {len(data)} octets for a range of {length}")
-    return data
+    return literal_safe(data)
 
 
 def build_fetch(
@@ -382,12 +475,9 @@ def build_fetch(
                 value = message.size
             case "INTERNALDATE":
                 value = format_internal_date(message.internal_date, tz)
-            case "ENVELOPE":
+            case "ENVELOPE" | "BODYSTRUCTURE" | "BODY":
                 assert index is not None
-                value = _value(envelope(index))
-            case "BODYSTRUCTURE" | "BODY":
-                assert index is not None
-                value = _value(bodystructure(index, extended=attribute.name == "BODYSTRUCTURE"))
+                value = _encoded_item(index, attribute.name)
             case _:
                 raise ValueError(f"unknown FETCH item {attribute.name}")
         items.append((attribute.name, value))

@@ -21,6 +21,7 @@ import email.header
 import email.message
 import email.utils
 import enum
+import functools
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -76,9 +77,15 @@ def _header_block(raw: bytes) -> bytes:
     return raw if match is None else raw[: match.end()]
 
 
-def _fields(block: bytes) -> list[tuple[str, bytes]]:
+CACHE_SIZE: Final = 4096
+"""Header blocks (and header values) whose parsed fields (decoded text) are kept between commands:
+a client searches the same messages again and again (Roundcube's quick search, bench.imap)."""
+
+
+@functools.lru_cache(maxsize=CACHE_SIZE)
+def _fields(block: bytes) -> tuple[tuple[str, bytes], ...]:
     """(lower-cased name, raw value unfolded) in order; junk lines are skipped (RFC 5322 §2.2.3)."""
-    return [(name.decode("ascii", "replace"), value) for name, value in header_fields(block)]
+    return tuple((name.decode("ascii", "replace"), value) for name, value in header_fields(block))
 
 
 def _text(raw: bytes) -> str:
@@ -103,10 +110,12 @@ def _charset_decode(data: bytes, charset: str | None) -> str:
         return _text(data)
 
 
+@functools.lru_cache(maxsize=CACHE_SIZE)
 def decode_header_value(raw: bytes) -> str:
     """
     A raw header value as text: RFC 2047 encoded words decoded (with C{email.header}), the
     whitespace between adjacent encoded words dropped (§6.2), 8-bit bytes read as UTF-8 or Latin-1.
+    The last L{CACHE_SIZE} answers are kept.
     """
     text = _BETWEEN_WORDS.sub(r"\1", _text(raw))
 
@@ -151,7 +160,7 @@ class Content:
         self._raw_loader = raw
         self._header: bytes | None = None
         self._raw: bytes | None = None
-        self._fields: list[tuple[str, bytes]] | None = None
+        self._fields: tuple[tuple[str, bytes], ...] | None = None
         self._decoded: dict[str, list[str]] = {}
         self._body: str | None = None
 
@@ -174,9 +183,9 @@ class Content:
                 self._header = self._load(self._header_loader, "header")
         return self._header
 
-    def fields(self) -> list[tuple[str, bytes]]:
+    def fields(self) -> tuple[tuple[str, bytes], ...]:
         if self._fields is None:
-            self._fields = _fields(self.header())
+            self._fields = _fields(bytes(self.header()))
         return self._fields
 
     def raw_values(self, name: str) -> list[bytes]:

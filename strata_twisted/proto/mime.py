@@ -36,6 +36,7 @@ This module must never touch a socket, a reactor, a clock or a store, and never 
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from dataclasses import dataclass
@@ -43,10 +44,12 @@ from typing import BinaryIO, Final, TypeAlias
 
 __all__ = [
     "FORMAT_VERSION",
+    "INDEX_CACHE_SIZE",
     "MAX_DEPTH",
     "MAX_HEADER",
     "MAX_PARTS",
     "MISSING_HOST",
+    "MISSING_MAILBOX",
     "Address",
     "Envelope",
     "IMAPValue",
@@ -87,6 +90,10 @@ MAX_PARTS: Final = 10_000
 
 MISSING_HOST: Final = b"MISSING_DOMAIN"
 """ENVELOPE host of an address that has none (a NIL host would mean group syntax, RFC 3501)."""
+
+MISSING_MAILBOX: Final = b"MISSING_MAILBOX"
+"""ENVELOPE mailbox of a display name with no address ("Name <>"); a NIL mailbox with a NIL host
+would be an end-of-group marker (RFC 3501 §7.4.2).  The placeholder is Dovecot's."""
 
 _CHUNK: Final = 64 * 1024
 _MAX_LINE: Final = 8192  # longer lines are read in pieces; no boundary line is this long
@@ -673,7 +680,8 @@ def _mime_fields(fields: list[tuple[bytes, bytes]], digest: bool) -> _Mime:
 _SPECIALS: Final = frozenset(b"<>,:;@.")
 _ATOM_STOP: Final = frozenset(b'<>,:;@."()[] \t\r\n')
 
-_Token: TypeAlias = tuple[str, bytes]  # kind ("atom", "quoted", "comment", "special"), text
+_Token: TypeAlias = tuple[str, bytes]
+"""(kind, text); kind: "atom", "quoted", "comment", "special" or "space" (a run of white space)."""
 
 
 def _address_tokens(value: bytes) -> list[_Token]:
@@ -683,6 +691,8 @@ def _address_tokens(value: bytes) -> list[_Token]:
     while pos < size:
         char = value[pos]
         if char in b" \t\r\n":
+            if not tokens or tokens[-1][0] != "space":
+                tokens.append(("space", b" "))
             pos += 1
         elif char == 0x22:  # '"'
             text, pos = _quoted(value, pos)
@@ -718,25 +728,75 @@ def _address_tokens(value: bytes) -> list[_Token]:
     return tokens
 
 
+def _words(tokens: list[_Token]) -> list[_Token]:
+    """The tokens that carry text: no comments, no white space."""
+    return [t for t in tokens if t[0] not in ("comment", "space")]
+
+
 def _phrase(tokens: list[_Token]) -> bytes | None:
-    words = [text for kind, text in tokens if kind in ("atom", "quoted", "special")]
-    return b" ".join(words).replace(b" . ", b". ") if words else None
+    """
+    A display name as written: words and "." kept with the white space between them (one space
+    for a run, comments count as white space), quoted-strings unquoted; None when empty.  So
+    "Sandy M." stays "Sandy M." and "J.R.R. Tolkien" stays as it is (RFC 5322 §4.1 obs-phrase).
+    """
+    out = bytearray()
+    space = False
+    for kind, text in tokens:
+        if kind in ("space", "comment"):
+            space = bool(out)
+            continue
+        if space:
+            out += b" "
+        out += text
+        space = False
+    return bytes(out) if out else None
 
 
 def _spec(tokens: list[_Token]) -> bytes:
-    """An addr-spec piece as sent, quoted-strings re-quoted and whitespace dropped."""
+    """An addr-spec piece as sent, quoted-strings re-quoted and white space and comments dropped."""
     out = bytearray()
     for kind, text in tokens:
         if kind == "quoted":
             out += b'"' + text.replace(b"\\", b"\\\\").replace(b'"', b'\\"') + b'"'
-        elif kind != "comment":
+        elif kind not in ("comment", "space"):
             out += text
     return bytes(out)
 
 
+def _domain_end(tokens: list[_Token], start: int) -> int:
+    """
+    Where the domain that starts at C{tokens[start]} ends, for an addr-spec without angle
+    brackets: atoms joined by "." (white space allowed around the dots, RFC 5322 §4.4
+    obs-domain); white space between two atoms ends it, as in "a@b.test c@d.test".
+    """
+    end = start
+    last = None  # kind of the last word taken: "atom" or "dot"
+    for i in range(start, len(tokens)):
+        kind, text = tokens[i]
+        if kind in ("space", "comment"):
+            continue
+        if kind == "special" and text == b".":
+            last = "dot"
+        elif kind in ("atom", "quoted") and last != "atom":
+            last = "atom"
+        else:
+            break
+        end = i + 1
+    return end
+
+
 def _mailbox(tokens: list[_Token]) -> Address | None:
-    """One mailbox: name-addr or addr-spec; None when there is nothing but comments."""
-    if not any(kind != "comment" for kind, _ in tokens):
+    """
+    One mailbox: name-addr or addr-spec; None when there is nothing but comments.
+
+    What cannot be an address is still reported the way Dovecot does, never as a group marker
+    (RFC 3501 §7.4.2: a NIL host means group syntax): a display name with no address (C{Name <>},
+    a lone quoted-string, several words without "@") is (name NIL "MISSING_MAILBOX"
+    "MISSING_DOMAIN"); a single word without "@" is a local mailbox, (NIL NIL word
+    "MISSING_DOMAIN").
+    """
+    words = _words(tokens)
+    if not words:
         return None
     angle = next((i for i, t in enumerate(tokens) if t == ("special", b"<")), None)
     if angle is not None:
@@ -745,23 +805,47 @@ def _mailbox(tokens: list[_Token]) -> Address | None:
             (i for i in range(angle + 1, len(tokens)) if tokens[i] == ("special", b">")),
             len(tokens),
         )
-        inside = tokens[angle + 1 : close]
+        inside = _words(tokens[angle + 1 : close])
     else:
         comments = [text for kind, text in tokens if kind == "comment"]
-        name = comments[-1].strip(_WSP_EOL) if comments else None
+        name = (comments[-1].strip(_WSP_EOL) or None) if comments else None
         inside = tokens
     adl: bytes | None = None
-    if inside and inside[0] == ("special", b"@"):  # obs-route: "@a,@b:" before the addr-spec
+    if inside and _words(inside)[:1] == [("special", b"@")]:
+        # obs-route: "@a,@b:" before the addr-spec
         colon = next((i for i, t in enumerate(inside) if t == ("special", b":")), None)
         if colon is not None:
             adl, inside = _spec(inside[:colon]), inside[colon + 1 :]
-    at = max((i for i, t in enumerate(inside) if t == ("special", b"@")), default=None)
+    if angle is not None:
+        at = max((i for i, t in enumerate(inside) if t == ("special", b"@")), default=None)
+        if at is None:
+            local = _spec(inside)
+            if not local:
+                if name is None:
+                    return None  # "<>" alone: no address at all
+                return Address(name, adl, MISSING_MAILBOX, MISSING_HOST)
+            return Address(name, adl, local, MISSING_HOST)
+        return Address(
+            name,
+            adl,
+            _spec(inside[:at]) or MISSING_MAILBOX,
+            _spec(inside[at + 1 :]) or MISSING_HOST,
+        )
+    at = next((i for i, t in enumerate(inside) if t == ("special", b"@")), None)
     if at is None:
-        local = _spec(inside)
-        if not local and name is None:
-            return None
-        return Address(name, adl, local or None, MISSING_HOST if local else None)
-    return Address(name, adl, _spec(inside[:at]) or None, _spec(inside[at + 1 :]) or MISSING_HOST)
+        spec = _strip_space(inside)
+        if all(kind == "atom" or (kind, text) == ("special", b".") for kind, text in spec):
+            return Address(name, adl, _spec(spec), MISSING_HOST)  # "local", "john.doe"
+        return Address(_phrase(inside), adl, MISSING_MAILBOX, MISSING_HOST)  # a name alone
+    end = _domain_end(inside, at + 1)
+    local, domain = _spec(inside[:at]), _spec(inside[at + 1 : end])
+    return Address(name, adl, local or MISSING_MAILBOX, domain or MISSING_HOST)
+
+
+def _strip_space(tokens: list[_Token]) -> list[_Token]:
+    """C{tokens} without leading and trailing white space and comments."""
+    words = [i for i, t in enumerate(tokens) if t[0] not in ("space", "comment")]
+    return tokens[words[0] : words[-1] + 1] if words else []
 
 
 def _address_list(value: bytes | None) -> tuple[Address, ...]:
@@ -898,6 +982,12 @@ def bodystructure(index: MessageIndex | Part, extended: bool = True) -> IMAPValu
     ]
     if part.message is not None:
         value += [envelope(part.message), bodystructure(part.message, extended), part.lines]
+    elif part.type == b"message" and part.subtype == b"rfc822":
+        # RFC 3501 §9 body-type-msg: a MESSAGE/RFC822 body always carries an envelope, a body
+        # and a line count.  One that is not parsed (encoded, which RFC 2046 §5.2.1 forbids, or
+        # cut off) gets Dovecot's answer: an empty envelope and an empty text/plain body.
+        empty = Part(part.body_offset, 0, 0, 0)
+        value += [envelope(empty), bodystructure(empty, extended), part.lines]
     elif part.type == b"text":
         value.append(part.lines)
     if extended:
@@ -960,17 +1050,19 @@ def resolve_section(index: MessageIndex, spec: bytes | str) -> Section | None:
     if text == b"MIME" and not path:
         raise SectionSyntaxError("MIME needs a part number")
     part: Part = index.root
-    in_message = True  # part is a message whose body is addressed by the next number
-    for number in (int(n) for n in path.split(b".")) if path else ():
-        while not in_message and part.message is not None and not part.children:
-            part, in_message = part.message, True
+    numbers = [int(n) for n in path.split(b".")] if path else []
+    for position, number in enumerate(numbers, 1):
+        more = position < len(numbers)
         if part.children:
             if number > len(part.children):
                 return None
             part = part.children[number - 1]
-        elif not in_message or number != 1:
+        elif number != 1 or (more and part.message is None):
+            # A part that is not a multipart has only a part 1: itself (so "2.1" of a leaf is
+            # the leaf, as Dovecot's imap_msgpart_find has it); only a message/rfc822 has more.
             return None
-        in_message = False
+        if more and part.message is not None:
+            part = part.message  # the numbers that follow are inside the encapsulated message
     if text is None:
         if not path:
             return Section(0, index.size)
@@ -1145,11 +1237,31 @@ def _part_in(value: object) -> Part:
         raise IndexFormatError(f"damaged part: {error}") from error
 
 
-def index_from_json(data: bytes) -> MessageIndex:
+INDEX_CACHE_SIZE: Final = 4096
+"""Parsed indexes kept by L{index_from_json}, most recently used first (they are immutable)."""
+
+
+def index_from_json(data: bytes | bytearray) -> MessageIndex:
     """
     Read back what L{index_to_json} wrote.  Raises L{IndexFormatError} for another version or
     damaged data: the caller indexes the message again.
+
+    The last L{INDEX_CACHE_SIZE} results are kept, keyed by the stored bytes: a mail client lists
+    the same messages again and again (Roundcube on every page), and reading an index back was
+    the largest cost of ``FETCH 1:* (ENVELOPE)`` and of a header SEARCH (bench.imap).  A
+    L{MessageIndex} is frozen all the way down, so sharing one is safe.
     """
+    if type(data) is bytes:
+        return _cached_index(data)
+    return _index_from_json(data)
+
+
+@functools.lru_cache(maxsize=INDEX_CACHE_SIZE)
+def _cached_index(data: bytes) -> MessageIndex:
+    return _index_from_json(data)
+
+
+def _index_from_json(data: bytes | bytearray) -> MessageIndex:
     try:
         document = json.loads(data)
     except (ValueError, UnicodeDecodeError) as error:
