@@ -373,12 +373,16 @@ class IMailboxStore(Interface):
         """
 
     def list_messages(
-        user: str, mailbox: str, changed_since: int | None = None
+        user: str,
+        mailbox: str,
+        changed_since: int | None = None,
+        uids: Iterable[int] | None = None,
     ) -> Deferred[list[MailMessage]]:
         """
         The messages of a mailbox in UID order; with ``changed_since``, only those whose modseq
-        is greater (CONDSTORE ``CHANGEDSINCE``, RFC 7162 §3.1.4.1).  Expunged messages are
-        simply absent (reporting them is QRESYNC's VANISHED, not offered).
+        is greater (CONDSTORE ``CHANGEDSINCE``, RFC 7162 §3.1.4.1); with ``uids``, only those
+        among these UIDs (a FETCH of a few messages must not read the whole mailbox).  Expunged
+        messages are simply absent (reporting them is QRESYNC's VANISHED, not offered).
         """
 
     def mime_indexes(user: str, mailbox: str, uids: Iterable[int]) -> Deferred[dict[int, bytes]]:

@@ -539,3 +539,40 @@ def test_expunged_bodies_are_deleted_once_nobody_needs_them(h: Harness) -> None:
     assert send(proto, transport, "j CLOSE\r\n") == b"j OK CLOSE completed\r\n"
     assert result_of(h.store.get_message(appended)) is None  # in no mailbox, never queued
     assert result_of(h.store.get_message("m2")) is not None  # the relay queue still needs it
+
+
+# -- the factory's mailbox snapshots --------------------------------------------------------------
+
+
+def test_snapshots_follow_every_change_and_read_only_what_changed(h: Harness) -> None:
+    h.deliver("m1", BODY1)
+    h.deliver("m2", BODY2)
+    result_of(h.store.ensure_user(ALICE))
+    calls: list[int | None] = []
+    real = h.store.list_messages
+
+    def listing(user: str, mailbox: str, changed_since: int | None = None, uids: Any = None) -> Any:
+        calls.append(changed_since)
+        return real(user, mailbox, changed_since, uids)
+
+    h.store.list_messages = listing  # type: ignore[method-assign]
+
+    def snapshot() -> list[tuple[int, frozenset[str]]]:
+        _, messages = result_of(Deferred.fromCoroutine(h.factory.snapshot(ALICE, "INBOX")))
+        return [(m.uid, m.flags) for m in messages]
+
+    assert snapshot() == [(1, frozenset()), (2, frozenset())]
+    assert calls == [None]
+    assert snapshot() == [(1, frozenset()), (2, frozenset())]
+    assert calls == [None]  # nothing changed: no listing at all
+    mark = result_of(h.store.mailbox_status(ALICE, "INBOX")).highest_modseq
+    result_of(h.store.store_flags(ALICE, "INBOX", [2], "add", ["\\Seen"]))
+    assert snapshot() == [(1, frozenset()), (2, frozenset({"\\Seen"}))]
+    assert calls[1:] == [mark]  # only what changed since the listing kept
+    # One expunged and one added: the count alone would not tell, the merge does.
+    mark = result_of(h.store.mailbox_status(ALICE, "INBOX")).highest_modseq
+    result_of(h.store.store_flags(ALICE, "INBOX", [1], "add", ["\\Deleted"]))
+    result_of(h.store.expunge(ALICE, "INBOX"))
+    h.deliver("m3", BODY1)
+    assert snapshot() == [(2, frozenset({"\\Seen"})), (3, frozenset())]
+    assert calls[2:] == [mark, None]  # the merge came out too long: listed afresh

@@ -26,6 +26,7 @@ import inspect
 import io
 import ipaddress
 import re
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, BinaryIO, Final, Literal, TypeVar, cast
@@ -58,6 +59,7 @@ from strata_twisted.core.imap_fetch import (
     body_ranges,
     build_fetch,
     flag_atoms,
+    literal_safe,
     plan_fetch,
 )
 from strata_twisted.core.imap_search import Candidate, Content, Need, plan_sort, search, sort
@@ -80,6 +82,7 @@ from strata_twisted.model import (
     InvalidUser,
     MailboxError,
     MailboxInfo,
+    MailboxStatus,
     MailMessage,
     NoSuchMailbox,
     normalize_mailbox_name,
@@ -393,6 +396,87 @@ def _search_modseq(
     return max(c.message.modseq for c in candidates if (c.message.uid if uid else c.seq) in found)
 
 
+class _Snapshots:
+    """
+    The last listing of each mailbox, keyed by its HIGHESTMODSEQ.  Every change to a mailbox's
+    messages gives it a new modseq (the IMailboxStore contract), so a listing taken at the
+    modseq the status shows is exact: the user's other sessions (Roundcube opens one per page,
+    a client several) reuse it instead of each reading the whole mailbox again.
+    """
+
+    def __init__(self, size: int = 256) -> None:
+        self._size = size
+        self._entries: OrderedDict[tuple[str, str], tuple[int, list[MailMessage]]] = OrderedDict()
+
+    def get(self, user: str, mailbox: str, modseq: int) -> list[MailMessage] | None:
+        entry = self._entries.get((user, mailbox))
+        if entry is None or entry[0] != modseq:
+            return None
+        self._entries.move_to_end((user, mailbox))
+        return entry[1]
+
+    def latest(self, user: str, mailbox: str) -> tuple[int, list[MailMessage]] | None:
+        """The listing kept for this mailbox, whatever its modseq."""
+        return self._entries.get((user, mailbox))
+
+    def put(self, user: str, mailbox: str, modseq: int, messages: list[MailMessage]) -> None:
+        entry = self._entries.get((user, mailbox))
+        if entry is not None and entry[0] > modseq:
+            return  # a newer listing came back first: keep it
+        self._entries[(user, mailbox)] = (modseq, messages)
+        self._entries.move_to_end((user, mailbox))
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
+class _IndexCache:
+    """Parsed MIME indexes of stored messages (they never change), by message id."""
+
+    def __init__(self, size: int = 8192) -> None:
+        self._size = size
+        self._entries: OrderedDict[str, MessageIndex] = OrderedDict()
+
+    def get(self, message_id: str) -> MessageIndex | None:
+        index = self._entries.get(message_id)
+        if index is not None:
+            self._entries.move_to_end(message_id)
+        return index
+
+    def put(self, message_id: str, index: MessageIndex) -> None:
+        self._entries[message_id] = index
+        self._entries.move_to_end(message_id)
+        while len(self._entries) > self._size:
+            self._entries.popitem(last=False)
+
+
+class _HeaderCache:
+    """Header blocks of stored messages (they never change), by message id, bounded in bytes."""
+
+    def __init__(self, max_bytes: int = 16 * 1024 * 1024) -> None:
+        self._max = max_bytes
+        self._bytes = 0
+        self._entries: OrderedDict[str, bytes] = OrderedDict()
+
+    def get(self, message_id: str) -> bytes | None:
+        block = self._entries.get(message_id)
+        if block is not None:
+            self._entries.move_to_end(message_id)
+        return block
+
+    def put(self, message_id: str, block: bytes) -> None:
+        if len(block) > self._max // 16 or message_id in self._entries:
+            return
+        self._entries[message_id] = block
+        self._bytes += len(block)
+        while self._bytes > self._max:
+            _, dropped = self._entries.popitem(last=False)
+            self._bytes -= len(dropped)
+
+
+HEADER_BATCH: Final = 64 * 1024
+"""Header blocks up to this long are read for many messages in one storage call."""
+
+
 class _RangeReader(io.RawIOBase):
     """A stored body as a file, read in ranges by ``read(offset, length)`` (a worker thread)."""
 
@@ -646,10 +730,8 @@ class IMAPProtocol(Protocol):
     async def _select(self, event: SelectMailbox) -> None:
         engine = self.engine
         assert engine is not None and self.user is not None
-        mailboxes = self.factory.mailboxes
         name = normalize_mailbox_name(event.mailbox)
-        status = await mailboxes.mailbox_status(self.user, name)
-        messages = await mailboxes.list_messages(self.user, name)
+        status, messages = await self.factory.snapshot(self.user, name)
         keywords = sorted({f for m in messages for f in m.flags if not f.startswith("\\")})
         first_unseen = next((n for n, m in enumerate(messages, 1) if SEEN not in m.flags), None)
         self._selected = _Selected.of(name, messages, event.read_only, status.highest_modseq)
@@ -680,13 +762,13 @@ class IMAPProtocol(Protocol):
         mailboxes = self.factory.mailboxes
         try:
             status = await mailboxes.mailbox_status(self.user, selected.name)
+            if status.highest_modseq == selected.highest_modseq and status.messages == len(
+                selected.uids
+            ):
+                return
+            status, messages = await self.factory.snapshot(self.user, selected.name)
         except MailboxError:  # deleted or renamed by another session: nothing more to say
             return
-        if status.highest_modseq == selected.highest_modseq and status.messages == len(
-            selected.uids
-        ):
-            return
-        messages = await mailboxes.list_messages(self.user, selected.name)
         if self._selected is not selected or self._gone:
             return
         current = {m.uid: m for m in messages}
@@ -1032,18 +1114,13 @@ class IMAPProtocol(Protocol):
     async def _candidates(self, selected: _Selected, need: Need) -> list[Candidate]:
         """The session's messages, each with what the search needs loaded (decision 9)."""
         assert self.user is not None
-        mailboxes, store = self.factory.mailboxes, self.factory.messages
-        current = {m.uid: m for m in await mailboxes.list_messages(self.user, selected.name)}
+        store = self.factory.messages
+        _, messages = await self.factory.snapshot(self.user, selected.name)
+        current = {m.uid: m for m in messages}
         known = [current[uid] for uid in selected.uids if uid in current]
         headers: dict[int, bytes] = {}
         if need is Need.HEADER and known:
-            indexes = await mailboxes.mime_indexes(self.user, selected.name, current)
-            for message in known:
-                length = _header_length(indexes.get(message.uid))
-                if length is None:
-                    index = await self._index(message, None)
-                    length = index.root.header_length
-                headers[message.uid] = await store.read_body_range(message.message_id, 0, length)
+            headers = await self._headers(selected, known)
         out = []
         for message in known:
             seq = selected.seq(message.uid)
@@ -1054,6 +1131,48 @@ class IMAPProtocol(Protocol):
                 out.append(Candidate(seq, message, Content(header=headers[message.uid])))
             else:
                 out.append(Candidate(seq, message))
+        return out
+
+    async def _headers(self, selected: _Selected, messages: list[MailMessage]) -> dict[int, bytes]:
+        """
+        The header blocks of these messages: from the factory's cache, else read in one storage
+        call for all those whose header is short (the index says how long), one each otherwise.
+        """
+        assert self.user is not None
+        cache, store = self.factory.headers, self.factory.messages
+        out: dict[int, bytes] = {}
+        missing: list[MailMessage] = []
+        for message in messages:
+            block = cache.get(message.message_id)
+            if block is None:
+                missing.append(message)
+            else:
+                out[message.uid] = block
+        if not missing:
+            return out
+        indexes = await self.factory.mailboxes.mime_indexes(
+            self.user, selected.name, [m.uid for m in missing]
+        )
+        lengths: dict[int, int] = {}
+        for message in missing:
+            length = _header_length(indexes.get(message.uid))
+            if length is None:
+                length = (await self._index(message, None)).root.header_length
+            lengths[message.uid] = length
+        short = [m for m in missing if lengths[m.uid] <= HEADER_BATCH]
+        if short:
+            longest = max(lengths[m.uid] for m in short)
+            heads = await store.read_heads([m.message_id for m in short], longest)
+            by_id = {head.message.id: head.head for head in heads}
+            for message in short:
+                block = by_id.get(message.message_id, b"")[: lengths[message.uid]]
+                out[message.uid] = block
+                cache.put(message.message_id, block)
+        for message in missing:
+            if message.uid not in out:
+                block = await store.read_body_range(message.message_id, 0, lengths[message.uid])
+                out[message.uid] = block
+                cache.put(message.message_id, block)
         return out
 
     async def _search(self, command: Search) -> None:
@@ -1172,12 +1291,15 @@ class IMAPProtocol(Protocol):
             plan = replace(plan, sets_seen=False)  # RFC 3501 §6.3.2: EXAMINE changes nothing
         mailboxes = self.factory.mailboxes
         wanted = set(uids)
-        messages = {
-            m.uid: m
-            # RFC 7162 §3.1.4.1: CHANGEDSINCE keeps only messages with a greater modseq.
-            for m in await mailboxes.list_messages(self.user, selected.name, command.changed_since)
-            if m.uid in wanted
-        }
+        if command.changed_since is None and len(uids) * 4 >= len(selected.uids):
+            _, listed = await self.factory.snapshot(self.user, selected.name)
+        else:
+            # A few messages (a client opening one), or CHANGEDSINCE (RFC 7162 §3.1.4.1: only
+            # messages with a greater modseq): only those are read.
+            listed = await mailboxes.list_messages(
+                self.user, selected.name, command.changed_since, uids=uids
+            )
+        messages = {m.uid: m for m in listed if m.uid in wanted}
         changed: set[int] = set()
         if plan.sets_seen:
             unseen = [uid for uid in uids if uid in messages and SEEN not in messages[uid].flags]
@@ -1191,17 +1313,41 @@ class IMAPProtocol(Protocol):
                 changed.update(update.changed)
                 if update.changed:
                     self._notify(selected.name)
-        indexes: dict[int, bytes] = {}
+        indexes: dict[int, MessageIndex] = {}
         if plan.needs_index and messages:
-            indexes = await mailboxes.mime_indexes(self.user, selected.name, list(messages))
+            indexes = await self._indexes(selected, list(messages.values()))
         for uid in uids:
             message = messages.get(uid)
             if message is None:  # expunged by another session since SELECT
                 continue
-            index = await self._index(message, indexes.get(uid)) if plan.needs_index else None
+            index = indexes[uid] if plan.needs_index else None
             await self._fetch_one(plan, selected.seq(uid), message, index, uid in changed)
             if self._gone:
                 return
+
+    async def _indexes(
+        self, selected: _Selected, messages: list[MailMessage]
+    ) -> dict[int, MessageIndex]:
+        """These messages' MIME indexes by UID: from the factory's cache, else from the store."""
+        assert self.user is not None
+        cache = self.factory.indexes
+        out: dict[int, MessageIndex] = {}
+        missing = []
+        for message in messages:
+            index = cache.get(message.message_id)
+            if index is None:
+                missing.append(message)
+            else:
+                out[message.uid] = index
+        if missing:
+            kept = await self.factory.mailboxes.mime_indexes(
+                self.user, selected.name, [m.uid for m in missing]
+            )
+            for message in missing:
+                index = await self._index(message, kept.get(message.uid))
+                cache.put(message.message_id, index)
+                out[message.uid] = index
+        return out
 
     async def _index(self, message: MailMessage, data: bytes | None) -> MessageIndex:
         """The message's MIME index: the one kept at delivery, else made now from its body."""
@@ -1260,7 +1406,7 @@ class IMAPProtocol(Protocol):
                 )
                 if not data:
                     raise StrataError(f"message {message_id} ended {left} octets early")
-                self._write(data)
+                self._write(literal_safe(data))
                 offset += len(data)
                 left -= len(data)
         finally:
@@ -1393,6 +1539,9 @@ class IMAPFactory(Factory):
         # IDLE looks for changes made elsewhere (intake, another process) this often; changes
         # made by this factory's sessions wake idlers at once (L{mailbox_changed}).
         self.idle_poll_interval = idle_poll_interval
+        self._snapshots = _Snapshots()
+        self.headers = _HeaderCache()
+        self.indexes = _IndexCache()
         self._typical: dict[str, PasswordHash | None] = {}
         self._protocols: dict[IMAPProtocol, str] = {}
 
@@ -1437,6 +1586,29 @@ class IMAPFactory(Factory):
         protocol = IMAPProtocol(self, tls_active=self.implicit_tls)
         self._protocols[protocol] = host
         return protocol
+
+    async def snapshot(self, user: str, mailbox: str) -> tuple[MailboxStatus, list[MailMessage]]:
+        """
+        A mailbox's status and messages.  Listed afresh only when its HIGHESTMODSEQ moved, and
+        then, when an older listing is at hand, only the messages changed since (flags) or
+        added: merged into the old listing they give the new one, unless something was expunged,
+        which the count shows (a merge never drops a message, so it comes out too long).
+        """
+        status = await self.mailboxes.mailbox_status(user, mailbox)
+        messages = self._snapshots.get(user, mailbox, status.highest_modseq)
+        if messages is not None:
+            return status, messages
+        older = self._snapshots.latest(user, mailbox)
+        if older is not None and older[0] < status.highest_modseq:
+            changed = await self.mailboxes.list_messages(user, mailbox, older[0])
+            merged = {m.uid: m for m in older[1]}
+            merged.update((m.uid, m) for m in changed)
+            if len(merged) == status.messages:
+                messages = sorted(merged.values(), key=lambda m: m.uid)
+        if messages is None:
+            messages = await self.mailboxes.list_messages(user, mailbox)
+        self._snapshots.put(user, mailbox, status.highest_modseq, messages)
+        return status, messages
 
     def mailbox_changed(self, user: str, mailbox: str, by: IMAPProtocol | None = None) -> None:
         """Wake the sessions of ``user`` that have ``mailbox`` selected (but ``by``)."""

@@ -724,14 +724,21 @@ class MemoryStore:
         return self._guarded(add)
 
     def list_messages(
-        self, user: str, mailbox: str, changed_since: int | None = None
+        self,
+        user: str,
+        mailbox: str,
+        changed_since: int | None = None,
+        uids: Iterable[int] | None = None,
     ) -> Deferred[list[MailMessage]]:
+        wanted = None if uids is None else set(uids)
+
         def listing() -> list[MailMessage]:
             box = self._box(normalize_user(user), normalize_mailbox_name(mailbox))
             return [
                 self._mail_message(m)
                 for m in box.messages.values()
-                if changed_since is None or m.modseq > changed_since
+                if (changed_since is None or m.modseq > changed_since)
+                and (wanted is None or m.uid in wanted)
             ]
 
         return self._guarded(listing)

@@ -1805,24 +1805,28 @@ class SQLiteStore:
         return self._mailbox_call(f"adding {message_id} to {mailbox} of {user}", prepare)
 
     def list_messages(
-        self, user: str, mailbox: str, changed_since: int | None = None
+        self,
+        user: str,
+        mailbox: str,
+        changed_since: int | None = None,
+        uids: Iterable[int] | None = None,
     ) -> Deferred[list[MailMessage]]:
+        wanted = None if uids is None else json.dumps(sorted(set(uids)))
+
         def prepare() -> Callable[[sqlite3.Connection], list[MailMessage]]:
             owner, canonical = normalize_user(user), normalize_mailbox_name(mailbox)
 
             def listing(conn: sqlite3.Connection) -> list[MailMessage]:
                 row = _t_mailbox(conn, owner, canonical)
-                if changed_since is None:
-                    rows = conn.execute(
-                        _MAIL_MESSAGE_SELECT + " WHERE mm.mailbox_id = ? ORDER BY mm.uid",
-                        (row["id"],),
-                    )
-                else:
-                    rows = conn.execute(
-                        _MAIL_MESSAGE_SELECT
-                        + " WHERE mm.mailbox_id = ? AND mm.modseq > ? ORDER BY mm.uid",
-                        (row["id"], changed_since),
-                    )
+                query = _MAIL_MESSAGE_SELECT + " WHERE mm.mailbox_id = ?"
+                parameters: list[object] = [row["id"]]
+                if changed_since is not None:
+                    query += " AND mm.modseq > ?"
+                    parameters.append(changed_since)
+                if wanted is not None:
+                    query += " AND mm.uid IN (SELECT value FROM json_each(?))"
+                    parameters.append(wanted)
+                rows = conn.execute(query + " ORDER BY mm.uid", parameters)
                 return [_mail_message(r) for r in rows]
 
             return listing

@@ -1794,6 +1794,19 @@ class MailboxStoreSuite:
             4,
         ]
 
+    def test_list_only_some_uids(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        for name in ("M1", "M2", "M3", "M4"):
+            self.add(store, name)
+        some = result_of(store.list_messages(ALICE_USER, "INBOX", uids=[4, 2, 9, 2]))
+        assert [m.uid for m in some] == [2, 4]  # in UID order, absent UIDs ignored
+        assert [m.message_id for m in some] == ["M2", "M4"]
+        assert result_of(store.list_messages(ALICE_USER, "INBOX", uids=[])) == []
+        mark = self.box(store, "INBOX").highest_modseq
+        result_of(store.store_flags(ALICE_USER, "INBOX", [3], FLAGS_ADD, ["\\Seen"]))
+        both = result_of(store.list_messages(ALICE_USER, "INBOX", mark, uids=[1, 2, 3]))
+        assert [m.uid for m in both] == [3]  # changed since the mark and among the UIDs
+
     # -- copy, move, expunge
 
     def test_copy_keeps_flags_and_dates_and_shares_the_body(self, store: Any) -> None:
