@@ -7,109 +7,17 @@ checks run synchronously by an injected executor.
 from __future__ import annotations
 
 import base64
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from twisted.internet.address import IPv4Address
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.task import Clock
+from twisted.internet.defer import Deferred, fail
 from twisted.internet.testing import StringTransport
 
-from strata_twisted.core.credentials import VerificationCache, hash_password
-from strata_twisted.model import Delivery
 from strata_twisted.proto.imap_server import ServerLimits
-from strata_twisted.proto.mime import index_bytes
 from strata_twisted.server.imap import IMAPFactory, IMAPProtocol
-from strata_twisted.storage.memory import MemoryStore
-from strata_twisted.testing import result_of, store_message
-
-T = TypeVar("T")
-
-ALICE = "alice@example.test"
-BOB = "bob@example.test"
-PASSWORD = "correct horse"  # noqa: S105 (a test user's)
-CLOSED = "Your primary mail server is working; please use your usual mail app."
-
-BODY1 = (
-    b"From: Sender <sender@origin.test>\r\n"
-    b"To: alice@example.test\r\n"
-    b"Subject: hello\r\n"
-    b"Date: Mon, 2 Nov 2026 10:00:00 +0000\r\n"
-    b"Message-ID: <m1@origin.test>\r\n"
-    b"\r\n"
-    b"first body\r\n"
-)
-BODY2 = (
-    b"From: other@origin.test\r\nTo: alice@example.test\r\nSubject: second\r\n\r\nsecond body\r\n"
-)
-
-
-class CountingExecutor:
-    """Runs calls at once in the caller's thread and counts them (password checks)."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def run(self, f: Callable[[], T]) -> Deferred[T]:
-        self.calls += 1
-        try:
-            return succeed(f())
-        except BaseException:
-            return fail()
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
-
-
-class Harness:
-    def __init__(self, closed: set[str] | None = None) -> None:
-        self.clock = Clock()
-        self.clock.advance(1_800_000_000)
-        self.store = MemoryStore(self.clock, indexer=index_bytes)
-        self.closed = closed if closed is not None else set()
-        self.executor = CountingExecutor()
-        for user in (ALICE, BOB):
-            stored = hash_password(PASSWORD, "SSHA512")
-            result_of(self.store.set_user(user, stored.text))
-        self.factory = IMAPFactory(
-            self.clock,
-            self.store,
-            self.store,
-            self.store,
-            None,
-            trusted_networks=["10.1.0.0/16"],
-            portal=lambda domain: CLOSED if domain in self.closed else None,
-            executor=self.executor,
-            cache=VerificationCache(ttl=60),
-        )
-        self.factory.start()
-
-    def deliver(self, message_id: str, body: bytes, recipient: str = ALICE) -> None:
-        delivery = Delivery(recipient, "example.test", shadow=True)
-        result_of(store_message(self.store, message_id, body, [delivery], received_at=1e9))
-
-    def connect(self, host: str = "127.0.0.1") -> tuple[IMAPProtocol, StringTransport]:
-        proto = self.factory.buildProtocol(IPv4Address("TCP", host, 40000))
-        assert isinstance(proto, IMAPProtocol)
-        transport = StringTransport(peerAddress=IPv4Address("TCP", host, 40000))
-        proto.makeConnection(transport)
-        transport.clear()  # the greeting
-        return proto, transport
-
-    def login(self, user: str = ALICE) -> tuple[IMAPProtocol, StringTransport]:
-        proto, transport = self.connect()
-        assert send(proto, transport, f'a LOGIN {user} "{PASSWORD}"\r\n').startswith(b"a OK ")
-        return proto, transport
-
-
-def send(proto: IMAPProtocol, transport: StringTransport, line: str | bytes) -> bytes:
-    transport.clear()
-    proto.dataReceived(line.encode() if isinstance(line, str) else line)
-    return bytes(transport.value())
+from strata_twisted.testing import result_of
+from tests.imap_harness import ALICE, BOB, BODY1, BODY2, CLOSED, PASSWORD, Harness, send
 
 
 @pytest.fixture

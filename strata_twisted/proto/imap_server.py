@@ -53,8 +53,11 @@ from strata_twisted.proto.imap_parser import (
     Login,
     NeedData,
     ParserLimits,
+    Search,
+    SearchKey,
     Select,
     Simple,
+    Status,
     Store,
 )
 from strata_twisted.proto.imap_parser import Event as ParserEvent
@@ -91,6 +94,7 @@ __all__ = [
     "SelectMailbox",
     "SelectedMailbox",
     "ServerLimits",
+    "mentions_modseq",
     "StartTLS",
     "State",
 ]
@@ -360,6 +364,11 @@ class _SASL:
 
 def _text(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
+
+
+def mentions_modseq(key: SearchKey) -> bool:
+    """Whether a search key uses MODSEQ anywhere (RFC 7162 §3.1.5)."""
+    return key.name == "MODSEQ" or any(mentions_modseq(k) for k in key.keys)
 
 
 class IMAPServerEngine:
@@ -810,8 +819,16 @@ class IMAPServerEngine:
             read_only = command.name == "EXAMINE"
             self._pending = _Pending("select", tag, read_only=read_only, command=command.name)
             return SelectMailbox(tag, command.mailbox, read_only, command.condstore)
-        if isinstance(command, Fetch) and command.changed_since is not None:
-            self._condstore = True  # RFC 7162 §3.1: CHANGEDSINCE enables CONDSTORE
+        # RFC 7162 §3.1, the CONDSTORE enabling commands: FETCH with CHANGEDSINCE or the MODSEQ
+        # item, SEARCH with MODSEQ, STATUS (HIGHESTMODSEQ), STORE with UNCHANGEDSINCE.
+        if isinstance(command, Fetch) and (
+            command.changed_since is not None or any(a.name == "MODSEQ" for a in command.attributes)
+        ):
+            self._condstore = True
+        if isinstance(command, Search) and mentions_modseq(command.key):
+            self._condstore = True
+        if isinstance(command, Status) and "HIGHESTMODSEQ" in command.items:
+            self._condstore = True
         if isinstance(command, Store) and command.unchanged_since is not None:
             self._condstore = True
         self._pending = _Pending("command", tag, command=name)

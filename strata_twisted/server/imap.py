@@ -85,6 +85,7 @@ from strata_twisted.model import (
     MailboxStatus,
     MailMessage,
     NoSuchMailbox,
+    normalize_flags,
     normalize_mailbox_name,
     normalize_user,
 )
@@ -135,6 +136,7 @@ from strata_twisted.proto.imap_server import (
     SelectMailbox,
     ServerLimits,
     StartTLS,
+    mentions_modseq,
 )
 from strata_twisted.proto.mime import (
     IndexFormatError,
@@ -382,15 +384,11 @@ def _search_mailbox(selected: _Selected) -> SearchMailbox:
     )
 
 
-def _has_modseq(key: SearchKey) -> bool:
-    return key.name == "MODSEQ" or any(_has_modseq(k) for k in key.keys)
-
-
 def _search_modseq(
     key: SearchKey, candidates: Sequence[Candidate], numbers: Sequence[int], *, uid: bool
 ) -> int | None:
     """RFC 7162 §3.1.5: a search with MODSEQ reports the highest modseq of what it found."""
-    if not numbers or not _has_modseq(key):
+    if not numbers or not mentions_modseq(key):
         return None
     found = set(numbers)
     return max(c.message.modseq for c in candidates if (c.message.uid if uid else c.seq) in found)
@@ -525,6 +523,7 @@ class IMAPProtocol(Protocol):
         self._selected: _Selected | None = None
         self._append: _Append | None = None
         self._idling = False
+        self._woken = False  # woken while busy: look again as soon as the work in flight is done
         self._idle_poll: IDelayedCall | None = None
         self._busy = False  # an event is being answered asynchronously
         self._in_process = False
@@ -667,7 +666,11 @@ class IMAPProtocol(Protocol):
         self._arm_timer()
         self._process()
         if self._idling:
-            self._schedule_idle_poll()
+            if self._woken:
+                self._woken = False
+                self._idle_check()
+            else:
+                self._schedule_idle_poll()
 
     # -- LOGIN and AUTHENTICATE ------------------------------------------------------------------
 
@@ -824,7 +827,11 @@ class IMAPProtocol(Protocol):
         self._start(self._idle_sync(), "*")
 
     async def _idle_sync(self) -> None:
-        await self._sync()
+        try:
+            await self._sync()
+        except StrataError as e:  # the store is unwell: nothing to tell; the next poll looks again
+            self.log.warn("IMAP IDLE update for {client} failed: {error}", client=self.client,
+                          error=e)  # fmt: skip
 
     def _schedule_idle_poll(self) -> None:
         if self._idle_poll is None and self._selected is not None and not self._gone:
@@ -844,7 +851,10 @@ class IMAPProtocol(Protocol):
     def wake(self) -> None:
         """Another session changed our selected mailbox: report it now if we are idling."""
         if self._idling:
-            self._idle_check()
+            if self._busy:
+                self._woken = True
+            else:
+                self._idle_check()
 
     # -- the other commands ----------------------------------------------------------------------
 
@@ -998,7 +1008,7 @@ class IMAPProtocol(Protocol):
         uids = selected.resolve(command.sequence_set, uid=command.uid)
         if uids is None:
             raise _Refused("BAD", "Invalid message sequence number")
-        if "\\Recent" in (f.capitalize() for f in command.flags):
+        if any(f.lower() == "\\recent" for f in command.flags):
             raise _Refused("BAD", "\\Recent cannot be stored")
         modes: dict[str, FlagMode] = {"+": "add", "-": "remove", "": "set"}
         mode = modes[command.mode]
@@ -1085,9 +1095,8 @@ class IMAPProtocol(Protocol):
             uids = selected.resolve(command.uid_set, uid=True)
             if not uids:
                 return
-        else:
-            # Only what this session was told of and flagged \Deleted (RFC 3501 §6.4.3).
-            uids = [uid for uid in selected.uids if "\\Deleted" in selected.flags[uid]] or None
+        # else RFC 3501 §6.4.3: every message flagged \Deleted, as CLOSE; EXPUNGE responses
+        # (below) for those this session was told of.
         removed = await self.factory.mailboxes.expunge(self.user, selected.name, uids)
         lines = []
         for message in sorted(removed, key=lambda m: m.uid, reverse=True):
@@ -1254,8 +1263,9 @@ class IMAPProtocol(Protocol):
             name = _mailbox_name(append.mailbox)
             if append.error is not None:
                 raise append.error
-            if "\\Recent" in (f.capitalize() for f in append.flags):
+            if any(f.lower() == "\\recent" for f in append.flags):
                 raise _Refused("BAD", "\\Recent cannot be stored")
+            normalize_flags(append.flags)  # InvalidFlag (NO [CANNOT]) before anything is committed
             if await mailboxes.get_mailbox(self.user, name) is None:
                 raise _Refused("NO", f"Mailbox does not exist: {name}", "TRYCREATE")
         except BaseException:
@@ -1401,6 +1411,8 @@ class IMAPProtocol(Protocol):
         try:
             while left > 0 and not self._gone:
                 await self._gate.ready()
+                if self._gone:
+                    break
                 data = await self.factory.messages.read_body_range(
                     message_id, offset, min(left, STREAM_CHUNK)
                 )
