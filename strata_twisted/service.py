@@ -308,7 +308,7 @@ def _imap_listeners(
     )  # fmt: skip
     plain.throttle = throttle
     implicit = IMAPFactory(reactor, store, store, store, tls, implicit_tls=True,
-                           throttle=throttle, **shared)  # fmt: skip
+                           throttle=throttle, share_with=plain, **shared)  # fmt: skip
     ExecutorService(executor).setServiceParent(root)
     for address in imap.listen:
         ListenerService(reactor, "IMAP", address, plain).setServiceParent(root)

@@ -484,3 +484,39 @@ def test_snapshots_follow_every_change_and_read_only_what_changed(h: Harness) ->
     h.deliver("m3", BODY1)
     assert snapshot() == [(2, frozenset({"\\Seen"})), (3, frozenset())]
     assert calls[2:] == [mark, None]  # the merge came out too long: listed afresh
+
+
+def test_renaming_the_selected_mailbox_keeps_the_session_in_it(h: Harness) -> None:
+    proto, transport = h.login()
+    send(proto, transport, "a CREATE Projects/2026\r\n")
+    send(proto, transport, "b SELECT Projects/2026\r\n")
+    assert send(proto, transport, "c RENAME Projects Archive\r\n") == b"c OK RENAME completed\r\n"
+    assert proto.selected == "Archive/2026"
+    reply = send(proto, transport, "d APPEND Archive/2026 {4+}\r\nabc\n\r\ne NOOP\r\n")
+    assert b"* 1 EXISTS\r\n" in reply  # the session still sees its mailbox
+    assert send(proto, transport, "f RENAME Archive/2026 Done\r\n") == b"f OK RENAME completed\r\n"
+    assert proto.selected == "Done"
+    assert send(proto, transport, "g FETCH 1 (RFC822.SIZE)\r\n") == (
+        b"* 1 FETCH (RFC822.SIZE 4)\r\ng OK FETCH completed\r\n"
+    )
+
+
+def test_a_change_over_one_listener_wakes_an_idler_on_the_other(h: Harness) -> None:
+    h.deliver("m1", BODY1)
+    implicit = IMAPFactory(
+        h.clock, h.store, h.store, h.store, None, portal=lambda d: None, executor=h.executor,
+        implicit_tls=True, share_with=h.factory,
+    )  # fmt: skip
+    idler, idle_transport = h.login()
+    send(idler, idle_transport, "a SELECT INBOX\r\n")
+    assert send(idler, idle_transport, "b IDLE\r\n") == b"+ idling\r\n"
+    proto = implicit.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40001))
+    assert isinstance(proto, IMAPProtocol)
+    transport = StringTransport(peerAddress=IPv4Address("TCP", "127.0.0.1", 40001))
+    proto.makeConnection(transport)
+    send(proto, transport, f'c LOGIN {ALICE} "{PASSWORD}"\r\nd SELECT INBOX\r\n')
+    idle_transport.clear()
+    send(proto, transport, "e STORE 1 +FLAGS (\\Flagged)\r\n")
+    # at once, without waiting for the poll on the clock
+    assert idle_transport.value() == b"* 1 FETCH (UID 1 FLAGS (\\Flagged))\r\n"
+    assert h.factory.open_connections == implicit.open_connections == 2

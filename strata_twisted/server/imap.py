@@ -905,9 +905,15 @@ class IMAPProtocol(Protocol):
         elif isinstance(command, MailboxCommand):
             await self._mailbox_command(command)
         elif isinstance(command, Rename):
-            await self.factory.mailboxes.rename_mailbox(
-                self.user, _mailbox_name(command.mailbox), _mailbox_name(command.new_name)
-            )
+            old, new = _mailbox_name(command.mailbox), _mailbox_name(command.new_name)
+            await self.factory.mailboxes.rename_mailbox(self.user, old, new)
+            selected = self._selected
+            # The selected mailbox (or one of its superiors) moved: follow it.  INBOX stays.
+            if selected is not None and old != "INBOX":
+                if selected.name == old:
+                    selected.name = new
+                elif selected.name.startswith(old + DELIMITER):
+                    selected.name = new + selected.name[len(old) :]
         elif isinstance(command, Simple) and name in ("NOOP", "CHECK"):
             pass
         elif isinstance(command, Simple) and name == "UNSELECT":
@@ -1525,6 +1531,7 @@ class IMAPFactory(Factory):
         connections: ConnectionLimits | None = None,
         throttle: LoginThrottle | None = None,
         idle_poll_interval: float = 2.0,
+        share_with: IMAPFactory | None = None,
     ) -> None:
         self.clock = clock
         self.mailboxes = mailboxes
@@ -1551,11 +1558,19 @@ class IMAPFactory(Factory):
         # IDLE looks for changes made elsewhere (intake, another process) this often; changes
         # made by this factory's sessions wake idlers at once (L{mailbox_changed}).
         self.idle_poll_interval = idle_poll_interval
-        self._snapshots = _Snapshots()
-        self.headers = _HeaderCache()
-        self.indexes = _IndexCache()
+        # Shared with the other listener's factory (share_with), so that a change made over
+        # port 993 wakes an idler on port 143 and both use one set of caches.
+        self._snapshots: _Snapshots = (
+            share_with._snapshots if share_with is not None else _Snapshots()
+        )
+        self.headers: _HeaderCache = (
+            share_with.headers if share_with is not None else _HeaderCache()
+        )
+        self.indexes: _IndexCache = share_with.indexes if share_with is not None else _IndexCache()
         self._typical: dict[str, PasswordHash | None] = {}
-        self._protocols: dict[IMAPProtocol, str] = {}
+        self._protocols: dict[IMAPProtocol, str] = (
+            share_with._protocols if share_with is not None else {}
+        )
 
     def start(self) -> None:
         self.executor.start()
