@@ -29,7 +29,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
-from typing import Any, BinaryIO, Final, Literal, TypeVar, cast
+from typing import Any, BinaryIO, Final, Generic, Literal, TypeVar, cast
 
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred, succeed
@@ -427,48 +427,38 @@ class _Snapshots:
             self._entries.popitem(last=False)
 
 
-class _IndexCache:
-    """Parsed MIME indexes of stored messages (they never change), by message id."""
-
-    def __init__(self, size: int = 8192) -> None:
-        self._size = size
-        self._entries: OrderedDict[str, MessageIndex] = OrderedDict()
-
-    def get(self, message_id: str) -> MessageIndex | None:
-        index = self._entries.get(message_id)
-        if index is not None:
-            self._entries.move_to_end(message_id)
-        return index
-
-    def put(self, message_id: str, index: MessageIndex) -> None:
-        self._entries[message_id] = index
-        self._entries.move_to_end(message_id)
-        while len(self._entries) > self._size:
-            self._entries.popitem(last=False)
+K = TypeVar("K")
+V = TypeVar("V")
 
 
-class _HeaderCache:
-    """Header blocks of stored messages (they never change), by message id, bounded in bytes."""
+class _LRU(Generic[K, V]):
+    """
+    The most recently used values, bounded by a total weight (``weigh``: 1 per value by
+    default; a value heavier than a sixteenth of the budget is not kept).  For what never
+    changes once stored: parsed MIME indexes and header blocks, by message id.
+    """
 
-    def __init__(self, max_bytes: int = 16 * 1024 * 1024) -> None:
-        self._max = max_bytes
-        self._bytes = 0
-        self._entries: OrderedDict[str, bytes] = OrderedDict()
+    def __init__(self, budget: int, weigh: Callable[[V], int] = lambda value: 1) -> None:
+        self._budget = budget
+        self._weigh = weigh
+        self._weight = 0
+        self._entries: OrderedDict[K, V] = OrderedDict()
 
-    def get(self, message_id: str) -> bytes | None:
-        block = self._entries.get(message_id)
-        if block is not None:
-            self._entries.move_to_end(message_id)
-        return block
+    def get(self, key: K) -> V | None:
+        value = self._entries.get(key)
+        if value is not None:
+            self._entries.move_to_end(key)
+        return value
 
-    def put(self, message_id: str, block: bytes) -> None:
-        if len(block) > self._max // 16 or message_id in self._entries:
+    def put(self, key: K, value: V) -> None:
+        weight = self._weigh(value)
+        if key in self._entries or weight > max(1, self._budget // 16):
             return
-        self._entries[message_id] = block
-        self._bytes += len(block)
-        while self._bytes > self._max:
+        self._entries[key] = value
+        self._weight += weight
+        while self._weight > self._budget:
             _, dropped = self._entries.popitem(last=False)
-            self._bytes -= len(dropped)
+            self._weight -= self._weigh(dropped)
 
 
 HEADER_BATCH: Final = 64 * 1024
@@ -1563,10 +1553,13 @@ class IMAPFactory(Factory):
         self._snapshots: _Snapshots = (
             share_with._snapshots if share_with is not None else _Snapshots()
         )
-        self.headers: _HeaderCache = (
-            share_with.headers if share_with is not None else _HeaderCache()
+        # Header blocks (16 MiB at most) and parsed MIME indexes (8,192) of stored messages.
+        self.headers: _LRU[str, bytes] = (
+            share_with.headers if share_with is not None else _LRU(16 * 1024 * 1024, len)
         )
-        self.indexes: _IndexCache = share_with.indexes if share_with is not None else _IndexCache()
+        self.indexes: _LRU[str, MessageIndex] = (
+            share_with.indexes if share_with is not None else _LRU(8192)
+        )
         self._typical: dict[str, PasswordHash | None] = {}
         self._protocols: dict[IMAPProtocol, str] = (
             share_with._protocols if share_with is not None else {}

@@ -42,6 +42,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from tests.peers.net import free_port, wait_for_port
+from tests.peers.procs import group_members, stat_fields
 
 DOVECOT_BIN = "/usr/sbin/dovecot"
 DOVEADM_BIN = "/usr/bin/doveadm"
@@ -258,9 +259,9 @@ service imap-login {{
             except subprocess.TimeoutExpired:
                 pass
         deadline = time.monotonic() + 5
-        while _group_members(pgid) and time.monotonic() < deadline:
+        while group_members(pgid) and time.monotonic() < deadline:
             time.sleep(0.05)
-        for member in _group_members(pgid):
+        for member in group_members(pgid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(member, signal.SIGKILL)
         if process.poll() is None:
@@ -352,8 +353,8 @@ service imap-login {{
             return 0.0
         ticks = os.sysconf("SC_CLK_TCK")
         total = 0
-        for member in _group_members(self._process.pid):
-            fields = _stat_fields(member)
+        for member in group_members(self._process.pid):
+            fields = stat_fields(member)
             if fields is None:
                 continue
             total += int(fields[11]) + int(fields[12])
@@ -372,27 +373,6 @@ def _unsearchable(path: Path, uid: int, gid: int) -> Path | None:
         if not st.st_mode & bit:
             return d
     return None
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """``/proc/PID/stat`` fields after the command name (state is [0], pgrp [2])."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return raw[raw.rindex(")") + 2 :].split()
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live processes of process group `pgid`."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
 
 
 class DovecotFactory:

@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.peers.net import free_port, wait_for_port
+from tests.peers.procs import alive, group_members, stat_fields
 
 POSTFIX_BIN = "/usr/sbin/postfix"
 POSTCONF_BIN = "/usr/sbin/postconf"
@@ -427,21 +428,21 @@ class PostfixInstance:
     def is_running(self) -> bool:
         """Whether this instance's master process is alive."""
         pid = self._master_pid or self._read_master_pid()
-        return pid is not None and _alive(pid)
+        return pid is not None and alive(pid)
 
     def stop(self, timeout: float = 15.0) -> None:
         """Stop master and every process of its group; safe to call twice or before `start`."""
         pid = self._master_pid or self._read_master_pid()
         if pid is None:
             return
-        if _alive(pid):
+        if alive(pid):
             # `postfix stop` sends SIGTERM, waits 5s, then SIGKILLs master's process group.
             self.postfix("stop", check=False)
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and (_alive(pid) or _group_members(pid)):
+        while time.monotonic() < deadline and (alive(pid) or group_members(pid)):
             time.sleep(0.05)
         # master calls setsid(), so its group id is its pid and holds all its children.
-        for member in _group_members(pid):
+        for member in group_members(pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(member, signal.SIGKILL)
         self._master_pid = None
@@ -537,8 +538,8 @@ class PostfixInstance:
             return 0.0
         ticks = os.sysconf("SC_CLK_TCK")
         total = 0
-        for member in _group_members(pid):
-            fields = _stat_fields(member)
+        for member in group_members(pid):
+            fields = stat_fields(member)
             if fields is None:
                 continue
             total += int(fields[11]) + int(fields[12])  # utime, stime
@@ -553,32 +554,6 @@ _FAST_RETRY = {
     "maximal_backoff_time": "5s",
     "smtp_connect_timeout": "5s",
 }
-
-
-def _alive(pid: int) -> bool:
-    fields = _stat_fields(pid)
-    return fields is not None and fields[0] != "Z"
-
-
-def _stat_fields(pid: int) -> list[str] | None:
-    """``/proc/PID/stat`` fields after the command name (state is [0], pgrp [2])."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except (FileNotFoundError, ProcessLookupError):
-        return None
-    return raw[raw.rindex(")") + 2 :].split()
-
-
-def _group_members(pgid: int) -> list[int]:
-    """Live processes whose process group is `pgid` (a Postfix master's pid)."""
-    members = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        fields = _stat_fields(int(entry.name))
-        if fields is not None and fields[0] != "Z" and int(fields[2]) == pgid:
-            members.append(int(entry.name))
-    return members
 
 
 class SmtpSink:
