@@ -162,6 +162,7 @@ class Content:
         self._raw: bytes | None = None
         self._fields: tuple[tuple[str, bytes], ...] | None = None
         self._decoded: dict[str, list[str]] = {}
+        self._folded: dict[str, list[str]] = {}
         self._body: str | None = None
 
     @staticmethod
@@ -199,6 +200,14 @@ class Content:
         if name not in self._decoded:
             self._decoded[name] = [decode_header_value(v) for v in self.raw_values(name)]
         return self._decoded[name]
+
+    def folded(self, name: str) -> list[str]:
+        """Every value of the field C{name}, decoded, white space squashed and casefolded."""
+        name = name.lower()
+        folded = self._folded.get(name)
+        if folded is None:
+            folded = self._folded[name] = [_squash_fold(v) for v in self.values(name)]
+        return folded
 
     def first(self, name: str) -> str | None:
         values = self.values(name)
@@ -245,6 +254,10 @@ def _fold(text: str) -> str:
 
 
 _WSP: Final = re.compile(r"[ \t\r\n]+")
+
+
+def _squash_fold(text: str) -> str:
+    return _fold(_WSP.sub(" ", text))
 
 
 def _contains(haystacks: Iterable[str], needle: str, *, squash: bool = False) -> bool:
@@ -343,7 +356,8 @@ def matches(key: SearchKey, candidate: Candidate, mailbox: Mailbox) -> bool:
         return sent is not None and _compare_day(name, sent.date(), value)
     needle = str(value)
     if name in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
-        return _contains(content.values(name), needle, squash=True)
+        folded = _squash_fold(needle)
+        return any(folded in value for value in content.folded(name))
     if name == "HEADER":
         assert key.field is not None
         raw = content.raw_values(key.field)

@@ -82,7 +82,6 @@ from strata_twisted.model import (
     InvalidUser,
     MailboxError,
     MailboxInfo,
-    MailboxStatus,
     MailMessage,
     NoSuchMailbox,
     normalize_flags,
@@ -724,19 +723,19 @@ class IMAPProtocol(Protocol):
         engine = self.engine
         assert engine is not None and self.user is not None
         name = normalize_mailbox_name(event.mailbox)
-        status, messages = await self.factory.snapshot(self.user, name)
+        info, messages = await self.factory.snapshot(self.user, name)
         keywords = sorted({f for m in messages for f in m.flags if not f.startswith("\\")})
         first_unseen = next((n for n, m in enumerate(messages, 1) if SEEN not in m.flags), None)
-        self._selected = _Selected.of(name, messages, event.read_only, status.highest_modseq)
+        self._selected = _Selected.of(name, messages, event.read_only, info.highest_modseq)
         engine.select_result(
             SelectedMailbox(
                 flags=SYSTEM_FLAGS + tuple(keywords),
                 exists=len(messages),
-                uidvalidity=status.uidvalidity,
-                uidnext=status.uidnext,
+                uidvalidity=info.uidvalidity,
+                uidnext=info.uidnext,
                 permanent_flags=SYSTEM_FLAGS + tuple(keywords) + ("\\*",),
                 first_unseen=first_unseen,
-                highest_modseq=status.highest_modseq,
+                highest_modseq=info.highest_modseq,
             )
         )
 
@@ -746,20 +745,18 @@ class IMAPProtocol(Protocol):
         """
         Tell the client what changed in its selected mailbox since it last heard: messages
         expunged (only where RFC 3501 §7.4.1 allows EXPUNGE: not during FETCH, STORE or SEARCH
-        by sequence number), flags changed and new messages.  Skipped at the cost of one status
-        read when the mailbox's HIGHESTMODSEQ and size say nothing changed.
+        by sequence number), flags changed and new messages.  Skipped at the cost of reading one
+        row when the mailbox's HIGHESTMODSEQ says nothing changed.
         """
         selected, engine = self._selected, self.engine
         if selected is None or self.user is None or engine is None:
             return
-        mailboxes = self.factory.mailboxes
         try:
-            status = await mailboxes.mailbox_status(self.user, selected.name)
-            if status.highest_modseq == selected.highest_modseq and status.messages == len(
-                selected.uids
-            ):
+            # Every change (flags, new mail, expunge) moves HIGHESTMODSEQ: one row tells.
+            info = await self.factory.mailbox(self.user, selected.name)
+            if info.highest_modseq == selected.highest_modseq:
                 return
-            status, messages = await self.factory.snapshot(self.user, selected.name)
+            info, messages = await self.factory.snapshot(self.user, selected.name)
         except MailboxError:  # deleted or renamed by another session: nothing more to say
             return
         if self._selected is not selected or self._gone:
@@ -786,7 +783,7 @@ class IMAPProtocol(Protocol):
                 selected.remember(message)
             lines.append(exists_response(len(selected.uids)))
         if complete:
-            selected.highest_modseq = status.highest_modseq
+            selected.highest_modseq = info.highest_modseq
         engine.respond(lines)
 
     def _flags_line(self, number: int, message: MailMessage, *, with_uid: bool) -> bytes:
@@ -1123,7 +1120,7 @@ class IMAPProtocol(Protocol):
         _, messages = await self.factory.snapshot(self.user, selected.name)
         current = {m.uid: m for m in messages}
         known = [current[uid] for uid in selected.uids if uid in current]
-        headers: dict[int, bytes] = {}
+        headers: dict[int, Content] = {}
         if need is Need.HEADER and known:
             headers = await self._headers(selected, known)
         out = []
@@ -1133,26 +1130,29 @@ class IMAPProtocol(Protocol):
                 body = await store.read_body(message.message_id)
                 out.append(Candidate(seq, message, Content(raw=body)))
             elif need is Need.HEADER:
-                out.append(Candidate(seq, message, Content(header=headers[message.uid])))
+                out.append(Candidate(seq, message, headers[message.uid]))
             else:
                 out.append(Candidate(seq, message))
         return out
 
-    async def _headers(self, selected: _Selected, messages: list[MailMessage]) -> dict[int, bytes]:
+    async def _headers(
+        self, selected: _Selected, messages: list[MailMessage]
+    ) -> dict[int, Content]:
         """
-        The header blocks of these messages: from the factory's cache, else read in one storage
-        call for all those whose header is short (the index says how long), one each otherwise.
+        The header blocks of these messages, as search L{Content}: from the factory's cache
+        (which also keeps what searches decoded from them), else read in one storage call for
+        all those whose header is short (the index says how long), one each otherwise.
         """
         assert self.user is not None
         cache, store = self.factory.headers, self.factory.messages
-        out: dict[int, bytes] = {}
+        out: dict[int, Content] = {}
         missing: list[MailMessage] = []
         for message in messages:
-            block = cache.get(message.message_id)
-            if block is None:
+            content = cache.get(message.message_id)
+            if content is None:
                 missing.append(message)
             else:
-                out[message.uid] = block
+                out[message.uid] = content
         if not missing:
             return out
         indexes = await self.factory.mailboxes.mime_indexes(
@@ -1164,20 +1164,22 @@ class IMAPProtocol(Protocol):
             if length is None:
                 length = (await self._index(message, None)).root.header_length
             lengths[message.uid] = length
+        blocks: dict[int, bytes] = {}
         short = [m for m in missing if lengths[m.uid] <= HEADER_BATCH]
         if short:
             longest = max(lengths[m.uid] for m in short)
             heads = await store.read_heads([m.message_id for m in short], longest)
             by_id = {head.message.id: head.head for head in heads}
             for message in short:
-                block = by_id.get(message.message_id, b"")[: lengths[message.uid]]
-                out[message.uid] = block
-                cache.put(message.message_id, block)
+                blocks[message.uid] = by_id.get(message.message_id, b"")[: lengths[message.uid]]
         for message in missing:
-            if message.uid not in out:
-                block = await store.read_body_range(message.message_id, 0, lengths[message.uid])
-                out[message.uid] = block
-                cache.put(message.message_id, block)
+            if message.uid not in blocks:
+                length = lengths[message.uid]
+                blocks[message.uid] = await store.read_body_range(message.message_id, 0, length)
+        for message in missing:
+            content = Content(header=blocks[message.uid])
+            cache.put(message.message_id, content)
+            out[message.uid] = content
         return out
 
     async def _search(self, command: Search) -> None:
@@ -1550,12 +1552,19 @@ class IMAPFactory(Factory):
         self.idle_poll_interval = idle_poll_interval
         # Shared with the other listener's factory (share_with), so that a change made over
         # port 993 wakes an idler on port 143 and both use one set of caches.
+        # Listings in flight, by (user, mailbox): the modseq each started from, and who waits.
+        self._listing: dict[tuple[str, str], tuple[int, list[Deferred[list[MailMessage]]]]] = (
+            share_with._listing if share_with is not None else {}
+        )
         self._snapshots: _Snapshots = (
             share_with._snapshots if share_with is not None else _Snapshots()
         )
-        # Header blocks (16 MiB at most) and parsed MIME indexes (8,192) of stored messages.
-        self.headers: _LRU[str, bytes] = (
-            share_with.headers if share_with is not None else _LRU(16 * 1024 * 1024, len)
+        # Header blocks with what searches decoded from them (32 MiB at most, counting the
+        # decoded text as twice the block) and parsed MIME indexes (8,192) of stored messages.
+        self.headers: _LRU[str, Content] = (
+            share_with.headers
+            if share_with is not None
+            else _LRU(32 * 1024 * 1024, lambda content: 3 * len(content.header()))
         )
         self.indexes: _LRU[str, MessageIndex] = (
             share_with.indexes if share_with is not None else _LRU(8192)
@@ -1607,19 +1616,50 @@ class IMAPFactory(Factory):
         self._protocols[protocol] = host
         return protocol
 
-    async def snapshot(self, user: str, mailbox: str) -> tuple[MailboxStatus, list[MailMessage]]:
+    async def snapshot(self, user: str, mailbox: str) -> tuple[MailboxInfo, list[MailMessage]]:
         """
-        A mailbox's status and messages.  Listed afresh only when its HIGHESTMODSEQ moved, and
-        then, when an older listing is at hand, only the messages changed since (flags) or
-        added: merged into the old listing they give the new one, unless something was expunged,
-        which the count shows (a merge never drops a message, so it comes out too long).
+        A mailbox (its UIDVALIDITY, UIDNEXT and HIGHESTMODSEQ) and its messages.  Listed afresh
+        only when its HIGHESTMODSEQ moved, and then, when an older listing is at hand, only the
+        messages changed since (flags) or added: merged into the old listing they give the new
+        one, unless something was expunged, which the message count shows (a merge never drops
+        a message, so it comes out too long).
         """
-        status = await self.mailboxes.mailbox_status(user, mailbox)
-        messages = self._snapshots.get(user, mailbox, status.highest_modseq)
+        info = await self.mailbox(user, mailbox)
+        messages = self._snapshots.get(user, mailbox, info.highest_modseq)
         if messages is not None:
-            return status, messages
+            return info, messages
+        key = (user, mailbox)
+        listing = self._listing.get(key)
+        if listing is not None and listing[0] >= info.highest_modseq:
+            # Another session is listing it, as of our modseq or later: wait for its answer.
+            waiter: Deferred[list[MailMessage]] = Deferred()
+            listing[1].append(waiter)
+            return info, await waiter
+        waiters: list[Deferred[list[MailMessage]]] = []
+        self._listing[key] = (info.highest_modseq, waiters)
+        try:
+            messages = await self._list(user, mailbox)
+        except BaseException:
+            failure = Failure()
+            for waiter in waiters:
+                waiter.errback(failure)
+            raise
+        finally:
+            if self._listing.get(key, (0, None))[1] is waiters:
+                del self._listing[key]
+        for waiter in waiters:
+            waiter.callback(messages)
+        return info, messages
+
+    async def _list(self, user: str, mailbox: str) -> list[MailMessage]:
+        # The count and the modseq together; what is listed after may only be newer, which a
+        # reader of this modseq may see (and a later merge starts from this modseq anyway).
+        status = await self.mailboxes.mailbox_status(user, mailbox)
         older = self._snapshots.latest(user, mailbox)
-        if older is not None and older[0] < status.highest_modseq:
+        if older is not None and older[0] >= status.highest_modseq:
+            return older[1]  # another session listed it while we waited
+        messages: list[MailMessage] | None = None
+        if older is not None:
             changed = await self.mailboxes.list_messages(user, mailbox, older[0])
             merged = {m.uid: m for m in older[1]}
             merged.update((m.uid, m) for m in changed)
@@ -1628,7 +1668,14 @@ class IMAPFactory(Factory):
         if messages is None:
             messages = await self.mailboxes.list_messages(user, mailbox)
         self._snapshots.put(user, mailbox, status.highest_modseq, messages)
-        return status, messages
+        return messages
+
+    async def mailbox(self, user: str, mailbox: str) -> MailboxInfo:
+        """One row: the cheap way to learn whether a mailbox changed (its HIGHESTMODSEQ)."""
+        info = await self.mailboxes.get_mailbox(user, mailbox)
+        if info is None:
+            raise NoSuchMailbox(mailbox)
+        return info
 
     def mailbox_changed(self, user: str, mailbox: str, by: IMAPProtocol | None = None) -> None:
         """Wake the sessions of ``user`` that have ``mailbox`` selected (but ``by``)."""
