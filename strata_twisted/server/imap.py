@@ -1119,13 +1119,13 @@ class IMAPProtocol(Protocol):
         store = self.factory.messages
         _, messages = await self.factory.snapshot(self.user, selected.name)
         current = {m.uid: m for m in messages}
-        known = [current[uid] for uid in selected.uids if uid in current]
+        # (sequence number, message) for what the session knows and the store still has.
+        known = [(n, current[uid]) for n, uid in enumerate(selected.uids, 1) if uid in current]
         headers: dict[int, Content] = {}
         if need is Need.HEADER and known:
-            headers = await self._headers(selected, known)
+            headers = await self._headers(selected, [message for _, message in known])
         out = []
-        for message in known:
-            seq = selected.seq(message.uid)
+        for seq, message in known:
             if need is Need.BODY:
                 body = await store.read_body(message.message_id)
                 out.append(Candidate(seq, message, Content(raw=body)))
@@ -1324,12 +1324,15 @@ class IMAPProtocol(Protocol):
         indexes: dict[int, MessageIndex] = {}
         if plan.needs_index and messages:
             indexes = await self._indexes(selected, list(messages.values()))
+        sequence: Callable[[int], int] = selected.seq
+        if len(uids) > 32:  # one pass over the mailbox beats a search per message
+            sequence = {uid: n for n, uid in enumerate(selected.uids, 1)}.__getitem__
         for uid in uids:
             message = messages.get(uid)
             if message is None:  # expunged by another session since SELECT
                 continue
             index = indexes[uid] if plan.needs_index else None
-            await self._fetch_one(plan, selected.seq(uid), message, index, uid in changed)
+            await self._fetch_one(plan, sequence(uid), message, index, uid in changed)
             if self._gone:
                 return
 
