@@ -48,6 +48,17 @@ from strata_twisted.core.credentials import (
     hash_password,
     parse_passwd_file,
 )
+from strata_twisted.core.dkim import (
+    ALGORITHMS,
+    DkimKey,
+    DkimKeyExists,
+    DkimKeyring,
+    InvalidSelector,
+    check_selector,
+    dns_record,
+    record_name,
+    zone_line,
+)
 from strata_twisted.core.dsn import FailedRecipient, status_of
 from strata_twisted.core.portal import PortalState, portal_state
 from strata_twisted.core.relay import queue_dsn
@@ -1024,6 +1035,88 @@ def cmd_user_list(ctx: Context, args: argparse.Namespace) -> None:
     _table([["ADDRESS", "SCHEME"], *([u.address, u.scheme] for u in users)], ctx)
 
 
+# -- dkim ---------------------------------------------------------------------------------------
+#
+# DKIM keys for outbound mail (issue 5, point 4), in DATA/dkim/<domain>/ (core/dkim.py).  The
+# private key is never printed or put in an event; only the TXT record to publish is shown.
+
+
+def _keyring(ctx: Context) -> DkimKeyring:
+    return DkimKeyring(ctx.settings.data_dir)
+
+
+def _default_selector() -> str:
+    """``s2026-11``: the month the key was made, so the next rotation gets a new name."""
+    return time.strftime("s%Y-%m", time.localtime())
+
+
+def _selector(text: str) -> str:
+    try:
+        return check_selector(text)
+    except InvalidSelector as e:
+        raise UsageError(f"--selector: {e}") from None
+
+
+def _dkim_publish(ctx: Context, domain: str, key: DkimKey) -> None:
+    ctx.print(f"Publish this TXT record in the DNS zone of {display_domain(domain)}:")
+    ctx.print()
+    ctx.print(zone_line(key, domain))
+    ctx.print()
+    ctx.print(f"name:  {record_name(key, domain)}")
+    ctx.print(f"value: {dns_record(key)}")
+
+
+def cmd_dkim_generate(ctx: Context, args: argparse.Namespace) -> None:
+    selector = _selector(args.selector) if args.selector is not None else _default_selector()
+    domain = _get_domain(ctx, args.domain)
+    shown = display_domain(domain.name)
+    try:
+        key = _keyring(ctx).generate(domain.name, selector, args.algorithm, replace=args.replace)
+    except DkimKeyExists:
+        raise CommandError(
+            f"{shown} already has a DKIM key with selector {selector}; nothing changed "
+            "(choose another --selector, or --replace it)"
+        ) from None
+    verb = "replaced" if args.replace else "generated"
+    _wait(
+        ctx.store.record_event(
+            "dkim.key_generated",
+            f"{verb} the {key.algorithm} DKIM key {selector} of {shown}; it signs from now on",
+            domain.name,
+            {"selector": selector, "algorithm": key.algorithm, "replaced": bool(args.replace)},
+        )
+    )
+    ctx.print(f"{shown}: {verb} {key.algorithm} key {selector}; outbound mail is signed with it")
+    ctx.print("from now on (it verifies once the record below is published).")
+    ctx.print()
+    _dkim_publish(ctx, domain.name, key)
+
+
+def cmd_dkim_show(ctx: Context, args: argparse.Namespace) -> None:
+    domain = _get_domain(ctx, args.domain)
+    key = _keyring(ctx).active(domain.name)
+    if args.json:
+        ctx.emit_json(
+            {
+                "domain": domain.name,
+                "selector": key.selector if key else None,
+                "algorithm": key.algorithm if key else None,
+                "name": record_name(key, domain.name) if key else None,
+                "record": dns_record(key) if key else None,
+            }
+        )
+        return
+    if key is None:
+        ctx.print(
+            f"{display_domain(domain.name)} has no DKIM key: its outbound mail is not signed "
+            f"(make one: strata dkim generate {domain.name})"
+        )
+        return
+    ctx.print(f"active selector: {key.selector} ({key.algorithm})")
+    ctx.print()
+    _dkim_publish(ctx, domain.name, key)
+
+
 # -- status -------------------------------------------------------------------------------------
 
 
@@ -1326,6 +1419,46 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("address", metavar="ADDRESS", help="user@domain")
     p = sub(
         usub, "list", "list a domain's users and their hash schemes", cmd_user_list, json_flag=True
+    )
+    p.add_argument("domain", metavar="DOMAIN", help="a protected domain")
+
+    dkim_group = commands.add_parser(
+        "dkim",
+        help="DKIM keys that sign outbound mail",
+        parents=[common],
+        description="Manage the DKIM keys that sign the outbound mail of protected domains: "
+        "make a key, and show the DNS TXT record to publish for it.",
+    )
+    ksub = dkim_group.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = sub(
+        ksub,
+        "generate",
+        "make a new DKIM key for a domain, make it the one that signs, print its TXT record",
+        cmd_dkim_generate,
+    )
+    p.add_argument("domain", metavar="DOMAIN", help="a protected domain")
+    p.add_argument(
+        "--selector",
+        metavar="S",
+        help="the key's selector, its name in DNS (default: the month, like s2026-11)",
+    )
+    p.add_argument(
+        "--algorithm",
+        choices=ALGORITHMS,
+        default="rsa",
+        help="rsa (2048 bits) or ed25519 (RFC 8463; not every receiver checks it) (default: rsa)",
+    )
+    p.add_argument(
+        "--replace",
+        action="store_true",
+        help="replace an existing key with the same selector (its published record goes stale)",
+    )
+    p = sub(
+        ksub,
+        "show",
+        "show a domain's active DKIM selector and its TXT record",
+        cmd_dkim_show,
+        json_flag=True,
     )
     p.add_argument("domain", metavar="DOMAIN", help="a protected domain")
 

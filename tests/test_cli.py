@@ -1211,3 +1211,122 @@ def test_bad_portal_and_retention_values_exit_2(cli, tmp_path: Path, argv, messa
     assert code == 2 and message in err, err
     shown = json.loads(cli("domain", "show", "example.test", "--json")[1])
     assert (shown["portal"], shown["retention_days"]) == ("outage", None)
+
+
+# -- DKIM keys (issue #5 point 4) ----------------------------------------------------------------
+
+
+def _zone_txt(out: str) -> str:
+    """The TXT value of the zone line ``strata dkim`` printed, as a resolver would return it."""
+    line = next(line for line in out.splitlines() if " IN TXT " in line)
+    return "".join(line.split(" IN TXT ", 1)[1].strip('"').split('" "'))
+
+
+def test_dkim_generate_prints_a_record_that_verifies_what_the_key_signs(
+    cli, tmp_path: Path
+) -> None:
+    import dkim
+
+    from strata_twisted.core.dkim import DkimKeyring, sign
+
+    assert cli("domain", "add", "bücher.example", "--relay", "h")[0] == 0
+    code, out, err = cli("dkim", "generate", "Bücher.Example", "--selector", "Mail1")
+    assert (code, err) == (0, "")
+    assert "rsa key mail1" in out and "PRIVATE" not in out
+    assert 'mail1._domainkey.xn--bcher-kva.example. IN TXT "v=DKIM1; k=rsa; p=' in out
+    txt = _zone_txt(out)
+    assert f"value: {txt}" in out
+    key = DkimKeyring(tmp_path / "strata-data").active("bücher.example")
+    assert key is not None and key.selector == "mail1"
+    message = b"From: a@xn--bcher-kva.example\r\nTo: b@x.test\r\nSubject: s\r\n\r\nbody\r\n"
+    signed = sign(message, key, "bücher.example") + message
+
+    def dnsfunc(name: bytes, timeout: int = 5) -> bytes | None:
+        return txt.encode() if name == b"mail1._domainkey.xn--bcher-kva.example." else None
+
+    assert dkim.verify(signed, dnsfunc=dnsfunc)
+    events = _events(cli, "dkim.key_generated")
+    assert len(events) == 1 and events[0]["data"]["selector"] == "mail1"
+    assert "PRIVATE" not in json.dumps(events)
+
+
+def test_dkim_generate_defaults_to_a_dated_rsa_selector_and_show_prints_it(cli) -> None:
+    cli("domain", "add", "example.test", "--relay", "h")
+    code, out, _ = cli("dkim", "show", "example.test")
+    assert code == 0 and "example.test has no DKIM key" in out
+    assert json.loads(cli("dkim", "show", "example.test", "--json")[1])["selector"] is None
+    code, out, _ = cli("dkim", "generate", "example.test")
+    selector = time.strftime("s%Y-%m")
+    assert code == 0 and f"rsa key {selector}" in out
+    code, shown, _ = cli("dkim", "show", "example.test")
+    assert code == 0 and f"active selector: {selector} (rsa)" in shown
+    assert _zone_txt(shown) == _zone_txt(out)
+    assert (
+        cli("dkim", "generate", "example.test", "--selector", "ed", "--algorithm", "ed25519")[0]
+        == 0
+    )
+    data = json.loads(cli("dkim", "show", "example.test", "--json")[1])
+    assert (data["domain"], data["selector"], data["algorithm"]) == (
+        "example.test",
+        "ed",
+        "ed25519",
+    )
+    assert data["name"] == "ed._domainkey.example.test."
+    assert data["record"].startswith("v=DKIM1; k=ed25519; p=")
+
+
+def test_dkim_generate_refuses_to_overwrite_a_selector_unless_replace(cli, tmp_path: Path) -> None:
+    cli("domain", "add", "example.test", "--relay", "h")
+    assert (
+        cli("dkim", "generate", "example.test", "--selector", "s1", "--algorithm", "ed25519")[0]
+        == 0
+    )
+    path = tmp_path / "strata-data" / "dkim" / "example.test" / "s1.key"
+    before = path.read_bytes()
+    code, out, err = cli("dkim", "generate", "example.test", "--selector", "S1")
+    assert code == 1 and out == ""
+    assert "already has a DKIM key with selector s1; nothing changed" in err and "--replace" in err
+    assert path.read_bytes() == before
+    code, out, _ = cli("dkim", "generate", "example.test", "--selector", "s1", "--replace")
+    assert code == 0 and "replaced rsa key s1" in out
+    assert path.read_bytes() != before
+    assert (path.stat().st_mode & 0o777, path.parent.stat().st_mode & 0o777) == (0o600, 0o700)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message", "status"),
+    [
+        (("dkim", "generate", "absent.test"), "absent.test is not a protected domain", 1),
+        (("dkim", "show", "absent.test"), "absent.test is not a protected domain", 1),
+        (("dkim", "generate", "bad_name.test"), "not a valid domain name", 2),
+        (("dkim", "show", "x"), "needs at least two labels", 2),
+        (
+            ("dkim", "generate", "example.test", "--selector", "../x"),
+            "not a valid DKIM selector",
+            2,
+        ),
+        (("dkim", "generate", "example.test", "--selector", "a_b"), "not a valid DKIM selector", 2),
+    ],
+)
+def test_dkim_errors_are_clear(cli, argv, message, status) -> None:
+    cli("domain", "add", "example.test", "--relay", "h")
+    code, out, err = cli(*argv)
+    assert (code, out) == (status, "")
+    assert message in err and "Traceback" not in err
+
+
+def test_dkim_bad_usage_and_a_missing_data_dir_exit_2(cli, tmp_path: Path, capsys) -> None:
+    for argv in (
+        ("dkim",),
+        ("dkim", "generate"),
+        ("dkim", "generate", "example.test", "--algorithm", "dsa"),
+    ):
+        with pytest.raises(SystemExit) as e:
+            main(list(argv))
+        assert e.value.code == 2
+    capsys.readouterr()
+    code, out, err = cli("dkim", "generate", "example.test")
+    assert code == 2 and out == "" and "no Strata data" in err
+    assert not (tmp_path / "strata-data").exists()
+    commands = list(_commands(build_parser()))
+    assert ("dkim", "generate") in commands and ("dkim", "show") in commands
