@@ -9,7 +9,9 @@ A running server notices domain changes within ``storage.reload_interval`` (0.5 
 the requests the CLI leaves for it (``queue flush``; ``queue release`` asks for a flush of the
 released domains) within a second: it polls the store's control requests (L{IControlStore}).
 Queue changes (hold, delete, bounce) need no request: the relay reads entry states from the store
-before every batch.
+before every batch.  The one exception to "no reactor" is ``strata alert test``, the only command
+that does network I/O: it runs the server's webhook sender on a private reactor of its own, for
+that one call.
 
 ``strata user`` manages synced credentials (L{ICredentialStore}): only password hashes reach the
 store, and no password or hash is ever printed or put in an event.  Passwords are read from the
@@ -27,6 +29,7 @@ are shown in local time with their UTC offset.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import getpass
 import json
 import os
@@ -35,9 +38,11 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Final, TextIO, TypeVar
+from typing import Any, Final, TextIO, TypeVar, cast
+from urllib.parse import urlsplit
 
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, maybeDeferred
+from twisted.python.failure import Failure
 
 from strata_twisted import __version__
 from strata_twisted.clock import WallClock
@@ -98,6 +103,7 @@ from strata_twisted.model import (
     display_domain,
     normalize_domain,
 )
+from strata_twisted.server.webhook import WebhookAlertSender, alert_webhook_target, redacted
 from strata_twisted.storage import open_store
 from strata_twisted.storage.sqlite import DB_NAME
 
@@ -306,6 +312,81 @@ def _days(option: str, text: str | None) -> Any:
     return int(text)
 
 
+# RFC 5321 §4.1.2 Dot-string (atext, RFC 5322 §3.2.3), with UTF-8 as RFC 6531 §3.3 allows.
+_ATEXT: Final = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+"
+_DOT_STRING: Final = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
+# RFC 5321 §4.5.3.1.1: a local part of at most 64 octets.
+_MAX_LOCAL_PART: Final = 64
+_MAX_WEBHOOK_URL: Final = 2048
+
+
+def _alert_email(text: str | None) -> Any:
+    """``--alert-email``: an address ``local@domain`` (the domain kept in ASCII form); ``""``
+    clears it (None); not given: keep."""
+    if text is None:
+        return _KEEP
+    if text == "":
+        return None
+    local, sep, domain = text.strip().rpartition("@")
+    # No surrogates: they cannot be stored or sent as UTF-8.
+    if (
+        not sep
+        or not _DOT_STRING.fullmatch(local)
+        or len(local.encode("utf-8", "surrogatepass")) > _MAX_LOCAL_PART
+        or any("\ud800" <= c <= "\udfff" or c.isspace() for c in local)
+    ):
+        raise UsageError(
+            f"--alert-email: expected an address like noc@example.net, got {text!r} "
+            '("" to remove it)'
+        )
+    try:
+        return f"{local}@{normalize_domain(domain)}"
+    except InvalidDomainName as e:
+        raise UsageError(f"--alert-email: {e}") from None
+
+
+def _alert_webhook(text: str | None) -> Any:
+    """``--alert-webhook``: an ``http://`` or ``https://`` URL with a host; ``""`` clears it."""
+    if text is None:
+        return _KEEP
+    if text == "":
+        return None
+    problem = ""
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError for a bad port
+    except ValueError as e:
+        problem = str(e)
+    else:
+        if parts.scheme.lower() not in ("http", "https"):
+            problem = "only http:// and https:// URLs are supported"
+        elif not parts.hostname:
+            problem = "the URL has no host"
+    if not problem and (not text.isascii() or not text.isprintable() or " " in text):
+        problem = "spaces, control and non-ASCII characters must be %-encoded"
+    if not problem and len(text) > _MAX_WEBHOOK_URL:
+        problem = f"longer than {_MAX_WEBHOOK_URL} characters"
+    if problem:
+        # Never echo the URL: its query string may carry the gateway's key.
+        raise UsageError(f'--alert-webhook: not a usable URL: {problem} ("" to remove it)')
+    return text
+
+
+def _alert_webhook_auth(text: str | None) -> Any:
+    """``--alert-webhook-auth``: the Authorization header value; ``""`` clears it."""
+    if text is None:
+        return _KEEP
+    if text == "":
+        return None
+    if not text.isascii() or not text.isprintable() or text != text.strip():
+        # Never echo it: it is a secret.
+        raise UsageError(
+            "--alert-webhook-auth: expected printable ASCII without leading or trailing spaces, "
+            'such as "Bearer TOKEN" ("" to remove it)'
+        )
+    return text
+
+
 def _settings(args: argparse.Namespace) -> dict[str, Any]:
     """The per-domain settings given on the command line, validated, as Domain fields."""
     given = {
@@ -319,6 +400,9 @@ def _settings(args: argparse.Namespace) -> dict[str, Any]:
         "up_after": _count("--up-after", args.up_after),
         "portal": args.portal if args.portal is not None else _KEEP,
         "retention_days": _days("--retention-days", args.retention_days),
+        "alert_email": _alert_email(args.alert_email),
+        "alert_webhook": _alert_webhook(args.alert_webhook),
+        "alert_webhook_auth": _alert_webhook_auth(args.alert_webhook_auth),
     }
     return {key: value for key, value in given.items() if value is not _KEEP}
 
@@ -339,6 +423,15 @@ def _duration_text(seconds: float) -> str:
     return f"{seconds:g}s"
 
 
+def _event_json(domain: Domain) -> dict[str, Any]:
+    """A domain's settings for the event log: the webhook URL without its query or user info
+    (they often carry the gateway's key), like the Authorization value (never in as_json)."""
+    data = domain.as_json()
+    if domain.alert_webhook is not None:
+        data["alert_webhook"] = redacted(domain.alert_webhook)
+    return data
+
+
 def cmd_domain_add(ctx: Context, args: argparse.Namespace) -> None:
     name = _domain_name(args.name)
     domain = Domain(name=name, relay=_relay(args.relay), mode=args.mode, **_settings(args))
@@ -350,7 +443,7 @@ def cmd_domain_add(ctx: Context, args: argparse.Namespace) -> None:
         ) from None
     _wait(
         ctx.store.record_event(
-            "domain.added", f"protecting {display_domain(name)}", name, added.as_json()
+            "domain.added", f"protecting {display_domain(name)}", name, _event_json(added)
         )
     )
     if ctx.created:
@@ -501,11 +594,26 @@ def cmd_domain_show(ctx: Context, args: argparse.Namespace) -> None:
     ctx.print(f"portal now:    {_portal_now(domain, portal, now)}")
     own = "" if domain.retention_days is None else " (this domain's own)"
     ctx.print(f"retention:     {retention} days{own or ' (global default)'}")
+    ctx.print(f"alert email:   {domain.alert_email or '-'}")
+    ctx.print(f"alert webhook: {_webhook_text(domain)}")
     ctx.print(f"probe every:   {_override(domain.probe_interval, 's')}")
     ctx.print(f"down after:    {_override(domain.down_after, ' failed probes')}")
     ctx.print(f"up after:      {_override(domain.up_after, ' good probes')}")
     ctx.print(f"added:         {_when(domain.created_at)}")
     ctx.print(f"updated:       {_when(domain.updated_at)}")
+
+
+def _webhook_text(domain: Domain) -> str:
+    """The webhook for people: its URL without a query or user info (they often carry the
+    gateway's key; ``--json`` has the whole URL), and whether its Authorization is set."""
+    if domain.alert_webhook is None:
+        return "-"
+    shown = redacted(domain.alert_webhook)
+    parts = urlsplit(domain.alert_webhook)
+    if parts.query or parts.username is not None or parts.fragment:
+        shown += " (query or user info hidden; see --json)"
+    auth = "set" if domain.alert_webhook_auth is not None else "not set"
+    return f"{shown}, authorization {auth}"
 
 
 def cmd_domain_update(ctx: Context, args: argparse.Namespace) -> None:
@@ -528,7 +636,7 @@ def cmd_domain_update(ctx: Context, args: argparse.Namespace) -> None:
             "domain.updated",
             f"updated {display_domain(domain.name)}",
             domain.name,
-            updated.as_json(),
+            _event_json(updated),
         )
     )
     ctx.print(f"{display_domain(domain.name)}: relay to {updated.relay}, mode {updated.mode}")
@@ -1117,6 +1225,91 @@ def cmd_dkim_show(ctx: Context, args: argparse.Namespace) -> None:
     _dkim_publish(ctx, domain.name, key)
 
 
+# -- alert --------------------------------------------------------------------------------------
+# Outage alerts (issue 5, point 5).  The server sends them through server/webhook.py (and, once
+# outbound delivery lands, by email); 'strata alert test' sends one now through the same sender.
+
+
+def _on_own_reactor(call: Callable[[Any], Deferred[T]]) -> T:
+    """
+    Run ``call(reactor)`` on a reactor of our own, until its Deferred fires; return its result or
+    raise its failure.  The CLI has no reactor, and the global one cannot run twice in a process
+    (tests call L{main} many times), so each call gets a fresh, uninstalled one, stopped after.
+    """
+    from twisted.internet.selectreactor import SelectReactor
+
+    reactor = SelectReactor()
+    outcome: list[Any] = []
+
+    def start() -> None:
+        d = maybeDeferred(call, reactor)
+
+        def done(result: object) -> None:
+            outcome.append(result)
+            reactor.stop()
+
+        d.addBoth(done)
+
+    reactor.callWhenRunning(start)
+    reactor.run(installSignalHandlers=False)
+    # Its waker's pipe would otherwise stay open until the process exits.
+    with contextlib.suppress(Exception):
+        reactor.removeAll()
+        reactor.waker.connectionLost(None)
+    (result,) = outcome
+    if isinstance(result, Failure):
+        result.raiseException()
+    return cast(T, result)
+
+
+def cmd_alert_test(ctx: Context, args: argparse.Namespace) -> None:
+    domain = _get_domain(ctx, args.name)
+    shown = display_domain(domain.name)
+    if domain.alert_webhook is None:
+        if domain.alert_email is not None:
+            raise CommandError(
+                f"{shown} has only an alert email ({domain.alert_email}), and email alerts are "
+                "not built yet: nothing was sent (a webhook works now: strata domain update "
+                f"{domain.name} --alert-webhook URL)"
+            )
+        raise CommandError(
+            f"{shown} has no alert webhook: nothing to test (set one: strata domain update "
+            f"{domain.name} --alert-webhook URL)"
+        )
+    # The sender and target the server's monitor uses (service.build_alert_sender), without its
+    # throttle: an admin's test always goes out.
+    now = ctx.clock.seconds()
+    outage = Outage(
+        id=0, domain=domain.name, started_at=now, reason="test alert sent by 'strata alert test'"
+    )
+    queued = sum(s.queued for s in _wait(ctx.store.queue_stats()) if s.domain == domain.name)
+    where = redacted(domain.alert_webhook)
+
+    def send(reactor: Any) -> Deferred[None]:
+        sender = WebhookAlertSender(reactor, alert_webhook_target)
+        return sender.test_alert(domain, outage, queued)
+
+    error: str | None = None
+    try:
+        _on_own_reactor(send)
+    except Exception as e:  # WebhookFailed, or a bug: either way the admin must see it
+        error = str(e) or type(e).__name__
+    _wait(
+        ctx.store.record_event(
+            "alert.test",
+            f"test alert for {shown} to webhook {where}: "
+            + ("delivered" if error is None else f"failed: {error}"),
+            domain.name,
+            {"webhook": where, "ok": error is None, "error": error},
+        )
+    )
+    if error is not None:
+        raise CommandError(f"test alert for {shown} failed: {error}")
+    ctx.print(f"test alert for {shown} delivered to webhook {where} (it answered 2xx)")
+    if domain.alert_email is not None:
+        ctx.print(f"not sent to {domain.alert_email}: email alerts are not built yet")
+
+
 # -- status -------------------------------------------------------------------------------------
 
 
@@ -1230,6 +1423,23 @@ def _relay_settings(p: argparse.ArgumentParser, update: bool = False) -> None:
         metavar="N",
         help=f"keep shadow-mailbox messages N days, 1 to {MAX_RETENTION_DAYS}"
         + (reset or " (default: the global imap.retention_days, 30)"),
+    )
+    p.add_argument(
+        "--alert-email",
+        metavar="ADDRESS",
+        help='send outage alerts to this address (email alerts are not built yet); "" removes it',
+    )
+    p.add_argument(
+        "--alert-webhook",
+        metavar="URL",
+        help="POST outage alerts as JSON to this http(s) URL (an SMS gateway, a pager hook); "
+        '"" removes it',
+    )
+    p.add_argument(
+        "--alert-webhook-auth",
+        metavar="VALUE",
+        help='the webhook\'s Authorization header, such as "Bearer TOKEN" (a secret: only shown '
+        'as set or not set); "" removes it',
     )
 
 
@@ -1461,6 +1671,22 @@ def build_parser() -> argparse.ArgumentParser:
         json_flag=True,
     )
     p.add_argument("domain", metavar="DOMAIN", help="a protected domain")
+
+    alert_group = commands.add_parser(
+        "alert",
+        help="outage alerts",
+        parents=[common],
+        description="Outage alerts: each domain's webhook (and, later, email), set with "
+        "strata domain update NAME --alert-webhook URL --alert-email ADDRESS.",
+    )
+    asub = alert_group.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = sub(
+        asub,
+        "test",
+        "send a test alert to a domain's webhook now, and say whether it was accepted",
+        cmd_alert_test,
+    )
+    p.add_argument("name", metavar="NAME", help="a protected domain")
 
     sub(commands, "status", "summary of the store and the queue", cmd_status, json_flag=True)
     return parser

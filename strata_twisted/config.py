@@ -107,6 +107,8 @@ class MonitorSettings:
     probe_timeout: float = 10.0
     down_after: int = 3
     up_after: int = 2
+    # At most one outage alert of a kind (down / up) per domain in this many seconds (#5).
+    alert_window: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -295,6 +297,7 @@ _SCHEMA: dict[str, dict[str, Validator]] = {
         "probe_timeout": _seconds,
         "down_after": _int(1, 1000),
         "up_after": _int(1, 1000),
+        "alert_window": _seconds,
     },
     "storage": {"backend": _backend, "reload_interval": _seconds},
 }

@@ -175,6 +175,12 @@ class Domain:
     # messages are kept before the daily purge (None: the global default, core/retention.py).
     portal: PortalPolicy = "outage"
     retention_days: int | None = None
+    # Alerts (#5): where this domain's outage alerts go.  ``alert_webhook`` is an http(s) URL
+    # (the SMS gateway's), POSTed with ``alert_webhook_auth`` as its Authorization header: a
+    # secret, so as_json and the CLI only say whether it is set.
+    alert_email: str | None = None
+    alert_webhook: str | None = None
+    alert_webhook_auth: str | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -194,6 +200,9 @@ class Domain:
             "accept_unknown": self.accept_unknown,
             "portal": self.portal,
             "retention_days": self.retention_days,
+            "alert_email": self.alert_email,
+            "alert_webhook": self.alert_webhook,
+            "alert_webhook_auth_set": self.alert_webhook_auth is not None,
         }
 
 

@@ -23,7 +23,12 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from strata_twisted.config import ListenAddress, Settings
-from strata_twisted.core.alerts import LogAlertSender
+from strata_twisted.core.alerts import (
+    FanOutAlertSender,
+    IAlertSender,
+    LogAlertSender,
+    ThrottledAlertSender,
+)
 from strata_twisted.core.control import ControlPoller
 from strata_twisted.core.credentials import VerificationCache
 from strata_twisted.core.domains import DomainCache, load_user_lists
@@ -45,6 +50,7 @@ from strata_twisted.server.probe import SMTPProber
 from strata_twisted.server.relay import SMTPRelayConnector
 from strata_twisted.server.smtp import SMTPIntakeFactory
 from strata_twisted.server.tls import load_server_context, load_trust_root
+from strata_twisted.server.webhook import WebhookAlertSender, alert_webhook_target
 from strata_twisted.storage import open_store
 
 
@@ -200,6 +206,18 @@ class LoopsService(Service):
         return self._monitor.stop()
 
 
+def build_alert_sender(settings: Settings, reactor: Any) -> IAlertSender:
+    """
+    The monitor's alerts: a log line and each domain's webhook call, at most one per kind per
+    domain per ``monitor.alert_window`` (issue #5: no alert storms).
+    """
+    return ThrottledAlertSender(
+        FanOutAlertSender([LogAlertSender(), WebhookAlertSender(reactor, alert_webhook_target)]),
+        reactor,
+        window=settings.monitor.alert_window,
+    )
+
+
 def build_service(settings: Settings, reactor: Any) -> MultiService:
     """Build everything ``twistd -n strata`` runs, from validated settings."""
     log = Logger(namespace="strata")
@@ -256,7 +274,8 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     )  # fmt: skip
     monitor = Monitor(
         reactor, domains, store, store, store,
-        SMTPProber(reactor, helo_name=settings.hostname), LogAlertSender(), settings.monitor,
+        SMTPProber(reactor, helo_name=settings.hostname), build_alert_sender(settings, reactor),
+        settings.monitor,
         on_recovery=relay.kick,
     )  # fmt: skip
     control = ControlPoller(

@@ -1330,3 +1330,196 @@ def test_dkim_bad_usage_and_a_missing_data_dir_exit_2(cli, tmp_path: Path, capsy
     assert not (tmp_path / "strata-data").exists()
     commands = list(_commands(build_parser()))
     assert ("dkim", "generate") in commands and ("dkim", "show") in commands
+
+
+# -- alerts (#5): per-domain targets and 'strata alert test'
+
+
+class _Hook:
+    """A webhook on loopback, in a thread: records each POST, answers ``status``."""
+
+    def __init__(self, status: int = 204) -> None:
+        import http.server
+        import threading
+
+        self.status = status
+        self.requests: list[tuple[str, dict[str, str], bytes]] = []
+        hook = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - http.server's naming
+                body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                hook.requests.append((self.path, dict(self.headers.items()), body))
+                answer = b"gateway says no" if hook.status >= 300 else b""
+                self.send_response(hook.status)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        self.thread.join()
+
+
+@pytest.fixture
+def hook():
+    running = _Hook()
+    yield running
+    running.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_alert_settings_are_set_shown_and_cleared(cli) -> None:
+    code, _, err = cli(
+        "domain", "add", "bücher.example", "--relay", "h",
+        "--alert-email", "Noc@Bücher.example",
+        "--alert-webhook", "https://sms.example.net/send?key=k3y",
+        "--alert-webhook-auth", "Bearer t0ken",
+    )  # fmt: skip
+    assert code == 0, err
+    shown = json.loads(cli("domain", "show", "bücher.example", "--json")[1])
+    assert (shown["alert_email"], shown["alert_webhook"], shown["alert_webhook_auth_set"]) == (
+        "Noc@xn--bcher-kva.example",
+        "https://sms.example.net/send?key=k3y",
+        True,
+    )
+    assert "alert_webhook_auth" not in shown
+    out = cli("domain", "show", "bücher.example")[1]
+    assert "alert email:   Noc@xn--bcher-kva.example" in out
+    assert "alert webhook: https://sms.example.net/send (query or user info hidden" in out
+    assert "authorization set" in out
+    # The secrets never reach the text output or the event log.
+    events = cli("events", "--json")[1]
+    for secret in ("t0ken", "k3y"):
+        assert secret not in out and secret not in events
+
+    # update changes only what is given; "" removes a setting.
+    code, _, err = cli("domain", "update", "bücher.example", "--alert-webhook-auth", "")
+    assert code == 0, err
+    shown = json.loads(cli("domain", "show", "bücher.example", "--json")[1])
+    assert shown["alert_webhook"] == "https://sms.example.net/send?key=k3y"
+    assert shown["alert_webhook_auth_set"] is False
+    assert "authorization not set" in cli("domain", "show", "bücher.example")[1]
+    code, _, err = cli(
+        "domain", "update", "bücher.example", "--alert-email", "", "--alert-webhook", ""
+    )  # fmt: skip
+    assert code == 0, err
+    shown = json.loads(cli("domain", "show", "bücher.example", "--json")[1])
+    assert (shown["alert_email"], shown["alert_webhook"]) == (None, None)
+    out = cli("domain", "show", "bücher.example")[1]
+    assert "alert email:   -" in out and "alert webhook: -" in out
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--alert-email", "noc", "--alert-email: expected an address"),
+        ("--alert-email", "two words@example.net", "--alert-email: expected an address"),
+        ("--alert-email", "<noc@example.net>", "--alert-email: expected an address"),
+        ("--alert-email", "noc@localhost", "--alert-email: "),
+        ("--alert-email", "a" * 65 + "@example.net", "--alert-email: expected an address"),
+        ("--alert-webhook", "ftp://sms.example/x", "only http:// and https://"),
+        ("--alert-webhook", "sms.example.net/hook", "only http:// and https://"),
+        ("--alert-webhook", "https:///path", "the URL has no host"),
+        ("--alert-webhook", "http://h:99999/", "--alert-webhook: not a usable URL"),
+        ("--alert-webhook", "http://h/a b", "must be %-encoded"),
+        ("--alert-webhook-auth", "Bearer x\r\nX-Evil: 1", "--alert-webhook-auth: expected"),
+        ("--alert-webhook-auth", " Bearer x", "--alert-webhook-auth: expected"),
+    ],
+)
+def test_bad_alert_settings_are_refused_without_echoing_secrets(
+    cli, option: str, value: str, message: str
+) -> None:
+    assert cli("domain", "add", "example.test", "--relay", "h")[0] == 0
+    code, _, err = cli("domain", "update", "example.test", option, value)
+    assert code == 2
+    assert message in err
+    if option != "--alert-email":
+        assert value not in err
+    # domain add refuses them before it makes anything.
+    code, _, err = cli("domain", "add", "other.test", "--relay", "h", option, value)
+    assert code == 2 and message in err
+    assert cli("domain", "show", "other.test")[0] == 1
+
+
+def test_alert_test_posts_to_the_webhook_and_records_an_event(cli, hook: _Hook) -> None:
+    cli(
+        "domain", "add", "example.test", "--relay", "mx.example.test:2999",
+        "--alert-webhook", hook.url + "/sms?key=k3y", "--alert-webhook-auth", "Bearer t0ken",
+    )  # fmt: skip
+    code, out, err = cli("alert", "test", "example.test")
+    assert code == 0, err
+    assert f"test alert for example.test delivered to webhook {hook.url}/sms" in out
+    assert "k3y" not in out
+    ((path, headers, body),) = hook.requests
+    assert path == "/sms?key=k3y"
+    assert headers["Authorization"] == "Bearer t0ken"
+    sent = json.loads(body)
+    assert (sent["domain"], sent["relay"], sent["queued"]) == (
+        "example.test",
+        "mx.example.test:2999",
+        0,
+    )
+    assert "strata alert test" in sent["reason"]
+    # A test, said plainly: nobody who gets the SMS should think the mail server is down.
+    assert sent["event"] == "alert.test"
+    assert (
+        sent["text"] == "Strata: test alert for example.test. Alerts reach you; nothing is wrong."
+    )
+    (event,) = [
+        e for e in json.loads(cli("events", "--json")[1])["events"] if e["kind"] == "alert.test"
+    ]
+    assert event["domain"] == "example.test"
+    assert event["data"] == {"webhook": hook.url + "/sms", "ok": True, "error": None}
+    # Again at once: the admin's test is never throttled.
+    assert cli("alert", "test", "example.test")[0] == 0
+    assert len(hook.requests) == 2
+
+
+def test_alert_test_fails_with_the_reason_when_the_webhook_refuses(cli, hook: _Hook) -> None:
+    hook.status = 401
+    cli("domain", "add", "example.test", "--relay", "h", "--alert-webhook", hook.url + "/sms")
+    code, out, err = cli("alert", "test", "example.test")
+    assert code == 1, out
+    assert "strata: test alert for example.test failed: webhook" in err
+    assert "401" in err and "gateway says no" in err
+    assert len(hook.requests) == 1
+    (event,) = [
+        e for e in json.loads(cli("events", "--json")[1])["events"] if e["kind"] == "alert.test"
+    ]
+    assert event["data"]["ok"] is False and "401" in event["data"]["error"]
+
+
+def test_alert_test_fails_when_nothing_listens(cli) -> None:
+    url = f"http://127.0.0.1:{_free_port()}/sms"
+    cli("domain", "add", "example.test", "--relay", "h", "--alert-webhook", url)
+    code, _, err = cli("alert", "test", "example.test")
+    assert code == 1
+    assert f"failed: webhook {url}: ConnectionRefusedError" in err
+
+
+def test_alert_test_without_a_webhook_says_what_is_missing(cli) -> None:
+    cli("domain", "add", "example.test", "--relay", "h")
+    code, _, err = cli("alert", "test", "example.test")
+    assert code == 1 and "example.test has no alert webhook: nothing to test" in err
+    cli("domain", "update", "example.test", "--alert-email", "noc@example.net")
+    code, _, err = cli("alert", "test", "example.test")
+    assert code == 1
+    assert "only an alert email (noc@example.net), and email alerts are not built yet" in err
+    assert cli("alert", "test", "absent.test")[0] == 1

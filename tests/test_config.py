@@ -32,6 +32,7 @@ def test_example_documents_every_key_with_its_default() -> None:
     assert from_example.intake == default.intake
     assert from_example.tls == default.tls
     assert from_example.storage == default.storage
+    assert from_example.monitor == default.monitor
     assert from_example.data_dir == default.data_dir
 
 
@@ -61,6 +62,8 @@ def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         ('[storage]\nbackend = "postgres"\n', "storage.backend"),
         ('[relay]\nsync_each_result = "yes"\n', "relay.sync_each_result"),
         ('[relay]\nresolver = "ns.example.com"\n', "relay.resolver"),
+        ("[monitor]\nalert_window = 0\n", "monitor.alert_window"),
+        ('[monitor]\nalert_window = "15m"\n', "monitor.alert_window"),
         ('[tls]\nprivate_key = "k.pem"\n', "tls.certificate"),
         ("data_dir = 5\n", "data_dir"),
         ("this is not toml", "--config"),
@@ -78,3 +81,11 @@ def test_invalid_config_names_the_key(tmp_path: Path, text: str, key: str) -> No
 def test_missing_config_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="no such file"):
         load_config(tmp_path / "absent.toml")
+
+
+def test_alert_window_defaults_to_15_minutes_and_can_be_set(tmp_path: Path) -> None:
+    # Issue #5: at most one alert per kind per domain per 15 minutes, configurable.
+    assert parse_config({}).monitor.alert_window == 900.0
+    path = tmp_path / "strata.toml"
+    path.write_text("[monitor]\nalert_window = 3600\n")
+    assert load_config(path).monitor.alert_window == 3600.0

@@ -1785,7 +1785,37 @@ def test_a_v6_database_upgrades_to_v7_and_its_domains_get_the_default_portal(
     result_of(store.update_domain(replace(old, portal="open", retention_days=7)))
     updated = result_of(store.get_domain("old.test"))
     assert updated is not None and (updated.portal, updated.retention_days) == ("open", 7)
-    assert sql(store, "PRAGMA user_version") == [(7,)]
+    assert sql(store, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+    result_of(store.close())
+
+
+def test_a_v7_database_upgrades_to_v8_and_its_domains_have_no_alert_targets(
+    data_dir: Path, clock: task.Clock
+) -> None:
+    data_dir.mkdir(parents=True)
+    conn = sqlite3.connect(data_dir / "strata.db", isolation_level=None)
+    assert migrate(conn, to_version=7) == 0
+    conn.execute(
+        "INSERT INTO domains (name, created_at, updated_at, relay_host, relay_port, mode)"
+        " VALUES ('old.test', 1, 1, 'mx.old.test', 25, 'relay')"
+    )
+    conn.close()
+    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store.open(recover=True)
+    (old,) = result_of(store.list_domains())
+    assert (old.alert_email, old.alert_webhook, old.alert_webhook_auth) == (None, None, None)
+    result_of(
+        store.update_domain(
+            replace(old, alert_webhook="https://sms.example/hook", alert_webhook_auth="Bearer x")
+        )
+    )
+    updated = result_of(store.get_domain("old.test"))
+    assert updated is not None
+    assert (updated.alert_webhook, updated.alert_webhook_auth) == (
+        "https://sms.example/hook",
+        "Bearer x",
+    )
+    assert sql(store, "PRAGMA user_version") == [(8,)]
     result_of(store.close())
 
 

@@ -38,7 +38,7 @@ DEFAULT_TIMEOUT: Final = 10.0
 # How much of an error answer's body goes into the error text.
 _BODY_EXCERPT: Final = 200
 
-Event = Literal["outage.started", "outage.ended"]
+Event = Literal["outage.started", "outage.ended", "alert.test"]
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,9 @@ def webhook_payload(event: Event, domain: Domain, outage: Outage, queued: int) -
     null while the outage is open.
     """
     name = display_domain(domain.name)
-    if event == "outage.started":
+    if event == "alert.test":
+        text = f"Strata: test alert for {name}. Alerts reach you; nothing is wrong."
+    elif event == "outage.started":
         text = (
             f"Strata: mail server of {name} ({domain.relay}) is DOWN since "
             f"{format_time(outage.started_at)}; {queued} message(s) queued."
@@ -102,6 +104,13 @@ def webhook_payload(event: Event, domain: Domain, outage: Outage, queued: int) -
         "reason": outage.reason,
         "text": text,
     }
+
+
+def alert_webhook_target(domain: Domain) -> WebhookTarget | None:
+    """Where ``domain``'s webhook alerts go (``strata domain update --alert-webhook``), if set."""
+    if not domain.alert_webhook:
+        return None
+    return WebhookTarget(domain.alert_webhook, domain.alert_webhook_auth)
 
 
 @implementer(IBodyProducer)
@@ -185,6 +194,10 @@ class WebhookAlertSender:
 
     def outage_ended(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
         return self._post("outage.ended", domain, outage, queued)
+
+    def test_alert(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
+        """An ``alert.test`` call (``strata alert test``): says plainly that nothing is wrong."""
+        return self._post("alert.test", domain, outage, queued)
 
     def _post(self, event: Event, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
         try:

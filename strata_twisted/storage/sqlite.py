@@ -273,6 +273,9 @@ def _domain(row: sqlite3.Row) -> Domain:
         accept_unknown=bool(row["accept_unknown"]),
         portal=cast(PortalPolicy, row["portal"]),
         retention_days=_optional_int(row["retention_days"]),
+        alert_email=row["alert_email"],
+        alert_webhook=row["alert_webhook"],
+        alert_webhook_auth=row["alert_webhook_auth"],
     )
 
 
@@ -292,19 +295,23 @@ def _domain_settings(domain: Domain) -> tuple[object, ...]:
         int(domain.accept_unknown),
         domain.portal,
         domain.retention_days,
+        domain.alert_email,
+        domain.alert_webhook,
+        domain.alert_webhook_auth,
     )
 
 
 _INSERT_DOMAIN: Final = (
     "INSERT INTO domains (name, created_at, updated_at, relay_host, relay_port, mode, tls_policy,"
     " hold_rejected, queue_lifetime, probe_interval, down_after, up_after, monitored,"
-    " accept_unknown, portal, retention_days)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " accept_unknown, portal, retention_days, alert_email, alert_webhook, alert_webhook_auth)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPDATE_DOMAIN: Final = (
     "UPDATE domains SET relay_host = ?, relay_port = ?, mode = ?, tls_policy = ?,"
     " hold_rejected = ?, queue_lifetime = ?, probe_interval = ?, down_after = ?, up_after = ?,"
-    " monitored = ?, accept_unknown = ?, portal = ?, retention_days = ?, updated_at = ?"
+    " monitored = ?, accept_unknown = ?, portal = ?, retention_days = ?, alert_email = ?,"
+    " alert_webhook = ?, alert_webhook_auth = ?, updated_at = ?"
     " WHERE name = ?"
 )
 

@@ -46,6 +46,8 @@ Layout notes:
 - Migration 7 adds ``domains.portal`` (when the webmail/IMAP portal is open: ``outage``, the
   default for existing domains too, ``always``, ``off`` or ``open``) and
   ``domains.retention_days`` (NULL: the global default).
+- Migration 8 (alerts, #5) adds ``domains.alert_email``, ``domains.alert_webhook`` (an http(s)
+  URL) and ``domains.alert_webhook_auth`` (its Authorization header value, a secret); NULL: none.
 - No CHECK constraints on states or modes: the code validates them, and SQLite cannot alter a
   CHECK without rebuilding the table, which would make adding a queue state a costly migration.
 """
@@ -270,6 +272,15 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             # The webmail portal policy and the shadow-mail retention override (#4).
             "ALTER TABLE domains ADD COLUMN portal TEXT NOT NULL DEFAULT 'outage'",
             "ALTER TABLE domains ADD COLUMN retention_days INTEGER",
+        ),
+    ),
+    (
+        8,
+        (
+            # Where a domain's outage alerts go (#5); NULL: nowhere.
+            "ALTER TABLE domains ADD COLUMN alert_email TEXT",
+            "ALTER TABLE domains ADD COLUMN alert_webhook TEXT",
+            "ALTER TABLE domains ADD COLUMN alert_webhook_auth TEXT",
         ),
     ),
 )

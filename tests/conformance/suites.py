@@ -242,6 +242,12 @@ class DomainStoreSuite:
         ) == (None, None, None, None)
         # The webmail portal opens during outages; retention follows the global default.
         assert (stored.portal, stored.retention_days) == ("outage", None)
+        # No alert targets until the admin sets them.
+        assert (stored.alert_email, stored.alert_webhook, stored.alert_webhook_auth) == (
+            None,
+            None,
+            None,
+        )
 
     def test_every_field_round_trips(self, store: Any, clock: task.Clock) -> None:
         clock.advance(1000)
@@ -261,6 +267,9 @@ class DomainStoreSuite:
             accept_unknown=True,
             portal="always",
             retention_days=7,
+            alert_email="noc@example.net",
+            alert_webhook="https://sms.example.net/hook?key=s3cret",
+            alert_webhook_auth="Bearer s3cret",
         )
         assert result_of(store.add_domain(domain)) == domain
         assert result_of(store.get_domain("example.com")) == domain
@@ -295,6 +304,34 @@ class DomainStoreSuite:
         assert result_of(store.get_domain("example.com")).retention_days == 36500
         result_of(store.update_domain(self.domain(retention_days=None)))
         assert result_of(store.get_domain("example.com")).retention_days is None
+
+    def test_alert_settings_round_trip_and_clear(self, store: Any) -> None:
+        alerts = {
+            "alert_email": "nöc@bücher.example",  # a UTF-8 local part and domain
+            "alert_webhook": "http://127.0.0.1:8080/alert",
+            "alert_webhook_auth": "Basic dXNlcjpwYXNz",
+        }
+        result_of(store.add_domain(self.domain(**alerts)))
+        stored = result_of(store.get_domain("example.com"))
+        assert (stored.alert_email, stored.alert_webhook, stored.alert_webhook_auth) == tuple(
+            alerts.values()
+        )
+        # Only the webhook's secret goes; the rest stays.
+        result_of(store.update_domain(replace(stored, alert_webhook_auth=None)))
+        (listed,) = result_of(store.list_domains())
+        assert (listed.alert_email, listed.alert_webhook, listed.alert_webhook_auth) == (
+            alerts["alert_email"],
+            alerts["alert_webhook"],
+            None,
+        )
+        assert listed.as_json()["alert_webhook_auth_set"] is False
+        result_of(store.update_domain(self.domain()))
+        cleared = result_of(store.get_domain("example.com"))
+        assert (cleared.alert_email, cleared.alert_webhook, cleared.alert_webhook_auth) == (
+            None,
+            None,
+            None,
+        )
 
     def test_list_is_sorted_by_name(self, store: Any) -> None:
         for name in ("b.example", "xn--bcher-kva.example", "a.example"):
