@@ -29,6 +29,7 @@ from typing import Final
 
 from strata_twisted.model import MailMessage
 from strata_twisted.proto.imap_parser import SearchKey, SequenceSet, SortCriterion
+from strata_twisted.proto.imap_response import compact_sequence_set
 from strata_twisted.proto.mime import header_fields
 
 # -- what to load ---------------------------------------------------------------------------------
@@ -479,13 +480,8 @@ def sort(
 
 def sequence_set(numbers: Iterable[int]) -> str:
     """Numbers as a compact sequence set, ``1:3,7``; empty for none."""
-    ranges: list[list[int]] = []
-    for n in sorted(set(numbers)):
-        if ranges and n == ranges[-1][1] + 1:
-            ranges[-1][1] = n
-        else:
-            ranges.append([n, n])
-    return ",".join(str(a) if a == b else f"{a}:{b}" for a, b in ranges)
+    values = list(numbers)
+    return compact_sequence_set(values) if values else ""
 
 
 def search_response(numbers: Iterable[int]) -> str:

@@ -367,16 +367,6 @@ def _mailbox_name(name: str) -> str:
     return normalize_mailbox_name(name)
 
 
-def _header_length(data: bytes | None) -> int | None:
-    """The length of a message's header block, from its kept MIME index (None: none usable)."""
-    if data is None:
-        return None
-    try:
-        return index_from_json(data).root.header_length
-    except IndexFormatError:
-        return None
-
-
 def _search_mailbox(selected: _Selected) -> SearchMailbox:
     return SearchMailbox(
         largest_seq=len(selected.uids), largest_uid=selected.uids[-1] if selected.uids else 0
@@ -1155,15 +1145,8 @@ class IMAPProtocol(Protocol):
                 out[message.uid] = content
         if not missing:
             return out
-        indexes = await self.factory.mailboxes.mime_indexes(
-            self.user, selected.name, [m.uid for m in missing]
-        )
-        lengths: dict[int, int] = {}
-        for message in missing:
-            length = _header_length(indexes.get(message.uid))
-            if length is None:
-                length = (await self._index(message, None)).root.header_length
-            lengths[message.uid] = length
+        indexes = await self._indexes(selected, missing)
+        lengths = {m.uid: indexes[m.uid].root.header_length for m in missing}
         blocks: dict[int, bytes] = {}
         short = [m for m in missing if lengths[m.uid] <= HEADER_BATCH]
         if short:
