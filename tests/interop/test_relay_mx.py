@@ -90,7 +90,13 @@ def test_a_dsn_is_delivered_to_the_senders_mx(
 
     assert eventually(submitted, timeout=10)
 
-    messages = eventually(sink.messages)
+    # smtp-sink creates its dump file at MAIL FROM and fills it as DATA arrives: read it once
+    # Strata has recorded the sink's 250 for the DSN (from <>), i.e. once the dump is whole.
+    def dsn_delivered() -> bool:
+        return any(e["sender"] == "" and e["state"] == "delivered" for e in strata.queue())
+
+    assert eventually(dsn_delivered), strata.log_text()[-3000:]
+    messages = sink.messages()
     assert len(messages) == 1, strata.log_text()[-3000:]
     dump = messages[0]
     dsn = email.message_from_bytes(dump, policy=email.policy.compat32)
