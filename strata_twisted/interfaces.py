@@ -214,6 +214,21 @@ class IQueueStore(Interface):
     def last_delivered_at(domain: str) -> Deferred[float | None]:
         """The newest ``delivered_at`` among ``domain``'s entries, or None if none was delivered."""
 
+    def mark_delay_notified(entry_ids: Sequence[str], at: float) -> Deferred[None]:
+        """
+        Record that the senders of these entries were told their message is delayed (RFC 3464
+        ``Action: delayed``): ``delay_notified_at`` = ``at``, only on entries where it is still
+        None, so the first notice's time is kept and none is sent twice.  Nothing else changes,
+        whatever the entry's state.  Unknown ids are ignored.  One atomic step.
+        """
+
+    def received_since(domain: str, since: float) -> Deferred[tuple[int, int]]:
+        """
+        ``(received, delivered)``: how many of ``domain``'s entries (every state) were received at
+        or after ``since``, and how many of those are DELIVERED now.  For the outage-end alert:
+        "N queued during the outage, M delivered".
+        """
+
 
 class IShadowStore(Interface):
     """Copies of messages kept for recipients' shadow mailboxes (mode ``both``)."""

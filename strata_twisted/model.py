@@ -220,11 +220,17 @@ class Envelope:
 
 @dataclass(frozen=True)
 class Delivery:
-    """What intake does for one recipient: queue it for its domain's primary, maybe shadow it."""
+    """
+    What intake does for one recipient: queue it for its domain's primary (or, ``outbound``, for
+    its domain's MX), maybe shadow it.
+    """
 
     recipient: str
     domain: str
     shadow: bool = False
+    # Submission (#5): a recipient outside the protected domains, for the outbound queue: the
+    # relay delivers it to the MX of ``domain`` rather than to a primary.
+    outbound: bool = False
 
 
 @dataclass(frozen=True)
@@ -277,6 +283,11 @@ class QueueEntry:
     # Set when the primary accepted it: when, and what it said ("250 2.0.0 Ok: queued as ...").
     delivered_at: float | None = None
     delivery_reply: str | None = None
+    # Submission (#5): an outbound entry goes to ``domain``'s MX, not to a protected domain's
+    # primary (L{Delivery.outbound}).  ``delay_notified_at``: when the sender was told that the
+    # message is delayed (an RFC 3464 DSN with ``Action: delayed``), sent at most once.
+    outbound: bool = False
+    delay_notified_at: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {

@@ -76,6 +76,7 @@ from tests.conformance.suites import (
     BOB,
     BODY,
     CAROL,
+    ZOE,
     ControlStoreSuite,
     CredentialStoreSuite,
     DomainStoreSuite,
@@ -1815,8 +1816,63 @@ def test_a_v7_database_upgrades_to_v8_and_its_domains_have_no_alert_targets(
         "https://sms.example/hook",
         "Bearer x",
     )
-    assert sql(store, "PRAGMA user_version") == [(8,)]
+    assert sql(store, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
     result_of(store.close())
+
+
+# -- submission (#5): migration 9, outbound entries and delay notices
+
+
+def test_a_v8_database_upgrades_to_v9_and_its_entries_are_inbound_and_never_notified(
+    data_dir: Path, clock: task.Clock
+) -> None:
+    data_dir.mkdir(parents=True)
+    (data_dir / "messages").mkdir()
+    conn = sqlite3.connect(data_dir / "strata.db", isolation_level=None)
+    assert migrate(conn, to_version=8) == 0
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(queue)")}
+    assert "outbound" not in columns and "delay_notified_at" not in columns  # really version 8
+    conn.executescript(
+        """
+        BEGIN;
+        INSERT INTO messages VALUES ('M1', 'sender@example.org',
+            '["alice@example.com", "carol@example.net"]', '192.0.2.1', 'client.example',
+            0, 0, 1000.0, 9, '<1@example.org>', NULL);
+        INSERT INTO bodies VALUES ('M1', X'413A20310D0A0D0A78');
+        INSERT INTO queue (id, message_id, domain, recipient, state, attempts, last_error,
+            next_attempt_at, created_at, delivered_at, delivery_reply)
+            VALUES ('M1.1', 'M1', 'example.com', 'alice@example.com', 'delivered', 1, NULL,
+                    1000.0, 1000.5, 1100.0, '250 ok'),
+                   ('M1.2', 'M1', 'example.net', 'carol@example.net', 'queued', 2,
+                    '421 busy', 1300.0, 1000.5, NULL, NULL);
+        COMMIT;
+        """
+    )
+    conn.close()
+
+    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store.open(recover=True)
+    try:
+        assert sql(store, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+        old = result_of(store.list_entries())
+        assert [(e.id, e.outbound, e.delay_notified_at) for e in old] == [
+            ("M1.1", False, None),
+            ("M1.2", False, None),
+        ]
+        assert (old[1].state, old[1].attempts, old[1].last_error) == (QUEUED, 2, "421 busy")
+        assert result_of(store.received_since("example.com", 1000.0)) == (1, 1)
+        # The new methods and columns work on the old rows, and beside new outbound ones.
+        result_of(store.mark_delay_notified(["M1.2"], 2000.0))
+        assert entry(store, "M1.2") == replace(old[1], delay_notified_at=2000.0)
+        deliver(store, "M2", (ZOE,), received_at=3000.0)
+        assert entry(store, "M2.1").outbound
+        assert sql(store, "SELECT id, outbound FROM queue ORDER BY seq") == [
+            ("M1.1", 0),
+            ("M1.2", 0),
+            ("M2.1", 1),
+        ]
+    finally:
+        result_of(store.close())
 
 
 def _delivered(store: SQLiteStore, *message_ids: str) -> None:

@@ -28,6 +28,8 @@ The rules:
   while the relay was trying it, a deferred, bounced or held result counts the attempt and keeps
   ``last_error`` but leaves the admin's state.  A delivered result always applies: the primary
   has the message, whatever was decided meanwhile.
+- Neither kind of change touches what the entry is (``outbound``) or whether its sender was told
+  of a delay (``delay_notified_at``, set by C{IQueueStore.mark_delay_notified} alone).
 """
 
 from __future__ import annotations

@@ -300,6 +300,7 @@ class MemoryStore:
                 attempts=0,
                 last_error=None,
                 next_attempt_at=incoming.received_at,
+                outbound=delivery.outbound,
             )
             self._next_seq += 1
             self._entries[entry.id] = entry
@@ -436,6 +437,19 @@ class MemoryStore:
             if e.domain == domain and e.state == DELIVERED and e.delivered_at is not None
         ]
         return succeed(max(times, default=None))
+
+    def mark_delay_notified(self, entry_ids: Sequence[str], at: float) -> Deferred[None]:
+        for entry_id in entry_ids:
+            entry = self._entries.get(entry_id)
+            if entry is not None and entry.delay_notified_at is None:
+                self._entries[entry_id] = replace(entry, delay_notified_at=at)
+        return succeed(None)
+
+    def received_since(self, domain: str, since: float) -> Deferred[tuple[int, int]]:
+        received = [
+            e for e in self._entries.values() if e.domain == domain and e.received_at >= since
+        ]
+        return succeed((len(received), sum(e.state == DELIVERED for e in received)))
 
     def _set_entry_state(self, entry_id: str, state: str) -> None:
         """For tests: move an entry to ``state``, whatever it is in (no rules applied)."""

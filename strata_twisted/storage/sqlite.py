@@ -351,6 +351,8 @@ def _entry(row: sqlite3.Row) -> QueueEntry:
         last_attempt_at=_optional_float(row["last_attempt_at"]),
         delivered_at=_optional_float(row["delivered_at"]),
         delivery_reply=row["delivery_reply"],
+        outbound=bool(row["outbound"]),
+        delay_notified_at=_optional_float(row["delay_notified_at"]),
     )
 
 
@@ -1100,7 +1102,7 @@ class SQLiteStore:
             )
         conn.executemany(
             "INSERT INTO queue (id, message_id, domain, recipient, state, attempts, last_error,"
-            " next_attempt_at, created_at) VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?)",
+            " next_attempt_at, created_at, outbound) VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?, ?)",
             [
                 (
                     f"{message_id}.{n}",
@@ -1110,6 +1112,7 @@ class SQLiteStore:
                     QUEUED,
                     incoming.received_at,
                     pending.created_at,
+                    int(delivery.outbound),
                 )
                 for n, delivery in enumerate(incoming.deliveries, start=1)
             ],
@@ -1408,6 +1411,37 @@ class SQLiteStore:
             return _optional_float(row[0])
 
         return self._run(f"reading the last delivery for {domain}", query)
+
+    def mark_delay_notified(self, entry_ids: Sequence[str], at: float) -> Deferred[None]:
+        ids = json.dumps(list(entry_ids))
+
+        def mark(conn: sqlite3.Connection) -> None:
+            # One lookup in the unique index on id per id; an unknown id matches nothing.
+            conn.execute(
+                "UPDATE queue SET delay_notified_at = ?"
+                " WHERE id IN (SELECT value FROM json_each(?)) AND delay_notified_at IS NULL",
+                (at, ids),
+            )
+
+        # Durable before it fires, like an admin's move: a notice must not be sent twice.
+        return self._run("recording delay notices", lambda: self._t_transaction(mark))
+
+    def received_since(self, domain: str, since: float) -> Deferred[tuple[int, int]]:
+        def query() -> tuple[int, int]:
+            # The domain's entries through queue_domain_seq; received_at lives on the message.
+            row = (
+                self._t_conn()
+                .execute(
+                    "SELECT count(*), coalesce(sum(q.state = ?), 0)"
+                    " FROM queue AS q JOIN messages AS m ON m.id = q.message_id"
+                    " WHERE q.domain = ? AND m.received_at >= ?",
+                    (DELIVERED, domain, since),
+                )
+                .fetchone()
+            )
+            return int(row[0]), int(row[1])
+
+        return self._run(f"counting what {domain} received since {since}", query)
 
     # -- IShadowStore
 

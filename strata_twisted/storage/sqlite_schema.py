@@ -48,6 +48,9 @@ Layout notes:
   ``domains.retention_days`` (NULL: the global default).
 - Migration 8 (alerts, #5) adds ``domains.alert_email``, ``domains.alert_webhook`` (an http(s)
   URL) and ``domains.alert_webhook_auth`` (its Authorization header value, a secret); NULL: none.
+- Migration 9 (submission, #5) adds ``queue.outbound`` (1: the entry goes to its domain's MX, not
+  to a primary; 0 for every existing entry) and ``queue.delay_notified_at`` (when the sender got
+  the RFC 3464 "delayed" notice; NULL: not yet).
 - No CHECK constraints on states or modes: the code validates them, and SQLite cannot alter a
   CHECK without rebuilding the table, which would make adding a queue state a costly migration.
 """
@@ -281,6 +284,15 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "ALTER TABLE domains ADD COLUMN alert_email TEXT",
             "ALTER TABLE domains ADD COLUMN alert_webhook TEXT",
             "ALTER TABLE domains ADD COLUMN alert_webhook_auth TEXT",
+        ),
+    ),
+    (
+        9,
+        (
+            # Submission (#5): outbound entries (to the recipient domain's MX), and when the
+            # sender was told an entry is delayed (NULL: not yet).
+            "ALTER TABLE queue ADD COLUMN outbound INTEGER NOT NULL DEFAULT 0",
+            "ALTER TABLE queue ADD COLUMN delay_notified_at REAL",
         ),
     ),
 )

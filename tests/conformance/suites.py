@@ -106,6 +106,9 @@ BOB = Delivery("bob@example.com", "example.com", shadow=True)
 CAROL = Delivery("carol@example.net", "example.net")
 DAVE = Delivery("dave@example.net", "example.net", shadow=True)
 ERIN = Delivery("erin@a.example", "a.example")
+# Submission (#5): recipients outside the protected domains, for the outbound queue.
+ZOE = Delivery("zoe@elsewhere.example", "elsewhere.example", outbound=True)
+YURI = Delivery("yuri@elsewhere.example", "elsewhere.example", outbound=True)
 
 # Bytes are sacred (DESIGN decision 3): CRLF and bare LF, 8-bit, NUL, a lone dot, trailing space.
 BODY = (
@@ -1110,6 +1113,101 @@ class QueueStoreSuite:
         assert result_of(store.last_delivered_at("example.com")) == 3000.0  # newest, not last
         assert result_of(store.last_delivered_at("example.net")) == 4000.0
         assert result_of(store.last_delivered_at("a.example")) is None
+
+    # -- outbound entries and delay notices (submission, #5)
+
+    def test_outbound_round_trips(self, store: Any) -> None:
+        deliver(store, "M1", (ALICE, ZOE), received_at=1000.0)
+        deliver(store, "M2", (YURI,), received_at=2000.0)
+        by_id = {e.id: e for e in result_of(store.list_entries())}
+        assert {i: e.outbound for i, e in by_id.items()} == {
+            "M1.1": False,
+            "M1.2": True,
+            "M2.1": True,
+        }
+        assert {e.delay_notified_at for e in by_id.values()} == {None}
+        zoe = by_id["M1.2"]
+        assert (zoe.domain, zoe.recipient, zoe.state) == (
+            "elsewhere.example",
+            ZOE.recipient,
+            QUEUED,
+        )
+        assert entry(store, "M1.2") == zoe
+        assert result_of(store.entries_for_message("M1")) == [by_id["M1.1"], zoe]
+        assert result_of(store.list_entries("elsewhere.example")) == [zoe, by_id["M2.1"]]
+        assert result_of(store.due_entries("elsewhere.example", 2000.0, 10)) == [zoe, by_id["M2.1"]]
+        assert result_of(store.due_entries("example.com", 2000.0, 10)) == [by_id["M1.1"]]
+
+    def test_delay_notified_is_set_once_and_kept(
+        self, store: Any, set_entry_state: SetEntryState
+    ) -> None:
+        deliver(store, "M1", (ZOE, YURI, ALICE), received_at=1000.0)
+        before = {e.id: e for e in result_of(store.list_entries())}
+        # Unknown ids are ignored; an id given twice is set once.
+        assert result_of(store.mark_delay_notified(["M1.1", "M9.1", "M1.1", "M1"], 5000.0)) is None
+        assert entry(store, "M1.1") == replace(before["M1.1"], delay_notified_at=5000.0)
+        assert entry(store, "M1.2") == before["M1.2"]
+        assert entry(store, "M1.3") == before["M1.3"]
+        # A second notice run keeps the first time and sets only the entries still without one,
+        # whatever their state.
+        set_entry_state(store, "M1.3", HELD)
+        result_of(store.mark_delay_notified(("M1.1", "M1.2", "M1.3"), 9000.0))
+        after = {e.id: e.delay_notified_at for e in result_of(store.list_entries())}
+        assert after == {"M1.1": 5000.0, "M1.2": 9000.0, "M1.3": 9000.0}
+        assert [e.delay_notified_at for e in result_of(store.due_entries(ZOE.domain, 1e12, 9))] == [
+            5000.0,
+            9000.0,
+        ]
+        result_of(store.mark_delay_notified([], 9500.0))  # nothing to do
+        assert {e.id: e.delay_notified_at for e in result_of(store.list_entries())} == after
+
+    def test_outbound_and_delay_notice_survive_results_and_moves(self, store: Any) -> None:
+        deliver(store, "M1", (ZOE, YURI), received_at=1000.0)
+        result_of(store.mark_delay_notified(["M1.1"], 1500.0))
+        kept = {"outbound": True, "delay_notified_at": 1500.0}
+
+        def fields(found: QueueEntry) -> dict[str, Any]:
+            return {"outbound": found.outbound, "delay_notified_at": found.delay_notified_at}
+
+        deferred = AttemptResult("M1.1", DEFERRED_OUTCOME, "421 later", 1600.0, 2000.0)
+        assert fields(result_of(store.record_result(deferred))) == kept
+        assert fields(entry(store, "M1.1")) == kept
+        assert fields(result_of(store.change_state("M1.1", (QUEUED,), HELD, 1700.0, "x"))) == kept
+        assert fields(result_of(store.change_state("M1.1", (HELD,), QUEUED, 1800.0, ""))) == kept
+        delivered = AttemptResult("M1.1", DELIVERED_OUTCOME, "250 ok", 1900.0)
+        assert fields(result_of(store.record_result(delivered))) == kept
+        assert fields(entry(store, "M1.1")) == kept
+        # A delivered entry may still be marked (a notice that was sent just before it went).
+        result_of(store.mark_delay_notified(["M1.1"], 9000.0))
+        assert fields(entry(store, "M1.1")) == kept
+        # The other recipient: outbound, never notified, bounced.
+        bounced = AttemptResult("M1.2", BOUNCED_OUTCOME, "550 no", 1900.0)
+        assert fields(result_of(store.record_result(bounced))) == {
+            "outbound": True,
+            "delay_notified_at": None,
+        }
+
+    def test_received_since(self, store: Any, set_entry_state: SetEntryState) -> None:
+        assert result_of(store.received_since("example.com", 0.0)) == (0, 0)
+        deliver(store, "M1", (ALICE, BOB), received_at=100.0)
+        deliver(store, "M2", (ALICE, CAROL), received_at=200.0)
+        deliver(store, "M3", (BOB,), received_at=300.0)
+        # At or after ``since``; entries of other domains do not count.
+        assert result_of(store.received_since("example.com", 200.0)) == (2, 0)
+        assert result_of(store.received_since("example.com", 100.0)) == (4, 0)
+        assert result_of(store.received_since("example.com", 300.5)) == (0, 0)
+        assert result_of(store.received_since("example.net", 150.0)) == (1, 0)
+        assert result_of(store.received_since("a.example", 0.0)) == (0, 0)
+        # Delivered now: only those received since then count as delivered.
+        for entry_id in ("M1.1", "M2.1"):
+            result_of(store.record_result(AttemptResult(entry_id, DELIVERED_OUTCOME, "250", 400.0)))
+        assert result_of(store.received_since("example.com", 200.0)) == (2, 1)
+        assert result_of(store.received_since("example.com", 0.0)) == (4, 2)
+        # Every state counts as received; only DELIVERED as delivered.
+        set_entry_state(store, "M3.1", BOUNCED)
+        assert result_of(store.received_since("example.com", 200.0)) == (2, 1)
+        result_of(store.change_state("M1.2", (QUEUED,), HELD, 500.0, ""))
+        assert result_of(store.received_since("example.com", 100.0)) == (4, 2)
 
 
 class ShadowStoreSuite:
