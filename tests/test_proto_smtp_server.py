@@ -8,6 +8,7 @@ DataEnd, which gets C{250 2.0.0 Ok: queued}.
 
 from __future__ import annotations
 
+import base64
 from collections.abc import Callable, Iterable
 
 import pytest
@@ -18,6 +19,7 @@ from strata_twisted.errors import InsufficientStorage, MailError, RelayDenied
 from strata_twisted.proto.smtp_reply import Reply
 from strata_twisted.proto.smtp_server import (
     NEED_DATA,
+    Auth,
     DataAborted,
     DataChunk,
     DataEnd,
@@ -57,7 +59,7 @@ def pump(engine: SMTPServerEngine, events: list[Event], answer: Answer = default
             assert not engine.awaiting_response
             return
         events.append(event)
-        if isinstance(event, Hello | MailFrom | RcptTo | DataStart | DataEnd):
+        if isinstance(event, Hello | MailFrom | RcptTo | DataStart | DataEnd | Auth):
             assert engine.awaiting_response
             assert engine.next_event() is NEED_DATA  # nothing is parsed until respond()
             engine.respond(answer(event))
@@ -84,9 +86,20 @@ def drive(
     *,
     tls_available: bool = False,
     tls_active: bool = False,
+    auth_mechanisms: tuple[str, ...] = (),
+    auth_plaintext: bool = False,
+    auth_required: bool = False,
 ) -> tuple[list[Event], bytes, SMTPServerEngine]:
     """Feed the pieces one by one, pumping events after each; the events, the bytes sent."""
-    engine = SMTPServerEngine(HOST, limits, tls_available=tls_available, tls_active=tls_active)
+    engine = SMTPServerEngine(
+        HOST,
+        limits,
+        tls_available=tls_available,
+        tls_active=tls_active,
+        auth_mechanisms=auth_mechanisms,
+        auth_plaintext=auth_plaintext,
+        auth_required=auth_required,
+    )
     events: list[Event] = []
     for piece in pieces:
         engine.receive_data(piece)
@@ -106,10 +119,20 @@ def talk(
     *,
     tls_available: bool = False,
     tls_active: bool = False,
+    auth_mechanisms: tuple[str, ...] = (),
+    auth_plaintext: bool = False,
+    auth_required: bool = False,
 ) -> tuple[list[Event], list[str], SMTPServerEngine]:
     """One read of ``data``: the events, the last line of each reply, the engine."""
     events, sent, engine = drive(
-        [data], limits, answer, tls_available=tls_available, tls_active=tls_active
+        [data],
+        limits,
+        answer,
+        tls_available=tls_available,
+        tls_active=tls_active,
+        auth_mechanisms=auth_mechanisms,
+        auth_plaintext=auth_plaintext,
+        auth_required=auth_required,
     )
     return events, last_lines(sent), engine
 
@@ -702,6 +725,500 @@ def test_tls_started_without_starttls_is_an_error() -> None:
         SMTPServerEngine(HOST, tls_available=True).tls_started()
 
 
+# -- AUTH (RFC 4954) -------------------------------------------------------------------------------
+
+BOTH = ("PLAIN", "LOGIN")
+AUTH_OK = "235 2.7.0 Authentication successful"
+CANNOT_DECODE = "501 5.5.2 Cannot decode response"
+CANCELLED = "501 5.0.0 Authentication cancelled"
+INVALID = Reply(535, "5.7.8", "Authentication credentials invalid")
+
+
+def b64(data: str | bytes) -> bytes:
+    return base64.b64encode(data.encode() if isinstance(data, str) else data)
+
+
+def plain(authzid: str, username: str, password: str) -> bytes:
+    """An RFC 4616 PLAIN message, base64-encoded."""
+    return b64(f"{authzid}\0{username}\0{password}")
+
+
+BOB_PLAIN = plain("", "bob@strata.test", "s3cret")
+BOB = Auth("PLAIN", "", "bob@strata.test", "s3cret")
+WRONG = "wrong"  # the password refuse_wrong() refuses
+
+
+def refuse_wrong(event: Event) -> Reply | None:
+    """The adapter's answer: the password "wrong" fails, everything else is accepted."""
+    if isinstance(event, Auth) and event.password == WRONG:
+        return INVALID
+    return default_answer(event)
+
+
+def auth_talk(
+    data: bytes,
+    limits: ServerLimits = DEFAULT_LIMITS,
+    answer: Answer = refuse_wrong,
+    *,
+    mechanisms: tuple[str, ...] = BOTH,
+    auth_required: bool = False,
+) -> tuple[list[Event], list[str], SMTPServerEngine]:
+    """A session with AUTH allowed in the clear (as on loopback), everything else as talk()."""
+    return talk(
+        data,
+        limits,
+        answer,
+        auth_mechanisms=mechanisms,
+        auth_plaintext=True,
+        auth_required=auth_required,
+    )
+
+
+@pytest.mark.parametrize(
+    ("tls_active", "plaintext", "advertised"),
+    [
+        pytest.param(False, False, False, id="clear_text_not_allowed"),
+        pytest.param(False, True, True, id="clear_text_allowed"),
+        pytest.param(True, False, True, id="tls_active"),
+        pytest.param(True, True, True, id="tls_active_and_clear_text_allowed"),
+    ],
+)
+def test_ehlo_advertises_auth_when_allowed(
+    tls_active: bool, plaintext: bool, advertised: bool
+) -> None:
+    _, sent, _ = drive(
+        [GREET], tls_active=tls_active, auth_mechanisms=BOTH, auth_plaintext=plaintext
+    )
+    assert sent.endswith(b"250 AUTH PLAIN LOGIN\r\n") is advertised
+    assert (b"AUTH" in sent) is advertised
+
+
+def test_ehlo_advertises_only_the_configured_mechanisms() -> None:
+    _, sent, _ = drive([GREET], tls_active=True, auth_mechanisms=("LOGIN",))
+    assert sent.endswith(b"250-SMTPUTF8\r\n250 AUTH LOGIN\r\n")
+
+
+def test_ehlo_advertises_auth_after_starttls() -> None:
+    engine = SMTPServerEngine(HOST, tls_available=True, auth_mechanisms=BOTH)
+    events: list[Event] = []
+    engine.receive_data(GREET + b"STARTTLS\r\n")
+    pump(engine, events)
+    before = engine.data_to_send()
+    assert b"AUTH" not in before
+    assert before.endswith(b"250 STARTTLS\r\n220 2.0.0 Ready to start TLS\r\n")
+    engine.receive_data(GREET)
+    pump(engine, events)
+    assert engine.data_to_send().endswith(b"250-SMTPUTF8\r\n250 AUTH PLAIN LOGIN\r\n")
+
+
+def test_auth_before_tls_gets_538() -> None:
+    """RFC 4954 §6: a mechanism that needs encryption, used in the clear, gets 538 5.7.11."""
+    events, replies, engine = talk(
+        GREET + b"AUTH PLAIN " + BOB_PLAIN + b"\r\nAUTH LOGIN\r\n", auth_mechanisms=BOTH
+    )
+    expected = "538 5.7.11 Encryption required for requested authentication mechanism"
+    assert replies[-2:] == [expected, expected]
+    assert not any(isinstance(e, Auth) for e in events)
+    assert not engine.authenticated
+
+
+AUTH_CASES = [
+    # (id, what follows EHLO, the reply lines after the EHLO's, the Auth event or None)
+    ("plain_initial_response", b"AUTH PLAIN " + BOB_PLAIN + b"\r\n", [AUTH_OK], BOB),
+    ("plain_continuation", b"AUTH PLAIN\r\n" + BOB_PLAIN + b"\r\n", ["334 ", AUTH_OK], BOB),
+    ("plain_lowercase_mechanism", b"auth plain " + BOB_PLAIN + b"\r\n", [AUTH_OK], BOB),
+    ("plain_bare_lf", b"AUTH PLAIN\n" + BOB_PLAIN + b"\n", ["334 ", AUTH_OK], BOB),
+    (
+        "plain_with_authzid",
+        b"AUTH PLAIN " + plain("admin@strata.test", "bob", "pw") + b"\r\n",
+        [AUTH_OK],
+        Auth("PLAIN", "admin@strata.test", "bob", "pw"),
+    ),
+    (
+        "plain_utf8",
+        b"AUTH PLAIN " + plain("", "jörg@bücher.test", "pässwörd") + b"\r\n",
+        [AUTH_OK],
+        Auth("PLAIN", "", "jörg@bücher.test", "pässwörd"),
+    ),
+    ("plain_equals_is_an_empty_response", b"AUTH PLAIN =\r\n", [CANNOT_DECODE], None),
+    ("plain_empty_continuation", b"AUTH PLAIN\r\n\r\n", ["334 ", CANNOT_DECODE], None),
+    ("plain_bad_base64", b"AUTH PLAIN AGJvYgBzZWNyZXQ\r\n", [CANNOT_DECODE], None),
+    ("plain_bad_base64_continuation", b"AUTH PLAIN\r\n!!!!\r\n", ["334 ", CANNOT_DECODE], None),
+    ("plain_space_in_base64", b"AUTH PLAIN\r\nAGJv YgBz\r\n", ["334 ", CANNOT_DECODE], None),
+    ("plain_one_nul", b"AUTH PLAIN " + b64("bob\0secret") + b"\r\n", [CANNOT_DECODE], None),
+    ("plain_three_nuls", b"AUTH PLAIN " + b64("\0bob\0se\0cret") + b"\r\n", [CANNOT_DECODE], None),
+    (
+        "plain_invalid_utf8",
+        b"AUTH PLAIN " + b64(b"\0b\xffb\0secret") + b"\r\n",
+        [CANNOT_DECODE],
+        None,
+    ),
+    ("plain_cancelled", b"AUTH PLAIN\r\n*\r\n", ["334 ", CANCELLED], None),
+    (
+        "login_two_steps",
+        b"AUTH LOGIN\r\n" + b64("bob") + b"\r\n" + b64("s3cret") + b"\r\n",
+        ["334 VXNlcm5hbWU6", "334 UGFzc3dvcmQ6", AUTH_OK],
+        Auth("LOGIN", "", "bob", "s3cret"),
+    ),
+    (
+        "login_initial_response",
+        b"AUTH LOGIN " + b64("bob") + b"\r\n" + b64("s3cret") + b"\r\n",
+        ["334 UGFzc3dvcmQ6", AUTH_OK],
+        Auth("LOGIN", "", "bob", "s3cret"),
+    ),
+    (
+        "login_equals_is_an_empty_username",
+        b"AUTH LOGIN =\r\n" + b64("s3cret") + b"\r\n",
+        ["334 UGFzc3dvcmQ6", AUTH_OK],
+        Auth("LOGIN", "", "", "s3cret"),
+    ),
+    (
+        "login_cancelled_at_username",
+        b"AUTH LOGIN\r\n*\r\n",
+        ["334 VXNlcm5hbWU6", CANCELLED],
+        None,
+    ),
+    (
+        "login_cancelled_at_password",
+        b"AUTH LOGIN " + b64("bob") + b"\r\n*\r\n",
+        ["334 UGFzc3dvcmQ6", CANCELLED],
+        None,
+    ),
+    ("login_bad_base64", b"AUTH LOGIN\r\nbob\r\n", ["334 VXNlcm5hbWU6", CANNOT_DECODE], None),
+    (
+        "login_invalid_utf8_password",
+        b"AUTH LOGIN " + b64("bob") + b"\r\n" + b64(b"\xc3(") + b"\r\n",
+        ["334 UGFzc3dvcmQ6", CANNOT_DECODE],
+        None,
+    ),
+    (
+        "login_invalid_utf8_username",
+        b"AUTH LOGIN " + b64(b"\xff") + b"\r\n",
+        [CANNOT_DECODE],
+        None,
+    ),
+    (
+        "commands_during_the_exchange_are_responses",
+        b"AUTH PLAIN\r\nQUIT\r\nNOOP\r\n",
+        ["334 ", CANNOT_DECODE, "250 2.0.0 Ok"],
+        None,
+    ),
+    (
+        "unknown_mechanism",
+        b"AUTH CRAM-MD5\r\n",
+        ["504 5.5.4 Unrecognized authentication type"],
+        None,
+    ),
+    (
+        "non_ascii_mechanism",
+        "AUTH PLAİN\r\n".encode(),
+        ["504 5.5.4 Unrecognized authentication type"],
+        None,
+    ),
+    (
+        "auth_without_mechanism",
+        b"AUTH\r\n",
+        ["501 5.5.4 Syntax: AUTH mechanism [initial-response]"],
+        None,
+    ),
+    (
+        "auth_with_too_many_arguments",
+        b"AUTH PLAIN " + BOB_PLAIN + b" x\r\n",
+        ["501 5.5.4 Syntax: AUTH mechanism [initial-response]"],
+        None,
+    ),
+    (
+        "auth_twice",
+        b"AUTH PLAIN " + BOB_PLAIN + b"\r\nAUTH PLAIN " + BOB_PLAIN + b"\r\n",
+        [AUTH_OK, "503 5.5.1 Error: already authenticated"],
+        BOB,
+    ),
+    (
+        "auth_again_after_a_failure",
+        b"AUTH PLAIN " + plain("", "bob", "wrong") + b"\r\nAUTH PLAIN " + BOB_PLAIN + b"\r\n",
+        ["535 5.7.8 Authentication credentials invalid", AUTH_OK],
+        BOB,
+    ),
+    (
+        "auth_in_a_transaction",
+        b"MAIL FROM:<a@b.test>\r\nAUTH PLAIN " + BOB_PLAIN + b"\r\n",
+        ["250 2.1.0 Ok", "503 5.5.1 Error: MAIL transaction in progress"],
+        None,
+    ),
+    (
+        "auth_after_rcpt",
+        b"MAIL FROM:<a@b.test>\r\nRCPT TO:<u@x.test>\r\nAUTH LOGIN\r\n",
+        ["250 2.1.0 Ok", "250 2.1.5 Ok", "503 5.5.1 Error: MAIL transaction in progress"],
+        None,
+    ),
+    (
+        "auth_after_helo",
+        b"HELO client.test\r\nAUTH PLAIN " + BOB_PLAIN + b"\r\n",
+        [f"250 {HOST}", AUTH_OK],
+        BOB,
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("after_ehlo", "expected", "auth"), [pytest.param(*c[1:], id=c[0]) for c in AUTH_CASES]
+)
+def test_auth_exchange(after_ehlo: bytes, expected: list[str], auth: Auth | None) -> None:
+    events, replies, engine = auth_talk(GREET + after_ehlo)
+    assert replies[1:] == expected
+    assert [e for e in events if isinstance(e, Auth) and e.password != WRONG] == (
+        [auth] if auth else []
+    )
+    assert engine.authenticated is (auth is not None)
+    assert engine.authenticated_as == (auth.username if auth else None)
+
+
+def test_auth_before_ehlo() -> None:
+    _, replies, _ = auth_talk(b"AUTH PLAIN " + BOB_PLAIN + b"\r\n")
+    assert replies == ["503 5.5.1 Error: send HELO/EHLO first"]
+
+
+def test_auth_mechanism_not_configured() -> None:
+    _, replies, _ = auth_talk(GREET + b"AUTH LOGIN\r\n", mechanisms=("PLAIN",))
+    assert replies[-1] == "504 5.5.4 Unrecognized authentication type"
+
+
+@pytest.mark.parametrize("before", [b"", GREET, IN_MAIL])
+def test_auth_without_mechanisms_is_not_implemented(before: bytes) -> None:
+    """The intake's behaviour: AUTH is a command this server does not implement, in any state."""
+    _, replies, _ = talk(before + b"AUTH PLAIN " + BOB_PLAIN + b"\r\n", tls_active=True)
+    assert replies[-1] == "502 5.5.1 Error: command not implemented"
+
+
+def test_auth_success_sets_authenticated() -> None:
+    engine = SMTPServerEngine(HOST, auth_mechanisms=BOTH, auth_plaintext=True)
+    engine.receive_data(GREET + b"AUTH PLAIN " + BOB_PLAIN + b"\r\nMAIL FROM:<a@b.test>\r\n")
+    assert isinstance(engine.next_event(), Hello)
+    engine.respond()
+    assert engine.next_event() == BOB
+    assert engine.awaiting_response
+    assert not engine.authenticated
+    # RFC 4954 §4: nothing pipelined behind AUTH is read until the exchange is answered.
+    assert engine.next_event() is NEED_DATA
+    engine.respond()
+    assert engine.authenticated
+    assert engine.authenticated_as == "bob@strata.test"
+    assert isinstance(engine.next_event(), MailFrom)
+    engine.respond()
+    assert last_lines(engine.data_to_send())[-2:] == [AUTH_OK, "250 2.1.0 Ok"]
+
+
+def test_respond_names_the_confirmed_user() -> None:
+    engine = SMTPServerEngine(HOST, auth_mechanisms=BOTH, auth_plaintext=True)
+    engine.receive_data(GREET + b"AUTH LOGIN " + b64("Bob") + b"\r\n" + b64("pw") + b"\r\n")
+    engine.next_event()
+    engine.respond()
+    assert engine.next_event() == Auth("LOGIN", "", "Bob", "pw")
+    engine.respond(user="bob@strata.test")
+    assert engine.authenticated_as == "bob@strata.test"
+
+
+@pytest.mark.parametrize(
+    "reply",
+    [
+        INVALID,
+        Reply(454, "4.7.0", "Temporary authentication failure"),
+        Reply(535, "5.7.8", "Your primary mail server is working"),
+    ],
+)
+def test_auth_failure_leaves_the_session_unauthenticated(reply: Reply) -> None:
+    def answer(event: Event) -> Reply | None:
+        return reply if isinstance(event, Auth) else None
+
+    events, replies, engine = talk(
+        GREET + b"AUTH PLAIN " + BOB_PLAIN + b"\r\nMAIL FROM:<a@b.test>\r\n",
+        answer=answer,
+        auth_mechanisms=BOTH,
+        auth_plaintext=True,
+        auth_required=True,
+    )
+    assert BOB in events
+    assert replies[-2:] == [
+        reply.to_bytes().decode().rstrip("\r\n"),
+        "530 5.7.0 Authentication required",
+    ]
+    assert not engine.authenticated
+    assert engine.authenticated_as is None
+    assert engine.state is State.GREETED
+
+
+def test_respond_user_only_for_auth() -> None:
+    engine = SMTPServerEngine(HOST, auth_mechanisms=BOTH, auth_plaintext=True)
+    engine.receive_data(GREET)
+    engine.next_event()
+    with pytest.raises(ValueError):
+        engine.respond(user="bob")
+
+
+def test_auth_takes_no_intermediate_reply() -> None:
+    engine = SMTPServerEngine(HOST, auth_mechanisms=BOTH, auth_plaintext=True)
+    engine.receive_data(GREET + b"AUTH PLAIN " + BOB_PLAIN + b"\r\n")
+    engine.next_event()
+    engine.respond()
+    assert engine.next_event() == BOB
+    with pytest.raises(ValueError):
+        engine.respond(Reply(334, None, ""))
+    assert engine.awaiting_response
+
+
+def test_auth_event_repr_hides_the_password() -> None:
+    assert "s3cret" not in repr(BOB)
+    assert "bob@strata.test" in repr(BOB)
+
+
+@pytest.mark.parametrize(
+    ("mechanisms", "required"),
+    [
+        pytest.param(("CRAM-MD5",), False, id="unknown_mechanism"),
+        pytest.param(("plain",), False, id="lowercase_mechanism"),
+        pytest.param(("PLAIN", "PLAIN"), False, id="duplicate_mechanism"),
+        pytest.param((), True, id="required_without_mechanisms"),
+    ],
+)
+def test_auth_options_must_be_usable(mechanisms: tuple[str, ...], required: bool) -> None:
+    with pytest.raises(ValueError):
+        SMTPServerEngine(HOST, auth_mechanisms=mechanisms, auth_required=required)
+
+
+def test_mail_before_auth_gets_530() -> None:
+    """RFC 4954 §6: 530 5.7.0 when the policy requires authentication."""
+    data = GREET + b"MAIL FROM:<a@b.test>\r\nAUTH PLAIN " + BOB_PLAIN + b"\r\n"
+    events, replies, engine = auth_talk(data + b"MAIL FROM:<a@b.test>\r\n", auth_required=True)
+    assert replies[1:] == ["530 5.7.0 Authentication required", AUTH_OK, "250 2.1.0 Ok"]
+    assert [e.sender for e in events if isinstance(e, MailFrom)] == ["a@b.test"]
+    assert engine.state is State.MAIL
+
+
+def test_mail_before_auth_when_auth_is_not_offered_yet() -> None:
+    """Port 587 before STARTTLS: AUTH is not offered, and MAIL still needs it."""
+    _, replies, _ = talk(
+        GREET + b"MAIL FROM:<a@b.test>\r\n", auth_mechanisms=BOTH, auth_required=True
+    )
+    assert replies[-1] == "530 5.7.0 Authentication required"
+
+
+def test_tls_started_forgets_authentication() -> None:
+    engine = SMTPServerEngine(
+        HOST, tls_available=True, auth_mechanisms=BOTH, auth_plaintext=True, auth_required=True
+    )
+    events: list[Event] = []
+    engine.receive_data(GREET + b"AUTH PLAIN " + BOB_PLAIN + b"\r\nSTARTTLS\r\n")
+    pump(engine, events)
+    assert BOB in events
+    assert not engine.authenticated  # pump() called tls_started()
+    assert engine.authenticated_as is None
+    engine.receive_data(GREET + b"MAIL FROM:<a@b.test>\r\nAUTH PLAIN " + BOB_PLAIN + b"\r\n")
+    pump(engine, events)
+    assert last_lines(engine.data_to_send())[-3:] == [
+        "250 AUTH PLAIN LOGIN",
+        "530 5.7.0 Authentication required",
+        AUTH_OK,
+    ]
+    assert engine.authenticated
+
+
+@pytest.mark.parametrize(
+    ("param", "expected"),
+    [
+        pytest.param(b"AUTH=<>", "250 2.1.0 Ok", id="null"),
+        pytest.param(b"AUTH=bob@strata.test", "250 2.1.0 Ok", id="mailbox"),
+        pytest.param(b"auth=bob+2Bx@strata.test", "250 2.1.0 Ok", id="xtext_hexchar"),
+        pytest.param(b"AUTH=bob+2bx@strata.test", "501 5.5.4 Bad AUTH parameter", id="lower_hex"),
+        pytest.param(b"AUTH=bob+x@strata.test", "501 5.5.4 Bad AUTH parameter", id="bad_hexchar"),
+        pytest.param("AUTH=jörg@b.test".encode(), "501 5.5.4 Bad AUTH parameter", id="non_ascii"),
+        pytest.param(b"AUTH", "501 5.5.4 Bad AUTH parameter", id="no_value"),
+    ],
+)
+def test_mail_auth_parameter(param: bytes, expected: str) -> None:
+    """RFC 4954 §5: MAIL FROM:<...> AUTH=<mailbox> or AUTH=<>, as xtext."""
+    events, replies, _ = auth_talk(GREET + b"MAIL FROM:<a@b.test> " + param + b"\r\n")
+    assert replies[-1] == expected
+    if expected.startswith("250"):
+        assert events[-1] == MailFrom("a@b.test", params={"AUTH": param.decode()[5:]})
+
+
+@pytest.mark.parametrize(
+    "mechanisms",
+    [
+        pytest.param((), id="no_mechanisms"),
+        pytest.param(BOTH, id="auth_not_offered_in_the_clear"),
+    ],
+)
+def test_mail_auth_parameter_without_auth(mechanisms: tuple[str, ...]) -> None:
+    _, replies, _ = talk(GREET + b"MAIL FROM:<a@b.test> AUTH=<>\r\n", auth_mechanisms=mechanisms)
+    assert replies[-1] == "555 5.5.4 Unsupported option: AUTH"
+
+
+def test_failed_auths_count_as_errors() -> None:
+    wrong = b"AUTH PLAIN " + plain("", "bob", "wrong") + b"\r\n"
+    data = GREET + wrong + b"AUTH PLAIN !\r\n" + b"AUTH LOGIN\r\n*\r\n" + wrong + b"NOOP\r\n"
+    _, replies, engine = auth_talk(data, limits=ServerLimits(max_errors=3))
+    assert replies[1:] == [
+        "535 5.7.8 Authentication credentials invalid",
+        CANNOT_DECODE,
+        "334 VXNlcm5hbWU6",
+        CANCELLED,
+        f"421 4.7.0 {HOST} Error: too many errors",
+    ]
+    assert engine.closed
+
+
+def test_sasl_response_may_be_12288_octets() -> None:
+    """RFC 4954 §4: a response line may be 12288 octets, even where commands are shorter."""
+    limits = ServerLimits(max_line_length=100)
+    password = "x" * (12288 // 4 * 3 - len("\0bob\0"))
+    response = plain("", "bob", password)
+    assert len(response) == 12288
+    events, replies, engine = auth_talk(
+        GREET + b"AUTH PLAIN\r\n" + response + b"\r\nNOOP " + b"y" * 100 + b"\r\n", limits=limits
+    )
+    assert Auth("PLAIN", "", "bob", password) in events
+    assert replies[1:] == ["334 ", AUTH_OK, "500 5.5.2 Error: line too long"]
+    assert engine.authenticated
+
+
+def test_sasl_response_over_12288_octets_is_refused_in_sync() -> None:
+    too_long = b"A" * 12289
+    data = GREET + b"AUTH PLAIN\r\n" + too_long + b"\r\nNOOP\r\n"
+    expected = ["334 ", "500 5.5.6 Authentication Exchange line is too long", "250 2.0.0 Ok"]
+    _, replies, engine = auth_talk(data)
+    assert replies[1:] == expected
+    assert not engine.authenticated
+    # Byte by byte, the too-long line is dropped as it comes instead of buffered.
+    engine = SMTPServerEngine(HOST, auth_mechanisms=BOTH, auth_plaintext=True)
+    for i in range(len(data)):
+        engine.receive_data(data[i : i + 1])
+        pump(engine, [])
+        assert len(engine._buffer) <= 12288 + 2
+    assert last_lines(engine.data_to_send())[1:] == expected
+
+
+def test_eof_during_the_exchange_closes() -> None:
+    events, _, engine = drive(
+        [GREET + b"AUTH LOGIN\r\n" + b64("bob") + b"\r\n", b""],
+        auth_mechanisms=BOTH,
+        auth_plaintext=True,
+    )
+    assert engine.closed
+    assert not any(isinstance(e, Auth) for e in events)
+    engine.receive_data(b64("s3cret") + b"\r\n")
+    assert engine.next_event() is NEED_DATA
+
+
+def test_timeout_during_the_exchange_closes() -> None:
+    engine = SMTPServerEngine(HOST, auth_mechanisms=BOTH, auth_plaintext=True)
+    engine.receive_data(GREET + b"AUTH PLAIN\r\n")
+    pump(engine, [])
+    engine.timeout()
+    assert engine.data_to_send().endswith(f"421 4.4.2 {HOST} Error: timeout exceeded\r\n".encode())
+    assert engine.closed
+
+
 # -- message content -------------------------------------------------------------------------------
 
 CONTENT_CASES = [
@@ -965,3 +1482,54 @@ def test_property_dot_stuffing_round_trip(lines, cuts) -> None:
     events, _, _ = drive(pieces)
     assert events[-1] == DataEnd()
     assert message_of(events) == content
+
+
+AUTH_LIMITS = ServerLimits(max_line_length=60, max_errors=50)
+
+auth_parts = st.one_of(
+    st.sampled_from(
+        [
+            GREET,
+            b"AUTH PLAIN " + BOB_PLAIN + b"\r\n",
+            b"AUTH PLAIN " + plain("", "bob", "wrong") + b"\r\n",
+            b"AUTH PLAIN\r\n",
+            b"AUTH PLAIN =\r\n",
+            b"AUTH LOGIN\r\n",
+            b"AUTH LOGIN " + b64("bob") + b"\r\n",
+            b"AUTH CRAM-MD5\r\n",
+            BOB_PLAIN + b"\r\n",
+            plain("", "bob", "wrong") + b"\r\n",
+            b64("bob") + b"\r\n",
+            b64("s3cret") + b"\r\n",
+            b64("wrong") + b"\r\n",
+            b64(b"\xff") + b"\r\n",
+            b"*\r\n",
+            b"!!\r\n",
+            b"\r\n",
+            b"\n",
+            b"MAIL FROM:<a@b.test> AUTH=<>\r\n",
+            b"RSET\r\n",
+            b"NOOP\r\n",
+            b"A" * 70,
+            b"QUIT\r\n",
+        ]
+    ),
+    st.binary(max_size=20),
+)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(st.lists(auth_parts, max_size=30), st.booleans(), st.data())
+def test_property_any_split_of_an_auth_exchange_gives_the_same_events_and_replies(
+    parts, required, data
+) -> None:
+    session = b"".join(parts)
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(session)), max_size=12)))
+    pieces = [session[i:j] for i, j in zip([0, *cuts], [*cuts, len(session)], strict=True)]
+    pieces = [piece for piece in pieces if piece]  # b"" would mean EOF
+    options = {"auth_mechanisms": BOTH, "auth_plaintext": True, "auth_required": required}
+    whole = drive([session], AUTH_LIMITS, refuse_wrong, **options)
+    split = drive(pieces, AUTH_LIMITS, refuse_wrong, **options)
+    assert split[:2] == whole[:2]
+    one_by_one = [session[i : i + 1] for i in range(len(session))]
+    assert drive(one_by_one, AUTH_LIMITS, refuse_wrong, **options)[:2] == whole[:2]

@@ -8,7 +8,9 @@ with L{SMTPServerEngine.respond}, and writes L{SMTPServerEngine.data_to_send} to
 engine answers everything that needs no policy itself (NOOP, RSET, syntax and sequence errors).
 
 Extensions: PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152), ENHANCEDSTATUSCODES
-(RFC 2034, RFC 3463), SMTPUTF8 (RFC 6531) and STARTTLS (RFC 3207).
+(RFC 2034, RFC 3463), SMTPUTF8 (RFC 6531), STARTTLS (RFC 3207) and, when mechanisms are configured,
+AUTH (RFC 4954) with the PLAIN (RFC 4616) and LOGIN mechanisms.  The engine runs the SASL exchange
+and decodes the credentials; checking them is the adapter's job (L{Auth}).
 
 This module must never touch a socket, a reactor, a clock or a store, and it must never raise on
 anything a peer sends: every byte sequence ends in an event, a reply, or a wait for more bytes.
@@ -16,6 +18,8 @@ anything a peer sends: every byte sequence ends in an event, a reply, or a wait 
 
 from __future__ import annotations
 
+import base64
+import binascii
 import enum
 import re
 from dataclasses import dataclass, field
@@ -24,7 +28,9 @@ from typing import Final, Literal, TypeAlias
 from strata_twisted.proto.smtp_reply import Reply
 
 __all__ = [
+    "AUTH_MECHANISMS",
     "NEED_DATA",
+    "Auth",
     "DataAborted",
     "DataChunk",
     "DataEnd",
@@ -109,6 +115,23 @@ class DataStart:
 
 
 @dataclass(frozen=True)
+class Auth:
+    """
+    A complete AUTH exchange (RFC 4954 §4), its credentials decoded.  Needs respond.
+
+    The default answer is C{235 2.7.0 Authentication successful} and makes the session
+    authenticated; pass ``user=`` to L{SMTPServerEngine.respond} to record the identity the
+    adapter confirmed.  A 4xx/5xx answer (C{535 5.7.8}, C{454 4.7.0}) leaves it unauthenticated.
+    ``authzid`` is "" when the client asked for no other identity (always, for LOGIN).
+    """
+
+    mechanism: Literal["PLAIN", "LOGIN"]
+    authzid: str
+    username: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
 class DataChunk:
     """Message content: dot-unstuffed, every line ending in CRLF.  No respond."""
 
@@ -151,6 +174,7 @@ Event: TypeAlias = (
     | MailFrom
     | RcptTo
     | DataStart
+    | Auth
     | DataChunk
     | DataEnd
     | DataAborted
@@ -158,7 +182,10 @@ Event: TypeAlias = (
     | StartTLS
     | Quit
 )
-_Answerable: TypeAlias = Hello | MailFrom | RcptTo | DataStart | DataEnd
+_Answerable: TypeAlias = Hello | MailFrom | RcptTo | DataStart | DataEnd | Auth
+
+AUTH_MECHANISMS: Final = ("PLAIN", "LOGIN")
+"""The SASL mechanisms the engine can run, for the C{auth_mechanisms} option."""
 
 
 class State(enum.Enum):
@@ -210,6 +237,18 @@ _SIZE_EXCEEDED: Final = Reply(552, "5.3.4", "Message size exceeds fixed maximum 
 _TOO_MANY_RCPTS: Final = Reply(452, "4.5.3", "Error: too many recipients")
 _MESSAGE_LINE_TOO_LONG: Final = Reply(500, "5.5.2", "Error: message line too long")
 _MESSAGE_TOO_BIG: Final = Reply(552, "5.3.4", "Error: message file too big")
+# RFC 4954 §6 and §4.
+_AUTH_OK: Final = Reply(235, "2.7.0", "Authentication successful")
+_AUTH_REQUIRED: Final = Reply(530, "5.7.0", "Authentication required")
+_ENCRYPTION_REQUIRED: Final = Reply(
+    538, "5.7.11", "Encryption required for requested authentication mechanism"
+)
+_ALREADY_AUTHENTICATED: Final = Reply(503, "5.5.1", "Error: already authenticated")
+_UNKNOWN_MECHANISM: Final = Reply(504, "5.5.4", "Unrecognized authentication type")
+_CANNOT_DECODE: Final = Reply(501, "5.5.2", "Cannot decode response")
+_AUTH_CANCELLED: Final = Reply(501, "5.0.0", "Authentication cancelled")
+_AUTH_LINE_TOO_LONG: Final = Reply(500, "5.5.6", "Authentication Exchange line is too long")
+_BAD_AUTH_PARAMETER: Final = Reply(501, "5.5.4", "Bad AUTH parameter")
 
 
 def _syntax(usage: str) -> Reply:
@@ -232,13 +271,17 @@ def _unsupported(keyword: str) -> Reply:
 # 3. A cell holding a Reply: the command is out of sequence here; that reply is sent and nothing
 #    changes (RFC 5321 §4.1.4, 503 "bad sequence of commands").
 # 4. A verb in no row gets 502 5.5.1 when it is a known SMTP verb we do not implement
-#    (_UNIMPLEMENTED), else 500 5.5.2.
+#    (_UNIMPLEMENTED), else 500 5.5.2.  AUTH counts as unimplemented, in every state, when the
+#    engine has no auth_mechanisms.
 # 5. Transitions outside the table: the end of message content leads to GREETED whatever the
 #    answer to the final "." (RFC 5321 §4.1.1.4: the transaction is over either way); QUIT, EOF,
 #    timeout(), too many errors and any 421 reply lead to CLOSED.
 # 6. EHLO/HELO and RSET end any transaction (RFC 5321 §4.1.4, §4.1.1.5).  STARTTLS is refused
 #    inside a transaction and leads to CONNECTED: after the handshake the client must say EHLO again
 #    (RFC 3207 §4.2).
+# 7. AUTH (RFC 4954 §4) is allowed between transactions only.  While its exchange runs, input
+#    lines are SASL responses, not commands; the exchange ends in an Auth event or a reply.  A
+#    session authenticates once (503 after that) and forgets it at STARTTLS (RFC 3207 §4.2).
 _TRANSITIONS: Final[dict[State, dict[str, State | Reply]]] = {
     State.CONNECTED: {
         "EHLO": State.GREETED,
@@ -251,6 +294,7 @@ _TRANSITIONS: Final[dict[State, dict[str, State | Reply]]] = {
         "VRFY": State.CONNECTED,
         "HELP": State.CONNECTED,
         "STARTTLS": State.CONNECTED,
+        "AUTH": _NEED_HELO,
         "QUIT": State.CLOSED,
     },
     State.GREETED: {
@@ -264,6 +308,7 @@ _TRANSITIONS: Final[dict[State, dict[str, State | Reply]]] = {
         "VRFY": State.GREETED,
         "HELP": State.GREETED,
         "STARTTLS": State.CONNECTED,
+        "AUTH": State.GREETED,
         "QUIT": State.CLOSED,
     },
     State.MAIL: {
@@ -277,6 +322,7 @@ _TRANSITIONS: Final[dict[State, dict[str, State | Reply]]] = {
         "VRFY": State.MAIL,
         "HELP": State.MAIL,
         "STARTTLS": _IN_TRANSACTION,
+        "AUTH": _IN_TRANSACTION,
         "QUIT": State.CLOSED,
     },
     State.RCPT: {
@@ -290,6 +336,7 @@ _TRANSITIONS: Final[dict[State, dict[str, State | Reply]]] = {
         "VRFY": State.RCPT,
         "HELP": State.RCPT,
         "STARTTLS": _IN_TRANSACTION,
+        "AUTH": _IN_TRANSACTION,
         "QUIT": State.CLOSED,
     },
 }
@@ -327,6 +374,20 @@ _SPACES: Final = re.compile(r"[ \t]+")
 _POSTMASTER: Final = re.compile(r"<(postmaster)>(.*)", re.IGNORECASE | re.ASCII | re.DOTALL)
 # A HELO/EHLO name must not carry control characters or invalid UTF-8 (it ends up in headers).
 _BAD_NAME: Final = re.compile(r"[\x00-\x1f\x7f\udc80-\udcff]")
+# RFC 3461 §4: xtext = *( xchar / hexchar ), xchar any of "!".."~" but "+" and "=".
+_XTEXT: Final = re.compile(r"(?:[\x21-\x2a\x2c-\x3c\x3e-\x7e]|\+[0-9A-F]{2})+")
+# RFC 4954 §4: a SASL response line may be 12288 octets, more than a command line.
+_AUTH_LINE_LENGTH: Final = 12288
+# The LOGIN mechanism's prompts (draft-murchison-sasl-login): "Username:", "Password:".
+_LOGIN_USERNAME: Final = base64.b64encode(b"Username:").decode("ascii")
+_LOGIN_PASSWORD: Final = base64.b64encode(b"Password:").decode("ascii")
+
+
+class _TooLong(enum.Enum):
+    TOO_LONG = "TOO_LONG"
+
+
+_TOO_LONG: Final = _TooLong.TOO_LONG
 
 
 def _split_path(text: str) -> tuple[str, str] | None:
@@ -376,6 +437,21 @@ def _parse_params(text: str) -> dict[str, str | None] | Reply:
     return params
 
 
+def _b64decode(data: bytes) -> bytes | None:
+    """Strict base64 (RFC 4648 §4, padding required), or None."""
+    try:
+        return base64.b64decode(data, validate=True)
+    except binascii.Error:
+        return None
+
+
+def _utf8(data: bytes) -> str | None:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None
+
+
 @dataclass(frozen=True)
 class _Pending:
     """An event that waits for respond(), and where each kind of answer leads."""
@@ -386,12 +462,23 @@ class _Pending:
     on_failure: State
 
 
+@dataclass
+class _Exchange:
+    """An AUTH exchange in progress: the mechanism, and for LOGIN the username once given."""
+
+    mechanism: Literal["PLAIN", "LOGIN"]
+    username: str | None = None
+
+
 class SMTPServerEngine:
     """
     One SMTP server session, without I/O.
 
     Pipelined commands (RFC 2920) are answered strictly in order: while an event waits for
     L{respond}, nothing further is parsed and L{next_event} returns L{NEED_DATA}.
+
+    AUTH is off unless ``auth_mechanisms`` names some of L{AUTH_MECHANISMS}.  It is offered over
+    TLS only, unless ``auth_plaintext``; ``auth_required`` refuses MAIL before a successful AUTH.
     """
 
     def __init__(
@@ -402,12 +489,27 @@ class SMTPServerEngine:
         tls_available: bool = False,
         tls_active: bool = False,
         banner: str = "ESMTP Strata",
+        auth_mechanisms: tuple[str, ...] = (),
+        auth_plaintext: bool = False,
+        auth_required: bool = False,
     ) -> None:
+        for mechanism in auth_mechanisms:
+            if mechanism not in AUTH_MECHANISMS:
+                raise ValueError(f"unknown AUTH mechanism {mechanism!r}")
+        if len(set(auth_mechanisms)) != len(auth_mechanisms):
+            raise ValueError("auth_mechanisms names a mechanism twice")
+        if auth_required and not auth_mechanisms:
+            raise ValueError("auth_required needs auth_mechanisms")
         self.hostname = hostname
         self.limits = limits
         self.banner = banner
         self._tls_available = tls_available
         self._tls_active = tls_active
+        self._auth_mechanisms = auth_mechanisms
+        self._auth_plaintext = auth_plaintext
+        self._auth_required = auth_required
+        self._exchange: _Exchange | None = None  # an AUTH exchange reading SASL responses
+        self._authenticated_as: str | None = None
         self._state = State.CONNECTED
         self._buffer = bytearray()
         self._outgoing: list[bytes] = []
@@ -445,8 +547,23 @@ class SMTPServerEngine:
         return self._tls_active
 
     @property
+    def authenticated(self) -> bool:
+        """True once an L{Auth} got a positive answer, until STARTTLS."""
+        return self._authenticated_as is not None
+
+    @property
+    def authenticated_as(self) -> str | None:
+        """The identity the adapter confirmed for the session's L{Auth}, or None."""
+        return self._authenticated_as
+
+    @property
     def _tls_offered(self) -> bool:
         return self._tls_available and not self._tls_active
+
+    @property
+    def _auth_offered(self) -> bool:
+        # RFC 4954 §4 and §14: plaintext mechanisms only under TLS unless configured otherwise.
+        return bool(self._auth_mechanisms) and (self._tls_active or self._auth_plaintext)
 
     # -- input and output -------------------------------------------------------------------------
 
@@ -477,28 +594,40 @@ class SMTPServerEngine:
         while self._state is not State.CLOSED and self._pending is None and not self._awaiting_tls:
             if self._state is State.DATA:
                 return self._read_content()
-            event = self._read_command()
+            if self._exchange is not None:
+                event = self._read_sasl_response(self._exchange)
+            else:
+                event = self._read_command()
             if event is not None:
                 return event
         return NEED_DATA
 
-    def respond(self, reply: Reply | None = None) -> None:
+    def respond(self, reply: Reply | None = None, *, user: str | None = None) -> None:
         """
         Answer the event that waits for a response; None gives its default success reply.
 
         A 2xx/3xx reply applies the event's transition; any other leaves the state as it was,
         except after L{DataEnd}, which ends the transaction either way.  A late answer after the
         engine closed is ignored.
+
+        ``user`` is for L{Auth} only: the identity the adapter confirmed, kept as
+        L{authenticated_as} when the answer is positive (default: the event's username).  An
+        L{Auth} takes a 2xx, 4xx or 5xx answer, never a 3xx.
         """
         pending = self._pending
         if pending is None:
             if self._state is State.CLOSED:
                 return
             raise RuntimeError("no event is waiting for a response")
+        if user is not None and not isinstance(pending.event, Auth):
+            raise ValueError("user= answers an Auth event only")
         if reply is None:
             if pending.default is None:
                 raise ValueError(f"{type(pending.event).__name__} needs an explicit reply")
             reply = pending.default
+        if isinstance(pending.event, Auth) and 300 <= reply.code < 400:
+            # RFC 4954 §4: the exchange is over; 334 challenges are the engine's business.
+            raise ValueError("an Auth event takes a 2xx, 4xx or 5xx reply")
         self._pending = None
         if reply.ok:
             self._state = pending.on_success
@@ -511,6 +640,8 @@ class SMTPServerEngine:
                 self._after_crlf = True
                 self._content_size = 0
                 self._refusal = None
+            elif isinstance(event, Auth):
+                self._authenticated_as = event.username if user is None else user
         else:
             self._state = pending.on_failure
         self._reply(reply)
@@ -528,6 +659,7 @@ class SMTPServerEngine:
         self._tls_active = True
         self._state = State.CONNECTED
         self._recipients = 0
+        self._authenticated_as = None
         self._buffer.clear()
 
     def timeout(self) -> None:
@@ -558,6 +690,7 @@ class SMTPServerEngine:
         self._state = State.CLOSED
         self._pending = None
         self._awaiting_tls = False
+        self._exchange = None
         self._buffer.clear()
 
     def _expect(self, event: _Answerable, default: Reply | None, on_success: State) -> None:
@@ -565,10 +698,12 @@ class SMTPServerEngine:
 
     # -- commands ---------------------------------------------------------------------------------
 
-    def _read_command(self) -> Event | NeedData | None:
-        """One command line: its event, NEED_DATA, or None when the engine answered it itself."""
+    def _take_line(self, limit: int) -> bytes | NeedData | _TooLong:
+        """
+        One input line without its line end; NEED_DATA until its LF, _TOO_LONG for a line of
+        more than ``limit`` octets (whose bytes are dropped as they come).
+        """
         buf = self._buffer
-        limit = self.limits.max_line_length
         end = buf.find(b"\n")
         if end < 0:
             # Without its LF a line of limit+2 octets is too long even if its last octet is CR.
@@ -580,12 +715,20 @@ class SMTPServerEngine:
         del buf[: end + 1]
         if self._discarding:
             self._discarding = False
-            self._reply(_LINE_TOO_LONG)
-            return None
+            return _TOO_LONG
         # RFC 5321 §2.3.8 wants CRLF; a bare LF is accepted as well (Postfix does the same).
         if line.endswith(b"\r"):
             line = line[:-1]
         if len(line) > limit:
+            return _TOO_LONG
+        return line
+
+    def _read_command(self) -> Event | NeedData | None:
+        """One command line: its event, NEED_DATA, or None when the engine answered it itself."""
+        line = self._take_line(self.limits.max_line_length)
+        if isinstance(line, NeedData):
+            return NEED_DATA
+        if isinstance(line, _TooLong):
             self._reply(_LINE_TOO_LONG)
             return None
         return self._dispatch(line)
@@ -602,7 +745,7 @@ class SMTPServerEngine:
         # RFC 5321 §2.4: verbs are case-insensitive.
         verb = verb.upper() if verb.isascii() and verb.isalpha() else ""
         cell = _TRANSITIONS.get(self._state, {}).get(verb)
-        if cell is None:
+        if cell is None or (verb == "AUTH" and not self._auth_mechanisms):
             self._reply(_NOT_IMPLEMENTED if verb in _UNIMPLEMENTED else _NOT_RECOGNIZED)
             return None
         if isinstance(cell, Reply):
@@ -621,6 +764,8 @@ class SMTPServerEngine:
                 return self._rset(args, cell)
             case "STARTTLS":
                 return self._starttls(args, cell)
+            case "AUTH":
+                return self._auth(args, cell)
             case "QUIT":
                 self._queue(_BYE)
                 self._close()
@@ -643,6 +788,8 @@ class SMTPServerEngine:
             lines += ["8BITMIME", "ENHANCEDSTATUSCODES", "SMTPUTF8"]
             if self._tls_offered:
                 lines.append("STARTTLS")
+            if self._auth_offered:
+                lines.append(" ".join(("AUTH", *self._auth_mechanisms)))
             default = Reply(250, None, tuple(lines))
         else:
             default = Reply(250, None, self.hostname)
@@ -651,6 +798,9 @@ class SMTPServerEngine:
         return event
 
     def _mail(self, args: str, target: State) -> Event | None:
+        if self._auth_required and not self.authenticated:
+            self._reply(_AUTH_REQUIRED)
+            return None
         prefix = _MAIL_FROM.match(args)
         if prefix is None:
             self._reply(_MAIL_SYNTAX)
@@ -694,6 +844,12 @@ class SMTPServerEngine:
                     self._reply(_BAD_PARAMETER)
                     return None
                 smtputf8 = True
+            elif keyword == "AUTH" and self._auth_offered:
+                # RFC 4954 §5: AUTH=<mailbox> or AUTH=<>, xtext-encoded; the policy decides
+                # whether to trust it, so it stays in params as sent.
+                if value is None or not _XTEXT.fullmatch(value):
+                    self._reply(_BAD_AUTH_PARAMETER)
+                    return None
             else:
                 self._reply(_unsupported(keyword))
                 return None
@@ -766,6 +922,88 @@ class SMTPServerEngine:
             self._state = target
             return StartTLS()
         return None
+
+    # -- AUTH (RFC 4954) ---------------------------------------------------------------------------
+
+    def _auth(self, args: str, target: State) -> Event | None:
+        # RFC 4954 §4: once AUTH succeeded, any further AUTH gets 503.
+        if self.authenticated:
+            self._reply(_ALREADY_AUTHENTICATED)
+            return None
+        words = _SPACES.split(args) if args else []
+        if not 1 <= len(words) <= 2:
+            self._reply(_syntax("AUTH mechanism [initial-response]"))
+            return None
+        # RFC 4422 §3.1: mechanism names are upper case; clients are forgiven lower case.
+        name = words[0].upper() if words[0].isascii() else ""
+        if name not in self._auth_mechanisms:
+            self._reply(_UNKNOWN_MECHANISM)
+            return None
+        if not self._auth_offered:
+            # RFC 4954 §6: the mechanism may be used over an encrypted connection only.
+            self._reply(_ENCRYPTION_REQUIRED)
+            return None
+        exchange = _Exchange("PLAIN" if name == "PLAIN" else "LOGIN")
+        if len(words) == 1:
+            self._exchange = exchange
+            self._challenge("" if exchange.mechanism == "PLAIN" else _LOGIN_USERNAME)
+            return None
+        # RFC 4954 §4: an initial response of "=" is an empty one.
+        initial = words[1].encode("utf-8", "surrogateescape")
+        response = b"" if initial == b"=" else _b64decode(initial)
+        if response is None:
+            self._reply(_CANNOT_DECODE)
+            return None
+        return self._sasl_step(exchange, response, target)
+
+    def _challenge(self, text: str) -> None:
+        # RFC 4954 §4: continue-req = "334" SP [base64] CRLF.  The SP stays even when the
+        # challenge is empty, which Reply would drop, so the line is written here.
+        self._outgoing.append(f"334 {text}\r\n".encode("ascii"))
+
+    def _read_sasl_response(self, exchange: _Exchange) -> Event | NeedData | None:
+        """One SASL response line (RFC 4954 §4): read raw, never as a command."""
+        line = self._take_line(max(_AUTH_LINE_LENGTH, self.limits.max_line_length))
+        if isinstance(line, NeedData):
+            return NEED_DATA
+        self._exchange = None
+        if isinstance(line, _TooLong):
+            self._reply(_AUTH_LINE_TOO_LONG)
+            return None
+        if line == b"*":
+            # RFC 4954 §4: "*" cancels the exchange, and the server answers 501.
+            self._reply(_AUTH_CANCELLED)
+            return None
+        response = _b64decode(line)
+        if response is None:
+            self._reply(_CANNOT_DECODE)
+            return None
+        return self._sasl_step(exchange, response, State.GREETED)
+
+    def _sasl_step(self, exchange: _Exchange, response: bytes, target: State) -> Event | None:
+        """Take one decoded response: the next challenge (None), or the complete L{Auth}."""
+        if exchange.mechanism == "PLAIN":
+            # RFC 4616 §2: message = [authzid] UTF8NUL authcid UTF8NUL passwd.
+            parts = response.split(b"\0")
+            if len(parts) != 3:
+                self._reply(_CANNOT_DECODE)
+                return None
+            authzid, username, password = (_utf8(part) for part in parts)
+        else:
+            # LOGIN: the username, then the password, each a response of its own.
+            text = _utf8(response)
+            if text is not None and exchange.username is None:
+                exchange.username = text
+                self._exchange = exchange
+                self._challenge(_LOGIN_PASSWORD)
+                return None
+            authzid, username, password = "", exchange.username, text
+        if authzid is None or username is None or password is None:
+            self._reply(_CANNOT_DECODE)
+            return None
+        event = Auth(exchange.mechanism, authzid, username, password)
+        self._expect(event, _AUTH_OK, target)
+        return event
 
     # -- message content --------------------------------------------------------------------------
 
