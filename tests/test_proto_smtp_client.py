@@ -11,6 +11,7 @@ No sockets.  Two kinds of peer:
 
 from __future__ import annotations
 
+import base64
 import re
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
@@ -1387,3 +1388,422 @@ def test_property_the_engine_never_raises_on_server_bytes(
     adapter.feed(b"")
     assert adapter.client.closed
     assert adapter.client.next_event() is NEED_DATA
+
+
+# -- AUTH to a smarthost (RFC 4954) ----------------------------------------------------------------
+
+USERNAME = "relay@strata.test"
+PASSWORD = "s3cret-p\u00e4ss"  # noqa: S105 - a test password, not ASCII: sent as UTF-8
+AUTH = (USERNAME, PASSWORD)
+# Everything that would give the password away.  (The PLAIN response has it inside one base64 run
+# with the username; that run is on the wire by design, and nowhere else.)
+PLAIN_RESPONSE = base64.b64encode(f"\0{USERNAME}\0{PASSWORD}".encode()).decode()
+LOGIN_PASSWORD = base64.b64encode(PASSWORD.encode()).decode()
+SECRETS = (PASSWORD, PLAIN_RESPONSE, LOGIN_PASSWORD)
+# Implicit TLS (port 465): the simplest session in which AUTH may go ahead.
+TLS_AUTH = ClientConfig(HELO_NAME, tls_active=True, auth=AUTH)
+AUTH_OK = b"235 2.7.0 Authentication successful\r\n"
+BAD_CREDENTIALS = Reply(535, "5.7.8", "Authentication credentials invalid")
+NO_MECHANISM = "smarthost offers no AUTH mechanism we support"
+NO_TLS = "refusing to send credentials without TLS"
+
+
+def b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
+def assert_no_secret(text: str) -> None:
+    for secret in SECRETS:
+        assert secret not in text
+
+
+def ehlo_done(config: ClientConfig, *keywords: str) -> tuple[SMTPClientEngine, list[Event], bytes]:
+    """A client greeted and answered EHLO with ``keywords``: its events and what it sent next."""
+    client = SMTPClientEngine(config)
+    feed(client, b"220 mx\r\n")
+    client.data_to_send()
+    events = feed(client, ehlo(*keywords))
+    return client, events, client.data_to_send()
+
+
+def test_config_repr_shows_the_username_but_never_the_password() -> None:
+    text = repr(TLS_AUTH)
+    assert USERNAME in text
+    assert "auth_plaintext=False" in text
+    assert_no_secret(text)
+    assert_no_secret(str(TLS_AUTH))
+    assert repr(CONFIG) == (
+        "ClientConfig(helo_name='relay.strata.test', tls='opportunistic', tls_active=False, "
+        "auth=None, auth_plaintext=False)"
+    )
+
+
+@pytest.mark.parametrize(
+    "auth",
+    [("", PASSWORD), ("a\0b", PASSWORD), (USERNAME, ""), (USERNAME, PASSWORD + "\0")],
+    ids=["empty_user", "nul_user", "empty_password", "nul_password"],
+)
+def test_config_refuses_credentials_plain_cannot_carry(auth: tuple[str, str]) -> None:
+    # RFC 4616 §2: authcid and passwd are 1*SAFE, SAFE excluding NUL.
+    with pytest.raises(ValueError) as caught:
+        ClientConfig(HELO_NAME, auth=auth)
+    assert_no_secret(str(caught.value))
+
+
+def test_without_auth_an_offered_auth_is_ignored() -> None:
+    client, events, sent = ehlo_done(ClientConfig(HELO_NAME, tls_active=True), "AUTH PLAIN")
+    assert events == [Ready()]
+    assert sent == b""
+    assert client.extensions.auth_mechanisms == {"PLAIN"}
+
+
+def test_auth_mechanisms_are_read_from_the_standard_line_only() -> None:
+    # Old Exchange/Postfix "AUTH=LOGIN" lines come with a standard "AUTH" line; alone, they are
+    # only a keyword (test_ehlo_keywords pins that).
+    client, _, _ = ehlo_done(CONFIG, "auth plain Login  CRAM-MD5", "AUTH=XOAUTH")
+    assert client.extensions.auth_mechanisms == {"PLAIN", "LOGIN", "CRAM-MD5"}
+
+
+@pytest.mark.parametrize("offer", ["AUTH PLAIN", "AUTH LOGIN PLAIN", "AUTH CRAM-MD5 LOGIN plain"])
+def test_auth_plain_is_preferred_and_sent_with_its_initial_response(offer: str) -> None:
+    client, events, sent = ehlo_done(TLS_AUTH, "PIPELINING", offer)
+    assert events == []
+    # RFC 4616 §2: [authzid] NUL authcid NUL passwd, UTF-8, in one base64 initial response.
+    assert sent == f"AUTH PLAIN {PLAIN_RESPONSE}\r\n".encode()
+    assert base64.b64decode(sent.split()[2]) == f"\0{USERNAME}\0{PASSWORD}".encode()
+    assert client.state is State.AUTH
+    assert client.timeout_for_state() == 300.0
+    assert feed(client, AUTH_OK) == [Ready()]
+    client.send_message("a@x.test", ["b@y.test"], 5)
+    assert commands(client.data_to_send())[0] == "MAIL FROM:<a@x.test>"
+
+
+def test_auth_login_when_plain_is_not_offered() -> None:
+    client, events, sent = ehlo_done(TLS_AUTH, "AUTH CRAM-MD5 LOGIN")
+    assert (events, sent) == ([], b"AUTH LOGIN\r\n")
+    assert feed(client, f"334 {b64('Username:')}\r\n".encode()) == []
+    assert client.data_to_send() == f"{b64(USERNAME)}\r\n".encode()
+    assert feed(client, f"334 {b64('Password:')}\r\n".encode()) == []
+    assert client.data_to_send() == f"{LOGIN_PASSWORD}\r\n".encode()
+    assert client.state is State.AUTH
+    assert feed(client, AUTH_OK) == [Ready()]
+    assert client.data_to_send() == b""
+
+
+def test_auth_comes_after_starttls_and_not_before() -> None:
+    config = ClientConfig(HELO_NAME, tls="required", auth=AUTH)
+    client, events, sent = ehlo_done(config, "STARTTLS", "AUTH PLAIN LOGIN")
+    assert (events, sent) == ([], b"STARTTLS\r\n")
+    assert feed(client, b"220 2.0.0 go ahead\r\n") == [StartTLSNeeded()]
+    client.tls_started()
+    assert client.data_to_send() == f"EHLO {HELO_NAME}\r\n".encode()
+    # The mechanisms offered under TLS count, not those offered in the clear.
+    assert feed(client, ehlo("AUTH LOGIN")) == []
+    assert client.data_to_send() == b"AUTH LOGIN\r\n"
+
+
+def test_auth_after_starttls_against_a_server_that_offers_auth_only_under_tls() -> None:
+    # Postfix with smtpd_tls_auth_only: no AUTH in the clear.
+    client, _, sent = ehlo_done(ClientConfig(HELO_NAME, auth=AUTH), "STARTTLS")
+    assert sent == b"STARTTLS\r\n"
+    feed(client, b"220 go\r\n")
+    client.tls_started()
+    client.data_to_send()
+    assert feed(client, ehlo("AUTH PLAIN")) == []
+    assert client.data_to_send() == f"AUTH PLAIN {PLAIN_RESPONSE}\r\n".encode()
+    assert feed(client, AUTH_OK) == [Ready()]
+
+
+def failed(events: list[Event]) -> SessionFailed:
+    assert len(events) == 1
+    event = events[0]
+    assert isinstance(event, SessionFailed)
+    assert_no_secret(event.reason)
+    assert_no_secret(repr(event))
+    return event
+
+
+@pytest.mark.parametrize(
+    ("offer", "replies", "reply", "words", "after"),
+    [
+        pytest.param(
+            "AUTH PLAIN",
+            [BAD_CREDENTIALS.to_bytes()],
+            BAD_CREDENTIALS,
+            "permanently",
+            b"QUIT\r\n",
+            id="plain_535",
+        ),
+        pytest.param(
+            "AUTH LOGIN",
+            [b"334 VXNlcm5hbWU6\r\n", b"334 UGFzc3dvcmQ6\r\n", BAD_CREDENTIALS.to_bytes()],
+            BAD_CREDENTIALS,
+            "permanently",
+            b"QUIT\r\n",
+            id="login_535_after_the_password",
+        ),
+        pytest.param(
+            "AUTH PLAIN",
+            [b"504 5.5.4 Unrecognized authentication type\r\n"],
+            Reply(504, "5.5.4", "Unrecognized authentication type"),
+            "permanently",
+            b"QUIT\r\n",
+            id="plain_504",
+        ),
+        pytest.param(
+            "AUTH PLAIN",
+            [b"454 4.7.0 Temporary authentication failure\r\n"],
+            Reply(454, "4.7.0", "Temporary authentication failure"),
+            "temporarily",
+            b"QUIT\r\n",
+            id="plain_454",
+        ),
+        pytest.param(
+            "AUTH PLAIN",
+            [b"334 \r\n"],
+            Reply(334, None, ""),
+            "unexpected challenge",
+            b"*\r\nQUIT\r\n",  # RFC 4954 §4: "*" cancels the exchange
+            id="plain_challenged_after_the_initial_response",
+        ),
+        pytest.param(
+            "AUTH LOGIN",
+            [b"334 VXNlcm5hbWU6\r\n", b"334 UGFzc3dvcmQ6\r\n", b"334 bW9yZT8=\r\n"],
+            Reply(334, None, "bW9yZT8="),
+            "unexpected challenge",
+            b"*\r\nQUIT\r\n",
+            id="login_third_challenge",
+        ),
+    ],
+)
+def test_auth_refused_fails_the_session(
+    offer: str, replies: list[bytes], reply: Reply, words: str, after: bytes
+) -> None:
+    client, _, _ = ehlo_done(TLS_AUTH, offer)
+    for wire in replies[:-1]:
+        assert feed(client, wire) == []
+        client.data_to_send()
+    event = failed(feed(client, replies[-1]))
+    assert event.reply == reply
+    assert "authentication failed" in event.reason
+    assert words in event.reason
+    assert client.data_to_send() == after
+    assert client.closed
+
+
+def test_421_during_auth_fails_the_session_without_quit() -> None:
+    client, _, _ = ehlo_done(TLS_AUTH, "AUTH PLAIN")
+    event = failed(feed(client, b"421 4.3.2 shutting down\r\n"))
+    assert "(421)" in event.reason
+    assert client.data_to_send() == b""
+
+
+@pytest.mark.parametrize(
+    "keywords",
+    [(), ("PIPELINING", "SIZE 100"), ("AUTH CRAM-MD5 SCRAM-SHA-256",), ("AUTH",), ("AUTH=PLAIN",)],
+    ids=["nothing", "no_auth", "unknown_mechanisms", "no_mechanism", "only_pre_standard_line"],
+)
+def test_no_mechanism_we_support_fails_before_sending_anything(keywords: tuple[str, ...]) -> None:
+    client, events, sent = ehlo_done(TLS_AUTH, *keywords)
+    assert failed(events) == SessionFailed(None, NO_MECHANISM)
+    assert sent == b"QUIT\r\n"
+    assert client.closed
+
+
+def test_helo_fallback_offers_no_mechanism() -> None:
+    client = SMTPClientEngine(TLS_AUTH)
+    events = feed(client, b"220 mx\r\n500 no EHLO\r\n250 mx\r\n")
+    assert events[1:] == [SessionFailed(None, NO_MECHANISM)]
+    assert commands(client.data_to_send()) == [f"EHLO {HELO_NAME}", f"HELO {HELO_NAME}", "QUIT"]
+
+
+@pytest.mark.parametrize(
+    ("tls", "keywords", "starttls_reply"),
+    [
+        pytest.param("none", ("STARTTLS", "AUTH PLAIN"), None, id="policy_none"),
+        pytest.param("opportunistic", ("AUTH PLAIN LOGIN",), None, id="starttls_not_offered"),
+        pytest.param(
+            "opportunistic", ("STARTTLS", "AUTH PLAIN"), REFUSED_TLS, id="starttls_refused"
+        ),
+        pytest.param("none", (), None, id="checked_before_the_mechanisms"),
+    ],
+)
+def test_credentials_are_not_sent_without_tls(
+    tls: str, keywords: tuple[str, ...], starttls_reply: Reply | None
+) -> None:
+    config = ClientConfig(HELO_NAME, tls=tls, auth=AUTH)  # type: ignore[arg-type]
+    client, events, sent = ehlo_done(config, *keywords)
+    if starttls_reply is not None:
+        assert sent == b"STARTTLS\r\n"
+        events = feed(client, starttls_reply.to_bytes())
+        sent = client.data_to_send()
+    assert failed(events) == SessionFailed(None, NO_TLS)
+    assert sent == b"QUIT\r\n"
+    assert client.closed
+
+
+@pytest.mark.parametrize("tls", ["none", "opportunistic"])
+def test_auth_plaintext_allows_auth_without_tls(tls: str) -> None:
+    config = ClientConfig(HELO_NAME, tls=tls, auth=AUTH, auth_plaintext=True)  # type: ignore[arg-type]
+    client, events, sent = ehlo_done(config, "AUTH LOGIN PLAIN")
+    assert (events, sent) == ([], f"AUTH PLAIN {PLAIN_RESPONSE}\r\n".encode())
+    assert not client.tls_active
+    assert feed(client, AUTH_OK) == [Ready()]
+
+
+def test_opportunistic_starttls_refused_then_plaintext_auth_when_allowed() -> None:
+    config = ClientConfig(HELO_NAME, auth=AUTH, auth_plaintext=True)
+    client, _, sent = ehlo_done(config, "STARTTLS", "AUTH LOGIN")
+    assert sent == b"STARTTLS\r\n"
+    assert feed(client, REFUSED_TLS.to_bytes()) == []
+    assert client.data_to_send() == b"AUTH LOGIN\r\n"
+
+
+# A smarthost session: STARTTLS, AUTH LOGIN, one message, QUIT; one command per reply.  The
+# part in the clear ends with the reply to STARTTLS: the engine drops whatever came with it
+# (RFC 3207 §4.2), so the rest arrives in reads of its own.
+AUTH_CLEAR = (
+    b"220-smarthost.test ESMTP\r\n220 hello\r\n"
+    b"250-smarthost.test\r\n250-STARTTLS\r\n250 SIZE 1000\r\n"
+    b"220 2.0.0 Ready to start TLS\r\n"
+)
+AUTH_UNDER_TLS = (
+    b"250-smarthost.test\r\n250-AUTH LOGIN\r\n250 SIZE 1000\r\n"
+    b"334 VXNlcm5hbWU6\r\n334 UGFzc3dvcmQ6\r\n"
+    + AUTH_OK
+    + b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 go\r\n250 2.0.0 queued\r\n221 2.0.0 Bye\r\n"
+)
+AUTH_TRANSCRIPT = AUTH_CLEAR + AUTH_UNDER_TLS
+AUTH_SESSION = ClientConfig(HELO_NAME, tls="required", auth=AUTH)
+
+
+class AuthAdapter:
+    """Drives a client to a smarthost: one message, then QUIT; keeps what it sent in the clear."""
+
+    def __init__(self, config: ClientConfig = AUTH_SESSION) -> None:
+        self.client = SMTPClientEngine(config)
+        self.events: list[Event] = []
+        self.sent_in_clear = b""
+        self.sent_under_tls = b""
+        self.message_sent = False
+
+    def _write(self) -> None:
+        out = self.client.data_to_send()
+        if self.client.tls_active:
+            self.sent_under_tls += out
+        else:
+            self.sent_in_clear += out
+
+    def feed(self, data: bytes) -> None:
+        client = self.client
+        client.receive_data(data)
+        while (event := client.next_event()) is not NEED_DATA:
+            self.events.append(event)
+            if isinstance(event, Ready):
+                if self.message_sent:
+                    client.quit()
+                else:
+                    self.message_sent = True
+                    client.send_message("s@customer.test", ["r@elsewhere.test"], 3)
+            elif isinstance(event, DataReady):
+                client.body_chunk(b"x\r\n")
+                client.end_body()
+            elif isinstance(event, StartTLSNeeded):
+                self._write()  # the STARTTLS command went in the clear
+                client.tls_started()
+            elif isinstance(event, SessionFailed):
+                assert_no_secret(event.reason)
+        self._write()
+
+
+def auth_session(pieces: Sequence[bytes]) -> AuthAdapter:
+    adapter = AuthAdapter()
+    for piece in pieces:
+        adapter.feed(piece)
+    return adapter
+
+
+def test_smarthost_session_in_one_piece() -> None:
+    adapter = auth_session([AUTH_CLEAR, AUTH_UNDER_TLS])
+    assert [type(e) for e in adapter.events] == [
+        Greeted,
+        StartTLSNeeded,
+        Ready,
+        DataReady,
+        TransactionResult,
+        Ready,
+        Closed,
+    ]
+    assert commands(adapter.sent_in_clear) == [f"EHLO {HELO_NAME}", "STARTTLS"]
+    assert commands(adapter.sent_under_tls) == [
+        f"EHLO {HELO_NAME}",
+        "AUTH LOGIN",
+        b64(USERNAME),
+        LOGIN_PASSWORD,
+        "MAIL FROM:<s@customer.test> SIZE=3",
+        "RCPT TO:<r@elsewhere.test>",
+        "DATA",
+        "x",
+        ".",
+        "QUIT",
+    ]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    clear_cuts=st.lists(st.integers(min_value=0, max_value=len(AUTH_CLEAR)), max_size=10),
+    tls_cuts=st.lists(st.integers(min_value=0, max_value=len(AUTH_UNDER_TLS)), max_size=40),
+)
+def test_property_any_split_of_a_smarthost_session_gives_the_same_events(
+    clear_cuts: list[int], tls_cuts: list[int]
+) -> None:
+    pieces: list[bytes] = []
+    for part, cuts in ((AUTH_CLEAR, clear_cuts), (AUTH_UNDER_TLS, tls_cuts)):
+        bounds = [0, *sorted(cuts), len(part)]
+        pieces += [part[a:b] for a, b in zip(bounds, bounds[1:], strict=False) if a < b]
+    whole, split = auth_session([AUTH_CLEAR, AUTH_UNDER_TLS]), auth_session(pieces)
+    assert split.events == whole.events
+    assert (split.sent_in_clear, split.sent_under_tls) == (
+        whole.sent_in_clear,
+        whole.sent_under_tls,
+    )
+
+
+AUTH_REPLIES = st.sampled_from(
+    [
+        b"250-mx\r\n250-STARTTLS\r\n250 AUTH PLAIN LOGIN\r\n",
+        b"250-mx\r\n250 AUTH LOGIN\r\n",
+        b"220 go\r\n",
+        b"334 VXNlcm5hbWU6\r\n",
+        b"334 \r\n",
+        AUTH_OK,
+        BAD_CREDENTIALS.to_bytes(),
+        b"454 4.7.0 later\r\n",
+        b"250 Ok\r\n",
+        b"354 go\r\n",
+    ]
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    data=st.data(),
+    junk=st.lists(st.one_of(AUTH_REPLIES, REPLY_LINES, st.binary(max_size=60)), max_size=20),
+    tls=st.sampled_from(["none", "opportunistic", "required"]),
+)
+def test_property_credentials_never_leave_in_the_clear(
+    data: st.DataObject, junk: list[bytes], tls: str
+) -> None:
+    # Whatever the server says: no secret in a reason (AuthAdapter checks), the engine never
+    # raises, and without auth_plaintext nothing secret is written before TLS is up.
+    cut = data.draw(st.integers(min_value=0, max_value=len(AUTH_TRANSCRIPT)))
+    adapter = AuthAdapter(ClientConfig(HELO_NAME, tls=tls, auth=AUTH))  # type: ignore[arg-type]
+    for piece in [*AUTH_TRANSCRIPT[:cut].splitlines(keepends=True), *junk]:
+        if piece:
+            adapter.feed(piece)
+    adapter.feed(b"")
+    assert adapter.client.closed
+    clear = adapter.sent_in_clear.decode("ascii")
+    assert_no_secret(clear)
+    assert b64(USERNAME) not in clear
+    assert PASSWORD.encode() not in adapter.sent_under_tls

@@ -7,29 +7,34 @@ L{SMTPClientEngine.next_event}; the adapter's decisions go in through method cal
 (L{SMTPClientEngine.send_message}, L{SMTPClientEngine.body_chunk}, ...) and commands come out of
 L{SMTPClientEngine.data_to_send}.  A session looks like this::
 
-    Greeted → [StartTLSNeeded → tls_started()] → Ready
+    Greeted → [StartTLSNeeded → tls_started()] → [AUTH, inside the engine] → Ready
     Ready → send_message() → [DataReady → body_chunk()... → end_body()] → TransactionResult → Ready
     Ready → quit() → Closed
     anywhere: SessionFailed or TLSUnavailable, after which the engine is closed
 
 Extensions used when the server offers them: PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME
-(RFC 6152), SMTPUTF8 (RFC 6531), STARTTLS (RFC 3207); enhanced status codes (RFC 2034, RFC 3463)
-are read from every reply whose first line starts with one.
+(RFC 6152), SMTPUTF8 (RFC 6531), STARTTLS (RFC 3207), and AUTH (RFC 4954) with PLAIN
+(RFC 4616) or LOGIN (draft-murchison-sasl-login) when L{ClientConfig.auth} is set, for a
+smarthost; enhanced status codes (RFC 2034, RFC 3463) are read from every reply whose first line
+starts with one.
 
 This module must never touch a socket, a reactor, a clock or a store; it must never raise on
-anything the server sends (every byte sequence ends in an event or a wait for more bytes); and it
-must never change a byte of message content except for the RFC 5321 §4.5.2 transparency dot.
+anything the server sends (every byte sequence ends in an event or a wait for more bytes); it
+must never change a byte of message content except for the RFC 5321 §4.5.2 transparency dot; and
+it must never put the AUTH password anywhere but base64 on the wire: not in a repr, an event, an
+exception or a reason, and not on a connection without TLS unless the config allows it.
 Twisted's own client gets that last part wrong (research/twisted-audit.md §2): it turns CRLF into
 CR CR LF and loses, or worse obeys, a "." line that starts a 16 KiB chunk.
 """
 
 from __future__ import annotations
 
+import base64
 import enum
 import re
 from collections import deque
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Final, Literal, TypeAlias, get_args
 
 from strata_twisted.proto.smtp_reply import Reply
@@ -78,17 +83,44 @@ _CONTROL: Final = re.compile(r"[\x00-\x1f\x7f]")
 
 @dataclass(frozen=True)
 class ClientConfig:
-    """How the client introduces itself and when it uses TLS."""
+    """
+    How the client introduces itself, when it uses TLS, and how it logs in to a smarthost.
+
+    ``auth`` is (username, password) for AUTH (RFC 4954), or None to never authenticate.  Both
+    are sent UTF-8 encoded; RFC 4616 §2 wants each non-empty and without NUL.  The repr shows the
+    username only.  ``auth_plaintext`` allows AUTH on a connection without TLS (a smarthost on
+    loopback); by default the engine refuses to send credentials in the clear.
+    """
 
     helo_name: str
     tls: TLSPolicy = "opportunistic"
     tls_active: bool = False  # implicit TLS (port 465): the connection is already encrypted
+    auth: tuple[str, str] | None = None
+    auth_plaintext: bool = False
 
     def __post_init__(self) -> None:
         if not _HELO_NAME.fullmatch(self.helo_name):
             raise ValueError(f"{self.helo_name!r} is not a usable EHLO name")
         if self.tls not in _POLICIES:
             raise ValueError(f"unknown TLS policy {self.tls!r}")
+        if self.auth is not None:
+            # Never the password in this text: the exception may be logged.
+            username, password = self.auth
+            if not username or "\0" in username:
+                raise ValueError("the AUTH username must be non-empty and contain no NUL")
+            if not password or "\0" in password:
+                raise ValueError("the AUTH password must be non-empty and contain no NUL")
+
+    def __repr__(self) -> str:
+        # Written by hand (dataclass keeps it) so that the password never shows.
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "auth" and value is not None:
+                parts.append(f"auth=({value[0]!r}, '<redacted>')")
+            else:
+                parts.append(f"{f.name}={value!r}")
+        return f"{type(self).__name__}({', '.join(parts)})"
 
 
 class NeedData(enum.Enum):
@@ -117,6 +149,7 @@ class Extensions:
     smtputf8: bool = False
     starttls: bool = False
     enhanced_status_codes: bool = False
+    auth_mechanisms: frozenset[str] = frozenset()  # SASL mechanisms after AUTH, upper case
     keywords: frozenset[str] = frozenset()  # every keyword offered, upper case, for the log
 
     @classmethod
@@ -126,10 +159,13 @@ class Extensions:
 
         RFC 1869 §4.3: the first line names the server; each further line is a keyword, then its
         parameters after spaces.  Keywords are case-insensitive.  Unknown keywords are kept in
-        ``keywords`` only; a SIZE parameter that is not a number counts as "no limit".
+        ``keywords`` only; a SIZE parameter that is not a number counts as "no limit".  AUTH's
+        parameters are the SASL mechanisms (RFC 4954 §3); the pre-standard "AUTH=..." line is
+        only kept as a keyword (servers that send it send the standard line too).
         """
         keywords: set[str] = set()
         max_size: int | None = None
+        mechanisms: set[str] = set()
         for line in reply.lines[1:]:
             words = line.split()
             if not words:
@@ -141,6 +177,8 @@ class Extensions:
                 # RFC 1870 §4: SIZE [1*20DIGIT]; 0 means no fixed maximum.
                 if number.isascii() and number.isdigit() and len(number) <= 20:
                     max_size = int(number) or None
+            elif keyword == "AUTH":
+                mechanisms.update(word.upper() for word in words[1:])
         return cls(
             pipelining="PIPELINING" in keywords,
             size="SIZE" in keywords,
@@ -149,6 +187,7 @@ class Extensions:
             smtputf8="SMTPUTF8" in keywords,
             starttls="STARTTLS" in keywords,
             enhanced_status_codes="ENHANCEDSTATUSCODES" in keywords,
+            auth_mechanisms=frozenset(mechanisms),
             keywords=frozenset(keywords),
         )
 
@@ -236,10 +275,11 @@ class TransactionResult:
 @dataclass(frozen=True)
 class SessionFailed:
     """
-    The session is over: greeting refused, EHLO and HELO refused, RSET refused, a 421 (RFC 5321
-    §3.8), a malformed or over-long reply, or abort().  ``reply`` is the server's reply, if one
-    caused it.  A transaction in progress was reported first in a L{TransactionResult}.  The
-    engine is closed: write L{SMTPClientEngine.data_to_send} (it may hold a polite QUIT) and close.
+    The session is over: greeting refused, EHLO and HELO refused, AUTH impossible or refused,
+    RSET refused, a 421 (RFC 5321 §3.8), a malformed or over-long reply, or abort().  ``reply``
+    is the server's reply, if one caused it (its code says whether to defer or bounce).  A
+    transaction in progress was reported first in a L{TransactionResult}.  The engine is closed:
+    write L{SMTPClientEngine.data_to_send} (it may hold a polite QUIT) and close.
     """
 
     reply: Reply | None
@@ -276,6 +316,7 @@ class State(enum.Enum):
     HELO = "helo"
     STARTTLS = "starttls"
     TLS = "tls"  # the adapter's TLS handshake
+    AUTH = "auth"  # the reply to AUTH, or to one of our answers to its 334 challenges
     READY = "ready"  # the adapter's send_message() or quit()
     MAIL = "mail"
     RCPT = "rcpt"  # (pipelined: the next reply answers a RCPT)
@@ -303,12 +344,21 @@ class State(enum.Enum):
 #    accepted, DATA refused) goes through RSET; one that ends at the "." (whatever the reply) or
 #    with a non-pipelined MAIL refusal leaves nothing open and goes straight to READY
 #    (RFC 5321 §4.1.1.5, §3.3).
+# 6. With ClientConfig.auth set, the way to READY after the (last) EHLO, or after a refused
+#    STARTTLS, goes through AUTH instead; AUTH loops on each 334 challenge (RFC 4954 §4) and leaves
+#    for READY on 235.  Unable or refused to authenticate: CLOSED, per rule 3.
 _TRANSITIONS: Final[dict[State, dict[str, State]]] = {
     State.GREETING: {"greeted": State.EHLO},
-    State.EHLO: {"starttls": State.STARTTLS, "ready": State.READY, "refused": State.HELO},
+    State.EHLO: {
+        "starttls": State.STARTTLS,
+        "ready": State.READY,
+        "auth": State.AUTH,
+        "refused": State.HELO,
+    },
     State.HELO: {"ready": State.READY},
-    State.STARTTLS: {"accepted": State.TLS, "refused": State.READY},
+    State.STARTTLS: {"accepted": State.TLS, "refused": State.READY, "auth": State.AUTH},
     State.TLS: {"tls_started": State.EHLO},
+    State.AUTH: {"challenge": State.AUTH, "accepted": State.READY},
     State.READY: {"send_message": State.MAIL, "refused_locally": State.READY, "quit": State.QUIT},
     State.MAIL: {"accepted": State.RCPT, "refused": State.READY, "refused_pipelined": State.RCPT},
     State.RCPT: {"next": State.RCPT, "data": State.DATA, "none_accepted": State.RSET},
@@ -336,6 +386,7 @@ _TIMEOUTS: Final[dict[State, float]] = {
     State.HELO: 300.0,
     State.STARTTLS: 300.0,
     State.TLS: 300.0,
+    State.AUTH: 300.0,  # RFC 4954 names none; Postfix waits smtp_helo_timeout
     State.READY: 300.0,
     State.MAIL: 300.0,  # §4.5.3.2.2 MAIL command
     State.RCPT: 300.0,  # §4.5.3.2.3 RCPT command
@@ -429,6 +480,8 @@ class SMTPClientEngine:
         self._outgoing: list[bytes] = []
         self._transaction: _Transaction | None = None
         self._held: deque[Reply] = deque()  # replies that came during message content
+        # AUTH LOGIN: our base64 answers to the server's next 334 challenges, in order.
+        self._auth_answers: deque[bytes] = deque()
         # Message content, while in BODY.
         self._line_start = True  # the next content byte starts a line
         self._tail = b""  # the last two content bytes
@@ -745,8 +798,11 @@ class SMTPClientEngine:
                 elif self.config.tls in _MUST_TLS:
                     self._tls_unavailable(reply)
                 else:
-                    # RFC 3207 §4: the client decides; opportunistic TLS carries on in plaintext.
-                    self._go("refused")
+                    # RFC 3207 §4: the client decides; opportunistic TLS carries on in plaintext
+                    # (and AUTH, if configured, will not, unless auth_plaintext allows it).
+                    self._authenticate_or_ready("refused")
+            case State.AUTH:
+                self._auth_reply(reply)
             case State.READY:
                 self._fail(reply, "unexpected reply while no command was pending")
             case State.RSET:
@@ -774,7 +830,7 @@ class SMTPClientEngine:
         """EHLO or HELO succeeded: STARTTLS, Ready, or TLSUnavailable, as the policy says."""
         tls = self.config.tls
         if self._tls_active or tls == "none":
-            self._go("ready")
+            self._authenticate_or_ready("ready")
         elif self._extensions.starttls:
             # RFC 2920 §3.1: STARTTLS is not pipelined; it waits for its reply.
             self._send(b"STARTTLS\r\n")
@@ -784,7 +840,70 @@ class SMTPClientEngine:
                 Reply(450, "4.7.4", "Strata: TLS is required, but was not offered by the server")
             )
         else:
-            self._go("ready")
+            self._authenticate_or_ready("ready")
+
+    # -- AUTH (RFC 4954) --------------------------------------------------------------------------
+
+    def _authenticate_or_ready(self, outcome: str) -> None:
+        """
+        The session is as secure as it will get: go Ready (by ``outcome``), or first say AUTH.
+
+        PLAIN goes with its initial response (RFC 4954 §4, RFC 4616 §2: NUL user NUL password, no
+        authorization identity); LOGIN, if PLAIN is not offered, answers two 334 challenges with
+        the username and then the password.  Nothing secret is queued before both checks pass.
+        """
+        auth = self.config.auth
+        if auth is None:
+            self._go(outcome)
+            return
+        if not self._tls_active and not self.config.auth_plaintext:
+            self._fail(None, "refusing to send credentials without TLS", polite=True)
+            return
+        username, password = (part.encode("utf-8") for part in auth)
+        mechanisms = self._extensions.auth_mechanisms
+        if "PLAIN" in mechanisms:
+            initial = base64.b64encode(b"\0" + username + b"\0" + password)
+            self._send(b"AUTH PLAIN " + initial + b"\r\n")
+        elif "LOGIN" in mechanisms:
+            self._auth_answers.extend(
+                base64.b64encode(part) + b"\r\n" for part in (username, password)
+            )
+            self._send(b"AUTH LOGIN\r\n")
+        else:
+            self._fail(None, "smarthost offers no AUTH mechanism we support", polite=True)
+            return
+        self._go("auth")
+
+    def _auth_reply(self, reply: Reply) -> None:
+        """
+        A reply to AUTH or to one of our answers: 334 asks for the next answer, 2xx (235) means
+        logged in, 4xx and 5xx end the session.  The texts here never quote what we sent.
+        """
+        klass = reply.code // 100
+        if reply.code == 334 and self._auth_answers:
+            # The challenge text ("Username:", "Password:" in base64) is not checked: servers
+            # word it differently, and the order is what the mechanism fixes.
+            self._send(self._auth_answers.popleft())
+            self._go("challenge")
+        elif klass == 2:
+            self._auth_answers.clear()
+            self._go("accepted")
+        elif klass == 3:
+            # A challenge we have no answer for; RFC 4954 §4: "*" cancels the exchange.
+            self._send(b"*\r\n")
+            self._fail(reply, "smarthost authentication failed: unexpected challenge", polite=True)
+        elif klass == 4:
+            self._fail(
+                reply, "smarthost authentication failed temporarily; will try again", polite=True
+            )
+        else:
+            # 535 5.7.8 (RFC 4954 §6) and every other 5xx: retrying with the same credentials
+            # cannot help.
+            self._fail(
+                reply,
+                "smarthost authentication failed permanently: the credentials were refused",
+                polite=True,
+            )
 
     def _transaction_reply(self, reply: Reply) -> None:
         tx = self._transaction
@@ -895,3 +1014,4 @@ class SMTPClientEngine:
         self._buffer.clear()
         self._lines = []
         self._held.clear()
+        self._auth_answers.clear()
