@@ -76,6 +76,56 @@ class IMAPSettings:
 
 
 @dataclass(frozen=True)
+class SubmissionSettings:
+    """SMTP submission (#5): users send during an outage, from Roundcube or their own client."""
+
+    # STARTTLS (587) and implicit TLS (465).
+    listen: tuple[ListenAddress, ...] = (ListenAddress("127.0.0.1", 2587),)
+    tls_listen: tuple[ListenAddress, ...] = (ListenAddress("127.0.0.1", 2465),)
+    # Networks (CIDR) besides loopback where AUTH is offered without TLS (the webmail's).
+    trusted_networks: tuple[str, ...] = ()
+    # Messages one user may send per hour; then 450 4.7.1.
+    max_per_hour: int = 200
+    # The largest message; 0: the intake's max_message_size.
+    max_message_size: int = 0
+    max_recipients: int = 100
+    idle_timeout: float = 300.0
+    data_timeout: float = 600.0
+    max_connections_per_ip: int = 50
+    max_connections: int = 1000
+
+
+@dataclass(frozen=True)
+class OutboundSettings:
+    """Delivery of submitted mail to other domains' mail exchangers, or through a smarthost."""
+
+    # STARTTLS towards MX hosts: "opportunistic" (encrypt when offered) or "verify".
+    tls: str = "opportunistic"
+    # "host[:port]" of a smarthost that takes all outbound mail; "" delivers by MX.
+    smarthost: str = ""
+    smarthost_tls: str = "verify"  # none, opportunistic, required or verify
+    smarthost_user: str = ""
+    smarthost_password_file: Path | None = None
+    # Retry a deferred message after retry_min seconds, doubling up to retry_max (Postfix's
+    # minimal_backoff_time and maximal_backoff_time); it expires at relay.queue_lifetime.
+    retry_min: float = 300.0
+    retry_max: float = 4000.0
+    # Tell the sender once that a message is delayed after this many seconds; 0: never.
+    delay_notice: float = 4 * 3600.0
+
+
+@dataclass(frozen=True)
+class AlertSettings:
+    """Outage alerts (#5): email through the outbound path, and per-domain webhooks."""
+
+    # The From: of alert emails, e.g. "Acme IT <alerts@acme-it.example>"; "" gives
+    # "Strata <postmaster@HOSTNAME>".
+    sender: str = ""
+    # Alert when a domain's oldest queued message is older than this; 0: never.
+    queue_age: float = 3600.0
+
+
+@dataclass(frozen=True)
 class TLSSettings:
     certificate: Path | None = None
     private_key: Path | None = None
@@ -123,6 +173,9 @@ class Settings:
     hostname: str = field(default_factory=socket.getfqdn)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     imap: IMAPSettings = field(default_factory=IMAPSettings)
+    submission: SubmissionSettings = field(default_factory=SubmissionSettings)
+    outbound: OutboundSettings = field(default_factory=OutboundSettings)
+    alerts: AlertSettings = field(default_factory=AlertSettings)
     tls: TLSSettings = field(default_factory=TLSSettings)
     relay: RelaySettings = field(default_factory=RelaySettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
@@ -243,6 +296,26 @@ def _networks(key: str, value: Any) -> tuple[str, ...]:
     return tuple(out)
 
 
+def _choice(*choices: str) -> Validator:
+    def check(key: str, value: Any) -> str:
+        text = _string(key, value)
+        if text not in choices:
+            raise ConfigError(key, f"expected one of {', '.join(choices)}, got {text!r}")
+        return text
+
+    return check
+
+
+def _host_port(key: str, value: Any) -> str:
+    text = _string(key, value).strip()
+    if text:
+        try:
+            parse_host_port(text, default_port=587)
+        except ValueError as e:
+            raise ConfigError(key, str(e)) from None
+    return text
+
+
 def _backend(key: str, value: Any) -> str:
     text = _string(key, value)
     if text not in ("sqlite", "memory"):
@@ -277,6 +350,29 @@ _SCHEMA: dict[str, dict[str, Validator]] = {
         "portal_grace": _seconds_or_zero,
         "retention_days": _int(1),
     },
+    "submission": {
+        "listen": _listen_or_none,
+        "tls_listen": _listen_or_none,
+        "trusted_networks": _networks,
+        "max_per_hour": _int(1),
+        "max_message_size": _int(0),
+        "max_recipients": _int(1, 100_000),
+        "idle_timeout": _seconds,
+        "data_timeout": _seconds,
+        "max_connections_per_ip": _int(1),
+        "max_connections": _int(1),
+    },
+    "outbound": {
+        "tls": _choice("opportunistic", "verify"),
+        "smarthost": _host_port,
+        "smarthost_tls": _choice("none", "opportunistic", "required", "verify"),
+        "smarthost_user": _string,
+        "smarthost_password_file": _path,
+        "retry_min": _seconds,
+        "retry_max": _seconds,
+        "delay_notice": _seconds_or_zero,
+    },
+    "alerts": {"sender": _string, "queue_age": _seconds_or_zero},
     "tls": {
         "certificate": _path,
         "private_key": _path,
@@ -333,12 +429,19 @@ def parse_config(document: dict[str, Any], source: Path | None = None) -> Settin
         hostname=top.get("hostname") or socket.getfqdn(),
         intake=IntakeSettings(**values["intake"]),
         imap=IMAPSettings(**values["imap"]),
+        submission=SubmissionSettings(**values["submission"]),
+        outbound=OutboundSettings(**values["outbound"]),
+        alerts=AlertSettings(**values["alerts"]),
         tls=TLSSettings(**values["tls"]),
         relay=RelaySettings(**values["relay"]),
         monitor=MonitorSettings(**values["monitor"]),
         storage=StorageSettings(**values["storage"]),
         source=source,
     )
+    if settings.outbound.retry_max < settings.outbound.retry_min:
+        raise ConfigError("outbound.retry_max", "must not be less than outbound.retry_min")
+    if settings.outbound.smarthost_user and not settings.outbound.smarthost_password_file:
+        raise ConfigError("outbound.smarthost_password_file", "needed with smarthost_user")
     if settings.tls.private_key and not settings.tls.certificate:
         raise ConfigError("tls.certificate", "tls.private_key is set but tls.certificate is not")
     return settings

@@ -22,7 +22,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
-from strata_twisted.config import ListenAddress, Settings
+from strata_twisted.config import IntakeSettings, ListenAddress, Settings
 from strata_twisted.core.alerts import (
     FanOutAlertSender,
     IAlertSender,
@@ -33,10 +33,12 @@ from strata_twisted.core.control import ControlPoller
 from strata_twisted.core.credentials import VerificationCache
 from strata_twisted.core.domains import DomainCache, load_user_lists
 from strata_twisted.core.intake import IntakePolicy
+from strata_twisted.core.login import Authenticator, networks
 from strata_twisted.core.monitor import Monitor
 from strata_twisted.core.portal import Portal
 from strata_twisted.core.relay import RelayLoop
 from strata_twisted.core.retention import RetentionJob
+from strata_twisted.core.submission import SubmissionPolicy
 from strata_twisted.core.throttle import LoginThrottle
 from strata_twisted.executor import Executor, SyncExecutor, ThreadExecutor
 from strata_twisted.fired import result_of
@@ -288,7 +290,21 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     for address in settings.intake.listen:
         ListenerService(reactor, "SMTP intake", address, intake).setServiceParent(root)
     portal = Portal(reactor, domains, store, grace=settings.imap.portal_grace)
-    _imap_listeners(settings, reactor, store, tls, portal, root)
+    # One login check for IMAP and submission: the same throttle, cache and password pool, so
+    # failures on one count on the other and Roundcube's SMTP login reuses its IMAP one.
+    passwords = PoolExecutor(reactor)
+    ExecutorService(passwords).setServiceParent(root)
+    imap = settings.imap
+    authenticator = Authenticator(
+        reactor, store, passwords, portal.closed_reason, cache=VerificationCache(),
+        trusted_networks=networks(imap.trusted_networks + settings.submission.trusted_networks),
+    )  # fmt: skip
+    authenticator.throttle = LoginThrottle(
+        reactor, per_ip=imap.login_failures_per_ip, per_user=imap.login_failures_per_user,
+        window=imap.login_window, exempt=authenticator.is_trusted,
+    )  # fmt: skip
+    _imap_listeners(settings, reactor, store, tls, authenticator, root)
+    _submission_listeners(settings, reactor, domains, store, tls, authenticator, root)
     retention = RetentionJob(reactor, domains, store, store, store,
                              default_days=settings.imap.retention_days)  # fmt: skip
     RetentionService(retention).setServiceParent(root)
@@ -300,39 +316,65 @@ def _imap_listeners(
     reactor: Any,
     store: Any,
     tls: CertificateOptions,
-    portal: Portal,
+    authenticator: Authenticator,
     root: MultiService,
 ) -> None:
     """The IMAP server (#4): one factory per kind of listener, sharing limits and caches."""
     imap = settings.imap
     if not imap.listen and not imap.tls_listen:
         return
-    executor = PoolExecutor(reactor)
     limits = ServerLimits(
         max_line_length=imap.max_line_length,
         max_append_size=imap.max_append_size or settings.intake.max_message_size,
         idle_timeout=int(imap.idle_timeout),
     )
-    cache = VerificationCache()
     connections = ConnectionLimits(imap.max_connections, imap.max_connections_per_ip)
     shared: dict[str, Any] = {
-        "trusted_networks": imap.trusted_networks, "portal": portal.closed_reason,
-        "limits": limits,
-        "executor": executor, "cache": cache, "connections": connections,
+        "trusted_networks": imap.trusted_networks, "limits": limits,
+        "connections": connections, "authenticator": authenticator,
     }  # fmt: skip
     plain = IMAPFactory(reactor, store, store, store, tls, **shared)
-    throttle = LoginThrottle(
-        reactor, per_ip=imap.login_failures_per_ip, per_user=imap.login_failures_per_user,
-        window=imap.login_window, exempt=plain.is_trusted,
-    )  # fmt: skip
-    plain.throttle = throttle
     implicit = IMAPFactory(reactor, store, store, store, tls, implicit_tls=True,
-                           throttle=throttle, share_with=plain, **shared)  # fmt: skip
-    ExecutorService(executor).setServiceParent(root)
+                           share_with=plain, **shared)  # fmt: skip
     for address in imap.listen:
         ListenerService(reactor, "IMAP", address, plain).setServiceParent(root)
     for address in imap.tls_listen:
         ListenerService(reactor, "IMAP over TLS", address, implicit, tls).setServiceParent(root)
+
+
+def _submission_listeners(
+    settings: Settings,
+    reactor: Any,
+    domains: DomainCache,
+    store: Any,
+    tls: CertificateOptions,
+    authenticator: Authenticator,
+    root: MultiService,
+) -> None:
+    """SMTP submission (#5): STARTTLS (587) and implicit TLS (465), one policy and limits."""
+    sub = settings.submission
+    if not sub.listen and not sub.tls_listen:
+        return
+    policy = SubmissionPolicy(reactor, domains, store, settings.hostname,
+                              max_per_hour=sub.max_per_hour)  # fmt: skip
+    limits = IntakeSettings(
+        max_message_size=sub.max_message_size or settings.intake.max_message_size,
+        max_recipients=sub.max_recipients, max_line_length=settings.intake.max_line_length,
+        idle_timeout=sub.idle_timeout, data_timeout=sub.data_timeout,
+        max_connections_per_ip=sub.max_connections_per_ip, max_connections=sub.max_connections,
+    )  # fmt: skip
+    connections = ConnectionLimits(sub.max_connections, sub.max_connections_per_ip)
+    shared: dict[str, Any] = {
+        "authenticator": authenticator, "connections": connections,
+        "trusted_networks": sub.trusted_networks,
+    }  # fmt: skip
+    starttls = SMTPIntakeFactory(reactor, policy, limits, tls, **shared)
+    implicit = SMTPIntakeFactory(reactor, policy, limits, tls, implicit_tls=True, **shared)
+    for address in sub.listen:
+        ListenerService(reactor, "SMTP submission", address, starttls).setServiceParent(root)
+    for address in sub.tls_listen:
+        ListenerService(reactor, "SMTP submission over TLS", address, implicit,
+                        tls).setServiceParent(root)  # fmt: skip
 
 
 def default_paths(settings: Settings) -> dict[str, Path]:

@@ -52,16 +52,28 @@ def build_dsn(
     failed: list[FailedRecipient],
     when: float,
     dsn_message_id: str,
+    action: str = "failed",
 ) -> bytes:
-    """The DSN for ``failed`` recipients of ``message``, as CRLF-terminated bytes."""
+    """
+    The DSN for ``failed`` recipients of ``message``, as CRLF-terminated bytes.  ``action``
+    "delayed" makes it a delay notice (RFC 3464 §2.3.3): the mail is still being retried.
+    """
     sender = message.envelope.sender
-    lines = [
-        f"This is the mail system at host {reporting_mta}.",
-        "",
-        "I'm sorry to have to inform you that your message could not",
-        "be delivered to one or more recipients.",
-        "",
-    ]
+    delayed = action == "delayed"
+    lines = [f"This is the mail system at host {reporting_mta}.", ""]
+    if delayed:
+        lines += [
+            "Your message could not be delivered yet to one or more recipients.",
+            "It is still queued, and delivery will be tried again; you do not need",
+            "to send it again.",
+            "",
+        ]
+    else:
+        lines += [
+            "I'm sorry to have to inform you that your message could not",
+            "be delivered to one or more recipients.",
+            "",
+        ]
     for f in failed:
         lines.append(f"<{f.entry.recipient}>: {f.diagnostic}")
     human = MIMEText("\r\n".join(lines) + "\r\n", "plain", "us-ascii")
@@ -79,7 +91,7 @@ def build_dsn(
     for f in failed:
         fields = [
             ("Final-Recipient", f"rfc822; {f.entry.recipient}"),
-            ("Action", "failed"),
+            ("Action", "delayed" if delayed else "failed"),
             ("Status", f.status),
         ]
         if f.remote_mta:
@@ -96,7 +108,9 @@ def build_dsn(
     report = MIMEMultipart("report", report_type="delivery-status")
     report["From"] = f"Mail Delivery System <MAILER-DAEMON@{reporting_mta}>"
     report["To"] = f"<{sender}>"
-    report["Subject"] = "Undelivered Mail Returned to Sender"
+    report["Subject"] = (
+        "Delayed Mail (still being retried)" if delayed else "Undelivered Mail Returned to Sender"
+    )
     report["Date"] = _date(when)
     report["Message-ID"] = f"<{dsn_message_id}@{reporting_mta}>"
     report["Auto-Submitted"] = "auto-replied"  # RFC 3834

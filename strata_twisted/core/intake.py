@@ -78,6 +78,7 @@ def received_header(
     smtputf8: bool,
     esmtp: bool,
     when: float,
+    authenticated: bool = False,
 ) -> bytes:
     """
     The ``Received:`` trace header (RFC 5321 §4.4) we prepend at intake, CRLF-terminated.
@@ -86,6 +87,8 @@ def received_header(
     named in a ``for`` clause, as Postfix does; more would leak the recipient list.
     """
     protocol = ("UTF8SMTP" if smtputf8 else "ESMTP" if esmtp else "SMTP") + ("S" if tls else "")
+    if authenticated and protocol != "SMTP":
+        protocol += "A"  # RFC 3848: ESMTPA, ESMTPSA, UTF8SMTPSA
     date = format_datetime(datetime.fromtimestamp(when, tz=UTC))
     address = f"IPv6:{client_address}" if ":" in client_address else client_address
     lines = [
@@ -110,6 +113,41 @@ def header_message_id(header_bytes: bytes) -> str | None:
     return text or None
 
 
+async def store_generated(
+    *,
+    messages: IMessageStore,
+    clock: SecondsClock,
+    hostname: str,
+    queue_id: str,
+    data: bytes,
+    sender: str,
+    deliveries: tuple[Delivery, ...],
+) -> None:
+    """
+    Store and queue a message Strata wrote itself (a DSN, an alert) in one durable step, as
+    intake does; on failure the half-written message is aborted and the store's error raised.
+    """
+    writer = messages.begin(queue_id)
+    try:
+        await writer.write(data)
+        await writer.commit(
+            IncomingMessage(
+                envelope=Envelope(
+                    sender=sender,
+                    recipients=tuple(d.recipient for d in deliveries),
+                    client_address="127.0.0.1",
+                    client_helo=hostname,
+                ),
+                received_at=clock.seconds(),
+                deliveries=deliveries,
+                header_message_id=f"<{queue_id}@{hostname}>",
+            )
+        )
+    except BaseException:
+        await writer.abort()
+        raise
+
+
 @dataclass
 class SessionInfo:
     """What the intake policy knows about the SMTP session a message arrives on."""
@@ -118,6 +156,7 @@ class SessionInfo:
     helo: str = ""
     esmtp: bool = False
     tls: bool = False
+    user: str | None = None  # the authenticated user (submission)
 
 
 class IntakePolicy:
@@ -139,7 +178,7 @@ class IntakePolicy:
         self.hostname = hostname
         self._on_accepted = on_accepted
 
-    def accepted(self, message: StoredMessage) -> None:
+    def accepted(self, message: StoredMessage, session: SessionInfo | None = None) -> None:
         """
         A message was committed: tell the monitor, once per recipient domain (mail for a domain
         whose primary seems up is a hint that the filter failed over, or that the probe is wrong).
@@ -179,6 +218,25 @@ class IntakePolicy:
             if not known:
                 raise UnknownUser(f"not a user of {domain}: {recipient!r}")
 
+    def check_sender(self, session: SessionInfo, sender: str) -> None:
+        """Raise a L{MailError} unless ``sender`` may send in this session.  Intake takes any."""
+
+    def deliveries(self, recipients: tuple[str, ...]) -> tuple[Delivery, ...]:
+        """Where each accepted recipient's copy goes: the primary's queue, and in delivery
+        mode ``both`` the shadow mailbox too."""
+        out = []
+        for recipient in recipients:
+            domain_name = recipient_domain(recipient) or ""
+            domain = self._domains.get(domain_name)
+            shadow = domain is not None and domain.mode == "both"
+            out.append(Delivery(recipient, domain_name, shadow=shadow))
+        return tuple(out)
+
+    def header_check(self, session: SessionInfo) -> Callable[[bytes], None] | None:
+        """A check of the message's header section, run before the commit (it raises a
+        L{MailError} to refuse the message); None: intake takes any header."""
+        return None
+
     def begin(
         self,
         session: SessionInfo,
@@ -199,17 +257,10 @@ class IntakePolicy:
             smtputf8=smtputf8,
         )
         now = self._clock.seconds()
-        deliveries = []
-        for recipient in recipients:
-            domain_name = recipient_domain(recipient) or ""
-            domain = self._domains.get(domain_name)
-            deliveries.append(
-                Delivery(
-                    recipient, domain_name, shadow=domain is not None and domain.mode == "both"
-                )
-            )
         writer = self._store.begin(queue_id)
-        transaction = IntakeTransaction(writer, envelope, now, tuple(deliveries))
+        transaction = IntakeTransaction(
+            writer, envelope, now, self.deliveries(recipients), self.header_check(session)
+        )
         transaction.feed(
             received_header(
                 hostname=self.hostname,
@@ -221,6 +272,7 @@ class IntakePolicy:
                 smtputf8=smtputf8,
                 esmtp=session.esmtp,
                 when=now,
+                authenticated=session.user is not None,
             ),
             header=False,
         )
@@ -238,6 +290,8 @@ class IntakeTransaction:
     envelope: Envelope
     received_at: float
     deliveries: tuple[Delivery, ...]
+    # Run on the header section before the commit; a MailError it raises refuses the message.
+    check_header: Callable[[bytes], None] | None = None
     _header: bytearray = field(default_factory=bytearray)
     _header_done: bool = False
     _failure: Failure | None = None
@@ -287,6 +341,11 @@ class IntakeTransaction:
         if self._failure is not None:
             failure = self._failure
             return self._abort_then(failure)
+        if self.check_header is not None:
+            try:
+                self.check_header(bytes(self._header))
+            except MailError as e:
+                return self._refuse(e)
         incoming = IncomingMessage(
             envelope=self.envelope,
             received_at=self.received_at,
@@ -303,6 +362,13 @@ class IntakeTransaction:
         except Exception:  # a header we cannot parse is still mail we keep
             self.log.failure("could not parse the header of {id}", id=self.queue_id)
             return None
+
+    def _refuse(self, error: MailError) -> Deferred[StoredMessage]:
+        """The policy refuses the message (its header check): abort, then fail with ``error``
+        as it is, permanent or not."""
+        result: Deferred[StoredMessage] = Deferred()
+        self.abort().addBoth(lambda _: result.errback(Failure(error)))
+        return result
 
     def _abort_then(self, failure: Failure) -> Deferred[StoredMessage]:
         error = failure.value

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 import email.utils
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
@@ -45,11 +45,11 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from strata_twisted.clock import SecondsClock
-from strata_twisted.config import RelaySettings
+from strata_twisted.config import OutboundSettings, RelaySettings
 from strata_twisted.core.domains import DomainCache
 from strata_twisted.core.dsn import FailedRecipient, build_dsn, status_of
-from strata_twisted.core.intake import new_queue_id
-from strata_twisted.core.routes import MXResolver, NullMX, RouteError, address_literal
+from strata_twisted.core.intake import new_queue_id, store_generated
+from strata_twisted.core.routes import MXResolver, NullMX, RouteError, route_domain
 from strata_twisted.interfaces import IEventStore, IMessageStore, IQueueStore
 from strata_twisted.model import (
     BOUNCED,
@@ -60,13 +60,11 @@ from strata_twisted.model import (
     AttemptResult,
     Delivery,
     Domain,
-    Envelope,
-    IncomingMessage,
     QueueEntry,
     RelayTarget,
     StoredMessage,
-    recipient_domain,
-    split_address,
+    TLSPolicy,
+    parse_host_port,
 )
 
 # How much of each message's body the relay reads ahead (all of a typical message); the rest of a
@@ -89,6 +87,13 @@ class RelayedMessage:
     message: StoredMessage
     entries: tuple[QueueEntry, ...]
     head: bytes = b""  # the body's first bytes, read ahead; the connection reads the rest
+    # Sent before the stored bytes: the DKIM-Signature of outbound mail (one header field).
+    prefix: bytes = b""
+
+    @property
+    def size(self) -> int:
+        """The size on the wire (before dot-stuffing): the prefix and the stored message."""
+        return len(self.prefix) + self.message.size
 
 
 @dataclass(frozen=True)
@@ -132,6 +137,15 @@ class RelayConnection(Protocol):
 class RelayConnector(Protocol):
     def connect(self, domain: Domain) -> Deferred[RelayConnection]:
         """Open a session with ``domain``'s relay host; fails when no session can be had."""
+
+
+class OutboundSigner(Protocol):
+    def signature(self, message: RelayedMessage) -> Deferred[bytes]:
+        """
+        The header field(s) to put before ``message`` when it leaves for another domain: its
+        DKIM-Signature when its From: domain has a key and it is not signed for it yet, else
+        b"".  Never fails (a message that cannot be signed goes unsigned, and is logged).
+        """
 
 
 def _read_ahead_windows(
@@ -178,8 +192,13 @@ class RelayLoop:
         settings: RelaySettings,
         hostname: str,
         resolver: MXResolver | None = None,
+        outbound: OutboundSettings | None = None,
+        signer: OutboundSigner | None = None,
     ) -> None:
-        """``resolver``: routes for domains that are not protected; None keeps their mail queued."""
+        """
+        ``resolver``: routes for domains that are not protected; None keeps their mail queued
+        (unless ``outbound`` names a smarthost).  ``signer``: signs outbound mail (DKIM).
+        """
         self._clock = clock
         self._queue = queue
         self._messages = messages
@@ -189,6 +208,12 @@ class RelayLoop:
         self._settings = settings
         self._hostname = hostname
         self._resolver = resolver
+        self._outbound = outbound if outbound is not None else OutboundSettings()
+        self._smarthost: RelayTarget | None = None
+        if self._outbound.smarthost:
+            host, port = parse_host_port(self._outbound.smarthost, 587)
+            self._smarthost = RelayTarget(host, port)
+        self._signer = signer
         self._draining: dict[str, Deferred[None]] = {}
         self._again: set[str] = set()
         self._loop = LoopingCall(self.run)
@@ -262,7 +287,7 @@ class RelayLoop:
     async def _drain_batch(self, name: str, force: bool) -> bool:
         """Deliver one batch of ``name``'s due entries; True if another batch may be due."""
         domain = self._domains.get(name)
-        if domain is None and self._resolver is None:
+        if domain is None and self._resolver is None and self._smarthost is None:
             # Mail for a domain that is not protected (a DSN for a sender outside our domains)
             # has no route without a resolver: it stays queued, visible in `strata queue list`.
             return False
@@ -281,20 +306,23 @@ class RelayLoop:
                 live.append(entry)
         if not live:
             return len(entries) == self._settings.batch_size
+        signing = False
         if domain is None:
-            # Only our own DSNs (from <>) go by MX.  Mail accepted while the domain was protected
-            # waits: its MX may be Strata itself (configuration C), and an admin who stopped
-            # protecting a domain did not ask for its backlog to go elsewhere.
-            kept = [entry for entry in live if entry.sender]
+            # Only users' outbound mail (submission) and our own DSNs (from <>) go by MX.  Mail
+            # accepted while the domain was protected waits: its MX may be Strata itself
+            # (configuration C), and an admin who stopped protecting a domain did not ask for
+            # its backlog to go elsewhere.
+            kept = [entry for entry in live if entry.sender and not entry.outbound]
             if kept:
                 await self._keep_unprotected(name, kept)
-            live = [entry for entry in live if not entry.sender]
+            live = [entry for entry in live if not entry.sender or entry.outbound]
             if not live:
                 return False
-            routed = await self._connect_by_mx(name, live)
+            routed = await self._connect_outbound(name, live)
             if routed is None:
                 return False
             domain, connection = routed
+            signing = self._signer is not None
         else:
             try:
                 connection = await self._connector.connect(domain)
@@ -315,14 +343,14 @@ class RelayLoop:
         recording: Deferred[int | Exception] | None = None
         try:
             windows = _read_ahead_windows(groups)
-            reading = self._read_window(windows[0])
+            reading = self._read_window(windows[0], signing)
             for w in range(len(windows)):
                 if not connection.alive:
                     break
                 prepared = await reading
                 # Read the next window while this one is on the wire.
                 if w + 1 < len(windows):
-                    reading = self._read_window(windows[w + 1])
+                    reading = self._read_window(windows[w + 1], signing)
                 for relayed in prepared:
                     if not connection.alive:
                         break
@@ -355,14 +383,26 @@ class RelayLoop:
         except Exception:
             self.log.failure("cannot sync the delivery results for {domain}", domain=name)
 
-    async def _connect_by_mx(
+    async def _connect_outbound(
         self, name: str, entries: list[QueueEntry]
     ) -> tuple[Domain, RelayConnection] | None:
         """
-        A session with the first of ``name``'s mail exchangers that takes one, and the synthetic
-        domain it was opened for; None when there is none (the entries are dealt with here).
+        A session for mail to ``name``, a domain we do not protect: with the smarthost when one
+        is configured, else with the first of its mail exchangers that takes one; and the
+        synthetic domain it was opened for.  None when there is none (the entries are dealt
+        with here: deferred, or bounced for a null MX).
         """
-        assert self._resolver is not None
+        if self._smarthost is not None:
+            policy: TLSPolicy = self._outbound.smarthost_tls  # type: ignore[assignment]
+            target = Domain(name, self._smarthost, tls_policy=policy, monitored=False)
+            try:
+                return target, await self._connector.connect(target)
+            except Exception as e:
+                await self._no_route(name, entries, f"smarthost {target.relay}: {_reason(e)}")
+                return None
+        if self._resolver is None:
+            await self._no_route(name, entries, "no DNS resolver configured")
+            return None
         try:
             hosts = await self._resolver.lookup(name)
         except NullMX:
@@ -372,10 +412,10 @@ class RelayLoop:
             await self._no_route(name, entries, str(e))
             return None
         failures = []
+        tls: TLSPolicy = "verify" if self._outbound.tls == "verify" else "opportunistic"
         for host, port in hosts:
-            # An MX host is nobody's primary: encrypt when offered, never probe it.
-            target = Domain(name, RelayTarget(host, port), tls_policy="opportunistic",
-                            monitored=False)  # fmt: skip
+            # An MX host is nobody's primary: never probe it.
+            target = Domain(name, RelayTarget(host, port), tls_policy=tls, monitored=False)
             try:
                 return target, await self._connector.connect(target)
             except Exception as e:
@@ -393,13 +433,56 @@ class RelayLoop:
         )
 
     async def _defer_to_next_run(self, entries: list[QueueEntry], reason: str) -> None:
-        """Record an attempt for each entry: still queued, due again at the next run."""
+        """Record an attempt for each entry: still queued, due again at the next run (outbound
+        mail: on its backoff schedule)."""
         at = self._clock.seconds()
-        retry = at + self._settings.interval
         for entry in entries:
             await self._queue.record_result(
-                AttemptResult(entry.id, DEFERRED_OUTCOME, reason, at, next_attempt_at=retry)
-            )
+                AttemptResult(entry.id, DEFERRED_OUTCOME, reason, at,
+                              next_attempt_at=self._retry_at(entry, at))
+            )  # fmt: skip
+        await self._notify_delays(entries, reason)
+
+    def _retry_at(self, entry: QueueEntry, at: float) -> float:
+        """
+        When a deferred entry is due again.  Mail for a primary: at the next run (the monitor
+        kicks the relay the moment the primary is back).  Outbound mail: after retry_min, then
+        twice as long after each attempt up to retry_max (RFC 5321 §4.5.4.1 asks for waits, not
+        hammering; the schedule is Postfix's), but never past the queue lifetime's end by more
+        than one wait.
+        """
+        if not entry.outbound:
+            return at + self._settings.interval
+        wait: float = self._outbound.retry_min * 2.0 ** min(entry.attempts, 32)
+        return at + min(wait, self._outbound.retry_max)
+
+    async def _notify_delays(self, entries: Sequence[QueueEntry], reason: str) -> None:
+        """
+        Tell the sender of outbound mail, once, that it is still undelivered after
+        ``outbound.delay_notice`` seconds: an RFC 3464 DSN with ``Action: delayed``, into the
+        sender's webmail INBOX.  Never fails.
+        """
+        notice = self._outbound.delay_notice
+        if notice <= 0:
+            return
+        at = self._clock.seconds()
+        late = [entry for entry in entries
+                if entry.outbound and entry.sender and entry.delay_notified_at is None
+                and at - entry.received_at >= notice]  # fmt: skip
+        if not late:
+            return
+        try:
+            for group in _group_by_message(late):
+                message = await self._messages.get_message(group[0].message_id)
+                if message is None:
+                    continue
+                failed = [FailedRecipient(entry, entry.last_error or reason,
+                                          status_of(reason, "4.0.0"))
+                          for entry in group]  # fmt: skip
+                await self._bounce(message, failed, action="delayed")
+            await self._queue.mark_delay_notified([entry.id for entry in late], at)
+        except Exception:
+            self.log.failure("could not send the delay notices for {n}", n=len(late))
 
     async def _keep_unprotected(self, name: str, entries: list[QueueEntry]) -> None:
         """Mail for a domain that is no longer protected: keep it queued until the next run (an
@@ -437,7 +520,7 @@ class RelayLoop:
         )
 
     def _read_window(
-        self, window: list[tuple[QueueEntry, ...]]
+        self, window: list[tuple[QueueEntry, ...]], signing: bool = False
     ) -> Deferred[list[RelayedMessage | None]]:
         """
         Read the messages of ``window`` (records and first body chunks) in one storage call; one
@@ -446,6 +529,7 @@ class RelayLoop:
         """
 
         async def read() -> list[RelayedMessage | None]:
+            out: list[RelayedMessage | None] = []
             try:
                 heads = await self._messages.read_heads(
                     [group[0].message_id for group in window], PREFETCH
@@ -453,12 +537,19 @@ class RelayLoop:
             except Exception:
                 # Some body cannot be read: find out which, one message at a time.
                 self.log.failure("cannot read ahead for the relay; reading one by one")
-                return [await self._read_one(group) for group in window]
-            by_id = {head.message.id: head for head in heads}
-            out: list[RelayedMessage | None] = []
-            for group in window:
-                head = by_id.get(group[0].message_id)
-                out.append(None if head is None else RelayedMessage(head.message, group, head.head))
+                out = [await self._read_one(group) for group in window]
+            else:
+                by_id = {head.message.id: head for head in heads}
+                for group in window:
+                    head = by_id.get(group[0].message_id)
+                    out.append(
+                        None if head is None else RelayedMessage(head.message, group, head.head)
+                    )
+            if signing and self._signer is not None:
+                for i, relayed in enumerate(out):
+                    if relayed is not None and any(entry.outbound for entry in relayed.entries):
+                        prefix = await self._signer.signature(relayed)
+                        out[i] = replace(relayed, prefix=prefix)
             return out
 
         return Deferred.fromCoroutine(read())
@@ -505,10 +596,11 @@ class RelayLoop:
             # messages behind it go on.  A session that died under this message (connection
             # lost, timeout, 421) says nothing about the message: it stays due as it was, so it
             # goes first on the next connection and the order is kept.
-            retry = entry.next_attempt_at if lost else at + self._settings.interval
-            await self._queue.record_result(
+            retry = entry.next_attempt_at if lost else self._retry_at(entry, at)
+            updated = await self._queue.record_result(
                 AttemptResult(entry.id, DEFERRED_OUTCOME, reply.text, at, next_attempt_at=retry)
             )
+            await self._notify_delays([updated], reply.text)
             return False
         if domain.hold_rejected:
             await self._queue.record_result(AttemptResult(entry.id, HELD_OUTCOME, reply.text, at))
@@ -538,11 +630,19 @@ class RelayLoop:
         if message is not None and updated.state == BOUNCED:
             await self._bounce(message, [FailedRecipient(updated, reason, "4.4.7")])
 
-    async def _bounce(self, message: StoredMessage, failed: list[FailedRecipient]) -> None:
+    async def _bounce(
+        self, message: StoredMessage, failed: list[FailedRecipient], action: str = "failed"
+    ) -> None:
+        # A user's outbound mail: the DSN goes to the sender's webmail INBOX too, where they
+        # sent it from (and to their primary's queue, for after the outage).
+        sender_domain = self._domains.get(route_domain(message.envelope.sender))
+        shadow = sender_domain is not None and any(f.entry.outbound for f in failed)
         try:
             await queue_dsn(
                 messages=self._messages, events=self._events, clock=self._clock,
-                hostname=self._hostname, message=message, failed=failed,
+                hostname=self._hostname, message=message, failed=failed, shadow=shadow,
+                action=action,
+                event_kind="relay.delayed" if action == "delayed" else "relay.bounced",
             )  # fmt: skip
         except Exception:
             self.log.failure("{id}: could not queue the DSN", id=message.id)
@@ -564,6 +664,8 @@ async def queue_dsn(
     message: StoredMessage,
     failed: list[FailedRecipient],
     event_kind: str = "relay.bounced",
+    shadow: bool = False,
+    action: str = "failed",
 ) -> str | None:
     """
     Queue one RFC 3464 DSN for ``failed`` recipients of ``message`` to its envelope sender, and
@@ -572,7 +674,9 @@ async def queue_dsn(
     Never for the null sender (RFC 5321 §4.5.5: a bounce must not cause another): that returns
     None and queues nothing.  The DSN itself comes from ``<>``, so it never bounces in turn.  When
     the DSN cannot be stored, the half-written message is aborted and the store's error raised.
-    Used by the relay (5xx, expiry) and by ``strata queue bounce``.
+    Used by the relay (5xx, expiry) and by ``strata queue bounce``.  ``shadow``: put it in the
+    sender's shadow INBOX too.  ``action``: "failed", or "delayed" for a delay notice (RFC 3464
+    §2.3.3; nothing was given up).
     """
     sender = message.envelope.sender
     if not sender:
@@ -583,30 +687,16 @@ async def queue_dsn(
     headers = await messages.read_headers(message.id)
     dsn = build_dsn(
         reporting_mta=hostname, message=message, headers=headers, failed=failed,
-        when=now, dsn_message_id=queue_id,
+        when=now, dsn_message_id=queue_id, action=action,
     )  # fmt: skip
-    writer = messages.begin(queue_id)
-    try:
-        await writer.write(dsn)
-        await writer.commit(
-            IncomingMessage(
-                envelope=Envelope(
-                    sender="",
-                    recipients=(sender,),
-                    client_address="127.0.0.1",
-                    client_helo=hostname,
-                ),  # fmt: skip
-                received_at=now,
-                deliveries=(Delivery(sender, _route_domain(sender)),),
-                header_message_id=f"<{queue_id}@{hostname}>",
-            )
-        )
-    except BaseException:
-        await writer.abort()
-        raise
+    await store_generated(
+        messages=messages, clock=clock, hostname=hostname, queue_id=queue_id, data=dsn,
+        sender="", deliveries=(Delivery(sender, route_domain(sender), shadow=shadow),),
+    )  # fmt: skip
     recipients = ", ".join(f.entry.recipient for f in failed)
+    what = "delayed" if action == "delayed" else "bounced"
     await events.record_event(
-        event_kind, f"{message.id} to {recipients} bounced; DSN {queue_id} to <{sender}>",
+        event_kind, f"{message.id} to {recipients} {what}; DSN {queue_id} to <{sender}>",
         failed[0].entry.domain, {"dsn": queue_id, "date": email.utils.formatdate(now)},
     )  # fmt: skip
     return queue_id
@@ -630,16 +720,6 @@ def _recorded(outcome: int | Exception) -> int:
     if isinstance(outcome, Exception):
         raise outcome
     return outcome
-
-
-def _route_domain(address: str) -> str:
-    """The queue domain for mail to ``address``: its canonical domain, or its address literal
-    (``[192.0.2.1]``: delivered to that address, RFC 5321 §5.1); "" when it has neither."""
-    domain = recipient_domain(address)
-    if domain is not None:
-        return domain
-    _, literal = split_address(address)
-    return literal if address_literal(literal) is not None else ""
 
 
 def _quiet(d: Deferred[None]) -> Deferred[None]:

@@ -18,6 +18,8 @@ from typing import Protocol
 
 from twisted.internet.defer import Deferred
 
+from strata_twisted.model import recipient_domain, split_address
+
 
 class RouteError(Exception):
     """A lookup gave no host to deliver to; ``str(error)`` says why, for logs and events."""
@@ -57,6 +59,16 @@ def address_literal(domain: str) -> str | None:
     if (address.version == 6) != is_v6:
         return None  # "[::1]" without the IPv6: tag, or "[IPv6:1.2.3.4]"
     return str(address)
+
+
+def route_domain(address: str) -> str:
+    """The queue domain for mail to ``address``: its canonical domain, or its address literal
+    (``[192.0.2.1]``: delivered to that address, RFC 5321 §5.1); "" when it has neither."""
+    domain = recipient_domain(address)
+    if domain is not None:
+        return domain
+    _, literal = split_address(address)
+    return literal if address_literal(literal) is not None else ""
 
 
 class MXResolver(Protocol):

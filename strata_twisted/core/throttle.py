@@ -28,8 +28,8 @@ MAX_TRACKED: Final = 100_000
 """At most this many addresses (and users) are tracked; past it the oldest entries are dropped."""
 
 
-class _Window:
-    """Failure times per key within a sliding window."""
+class SlidingWindow:
+    """Event times per key within a sliding window of ``window`` seconds (``limit`` at most)."""
 
     def __init__(self, limit: int, window: float) -> None:
         self.limit = limit
@@ -81,8 +81,8 @@ class LoginThrottle:
         exempt: Callable[[str], bool] = lambda host: False,
     ) -> None:
         self._clock = clock
-        self._ip = _Window(per_ip, window)
-        self._user = _Window(per_user, window)
+        self._ip = SlidingWindow(per_ip, window)
+        self._user = SlidingWindow(per_user, window)
         self._exempt = exempt
 
     def refused(self, host: str, user: str | None) -> bool:

@@ -22,12 +22,10 @@ CLOSE/UNSELECT and LOGOUT; every other mailbox command answers C{NO [CANNOT]}.
 from __future__ import annotations
 
 import bisect
-import inspect
 import io
-import ipaddress
 import re
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import asdict, dataclass, replace
 from typing import Any, BinaryIO, Final, Generic, Literal, TypeVar, cast
 
@@ -47,12 +45,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.python.threadpool import ThreadPool
 
-from strata_twisted.core.credentials import (
-    CredentialError,
-    PasswordHash,
-    VerificationCache,
-    check_password,
-)
+from strata_twisted.core.credentials import VerificationCache
 from strata_twisted.core.imap_fetch import (
     ByteRange,
     FetchPlan,
@@ -66,6 +59,7 @@ from strata_twisted.core.imap_search import Candidate, Content, Need, plan_sort,
 from strata_twisted.core.imap_search import Mailbox as SearchMailbox
 from strata_twisted.core.imap_search import plan as search_plan
 from strata_twisted.core.intake import new_queue_id
+from strata_twisted.core.login import Authenticator, PortalCheck, networks
 from strata_twisted.core.throttle import LoginThrottle
 from strata_twisted.errors import StrataError
 from strata_twisted.executor import Executor
@@ -79,14 +73,12 @@ from strata_twisted.model import (
     Envelope,
     FlagMode,
     IncomingMessage,
-    InvalidUser,
     MailboxError,
     MailboxInfo,
     MailMessage,
     NoSuchMailbox,
     normalize_flags,
     normalize_mailbox_name,
-    normalize_user,
 )
 from strata_twisted.proto.imap_parser import (
     Copy,
@@ -150,11 +142,6 @@ __all__ = ["IMAPFactory", "IMAPProtocol", "PoolExecutor", "PortalCheck"]
 
 T = TypeVar("T")
 
-PortalCheck = Callable[[str], "Awaitable[str | None] | str | None"]
-"""
-``portal(domain)``: None while the domain's webmail portal is open, else the sentence to show
-(or an awaitable of either: L{strata_twisted.core.portal.Portal.closed_reason}).
-"""
 
 STREAM_CHUNK: Final = 256 * 1024
 """A streamed body section is read from the store and written in pieces of at most this size."""
@@ -165,7 +152,6 @@ DELIMITER: Final = "/"
 
 _TEMPORARY: Final = "Temporary server failure, try again later"
 _NOT_YET: Final = "not implemented yet"
-_THROTTLED: Final = "Too many failed logins; try again later"
 
 
 def _host_of(address: IAddress | None) -> str:
@@ -192,23 +178,6 @@ class PoolExecutor:
 
     def stop(self) -> None:
         self._pool.stop()
-
-
-def _domain_of(address: str) -> str:
-    return address.rpartition("@")[2]
-
-
-def _is_trusted(
-    host: str, networks: Sequence[ipaddress.IPv4Network | ipaddress.IPv6Network]
-) -> bool:
-    """Loopback and the configured networks may log in with a plaintext password (decision 10)."""
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback or any(ip in network for network in networks)
 
 
 # -- LIST -----------------------------------------------------------------------------------------
@@ -657,54 +626,17 @@ class IMAPProtocol(Protocol):
         engine = self.engine
         assert engine is not None
         factory = self.factory
-        try:
-            address: str | None = normalize_user(event.user)
-        except InvalidUser:
-            address = None
-        who = address if address is not None else event.user.lower()
-        if factory.throttle.refused(self.client, who):
-            # Refused before the password is read: a guesser learns nothing and costs nothing.
-            self.log.info("IMAP login throttled for {user!r} from {client}", user=event.user,
-                          client=self.client)  # fmt: skip
-            engine.login_result(False, "UNAVAILABLE", _THROTTLED)
-            return
-        stored: PasswordHash | None = None
-        if address is not None:
-            text = await factory.credentials.get_user(address)
-            if text is not None:
-                try:
-                    stored = PasswordHash.parse(text)
-                except CredentialError:
-                    self.log.warn("unusable stored hash for {address}", address=address)
-        now = factory.clock.seconds()
-        ok = False
-        if address is not None and stored is not None:
-            ok = factory.cache.check(address, stored, event.password, now)
-        if not ok:
-            like = None
-            if stored is None and address is not None:
-                like = await factory.typical_hash(_domain_of(address))
-            password = event.password
-            ok = await factory.executor.run(lambda: check_password(stored, password, like=like))
-            if ok and address is not None and stored is not None:
-                factory.cache.remember(address, stored, password, factory.clock.seconds())
-        if not ok or address is None:
+        result = await factory.authenticator.login(self.client, event.user, event.password)
+        if result.refusal == "failed":
             # RFC 5530: one answer for an unknown user and a wrong password.
-            self.log.info("IMAP login failed for {user!r} from {client}", user=event.user,
-                          client=self.client)  # fmt: skip
-            factory.throttle.failed(self.client, who)
-            engine.login_result(False, "AUTHENTICATIONFAILED", "Authentication failed")
+            engine.login_result(False, "AUTHENTICATIONFAILED", result.text)
             return
-        factory.throttle.succeeded(address)
-        closed = factory.portal(_domain_of(address))
-        if inspect.isawaitable(closed):
-            closed = await closed
-        if closed is not None:
-            engine.login_result(False, "UNAVAILABLE", closed)
+        if result.address is None:  # throttled (the password was not checked), or portal closed
+            engine.login_result(False, "UNAVAILABLE", result.text)
             return
-        await factory.mailboxes.ensure_user(address)
-        self.user = address
-        self.log.info("IMAP login {user} from {client}", user=address, client=self.client)
+        await factory.mailboxes.ensure_user(result.address)
+        self.user = result.address
+        self.log.info("IMAP login {user} from {client}", user=result.address, client=self.client)
         engine.login_result(True)
 
     # -- SELECT and EXAMINE ----------------------------------------------------------------------
@@ -1501,7 +1433,7 @@ class IMAPFactory(Factory):
         tls: ssl.CertificateOptions | None,
         *,
         trusted_networks: Iterable[str] = (),
-        portal: PortalCheck,
+        portal: PortalCheck = lambda domain: None,
         limits: ServerLimits | None = None,
         executor: Executor | None = None,
         cache: VerificationCache | None = None,
@@ -1510,29 +1442,29 @@ class IMAPFactory(Factory):
         throttle: LoginThrottle | None = None,
         idle_poll_interval: float = 2.0,
         share_with: IMAPFactory | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.clock = clock
         self.mailboxes = mailboxes
         self.credentials = credentials
         self.messages = messages
         self.tls = tls
-        self.portal = portal
         self.limits = limits if limits is not None else ServerLimits()
-        self.trusted_networks = tuple(
-            ipaddress.ip_network(network, strict=False) for network in trusted_networks
-        )
-        if executor is None:
-            if not IReactorThreads.providedBy(clock):
-                raise TypeError("without an executor, clock must be a reactor (IReactorThreads)")
-            executor = PoolExecutor(clock)
-        self.executor: Executor = executor
-        # (an empty cache is falsy: test for None)
-        self.cache = cache if cache is not None else VerificationCache()
+        if authenticator is None:
+            if executor is None:
+                if not IReactorThreads.providedBy(clock):
+                    raise TypeError(
+                        "without an executor, clock must be a reactor (IReactorThreads)"
+                    )
+                executor = PoolExecutor(clock)
+            authenticator = Authenticator(
+                clock, credentials, executor, portal, cache=cache, throttle=throttle,
+                trusted_networks=networks(trusted_networks),
+            )  # fmt: skip
+        self.authenticator = authenticator
+        self.executor: Executor = authenticator.executor
         self.implicit_tls = implicit_tls
         self.connections = connections if connections is not None else ConnectionLimits(1000, 50)
-        self.throttle = (
-            throttle if throttle is not None else LoginThrottle(clock, exempt=self.is_trusted)
-        )
         # IDLE looks for changes made elsewhere (intake, another process) this often; changes
         # made by this factory's sessions wake idlers at once (L{mailbox_changed}).
         self.idle_poll_interval = idle_poll_interval
@@ -1555,7 +1487,6 @@ class IMAPFactory(Factory):
         self.indexes: _LRU[str, MessageIndex] = (
             share_with.indexes if share_with is not None else _LRU(8192)
         )
-        self._typical: dict[str, PasswordHash | None] = {}
         self._protocols: dict[IMAPProtocol, str] = (
             share_with._protocols if share_with is not None else {}
         )
@@ -1567,29 +1498,15 @@ class IMAPFactory(Factory):
         self.executor.stop()
 
     def is_trusted(self, host: str) -> bool:
-        return _is_trusted(host, self.trusted_networks)
+        return self.authenticator.is_trusted(host)
 
-    async def typical_hash(self, domain: str) -> PasswordHash | None:
-        """
-        A hash of one of ``domain``'s users, so that an unknown user's dummy check costs what a
-        real one would; remembered per domain (it only shapes timing, so staleness is harmless).
-        """
-        if domain in self._typical:
-            return self._typical[domain]
-        like: PasswordHash | None = None
-        try:
-            users = await self.credentials.list_users(domain)
-        except StrataError:
-            users = []
-        for user in users[:1]:
-            try:
-                like = PasswordHash.parse(user.password_hash)
-            except CredentialError:
-                pass
-        if len(self._typical) > 1000:
-            self._typical.clear()
-        self._typical[domain] = like
-        return like
+    @property
+    def throttle(self) -> LoginThrottle:
+        return self.authenticator.throttle
+
+    @throttle.setter
+    def throttle(self, throttle: LoginThrottle) -> None:
+        self.authenticator.throttle = throttle
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
         host = _host_of(addr)

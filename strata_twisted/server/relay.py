@@ -28,7 +28,7 @@ from zope.interface import implementer
 
 from strata_twisted.core.relay import RecipientReply, RelayedMessage
 from strata_twisted.interfaces import IMessageStore
-from strata_twisted.model import Domain
+from strata_twisted.model import Domain, RelayTarget
 from strata_twisted.proto.smtp_client import (
     NEED_DATA,
     ClientConfig,
@@ -99,6 +99,7 @@ class _RelayClient(Protocol):
         domain: Domain,
         helo_name: str,
         trust_root: IOpenSSLTrustRoot | None = None,
+        auth: tuple[str, str] | None = None,
     ) -> None:
         self._clock = clock
         self._trust_root = trust_root
@@ -106,7 +107,7 @@ class _RelayClient(Protocol):
         self._messages = messages
         self._domain = domain
         self.remote = str(domain.relay)
-        self.engine = SMTPClientEngine(ClientConfig(helo_name, tls=domain.tls_policy))
+        self.engine = SMTPClientEngine(ClientConfig(helo_name, tls=domain.tls_policy, auth=auth))
         self.ready: Deferred[_RelayClient] = Deferred()
         self._first_ready = True
         self._sending: tuple[RelayedMessage, Deferred[list[RecipientReply]]] | None = None
@@ -151,7 +152,7 @@ class _RelayClient(Protocol):
             self.engine.send_message(
                 stored.envelope.sender,
                 [entry.recipient for entry in message.entries],
-                stored.size,
+                message.size,
                 body_8bit=stored.envelope.body_8bitmime,
                 smtputf8=stored.envelope.smtputf8,
             )
@@ -289,8 +290,8 @@ class _RelayClient(Protocol):
 
     async def _stream(self, relayed: RelayedMessage, after: Deferred[bool] | None) -> None:
         message = relayed.message
-        if relayed.head:
-            self.engine.body_chunk(relayed.head)
+        if relayed.prefix or relayed.head:
+            self.engine.body_chunk(relayed.prefix + relayed.head)
             self._write()
         offset = len(relayed.head)
         while offset < message.size:
@@ -370,13 +371,21 @@ class SMTPRelayConnector:
         helo_name: str,
         connect_timeout: float,
         trust_root: IOpenSSLTrustRoot | None = None,
+        smarthost: RelayTarget | None = None,
+        smarthost_auth: tuple[str, str] | None = None,
     ) -> None:
-        """``trust_root``: the CAs the ``verify`` policy trusts (None: the system's)."""
+        """
+        ``trust_root``: the CAs the ``verify`` policy trusts (None: the system's).
+        ``smarthost_auth``: the (user, password) sessions with ``smarthost`` log in with
+        (AUTH, only once TLS is up).
+        """
         self._reactor = reactor
         self._messages = messages
         self._helo_name = helo_name
         self._connect_timeout = connect_timeout
         self._trust_root = trust_root
+        self._smarthost = smarthost
+        self._smarthost_auth = smarthost_auth
 
     def connect(self, domain: Domain) -> Deferred[Any]:
         """
@@ -398,8 +407,9 @@ class SMTPRelayConnector:
         return self._connect(replace(domain, tls_policy="none"))
 
     def _connect(self, domain: Domain) -> Deferred[Any]:
+        auth = self._smarthost_auth if domain.relay == self._smarthost else None
         client = _RelayClient(
-            self._reactor, self._messages, domain, self._helo_name, self._trust_root
+            self._reactor, self._messages, domain, self._helo_name, self._trust_root, auth
         )
         endpoint = endpoints.HostnameEndpoint(
             self._reactor, domain.relay.host, domain.relay.port, timeout=self._connect_timeout

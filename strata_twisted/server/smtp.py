@@ -1,18 +1,24 @@
 """
-The SMTP intake listener: Twisted transports wired to the sans-IO engine and the intake policy.
+The SMTP listeners, intake (25) and submission (587, 465): Twisted transports wired to the
+sans-IO engine and a policy.
 
 This module is a thin adapter (CONVENTIONS §1).  ``dataReceived`` feeds the engine; each event the
-engine yields goes to L{IntakePolicy}; replies go back through the engine, so pipelined commands are
-answered strictly in order even while a commit is in flight.  It also owns what only a transport can
-do: timeouts (idle, and a longer one while DATA streams), back-pressure while the store is writing,
-STARTTLS, and connection limits per client address.
+engine yields goes to the policy (L{IntakePolicy}, or its submission rules
+L{strata_twisted.core.submission.SubmissionPolicy}); replies go back through the engine, so
+pipelined commands are answered strictly in order even while a commit or a password check is in
+flight.  It also owns what only a transport can do: timeouts (idle, and a longer one while DATA
+streams), back-pressure while the store is writing, STARTTLS, and connection limits per client
+address.  With an L{Authenticator} (submission) the engine offers AUTH, over TLS only unless the
+client is on loopback or a trusted network, and refuses MAIL before it.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from twisted.internet import ssl
+from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IReactorTime, ITLSTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -20,11 +26,14 @@ from twisted.python.failure import Failure
 
 from strata_twisted.config import IntakeSettings
 from strata_twisted.core.intake import IntakePolicy, IntakeTransaction, SessionInfo
+from strata_twisted.core.login import Authenticator, LoginResult, is_trusted, networks
 from strata_twisted.errors import MailError
 from strata_twisted.model import StoredMessage
 from strata_twisted.proto.smtp_reply import Reply
 from strata_twisted.proto.smtp_server import (
+    AUTH_MECHANISMS,
     NEED_DATA,
+    Auth,
     DataAborted,
     DataChunk,
     DataEnd,
@@ -64,6 +73,7 @@ class SMTPIntakeProtocol(Protocol):
         self._pause_reasons: set[str] = set()
         self._gone = False
         self._in_process = False
+        self._authenticating = False
 
     @property
     def _transport(self) -> Any:
@@ -75,11 +85,18 @@ class SMTPIntakeProtocol(Protocol):
 
     def connectionMade(self) -> None:
         set_no_delay(self.transport)
-        self.session = SessionInfo(client_address=_host_of(self._transport.getPeer()))
+        factory = self.factory
+        client = _host_of(self._transport.getPeer())
+        self.session = SessionInfo(client_address=client, tls=factory.implicit_tls)
+        authenticator = factory.authenticator
         self.engine = SMTPServerEngine(
-            self.factory.hostname,
-            self.factory.limits,
-            tls_available=self.factory.tls is not None,
+            factory.hostname,
+            factory.limits,
+            tls_available=factory.tls is not None and not factory.implicit_tls,
+            tls_active=factory.implicit_tls,
+            auth_mechanisms=AUTH_MECHANISMS if authenticator is not None else (),
+            auth_plaintext=is_trusted(client, factory.trusted_networks),
+            auth_required=authenticator is not None,
         )
         self.engine.greeting()
         self._flush()
@@ -114,7 +131,7 @@ class SMTPIntakeProtocol(Protocol):
             self._close()
 
     def _dispatch(self, engine: SMTPServerEngine) -> None:
-        while not self._committing and not self._gone:
+        while not self._committing and not self._authenticating and not self._gone:
             event = engine.next_event()
             if event is NEED_DATA:
                 break
@@ -125,8 +142,15 @@ class SMTPIntakeProtocol(Protocol):
                 self.session.helo = event.name
                 self.session.esmtp = event.verb.upper() == "EHLO"
                 engine.respond()
+            elif isinstance(event, Auth):
+                self._auth(event)
             elif isinstance(event, MailFrom):
                 self._drop_transaction()
+                try:
+                    self.factory.policy.check_sender(self.session, event.sender)
+                except MailError as e:
+                    engine.respond(Reply.from_error(e))
+                    continue
                 self._sender = event.sender
                 self._body_8bit = event.body == "8BITMIME"
                 self._smtputf8 = event.smtputf8
@@ -145,6 +169,47 @@ class SMTPIntakeProtocol(Protocol):
                 self._start_tls()
             elif isinstance(event, Quit):
                 self._drop_transaction()
+
+    def _auth(self, event: Auth) -> None:
+        authenticator = self.factory.authenticator
+        assert authenticator is not None  # the engine offers AUTH only with one
+        self._authenticating = True
+        # Nothing more is parsed until the answer (RFC 4954 §4: AUTH is not pipelined).
+        self._pause("auth")
+        d = Deferred.fromCoroutine(
+            authenticator.login(self.session.client_address, event.username, event.password)
+        )
+        d.addCallbacks(self._auth_result, self._auth_failed)
+        d.addErrback(lambda f: self.log.failure("answering AUTH failed", f))
+
+    def _auth_result(self, result: LoginResult) -> None:
+        if result.address is not None:
+            reply = None
+            self.session.user = result.address
+            self.log.info("submission login {user} from {client}", user=result.address,
+                          client=self.session.client_address)  # fmt: skip
+        elif result.refusal == "failed":
+            reply = Reply(535, "5.7.8", "Authentication credentials invalid")
+        elif result.refusal == "throttled":
+            reply = Reply(454, "4.7.0", result.text)
+        else:  # a closed portal: the password was right, but this is not the way to send now
+            reply = Reply(535, "5.7.0", result.text)
+        self._after_auth(reply, result.address)
+
+    def _auth_failed(self, failure: Failure) -> None:
+        self.log.failure("checking a password failed", failure)
+        self._after_auth(Reply(454, "4.7.0", "Temporary authentication failure"), None)
+
+    def _after_auth(self, reply: Reply | None, user: str | None) -> None:
+        self._authenticating = False
+        self._resume("auth")
+        if self._gone:
+            return
+        assert self.engine is not None
+        self.engine.respond(reply, user=user)
+        self._arm_timer()
+        if not self._in_process:
+            self._process()
 
     def _rcpt(self, recipient: str) -> None:
         assert self.engine is not None
@@ -211,7 +276,7 @@ class SMTPIntakeProtocol(Protocol):
 
     def _committed(self, message: StoredMessage) -> None:
         self._after_commit(Reply(250, "2.0.0", f"Ok: queued as {message.id}"))
-        self.factory.policy.accepted(message)
+        self.factory.policy.accepted(message, self.session)
         self.log.info(
             "{id}: from=<{sender}> nrcpt={n} size={size} client={client}",
             id=message.id,
@@ -223,7 +288,9 @@ class SMTPIntakeProtocol(Protocol):
 
     def _commit_failed(self, failure: Failure) -> None:
         error = failure.value
-        if isinstance(error, MailError) and error.temporary:
+        if isinstance(error, MailError):
+            # Temporary: our own failure (intake never answers 5xx for those).  Permanent: the
+            # policy refused the message (submission's From: check).
             self.log.warn("message not stored: {error}", error=error)
             reply = Reply.from_error(error)
         else:
@@ -256,6 +323,7 @@ class SMTPIntakeProtocol(Protocol):
         transport = ITLSTransport(self._transport)
         transport.startTLS(self.factory.tls)
         self.session.tls = True
+        self.session.user = None  # RFC 3207 §4.2: nothing from before TLS counts
         self._drop_transaction()
         self.engine.tls_started()
 
@@ -306,8 +374,22 @@ class SMTPIntakeFactory(Factory):
         policy: IntakePolicy,
         settings: IntakeSettings,
         tls: ssl.CertificateOptions | None,
+        *,
+        authenticator: Authenticator | None = None,
+        implicit_tls: bool = False,
+        connections: ConnectionLimits | None = None,
+        trusted_networks: Iterable[str] = (),
     ) -> None:
+        """
+        ``authenticator``: sessions must log in (AUTH) before MAIL: the submission service.
+        ``implicit_tls``: the listener is TLS already (465).  ``connections``: limits shared
+        with another listener (587 and 465 count together).  ``trusted_networks``: where AUTH
+        is offered without TLS, besides loopback (the webmail's network).
+        """
         self.clock = clock
+        self.trusted_networks = networks(trusted_networks)
+        self.authenticator = authenticator
+        self.implicit_tls = implicit_tls
         self.policy = policy
         self.settings = settings
         self.tls = tls
@@ -317,7 +399,11 @@ class SMTPIntakeFactory(Factory):
             max_recipients=settings.max_recipients,
             max_line_length=settings.max_line_length,
         )
-        self._limits = ConnectionLimits(settings.max_connections, settings.max_connections_per_ip)
+        self._limits = (
+            connections
+            if connections is not None
+            else ConnectionLimits(settings.max_connections, settings.max_connections_per_ip)
+        )
         self._protocols: dict[SMTPIntakeProtocol, str] = {}
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:

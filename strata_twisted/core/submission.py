@@ -1,0 +1,154 @@
+# -*- test-case-name: tests.test_core_submission -*-
+"""
+Submission policy (issue 5): mail that users send during an outage, from Roundcube or their
+own client, on ports 587/465.
+
+It is intake with other rules (L{IntakePolicy} does the durable part, the same for both):
+
+- Only an authenticated user sends (the adapter refuses MAIL before AUTH with ``530 5.7.0``).
+- MAIL FROM must be the user's own address, and so must every address in the ``From:`` and
+  ``Sender:`` header fields, else ``553 5.7.1`` (no spoofing a colleague, no spoofing anybody).
+- At most ``max_per_hour`` messages per user per hour, then ``450 4.7.1`` until the oldest leaves
+  the window: a stolen password cannot spray spam.  Counted in memory, per process.
+- Any recipient with a valid domain or address literal is taken (the sender is known).  A
+  recipient in a protected domain is routed like intake mail: the primary's queue, and in
+  delivery mode ``both`` the colleague's shadow INBOX at once.  A recipient elsewhere goes to
+  the outbound queue (``Delivery.outbound``), which the relay delivers to its domain's MX.
+"""
+
+from __future__ import annotations
+
+import email.parser
+import email.policy
+import email.utils
+from collections.abc import Callable
+
+from strata_twisted.clock import SecondsClock
+from strata_twisted.core.domains import DomainCache
+from strata_twisted.core.intake import IntakePolicy, SessionInfo
+from strata_twisted.core.routes import route_domain
+from strata_twisted.core.throttle import SlidingWindow
+from strata_twisted.errors import MailError
+from strata_twisted.interfaces import IMessageStore
+from strata_twisted.model import (
+    Delivery,
+    InvalidUser,
+    StoredMessage,
+    normalize_user,
+    recipient_domain,
+)
+
+DEFAULT_MAX_PER_HOUR = 200
+
+
+class AuthenticationRequired(MailError):
+    """MAIL before AUTH on the submission port (RFC 4954 §6)."""
+
+    code = 530
+    enhanced = "5.7.0"
+    public_text = "Authentication required"
+
+
+class SenderNotOwned(MailError):
+    """MAIL FROM, From: or Sender: names an address the user does not own (Postfix's wording)."""
+
+    code = 553
+    enhanced = "5.7.1"
+    public_text = "Sender address rejected: not owned by user"
+
+
+class SendingRateExceeded(MailError):
+    """The user sent ``max_per_hour`` messages within the last hour."""
+
+    code = 450
+    enhanced = "4.7.1"
+    public_text = "Error: too many messages sent in the last hour; try again later"
+
+
+class BadRecipient(MailError):
+    code = 501
+    enhanced = "5.1.3"
+    public_text = "Bad recipient address syntax"
+
+
+def _owned(address: str, user: str) -> bool:
+    try:
+        return normalize_user(address) == user
+    except InvalidUser:
+        return False
+
+
+def header_senders(header: bytes) -> list[str]:
+    """The addresses of the ``From:`` and ``Sender:`` fields of a header section (RFC 5322
+    §3.6.2), parsed with the stdlib ``email`` package; groups and comments are handled there."""
+    parsed = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(header)
+    values = [str(v) for name in ("From", "Sender") for v in parsed.get_all(name, [])]
+    return [address for _, address in email.utils.getaddresses(values)]
+
+
+class SubmissionPolicy(IntakePolicy):
+    """The rules of the submission service; makes transactions like intake."""
+
+    def __init__(
+        self,
+        clock: SecondsClock,
+        domains: DomainCache,
+        store: IMessageStore,
+        hostname: str,
+        *,
+        max_per_hour: int = DEFAULT_MAX_PER_HOUR,
+    ) -> None:
+        super().__init__(clock, domains, store, hostname)
+        self._sent = SlidingWindow(max(1, max_per_hour), 3600.0)
+
+    def check_sender(self, session: SessionInfo, sender: str) -> None:
+        user = session.user
+        if user is None:
+            raise AuthenticationRequired("MAIL before AUTH")
+        if not _owned(sender, user):
+            raise SenderNotOwned(f"{user} may not send as <{sender}>")
+        if self._sent.exceeded(user, self._clock.seconds()):
+            self.log.warn("{user} reached the sending limit", user=user)
+            raise SendingRateExceeded(f"{user} reached the sending limit")
+
+    def check_recipient(self, recipient: str) -> None:
+        domain = recipient_domain(recipient)
+        if domain is not None and self._domains.get(domain) is not None:
+            # A colleague: the same rules as intake (unknown users of a synced list refused).
+            super().check_recipient(recipient)
+        elif not route_domain(recipient):
+            raise BadRecipient(f"no domain to deliver to: {recipient!r}")
+
+    def deliveries(self, recipients: tuple[str, ...]) -> tuple[Delivery, ...]:
+        out = []
+        for recipient in recipients:
+            domain = recipient_domain(recipient)
+            protected = None if domain is None else self._domains.get(domain)
+            if protected is not None and domain is not None:
+                out.append(Delivery(recipient, domain, shadow=protected.mode == "both"))
+            else:
+                out.append(Delivery(recipient, route_domain(recipient), outbound=True))
+        return tuple(out)
+
+    def header_check(self, session: SessionInfo) -> Callable[[bytes], None] | None:
+        user = session.user
+
+        def check(header: bytes) -> None:
+            if user is None:
+                raise AuthenticationRequired("DATA before AUTH")
+            senders = header_senders(header)
+            if not senders:
+                raise SenderNotOwned("no From: header", public_text="Message has no From: header")
+            for address in senders:
+                if not _owned(address, user):
+                    raise SenderNotOwned(
+                        f"{user} may not send as {address!r} (From:/Sender:)",
+                        public_text=f"From: address <{address}> not owned by user",
+                    )
+
+        return check
+
+    def accepted(self, message: StoredMessage, session: SessionInfo | None = None) -> None:
+        """A message was committed: it counts against the user's hourly limit."""
+        if session is not None and session.user is not None:
+            self._sent.add(session.user, self._clock.seconds())
