@@ -307,6 +307,8 @@ class QueueEntry:
             "last_attempt_at": self.last_attempt_at,
             "delivered_at": self.delivered_at,
             "delivery_reply": self.delivery_reply,
+            "outbound": self.outbound,
+            "delay_notified_at": self.delay_notified_at,
         }
 
 

@@ -23,6 +23,7 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from strata_twisted.config import IntakeSettings, ListenAddress, Settings
+from strata_twisted.core.alert_email import EmailAlertSender
 from strata_twisted.core.alerts import (
     FanOutAlertSender,
     IAlertSender,
@@ -40,9 +41,10 @@ from strata_twisted.core.relay import RelayLoop
 from strata_twisted.core.retention import RetentionJob
 from strata_twisted.core.submission import SubmissionPolicy
 from strata_twisted.core.throttle import LoginThrottle
+from strata_twisted.errors import ConfigError
 from strata_twisted.executor import Executor, SyncExecutor, ThreadExecutor
 from strata_twisted.fired import result_of
-from strata_twisted.model import FLUSH_ACTION
+from strata_twisted.model import FLUSH_ACTION, RelayTarget, parse_host_port
 from strata_twisted.proto.imap_server import ServerLimits
 from strata_twisted.proto.mime import index_bytes
 from strata_twisted.server._transport import ConnectionLimits
@@ -208,16 +210,38 @@ class LoopsService(Service):
         return self._monitor.stop()
 
 
-def build_alert_sender(settings: Settings, reactor: Any) -> IAlertSender:
+def build_alert_sender(
+    settings: Settings, reactor: Any, email: IAlertSender | None = None
+) -> IAlertSender:
     """
-    The monitor's alerts: a log line and each domain's webhook call, at most one per kind per
-    domain per ``monitor.alert_window`` (issue #5: no alert storms).
+    The monitor's alerts: a log line, each domain's webhook call and (``email``) alert email,
+    at most one per kind per domain per ``monitor.alert_window`` (issue #5: no alert storms).
     """
+    senders: list[IAlertSender] = [
+        LogAlertSender(),
+        WebhookAlertSender(reactor, alert_webhook_target),
+    ]
+    if email is not None:
+        senders.append(email)
     return ThrottledAlertSender(
-        FanOutAlertSender([LogAlertSender(), WebhookAlertSender(reactor, alert_webhook_target)]),
-        reactor,
-        window=settings.monitor.alert_window,
+        FanOutAlertSender(senders), reactor, window=settings.monitor.alert_window
     )
+
+
+def _smarthost(settings: Settings) -> tuple[RelayTarget | None, tuple[str, str] | None]:
+    """The configured smarthost and its credentials (the password read from its file now,
+    at startup, so a missing file stops Strata with a clear error)."""
+    outbound = settings.outbound
+    if not outbound.smarthost:
+        return None, None
+    host, port = parse_host_port(outbound.smarthost, 587)
+    if not outbound.smarthost_user or outbound.smarthost_password_file is None:
+        return RelayTarget(host, port), None
+    try:
+        password = outbound.smarthost_password_file.read_text().strip()
+    except OSError as e:
+        raise ConfigError("outbound.smarthost_password_file", str(e)) from None
+    return RelayTarget(host, port), (outbound.smarthost_user, password)
 
 
 def build_service(settings: Settings, reactor: Any) -> MultiService:
@@ -265,18 +289,23 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
         generate=settings.tls.generate_self_signed and settings.tls.certificate is None,
         now=reactor.seconds(),
     )
+    smarthost, smarthost_auth = _smarthost(settings)
     connector = SMTPRelayConnector(
         reactor, store, settings.hostname, settings.relay.connect_timeout,
-        load_trust_root(settings.tls.ca_file),
+        load_trust_root(settings.tls.ca_file), smarthost, smarthost_auth,
     )  # fmt: skip
     resolver = DNSPythonResolver(reactor, settings.relay.resolver, settings.relay.mx_port)
     relay = RelayLoop(
         reactor, store, store, store, domains, connector, settings.relay, settings.hostname,
-        resolver,
+        resolver, settings.outbound,
     )  # fmt: skip
     monitor = Monitor(
         reactor, domains, store, store, store,
-        SMTPProber(reactor, helo_name=settings.hostname), build_alert_sender(settings, reactor),
+        SMTPProber(reactor, helo_name=settings.hostname),
+        build_alert_sender(settings, reactor, EmailAlertSender(
+            reactor, store, store, store, domains, settings.hostname, settings.alerts.sender,
+            deliver_now=relay.drain,
+        )),
         settings.monitor,
         on_recovery=relay.kick,
     )  # fmt: skip
