@@ -1,0 +1,154 @@
+# -*- test-case-name: tests.test_core_alert_email -*-
+"""
+Outage alerts by email (issue 5, point 5), sent through Strata's own outbound path.
+
+An alert is a short plain-text message to the domain's ``alert_email``: which domain, since
+when, why, and how much mail is queued (at the end: how long the outage lasted, how much was
+received during it and how much of that is delivered).  It is written like a DSN, as a message
+Strata originates (L{store_generated}): committed durably, routed like submission (an address in
+a protected domain goes to its primary's queue and, in mode ``both``, its shadow INBOX; any other
+to the outbound queue), then the relay is asked to deliver it at once.  From is
+``[alerts] sender`` (the MSP's own address, white-label) or ``Strata <postmaster@HOSTNAME>``.
+
+Each alert sent is recorded in the event log (``alert.email``).  Throttling (one per kind per
+domain per window) is the wrapper's job (L{strata_twisted.core.alerts.ThrottledAlertSender}).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from email.message import EmailMessage
+from email.utils import formatdate, parseaddr
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from strata_twisted.clock import SecondsClock
+from strata_twisted.core.alerts import IAlertSender, format_duration, format_time
+from strata_twisted.core.domains import DomainCache
+from strata_twisted.core.intake import new_queue_id, store_generated
+from strata_twisted.core.routes import route_domain
+from strata_twisted.interfaces import IEventStore, IMessageStore, IQueueStore
+from strata_twisted.model import Delivery, Domain, Outage, display_domain, recipient_domain
+
+
+def alert_routes(domains: DomainCache, recipient: str) -> tuple[Delivery, ...]:
+    """Where a message Strata writes to ``recipient`` goes (the submission routing rules)."""
+    domain = recipient_domain(recipient)
+    protected = None if domain is None else domains.get(domain)
+    if protected is not None and domain is not None:
+        return (Delivery(recipient, domain, shadow=protected.mode == "both"),)
+    return (Delivery(recipient, route_domain(recipient), outbound=True),)
+
+
+@implementer(IAlertSender)
+class EmailAlertSender:
+    """Queues an alert email to each domain's ``alert_email``; domains without one get none."""
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: SecondsClock,
+        messages: IMessageStore,
+        queue: IQueueStore,
+        events: IEventStore,
+        domains: DomainCache,
+        hostname: str,
+        sender: str = "",
+        deliver_now: Callable[[str], object] | None = None,
+    ) -> None:
+        """``sender``: the From: field; ``deliver_now(domain)`` asks the relay to deliver."""
+        self._clock = clock
+        self._messages = messages
+        self._queue = queue
+        self._events = events
+        self._domains = domains
+        self._hostname = hostname
+        self._sender = sender or f"Strata <postmaster@{hostname}>"
+        self._deliver_now = deliver_now
+
+    def outage_started(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
+        name = display_domain(domain.name)
+        since = format_time(outage.started_at)
+        subject = f"[Strata] {name}: primary mail server DOWN since {since}"
+        text = (
+            f"The primary mail server of {name} ({domain.relay}) stopped answering.\n\n"
+            f"Down since:      {since}\n"
+            f"Reason:          {outage.reason}\n"
+            f"Queued for it:   {queued} message(s)\n\n"
+            "Strata is accepting the domain's mail and keeps it until the primary is back; "
+            "users can read and send mail in the webmail meanwhile.  Nothing is lost.\n"
+        )
+        return Deferred.fromCoroutine(self._send(domain, "outage.started", subject, text))
+
+    def outage_ended(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
+        return Deferred.fromCoroutine(self._ended(domain, outage, queued))
+
+    async def _ended(self, domain: Domain, outage: Outage, queued: int) -> None:
+        name = display_domain(domain.name)
+        ended = outage.ended_at if outage.ended_at is not None else self._clock.seconds()
+        try:
+            received, delivered = await self._queue.received_since(domain.name, outage.started_at)
+        except Exception:
+            self.log.failure("cannot count the outage's mail for {domain}", domain=domain.name)
+            received = delivered = -1
+        counts = (
+            f"Received during the outage: {received} message(s), {delivered} delivered so far\n"
+            if received >= 0
+            else ""
+        )
+        subject = f"[Strata] {name}: primary mail server UP again at {format_time(ended)}"
+        text = (
+            f"The primary mail server of {name} ({domain.relay}) answers again.\n\n"
+            f"Down since:      {format_time(outage.started_at)}\n"
+            f"Up again at:     {format_time(ended)}\n"
+            f"Outage lasted:   {format_duration(outage.duration or ended - outage.started_at)}\n"
+            f"{counts}"
+            f"Being delivered: {queued} queued message(s)\n\n"
+            "Strata is delivering the queued mail to the primary now, in the order it arrived.\n"
+        )
+        await self._send(domain, "outage.ended", subject, text)
+
+    async def _send(self, domain: Domain, kind: str, subject: str, text: str) -> None:
+        recipient = domain.alert_email
+        if not recipient:
+            return
+        now = self._clock.seconds()
+        queue_id = new_queue_id(self._clock)
+        message = EmailMessage()
+        message["From"] = self._sender
+        message["To"] = recipient
+        message["Subject"] = subject
+        message["Date"] = formatdate(now)
+        message["Message-ID"] = f"<{queue_id}@{self._hostname}>"
+        message["Auto-Submitted"] = "auto-generated"  # RFC 3834: no vacation replies to it
+        message["X-Strata-Alert"] = f"{kind}; domain={domain.name}"
+        message.set_content(text)
+        # Lines up to 200 octets: the subject stays on one line (RFC 5322 allows 998).
+        data = message.as_bytes(policy=message.policy.clone(linesep="\r\n", max_line_length=200))
+        deliveries = alert_routes(self._domains, recipient)
+        await store_generated(
+            messages=self._messages, clock=self._clock, hostname=self._hostname,
+            queue_id=queue_id, data=data, sender=_envelope_sender(self._sender, self._hostname),
+            deliveries=deliveries,
+        )  # fmt: skip
+        await self._events.record_event(
+            "alert.email",
+            f"{kind} alert for {display_domain(domain.name)} queued to <{recipient}> as {queue_id}",
+            domain.name,
+            {"kind": kind, "to": recipient, "queue_id": queue_id},
+        )
+        if self._deliver_now is not None:
+            for delivery in deliveries:
+                try:
+                    self._deliver_now(delivery.domain)
+                except Exception:
+                    self.log.failure("cannot start delivering an alert")
+
+
+def _envelope_sender(sender: str, hostname: str) -> str:
+    """The envelope sender for alerts: the From: address, so a bounce reaches its owner."""
+    _, address = parseaddr(sender)
+    return address if "@" in address else f"postmaster@{hostname}"

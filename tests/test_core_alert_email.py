@@ -1,0 +1,120 @@
+"""
+Alert emails (issue 5, point 5): what they say, where they are queued, and that each is recorded.
+Memory store on a task.Clock; the relay's delivery of them is tested with the relay.
+"""
+
+from __future__ import annotations
+
+import email
+import email.policy
+
+from twisted.internet.task import Clock
+
+from strata_twisted.core.alert_email import EmailAlertSender
+from strata_twisted.core.domains import DomainCache
+from strata_twisted.model import (
+    DELIVERED_OUTCOME,
+    AttemptResult,
+    Delivery,
+    Domain,
+    Outage,
+    QueueEntry,
+    RelayTarget,
+)
+from strata_twisted.storage.memory import MemoryStore
+from strata_twisted.testing import result_of, store_message
+
+T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
+
+
+class Setup:
+    def __init__(self, alert_email: str | None, mode: str = "both") -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.store = MemoryStore(self.clock)
+        for domain in (
+            Domain("acme.test", RelayTarget("10.0.0.1"), alert_email=alert_email),
+            Domain("msp.test", RelayTarget("10.0.0.2"), mode=mode),  # type: ignore[arg-type]
+        ):
+            result_of(self.store.add_domain(domain))
+        self.domains = DomainCache(self.clock, self.store, 1.0)
+        result_of(self.domains.refresh())
+        self.kicked: list[str] = []
+        self.sender = EmailAlertSender(
+            self.clock, self.store, self.store, self.store, self.domains, "strata.test",
+            "Acme IT <alerts@msp.test>", deliver_now=self.kicked.append,
+        )  # fmt: skip
+        self.domain = self.domains.get("acme.test")
+        assert self.domain is not None
+
+    def alerts(self) -> list[tuple[email.message.EmailMessage, list[QueueEntry]]]:
+        out = []
+        ids = dict.fromkeys(e.message_id for e in result_of(self.store.list_entries()))
+        for message_id in ids:
+            body = result_of(self.store.read_body_range(message_id, 0, 1 << 20))
+            parsed = email.message_from_bytes(body, policy=email.policy.default)
+            assert isinstance(parsed, email.message.EmailMessage)
+            if parsed["X-Strata-Alert"]:
+                out.append((parsed, result_of(self.store.entries_for_message(message_id))))
+        return out
+
+
+def test_outage_start_alert_to_an_outside_address_goes_outbound_and_is_recorded() -> None:
+    s = Setup("ops@elsewhere.test")
+    outage = Outage(1, "acme.test", T0 - 600, "connection refused")
+    result_of(s.sender.outage_started(s.domain, outage, 7))
+    [(message, entries)] = s.alerts()
+    assert message["From"] == "Acme IT <alerts@msp.test>"
+    assert message["To"] == "ops@elsewhere.test"
+    assert message["Subject"] == (
+        "[Strata] acme.test: primary mail server DOWN since 2027-01-15 07:50:00 UTC"
+    )
+    assert message["Auto-Submitted"] == "auto-generated"
+    text = message.get_content()
+    assert "Down since:      2027-01-15 07:50:00 UTC" in text
+    assert "connection refused" in text
+    assert "Queued for it:   7 message(s)" in text
+    [entry] = entries
+    assert entry.outbound and entry.domain == "elsewhere.test"
+    assert entry.sender == "alerts@msp.test"
+    assert s.kicked == ["elsewhere.test"]
+    [event] = [e for e in result_of(s.store.list_events()) if e.kind == "alert.email"]
+    assert event.domain == "acme.test" and event.data["to"] == "ops@elsewhere.test"
+
+
+def test_outage_end_alert_counts_the_outages_mail() -> None:
+    s = Setup("ops@elsewhere.test")
+    started = T0 - 3725
+    for n, delivered in ((1, True), (2, False), (3, True)):
+        result_of(store_message(s.store, f"M{n}", b"Subject: x\r\n\r\nx\r\n",
+                                [Delivery("u@acme.test", "acme.test")],
+                                received_at=started + n))  # fmt: skip
+        if delivered:
+            [entry] = result_of(s.store.entries_for_message(f"M{n}"))
+            result_of(s.store.record_result(AttemptResult(entry.id, DELIVERED_OUTCOME, "250", T0)))
+    outage = Outage(1, "acme.test", started, "timeout", ended_at=T0)
+    result_of(s.sender.outage_ended(s.domain, outage, 1))
+    [(message, _)] = s.alerts()
+    assert message["Subject"] == (
+        "[Strata] acme.test: primary mail server UP again at 2027-01-15 08:00:00 UTC"
+    )
+    text = message.get_content()
+    assert "Outage lasted:   1h 2m 5s" in text
+    assert "Received during the outage: 3 message(s), 2 delivered so far" in text
+    assert "Being delivered: 1 queued message(s)" in text
+
+
+def test_an_alert_address_in_a_protected_domain_gets_its_shadow_inbox_and_primary_queue() -> None:
+    s = Setup("boss@msp.test")
+    result_of(s.sender.outage_started(s.domain, Outage(1, "acme.test", T0, "refused"), 0))
+    [(message, [entry])] = s.alerts()
+    assert not entry.outbound and entry.domain == "msp.test"
+    copies = result_of(s.store.list_shadow_copies("boss@msp.test"))
+    assert [c.message_id for c in copies] == [entry.message_id]
+
+
+def test_a_domain_without_an_alert_address_gets_no_email() -> None:
+    s = Setup(None)
+    result_of(s.sender.outage_started(s.domain, Outage(1, "acme.test", T0, "refused"), 0))
+    assert s.alerts() == []
+    assert s.kicked == []
