@@ -21,6 +21,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import email.utils
+import re
 from collections.abc import Callable
 
 from strata_twisted.clock import SecondsClock
@@ -39,6 +40,10 @@ from strata_twisted.model import (
 )
 
 DEFAULT_MAX_PER_HOUR = 200
+
+# RFC 5322 §4.5.3 (obs-optional): WSP between a field name and its colon, which the stdlib's
+# parser does not take as a field.
+_OBSOLETE_COLON = re.compile(r"^(From|Sender)[ \t]+:", re.IGNORECASE | re.MULTILINE)
 
 
 class AuthenticationRequired(MailError):
@@ -78,12 +83,27 @@ def _owned(address: str, user: str) -> bool:
         return False
 
 
+def header_addresses(header: bytes) -> dict[str, list[str]]:
+    """
+    The addresses of the ``From:`` and ``Sender:`` fields of a header section (RFC 5322
+    §3.6.2), by lower-case field name, parsed with the stdlib ``email`` package (groups,
+    comments, encoded words).  Raw UTF-8 is read as such (RFC 6532), and the obsolete
+    ``From :`` form with space before the colon counts too (RFC 5322 §4.5.3).
+    """
+    text = _OBSOLETE_COLON.sub(r"\1:", header.decode("utf-8", "replace"))
+    parsed = email.parser.HeaderParser(policy=email.policy.compat32).parsestr(text)
+    out: dict[str, list[str]] = {"from": [], "sender": []}
+    for name, value in parsed.items():
+        key = name.strip().lower()
+        if key in out:
+            out[key] += [address for _, address in email.utils.getaddresses([str(value)])]
+    return out
+
+
 def header_senders(header: bytes) -> list[str]:
-    """The addresses of the ``From:`` and ``Sender:`` fields of a header section (RFC 5322
-    §3.6.2), parsed with the stdlib ``email`` package; groups and comments are handled there."""
-    parsed = email.parser.BytesHeaderParser(policy=email.policy.compat32).parsebytes(header)
-    values = [str(v) for name in ("From", "Sender") for v in parsed.get_all(name, [])]
-    return [address for _, address in email.utils.getaddresses(values)]
+    """Every address of the ``From:`` and ``Sender:`` fields (L{header_addresses})."""
+    fields = header_addresses(header)
+    return fields["from"] + fields["sender"]
 
 
 class SubmissionPolicy(IntakePolicy):
@@ -136,10 +156,10 @@ class SubmissionPolicy(IntakePolicy):
         def check(header: bytes) -> None:
             if user is None:
                 raise AuthenticationRequired("DATA before AUTH")
-            senders = header_senders(header)
-            if not senders:
+            fields = header_addresses(header)
+            if not fields["from"]:
                 raise SenderNotOwned("no From: header", public_text="Message has no From: header")
-            for address in senders:
+            for address in fields["from"] + fields["sender"]:
                 if not _owned(address, user):
                     raise SenderNotOwned(
                         f"{user} may not send as {address!r} (From:/Sender:)",
