@@ -32,6 +32,7 @@ from strata_twisted.core.alerts import (
 )
 from strata_twisted.core.control import ControlPoller
 from strata_twisted.core.credentials import VerificationCache
+from strata_twisted.core.dkim import DkimKeyring
 from strata_twisted.core.domains import DomainCache, load_user_lists
 from strata_twisted.core.intake import IntakePolicy
 from strata_twisted.core.login import Authenticator, networks
@@ -39,6 +40,7 @@ from strata_twisted.core.monitor import Monitor
 from strata_twisted.core.portal import Portal
 from strata_twisted.core.relay import RelayLoop
 from strata_twisted.core.retention import RetentionJob
+from strata_twisted.core.signing import DkimSigner
 from strata_twisted.core.submission import SubmissionPolicy
 from strata_twisted.core.throttle import LoginThrottle
 from strata_twisted.errors import ConfigError
@@ -298,6 +300,8 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     relay = RelayLoop(
         reactor, store, store, store, domains, connector, settings.relay, settings.hostname,
         resolver, settings.outbound,
+        # Key files are read on the storage thread, where DESIGN puts file I/O.
+        DkimSigner(reactor, store, DkimKeyring(settings.data_dir), executor),
     )  # fmt: skip
     monitor = Monitor(
         reactor, domains, store, store, store,

@@ -13,6 +13,10 @@ oversigned so that a second From cannot be added below the signature (RFC 6376 �
 signed once: relayed inbound mail already carries its author's signature, and
 L{already_signed} lets the caller leave mail with a signature of the domain alone.
 
+A message in the store is read in ranges, never whole: L{split_header} finds the header section
+in the first range, L{BodyHasher} hashes the body range by range, and L{sign_streamed} signs the
+header with that body hash.  L{sign} is the same path for a message already in memory.
+
 This module must never print, log or put in an event a private key.  Its file I/O is plain and
 blocking: the server calls L{DkimKeyring.active} from a worker thread, the CLI directly.
 """
@@ -21,20 +25,31 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import json
+import math
 import os
 import re
+import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final, Literal, cast
+from typing import TYPE_CHECKING, Final, Literal, cast
 
 import dkim
+import nacl.encoding
+import nacl.exceptions
+import nacl.signing
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+from dkim.canonicalization import CanonicalizationPolicy
+from dkim.crypto import HASH_ALGORITHMS, UnparsableKeyError, parse_pem_private_key
 
 from strata_twisted.errors import InvalidDomainName, StrataError
 from strata_twisted.model import normalize_domain
 from strata_twisted.proto.mime import header_fields
+
+if TYPE_CHECKING:
+    from hashlib import _Hash as Hasher
 
 Algorithm = Literal["rsa", "ed25519"]
 ALGORITHMS: Final[tuple[Algorithm, ...]] = ("rsa", "ed25519")
@@ -68,6 +83,15 @@ _SIGNATURE_ALGORITHMS: Final[dict[Algorithm, bytes]] = {
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 _SELECTOR = re.compile(rf"^{_LABEL}(?:\.{_LABEL})*$")
 _TXT_CHUNK: Final = 255
+# RFC 6376 §3.4.4 relaxed body canonicalization, in dkimpy's order (dkim.rfc822_parse, then
+# canonicalization.Relaxed): a line ends in CRLF or a bare LF and is rewritten to end in CRLF;
+# WSP before a line end goes; the WSP runs left become one SP.
+_LINE_END: Final = re.compile(rb"\r?\n")
+_WSP_AT_EOL: Final = re.compile(rb"[ \t]+\r\n")
+_WSP: Final = re.compile(rb"[ \t]+")
+_CRLF_BATCH: Final = 65536  # held-back empty lines are hashed this many at a time
+# The empty line that ends the header section: at the very start, or after a line end.
+_END_OF_HEADER: Final = re.compile(rb"(?:\A|\n)\r?\n")
 _ACTIVE: Final = "active.json"
 
 
@@ -185,29 +209,118 @@ def zone_line(key: DkimKey, domain: str) -> str:
     return f"{record_name(key, domain)} IN TXT {strings}"
 
 
-def sign(message: bytes, key: DkimKey, domain: str) -> bytes:
+def sign(message: bytes, key: DkimKey, domain: str, now: float | None = None) -> bytes:
     """
     The ``DKIM-Signature:`` header field, folded and ending in CRLF, to prepend to ``message``
     (which must not change after this: every byte of the body and the signed fields counts).
+    ``now`` is the signing time for ``t=`` (default: the wall clock); callers with an injected
+    clock pass its time.  For a message read in ranges, see L{BodyHasher} and L{sign_streamed}.
     """
-    headers = _header_names(message)
-    include = [name for name in headers if name in SIGNED_HEADERS]
+    split = split_header(message)
+    header, body_start = split if split is not None else (message, len(message))
+    hasher = BodyHasher()
+    hasher.update(message[body_start:])
+    when = time.time() if now is None else now
+    return sign_streamed(header, hasher.digest(), key, domain, when)
+
+
+def split_header(head: bytes) -> tuple[bytes, int] | None:
+    """
+    The header section of the message that begins with ``head`` (its fields and the empty line
+    that ends it, RFC 5322 §2.1) and the offset where the body starts; None when ``head`` holds
+    no complete header section.  Lines end in CRLF or, as dkimpy reads them, a bare LF.
+    """
+    end = _END_OF_HEADER.search(head)
+    if end is None:
+        return None
+    return head[: end.end()], end.end()
+
+
+def sign_streamed(header: bytes, body_hash: bytes, key: DkimKey, domain: str, now: float) -> bytes:
+    """
+    The ``DKIM-Signature:`` header field (folded, CRLF-terminated) for the message whose header
+    section is ``header`` (up to and including the empty line) and whose relaxed body hash is
+    ``body_hash`` (L{BodyHasher.digest}); ``t=`` is ``now``, in seconds since the epoch.
+    Same tags, signed fields and oversigned From as L{sign}, which is built on this.
+    """
+    split = split_header(header)
+    if split is not None and split[1] != len(header):
+        raise DkimError("the header section is followed by body bytes")
+    if len(body_hash) != hashlib.sha256().digest_size:
+        raise DkimError("the body hash is not a SHA-256 digest")
+    if not math.isfinite(now) or now < 0:
+        raise DkimError(f"cannot sign at time {now!r}")
+    include = [name for name in _header_names(header) if name in SIGNED_HEADERS]
     if "from" not in include:
         raise DkimError("the message has no From header field (RFC 6376 §5.4 requires it)")
     include.append("from")  # oversign: an added From would break the signature (§8.15)
+    included = [name.encode("ascii") for name in include]
+    selector = _selector_of(key).encode("ascii")
+    domain_a = normalize_domain(domain).encode("ascii")
+    algorithm = _SIGNATURE_ALGORITHMS[key.algorithm]
+    # The tags and their order are dkimpy's own sign() (dkim.DKIM.sign), with bh= ours.  b= is
+    # a placeholder that gen_header replaces; 60 characters make it fold onto its own line.
+    fields = [
+        (b"v", b"1"),
+        (b"a", algorithm),
+        (b"c", b"relaxed/relaxed"),
+        (b"d", domain_a),
+        (b"i", b"@" + domain_a),
+        (b"q", b"dns/txt"),
+        (b"s", selector),
+        (b"t", str(int(now)).encode("ascii")),
+        (b"h", b" : ".join(included)),
+        (b"bh", base64.b64encode(body_hash)),
+        (b"b", b"0" * 60),
+    ]
     try:
-        signature = dkim.sign(
-            message,
-            _selector_of(key).encode("ascii"),
-            normalize_domain(domain).encode("ascii"),
-            key.private,
-            canonicalize=(b"relaxed", b"relaxed"),
-            signature_algorithm=_SIGNATURE_ALGORITHMS[key.algorithm],
-            include_headers=[name.encode("ascii") for name in include],
-        )
+        signer = dkim.DKIM(header, signature_algorithm=algorithm)
+        signer.hasher = HASH_ALGORITHMS[algorithm]  # what dkim.DKIM.sign sets before gen_header
+        policy = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+        value = signer.gen_header(fields, included, policy, b"DKIM-Signature", _signing_key(key))
     except dkim.DKIMException as e:
         raise DkimError(f"cannot sign: {e}") from None
-    return cast(bytes, signature)
+    return b"DKIM-Signature: " + cast(bytes, value)
+
+
+class BodyHasher:
+    """
+    The SHA-256 of a body's relaxed canonical form (RFC 6376 §3.4.4), fed in chunks of any size
+    and never holding more than a chunk: WSP runs become one SP, WSP at a line's end goes, the
+    empty lines at the end go, a non-empty body ends in CRLF and an empty one hashes as nothing.
+
+    It matches dkimpy byte for byte, because dkimpy verifies what we sign: a bare LF ends a line
+    like CRLF (dkimpy's message parser splits lines on CRLF or LF), a CR not before LF is content,
+    and a last line without CRLF keeps a trailing WSP run as one SP (dkimpy strips WSP only
+    before CRLF, then adds the missing CRLF).  A body that came over SMTP always ends in CRLF.
+    """
+
+    def __init__(self) -> None:
+        self._hash = hashlib.sha256()
+        self._carry = b""  # the undecided end of the input so far: [SP][CR], at most 2 bytes
+        self._empty_lines = 0  # line ends seen but not hashed: they count only if content follows
+        self._started = False  # something other than line ends has been hashed
+
+    def update(self, chunk: bytes) -> None:
+        """Feed the next bytes of the body."""
+        data = self._carry + chunk
+        # What the next bytes can still change stays behind: a CR (it may begin a CRLF) and the
+        # WSP run before it (dropped before a line end, one SP before content).
+        end = len(data) - 1 if data.endswith(b"\r") else len(data)
+        end = len(data[:end].rstrip(b" \t"))
+        # The run's length no longer matters, only that there is one: the carry stays small.
+        self._carry = _WSP.sub(b" ", data[end:])
+        self._empty_lines, self._started = _hash_decided(
+            self._hash, data[:end], self._empty_lines, self._started
+        )
+
+    def digest(self) -> bytes:
+        """The digest of the body fed so far (more may still be fed; nothing is consumed)."""
+        h = self._hash.copy()
+        _, started = _hash_decided(h, self._carry, self._empty_lines, self._started)
+        if started:
+            h.update(b"\r\n")  # the body's last line, or the one line end kept of the empty ones
+        return h.digest()
 
 
 def already_signed(message: bytes, domain: str) -> bool:
@@ -321,6 +434,39 @@ def _selector_of(key: DkimKey) -> str:
     if not key.selector:
         raise DkimError("the key has no selector")
     return check_selector(key.selector)
+
+
+def _signing_key(key: DkimKey) -> object:
+    """The private key in the form dkimpy's gen_header signs with (as dkim.DKIM.sign makes it)."""
+    if key.algorithm == "rsa":
+        try:
+            return parse_pem_private_key(key.private)
+        except UnparsableKeyError as e:
+            raise DkimError(f"unreadable DKIM key: {e}") from None
+    try:
+        return nacl.signing.SigningKey(key.private.strip(), encoder=nacl.encoding.Base64Encoder)
+    except (nacl.exceptions.ValueError, ValueError, TypeError):
+        raise DkimError("unreadable DKIM key: not a base64 Ed25519 seed") from None
+
+
+def _hash_decided(h: Hasher, data: bytes, empty_lines: int, started: bool) -> tuple[int, bool]:
+    """
+    Hash the relaxed form of ``data``, a piece of the body that later bytes cannot change, and
+    return the new count of held-back line ends and whether content has been hashed.  The piece
+    ends neither in WSP nor in a CR that could begin a CRLF, so no rule of §3.4.4 spans pieces.
+    """
+    text = _WSP.sub(b" ", _WSP_AT_EOL.sub(b"\r\n", _LINE_END.sub(b"\r\n", data)))
+    end = len(text)
+    while text.endswith(b"\r\n", 0, end):  # the piece's own trailing line ends wait
+        end -= 2
+    if end == 0:
+        return empty_lines + len(text) // 2, started
+    while empty_lines:  # empty lines with content after them are part of the body
+        step = min(empty_lines, _CRLF_BATCH)
+        h.update(b"\r\n" * step)
+        empty_lines -= step
+    h.update(memoryview(text)[:end])
+    return (len(text) - end) // 2, True
 
 
 def _write_private(path: Path, data: bytes, replace: bool) -> None:
