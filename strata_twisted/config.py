@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from strata_twisted.errors import ConfigError
-from strata_twisted.model import parse_host_port
+from strata_twisted.model import RelayTarget, parse_host_port
 
 DEFAULT_CONFIG_NAME = "strata.toml"
 DEFAULT_DATA_DIR = "strata-data"
@@ -112,6 +112,14 @@ class OutboundSettings:
     retry_max: float = 4000.0
     # Tell the sender once that a message is delayed after this many seconds; 0: never.
     delay_notice: float = 4 * 3600.0
+
+    @property
+    def smarthost_target(self) -> RelayTarget | None:
+        """The smarthost as host and port (587 when none is given), or None."""
+        if not self.smarthost:
+            return None
+        host, port = parse_host_port(self.smarthost, 587)
+        return RelayTarget(host, port)
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from strata_twisted.core.alerts import (
     FanOutAlertSender,
     IAlertSender,
     LogAlertSender,
+    QueueAgeWatch,
     ThrottledAlertSender,
 )
 from strata_twisted.core.control import ControlPoller
@@ -46,7 +47,7 @@ from strata_twisted.core.throttle import LoginThrottle
 from strata_twisted.errors import ConfigError
 from strata_twisted.executor import Executor, SyncExecutor, ThreadExecutor
 from strata_twisted.fired import result_of
-from strata_twisted.model import FLUSH_ACTION, RelayTarget, parse_host_port
+from strata_twisted.model import FLUSH_ACTION
 from strata_twisted.proto.imap_server import ServerLimits
 from strata_twisted.proto.mime import index_bytes
 from strata_twisted.server._transport import ConnectionLimits
@@ -186,8 +187,10 @@ class LoopsService(Service):
         control: ControlPoller,
         store: StoreService,
         resolver: DNSPythonResolver,
+        watch: QueueAgeWatch | None = None,
     ) -> None:
         self._relay = relay
+        self._watch = watch
         self._monitor = monitor
         self._control = control
         self._store = store
@@ -203,10 +206,14 @@ class LoopsService(Service):
             self._relay.start()
             self._monitor.start()
             self._control.start()
+            if self._watch is not None:
+                self._watch.start()
 
     def stopService(self) -> Deferred[None]:
         super().stopService()
         self._control.stop()
+        if self._watch is not None:
+            self._watch.stop()
         self._relay.stop()
         self._resolver.stop()
         return self._monitor.stop()
@@ -230,20 +237,17 @@ def build_alert_sender(
     )
 
 
-def _smarthost(settings: Settings) -> tuple[RelayTarget | None, tuple[str, str] | None]:
-    """The configured smarthost and its credentials (the password read from its file now,
-    at startup, so a missing file stops Strata with a clear error)."""
+def _smarthost_auth(settings: Settings) -> tuple[str, str] | None:
+    """The smarthost's credentials, the password read from its file now, at startup, so that a
+    missing file stops Strata with a clear error."""
     outbound = settings.outbound
-    if not outbound.smarthost:
-        return None, None
-    host, port = parse_host_port(outbound.smarthost, 587)
     if not outbound.smarthost_user or outbound.smarthost_password_file is None:
-        return RelayTarget(host, port), None
+        return None
     try:
         password = outbound.smarthost_password_file.read_text().strip()
     except OSError as e:
         raise ConfigError("outbound.smarthost_password_file", str(e)) from None
-    return RelayTarget(host, port), (outbound.smarthost_user, password)
+    return outbound.smarthost_user, password
 
 
 def build_service(settings: Settings, reactor: Any) -> MultiService:
@@ -291,10 +295,10 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
         generate=settings.tls.generate_self_signed and settings.tls.certificate is None,
         now=reactor.seconds(),
     )
-    smarthost, smarthost_auth = _smarthost(settings)
     connector = SMTPRelayConnector(
         reactor, store, settings.hostname, settings.relay.connect_timeout,
-        load_trust_root(settings.tls.ca_file), smarthost, smarthost_auth,
+        load_trust_root(settings.tls.ca_file), settings.outbound.smarthost_target,
+        _smarthost_auth(settings),
     )  # fmt: skip
     resolver = DNSPythonResolver(reactor, settings.relay.resolver, settings.relay.mx_port)
     relay = RelayLoop(
@@ -303,20 +307,20 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
         # Key files are read on the storage thread, where DESIGN puts file I/O.
         DkimSigner(reactor, store, DkimKeyring(settings.data_dir), executor),
     )  # fmt: skip
+    alerts = build_alert_sender(settings, reactor, EmailAlertSender(
+        reactor, store, store, store, domains, settings.hostname, settings.alerts.sender,
+        deliver_now=relay.drain,
+    ))  # fmt: skip
     monitor = Monitor(
         reactor, domains, store, store, store,
-        SMTPProber(reactor, helo_name=settings.hostname),
-        build_alert_sender(settings, reactor, EmailAlertSender(
-            reactor, store, store, store, domains, settings.hostname, settings.alerts.sender,
-            deliver_now=relay.drain,
-        )),
-        settings.monitor,
+        SMTPProber(reactor, helo_name=settings.hostname), alerts, settings.monitor,
         on_recovery=relay.kick,
     )  # fmt: skip
+    watch = QueueAgeWatch(reactor, store, domains, alerts, settings.alerts.queue_age)
     control = ControlPoller(
         reactor, store, {FLUSH_ACTION: relay.kick}, settings.storage.reload_interval
     )
-    LoopsService(relay, monitor, control, store_service, resolver).setServiceParent(root)
+    LoopsService(relay, monitor, control, store_service, resolver, watch).setServiceParent(root)
 
     policy = IntakePolicy(reactor, domains, store, settings.hostname, monitor.note_intake)
     intake = SMTPIntakeFactory(reactor, policy, settings.intake, tls)

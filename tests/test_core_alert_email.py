@@ -118,3 +118,16 @@ def test_a_domain_without_an_alert_address_gets_no_email() -> None:
     result_of(s.sender.outage_started(s.domain, Outage(1, "acme.test", T0, "refused"), 0))
     assert s.alerts() == []
     assert s.kicked == []
+
+
+def test_a_stale_queue_alert_says_how_long_mail_waits() -> None:
+    s = Setup("ops@elsewhere.test")
+    result_of(s.sender.queue_stale(s.domain, T0 - 5400, 12))
+    [(message, _)] = s.alerts()
+    assert message["Subject"] == (
+        "[Strata] acme.test: mail queued since 2027-01-15 06:30:00 UTC is not delivered yet"
+    )
+    text = message.get_content()
+    assert "waiting in Strata's queue for 1h 30m 0s" in text
+    assert "Queued:          12 message(s)" in text
+    assert message["X-Strata-Alert"] == "queue.stale; domain=acme.test"

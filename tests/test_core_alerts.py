@@ -20,10 +20,20 @@ from strata_twisted.core.alerts import (
     DEFAULT_ALERT_WINDOW,
     FanOutAlertSender,
     IAlertSender,
+    QueueAgeWatch,
     ThrottledAlertSender,
 )
-from strata_twisted.model import Domain, Outage, RelayTarget
-from strata_twisted.testing import failure_of, result_of
+from strata_twisted.core.domains import DomainCache
+from strata_twisted.model import (
+    DELIVERED_OUTCOME,
+    AttemptResult,
+    Delivery,
+    Domain,
+    Outage,
+    RelayTarget,
+)
+from strata_twisted.storage.memory import MemoryStore
+from strata_twisted.testing import failure_of, result_of, store_message
 
 T0 = 1_800_000_000.0
 EXAMPLE = Domain("example.test", RelayTarget("mx.example.test"))
@@ -51,6 +61,10 @@ class Recording:
         self.sent.append(("ended", domain.name, outage.id))
         return self._answer()
 
+    def queue_stale(self, domain: Domain, oldest_received_at: float, queued: int) -> Deferred[None]:
+        self.sent.append(("stale", domain.name, queued))
+        return self._answer()
+
 
 @implementer(IAlertSender)
 class Raising:
@@ -60,6 +74,9 @@ class Raising:
         raise RuntimeError("raised, not failed")
 
     def outage_ended(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
+        raise RuntimeError("raised, not failed")
+
+    def queue_stale(self, domain: Domain, oldest_received_at: float, queued: int) -> Deferred[None]:
         raise RuntimeError("raised, not failed")
 
 
@@ -215,3 +232,68 @@ def test_throttled_fan_out() -> None:
     clock.advance(100)
     assert result_of(sender.outage_started(EXAMPLE, outage(oid=2), 1)) is None
     assert a.sent == b.sent == [("started", "example.test", 1)]
+
+
+def test_a_stale_queue_alert_is_its_own_kind_under_the_throttle() -> None:
+    sender, inner, clock = throttled()
+    result_of(sender.outage_started(EXAMPLE, outage(), 3))
+    result_of(sender.queue_stale(EXAMPLE, T0 - 4000, 3))
+    result_of(sender.queue_stale(EXAMPLE, T0 - 4000, 4))  # within the window: suppressed
+    assert inner.sent == [("started", "example.test", 1), ("stale", "example.test", 3)]
+    clock.advance(DEFAULT_ALERT_WINDOW)
+    result_of(sender.queue_stale(EXAMPLE, T0 - 4000, 5))
+    assert inner.sent[-1] == ("stale", "example.test", 5)
+
+
+def test_fan_out_sends_stale_queue_alerts_to_every_sender() -> None:
+    a, b = Recording(), Recording()
+    result_of(FanOutAlertSender([a, b]).queue_stale(OTHER, T0, 2))
+    assert a.sent == b.sent == [("stale", "other.test", 2)]
+
+
+class _Watch:
+    def __init__(self) -> None:
+        self.clock = Clock()
+        self.clock.advance(T0)
+        self.store = MemoryStore(self.clock)
+        result_of(self.store.add_domain(EXAMPLE))
+        self.domains = DomainCache(self.clock, self.store, 1.0)
+        result_of(self.domains.refresh())
+        self.alerts = Recording()
+        self.watch = QueueAgeWatch(self.clock, self.store, self.domains, self.alerts, 3600.0)
+
+    def queue(self, name: str) -> None:
+        result_of(store_message(self.store, name, b"Subject: x\r\n\r\nx\r\n",
+                                [Delivery("u@example.test", "example.test")],
+                                received_at=self.clock.seconds()))  # fmt: skip
+
+    def at(self, seconds: float) -> list[tuple[str, str, int]]:
+        self.clock.advance(T0 + seconds - self.clock.seconds())
+        result_of(self.watch.check())
+        return self.alerts.sent
+
+
+def test_queue_age_watch_alerts_once_per_crossing() -> None:
+    w = _Watch()
+    w.queue("M1")
+    w.queue("M2")
+    assert w.at(3599) == []
+    assert w.at(3600) == [("stale", "example.test", 2)]
+    assert w.at(7200) == [("stale", "example.test", 2)]  # still late: no second alert
+    for entry in result_of(w.store.list_entries()):
+        result_of(w.store.record_result(AttemptResult(entry.id, DELIVERED_OUTCOME, "250", T0)))
+    assert w.at(7300) == [("stale", "example.test", 2)]  # caught up
+    w.queue("M3")
+    assert w.at(7300 + 3600) == [("stale", "example.test", 2), ("stale", "example.test", 1)]
+
+
+def test_queue_age_watch_runs_on_its_interval_and_not_when_off() -> None:
+    w = _Watch()
+    w.queue("M1")
+    w.watch.start()
+    w.clock.advance(3600)
+    assert w.alerts.sent == [("stale", "example.test", 1)]
+    w.watch.stop()
+    off = QueueAgeWatch(w.clock, w.store, w.domains, Recording(), 0.0)
+    off.start()
+    assert not w.clock.getDelayedCalls()

@@ -82,6 +82,9 @@ class RecordingAlerts:
         self.sent.append(("ended", domain.name, outage, queued))
         return succeed(None)
 
+    def queue_stale(self, domain: Domain, oldest_received_at: float, queued: int) -> Deferred[None]:
+        raise AssertionError("the monitor never sends queue age alerts")
+
 
 class World:
     def __init__(self, store: MemoryStore | None = None, clock: Clock | None = None) -> None:

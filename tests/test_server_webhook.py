@@ -109,6 +109,14 @@ def test_payload_of_an_outage_end() -> None:
     assert "\n" not in body["text"] and len(body["text"]) <= 160  # one SMS
 
 
+def test_payload_of_a_stale_queue() -> None:
+    body = webhook_payload("queue.stale", DOMAIN, Outage(0, DOMAIN.name, T0, "queued"), 40)
+    assert body["event"] == "queue.stale" and body["since"] == "2027-01-15T08:00:00+00:00"
+    assert body["text"] == (
+        "Strata: 40 message(s) for bücher.test wait; the oldest arrived 2027-01-15 08:00:00 UTC."
+    )
+
+
 def test_redacted_keeps_secrets_out_of_errors() -> None:
     assert redacted("https://user:pw@hooks.example:8443/a/b?token=x#f") == (
         "https://hooks.example:8443/a/b"

@@ -86,6 +86,21 @@ class EmailAlertSender:
     def outage_ended(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
         return Deferred.fromCoroutine(self._ended(domain, outage, queued))
 
+    def queue_stale(self, domain: Domain, oldest_received_at: float, queued: int) -> Deferred[None]:
+        name = display_domain(domain.name)
+        since = format_time(oldest_received_at)
+        age = format_duration(self._clock.seconds() - oldest_received_at)
+        subject = f"[Strata] {name}: mail queued since {since} is not delivered yet"
+        text = (
+            f"Mail for {name} has been waiting in Strata's queue for {age}.\n\n"
+            f"Oldest message:  {since}\n"
+            f"Queued:          {queued} message(s)\n"
+            f"Primary:         {domain.relay}\n\n"
+            "The mail is safe and is retried; check that the primary mail server accepts it "
+            "(`strata queue list`, `strata events`).\n"
+        )
+        return Deferred.fromCoroutine(self._send(domain, "queue.stale", subject, text))
+
     async def _ended(self, domain: Domain, outage: Outage, queued: int) -> None:
         name = display_domain(domain.name)
         ended = outage.ended_at if outage.ended_at is not None else self._clock.seconds()

@@ -15,21 +15,25 @@ alert per kind per domain per window, on the injected clock).  This module never
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
 
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
+from strata_twisted.core.domains import DomainCache
+from strata_twisted.interfaces import IQueueStore
 from strata_twisted.model import Domain, Outage, display_domain
 
 # At most one alert of a kind per domain in this many seconds (issue #5: "no alert storms").
 DEFAULT_ALERT_WINDOW: Final = 900.0
 
-AlertKind = Literal["started", "ended"]
+AlertKind = Literal["started", "ended", "stale"]
 
 
 class IAlertSender(Interface):
@@ -42,6 +46,12 @@ class IAlertSender(Interface):
         """
         The primary of ``domain`` answers again (``outage.ended_at`` and ``duration`` are set);
         ``queued`` messages are about to be delivered to it.
+        """
+
+    def queue_stale(domain: Domain, oldest_received_at: float, queued: int) -> Deferred[None]:  # noqa: N805
+        """
+        ``domain``'s oldest queued message arrived at ``oldest_received_at`` and is older than
+        ``[alerts] queue_age`` now: ``queued`` messages wait.
         """
 
 
@@ -92,15 +102,36 @@ class LogAlertSender:
         )
         return succeed(None)
 
+    def queue_stale(self, domain: Domain, oldest_received_at: float, queued: int) -> Deferred[None]:
+        self.log.warn(
+            "ALERT: {queued} message(s) for {domain} wait; the oldest arrived {since}",
+            domain=display_domain(domain.name),
+            since=format_time(oldest_received_at),
+            queued=queued,
+        )
+        return succeed(None)
 
-def _send(
-    sender: IAlertSender, kind: AlertKind, domain: Domain, outage: Outage, queued: int
-) -> Deferred[None]:
-    """Call one kind of alert on ``sender``; an exception it raises becomes a failed Deferred."""
-    method: Callable[[Domain, Outage, int], Deferred[None]] = (
-        sender.outage_started if kind == "started" else sender.outage_ended
-    )
-    return maybeDeferred(method, domain, outage, queued)
+
+@dataclass(frozen=True)
+class Alert:
+    """One alert on its way: its kind and the arguments of the IAlertSender method for it."""
+
+    kind: AlertKind
+    domain: Domain
+    queued: int
+    outage: Outage | None = None  # started, ended
+    oldest_received_at: float = 0.0  # stale
+
+    def send(self, sender: IAlertSender) -> Deferred[None]:
+        """Call ``sender``'s method for this alert; an exception becomes a failed Deferred."""
+        if self.kind == "stale":
+            stale: Callable[[Domain, float, int], Deferred[None]] = sender.queue_stale
+            return maybeDeferred(stale, self.domain, self.oldest_received_at, self.queued)
+        assert self.outage is not None
+        method: Callable[[Domain, Outage, int], Deferred[None]] = (
+            sender.outage_started if self.kind == "started" else sender.outage_ended
+        )
+        return maybeDeferred(method, self.domain, self.outage, self.queued)
 
 
 @implementer(IAlertSender)
@@ -126,14 +157,16 @@ class ThrottledAlertSender:
         self._last_sent: dict[tuple[AlertKind, str], float] = {}
 
     def outage_started(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
-        return self._throttled("started", domain, outage, queued)
+        return self._throttled(Alert("started", domain, queued, outage))
 
     def outage_ended(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
-        return self._throttled("ended", domain, outage, queued)
+        return self._throttled(Alert("ended", domain, queued, outage))
 
-    def _throttled(
-        self, kind: AlertKind, domain: Domain, outage: Outage, queued: int
-    ) -> Deferred[None]:
+    def queue_stale(self, domain: Domain, oldest_received_at: float, queued: int) -> Deferred[None]:
+        return self._throttled(Alert("stale", domain, queued, None, oldest_received_at))
+
+    def _throttled(self, alert: Alert) -> Deferred[None]:
+        kind, domain = alert.kind, alert.domain
         now = self._clock.seconds()
         # Forget what has left the window, so removed domains do not pile up.
         self._last_sent = {
@@ -142,17 +175,17 @@ class ThrottledAlertSender:
         last = self._last_sent.get((kind, domain.name))
         if last is not None:
             self.log.info(
-                "alert suppressed: outage {kind} for {domain} (outage {outage}); one was sent "
-                "{ago} ago, at most one per {window}",
+                "alert suppressed: {kind} for {domain} (outage {outage}); one was sent {ago} "
+                "ago, at most one per {window}",
                 kind=kind,
                 domain=display_domain(domain.name),
-                outage=outage.id,
+                outage=alert.outage.id if alert.outage is not None else None,
                 ago=format_duration(now - last),
                 window=format_duration(self._window),
             )
             return succeed(None)
         self._last_sent[(kind, domain.name)] = now
-        return _send(self._sender, kind, domain, outage, queued)
+        return alert.send(self._sender)
 
 
 @implementer(IAlertSender)
@@ -171,13 +204,17 @@ class FanOutAlertSender:
         self._senders = tuple(senders)
 
     def outage_started(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
-        return ensureDeferred(self._all("started", domain, outage, queued))
+        return ensureDeferred(self._all(Alert("started", domain, queued, outage)))
 
     def outage_ended(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
-        return ensureDeferred(self._all("ended", domain, outage, queued))
+        return ensureDeferred(self._all(Alert("ended", domain, queued, outage)))
 
-    async def _all(self, kind: AlertKind, domain: Domain, outage: Outage, queued: int) -> None:
-        sends = [_send(s, kind, domain, outage, queued) for s in self._senders]  # all start now
+    def queue_stale(self, domain: Domain, oldest_received_at: float, queued: int) -> Deferred[None]:
+        return ensureDeferred(self._all(Alert("stale", domain, queued, None, oldest_received_at)))
+
+    async def _all(self, alert: Alert) -> None:
+        domain = alert.domain
+        sends = [alert.send(s) for s in self._senders]  # all start now
         failures: list[Failure] = []
         for sent in sends:
             try:
@@ -190,3 +227,69 @@ class FanOutAlertSender:
             )
         if failures:
             failures[0].raiseException()
+
+
+class QueueAgeWatch:
+    """
+    Alerts when a protected domain's oldest queued message is older than ``age`` seconds: once
+    when it crosses that age, and again only after the queue has caught up (no message that
+    old) and falls behind again.  Checks every ``interval`` seconds on the injected clock.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self,
+        clock: IReactorTime,
+        queue: IQueueStore,
+        domains: DomainCache,
+        alerts: IAlertSender,
+        age: float,
+        interval: float = 60.0,
+    ) -> None:
+        self._clock = clock
+        self._queue = queue
+        self._domains = domains
+        self._alerts = alerts
+        self._age = age
+        self._alerted: set[str] = set()
+        self._loop = LoopingCall(self.check)
+        self._loop.clock = clock
+        self._interval = interval
+
+    def start(self) -> None:
+        if self._age > 0 and not self._loop.running:
+            d = self._loop.start(self._interval, now=False)
+            d.addErrback(lambda f: self.log.failure("queue age watch stopped", f))
+
+    def stop(self) -> None:
+        if self._loop.running:
+            self._loop.stop()
+
+    def check(self) -> Deferred[None]:
+        """Look once.  Never fails."""
+        return ensureDeferred(self._check())
+
+    async def _check(self) -> None:
+        try:
+            stats = await self._queue.queue_stats()
+        except Exception:
+            self.log.failure("cannot read the queue for the queue age alert")
+            return
+        now = self._clock.seconds()
+        late = set()
+        for stat in stats:
+            domain = self._domains.get(stat.domain)
+            oldest = stat.oldest_received_at
+            if domain is None or oldest is None or not stat.queued or now - oldest < self._age:
+                continue
+            late.add(stat.domain)
+            if stat.domain in self._alerted:
+                continue
+            self._alerted.add(stat.domain)
+            d = maybeDeferred(self._alerts.queue_stale, domain, oldest, stat.queued)
+            d.addErrback(self._failed, stat.domain)
+        self._alerted &= late
+
+    def _failed(self, failure: Failure, name: str) -> None:
+        self.log.failure("sending a queue age alert for {domain} failed", failure, domain=name)

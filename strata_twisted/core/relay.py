@@ -64,7 +64,6 @@ from strata_twisted.model import (
     RelayTarget,
     StoredMessage,
     TLSPolicy,
-    parse_host_port,
 )
 
 # How much of each message's body the relay reads ahead (all of a typical message); the rest of a
@@ -209,10 +208,7 @@ class RelayLoop:
         self._hostname = hostname
         self._resolver = resolver
         self._outbound = outbound if outbound is not None else OutboundSettings()
-        self._smarthost: RelayTarget | None = None
-        if self._outbound.smarthost:
-            host, port = parse_host_port(self._outbound.smarthost, 587)
-            self._smarthost = RelayTarget(host, port)
+        self._smarthost = self._outbound.smarthost_target
         self._signer = signer
         self._draining: dict[str, Deferred[None]] = {}
         self._again: set[str] = set()
@@ -436,12 +432,19 @@ class RelayLoop:
         """Record an attempt for each entry: still queued, due again at the next run (outbound
         mail: on its backoff schedule)."""
         at = self._clock.seconds()
-        for entry in entries:
+        updated = [
             await self._queue.record_result(
-                AttemptResult(entry.id, DEFERRED_OUTCOME, reason, at,
-                              next_attempt_at=self._retry_at(entry, at))
+                AttemptResult(
+                    entry.id,
+                    DEFERRED_OUTCOME,
+                    reason,
+                    at,
+                    next_attempt_at=self._retry_at(entry, at),
+                )
             )  # fmt: skip
-        await self._notify_delays(entries, reason)
+            for entry in entries
+        ]
+        await self._notify_delays(updated, reason)
 
     def _retry_at(self, entry: QueueEntry, at: float) -> float:
         """
@@ -573,18 +576,25 @@ class RelayLoop:
         """Record the replies for one message's entries: how many were delivered, or the error
         that stopped the recording."""
         delivered = 0
+        deferred: list[QueueEntry] = []
         try:
             for entry, reply in zip(relayed.entries, replies, strict=True):
-                if await self._record(domain, entry, relayed.message, reply, remote, lost):
+                if await self._record(
+                    domain, entry, relayed.message, reply, remote, lost, deferred
+                ):
                     delivered += 1
+            if deferred:  # one delay notice per message, naming all its late recipients
+                await self._notify_delays(deferred, deferred[0].last_error or "deferred")
         except Exception as e:
             return e
         return delivered
 
     async def _record(
         self, domain: Domain, entry: QueueEntry, message: StoredMessage, reply: RecipientReply,
-        remote: str, lost: bool,
+        remote: str, lost: bool, deferred: list[QueueEntry],
     ) -> bool:  # fmt: skip
+        """Record one recipient's reply; True if delivered.  A deferred entry is added to
+        ``deferred`` (for the delay notice)."""
         at = self._clock.seconds()
         if 200 <= reply.code < 300:
             await self._queue.record_result(
@@ -600,7 +610,7 @@ class RelayLoop:
             updated = await self._queue.record_result(
                 AttemptResult(entry.id, DEFERRED_OUTCOME, reply.text, at, next_attempt_at=retry)
             )
-            await self._notify_delays([updated], reply.text)
+            deferred.append(updated)
             return False
         if domain.hold_rejected:
             await self._queue.record_result(AttemptResult(entry.id, HELD_OUTCOME, reply.text, at))

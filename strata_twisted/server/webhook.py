@@ -38,7 +38,7 @@ DEFAULT_TIMEOUT: Final = 10.0
 # How much of an error answer's body goes into the error text.
 _BODY_EXCERPT: Final = 200
 
-Event = Literal["outage.started", "outage.ended", "alert.test"]
+Event = Literal["outage.started", "outage.ended", "alert.test", "queue.stale"]
 
 
 @dataclass(frozen=True)
@@ -77,10 +77,16 @@ def webhook_payload(event: Event, domain: Domain, outage: Outage, queued: int) -
     """
     The JSON body of one alert.  ``domain`` is the stored (ASCII) name; ``text`` is one line for
     people (Unicode domain name), short enough for an SMS.  ``until`` and ``duration_seconds`` are
-    null while the outage is open.
+    null while the outage is open.  For ``queue.stale``, ``since`` is when the oldest queued
+    message arrived.
     """
     name = display_domain(domain.name)
-    if event == "alert.test":
+    if event == "queue.stale":
+        text = (
+            f"Strata: {queued} message(s) for {name} wait; the oldest arrived "
+            f"{format_time(outage.started_at)}."
+        )
+    elif event == "alert.test":
         text = f"Strata: test alert for {name}. Alerts reach you; nothing is wrong."
     elif event == "outage.started":
         text = (
@@ -194,6 +200,11 @@ class WebhookAlertSender:
 
     def outage_ended(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
         return self._post("outage.ended", domain, outage, queued)
+
+    def queue_stale(self, domain: Domain, oldest_received_at: float, queued: int) -> Deferred[None]:
+        # The payload's since/reason come from a pseudo-outage that "started" with the oldest.
+        pseudo = Outage(0, domain.name, oldest_received_at, "mail queued too long")
+        return self._post("queue.stale", domain, pseudo, queued)
 
     def test_alert(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
         """An ``alert.test`` call (``strata alert test``): says plainly that nothing is wrong."""
