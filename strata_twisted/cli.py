@@ -47,6 +47,7 @@ from twisted.python.failure import Failure
 from strata_twisted import __version__
 from strata_twisted.clock import WallClock
 from strata_twisted.config import Settings, load_config
+from strata_twisted.core.alert_email import EmailAlertSender
 from strata_twisted.core.credentials import (
     SCHEMES,
     PasswdFileError,
@@ -376,6 +377,9 @@ def _alert_webhook_auth(text: str | None) -> Any:
     """``--alert-webhook-auth``: the Authorization header value; ``""`` clears it."""
     if text is None:
         return _KEEP
+    if text == "-":
+        # Read from standard input, so the secret is not in `ps` or the shell's history.
+        text = sys.stdin.readline().rstrip("\r\n")
     if text == "":
         return None
     if not text.isascii() or not text.isprintable() or text != text.strip():
@@ -1226,8 +1230,8 @@ def cmd_dkim_show(ctx: Context, args: argparse.Namespace) -> None:
 
 
 # -- alert --------------------------------------------------------------------------------------
-# Outage alerts (issue 5, point 5).  The server sends them through server/webhook.py (and, once
-# outbound delivery lands, by email); 'strata alert test' sends one now through the same sender.
+# Outage alerts (issue 5, point 5).  The server sends them through server/webhook.py and by email
+# (core/alert_email.py); 'strata alert test' sends one now through the same senders.
 
 
 def _on_own_reactor(call: Callable[[Any], Deferred[T]]) -> T:
@@ -1265,17 +1269,26 @@ def _on_own_reactor(call: Callable[[Any], Deferred[T]]) -> T:
 def cmd_alert_test(ctx: Context, args: argparse.Namespace) -> None:
     domain = _get_domain(ctx, args.name)
     shown = display_domain(domain.name)
-    if domain.alert_webhook is None:
-        if domain.alert_email is not None:
-            raise CommandError(
-                f"{shown} has only an alert email ({domain.alert_email}), and email alerts are "
-                "not built yet: nothing was sent (a webhook works now: strata domain update "
-                f"{domain.name} --alert-webhook URL)"
-            )
+    if domain.alert_webhook is None and domain.alert_email is None:
         raise CommandError(
-            f"{shown} has no alert webhook: nothing to test (set one: strata domain update "
-            f"{domain.name} --alert-webhook URL)"
+            f"{shown} has no alert webhook and no alert email: nothing to test (set one: strata "
+            f"domain update {domain.name} --alert-webhook URL --alert-email ADDRESS)"
         )
+    failures: list[str] = []
+    if domain.alert_webhook is not None:
+        error = _test_webhook(ctx, domain)
+        if error is not None:
+            failures.append(error)
+    if domain.alert_email is not None:
+        _test_email(ctx, domain)
+    if failures:
+        raise CommandError(f"test alert for {shown} failed: {'; '.join(failures)}")
+
+
+def _test_webhook(ctx: Context, domain: Domain) -> str | None:
+    """Post a test alert to the domain's webhook now; the error, or None when it answered 2xx."""
+    assert domain.alert_webhook is not None
+    shown = display_domain(domain.name)
     # The sender and target the server's monitor uses (service.build_alert_sender), without its
     # throttle: an admin's test always goes out.
     now = ctx.clock.seconds()
@@ -1303,11 +1316,23 @@ def cmd_alert_test(ctx: Context, args: argparse.Namespace) -> None:
             {"webhook": where, "ok": error is None, "error": error},
         )
     )
-    if error is not None:
-        raise CommandError(f"test alert for {shown} failed: {error}")
-    ctx.print(f"test alert for {shown} delivered to webhook {where} (it answered 2xx)")
-    if domain.alert_email is not None:
-        ctx.print(f"not sent to {domain.alert_email}: email alerts are not built yet")
+    if error is None:
+        ctx.print(f"test alert for {shown} delivered to webhook {where} (it answered 2xx)")
+    return error
+
+
+def _test_email(ctx: Context, domain: Domain) -> None:
+    """Queue a test alert email the way the server sends them, and ask it to deliver now."""
+    domains = {d.name: d for d in _wait(ctx.store.list_domains())}
+    sender = EmailAlertSender(ctx.clock, ctx.store, ctx.store, ctx.store, domains,
+                              ctx.settings.hostname, ctx.settings.alerts.sender)  # fmt: skip
+    route = _wait(sender.test_alert(domain))
+    request_id = _wait(ctx.store.request(FLUSH_ACTION, route, ctx.clock.seconds()))
+    ctx.print(
+        f"test alert email for {display_domain(domain.name)} queued to {domain.alert_email} "
+        f"(flush request {request_id}); a running Strata delivers it within a second: see "
+        "strata queue list and strata events"
+    )
 
 
 # -- status -------------------------------------------------------------------------------------
@@ -1439,7 +1464,7 @@ def _relay_settings(p: argparse.ArgumentParser, update: bool = False) -> None:
         "--alert-webhook-auth",
         metavar="VALUE",
         help='the webhook\'s Authorization header, such as "Bearer TOKEN" (a secret: only shown '
-        'as set or not set); "" removes it',
+        'as set or not set); "-" reads it from standard input, "" removes it',
     )
 
 

@@ -1385,6 +1385,23 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def test_the_webhook_secret_can_come_from_standard_input(cli, monkeypatch) -> None:
+    assert cli("domain", "add", "example.test", "--relay", "h")[0] == 0
+    monkeypatch.setattr("sys.stdin", io.StringIO("Bearer fr0m-stdin\n"))
+    code, out, err = cli("domain", "update", "example.test", "--alert-webhook-auth", "-")
+    assert code == 0, err
+    assert "fr0m-stdin" not in out + err
+    shown = json.loads(cli("domain", "show", "example.test", "--json")[1])
+    assert shown["alert_webhook_auth_set"] is True
+    store = open_store("sqlite", Path("strata-data"), WallClock(), SyncExecutor())
+    store.open()
+    try:
+        domain = result_of(store.get_domain("example.test"))
+    finally:
+        result_of(store.close())
+    assert domain is not None and domain.alert_webhook_auth == "Bearer fr0m-stdin"
+
+
 def test_alert_settings_are_set_shown_and_cleared(cli) -> None:
     code, _, err = cli(
         "domain", "add", "bücher.example", "--relay", "h",
@@ -1514,12 +1531,29 @@ def test_alert_test_fails_when_nothing_listens(cli) -> None:
     assert f"failed: webhook {url}: ConnectionRefusedError" in err
 
 
-def test_alert_test_without_a_webhook_says_what_is_missing(cli) -> None:
+def test_alert_test_without_a_target_says_what_is_missing(cli) -> None:
     cli("domain", "add", "example.test", "--relay", "h")
     code, _, err = cli("alert", "test", "example.test")
-    assert code == 1 and "example.test has no alert webhook: nothing to test" in err
-    cli("domain", "update", "example.test", "--alert-email", "noc@example.net")
-    code, _, err = cli("alert", "test", "example.test")
     assert code == 1
-    assert "only an alert email (noc@example.net), and email alerts are not built yet" in err
+    assert "example.test has no alert webhook and no alert email: nothing to test" in err
     assert cli("alert", "test", "absent.test")[0] == 1
+
+
+def test_alert_test_queues_an_email_and_asks_the_server_to_deliver_it(cli) -> None:
+    cli("domain", "add", "example.test", "--relay", "h", "--alert-email", "noc@example.net")
+    code, out, err = cli("alert", "test", "example.test")
+    assert code == 0, err
+    assert "test alert email for example.test queued to noc@example.net" in out
+    [entry] = json.loads(cli("queue", "list", "--json")[1])
+    assert (entry["recipient"], entry["domain"], entry["outbound"]) == (
+        "noc@example.net", "example.net", True,
+    )  # fmt: skip
+    shown = cli("queue", "show", entry["queue_id"])[1]
+    assert "Subject: [Strata] example.test: test alert (nothing is wrong)" in shown
+    store = open_store("sqlite", Path("strata-data"), WallClock(), SyncExecutor())
+    store.open()
+    try:
+        request = result_of(store.requests_after(0))
+    finally:
+        result_of(store.close())
+    assert [(r.action, r.domain) for r in request] == [("flush", "example.net")]

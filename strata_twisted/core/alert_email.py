@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import formatdate, parseaddr
+from typing import Protocol
 
 from twisted.internet.defer import Deferred
 from twisted.logger import Logger
@@ -26,14 +27,19 @@ from zope.interface import implementer
 
 from strata_twisted.clock import SecondsClock
 from strata_twisted.core.alerts import IAlertSender, format_duration, format_time
-from strata_twisted.core.domains import DomainCache
 from strata_twisted.core.intake import new_queue_id, store_generated
 from strata_twisted.core.routes import route_domain
 from strata_twisted.interfaces import IEventStore, IMessageStore, IQueueStore
 from strata_twisted.model import Delivery, Domain, Outage, display_domain, recipient_domain
 
 
-def alert_routes(domains: DomainCache, recipient: str) -> tuple[Delivery, ...]:
+class DomainLookup(Protocol):
+    """The protected domains by name (the service's domain cache, or a dict in the CLI)."""
+
+    def get(self, name: str, /) -> Domain | None: ...
+
+
+def alert_routes(domains: DomainLookup, recipient: str) -> tuple[Delivery, ...]:
     """Where a message Strata writes to ``recipient`` goes (the submission routing rules)."""
     domain = recipient_domain(recipient)
     protected = None if domain is None else domains.get(domain)
@@ -54,7 +60,7 @@ class EmailAlertSender:
         messages: IMessageStore,
         queue: IQueueStore,
         events: IEventStore,
-        domains: DomainCache,
+        domains: DomainLookup,
         hostname: str,
         sender: str = "",
         deliver_now: Callable[[str], object] | None = None,
@@ -81,7 +87,7 @@ class EmailAlertSender:
             "Strata is accepting the domain's mail and keeps it until the primary is back; "
             "users can read and send mail in the webmail meanwhile.  Nothing is lost.\n"
         )
-        return Deferred.fromCoroutine(self._send(domain, "outage.started", subject, text))
+        return Deferred.fromCoroutine(self._started(domain, subject, text))
 
     def outage_ended(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
         return Deferred.fromCoroutine(self._ended(domain, outage, queued))
@@ -99,7 +105,13 @@ class EmailAlertSender:
             "The mail is safe and is retried; check that the primary mail server accepts it "
             "(`strata queue list`, `strata events`).\n"
         )
-        return Deferred.fromCoroutine(self._send(domain, "queue.stale", subject, text))
+        return Deferred.fromCoroutine(self._stale(domain, subject, text))
+
+    async def _started(self, domain: Domain, subject: str, text: str) -> None:
+        await self._send(domain, "outage.started", subject, text)
+
+    async def _stale(self, domain: Domain, subject: str, text: str) -> None:
+        await self._send(domain, "queue.stale", subject, text)
 
     async def _ended(self, domain: Domain, outage: Outage, queued: int) -> None:
         name = display_domain(domain.name)
@@ -126,10 +138,22 @@ class EmailAlertSender:
         )
         await self._send(domain, "outage.ended", subject, text)
 
-    async def _send(self, domain: Domain, kind: str, subject: str, text: str) -> None:
+    def test_alert(self, domain: Domain) -> Deferred[str | None]:
+        """A test email (``strata alert test``) that says plainly that nothing is wrong; fires
+        with the queue domain it was queued for (None when the domain has no alert address)."""
+        name = display_domain(domain.name)
+        subject = f"[Strata] {name}: test alert (nothing is wrong)"
+        text = (
+            f"This is a test of the outage alerts of {name}, sent with 'strata alert test'.\n"
+            "Alerts reach you; nothing is wrong.\n"
+        )
+        return Deferred.fromCoroutine(self._send(domain, "alert.test", subject, text))
+
+    async def _send(self, domain: Domain, kind: str, subject: str, text: str) -> str | None:
+        """Queue one alert; the queue domain of its recipient, or None when there is none."""
         recipient = domain.alert_email
         if not recipient:
-            return
+            return None
         now = self._clock.seconds()
         queue_id = new_queue_id(self._clock)
         message = EmailMessage()
@@ -161,6 +185,7 @@ class EmailAlertSender:
                     self._deliver_now(delivery.domain)
                 except Exception:
                     self.log.failure("cannot start delivering an alert")
+        return deliveries[0].domain
 
 
 def _envelope_sender(sender: str, hostname: str) -> str:
