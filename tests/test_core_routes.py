@@ -3,7 +3,8 @@ MX resolution (RFC 5321 §5.1, RFC 7505): the ordering rules as plain function c
 dnspython resolver in its thread pool against a real loopback DNS server (twisted.names, UDP and
 TCP on 127.0.0.1) on the real reactor: preference order, implicit MX, null MX, NXDOMAIN, SERVFAIL.
 
-``serve`` runs the same loopback DNS server in a subprocess for the interop tests.
+The loopback DNS server lives in tests/peers/dns.py (its ``serve`` runs it in a subprocess for
+the interop tests).
 """
 
 from __future__ import annotations
@@ -15,10 +16,8 @@ from typing import Any, cast
 import pytest
 import pytest_twisted
 from twisted.internet import reactor as _reactor
-from twisted.internet.defer import Deferred, fail, succeed
-from twisted.internet.interfaces import IListeningPort
+from twisted.internet.defer import Deferred
 from twisted.internet.protocol import DatagramProtocol
-from twisted.names import common, dns, server
 
 from strata_twisted.core.routes import (
     MAX_ADDRESSES,
@@ -30,17 +29,13 @@ from strata_twisted.core.routes import (
     order_exchanges,
 )
 from strata_twisted.server.dns import DNSPythonResolver
+from tests.peers.dns import Zone, ZoneResolver, listen_dns
 
 reactor: Any = _reactor
 # pytest-twisted runs these on the real reactor; its decorator is untyped.
 on_reactor = cast(
     Callable[[Callable[..., Any]], Callable[..., Any]], pytest_twisted.inlineCallbacks
 )
-
-# A zone: name -> records, each ("MX", preference, exchange) | ("A", address) | ("AAAA", address)
-# | ("TXT", text) | ("SERVFAIL", type): queries of that type fail | ("SILENT", type): queries of
-# that type are never answered.  A name not listed is NXDOMAIN; "servfail.test" always fails.
-Zone = dict[str, list[tuple[Any, ...]]]
 
 ZONE: Zone = {
     "pref.test": [("MX", 20, "b.pref.test"), ("MX", 10, "c.pref.test"), ("MX", 10, "a.pref.test")],
@@ -111,89 +106,6 @@ def test_equal_preferences_are_shuffled_not_sorted() -> None:
 def test_a_single_root_mx_is_a_null_mx(records: list[tuple[int, str]]) -> None:
     with pytest.raises(NullMX, match=r"x\.test accepts no mail \(null MX, RFC 7505\)"):
         order_exchanges("x.test", records, Random(0))
-
-
-# -- a loopback DNS server -------------------------------------------------------------------------
-
-
-def _payload(record: tuple[Any, ...]) -> tuple[int, Any]:
-    kind = record[0]
-    if kind == "MX":
-        exchange = "" if record[2] == "." else record[2]
-        return dns.MX, dns.Record_MX(record[1], exchange.encode())
-    if kind == "A":
-        return dns.A, dns.Record_A(record[1])
-    if kind == "AAAA":
-        return dns.AAAA, dns.Record_AAAA(record[1])
-    if kind == "TXT":
-        return dns.TXT, dns.Record_TXT(record[1].encode())
-    raise ValueError(f"unknown record type {kind!r}")
-
-
-_TYPES = {"A": dns.A, "AAAA": dns.AAAA, "MX": dns.MX, "TXT": dns.TXT}
-
-
-class ZoneResolver(common.ResolverBase):
-    """
-    An authoritative twisted.names resolver for a L{Zone}; ``queries`` lists what it was asked,
-    as (name, type name).
-    """
-
-    def __init__(self, zone: Zone) -> None:
-        super().__init__()
-        self.queries: list[tuple[str, str]] = []
-        self.zone = {
-            name.lower(): [_payload(r) for r in records if r[0] not in ("SERVFAIL", "SILENT")]
-            for name, records in zone.items()
-        }
-        self.behaviour = {
-            (name.lower(), _TYPES[r[1]]): r[0]
-            for name, records in zone.items()
-            for r in records
-            if r[0] in ("SERVFAIL", "SILENT")
-        }
-
-    def _lookup(
-        self, name: bytes, cls: int, type: int, timeout: Any
-    ) -> Deferred[tuple[list[dns.RRHeader], list[dns.RRHeader], list[dns.RRHeader]]]:
-        text = name.decode().lower().rstrip(".")
-        self.queries.append((text, dns.QUERY_TYPES.get(type, str(type))))
-        behaviour = self.behaviour.get((text, type))
-        if text == "servfail.test" or behaviour == "SERVFAIL":
-            return fail(RuntimeError("simulated server failure"))
-        if behaviour == "SILENT":
-            return Deferred()  # never answered: the client times out
-        if text not in self.zone:
-            return fail(dns.AuthoritativeDomainError(text))
-        answers = [
-            dns.RRHeader(name, rtype, dns.IN, 60, payload, auth=True)
-            for rtype, payload in self.zone[text]
-            if rtype == type
-        ]
-        return succeed((answers, [], []))
-
-
-def listen_dns(reactor: Any, zone: Zone | ZoneResolver) -> tuple[int, list[IListeningPort]]:
-    """Serve ``zone`` on 127.0.0.1, UDP and TCP on one free port; return it and the ports."""
-    authority = zone if isinstance(zone, ZoneResolver) else ZoneResolver(zone)
-    factory = server.DNSServerFactory(authorities=[authority])
-    for _ in range(20):
-        udp = reactor.listenUDP(0, dns.DNSDatagramProtocol(factory), interface="127.0.0.1")
-        port: int = udp.getHost().port
-        try:
-            tcp = reactor.listenTCP(port, factory, interface="127.0.0.1")
-        except Exception:  # noqa: BLE001 - the TCP port is taken: try another
-            udp.stopListening()
-            continue
-        return port, [udp, tcp]
-    raise RuntimeError("no free port for the loopback DNS server")
-
-
-def serve(zone: Zone) -> None:
-    """Run a loopback DNS server for ``zone`` until killed; print its port first (interop)."""
-    port, _ = listen_dns(reactor, zone)
-    print(port, flush=True)
-    reactor.run()
 
 
 @pytest.fixture

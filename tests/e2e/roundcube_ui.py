@@ -1,18 +1,20 @@
 """
 Roundcube 1.6's Elastic skin as a user sees it, for Selenium: log in, read the message list, open
 a message, download an attachment, quick-search, delete, switch folders, create a folder in
-Settings > Folders, log out.
+Settings > Folders, reply to a message or compose a new one (recipients, subject, text, an
+uploaded attachment) and send it, log out.
 
 Every step waits explicitly for what the user would wait for (a row, a header, a toast), never
 for a fixed time, and a step that times out says what it saw instead.  The selectors are those
 of ``/usr/share/roundcube/skins/elastic/templates`` (``mail.html``, ``message.html``,
-``folders.html``, ``includes/menu.html``).
+``folders.html``, ``compose.html``, ``includes/menu.html``, ``includes/mail-menu.html``).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 from typing import TypeVar, cast
 
 from selenium.common.exceptions import (
@@ -319,4 +321,108 @@ class RoundcubeUI:
             ),
             f"the folder {name!r} in Settings > Folders",
         )
+        self.wait_idle()
+
+    # -- compose --------------------------------------------------------------------------------
+
+    def reply(self) -> None:
+        """Reply (to the sender) from the message page or the selected row; waits for the form."""
+        self.click("#toolbar-menu a.reply", "the Reply button")
+        self.wait_compose("the reply form")
+
+    def compose(self) -> None:
+        """The Compose button of the task menu; waits for an empty form."""
+        self.click("#taskmenu a.compose", "the Compose button")
+        self.wait_compose("the compose form")
+
+    def wait_compose(self, what: str = "the compose form") -> None:
+        self.wait(
+            lambda d: (
+                d.execute_script("return window.rcmail && rcmail.env.action == 'compose'")
+                and self.visible("#composebody") is not None
+                and self.visible("#compose-subject") is not None
+            ),
+            what,
+        )
+        self.wait_idle()
+
+    def recipients(self) -> str:
+        """The To field as Roundcube will send it (the hidden ``_to`` the recipient boxes fill)."""
+        return str(self.driver.execute_script("return document.getElementById('_to').value"))
+
+    def add_recipients(self, addresses: Iterable[str]) -> None:
+        """Type the addresses into To, each ended by a comma (which makes it a recipient box)."""
+        wanted = list(addresses)
+        field = self.wait(
+            lambda d: self.visible("#compose_to .recipient-input input"), "the To input"
+        )
+        assert field is not None
+        field.click()
+        field.send_keys("".join(f"{address}, " for address in wanted))
+        self.wait(
+            lambda d: all(address in self.recipients() for address in wanted),
+            f"the recipients {wanted} in To (has {self.recipients()!r})",
+        )
+
+    def write_subject(self, subject: str) -> None:
+        field = self.wait(lambda d: self.visible("#compose-subject"), "the Subject field")
+        assert field is not None
+        field.clear()
+        field.send_keys(subject)
+
+    def write_body(self, text: str) -> None:
+        """Type ``text`` into the (plain-text) body where the caret is (Roundcube puts it where
+        the user writes: above or below the quote of a reply, as configured)."""
+        body = self.wait(lambda d: self.visible("#composebody"), "the message body")
+        assert body is not None
+        body.send_keys(text)
+
+    def body_text(self) -> str:
+        return str(self.driver.execute_script(
+            "return document.getElementById('composebody').value"
+        ))  # fmt: skip
+
+    def attach(self, path: Path) -> None:
+        """Upload ``path`` as the user's file dialog would: into the (hidden) file input of the
+        upload form, whose change starts the upload; waits until the attachment is listed."""
+        field = self.wait(
+            lambda d: d.find_element(By.CSS_SELECTOR, "form[name='uploadform'] input[type=file]"),
+            "the attachment upload input",
+        )
+        field.send_keys(str(path))
+        self.wait(
+            lambda d: path.name in self.compose_attachment_names(),
+            f"the upload of {path.name!r} to finish",
+            timeout=max(self.timeout, 30.0),
+        )
+        self.wait_idle()
+
+    def compose_attachment_names(self) -> list[str]:
+        """The uploaded attachments of the compose form (an upload in progress is not listed)."""
+        return [
+            e.text.strip()
+            for e in self.driver.find_elements(
+                By.CSS_SELECTOR, "#attachment-list li[id^='rcmfile'] .attachment-name"
+            )
+        ]
+
+    def send(self, timeout: float = 30.0) -> None:
+        """Send, and wait until Roundcube is back at the message list (it goes there only once
+        the message was sent and its copy saved to Sent); an error Roundcube shows fails at once.
+        """
+        self.click(".formbuttons button.send", "the Send button")
+
+        def outcome(driver: WebDriver) -> str | None:
+            error = self.visible("#messagestack div.error, #messagestack div.warning")
+            if error is not None and error.text:
+                return f"error: {error.text}"
+            if driver.execute_script(
+                "return !!(window.rcmail && rcmail.env.task == 'mail' && rcmail.env.action == ''"
+                " && document.getElementById('messagelist'))"
+            ):
+                return "sent"
+            return None
+
+        result = self.wait(outcome, "the message to be sent", timeout=timeout)
+        assert result == "sent", f"Roundcube did not send the message: {result}"
         self.wait_idle()

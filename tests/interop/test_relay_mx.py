@@ -39,9 +39,9 @@ REJECT_GONE = "check_recipient_access inline:{ { gone@example.test = 550 5.1.1 n
 
 @pytest.fixture
 def dns_port() -> Iterator[int]:
-    """The loopback DNS server of tests/test_core_routes.py, in a subprocess of its own."""
+    """The loopback DNS server of tests/peers/dns.py, in a subprocess of its own."""
     process = subprocess.Popen(
-        [sys.executable, "-c", "import json, sys\nfrom tests.test_core_routes import serve\n"
+        [sys.executable, "-c", "import json, sys\nfrom tests.peers.dns import serve\n"
          "serve(json.loads(sys.argv[1]))", json.dumps(ZONE)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )  # fmt: skip
