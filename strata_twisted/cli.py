@@ -16,6 +16,8 @@ that one call.
 ``strata user`` manages synced credentials (L{ICredentialStore}): only password hashes reach the
 store, and no password or hash is ever printed or put in an event.  Passwords are read from the
 terminal (typed twice) or, for scripts, from the first line of stdin (``--password-stdin``).
+``strata user alias`` manages the send-as aliases submission allows a user besides their own
+address.
 
 Exit codes: 0 success, 1 a failed operation (e.g. unknown domain), 2 bad usage (including a
 value the parser cannot check, such as a malformed domain name or duration) or configuration
@@ -1147,6 +1149,80 @@ def cmd_user_list(ctx: Context, args: argparse.Namespace) -> None:
     _table([["ADDRESS", "SCHEME"], *([u.address, u.scheme] for u in users)], ctx)
 
 
+# -- user alias ---------------------------------------------------------------------------------
+#
+# Send-as aliases: addresses a synced user may also send as on submission (MAIL FROM, From:,
+# Sender:).  Any valid address, in the user's domain or another; one user per alias.  A running
+# server sees a change within storage.reload_interval (they bump the credentials version).
+
+
+def _synced_user(ctx: Context, text: str) -> tuple[str, str]:
+    """The canonical address and domain of a synced user, or an error naming it."""
+    address, domain = _address(text)
+    if _wait(ctx.store.get_user(address)) is None:
+        raise CommandError(f"{address} is not a synced user (see: strata user list {domain})")
+    return address, domain
+
+
+def _alias_owner(ctx: Context, alias: str) -> str | None:
+    pairs: list[tuple[str, str]] = _wait(ctx.store.list_aliases())
+    return next((user for a, user in pairs if a == alias), None)
+
+
+def cmd_user_alias_add(ctx: Context, args: argparse.Namespace) -> None:
+    alias, _ = _address(args.alias)
+    user, domain = _synced_user(ctx, args.user)
+    if alias == user:
+        raise UsageError(f"{alias} is the user's own address: it needs no alias")
+    before = _alias_owner(ctx, alias)
+    if before == user:
+        ctx.print(f"{user} may already send as {alias}")
+        return
+    try:
+        _wait(ctx.store.add_alias(alias, user))
+    except NoSuchUser:  # removed since we looked
+        raise CommandError(f"{user} is not a synced user") from None
+    moved = f" (it was {before}'s)" if before is not None else ""
+    _wait(
+        ctx.store.record_event(
+            "user.alias_added",
+            f"{user} may send as {alias}{moved}",
+            domain,
+            {"alias": alias, "user": user, "previous_user": before},
+        )
+    )
+    ctx.print(f"{user} may now send as {alias}{moved}")
+
+
+def cmd_user_alias_remove(ctx: Context, args: argparse.Namespace) -> None:
+    alias, _ = _address(args.alias)
+    owner = _alias_owner(ctx, alias)
+    if owner is None or not _wait(ctx.store.remove_alias(alias)):
+        raise CommandError(f"{alias} is not a send-as alias (see: strata user alias list)")
+    _wait(
+        ctx.store.record_event(
+            "user.alias_removed",
+            f"{owner} may no longer send as {alias}",
+            _address(owner)[1],
+            {"alias": alias, "user": owner},
+        )
+    )
+    ctx.print(f"{owner} may no longer send as {alias}")
+
+
+def cmd_user_alias_list(ctx: Context, args: argparse.Namespace) -> None:
+    user = None if args.user is None else _synced_user(ctx, args.user)[0]
+    pairs: list[tuple[str, str]] = _wait(ctx.store.list_aliases(user))
+    if args.json:
+        ctx.emit_json([{"alias": alias, "user": owner} for alias, owner in pairs])
+        return
+    if not pairs:
+        whose = f" for {user}" if user is not None else ""
+        ctx.print(f"no send-as aliases{whose} (add one: strata user alias add ALIAS USER)")
+        return
+    _table([["ALIAS", "USER"], *([alias, owner] for alias, owner in pairs)], ctx)
+
+
 # -- dkim ---------------------------------------------------------------------------------------
 #
 # DKIM keys for outbound mail (issue 5, point 4), in DATA/dkim/<domain>/ (core/dkim.py).  The
@@ -1656,6 +1732,33 @@ def build_parser() -> argparse.ArgumentParser:
         usub, "list", "list a domain's users and their hash schemes", cmd_user_list, json_flag=True
     )
     p.add_argument("domain", metavar="DOMAIN", help="a protected domain")
+    alias = usub.add_parser(
+        "alias",
+        help="send-as aliases: other addresses a user may send from",
+        parents=[common],
+        description="Let a synced user send (submission: MAIL FROM, From:, Sender:) as another "
+        "address besides their own: one in their domain (sales@) or in any other.  An alias "
+        "belongs to one user; it goes when its user is removed.",
+    )
+    asub_alias = alias.add_subparsers(dest="alias_action", metavar="ACTION", required=True)
+    p = sub(
+        asub_alias,
+        "add",
+        "let USER send as ALIAS (an alias of another user moves to this one)",
+        cmd_user_alias_add,
+    )
+    p.add_argument("alias", metavar="ALIAS", help="the address to send as (any domain)")
+    p.add_argument("user", metavar="USER", help="a synced user, user@domain")
+    p = sub(asub_alias, "remove", "stop anybody sending as ALIAS", cmd_user_alias_remove)
+    p.add_argument("alias", metavar="ALIAS", help="a send-as alias")
+    p = sub(
+        asub_alias,
+        "list",
+        "list send-as aliases and their users",
+        cmd_user_alias_list,
+        json_flag=True,
+    )
+    p.add_argument("user", metavar="USER", nargs="?", help="only this user's aliases")
 
     dkim_group = commands.add_parser(
         "dkim",

@@ -476,6 +476,12 @@ class ICredentialStore(Interface):
     - A domain "has a user list" while it has at least one user: removing the last user (or
       replacing the list with an empty one) means intake accepts every address again.
     - The store does not check that a domain is protected: its callers do.
+    - Send-as aliases: besides their own address, a user may send as the aliases the admin
+      allowed (submission's ``MAIL FROM``, ``From:`` and ``Sender:``).  An alias is any valid
+      address (canonicalised like a user; in any domain) and belongs to one synced user.  They
+      are credentials too: changing them bumps L{credentials_version}, and removing a user (with
+      L{remove_user}, or by leaving it out of L{replace_users}) removes its aliases in the same
+      step.
     """
 
     def replace_users(domain: str, users: Iterable[UserCredential]) -> Deferred[UserListChange]:
@@ -503,4 +509,24 @@ class ICredentialStore(Interface):
         """Whether ``domain`` has at least one synced user (intake: unknown users get 550)."""
 
     def credentials_version() -> Deferred[int]:
-        """A number that changes whenever any user is added, changed or removed (for caches)."""
+        """
+        A number that changes whenever any user or send-as alias is added, changed or removed
+        (for caches).
+        """
+
+    def add_alias(alias: str, user: str) -> Deferred[None]:
+        """
+        Let ``user`` send as ``alias``.  An alias belongs to one user: adding it for another
+        replaces the first.  Fails with L{InvalidUser} when either is not an address, or when
+        ``alias`` is the user's own address; with L{NoSuchUser} when ``user`` has no synced
+        credentials.
+        """
+
+    def remove_alias(alias: str) -> Deferred[bool]:
+        """Stop anybody sending as ``alias``; True when it was an alias.  L{InvalidUser}."""
+
+    def list_aliases(user: str | None = None) -> Deferred[list[tuple[str, str]]]:
+        """
+        ``(alias, user)`` pairs, canonical, sorted by alias; only ``user``'s when given
+        (L{InvalidUser} when it is not an address).
+        """

@@ -554,6 +554,15 @@ def normalize_user(address: str) -> str:
     return f"{local.lower()}@{canonical}"
 
 
+def alias_pair(alias: str, user: str) -> tuple[str, str]:
+    """The canonical ``(alias, user)`` of a send-as alias (L{normalize_user} both), or
+    L{InvalidUser}, also when the alias is the user's own address."""
+    key, owner = normalize_user(alias), normalize_user(user)
+    if key == owner:
+        raise InvalidUser(f"{key} is the user's own address, not an alias")
+    return key, owner
+
+
 def normalize_mailbox_name(name: str) -> str:
     """
     The canonical form of a mailbox name (Unicode, levels separated by ``/``), or

@@ -34,7 +34,7 @@ from strata_twisted.core.alerts import (
 from strata_twisted.core.control import ControlPoller
 from strata_twisted.core.credentials import VerificationCache
 from strata_twisted.core.dkim import DkimKeyring
-from strata_twisted.core.domains import DomainCache, load_user_lists
+from strata_twisted.core.domains import DomainCache, load_send_as, load_user_lists
 from strata_twisted.core.intake import IntakePolicy
 from strata_twisted.core.login import Authenticator, networks
 from strata_twisted.core.monitor import Monitor
@@ -281,6 +281,7 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
                 load_user_lists(snapshot, [d.name for d in listed])
             )),
             result_of(snapshot.credentials_version()),
+            send_as=result_of(Deferred.fromCoroutine(load_send_as(snapshot))),
         )  # fmt: skip
     finally:
         if snapshot is not store:
@@ -341,7 +342,7 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
         window=imap.login_window, exempt=authenticator.is_trusted,
     )  # fmt: skip
     _imap_listeners(settings, reactor, store, tls, authenticator, root)
-    _submission_listeners(settings, reactor, domains, store, tls, authenticator, root)
+    _submission_listeners(settings, reactor, domains, store, tls, authenticator, relay, root)
     retention = RetentionJob(reactor, domains, store, store, store,
                              default_days=settings.imap.retention_days)  # fmt: skip
     RetentionService(retention).setServiceParent(root)
@@ -386,6 +387,7 @@ def _submission_listeners(
     store: Any,
     tls: CertificateOptions,
     authenticator: Authenticator,
+    relay: RelayLoop,
     root: MultiService,
 ) -> None:
     """SMTP submission (#5): STARTTLS (587) and implicit TLS (465), one policy and limits."""
@@ -393,7 +395,7 @@ def _submission_listeners(
     if not sub.listen and not sub.tls_listen:
         return
     policy = SubmissionPolicy(reactor, domains, store, settings.hostname,
-                              max_per_hour=sub.max_per_hour)  # fmt: skip
+                              max_per_hour=sub.max_per_hour, deliver_now=relay.drain)  # fmt: skip
     limits = IntakeSettings(
         max_message_size=sub.max_message_size or settings.intake.max_message_size,
         max_recipients=sub.max_recipients, max_line_length=settings.intake.max_line_length,

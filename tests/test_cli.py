@@ -1053,6 +1053,139 @@ def test_user_list_text_shows_addresses_and_schemes(
     ]
 
 
+# -- send-as aliases (issue #5) ------------------------------------------------------------------
+
+
+@pytest.fixture
+def alias_users(cli, users_domain: Path, tmp_path: Path) -> Path:
+    """example.test protected, with synced users alice and bob."""
+    sha = hash_password("x", "SSHA512")
+    path = _passwd_file(tmp_path, f"alice@example.test:{sha.text}\nbob@example.test:{sha.text}\n")
+    assert cli("user", "import", "example.test", str(path))[0] == 0
+    return users_domain
+
+
+def _aliases(data_dir: Path) -> list[tuple[str, str]]:
+    store = _open(data_dir)
+    try:
+        pairs: list[tuple[str, str]] = result_of(store.list_aliases())
+    finally:
+        store.close()
+    return pairs
+
+
+def test_user_alias_add_list_and_remove(cli, alias_users: Path) -> None:
+    code, out, err = cli("user", "alias", "add", "Sales@Example.TEST", "ALICE@example.test")
+    assert (code, err) == (0, "")
+    assert out == "alice@example.test may now send as sales@example.test\n"
+    # Any domain the admin names, Unicode or not.
+    code, out, _ = cli("user", "alias", "add", "alice@bücher.example", "alice@example.test")
+    assert code == 0 and "alice@xn--bcher-kva.example" in out
+    assert cli("user", "alias", "add", "help@example.test", "bob@example.test")[0] == 0
+    assert _aliases(alias_users) == [
+        ("alice@xn--bcher-kva.example", "alice@example.test"),
+        ("help@example.test", "bob@example.test"),
+        ("sales@example.test", "alice@example.test"),
+    ]
+
+    code, out, _ = cli("user", "alias", "list")
+    assert code == 0
+    assert out.splitlines() == [
+        "ALIAS                        USER",
+        "alice@xn--bcher-kva.example  alice@example.test",
+        "help@example.test            bob@example.test",
+        "sales@example.test           alice@example.test",
+    ]
+    code, out, _ = cli("user", "alias", "list", "Bob@example.test", "--json")
+    assert code == 0
+    assert json.loads(out) == [{"alias": "help@example.test", "user": "bob@example.test"}]
+
+    # Adding it again changes nothing; for another user, it moves.
+    code, out, _ = cli("user", "alias", "add", "sales@example.test", "alice@example.test")
+    assert code == 0 and "may already send as" in out
+    code, out, _ = cli("user", "alias", "add", "sales@example.test", "bob@example.test")
+    assert code == 0
+    assert out == (
+        "bob@example.test may now send as sales@example.test (it was alice@example.test's)\n"
+    )
+    assert [a for a, u in _aliases(alias_users) if u == "bob@example.test"] == [
+        "help@example.test",
+        "sales@example.test",
+    ]
+
+    code, out, _ = cli("user", "alias", "remove", "SALES@example.test")
+    assert code == 0 and out == "bob@example.test may no longer send as sales@example.test\n"
+    code, out, err = cli("user", "alias", "remove", "sales@example.test")
+    assert (code, out) == (1, "") and "sales@example.test is not a send-as alias" in err
+
+    events = _events(cli, "user.alias_added", "user.alias_removed")
+    assert [(e["kind"], e["domain"], e["data"]["alias"], e["data"]["user"]) for e in events] == [
+        ("user.alias_added", "example.test", "sales@example.test", "alice@example.test"),
+        ("user.alias_added", "example.test", "alice@xn--bcher-kva.example", "alice@example.test"),
+        ("user.alias_added", "example.test", "help@example.test", "bob@example.test"),
+        ("user.alias_added", "example.test", "sales@example.test", "bob@example.test"),
+        ("user.alias_removed", "example.test", "sales@example.test", "bob@example.test"),
+    ]
+    assert events[3]["data"]["previous_user"] == "alice@example.test"
+
+
+def test_user_alias_list_when_there_are_none(cli, alias_users: Path) -> None:
+    code, out, _ = cli("user", "alias", "list")
+    assert code == 0 and out.startswith("no send-as aliases (add one: strata user alias add")
+    code, out, _ = cli("user", "alias", "list", "alice@example.test")
+    assert code == 0 and out.startswith("no send-as aliases for alice@example.test")
+    assert json.loads(cli("user", "alias", "list", "--json")[1]) == []
+
+
+def test_removing_a_user_removes_their_aliases(cli, alias_users: Path) -> None:
+    assert cli("user", "alias", "add", "sales@example.test", "alice@example.test")[0] == 0
+    assert cli("user", "alias", "add", "help@example.test", "bob@example.test")[0] == 0
+    assert cli("user", "remove", "alice@example.test")[0] == 0
+    assert _aliases(alias_users) == [("help@example.test", "bob@example.test")]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message", "status"),
+    [
+        (
+            ("user", "alias", "add", "sales@example.test", "nobody@example.test"),
+            "nobody@example.test is not a synced user",
+            1,
+        ),
+        (
+            ("user", "alias", "add", "sales@example.test", "x@absent.test"),
+            "x@absent.test is not a synced user",
+            1,
+        ),
+        (("user", "alias", "add", "sales", "alice@example.test"), "'sales' is not an address", 2),
+        (
+            ("user", "alias", "add", "sales@-bad-.test", "alice@example.test"),
+            "sales@-bad-.test",
+            2,
+        ),
+        (("user", "alias", "add", "sales@example.test", "alice"), "'alice' is not an address", 2),
+        (
+            ("user", "alias", "add", "Alice@example.test", "alice@example.test"),
+            "alice@example.test is the user's own address",
+            2,
+        ),
+        (("user", "alias", "remove", "nothing@example.test"), "is not a send-as alias", 1),
+        (("user", "alias", "remove", "no-at-sign"), "is not an address", 2),
+        (
+            ("user", "alias", "list", "nobody@example.test"),
+            "nobody@example.test is not a synced user",
+            1,
+        ),
+        (("user", "alias", "list", "no-at-sign"), "is not an address", 2),
+    ],
+)
+def test_user_alias_errors_are_clear(cli, alias_users: Path, argv, message, status) -> None:
+    code, out, err = cli(*argv)
+    assert (code, out) == (status, "")
+    assert message in err and "Traceback" not in err
+    assert _aliases(alias_users) == []
+
+
 def test_accept_unknown_is_set_shown_and_cleared(cli) -> None:
     assert cli("domain", "add", "example.test", "--relay", "h", "--accept-unknown")[0] == 0
     assert json.loads(cli("domain", "show", "example.test", "--json")[1])["accept_unknown"]

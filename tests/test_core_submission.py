@@ -301,3 +301,110 @@ def test_a_recipient_without_a_domain_is_refused_501(h: Harness, recipient: str)
     with pytest.raises(BadRecipient) as e:
         h.policy.check_recipient(recipient)
     assert refusal(e.value) == (501, "5.1.3")
+
+
+# -- send-as aliases ------------------------------------------------------------------------------
+
+
+def headers(*lines: str) -> bytes:
+    return "".join(f"{line}\r\n" for line in (*lines, "")).encode()
+
+
+def aliased() -> Harness:
+    """The harness, with alice allowed to send as sales@ (her domain) and alice@example.net."""
+    h = Harness()
+    result_of(h.store.add_alias("sales@example.test", ALICE))
+    result_of(h.store.add_alias("alice@example.net", ALICE))
+    h.clock.advance(1.0)  # the cache's next poll
+    return h
+
+
+@pytest.mark.parametrize(
+    "sender", ["sales@example.test", "Sales@EXAMPLE.test", "alice@example.net", ALICE]
+)
+def test_an_alias_the_admin_allowed_may_be_the_mail_from(sender: str) -> None:
+    h = aliased()
+    h.policy.check_sender(session(), sender)  # does not raise
+    h.stop()
+
+
+def test_an_alias_the_admin_allowed_may_be_in_from_and_sender() -> None:
+    h = aliased()
+    check = h.policy.header_check(session())
+    assert check is not None
+    check(headers("From: Sales <sales@example.test>"))
+    check(headers("From: Alice <alice@example.net>", f"Sender: {ALICE}"))
+    check(headers("From: sales@example.test, alice@example.net", "Sender: SALES@example.test"))
+    h.stop()
+
+
+def test_an_alias_does_not_open_the_rest_of_the_header() -> None:
+    h = aliased()
+    check = h.policy.header_check(session())
+    assert check is not None
+    with pytest.raises(SenderNotOwned) as e:
+        check(headers("From: sales@example.test, other@example.test"))
+    assert refusal(e.value) == (553, "5.7.1")
+    assert e.value.public_text == "From: address <other@example.test> not owned by user"
+    h.stop()
+
+
+def test_another_users_alias_is_refused_553() -> None:
+    h = aliased()
+    with pytest.raises(SenderNotOwned) as e:
+        h.policy.check_sender(session(BOB), "sales@example.test")
+    assert refusal(e.value) == (553, "5.7.1")
+    check = h.policy.header_check(session(BOB))
+    assert check is not None
+    with pytest.raises(SenderNotOwned):
+        check(headers("From: alice@example.net"))
+    check(headers(f"From: {BOB}"))  # bob's own address still goes
+    h.stop()
+
+
+def test_a_removed_alias_is_refused_once_the_cache_reloads() -> None:
+    h = aliased()
+    check = h.policy.header_check(session())  # a session that began before the removal
+    assert check is not None
+    result_of(h.store.remove_alias("sales@example.test"))
+    h.policy.check_sender(session(), "sales@example.test")  # the cache has not polled yet
+    h.clock.advance(1.0)
+    with pytest.raises(SenderNotOwned) as e:
+        h.policy.check_sender(session(), "sales@example.test")
+    assert refusal(e.value) == (553, "5.7.1")
+    with pytest.raises(SenderNotOwned):
+        check(headers("From: sales@example.test"))
+    h.policy.check_sender(session(), "alice@example.net")  # the other alias stays
+    h.stop()
+
+
+def test_the_aliases_of_a_removed_user_are_refused_once_the_cache_reloads() -> None:
+    h = aliased()
+    result_of(h.store.remove_user(ALICE))
+    h.clock.advance(1.0)
+    with pytest.raises(SenderNotOwned):
+        h.policy.check_sender(session(), "alice@example.net")
+    h.stop()
+
+
+# -- delivery at once, and the domain list -------------------------------------------------------
+
+
+def test_accepted_mail_for_outside_domains_is_delivered_at_once(h: Harness) -> None:
+    kicked: list[str] = []
+    policy = SubmissionPolicy(h.clock, h.domains, h.store, "smtp.strata.test",
+                              deliver_now=kicked.append)  # fmt: skip
+    recipients = ("x@outside.test", "y@outside.test", "z@Other.test", BOB, "u@[192.0.2.1]")
+    policy.accepted(StoredMessage("0ABD", Envelope(ALICE, recipients), 0.0, 100), session())
+    # Each outside domain once; the colleague waits for the primary's own schedule.
+    assert kicked == ["[192.0.2.1]", "other.test", "outside.test"]
+
+
+def test_recipients_wait_until_the_domain_list_is_loaded() -> None:
+    clock = Clock()
+    store = MemoryStore(clock)
+    domains = DomainCache(clock, store, 1.0)
+    policy = SubmissionPolicy(clock, domains, store, "smtp.strata.test")
+    with pytest.raises(MailError) as raised:
+        policy.check_recipient("x@outside.test")
+    assert refusal(raised.value) == (451, "4.3.0")

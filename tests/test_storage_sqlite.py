@@ -1971,3 +1971,91 @@ def test_delete_messages_uses_the_indexes(store: SQLiteStore) -> None:
     scanned = {name for plan in plans for name in re.findall(r"SCAN (\w+)", plan)}
     assert scanned <= {"json_each", "j"}, plans
     assert "SEARCH m USING INDEX sqlite_autoindex_messages_1 (id=?)" in plans[0]
+
+
+# -- send-as aliases (#5): migration 10
+
+
+def test_a_v9_database_upgrades_to_v10_and_its_users_get_send_as_aliases(
+    data_dir: Path, clock: task.Clock
+) -> None:
+    data_dir.mkdir(parents=True)
+    conn = sqlite3.connect(data_dir / "strata.db", isolation_level=None)
+    assert migrate(conn, to_version=9) == 0
+    tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert "send_as_aliases" not in tables  # really version 9
+    conn.executemany(
+        "INSERT INTO users VALUES (?, 'example.com', ?)",
+        [("alice@example.com", SHA512_HASH), ("bob@example.com", BLF_HASH)],
+    )
+    conn.execute("UPDATE meta SET value = 2 WHERE key = 'credentials_version'")
+    conn.close()
+
+    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store.open(recover=True)
+    try:
+        assert sql(store, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+        indexes = {n for (n,) in sql(store, "SELECT name FROM sqlite_master WHERE type='index'")}
+        assert "send_as_aliases_user" in indexes
+        # The users are all there, with no aliases and the version they had ...
+        assert [u.address for u in result_of(store.list_users("example.com"))] == [
+            "alice@example.com",
+            "bob@example.com",
+        ]
+        assert result_of(store.list_aliases()) == []
+        assert result_of(store.credentials_version()) == 2
+        # ... and the old users take aliases, which move the version and go with their user.
+        result_of(store.add_alias("sales@example.com", "alice@example.com"))
+        result_of(store.add_alias("alice@example.net", "alice@example.com"))
+        result_of(store.add_alias("help@example.com", "bob@example.com"))
+        assert result_of(store.credentials_version()) == 5
+        result_of(store.remove_user("bob@example.com"))
+        assert sql(store, "SELECT alias, user FROM send_as_aliases ORDER BY alias") == [
+            ("alice@example.net", "alice@example.com"),
+            ("sales@example.com", "alice@example.com"),
+        ]
+    finally:
+        result_of(store.close())
+
+
+def test_aliases_survive_close_and_reopen(data_dir: Path, clock: task.Clock) -> None:
+    first = SQLiteStore(data_dir, clock, SyncExecutor())
+    first.open(recover=True)
+    result_of(first.set_user("alice@example.com", SHA512_HASH))
+    result_of(first.add_alias("Sales@Example.com", "alice@example.com"))
+    result_of(first.close())
+    second = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    second.open(recover=True)
+    try:
+        assert result_of(second.list_aliases()) == [("sales@example.com", "alice@example.com")]
+    finally:
+        result_of(second.close())
+
+
+def test_a_failed_user_removal_keeps_its_aliases(store: SQLiteStore) -> None:
+    result_of(store.set_user("alice@example.com", SHA512_HASH))
+    result_of(store.add_alias("sales@example.com", "alice@example.com"))
+    version = result_of(store.credentials_version())
+    sql(
+        store,
+        "CREATE TRIGGER keep_aliases BEFORE DELETE ON send_as_aliases"
+        " BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    fails_with(store.remove_user("alice@example.com"), StorageError)
+    # One transaction: the user is still there, and so is the alias.
+    assert result_of(store.get_user("alice@example.com")) == SHA512_HASH
+    assert result_of(store.list_aliases()) == [("sales@example.com", "alice@example.com")]
+    assert result_of(store.credentials_version()) == version
+
+
+def test_alias_queries_use_their_indexes(store: SQLiteStore) -> None:
+    plan = " ".join(
+        str(row[-1])
+        for row in sql(
+            store,
+            "EXPLAIN QUERY PLAN SELECT alias, user FROM send_as_aliases WHERE user = ?"
+            " ORDER BY alias",
+            ("x",),
+        )
+    )
+    assert "send_as_aliases_user" in plan

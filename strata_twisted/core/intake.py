@@ -198,13 +198,7 @@ class IntakePolicy:
         (else 550 5.7.1), and when the domain has a synced user list, the address must be on it
         unless the domain accepts unknown users (else 550 5.1.1).
         """
-        if not self._domains.loaded:
-            raise MailError(
-                "domain list not loaded yet",
-                code=451,
-                enhanced="4.3.0",
-                public_text="Error: server starting, try again later",
-            )
+        self.require_loaded()
         domain = recipient_domain(recipient)
         protected = None if domain is None else self._domains.get(domain)
         if domain is None or protected is None:
@@ -217,6 +211,16 @@ class IntakePolicy:
                 known = False
             if not known:
                 raise UnknownUser(f"not a user of {domain}: {recipient!r}")
+
+    def require_loaded(self) -> None:
+        """451 until the protected domains are known: routing cannot be decided before."""
+        if not self._domains.loaded:
+            raise MailError(
+                "domain list not loaded yet",
+                code=451,
+                enhanced="4.3.0",
+                public_text="Error: server starting, try again later",
+            )
 
     def check_sender(self, session: SessionInfo, sender: str) -> None:
         """Raise a L{MailError} unless ``sender`` may send in this session.  Intake takes any."""

@@ -6,8 +6,11 @@ own client, on ports 587/465.
 It is intake with other rules (L{IntakePolicy} does the durable part, the same for both):
 
 - Only an authenticated user sends (the adapter refuses MAIL before AUTH with ``530 5.7.0``).
-- MAIL FROM must be the user's own address, and so must every address in the ``From:`` and
-  ``Sender:`` header fields, else ``553 5.7.1`` (no spoofing a colleague, no spoofing anybody).
+- MAIL FROM must be the user's own address, or a send-as alias the admin allowed them
+  (``strata user alias add``; L{DomainCache.send_as}), and so must every address in the
+  ``From:`` and ``Sender:`` header fields, else ``553 5.7.1`` (no spoofing a colleague, no
+  spoofing anybody).  Aliases are read from the cache at each check, so a removed alias is
+  refused from the cache's next reload on.
 - At most ``max_per_hour`` messages per user per hour, then ``450 4.7.1`` until the oldest leaves
   the window: a stolen password cannot spray spam.  Counted in memory, per process.
 - Any recipient with a valid domain or address literal is taken (the sender is known).  A
@@ -76,11 +79,13 @@ class BadRecipient(MailError):
     public_text = "Bad recipient address syntax"
 
 
-def _owned(address: str, user: str) -> bool:
+def _owned(address: str, user: str, aliases: frozenset[str]) -> bool:
+    """Whether ``address`` is ``user``'s own (canonical) address or one of its ``aliases``."""
     try:
-        return normalize_user(address) == user
+        canonical = normalize_user(address)
     except InvalidUser:
         return False
+    return canonical == user or canonical in aliases
 
 
 def header_addresses(header: bytes) -> dict[str, list[str]]:
@@ -117,21 +122,26 @@ class SubmissionPolicy(IntakePolicy):
         hostname: str,
         *,
         max_per_hour: int = DEFAULT_MAX_PER_HOUR,
+        deliver_now: Callable[[str], object] | None = None,
     ) -> None:
+        """``deliver_now(domain)``: asks the relay to deliver outbound mail for ``domain`` at
+        once (a user who sends expects the mail to leave now, not at the next relay run)."""
         super().__init__(clock, domains, store, hostname)
         self._sent = SlidingWindow(max(1, max_per_hour), 3600.0)
+        self._deliver_now = deliver_now
 
     def check_sender(self, session: SessionInfo, sender: str) -> None:
         user = session.user
         if user is None:
             raise AuthenticationRequired("MAIL before AUTH")
-        if not _owned(sender, user):
+        if not _owned(sender, user, self._domains.send_as(user)):
             raise SenderNotOwned(f"{user} may not send as <{sender}>")
         if self._sent.exceeded(user, self._clock.seconds()):
             self.log.warn("{user} reached the sending limit", user=user)
             raise SendingRateExceeded(f"{user} reached the sending limit")
 
     def check_recipient(self, recipient: str) -> None:
+        self.require_loaded()  # who is a colleague decides the route
         domain = recipient_domain(recipient)
         if domain is not None and self._domains.get(domain) is not None:
             # A colleague: the same rules as intake (unknown users of a synced list refused).
@@ -159,8 +169,9 @@ class SubmissionPolicy(IntakePolicy):
             fields = header_addresses(header)
             if not fields["from"]:
                 raise SenderNotOwned("no From: header", public_text="Message has no From: header")
+            aliases = self._domains.send_as(user)
             for address in fields["from"] + fields["sender"]:
-                if not _owned(address, user):
+                if not _owned(address, user, aliases):
                     raise SenderNotOwned(
                         f"{user} may not send as {address!r} (From:/Sender:)",
                         public_text=f"From: address <{address}> not owned by user",
@@ -169,6 +180,15 @@ class SubmissionPolicy(IntakePolicy):
         return check
 
     def accepted(self, message: StoredMessage, session: SessionInfo | None = None) -> None:
-        """A message was committed: it counts against the user's hourly limit."""
+        """A message was committed: it counts against the user's hourly limit, and its
+        outbound recipients' domains are delivered to now."""
         if session is not None and session.user is not None:
             self._sent.add(session.user, self._clock.seconds())
+        if self._deliver_now is None:
+            return
+        routes = self.deliveries(message.envelope.recipients)
+        for domain in sorted({d.domain for d in routes if d.outbound}):
+            try:
+                self._deliver_now(domain)
+            except Exception:
+                self.log.failure("cannot start delivering to {domain}", domain=domain)

@@ -77,6 +77,7 @@ from strata_twisted.model import (
     StoredMessage,
     UserCredential,
     UserListChange,
+    alias_pair,
     apply_flags,
     check_password_hash_text,
     credential_key,
@@ -215,6 +216,7 @@ class MemoryStore:
         self._last_uidvalidity = 0
         self._users: dict[str, dict[str, str]] = {}  # domain -> canonical address -> hash
         self._credentials_version = 0
+        self._aliases: dict[str, str] = {}  # canonical alias -> canonical user
 
     # -- lifecycle (the same shape as SQLiteStore, so the composition root treats both alike)
 
@@ -911,6 +913,7 @@ class MemoryStore:
         updated = len(wanted) - added - unchanged
         removed = sum(1 for a in current if a not in wanted) if replace_all else 0
         new = dict(wanted) if replace_all else {**current, **wanted}
+        self._drop_aliases_of(a for a in current if a not in new)
         if new:
             self._users[key] = new
         else:
@@ -946,6 +949,7 @@ class MemoryStore:
                 raise NoSuchUser(f"{key} has no synced credentials")
             if not users:
                 del self._users[domain]
+            self._drop_aliases_of([key])
             self._credentials_version += 1
 
         return self._guarded(remove)
@@ -969,6 +973,41 @@ class MemoryStore:
 
     def credentials_version(self) -> Deferred[int]:
         return succeed(self._credentials_version)
+
+    def _drop_aliases_of(self, users: Iterable[str]) -> None:
+        gone = set(users)
+        for alias in [a for a, owner in self._aliases.items() if owner in gone]:
+            del self._aliases[alias]
+
+    def add_alias(self, alias: str, user: str) -> Deferred[None]:
+        def add() -> None:
+            key, owner = alias_pair(alias, user)
+            if owner not in self._users.get(split_address(owner)[1], {}):
+                raise NoSuchUser(f"{owner} has no synced credentials")
+            self._aliases[key] = owner
+            self._credentials_version += 1
+
+        return self._guarded(add)
+
+    def remove_alias(self, alias: str) -> Deferred[bool]:
+        def remove() -> bool:
+            if self._aliases.pop(normalize_user(alias), None) is None:
+                return False
+            self._credentials_version += 1
+            return True
+
+        return self._guarded(remove)
+
+    def list_aliases(self, user: str | None = None) -> Deferred[list[tuple[str, str]]]:
+        def listing() -> list[tuple[str, str]]:
+            owner = None if user is None else normalize_user(user)
+            return [
+                (alias, self._aliases[alias])
+                for alias in sorted(self._aliases)
+                if owner is None or self._aliases[alias] == owner
+            ]
+
+        return self._guarded(listing)
 
 
 def _due(entry: QueueEntry, now: float) -> bool:

@@ -145,6 +145,7 @@ from strata_twisted.model import (
     TLSPolicy,
     UserCredential,
     UserListChange,
+    alias_pair,
     apply_flags,
     check_password_hash_text,
     credential_key,
@@ -2067,6 +2068,9 @@ class SQLiteStore:
                     gone = [a for a in current if a not in wanted]
                     removed = len(gone)
                     conn.executemany("DELETE FROM users WHERE address = ?", [(a,) for a in gone])
+                    conn.executemany(
+                        "DELETE FROM send_as_aliases WHERE user = ?", [(a,) for a in gone]
+                    )
                 conn.executemany(
                     "INSERT INTO users (address, domain, password_hash) VALUES (?, ?, ?)"
                     " ON CONFLICT (address) DO UPDATE SET password_hash = excluded.password_hash",
@@ -2116,6 +2120,7 @@ class SQLiteStore:
             def delete(conn: sqlite3.Connection) -> None:
                 if conn.execute("DELETE FROM users WHERE address = ?", (key,)).rowcount == 0:
                     raise NoSuchUser(f"{key} has no synced credentials")
+                conn.execute("DELETE FROM send_as_aliases WHERE user = ?", (key,))
                 _bump_credentials_version(conn)
 
             return delete
@@ -2173,6 +2178,57 @@ class SQLiteStore:
             return int(row[0])
 
         return self._run("reading the credentials version", query)
+
+    def add_alias(self, alias: str, user: str) -> Deferred[None]:
+        def prepare() -> Callable[[sqlite3.Connection], None]:
+            key, owner = alias_pair(alias, user)
+
+            def upsert(conn: sqlite3.Connection) -> None:
+                known = conn.execute("SELECT 1 FROM users WHERE address = ?", (owner,))
+                if known.fetchone() is None:
+                    raise NoSuchUser(f"{owner} has no synced credentials")
+                conn.execute(
+                    "INSERT INTO send_as_aliases (alias, user) VALUES (?, ?)"
+                    " ON CONFLICT (alias) DO UPDATE SET user = excluded.user",
+                    (key, owner),
+                )
+                _bump_credentials_version(conn)
+
+            return upsert
+
+        return self._mailbox_call(f"letting {user} send as {alias}", prepare)
+
+    def remove_alias(self, alias: str) -> Deferred[bool]:
+        def prepare() -> Callable[[sqlite3.Connection], bool]:
+            key = normalize_user(alias)
+
+            def delete(conn: sqlite3.Connection) -> bool:
+                if conn.execute("DELETE FROM send_as_aliases WHERE alias = ?", (key,)).rowcount:
+                    _bump_credentials_version(conn)
+                    return True
+                return False
+
+            return delete
+
+        return self._mailbox_call(f"removing the send-as alias {alias}", prepare)
+
+    def list_aliases(self, user: str | None = None) -> Deferred[list[tuple[str, str]]]:
+        def prepare() -> Callable[[sqlite3.Connection], list[tuple[str, str]]]:
+            owner = None if user is None else normalize_user(user)
+
+            def listing(conn: sqlite3.Connection) -> list[tuple[str, str]]:
+                if owner is None:
+                    rows = conn.execute("SELECT alias, user FROM send_as_aliases ORDER BY alias")
+                else:
+                    rows = conn.execute(
+                        "SELECT alias, user FROM send_as_aliases WHERE user = ? ORDER BY alias",
+                        (owner,),
+                    )
+                return [(str(row[0]), str(row[1])) for row in rows]
+
+            return listing
+
+        return self._mailbox_query("listing send-as aliases", prepare)
 
 
 # The stored messages nobody needs: a body is needed while a mailbox holds it or a queue entry

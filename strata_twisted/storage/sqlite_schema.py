@@ -51,6 +51,10 @@ Layout notes:
 - Migration 9 (submission, #5) adds ``queue.outbound`` (1: the entry goes to its domain's MX, not
   to a primary; 0 for every existing entry) and ``queue.delay_notified_at`` (when the sender got
   the RFC 3464 "delayed" notice; NULL: not yet).
+- Migration 10 (send-as aliases, #5) adds ``send_as_aliases``: one row per address a user may
+  send as besides their own (``alias`` and ``user`` both canonical, model.normalize_user; the
+  alias in any domain).  An alias belongs to one user.  Changes bump
+  ``meta.credentials_version``, like the users they belong to, and go with their user.
 - No CHECK constraints on states or modes: the code validates them, and SQLite cannot alter a
   CHECK without rebuilding the table, which would make adding a queue state a costly migration.
 """
@@ -293,6 +297,19 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             # sender was told an entry is delayed (NULL: not yet).
             "ALTER TABLE queue ADD COLUMN outbound INTEGER NOT NULL DEFAULT 0",
             "ALTER TABLE queue ADD COLUMN delay_notified_at REAL",
+        ),
+    ),
+    (
+        10,
+        (
+            # Send-as aliases (#5): addresses a user may send as besides their own.
+            """
+            CREATE TABLE send_as_aliases (
+                alias TEXT PRIMARY KEY,  -- canonical address (model.normalize_user)
+                user  TEXT NOT NULL      -- the synced user (users.address) who may send as it
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX send_as_aliases_user ON send_as_aliases (user, alias)",
         ),
     ),
 )

@@ -2357,3 +2357,114 @@ class CredentialStoreSuite:
         result_of(store.get_user("bob@example.com"))
         result_of(store.list_users("example.com"))
         assert result_of(store.credentials_version()) == seen[-1]
+
+    # -- send-as aliases
+
+    def test_aliases_start_empty(self, store: Any) -> None:
+        assert result_of(store.list_aliases()) == []
+        assert result_of(store.list_aliases("alice@example.com")) == []
+
+    def test_add_alias_in_the_users_domain_or_any_other(self, store: Any) -> None:
+        result_of(store.set_user("alice@example.com", H1))
+        result_of(store.set_user("bob@example.com", H2))
+        assert result_of(store.add_alias("Sales@Example.COM", "ALICE@example.com")) is None
+        result_of(store.add_alias("alice@B\u00fccher.example", "alice@example.com"))
+        result_of(store.add_alias("help@example.net", "bob@example.com"))
+        assert result_of(store.list_aliases()) == [
+            ("alice@xn--bcher-kva.example", "alice@example.com"),
+            ("help@example.net", "bob@example.com"),
+            ("sales@example.com", "alice@example.com"),
+        ]
+        assert result_of(store.list_aliases("Alice@Example.com")) == [
+            ("alice@xn--bcher-kva.example", "alice@example.com"),
+            ("sales@example.com", "alice@example.com"),
+        ]
+        assert result_of(store.list_aliases("carol@example.com")) == []
+
+    def test_an_alias_belongs_to_one_user(self, store: Any) -> None:
+        result_of(store.set_user("alice@example.com", H1))
+        result_of(store.set_user("bob@example.com", H2))
+        result_of(store.add_alias("sales@example.com", "alice@example.com"))
+        result_of(store.add_alias("sales@example.com", "alice@example.com"))  # again: no change
+        assert result_of(store.list_aliases()) == [("sales@example.com", "alice@example.com")]
+        result_of(store.add_alias("SALES@example.com", "bob@example.com"))
+        assert result_of(store.list_aliases()) == [("sales@example.com", "bob@example.com")]
+        assert result_of(store.list_aliases("alice@example.com")) == []
+
+    def test_an_alias_of_another_users_address_is_allowed(self, store: Any) -> None:
+        # A shared mailbox that is a synced user too (the admin decides, the store keeps it).
+        result_of(store.set_user("alice@example.com", H1))
+        result_of(store.set_user("office@example.com", H2))
+        result_of(store.add_alias("office@example.com", "alice@example.com"))
+        assert result_of(store.list_aliases()) == [("office@example.com", "alice@example.com")]
+
+    def test_bad_aliases_change_nothing(self, store: Any) -> None:
+        result_of(store.set_user("alice@example.com", H1))
+        version = result_of(store.credentials_version())
+        fails_with(store.add_alias("sales", "alice@example.com"), InvalidUser)
+        fails_with(store.add_alias("sales@-bad-.example", "alice@example.com"), InvalidUser)
+        fails_with(store.add_alias("sales@example.com", "alice"), InvalidUser)
+        fails_with(store.add_alias("Alice@Example.com", "alice@example.com"), InvalidUser)
+        fails_with(store.add_alias("sales@example.com", "nobody@example.com"), NoSuchUser)
+        fails_with(store.remove_alias("not an address"), InvalidUser)
+        fails_with(store.list_aliases("alice"), InvalidUser)
+        assert result_of(store.list_aliases()) == []
+        assert result_of(store.credentials_version()) == version
+
+    def test_remove_alias(self, store: Any) -> None:
+        result_of(store.set_user("alice@example.com", H1))
+        result_of(store.add_alias("sales@example.com", "alice@example.com"))
+        result_of(store.add_alias("alice@example.net", "alice@example.com"))
+        assert result_of(store.remove_alias("Sales@Example.com")) is True
+        assert result_of(store.remove_alias("sales@example.com")) is False
+        assert result_of(store.remove_alias("alice@example.com")) is False  # a user, no alias
+        assert result_of(store.list_aliases()) == [("alice@example.net", "alice@example.com")]
+        assert result_of(store.get_user("alice@example.com")) == H1
+
+    def test_removing_a_user_removes_its_aliases(self, store: Any) -> None:
+        result_of(
+            store.replace_users(
+                "example.com", users(("alice@example.com", H1), ("bob@example.com", H2))
+            )
+        )
+        result_of(store.add_alias("sales@example.com", "alice@example.com"))
+        result_of(store.add_alias("help@example.com", "bob@example.com"))
+        result_of(store.remove_user("alice@example.com"))
+        assert result_of(store.list_aliases()) == [("help@example.com", "bob@example.com")]
+        # Back again, alice has no aliases: they went with her.
+        result_of(store.set_user("alice@example.com", H1))
+        assert result_of(store.list_aliases("alice@example.com")) == []
+
+    def test_a_replaced_list_takes_the_aliases_of_the_users_it_drops(self, store: Any) -> None:
+        result_of(
+            store.replace_users(
+                "example.com", users(("alice@example.com", H1), ("bob@example.com", H2))
+            )
+        )
+        result_of(store.set_user("carol@example.net", H3))
+        result_of(store.add_alias("sales@example.com", "alice@example.com"))
+        result_of(store.add_alias("help@example.com", "bob@example.com"))
+        result_of(store.add_alias("carol@example.com", "carol@example.net"))
+        # A merge and an update keep every alias; a replace drops bob's, nobody else's.
+        result_of(store.merge_users("example.com", users(("dave@example.com", H1))))
+        result_of(store.set_user("alice@example.com", H2))
+        assert len(result_of(store.list_aliases())) == 3
+        result_of(store.replace_users("example.com", users(("alice@example.com", H3))))
+        assert result_of(store.list_aliases()) == [
+            ("carol@example.com", "carol@example.net"),
+            ("sales@example.com", "alice@example.com"),
+        ]
+        result_of(store.replace_users("example.com", []))
+        assert result_of(store.list_aliases()) == [("carol@example.com", "carol@example.net")]
+
+    def test_version_moves_with_every_alias_change(self, store: Any) -> None:
+        result_of(store.set_user("alice@example.com", H1))
+        before = result_of(store.credentials_version())
+        result_of(store.add_alias("sales@example.com", "alice@example.com"))
+        added = result_of(store.credentials_version())
+        assert added != before
+        result_of(store.list_aliases())
+        assert result_of(store.remove_alias("nothing@example.com")) is False
+        assert result_of(store.credentials_version()) == added
+        result_of(store.remove_alias("sales@example.com"))
+        assert result_of(store.credentials_version()) != added
