@@ -29,6 +29,7 @@ from strata_twisted.core.alerts import (
     IAlertSender,
     LogAlertSender,
     QueueAgeWatch,
+    RecordedAlertSender,
     ThrottledAlertSender,
 )
 from strata_twisted.core.control import ControlPoller
@@ -47,6 +48,7 @@ from strata_twisted.core.throttle import LoginThrottle
 from strata_twisted.errors import ConfigError
 from strata_twisted.executor import Executor, SyncExecutor, ThreadExecutor
 from strata_twisted.fired import result_of
+from strata_twisted.interfaces import IEventStore
 from strata_twisted.model import FLUSH_ACTION
 from strata_twisted.proto.imap_server import ServerLimits
 from strata_twisted.proto.mime import index_bytes
@@ -220,16 +222,18 @@ class LoopsService(Service):
 
 
 def build_alert_sender(
-    settings: Settings, reactor: Any, email: IAlertSender | None = None
+    settings: Settings, reactor: Any, events: IEventStore, email: IAlertSender | None = None
 ) -> IAlertSender:
     """
     The monitor's alerts: a log line, each domain's webhook call and (``email``) alert email,
     at most one per kind per domain per ``monitor.alert_window`` (issue #5: no alert storms).
+    Webhook calls are recorded in the event log (the email sender records its own).
     """
-    senders: list[IAlertSender] = [
-        LogAlertSender(),
-        WebhookAlertSender(reactor, alert_webhook_target),
-    ]
+    webhook = RecordedAlertSender(
+        WebhookAlertSender(reactor, alert_webhook_target), events, "webhook",
+        lambda domain: domain.alert_webhook is not None,
+    )  # fmt: skip
+    senders: list[IAlertSender] = [LogAlertSender(), webhook]
     if email is not None:
         senders.append(email)
     return ThrottledAlertSender(
@@ -308,7 +312,7 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
         # Key files are read on the storage thread, where DESIGN puts file I/O.
         DkimSigner(reactor, store, DkimKeyring(settings.data_dir), executor),
     )  # fmt: skip
-    alerts = build_alert_sender(settings, reactor, EmailAlertSender(
+    alerts = build_alert_sender(settings, reactor, store, EmailAlertSender(
         reactor, store, store, store, domains, settings.hostname, settings.alerts.sender,
         deliver_now=relay.drain,
     ))  # fmt: skip

@@ -21,6 +21,7 @@ from strata_twisted.core.alerts import (
     FanOutAlertSender,
     IAlertSender,
     QueueAgeWatch,
+    RecordedAlertSender,
     ThrottledAlertSender,
 )
 from strata_twisted.core.domains import DomainCache
@@ -297,3 +298,25 @@ def test_queue_age_watch_runs_on_its_interval_and_not_when_off() -> None:
     off = QueueAgeWatch(w.clock, w.store, w.domains, Recording(), 0.0)
     off.start()
     assert not w.clock.getDelayedCalls()
+
+
+def test_recorded_alerts_leave_an_event_each_sent_or_failed() -> None:
+    clock = Clock()
+    store = MemoryStore(clock)
+    ok = RecordedAlertSender(Recording(), store, "webhook", lambda d: d.name == "example.test")
+    result_of(ok.outage_started(EXAMPLE, outage(), 2))
+    result_of(ok.queue_stale(EXAMPLE, T0, 2))
+    result_of(ok.outage_ended(OTHER, outage(OTHER), 0))  # no webhook for it: nothing, no event
+    broken = RecordedAlertSender(
+        Recording(RuntimeError("webhook answered 500")), store, "webhook", lambda d: True
+    )
+    failure = failure_of(broken.outage_ended(EXAMPLE, outage(), 0))
+    assert failure.check(RuntimeError)  # passed on to the fan-out, which logs it
+    events = [(e.kind, e.domain, e.data.get("kind")) for e in result_of(store.list_events())]
+    assert sorted(events) == sorted([
+        ("alert.webhook", "example.test", "outage.started"),
+        ("alert.webhook", "example.test", "queue.stale"),
+        ("alert.failed", "example.test", "outage.ended"),
+    ])  # fmt: skip
+    [failed] = [e for e in result_of(store.list_events()) if e.kind == "alert.failed"]
+    assert "webhook answered 500" in failed.message

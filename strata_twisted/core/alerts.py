@@ -27,7 +27,7 @@ from twisted.python.failure import Failure
 from zope.interface import Interface, implementer
 
 from strata_twisted.core.domains import DomainCache
-from strata_twisted.interfaces import IQueueStore
+from strata_twisted.interfaces import IEventStore, IQueueStore
 from strata_twisted.model import Domain, Outage, display_domain
 
 # At most one alert of a kind per domain in this many seconds (issue #5: "no alert storms").
@@ -293,3 +293,63 @@ class QueueAgeWatch:
 
     def _failed(self, failure: Failure, name: str) -> None:
         self.log.failure("sending a queue age alert for {domain} failed", failure, domain=name)
+
+
+_KIND_NAMES: Final = {"started": "outage.started", "ended": "outage.ended", "stale": "queue.stale"}
+
+
+@implementer(IAlertSender)
+class RecordedAlertSender:
+    """
+    Records in the event log each alert that ``sender`` sent (``alert.<channel>``) or failed to
+    send (``alert.failed``, with the reason), for the domains ``applies`` to (those that have
+    that channel configured).  The sender's failure is passed on.
+    """
+
+    def __init__(
+        self,
+        sender: IAlertSender,
+        events: IEventStore,
+        channel: str,
+        applies: Callable[[Domain], bool],
+    ) -> None:
+        self._sender = sender
+        self._events = events
+        self._channel = channel
+        self._applies = applies
+
+    def outage_started(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
+        return ensureDeferred(self._send(Alert("started", domain, queued, outage)))
+
+    def outage_ended(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
+        return ensureDeferred(self._send(Alert("ended", domain, queued, outage)))
+
+    def queue_stale(self, domain: Domain, oldest_received_at: float, queued: int) -> Deferred[None]:
+        return ensureDeferred(self._send(Alert("stale", domain, queued, None, oldest_received_at)))
+
+    async def _send(self, alert: Alert) -> None:
+        domain = alert.domain
+        if not self._applies(domain):
+            return
+        kind = _KIND_NAMES[alert.kind]
+        name = display_domain(domain.name)
+        data: dict[str, object] = {"kind": kind, "channel": self._channel}
+        try:
+            await alert.send(self._sender)
+        except Exception as e:
+            error = str(e) or type(e).__name__
+            await self._record(
+                "alert.failed", f"{kind} alert for {name} by {self._channel} failed: {error}",
+                domain.name, {**data, "error": error},
+            )  # fmt: skip
+            raise
+        await self._record(
+            f"alert.{self._channel}", f"{kind} alert for {name} sent by {self._channel}",
+            domain.name, data,
+        )  # fmt: skip
+
+    async def _record(self, kind: str, text: str, domain: str, data: dict[str, object]) -> None:
+        try:
+            await self._events.record_event(kind, text, domain, data)
+        except Exception:
+            Logger().failure("cannot record a {kind} event", kind=kind)
