@@ -44,8 +44,9 @@ class Setup:
             self.clock, self.store, self.store, self.store, self.domains, "strata.test",
             "Acme IT <alerts@msp.test>", deliver_now=self.kicked.append,
         )  # fmt: skip
-        self.domain = self.domains.get("acme.test")
-        assert self.domain is not None
+        found = self.domains.get("acme.test")
+        assert found is not None
+        self.domain: Domain = found
 
     def alerts(self) -> list[tuple[email.message.EmailMessage, list[QueueEntry]]]:
         out = []

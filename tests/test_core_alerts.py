@@ -218,6 +218,9 @@ def test_fan_out_waits_for_every_sender() -> None:
         def outage_ended(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
             return slow
 
+        def queue_stale(self, domain: Domain, oldest: float, queued: int) -> Deferred[None]:
+            return slow
+
     broken = Recording(RuntimeError("sms gateway down"))
     done = FanOutAlertSender([Slow(), broken]).outage_ended(EXAMPLE, outage(), 0)
     assert not done.called  # the failure is not reported before the slow sender is done

@@ -339,6 +339,9 @@ def test_a_failing_alert_sender_does_not_stop_the_monitor(world: World) -> None:
         def outage_ended(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
             raise RuntimeError("bug")
 
+        def queue_stale(self, domain: Domain, oldest: float, queued: int) -> Deferred[None]:
+            raise RuntimeError("not used by the monitor")
+
     world.alerts = Broken()  # type: ignore[assignment]
     world.monitor = world.new_monitor()
     world.prober.then(NAME, "refused", "refused", "refused", OK, OK)
@@ -601,6 +604,9 @@ def test_a_hanging_alert_sender_neither_stops_probing_nor_delays_the_drain(world
             return Deferred()
 
         def outage_ended(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
+            return Deferred()
+
+        def queue_stale(self, domain: Domain, oldest: float, queued: int) -> Deferred[None]:
             return Deferred()
 
     world.alerts = Hanging()  # type: ignore[assignment]

@@ -16,7 +16,7 @@ from strata_twisted.core.dkim import DkimKeyring, record_name, sign, zone_line
 from strata_twisted.core.relay import PREFETCH, RelayedMessage
 from strata_twisted.core.signing import DkimSigner, from_domain
 from strata_twisted.executor import SyncExecutor
-from strata_twisted.model import Delivery
+from strata_twisted.model import Delivery, QueueEntry
 from strata_twisted.storage.memory import MemoryStore
 from strata_twisted.testing import result_of, store_message
 
@@ -48,9 +48,9 @@ class Setup:
         queue_id = f"Q{self._n}"
         delivery = Delivery("bob@elsewhere.test", "elsewhere.test", outbound=True)
         stored = result_of(store_message(self.store, queue_id, data, [delivery]))
-        entries = tuple(result_of(self.store.entries_for_message(queue_id)))
+        entries: list[QueueEntry] = result_of(self.store.entries_for_message(queue_id))
         head = result_of(self.store.read_body_range(queue_id, 0, PREFETCH))
-        return RelayedMessage(stored, entries, head)
+        return RelayedMessage(stored, tuple(entries), head)
 
     def dns(self, name: bytes, timeout: int = 5) -> bytes | None:
         if name.decode() != record_name(self.key, "example.test"):
