@@ -270,7 +270,7 @@ def test_a_5xx_gives_one_dsn_to_the_senders_inbox_and_primary() -> None:
     assert block["Final-Recipient"] == f"rfc822; {REMOTE}"
     assert block["Action"] == "failed"
     assert block["Status"] == "5.1.1"
-    assert block["Remote-MTA"] == f"dns; {MX}"
+    assert block["Remote-MTA"] == f"dns; {MX.host}"  # RFC 3464 §2.3.5: no port
     assert "user unknown" in str(block["Diagnostic-Code"])
     # The DSN: one queue entry, from <>, for the sender's primary (after the outage) ...
     (dsn_entry,) = o.dsn_entries()

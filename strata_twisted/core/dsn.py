@@ -19,7 +19,7 @@ from email.mime.multipart import MIMEMultipart
 from email.mime.text import MIMEText
 from email.utils import format_datetime
 
-from strata_twisted.model import QueueEntry, StoredMessage
+from strata_twisted.model import QueueEntry, StoredMessage, parse_host_port
 
 _ENHANCED = re.compile(r"^\d{3}[ -]([245]\.\d{1,3}\.\d{1,3})\b")
 
@@ -38,6 +38,14 @@ def status_of(reply: str, default: str = "5.0.0") -> str:
     """The enhanced status code of an SMTP reply (RFC 3463), or ``default`` when it has none."""
     match = _ENHANCED.match(reply.strip())
     return match.group(1) if match else default
+
+
+def _mta_name(remote: str) -> str:
+    """The host of "host:port" (RFC 3464 §2.3.5: a dns-type MTA name is a host name)."""
+    try:
+        return parse_host_port(remote, 25)[0]
+    except ValueError:
+        return remote
 
 
 def _date(when: float) -> str:
@@ -95,7 +103,7 @@ def build_dsn(
             ("Status", f.status),
         ]
         if f.remote_mta:
-            fields.append(("Remote-MTA", f"dns; {f.remote_mta}"))
+            fields.append(("Remote-MTA", f"dns; {_mta_name(f.remote_mta)}"))
         fields.append(("Diagnostic-Code", "smtp; " + " ".join(f.diagnostic.split())))
         if f.entry.last_attempt_at:
             fields.append(("Last-Attempt-Date", _date(f.entry.last_attempt_at)))
