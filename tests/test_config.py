@@ -33,6 +33,9 @@ def test_example_documents_every_key_with_its_default() -> None:
     assert from_example.tls == default.tls
     assert from_example.storage == default.storage
     assert from_example.monitor == default.monitor
+    assert from_example.submission == default.submission
+    assert from_example.outbound == default.outbound
+    assert from_example.alerts == default.alerts
     assert from_example.data_dir == default.data_dir
 
 
@@ -54,6 +57,14 @@ def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     ("text", "key"),
     [
         ("[intake]\nmax_recipients = 0\n", "intake.max_recipients"),
+        ('[outbound]\ntls = "sometimes"\n', "outbound.tls"),
+        ('[outbound]\nsmarthost_tls = "maybe"\n', "outbound.smarthost_tls"),
+        ('[outbound]\nsmarthost = "host:port"\n', "outbound.smarthost"),
+        ("[outbound]\nretry_min = 600\nretry_max = 300\n", "outbound.retry_max"),
+        ('[outbound]\nsmarthost_user = "u"\n', "outbound.smarthost_password_file"),
+        ("[submission]\nmax_per_hour = 0\n", "submission.max_per_hour"),
+        ('[submission]\ntrusted_networks = ["not a net"]\n', "submission.trusted_networks"),
+        ("[alerts]\nqueue_age = -1\n", "alerts.queue_age"),
         ('[intake]\nmax_recipients = "ten"\n', "intake.max_recipients"),
         ('[intake]\nlisten = ["nowhere"]\n', "intake.listen"),
         ("[intake]\nidle_timeout = -1\n", "intake.idle_timeout"),
