@@ -16,7 +16,7 @@ on loopback, which both servers allow there) and send ``--messages`` (2,000) mes
   service in ``master.cf`` like Debian's stock one (SASL required, relay for authenticated users
   only, ``reject_sender_login_mismatch``), minus TLS, and ``relayhost`` = the sink.  Its SASL is
   Dovecot's auth service (``tests/peers/dovecot.py``) over a UNIX socket, checking the same
-  passwd-file hashes.
+  passwd-file hashes (the shared setup in ``tests/peers/postfix_sasl.py``).
 
 Two rates per run, both over the time from the clients' common start:
 
@@ -65,6 +65,7 @@ from tests.peers.dovecot import (
 )
 from tests.peers.net import free_port, wait_for_port
 from tests.peers.postfix import PostfixInstance, SmtpSink, _inline_map, postfix_installed
+from tests.peers.postfix_sasl import postfix_sasl_settings, start_auth_dovecot
 from tests.peers.strata import StrataProcess
 
 _MESSAGE_ID = re.compile(rb"^Message-ID: <(bench-[^>]+)>", re.IGNORECASE | re.MULTILINE)
@@ -326,8 +327,7 @@ class PostfixSide:
                 "relay_domains": "",
                 "transport_maps": "",
                 "relayhost": f"[127.0.0.1]:{sink.port}",
-                "smtpd_sasl_type": "dovecot",
-                "smtpd_sasl_path": str(dovecot.base_dir / "auth-postfix"),
+                **postfix_sasl_settings(dovecot),
                 "smtpd_sender_login_maps": _inline_map(logins),
             },
             extra_master_cf=_POSTFIX_SUBMISSION.format(port=self.port),
@@ -353,21 +353,6 @@ class PostfixSide:
 
     def stop(self) -> None:
         self.postfix.stop()
-
-
-# Dovecot's auth service for Postfix: a socket the postfix user can use, and an authentication
-# cache, as Strata caches successful verifications (``core/login.py``).
-_DOVECOT_AUTH = """\
-service auth {
-  unix_listener auth-postfix {
-    mode = 0660
-    user = postfix
-    group = postfix
-  }
-}
-auth_cache_size = 10M
-auth_cache_ttl = 1 hour
-"""
 
 
 # -- report --------------------------------------------------------------------------------------
@@ -444,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             sink.smtp_sink.start()
             if "postfix" in names:
                 users = {user(s): _PASSWORD for s in range(args.sessions)}
-                dovecot = factory.start(users, extra_config=_DOVECOT_AUTH)
+                dovecot = start_auth_dovecot(factory, users)
                 postfix = PostfixSide(base, dovecot, sink, args.sessions)
                 postfix.start()
             for round_ in range(args.repeat):

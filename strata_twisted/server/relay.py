@@ -104,6 +104,9 @@ class _RelayClient(Protocol):
         self._clock = clock
         self._trust_root = trust_root
         self._tls_requested = False
+        # Bytes arrived after STARTTLS: the handshake worked, and a session that ends later
+        # (an AUTH refused, say) did not fail on TLS.
+        self._tls_working = False
         self._messages = messages
         self._domain = domain
         self.remote = str(domain.relay)
@@ -203,6 +206,8 @@ class _RelayClient(Protocol):
         self.resumeProducing()  # the connection is going: a waiting stream sees it and stops
 
     def dataReceived(self, data: bytes) -> None:
+        if self._tls_requested:
+            self._tls_working = True
         self.engine.receive_data(data)
         self._pump()
 
@@ -217,7 +222,7 @@ class _RelayClient(Protocol):
             d.callback(self._lost(message, self._failure_reason or "connection lost"))
         if not self.ready.called:
             why = self._failure_reason or "connection lost"
-            if self._tls_requested:
+            if self._tls_requested and not self._tls_working:
                 # The handshake, or the EHLO after it, did not complete.
                 if reason is not None and not reason.check(ConnectionDone, ConnectionLost):
                     why = reason.getErrorMessage()

@@ -58,6 +58,7 @@ from tests.peers.postfix import PostfixInstance, maildir_messages
 from tests.peers.roundcube import RoundcubeServer
 from tests.peers.strata import StrataProcess
 from tests.peers.strata_imap import passwd_line
+from tests.peers.wait import eventually
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
 
@@ -103,19 +104,6 @@ class Outage:
     roundcube: RoundcubeServer
     original: EmailMessage
     dkim_record: str  # the TXT value `strata dkim generate` printed, its strings joined
-
-
-def eventually(check: Callable[[], T | None], what: str, timeout: float = 30.0) -> T:
-    """Poll ``check`` until it returns something other than None; fail saying ``what`` was
-    awaited."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result is not None:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.2)
 
 
 def _published_record(generated: str) -> tuple[str, list[str]]:
@@ -179,7 +167,7 @@ def outage(
             for port in (imap_port, submission_port):
                 assert wait_for_port(port, 30), f"Strata does not listen on {port}"
             # The primary's port is closed: the monitor opens an outage, the portal opens.
-            shown = eventually(lambda: _down(strata), f"the outage of {DOMAIN}")
+            shown = eventually(lambda: _down(strata), what=f"the outage of {DOMAIN}")
             print(f"outage of {DOMAIN} since {shown.get('health_since')}")
 
             # During the outage Carol writes to Alice; it comes in through intake.
@@ -354,7 +342,7 @@ def test_reply_and_new_message_from_roundcube_are_delivered_signed_and_filed(
         delivered = _delivered(outage.carol_mx.maildir)
         return delivered if len(delivered) >= 2 else None
 
-    delivered = eventually(at_carol, "two messages in Carol's Maildir", timeout=30)
+    delivered = eventually(at_carol, 30, "two messages in Carol's Maildir")
     assert len(delivered) == 2, [str(m["Subject"]) for _, m in delivered]
     lap("MX delivery")
     replies = [(d, m) for d, m in delivered if m["In-Reply-To"] is not None]
@@ -405,7 +393,7 @@ def test_reply_and_new_message_from_roundcube_are_delivered_signed_and_filed(
                 return message
         return None
 
-    arrived = eventually(at_primary, "Bob's message at the recovered primary", timeout=30)
+    arrived = eventually(at_primary, 30, "Bob's message at the recovered primary")
     assert arrived["Delivered-To"] == BOB
     assert str(arrived["Subject"]) == UTF8_SUBJECT
     assert _attachment(arrived) == (ATTACHMENT_NAME, ATTACHMENT)

@@ -28,6 +28,7 @@ import pytest
 from tests.peers.fixtures import PostfixFactory
 from tests.peers.postfix import PostfixInstance, maildir_messages
 from tests.peers.strata import StrataProcess
+from tests.peers.wait import eventually
 from tests.peers.webhook import WebhookRecorder
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -42,18 +43,6 @@ WINDOW = 60.0  # monitor.alert_window: the whole test runs inside one window
 # Probes run at most once a second (the monitor's tick), whatever probe_interval says.
 MONITOR = "[monitor]\nprobe_interval = 0.5\nprobe_timeout = 2\ndown_after = 2\nup_after = 2\n"
 INTAKE_DURING_OUTAGE = 3
-
-
-def eventually(check: Callable[[], T], timeout: float = 30.0, what: str = "") -> T:
-    """Poll ``check`` until it returns something truthy; fail saying ``what`` after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout:g}s waiting for {what or check}: {result!r}")
-        time.sleep(0.1)
 
 
 def iso(seconds: float) -> str:

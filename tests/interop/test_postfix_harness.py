@@ -8,9 +8,7 @@ stays deferred in the queue of `backup_mx`.
 from __future__ import annotations
 
 import smtplib
-import time
 import uuid
-from collections.abc import Callable
 from typing import TypeVar
 
 import pytest
@@ -18,22 +16,12 @@ import pytest
 from tests.peers.fixtures import PostfixFactory
 from tests.peers.net import free_port, wait_for_port
 from tests.peers.postfix import maildir_messages
+from tests.peers.wait import eventually
 
 pytest_plugins = ["tests.peers.fixtures"]  # the postfix_factory fixture
 pytestmark = pytest.mark.interop
 
 T = TypeVar("T")
-
-
-def _eventually(probe: Callable[[], T], timeout: float = 30.0) -> T:
-    """Poll `probe` until it returns something truthy; fail with its last value after `timeout`."""
-    deadline = time.monotonic() + timeout
-    value = probe()
-    while not value and time.monotonic() < deadline:
-        time.sleep(0.1)
-        value = probe()
-    assert value, f"still {value!r} after {timeout}s"
-    return value
 
 
 def _message(marker: str) -> bytes:
@@ -61,10 +49,10 @@ def test_relay_to_delivers_to_smtp_sink(postfix_factory: PostfixFactory) -> None
     _submit(relay.smtpd_port, "user@example.test", marker)
 
     # smtp-sink creates its dump file at MAIL FROM and fills it as DATA arrives: wait for it all.
-    [dump] = _eventually(lambda: [m for m in sink.messages() if marker.encode() in m])
+    [dump] = eventually(lambda: [m for m in sink.messages() if marker.encode() in m])
     assert f"marker {marker}".encode() in dump
     assert b"user@example.test" in dump  # smtp-sink records the RCPT TO arguments
-    _eventually(relay.queue_is_empty)
+    eventually(relay.queue_is_empty)
     assert "status=sent" in relay.maillog()
 
 
@@ -74,12 +62,12 @@ def test_relay_to_retries_when_the_next_hop_comes_up(postfix_factory: PostfixFac
     marker = uuid.uuid4().hex
 
     _submit(relay.smtpd_port, "user@example.test", marker)
-    _eventually(lambda: "status=deferred" in relay.maillog())
+    eventually(lambda: "status=deferred" in relay.maillog())
     assert not relay.queue_is_empty()
 
     sink = postfix_factory.smtp_sink(port=sink_port)
     relay.flush()
-    [dump] = _eventually(lambda: [m for m in sink.messages() if marker.encode() in m])
+    [dump] = eventually(lambda: [m for m in sink.messages() if marker.encode() in m])
     assert f"marker {marker}".encode() in dump
 
 
@@ -91,11 +79,11 @@ def test_primary_delivers_into_the_maildir(postfix_factory: PostfixFactory) -> N
 
     _submit(primary.smtpd_port, "user@example.test", marker)
 
-    [path] = _eventually(lambda: maildir_messages(maildir))
+    [path] = eventually(lambda: maildir_messages(maildir))
     delivered = path.read_bytes()
     assert f"marker {marker}".encode() in delivered
     assert b"Delivered-To: user@example.test" in delivered
-    _eventually(primary.queue_is_empty)
+    eventually(primary.queue_is_empty)
 
 
 def test_backup_mx_keeps_mail_deferred(postfix_factory: PostfixFactory) -> None:
@@ -107,7 +95,7 @@ def test_backup_mx_keeps_mail_deferred(postfix_factory: PostfixFactory) -> None:
     def deferred() -> list[dict[str, object]]:
         return [m for m in backup.queue() if m["queue_name"] == "deferred"]
 
-    [entry] = _eventually(deferred)
+    [entry] = eventually(deferred)
     assert entry["sender"] == "sender@origin.test"
     assert backup.queue_count() == 1
     assert "Connection refused" in str(entry["recipients"])

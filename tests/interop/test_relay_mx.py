@@ -15,13 +15,14 @@ import smtplib
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
 
 from tests.peers.fixtures import PostfixFactory
+from tests.peers.wait import eventually
 from tests.test_core_relay import parts
 
 pytestmark = [pytest.mark.interop]
@@ -53,15 +54,6 @@ def dns_port() -> Iterator[int]:
     finally:
         process.terminate()
         process.wait(10)
-
-
-def eventually(check: Callable[[], T], timeout: float = 30.0) -> T:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result or time.monotonic() > deadline:
-            return result
-        time.sleep(0.25)
 
 
 def test_a_dsn_is_delivered_to_the_senders_mx(
