@@ -247,10 +247,18 @@ def _smarthost_auth(settings: Settings) -> tuple[str, str] | None:
     outbound = settings.outbound
     if not outbound.smarthost_user or outbound.smarthost_password_file is None:
         return None
+    path = outbound.smarthost_password_file
     try:
-        password = outbound.smarthost_password_file.read_text().strip()
+        if path.stat().st_mode & 0o077:
+            raise ConfigError(
+                "outbound.smarthost_password_file",
+                f"{path} may be read by other users; make it private: chmod 600 {path}",
+            )
+        password = path.read_text().strip()
     except OSError as e:
         raise ConfigError("outbound.smarthost_password_file", str(e)) from None
+    if not password:
+        raise ConfigError("outbound.smarthost_password_file", f"{path} is empty")
     return outbound.smarthost_user, password
 
 
