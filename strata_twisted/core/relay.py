@@ -18,15 +18,18 @@ storage call each.  By reply:
 - No connection, or the connection lost: everything not yet answered stays queued as it was.
 - Entries older than the queue lifetime: bounced with a DSN (status 4.4.7) and an event.
 
-Mail for a domain that is not protected goes to that domain's mail exchangers when it is one of
-our own DSNs (from ``<>``, to the sender's domain) and the loop has an L{MXResolver} (RFC 5321
-§5.1, ``core/routes.py``).  Other mail for such a domain was accepted while it was protected: it
-stays queued (retried each run, expiring at the lifetime) until an admin protects the domain
-again, bounces or deletes it, with one ``relay.unprotected`` event per run.  MX routing:
-the hosts are tried in order and the first that takes a session gets the batch, with the same
-per-reply rules.  A null MX (RFC 7505) bounces the entries; no route (NXDOMAIN, a DNS failure, no
-host answering) keeps them queued until the next run, with the reason as their last error and
-one ``relay.no_route`` event per drain.  Without a resolver such mail just stays queued.
+Mail for a domain that is not protected goes to that domain's mail exchangers (RFC 5321 §5.1,
+``core/routes.py``, through the loop's L{MXResolver}), or to the configured smarthost, when it
+is outbound (a user sent it through submission; an alert) or one of our own DSNs (from ``<>``).
+Outbound mail is retried on a backoff schedule, its sender told once when it is late, and it
+is DKIM-signed as it leaves (an L{OutboundSigner}).  Other mail for such a domain was accepted
+while it was protected: it stays queued (retried each run, expiring at the lifetime) until an
+admin protects the domain again, bounces or deletes it, with one ``relay.unprotected`` event
+per run.  MX routing: the hosts are tried in order and the first that takes a session gets the
+batch, with the same per-reply rules.  A null MX (RFC 7505) bounces the entries; no route
+(NXDOMAIN, a DNS failure, no host answering) keeps them queued until their next attempt, with
+the reason as their last error and one ``relay.no_route`` event per drain.  Without a resolver
+or a smarthost such mail just stays queued.
 
 It knows nothing of sockets or DNS: a L{RelayConnector} opens connections (``server/relay.py``
 with the SMTP client engine; a scripted fake in tests), an L{MXResolver} finds routes.
@@ -451,8 +454,7 @@ class RelayLoop:
         When a deferred entry is due again.  Mail for a primary: at the next run (the monitor
         kicks the relay the moment the primary is back).  Outbound mail: after retry_min, then
         twice as long after each attempt up to retry_max (RFC 5321 §4.5.4.1 asks for waits, not
-        hammering; the schedule is Postfix's), but never past the queue lifetime's end by more
-        than one wait.
+        hammering; the schedule is Postfix's).  Either expires at the queue lifetime.
         """
         if not entry.outbound:
             return at + self._settings.interval
