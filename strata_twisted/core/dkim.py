@@ -30,7 +30,6 @@ import json
 import math
 import os
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, Literal, cast
@@ -209,19 +208,18 @@ def zone_line(key: DkimKey, domain: str) -> str:
     return f"{record_name(key, domain)} IN TXT {strings}"
 
 
-def sign(message: bytes, key: DkimKey, domain: str, now: float | None = None) -> bytes:
+def sign(message: bytes, key: DkimKey, domain: str, now: float) -> bytes:
     """
     The ``DKIM-Signature:`` header field, folded and ending in CRLF, to prepend to ``message``
     (which must not change after this: every byte of the body and the signed fields counts).
-    ``now`` is the signing time for ``t=`` (default: the wall clock); callers with an injected
-    clock pass its time.  For a message read in ranges, see L{BodyHasher} and L{sign_streamed}.
+    ``now`` is the signing time for ``t=``, from the caller's clock.  For a message read in
+    ranges, see L{BodyHasher} and L{sign_streamed}.
     """
     split = split_header(message)
     header, body_start = split if split is not None else (message, len(message))
     hasher = BodyHasher()
     hasher.update(message[body_start:])
-    when = time.time() if now is None else now
-    return sign_streamed(header, hasher.digest(), key, domain, when)
+    return sign_streamed(header, hasher.digest(), key, domain, now)
 
 
 def split_header(head: bytes) -> tuple[bytes, int] | None:
