@@ -9,6 +9,7 @@ TCP reactor or a thread bridge) passed in explicitly.
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -353,8 +354,16 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
         reactor, per_ip=imap.login_failures_per_ip, per_user=imap.login_failures_per_user,
         window=imap.login_window, exempt=authenticator.is_trusted,
     )  # fmt: skip
-    _imap_listeners(settings, reactor, store, tls, authenticator, root)
-    _submission_listeners(settings, reactor, domains, store, tls, authenticator, relay, root)
+    imap_server = _imap_listeners(settings, reactor, store, tls, authenticator, root)
+    submission = _submission_listeners(
+        settings, reactor, domains, store, tls, authenticator, relay, root
+    )
+    if imap_server is not None:
+        # New mail in a shadow INBOX wakes its owner's IDLE sessions at once.
+        wake = partial(imap_server.mailbox_changed, mailbox="INBOX")
+        policy.on_shadow = wake
+        if submission is not None:
+            submission.on_shadow = wake
     retention = RetentionJob(reactor, domains, store, store, store,
                              default_days=settings.imap.retention_days)  # fmt: skip
     RetentionService(retention).setServiceParent(root)
@@ -368,11 +377,12 @@ def _imap_listeners(
     tls: CertificateOptions,
     authenticator: Authenticator,
     root: MultiService,
-) -> None:
-    """The IMAP server (#4): one factory per kind of listener, sharing limits and caches."""
+) -> IMAPFactory | None:
+    """The IMAP server (#4): one factory per kind of listener, sharing limits and caches; the
+    first (its sessions are shared with the other), or None when IMAP is off."""
     imap = settings.imap
     if not imap.listen and not imap.tls_listen:
-        return
+        return None
     limits = ServerLimits(
         max_line_length=imap.max_line_length,
         max_append_size=imap.max_append_size or settings.intake.max_message_size,
@@ -390,6 +400,7 @@ def _imap_listeners(
         ListenerService(reactor, "IMAP", address, plain).setServiceParent(root)
     for address in imap.tls_listen:
         ListenerService(reactor, "IMAP over TLS", address, implicit, tls).setServiceParent(root)
+    return plain
 
 
 def _submission_listeners(
@@ -401,11 +412,12 @@ def _submission_listeners(
     authenticator: Authenticator,
     relay: RelayLoop,
     root: MultiService,
-) -> None:
-    """SMTP submission (#5): STARTTLS (587) and implicit TLS (465), one policy and limits."""
+) -> SubmissionPolicy | None:
+    """SMTP submission (#5): STARTTLS (587) and implicit TLS (465), one policy and limits; the
+    policy, or None when submission is off."""
     sub = settings.submission
     if not sub.listen and not sub.tls_listen:
-        return
+        return None
     policy = SubmissionPolicy(reactor, domains, store, settings.hostname,
                               max_per_hour=sub.max_per_hour, deliver_now=relay.drain)  # fmt: skip
     limits = IntakeSettings(
@@ -426,6 +438,7 @@ def _submission_listeners(
     for address in sub.tls_listen:
         ListenerService(reactor, "SMTP submission over TLS", address, implicit,
                         tls).setServiceParent(root)  # fmt: skip
+    return policy
 
 
 def default_paths(settings: Settings) -> dict[str, Path]:

@@ -408,3 +408,11 @@ def test_recipients_wait_until_the_domain_list_is_loaded() -> None:
     with pytest.raises(MailError) as raised:
         policy.check_recipient("x@outside.test")
     assert refusal(raised.value) == (451, "4.3.0")
+
+
+def test_colleagues_with_a_shadow_copy_are_told_of_it(h: Harness) -> None:
+    told: list[str] = []
+    h.policy.on_shadow = told.append
+    recipients = ("Bob@Example.test", "x@outside.test", "someone@relay.test")
+    h.policy.accepted(StoredMessage("0ABE", Envelope(ALICE, recipients), 0.0, 100), session())
+    assert told == [BOB]  # relay.test is in mode relay: no shadow copy there

@@ -14,6 +14,9 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.defer import Deferred, fail
 from twisted.internet.testing import StringTransport
 
+from strata_twisted.core.domains import DomainCache
+from strata_twisted.core.intake import IntakePolicy, SessionInfo
+from strata_twisted.model import Domain, RelayTarget
 from strata_twisted.proto.imap_server import ServerLimits
 from strata_twisted.server.imap import IMAPFactory, IMAPProtocol
 from strata_twisted.testing import result_of
@@ -520,3 +523,28 @@ def test_a_change_over_one_listener_wakes_an_idler_on_the_other(h: Harness) -> N
     # at once, without waiting for the poll on the clock
     assert idle_transport.value() == b"* 1 FETCH (UID 1 FLAGS (\\Flagged))\r\n"
     assert h.factory.open_connections == implicit.open_connections == 2
+
+
+def test_mail_intake_accepts_wakes_the_recipients_idler_at_once(h: Harness) -> None:
+    """The intake policy tells the IMAP server who got a shadow copy (service.py wires
+    on_shadow to mailbox_changed): an IDLE session hears EXISTS without waiting for its poll."""
+    result_of(h.store.add_domain(Domain("example.test", RelayTarget("127.0.0.1"), mode="both")))
+    domains = DomainCache(h.clock, h.store, 1.0)
+    result_of(domains.refresh())
+    policy = IntakePolicy(h.clock, domains, h.store, "strata.test")
+    policy.on_shadow = lambda user: h.factory.mailbox_changed(user, "INBOX")
+    idler, idle_transport = h.select()
+    bobs, bobs_transport = h.select(BOB)
+    assert send(idler, idle_transport, "b IDLE\r\n") == b"+ idling\r\n"
+    assert send(bobs, bobs_transport, "b IDLE\r\n") == b"+ idling\r\n"
+    idle_transport.clear()
+    bobs_transport.clear()
+    session = SessionInfo(client_address="192.0.2.7", helo="mx.sender.test", esmtp=True)
+    transaction = policy.begin(session, "s@sender.test", (ALICE.upper(),), body_8bitmime=False,
+                               smtputf8=False)  # fmt: skip
+    transaction.feed(BODY1)
+    stored = result_of(transaction.finish())
+    assert idle_transport.value() == b""  # committed, but nobody has told the IMAP server yet
+    policy.accepted(stored, session)
+    assert idle_transport.value() == b"* 1 EXISTS\r\n"  # at once: the clock did not move
+    assert bobs_transport.value() == b""  # not Bob's mail

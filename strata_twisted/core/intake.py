@@ -177,12 +177,17 @@ class IntakePolicy:
         self._store = store
         self.hostname = hostname
         self._on_accepted = on_accepted
+        # Told each user who just got a shadow copy in INBOX (the IMAP server wakes their IDLE
+        # sessions at once instead of at their next poll); set by the service.
+        self.on_shadow: Callable[[str], object] | None = None
 
     def accepted(self, message: StoredMessage, session: SessionInfo | None = None) -> None:
         """
         A message was committed: tell the monitor, once per recipient domain (mail for a domain
-        whose primary seems up is a hint that the filter failed over, or that the probe is wrong).
+        whose primary seems up is a hint that the filter failed over, or that the probe is
+        wrong), and L{on_shadow} each user whose INBOX got a copy.
         """
+        self.shadowed(message)
         if self._on_accepted is None:
             return
         for domain in sorted({d for r in message.envelope.recipients
@@ -191,6 +196,19 @@ class IntakePolicy:
                 self._on_accepted(domain)
             except Exception:
                 self.log.failure("intake hint for {domain} failed", domain=domain)
+
+    def shadowed(self, message: StoredMessage) -> None:
+        """Tell L{on_shadow} about each user whose shadow INBOX got ``message``."""
+        if self.on_shadow is None:
+            return
+        for delivery in self.deliveries(message.envelope.recipients):
+            if not delivery.shadow:
+                continue
+            try:
+                self.on_shadow(normalize_user(delivery.recipient))
+            except Exception:
+                self.log.failure("telling {user}'s sessions of new mail failed",
+                                 user=delivery.recipient)  # fmt: skip
 
     def check_recipient(self, recipient: str) -> None:
         """

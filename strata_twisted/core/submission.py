@@ -180,8 +180,10 @@ class SubmissionPolicy(IntakePolicy):
         return check
 
     def accepted(self, message: StoredMessage, session: SessionInfo | None = None) -> None:
-        """A message was committed: it counts against the user's hourly limit, and its
-        outbound recipients' domains are delivered to now."""
+        """A message was committed: it counts against the user's hourly limit, colleagues who
+        got it in their INBOX hear of it, and its outbound recipients' domains are delivered
+        to now."""
+        self.shadowed(message)
         if session is not None and session.user is not None:
             self._sent.add(session.user, self._clock.seconds())
         if self._deliver_now is None:
