@@ -315,11 +315,14 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
         _smarthost_auth(settings),
     )  # fmt: skip
     resolver = DNSPythonResolver(reactor, settings.relay.resolver, settings.relay.mx_port)
+    # CPU work off the reactor thread: password checks, DKIM body hashes and signatures.
+    workers = PoolExecutor(reactor)
+    ExecutorService(workers).setServiceParent(root)
     relay = RelayLoop(
         reactor, store, store, store, domains, connector, settings.relay, settings.hostname,
         resolver, settings.outbound,
         # Key files are read on the storage thread, where DESIGN puts file I/O.
-        DkimSigner(reactor, store, DkimKeyring(settings.data_dir), executor),
+        DkimSigner(reactor, store, DkimKeyring(settings.data_dir), executor, workers),
     )  # fmt: skip
     alerts = build_alert_sender(settings, reactor, store, EmailAlertSender(
         reactor, store, store, store, domains, settings.hostname, settings.alerts.sender,
@@ -343,11 +346,9 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
     portal = Portal(reactor, domains, store, grace=settings.imap.portal_grace)
     # One login check for IMAP and submission: the same throttle, cache and password pool, so
     # failures on one count on the other and Roundcube's SMTP login reuses its IMAP one.
-    passwords = PoolExecutor(reactor)
-    ExecutorService(passwords).setServiceParent(root)
     imap = settings.imap
     authenticator = Authenticator(
-        reactor, store, passwords, portal.closed_reason, cache=VerificationCache(),
+        reactor, store, workers, portal.closed_reason, cache=VerificationCache(),
         trusted_networks=networks(imap.trusted_networks + settings.submission.trusted_networks),
     )  # fmt: skip
     authenticator.throttle = LoginThrottle(

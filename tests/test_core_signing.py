@@ -40,7 +40,9 @@ class Setup:
         self.store = MemoryStore(self.clock)
         self.keyring = DkimKeyring(tmp_path)
         self.key = self.keyring.generate("example.test", "s1", algorithm)  # type: ignore[arg-type]
-        self.signer = DkimSigner(self.clock, self.store, self.keyring, SyncExecutor())
+        self.signer = DkimSigner(
+            self.clock, self.store, self.keyring, SyncExecutor(), SyncExecutor()
+        )
         self._n = 0
 
     def relayed(self, data: bytes) -> RelayedMessage:

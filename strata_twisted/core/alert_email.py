@@ -87,7 +87,7 @@ class EmailAlertSender:
             "Strata is accepting the domain's mail and keeps it until the primary is back; "
             "users can read and send mail in the webmail meanwhile.  Nothing is lost.\n"
         )
-        return Deferred.fromCoroutine(self._started(domain, subject, text))
+        return self._alert(domain, "outage.started", subject, text)
 
     def outage_ended(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
         return Deferred.fromCoroutine(self._ended(domain, outage, queued))
@@ -105,13 +105,11 @@ class EmailAlertSender:
             "The mail is safe and is retried; check that the primary mail server accepts it "
             "(`strata queue list`, `strata events`).\n"
         )
-        return Deferred.fromCoroutine(self._stale(domain, subject, text))
+        return self._alert(domain, "queue.stale", subject, text)
 
-    async def _started(self, domain: Domain, subject: str, text: str) -> None:
-        await self._send(domain, "outage.started", subject, text)
-
-    async def _stale(self, domain: Domain, subject: str, text: str) -> None:
-        await self._send(domain, "queue.stale", subject, text)
+    def _alert(self, domain: Domain, kind: str, subject: str, text: str) -> Deferred[None]:
+        d = Deferred.fromCoroutine(self._send(domain, kind, subject, text))
+        return d.addCallback(lambda _: None)
 
     async def _ended(self, domain: Domain, outage: Outage, queued: int) -> None:
         name = display_domain(domain.name)

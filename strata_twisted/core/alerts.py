@@ -306,6 +306,8 @@ class RecordedAlertSender:
     that channel configured).  The sender's failure is passed on.
     """
 
+    log = Logger()
+
     def __init__(
         self,
         sender: IAlertSender,
@@ -352,4 +354,4 @@ class RecordedAlertSender:
         try:
             await self._events.record_event(kind, text, domain, data)
         except Exception:
-            Logger().failure("cannot record a {kind} event", kind=kind)
+            self.log.failure("cannot record a {kind} event", kind=kind)

@@ -181,13 +181,19 @@ class IntakePolicy:
         # sessions at once instead of at their next poll); set by the service.
         self.on_shadow: Callable[[str], object] | None = None
 
-    def accepted(self, message: StoredMessage, session: SessionInfo | None = None) -> None:
+    def accepted(
+        self,
+        message: StoredMessage,
+        session: SessionInfo | None = None,
+        deliveries: tuple[Delivery, ...] | None = None,
+    ) -> None:
         """
         A message was committed: tell the monitor, once per recipient domain (mail for a domain
         whose primary seems up is a hint that the filter failed over, or that the probe is
-        wrong), and L{on_shadow} each user whose INBOX got a copy.
+        wrong), and L{on_shadow} each user whose INBOX got a copy.  ``deliveries``: the ones
+        the message was committed with (its transaction's), so they are not worked out again.
         """
-        self.shadowed(message)
+        self.shadowed(self._routes(message, deliveries))
         if self._on_accepted is None:
             return
         for domain in sorted({d for r in message.envelope.recipients
@@ -197,11 +203,18 @@ class IntakePolicy:
             except Exception:
                 self.log.failure("intake hint for {domain} failed", domain=domain)
 
-    def shadowed(self, message: StoredMessage) -> None:
-        """Tell L{on_shadow} about each user whose shadow INBOX got ``message``."""
+    def _routes(
+        self, message: StoredMessage, deliveries: tuple[Delivery, ...] | None
+    ) -> tuple[Delivery, ...]:
+        if deliveries is not None:
+            return deliveries
+        return self.deliveries(message.envelope.recipients)
+
+    def shadowed(self, deliveries: tuple[Delivery, ...]) -> None:
+        """Tell L{on_shadow} about each user whose shadow INBOX got a copy."""
         if self.on_shadow is None:
             return
-        for delivery in self.deliveries(message.envelope.recipients):
+        for delivery in deliveries:
             if not delivery.shadow:
                 continue
             try:

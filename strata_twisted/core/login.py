@@ -70,6 +70,13 @@ def is_trusted(host: str, trusted: Sequence[Network]) -> bool:
     return ip.is_loopback or any(ip in network for network in trusted)
 
 
+def _same_user(authzid: str, address: str) -> bool:
+    try:
+        return normalize_user(authzid) == address
+    except InvalidUser:
+        return False
+
+
 def domain_of(address: str) -> str:
     return address.rpartition("@")[2]
 
@@ -126,8 +133,13 @@ class Authenticator:
     def is_trusted(self, host: str) -> bool:
         return is_trusted(host, self.trusted_networks)
 
-    async def login(self, client: str, user: str, password: str | bytes) -> LoginResult:
-        """Check ``user``'s ``password`` from ``client`` (an IP address), then the portal."""
+    async def login(
+        self, client: str, user: str, password: str | bytes, authzid: str = ""
+    ) -> LoginResult:
+        """
+        Check ``user``'s ``password`` from ``client`` (an IP address), then the portal.  A SASL
+        ``authzid`` (RFC 4616 §2) must name the same user: nobody may act as somebody else.
+        """
         try:
             address: str | None = normalize_user(user)
         except InvalidUser:
@@ -159,6 +171,9 @@ class Authenticator:
             self.throttle.failed(client, who)
             return LoginResult(None, "failed", FAILED_TEXT)
         self.throttle.succeeded(address)
+        if authzid and not _same_user(authzid, address):
+            self.log.info("{user} may not act as {authzid!r}", user=address, authzid=authzid)
+            return LoginResult(None, "failed", FAILED_TEXT)
         closed = self.portal(domain_of(address))
         if inspect.isawaitable(closed):
             closed = await closed

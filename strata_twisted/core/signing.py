@@ -9,8 +9,10 @@ signed (the relay asks only for outbound entries).  The ``DKIM-Signature:`` fiel
 stored bytes, as the first header field; the stored message is not changed.
 
 The body is hashed as it is read from the store in ranges (L{BodyHasher}), so signing never
-holds a whole message in memory.  Keys are read from the keyring in the executor (file I/O) and
-kept for ``key_ttl`` seconds, so a key made or replaced with the CLI is used within a minute.
+holds a whole message in memory; hashing and signing run in a worker pool, not on the reactor
+thread (a large attachment takes a while in Python).  Keys are read from the keyring where file
+I/O goes and kept for ``key_ttl`` seconds, so a key made or replaced with the CLI is used within
+a minute.
 A message that cannot be signed goes unsigned (and is logged): delivery matters more.
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import email.utils
+from functools import partial
 from typing import Final
 
 from twisted.internet.defer import Deferred
@@ -62,13 +65,17 @@ class DkimSigner:
         clock: SecondsClock,
         messages: IMessageStore,
         keyring: DkimKeyring,
-        executor: Executor,
+        files: Executor,
+        work: Executor,
         key_ttl: float = 60.0,
     ) -> None:
+        """``files``: where key files are read; ``work``: where bodies are hashed and
+        signatures made (CPU work, off the reactor thread)."""
         self._clock = clock
         self._messages = messages
         self._keyring = keyring
-        self._executor = executor
+        self._files = files
+        self._work = work
         self._key_ttl = key_ttl
         self._keys: dict[str, tuple[float, DkimKey | None]] = {}
 
@@ -98,23 +105,26 @@ class DkimSigner:
         if key is None or already_signed(header, domain):
             return b""
         hasher = BodyHasher()
-        hasher.update(relayed.head[body_start:])
+        await self._work.run(partial(hasher.update, relayed.head[body_start:]))
         message = relayed.message
         offset = len(relayed.head)
         while offset < message.size:
             chunk = await self._messages.read_body_range(message.id, offset, CHUNK)
             if not chunk:
                 raise OSError(f"the body of {message.id} ends at {offset} of {message.size}")
-            hasher.update(chunk)
+            await self._work.run(partial(hasher.update, chunk))
             offset += len(chunk)
-        return sign_streamed(header, hasher.digest(), key, domain, self._clock.seconds())
+        now = self._clock.seconds()
+        return await self._work.run(
+            lambda: sign_streamed(header, hasher.digest(), key, domain, now)
+        )
 
     async def _key(self, domain: str) -> DkimKey | None:
         now = self._clock.seconds()
         cached = self._keys.get(domain)
         if cached is not None and now - cached[0] < self._key_ttl:
             return cached[1]
-        key = await self._executor.run(lambda: self._keyring.active(domain))
+        key = await self._files.run(lambda: self._keyring.active(domain))
         if len(self._keys) > 10_000:
             self._keys.clear()
         self._keys[domain] = (now, key)

@@ -179,16 +179,21 @@ class SubmissionPolicy(IntakePolicy):
 
         return check
 
-    def accepted(self, message: StoredMessage, session: SessionInfo | None = None) -> None:
+    def accepted(
+        self,
+        message: StoredMessage,
+        session: SessionInfo | None = None,
+        deliveries: tuple[Delivery, ...] | None = None,
+    ) -> None:
         """A message was committed: it counts against the user's hourly limit, colleagues who
         got it in their INBOX hear of it, and its outbound recipients' domains are delivered
         to now."""
-        self.shadowed(message)
+        routes = self._routes(message, deliveries)
+        self.shadowed(routes)
         if session is not None and session.user is not None:
             self._sent.add(session.user, self._clock.seconds())
         if self._deliver_now is None:
             return
-        routes = self.deliveries(message.envelope.recipients)
         for domain in sorted({d.domain for d in routes if d.outbound}):
             try:
                 self._deliver_now(domain)

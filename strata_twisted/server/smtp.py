@@ -28,7 +28,7 @@ from strata_twisted.config import IntakeSettings
 from strata_twisted.core.intake import IntakePolicy, IntakeTransaction, SessionInfo
 from strata_twisted.core.login import Authenticator, LoginResult, is_trusted, networks
 from strata_twisted.errors import MailError
-from strata_twisted.model import InvalidUser, StoredMessage, normalize_user
+from strata_twisted.model import StoredMessage
 from strata_twisted.proto.smtp_reply import Reply
 from strata_twisted.proto.smtp_server import (
     AUTH_MECHANISMS,
@@ -48,13 +48,6 @@ from strata_twisted.proto.smtp_server import (
     StartTLS,
 )
 from strata_twisted.server._transport import ConnectionLimits, Deadline, Refuse, set_no_delay
-
-
-def _same_user(authzid: str, address: str) -> bool:
-    try:
-        return normalize_user(authzid) == address
-    except InvalidUser:
-        return False
 
 
 def _host_of(address: IAddress | None) -> str:
@@ -184,18 +177,14 @@ class SMTPIntakeProtocol(Protocol):
         # Nothing more is parsed until the answer (RFC 4954 §4: AUTH is not pipelined).
         self._pause("auth")
         d = Deferred.fromCoroutine(
-            authenticator.login(self.session.client_address, event.username, event.password)
+            authenticator.login(
+                self.session.client_address, event.username, event.password, event.authzid
+            )
         )
-        d.addCallbacks(self._auth_result, self._auth_failed, callbackArgs=(event.authzid,))
+        d.addCallbacks(self._auth_result, self._auth_failed)
         d.addErrback(lambda f: self.log.failure("answering AUTH failed", f))
 
-    def _auth_result(self, result: LoginResult, authzid: str = "") -> None:
-        if result.address is not None and authzid and not _same_user(authzid, result.address):
-            # RFC 4616 §2: a user may not act as somebody else (no proxy authorization here).
-            self.log.info("submission: {user} may not act as {authzid!r}",
-                          user=result.address, authzid=authzid)  # fmt: skip
-            self._after_auth(Reply(535, "5.7.8", "Authentication credentials invalid"), None)
-            return
+    def _auth_result(self, result: LoginResult) -> None:
         if result.address is not None:
             reply = None
             self.session.user = result.address
@@ -289,7 +278,8 @@ class SMTPIntakeProtocol(Protocol):
 
     def _committed(self, message: StoredMessage) -> None:
         # Counted before the answer lets pipelined commands run: the next MAIL must see it.
-        self.factory.policy.accepted(message, self.session)
+        deliveries = self._transaction.deliveries if self._transaction is not None else None
+        self.factory.policy.accepted(message, self.session, deliveries)
         self._after_commit(Reply(250, "2.0.0", f"Ok: queued as {message.id}"))
         self.log.info(
             "{id}: from=<{sender}> nrcpt={n} size={size} client={client}",

@@ -37,6 +37,7 @@ from typing import Any
 
 import pytest
 
+from tests.e2e.attachments import every_byte_pdf
 from tests.e2e.roundcube_ui import RoundcubeUI
 from tests.peers.browser import Browser
 from tests.peers.net import free_port
@@ -63,16 +64,7 @@ NEW_FOLDER = "Projekte Ü"  # modified UTF-7 on the wire: "Projekte &ANw-"
 NEW_FOLDER_UTF7 = "Projekte &ANw-"
 
 
-def _pdf() -> bytes:
-    """A small PDF whose body holds every byte value, so any transfer-encoding slip shows."""
-    binary = bytes(range(256)) * 16
-    return (
-        b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Length " + str(len(binary)).encode()
-        + b" >>\nstream\n" + binary + b"\nendstream\nendobj\ntrailer\n<< >>\n%%EOF\n"
-    )  # fmt: skip
-
-
-PDF = _pdf()
+PDF = every_byte_pdf(16)
 
 
 def _message(sender: str, to: list[str], subject: str, body: str) -> EmailMessage:

@@ -49,6 +49,7 @@ from typing import Any, TypeVar
 import dkim
 import pytest
 
+from tests.e2e.attachments import every_byte_pdf
 from tests.e2e.roundcube_ui import RoundcubeUI
 from tests.peers.browser import Browser
 from tests.peers.dns import LoopbackDNS, Zone, query_txt
@@ -80,16 +81,7 @@ COMPOSE_TEXT = "Hallo Carol, hallo Bob, der Bericht ist im Anhang. Grüße, Alic
 ATTACHMENT_NAME = "Störungsbericht.pdf"
 
 
-def _pdf() -> bytes:
-    """A small PDF whose body holds every byte value, so any transfer-encoding slip shows."""
-    binary = bytes(range(256)) * 8
-    return (
-        b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Length " + str(len(binary)).encode()
-        + b" >>\nstream\n" + binary + b"\nendstream\nendobj\ntrailer\n<< >>\n%%EOF\n"
-    )  # fmt: skip
-
-
-ATTACHMENT = _pdf()
+ATTACHMENT = every_byte_pdf(8)
 
 
 @dataclass
