@@ -346,6 +346,9 @@ class DomainStatus:
     last_probe_at: float | None = None
     last_probe_error: str | None = None
     last_delivery_at: float | None = None
+    # When the first probe of the current run of failures started (None after an answer): the
+    # start of the outage, should this run take the primary down.
+    failing_since: float | None = None
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -357,6 +360,7 @@ class DomainStatus:
             "last_probe_at": self.last_probe_at,
             "last_probe_error": self.last_probe_error,
             "last_delivery_at": self.last_delivery_at,
+            "failing_since": self.failing_since,
         }
 
 

@@ -2059,3 +2059,33 @@ def test_alias_queries_use_their_indexes(store: SQLiteStore) -> None:
         )
     )
     assert "send_as_aliases_user" in plan
+
+
+# -- the portal within a minute (#11): migration 11
+
+
+def test_a_v10_database_upgrades_to_v11_and_its_statuses_have_no_run_of_failures(
+    data_dir: Path, clock: task.Clock
+) -> None:
+    data_dir.mkdir(parents=True)
+    conn = sqlite3.connect(data_dir / "strata.db", isolation_level=None)
+    assert migrate(conn, to_version=10) == 0
+    columns = {row[1] for row in conn.execute("PRAGMA table_info(domain_status)")}
+    assert "failing_since" not in columns  # really version 10
+    conn.execute(
+        "INSERT INTO domain_status VALUES ('old.test', 'up', 100.0, 2, 0, 160.0, 'refused', NULL)"
+    )
+    conn.close()
+
+    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store.open(recover=True)
+    try:
+        assert sql(store, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+        old = DomainStatus("old.test", "up", 100.0, 2, 0, 160.0, "refused", None, None)
+        assert result_of(store.list_statuses()) == [old]
+        # The monitor's next failure starts a known run on the old row.
+        failing = replace(old, consecutive_failures=3, failing_since=190.0)
+        result_of(store.save_status(failing))
+        assert result_of(store.get_status("old.test")) == failing
+    finally:
+        result_of(store.close())

@@ -397,6 +397,7 @@ def _status(row: sqlite3.Row) -> DomainStatus:
         last_probe_at=_optional_float(row["last_probe_at"]),
         last_probe_error=row["last_probe_error"],
         last_delivery_at=_optional_float(row["last_delivery_at"]),
+        failing_since=_optional_float(row["failing_since"]),
     )
 
 
@@ -1541,8 +1542,8 @@ class SQLiteStore:
         def upsert(conn: sqlite3.Connection) -> DomainStatus:
             conn.execute(
                 "INSERT OR REPLACE INTO domain_status (domain, health, since, consecutive_failures,"
-                " consecutive_successes, last_probe_at, last_probe_error, last_delivery_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                " consecutive_successes, last_probe_at, last_probe_error, last_delivery_at,"
+                " failing_since) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     status.domain,
                     status.health,
@@ -1552,6 +1553,7 @@ class SQLiteStore:
                     status.last_probe_at,
                     status.last_probe_error,
                     status.last_delivery_at,
+                    status.failing_since,
                 ),
             )
             return status

@@ -55,6 +55,9 @@ Layout notes:
   send as besides their own (``alias`` and ``user`` both canonical, model.normalize_user; the
   alias in any domain).  An alias belongs to one user.  Changes bump
   ``meta.credentials_version``, like the users they belong to, and go with their user.
+- Migration 11 (the portal within a minute, #11) adds ``domain_status.failing_since``: when the
+  first probe of the current run of failures started (NULL after an answer, and for every
+  existing row), so an outage starts there, even if the server restarts during the run.
 - No CHECK constraints on states or modes: the code validates them, and SQLite cannot alter a
   CHECK without rebuilding the table, which would make adding a queue state a costly migration.
 """
@@ -310,6 +313,13 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             ) WITHOUT ROWID
             """,
             "CREATE INDEX send_as_aliases_user ON send_as_aliases (user, alias)",
+        ),
+    ),
+    (
+        11,
+        (
+            # The portal within a minute (#11): when the current run of failed probes began.
+            "ALTER TABLE domain_status ADD COLUMN failing_since REAL",
         ),
     ),
 )

@@ -1342,11 +1342,23 @@ class MonitorStoreSuite:
             last_probe_at=1060.25,
             last_probe_error="connection refused",
             last_delivery_at=900.0,
+            failing_since=940.75,
         )
         assert result_of(store.save_status(status)) == status
         assert result_of(store.get_status("example.com")) == status
         assert result_of(store.list_statuses()) == [status]
         assert result_of(store.get_status("example.net")) is None
+
+    def test_a_run_of_failures_keeps_its_start_across_saves(self, store: Any) -> None:
+        # What a restart during a run of failures needs: the run's start, read back as saved.
+        failing = DomainStatus("example.com", "up", 10.0, 2, 0, 70.0, "refused", None, 62.5)
+        result_of(store.save_status(failing))
+        [loaded] = result_of(store.list_statuses())
+        assert loaded == failing and loaded.failing_since == 62.5
+        answered = replace(failing, consecutive_failures=0, consecutive_successes=1,
+                           last_probe_error=None, failing_since=None)  # fmt: skip
+        result_of(store.save_status(answered))
+        assert result_of(store.get_status("example.com")) == answered
 
     def test_save_status_defaults(self, store: Any) -> None:
         status = DomainStatus("example.com")
