@@ -159,10 +159,17 @@ class RelaySettings:
 
 @dataclass(frozen=True)
 class MonitorSettings:
-    """Probing each monitored domain's primary (#3); a domain may override all but the timeout."""
+    """
+    Probing each monitored domain's primary (#3); a domain may override the interval and the
+    thresholds.  The defaults open the portal within a minute of the primary going silent and
+    within 20 s of mail for it arriving at intake (the worst cases: core/monitor.py).
+    """
 
-    probe_interval: float = 60.0
-    probe_timeout: float = 10.0
+    probe_interval: float = 30.0
+    # Between probes while unsure (a failure seen, not yet down; a success seen while down), and
+    # the shortest time between two probes that mail arriving at intake asks for.
+    retry_interval: float = 4.0
+    probe_timeout: float = 4.0
     down_after: int = 3
     up_after: int = 2
     # At most one outage alert of a kind (down / up) per domain in this many seconds (#5).
@@ -398,6 +405,7 @@ _SCHEMA: dict[str, dict[str, Validator]] = {
     },
     "monitor": {
         "probe_interval": _seconds,
+        "retry_interval": _seconds,
         "probe_timeout": _seconds,
         "down_after": _int(1, 1000),
         "up_after": _int(1, 1000),

@@ -17,9 +17,10 @@ from zope.interface import implementer
 from zope.interface.verify import verifyObject
 
 from strata_twisted.config import MonitorSettings
-from strata_twisted.core.alerts import IAlertSender, LogAlertSender
+from strata_twisted.core.alerts import IAlertSender, LogAlertSender, ThrottledAlertSender
 from strata_twisted.core.domains import DomainCache
-from strata_twisted.core.monitor import Monitor, transition
+from strata_twisted.core.monitor import TICK, Monitor, transition
+from strata_twisted.core.portal import CACHE_TTL, Portal
 from strata_twisted.errors import StorageError
 from strata_twisted.model import Delivery, Domain, DomainStatus, Event, Outage, RelayTarget
 from strata_twisted.storage.memory import MemoryStore
@@ -28,7 +29,8 @@ from strata_twisted.testing import result_of, store_message
 T0 = 1_800_000_000.0
 NAME = "example.test"
 OK = "ok"
-HANG = "hang"
+HANG = "hang"  # a prober bug: never fires (the monitor's backstop cancels it)
+SILENT = "silent"  # a primary that hangs: fails after the probe's timeout, as SMTPProber does
 
 
 class ProbeError(Exception):
@@ -63,6 +65,11 @@ class ScriptedProber:
             d: Deferred[None] = Deferred(cancelled)
             self.hanging.append(d)
             return d
+        if outcome == SILENT:
+            silent: Deferred[None] = Deferred(lambda _: deadline.cancel())
+            error = ProbeError(f"10.0.0.1:25: no banner within {timeout:g} s")
+            deadline = self.clock.callLater(timeout, silent.errback, error)
+            return silent
         return fail(ProbeError(outcome))
 
     def times(self, domain: str = NAME) -> list[float]:
@@ -86,8 +93,21 @@ class RecordingAlerts:
         raise AssertionError("the monitor never sends queue age alerts")
 
 
+# The settings of the older tests: one steady pace (no faster retries), so each probe falls on
+# a minute.  The faster pacing has its own tests below, on the defaults.
+STEADY = MonitorSettings(
+    probe_interval=60, retry_interval=60, probe_timeout=10, down_after=3, up_after=2
+)
+
+
 class World:
-    def __init__(self, store: MemoryStore | None = None, clock: Clock | None = None) -> None:
+    def __init__(
+        self,
+        store: MemoryStore | None = None,
+        clock: Clock | None = None,
+        settings: MonitorSettings = STEADY,
+    ) -> None:
+        self.settings = settings
         if clock is None:
             clock = Clock()
             clock.advance(T0)
@@ -98,12 +118,12 @@ class World:
         self.alerts = RecordingAlerts()
         self.recovered: list[str] = []
         self.monitor = self.new_monitor()
+        self.portal = Portal(self.clock, self.domains, self.store)
 
     def new_monitor(self) -> Monitor:
         return Monitor(
             self.clock, self.domains, self.store, self.store, self.store, self.prober,
-            self.alerts, MonitorSettings(probe_interval=60, probe_timeout=10, down_after=3,
-                                         up_after=2),
+            self.alerts, self.settings,
             self.recovered.append,
         )  # fmt: skip
 
@@ -130,6 +150,10 @@ class World:
 
     def events(self, kind: str) -> list[Any]:
         return [e for e in result_of(self.store.list_events()) if e.kind == kind]
+
+    def portal_open(self, name: str = NAME) -> bool:
+        """What an IMAP login of a ``name`` user is told now (policy "outage", 24 h grace)."""
+        return result_of(Deferred.fromCoroutine(self.portal.state(name))).open
 
 
 @pytest.fixture
@@ -177,10 +201,12 @@ def test_third_failure_in_a_row_opens_one_outage(world: World) -> None:
 
     world.advance(60)
     status = world.status()
-    down_at = T0 + 240
-    assert (status.health, status.since, status.consecutive_failures) == ("down", down_at, 3)
+    # Down at the third failure (+240), since the first (+120): the outage starts there.
+    first_failure = T0 + 120
+    assert (status.health, status.since, status.consecutive_failures) == ("down", first_failure, 3)
+    assert (status.last_probe_at, status.failing_since) == (T0 + 240, first_failure)
     [outage] = world.outages()
-    assert (outage.started_at, outage.reason, outage.ended_at) == (down_at, "no banner", None)
+    assert (outage.started_at, outage.reason, outage.ended_at) == (first_failure, "no banner", None)
     [event] = world.events("outage.started")
     assert event.domain == NAME and "no banner" in event.message
     assert event.data["outage_id"] == outage.id and event.data["queued"] == 1
@@ -198,7 +224,7 @@ def test_an_unknown_primary_that_never_answers_goes_down(world: World) -> None:
     world.start()
     world.advance(120)
     assert world.status().health == "down"
-    assert [o.started_at for o in world.outages()] == [T0 + 120]
+    assert [o.started_at for o in world.outages()] == [T0]  # the first failure, not the third
     assert [a[0] for a in world.alerts.sent] == ["started"]
 
 
@@ -216,7 +242,7 @@ def test_flapping_below_the_thresholds_opens_nothing(world: World) -> None:
 def test_two_successes_close_the_outage_and_start_a_drain(world: World) -> None:
     bring_up(world)
     world.prober.then(NAME, "refused", "refused", "refused", OK, "refused", OK, OK, OK)
-    world.advance(180)  # down at +240
+    world.advance(180)  # down at +240, since +120
     world.advance(120)  # OK, then a failure resets the successes
     assert world.status().health == "down" and world.recovered == []
     world.advance(60)
@@ -225,10 +251,10 @@ def test_two_successes_close_the_outage_and_start_a_drain(world: World) -> None:
     status = world.status()
     assert (status.health, status.since) == ("up", T0 + 480)
     [outage] = world.outages()
-    assert (outage.started_at, outage.ended_at) == (T0 + 240, T0 + 480)
-    assert outage.duration == (T0 + 480) - (T0 + 240) == 240
+    assert (outage.started_at, outage.ended_at) == (T0 + 120, T0 + 480)
+    assert outage.duration == (T0 + 480) - (T0 + 120) == 360
     [event] = world.events("outage.ended")
-    assert event.data["duration"] == 240 and event.data["outage_id"] == outage.id
+    assert event.data["duration"] == 360 and event.data["outage_id"] == outage.id
     assert world.alerts.sent[-1] == ("ended", NAME, outage, 0)
     assert world.recovered == [NAME]
     world.advance(120)
@@ -263,13 +289,13 @@ def test_a_restart_during_an_outage_keeps_the_open_outage(world: World) -> None:
     later.prober.default = "still refused"
     later.start()  # loads the saved status, then probes at once
     status = later.status()
-    assert (status.health, status.since, status.consecutive_failures) == ("down", T0 + 120, 4)
+    assert (status.health, status.since, status.consecutive_failures) == ("down", T0, 4)
     later.advance(120)
     assert later.outages() == [outage] and later.alerts.sent == []
     later.prober.default = OK
     later.advance(120)
     [closed] = later.outages()
-    assert (closed.id, closed.started_at, closed.ended_at) == (outage.id, T0 + 120, T0 + 360)
+    assert (closed.id, closed.started_at, closed.ended_at) == (outage.id, T0, T0 + 360)
     assert later.recovered == [NAME]
     assert [a[0] for a in later.alerts.sent] == ["ended"]
 
@@ -300,11 +326,10 @@ def test_never_two_probes_of_one_domain_at_once() -> None:
     w.start()
     w.advance(12)
     assert w.prober.times() == [0.0]
-    w.prober.hanging[0].callback(None)
-    w.advance(1)
-    assert w.prober.times() == [0.0, 13.0]
-    w.advance(4)
-    assert w.prober.times() == [0.0, 13.0, 15.0, 17.0]
+    w.prober.hanging[0].callback(None)  # long overdue: the next probe starts as it ends
+    assert w.prober.times() == [0.0, 12.0]
+    w.advance(5)
+    assert w.prober.times() == [0.0, 12.0, 14.0, 16.0]
 
 
 def test_a_probe_that_never_finishes_counts_as_a_failure() -> None:
@@ -373,6 +398,211 @@ def test_intake_hints_are_rate_limited_per_probe_interval(world: World) -> None:
     assert len(world.events("intake.hint")) == 2
 
 
+# -- the portal within a minute, on the defaults (#11) --------------------------------------------
+#
+# These run on MonitorSettings() as it ships: probe every 30 s, every 4 s while unsure or after
+# mail, a 4 s timeout, down after 3 failures, up after 2 answers.  The primary is first seen up
+# at +4 (two answers, the second one retried), then probed at +34, +64, ...  The worst case
+# for a primary that goes silent is just after a probe answered: here, just after +34.
+
+
+def fast_world(*outcomes: str) -> World:
+    """A world on the default settings whose primary answers until +34 and then ``outcomes``
+    (then the scripted default), the monitor running at +34."""
+    w = World(settings=MonitorSettings())
+    w.add()
+    w.prober.then(NAME, OK, OK, OK, *outcomes)
+    w.start()
+    w.advance(34)
+    assert w.prober.times() == [0, 4, 34] and w.status().health == "up"
+    return w
+
+
+def test_the_default_pacing_meets_the_targets_on_paper() -> None:
+    # The worst cases of core/monitor.py's docstring, for the defaults: the portal opens within
+    # 60 s of the primary going silent, and within 20 s of mail for it arriving (issue #11).
+    d = MonitorSettings()
+    i, r, t, n = d.probe_interval, d.retry_interval, d.probe_timeout, d.down_after
+    late, cache = TICK, CACHE_TTL  # a due probe may start a tick late; logins see a 1 s cache
+    assert r <= t  # so a hanging probe's successor is due as it ends
+    assert i + late + (n - 1) * (r + late) + cache == 42 <= 60  # refused
+    assert i + late + n * t + cache == 44 <= 60  # hangs
+    assert n * (r + late) + cache == 16 <= 20  # refused, mail arrives
+    assert r + late + n * t + cache == 18 <= 20  # hangs, mail arrives
+    assert (i, r, t, n, d.up_after) == (30, 4, 4, 3, 2)
+
+
+@pytest.mark.parametrize(
+    ("outcome", "probes", "open_at"),
+    [
+        # Refused: the failures come at once, 4 s apart.
+        ("connection refused", [64, 68, 72], 72),
+        # Hangs: each probe fails after 4 s and the next starts as it ends.
+        (SILENT, [64, 68, 72], 76),
+    ],
+)
+def test_a_silent_primary_opens_the_portal_within_a_minute(
+    outcome: str, probes: list[float], open_at: float
+) -> None:
+    w = fast_world()
+    w.prober.default = outcome  # silent from just after the probe at +34 answered
+    w.advance(open_at - 1 - 34)
+    assert w.status().health == "up" and not w.portal_open()
+    w.advance(1)
+    assert w.status().health == "down" and w.portal_open()
+    assert w.prober.times()[3:] == probes
+    assert open_at - 34 <= 42  # 38 s and 42 s after the last answer; the paper bound is 41/43
+    # The outage starts at the first failed probe, not when the third one failed.
+    [outage] = w.outages()
+    assert outage.started_at == w.status().since == T0 + probes[0]
+    assert w.alerts.sent == [("started", NAME, outage, 0)]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "mail_at", "probes", "open_at"),
+    [
+        # Mail 1 s after a probe answered: the next may start 4 s after that one.
+        ("connection refused", 35, [38, 42, 46], 46),
+        (SILENT, 35, [38, 42, 46], 50),
+        # Mail long after the last probe: one starts at once.
+        ("connection refused", 50, [50, 54, 58], 58),
+        (SILENT, 50, [50, 54, 58], 62),
+    ],
+)
+def test_mail_during_an_outage_opens_the_portal_within_20_s(
+    outcome: str, mail_at: float, probes: list[float], open_at: float
+) -> None:
+    w = fast_world()
+    w.prober.default = outcome
+    w.advance(mail_at - 34)
+    w.monitor.note_intake(NAME)
+    [hint] = w.events("intake.hint")  # it seemed up: the admin sees why it was probed
+    assert "probing it again within 4 s" in hint.message
+    w.advance(open_at - 1 - mail_at)
+    assert not w.portal_open()
+    w.advance(1)
+    assert w.portal_open() and w.prober.times()[3:] == probes
+    assert open_at - mail_at <= 15  # the paper bound: 15 s refused, 17 s hanging
+    [outage] = w.outages()
+    assert outage.started_at == T0 + probes[0]
+    # Not down yet when the regular probe at +64 would have come.
+    assert len([t for t in w.prober.times() if t <= open_at]) == 3 + 3
+
+
+def test_a_flood_of_mail_probes_a_healthy_primary_at_most_once_per_retry_interval() -> None:
+    w = fast_world()
+    for _ in range(79):  # 4 messages a second, from +34.25 to +53.75
+        w.clock.advance(0.25)
+        w.monitor.note_intake(NAME)
+    w.clock.advance(0.25)  # back on the tick
+    w.advance(60)
+    assert w.prober.times() == [0, 4, 34, 38, 42, 46, 50, 54, 84, 114]
+    assert w.status().health == "up" and w.outages() == []
+    assert len(w.events("intake.hint")) == 1  # at most one per probe interval
+
+
+def test_mail_for_a_down_or_unmonitored_domain_asks_for_no_probe() -> None:
+    w = World(settings=MonitorSettings())
+    w.add()
+    w.add("quiet.test", monitored=False)
+    w.prober.default = "refused"
+    w.start()
+    w.advance(8)  # +0, +4, +8: down
+    assert w.status().health == "down" and w.prober.times() == [0, 4, 8]
+    for _ in range(40):
+        w.monitor.note_intake(NAME)
+        w.monitor.note_intake("quiet.test")
+        w.advance(1)
+    # Only the interval's probes (the primary is down and no answer came since).
+    assert w.prober.times() == [0, 4, 8, 38] and w.prober.times("quiet.test") == []
+    assert w.events("intake.hint") == []
+
+
+def test_the_drain_starts_within_40_s_of_the_primary_answering_again() -> None:
+    w = fast_world("refused", "refused", "refused")  # down at +72 since +64
+    w.advance(38)
+    assert w.status().health == "down" and w.recovered == []
+    # It answers again from +73: the probe at +102 sees it, the one at +106 confirms it.
+    w.advance(30)
+    assert w.prober.times()[3:] == [64, 68, 72, 102] and w.recovered == []
+    w.advance(4)
+    assert w.prober.times()[-1] == 106 and w.recovered == [NAME]
+    [outage] = w.outages()
+    assert (outage.started_at, outage.ended_at) == (T0 + 64, T0 + 106)
+    assert w.portal_open()  # the grace period after the outage
+
+
+def test_a_restart_during_a_run_of_failures_keeps_the_outage_start() -> None:
+    w = fast_world("refused", "refused")
+    w.advance(34)  # failures at +64 and +68, not yet down
+    status = w.status()
+    assert (status.health, status.consecutive_failures, status.failing_since) == (
+        "up", 2, T0 + 64,
+    )  # fmt: skip
+    result_of(w.monitor.stop())
+
+    w.clock.advance(1)
+    later = World(w.store, w.clock, settings=MonitorSettings())  # a new process, same store
+    later.prober.default = "still refused"
+    later.start()  # probes at once: the third failure in a row
+    assert later.prober.times() == [69]
+    [outage] = later.outages()
+    assert (outage.started_at, later.status().since) == (T0 + 64, T0 + 64)
+    assert later.portal_open()
+
+
+def test_a_flapping_primary_under_the_thresholds_opens_nothing_on_the_defaults() -> None:
+    # Two failures, an answer, and again, for ten minutes: each doubt is probed at the faster
+    # pace, and none reaches three failures in a row.
+    w = fast_world(*(["refused", "refused", OK] * 20))
+    w.advance(600)
+    times = w.prober.times()
+    assert times[3:9] == [64, 68, 72, 102, 106, 110]  # doubt every 4 s, then 30 s again
+    assert w.outages() == [] and w.alerts.sent == [] and w.events("outage.started") == []
+    assert not w.portal_open()
+
+
+def test_a_primary_flapping_over_the_thresholds_flaps_neither_the_portal_nor_the_alerts() -> None:
+    # Three failures, two answers, and again for 14 minutes: every flap is an outage of its
+    # own, but the portal opens once and stays open (its grace period), and one alert of each
+    # kind goes out (monitor.alert_window, 15 min).
+    w = World(settings=MonitorSettings())
+    sent = w.alerts
+    w.alerts = ThrottledAlertSender(sent, w.clock, window=900)  # type: ignore[assignment]
+    w.monitor = w.new_monitor()
+    w.add()
+    w.prober.then(NAME, OK, OK, OK, *(["refused"] * 3 + [OK] * 2) * 20)
+    w.start()
+    w.advance(34)
+    opened_at = None
+    for _ in range(14 * 60):
+        w.advance(1)
+        if opened_at is None and w.portal_open():
+            opened_at = w.clock.seconds() - T0
+        assert w.portal_open() == (opened_at is not None)
+    outages = w.outages()
+    assert opened_at == 72 and outages[0].started_at == T0 + 64
+    assert len(outages) >= 10 and len(w.events("outage.started")) == len(outages)
+    assert [(kind, outage.id) for kind, _, outage, _ in sent.sent] == [
+        ("started", outages[0].id),
+        ("ended", outages[0].id),
+    ]
+
+
+def test_transition_keeps_the_start_of_a_run_of_failures() -> None:
+    up = DomainStatus(NAME, "up", 5.0)
+    first, change = transition(up, "x", 100.0, 3, 2, started=96.0)  # a probe begun at 96
+    assert (first.failing_since, first.since, change) == (96.0, 5.0, None)
+    second, _ = transition(first, "x", 104.0, 3, 2, started=100.0)
+    assert second.failing_since == 96.0
+    down, change = transition(second, "x", 108.0, 3, 2, started=104.0)
+    assert (change, down.health, down.since, down.last_probe_at) == ("down", "down", 96.0, 108.0)
+    answered, _ = transition(down, None, 112.0, 3, 2)
+    assert answered.failing_since is None and answered.since == 96.0
+    again, _ = transition(answered, "x", 116.0, 3, 2)
+    assert again.failing_since == 116.0  # a new run, started when this probe did (``now``)
+
+
 # -- regressions ----------------------------------------------------------------------------------
 
 
@@ -426,7 +656,8 @@ def flaky_world() -> tuple[World, FlakyStore]:
 
 
 def go_down(w: World) -> Outage:
-    """Start the monitor with a primary that never answers: down at +120, one outage open."""
+    """Start the monitor with a primary that never answers: down at +120 since +0, one outage
+    open."""
     w.prober.default = "refused"
     w.start()
     w.advance(120)
@@ -446,7 +677,7 @@ def test_removing_a_domain_during_an_outage_closes_the_outage(world: World) -> N
     assert (closed.id, closed.ended_at) == (outage.id, T0 + 151)
     [event] = world.events("outage.ended")
     assert event.domain == NAME and "no longer protected" in event.message
-    assert (event.data["outage_id"], event.data["duration"]) == (outage.id, 31)
+    assert (event.data["outage_id"], event.data["duration"]) == (outage.id, 151)
     assert event.data["closed_because"] == "the domain is no longer protected"
     assert world.alerts.sent == [("started", NAME, outage, 0)]  # no "up again" alert: it is not
     assert world.recovered == []  # nothing to drain to

@@ -4,10 +4,48 @@ and open and close outage events.
 
 A bookkeeping loop ticks every second on the injected clock.  Each tick takes the monitored
 domains from the L{DomainCache} (so domains added, removed or changed with the CLI are picked up
-within a tick) and starts a probe of every domain whose ``probe_interval`` (per domain, else
-``monitor.probe_interval``) has passed since its last probe started, unless one is still running:
-there are never two probes of one domain at once.  A probe result is applied by L{transition}
-and saved through L{IMonitorStore} before the next probe of that domain can start.
+within a tick) and starts a probe of every domain whose gap has passed since its last probe
+started, unless one is still running: there are never two probes of one domain at once.  A probe
+result is applied by L{transition} and saved through L{IMonitorStore} before the next probe of
+that domain can start.
+
+The gap (L{Monitor.gap}) is ``probe_interval`` (per domain, else ``monitor.probe_interval``)
+while the monitor is sure of the primary: up with no failure since, or down with no answer
+since.  While it is unsure (a failure seen but not yet ``down_after`` of them; an answer seen
+during an outage but not yet ``up_after``; not known yet) it is ``monitor.retry_interval``, so
+an outage opens, and the drain starts, within seconds of the first sign.  Mail accepted at intake
+for a domain that is not down (L{Monitor.note_intake}) asks for a probe at once: in
+configurations A and B mail only reaches us when the filter could not reach the primary.  It is
+rate-limited by the same ``retry_interval`` since the last probe's start, so a flood of mail to
+a healthy primary (a backup MX gets spam) costs it at most one probe per ``retry_interval``.  A
+probe that ends when the next one is already due (a primary that hangs until ``probe_timeout``)
+starts the next at once instead of waiting for the tick.
+
+An outage starts when the first probe of the run of failures that took the primary down started
+(L{DomainStatus.failing_since}, saved with the status, so a restart during the run keeps it), and
+ends when the ``up_after``-th answer in a row arrives.
+
+How soon the portal opens (policy ``outage``, core/portal.py), worst cases, with I =
+``probe_interval``, R = ``retry_interval`` (at most ``probe_timeout``), T = ``probe_timeout``,
+N = ``down_after``, the 1 s tick (a due probe starts up to 1 s late) and the portal's 1 s cache;
+the defaults are I 30, R 4, T 4, N 3:
+
+- The primary goes silent at s.  The last good probe may have started just before s, so the first
+  failing one starts by s + I + 1.  If it refuses connections, each failure comes at once and the
+  next probe starts by R + 1 later: down by s + I + 1 + (N-1)(R+1) = s + 41, the portal open for
+  a login by s + 42.  If it hangs, each probe fails after T and the next starts as it ends: down
+  by s + I + 1 + N*T = s + 43, open by s + 44.
+- Mail for the domain is accepted at m, once the primary is silent.  A probe starts at once, or
+  by m + R + 1 if one started less than R before m (one that started after s had already failed:
+  the run is under way).  Refused: down by m + N(R+1) = m + 15, open by m + 16.  Hangs: down by
+  m + R + 1 + N*T = m + 17, open by m + 18.
+- The primary answers again at r: the first answer by r + I + 1 (or r + T, after a hanging probe
+  in flight), then ``up_after`` - 1 more R + 1 apart: with ``up_after`` 2, the drain starts by
+  r + 36.
+
+A flapping primary does not flap the portal or the alerts: the portal stays open for its grace
+period (a day) after an outage ends, and each alert kind goes at most once per domain per
+``monitor.alert_window`` (core/alerts.py), however often outages open and close.
 
 When a primary goes down an outage opens (``open_outage``, an ``outage.started`` event, an alert);
 when it comes back the outage closes (``outage.ended`` with its duration, an alert) and
@@ -70,15 +108,23 @@ def transition(
     now: float,
     down_after: int,
     up_after: int,
+    started: float | None = None,
 ) -> tuple[DomainStatus, Change]:
     """
-    Apply one probe result (``error`` None: it answered) to a status.  The rules, in one place:
+    Apply one probe result (``error`` None: it answered), known at ``now``, of a probe that
+    started at ``started`` (default ``now``) to a status.  The rules, in one place:
 
-    1. A success counts a success and resets the failure count; a failure does the opposite.
-    2. Not ``down`` and ``down_after`` failures in a row: ``down`` (change "down": open an outage).
-    3. Not ``up`` and ``up_after`` successes in a row: ``up`` (change "up" coming from ``down``:
-       close the outage and drain; "first_up" coming from ``unknown``: nothing to close).
+    1. A success counts a success and resets the failure count and ``failing_since``; a failure
+       does the opposite, and the first failure of a run sets ``failing_since`` to its start.
+    2. Not ``down`` and ``down_after`` failures in a row: ``down`` since ``failing_since``
+       (change "down": open an outage starting then).
+    3. Not ``up`` and ``up_after`` successes in a row: ``up`` since ``now`` (change "up" coming
+       from ``down``: close the outage and drain; "first_up" coming from ``unknown``: nothing to
+       close).
     4. Anything else leaves the health, and ``since``, as they were.
+
+    A run of failures saved without its start (a status from before ``failing_since`` existed)
+    starts at this probe.
     """
     if error is None:
         status = replace(
@@ -87,21 +133,36 @@ def transition(
             consecutive_failures=0,
             last_probe_at=now,
             last_probe_error=None,
+            failing_since=None,
         )
         if status.health != "up" and status.consecutive_successes >= up_after:
             change: Change = "up" if status.health == "down" else "first_up"
             return replace(status, health="up", since=now), change
         return status, None
+    run_start = status.failing_since if status.consecutive_failures > 0 else None
     status = replace(
         status,
         consecutive_failures=status.consecutive_failures + 1,
         consecutive_successes=0,
         last_probe_at=now,
         last_probe_error=error,
+        failing_since=run_start if run_start is not None else (now if started is None else started),
     )
     if status.health != "down" and status.consecutive_failures >= down_after:
-        return replace(status, health="down", since=now), "down"
+        return replace(status, health="down", since=status.failing_since), "down"
     return status, None
+
+
+def unsure(status: DomainStatus | None) -> bool:
+    """
+    Whether the last probes left ``status`` in doubt: failures that have not yet taken an up (or
+    unknown) primary down, or answers that have not yet brought a down (or unknown) one up.
+    """
+    if status is None:
+        return False
+    return (status.health != "down" and status.consecutive_failures > 0) or (
+        status.health != "up" and status.consecutive_successes > 0
+    )
 
 
 class Monitor:
@@ -135,6 +196,8 @@ class Monitor:
         # domain -> its probe, or its retirement, in progress: at most one at a time.
         self._busy: dict[str, Deferred[None]] = {}
         self._last_hint: dict[str, float] = {}
+        # Domains for which mail arrived: probe as soon as retry_interval allows.
+        self._urgent: set[str] = set()
         # Domains whose outage record has been checked against their status in this process.
         self._outage_checked: set[str] = set()
         self._retire_after: dict[str, float] = {}  # domain -> when to retry a failed retirement
@@ -149,6 +212,16 @@ class Monitor:
         if domain is not None and domain.probe_interval is not None:
             return domain.probe_interval
         return self._settings.probe_interval
+
+    def retry_interval(self, domain: Domain | None) -> float:
+        """The gap while unsure, and after mail: ``retry_interval``, never above the interval."""
+        return min(self._settings.retry_interval, self.probe_interval(domain))
+
+    def gap(self, domain: Domain) -> float:
+        """Seconds from the start of ``domain``'s last probe to the start of its next one."""
+        if domain.name in self._urgent or unsure(self._statuses.get(domain.name)):
+            return self.retry_interval(domain)
+        return self.probe_interval(domain)
 
     def _down_after(self, domain: Domain) -> int:
         return self._settings.down_after if domain.down_after is None else domain.down_after
@@ -198,10 +271,19 @@ class Monitor:
 
     def note_intake(self, domain: str) -> None:
         """
-        Intake accepted a message for ``domain``.  If its primary seems up, mail should not be
-        reaching us: record an ``intake.hint`` event, at most one per domain per probe interval.
+        Intake accepted a message for ``domain`` (its canonical name).  Unless its primary is
+        already down, mail reaching us says the filter could not reach it: probe it now, or as
+        soon as ``retry_interval`` has passed since its last probe started.  If it seems up,
+        also record an ``intake.hint`` event, at most one per domain per probe interval.
         """
         status = self._statuses.get(domain)
+        current = self._domains.get(domain)
+        if current is None or not current.monitored:
+            return
+        if status is None or status.health != "down":
+            self._urgent.add(domain)
+            if self._running:
+                self._maybe_probe(current, self._clock.seconds())
         if status is None or status.health != "up":
             return
         now = self._clock.seconds()
@@ -213,7 +295,8 @@ class Monitor:
         d = self._events.record_event(
             "intake.hint",
             f"mail for {name} arrived while its primary seems up: the filter may have failed "
-            "over, or the monitor may be wrong",
+            "over, or the monitor may be wrong; probing it again within "
+            f"{self.retry_interval(current):g} s",
             domain,
             {"primary_up_since": status.since},
         )
@@ -237,6 +320,7 @@ class Monitor:
                     continue  # a probe still running may yet write: retire after it
                 self._last_start.pop(name, None)
                 self._last_hint.pop(name, None)
+                self._urgent.discard(name)
                 if name in self._statuses and now >= self._retire_after.get(name, now):
                     why = (
                         "the domain is no longer protected"
@@ -246,13 +330,17 @@ class Monitor:
                     self._run(name, self._retire(name, why))
         for name, domain in monitored.items():
             self._retire_after.pop(name, None)
-            last = self._last_start.get(name)
-            if name in self._busy or (
-                last is not None and now < last + self.probe_interval(domain)
-            ):
-                continue
-            self._last_start[name] = now
-            self._run(name, self._probe(domain))
+            self._maybe_probe(domain, now)
+
+    def _maybe_probe(self, domain: Domain, now: float) -> None:
+        """Start a probe of ``domain`` if none is running and its gap has passed."""
+        name = domain.name
+        last = self._last_start.get(name)
+        if name in self._busy or (last is not None and now < last + self.gap(domain)):
+            return
+        self._last_start[name] = now
+        self._urgent.discard(name)
+        self._run(name, self._probe(domain))
 
     def _run(self, name: str, work: Coroutine[Any, Any, None]) -> None:
         d = Deferred.fromCoroutine(work)
@@ -266,8 +354,19 @@ class Monitor:
 
     def _done(self, _: object, name: str) -> None:
         self._busy.pop(name, None)
+        if not self._running:
+            return
+        # A probe that took its gap or more (a hanging primary) starts the next one now, not at
+        # the next tick.
+        try:
+            domain = self._domains.get(name)
+            if domain is not None and domain.monitored:
+                self._maybe_probe(domain, self._clock.seconds())
+        except Exception:
+            self.log.failure("starting the next probe of {domain} failed", domain=name)
 
     async def _probe(self, domain: Domain) -> None:
+        started = self._clock.seconds()
         timeout = self._settings.probe_timeout
         error: str | None = None
         try:
@@ -282,13 +381,15 @@ class Monitor:
         current = self._domains.get(domain.name)
         if current is None or not current.monitored:
             return  # removed while we probed it
-        await self._apply(current, error)
+        await self._apply(current, error, started)
 
-    async def _apply(self, domain: Domain, error: str | None) -> None:
+    async def _apply(self, domain: Domain, error: str | None, started: float) -> None:
         now = self._clock.seconds()
         name = domain.name
         old = self._statuses.get(name) or DomainStatus(name)
-        new, change = transition(old, error, now, self._down_after(domain), self._up_after(domain))
+        new, change = transition(
+            old, error, now, self._down_after(domain), self._up_after(domain), started
+        )
         if error is not None and change is None:
             self.log.info(
                 "probe of {domain} ({relay}) failed ({n} in a row): {error}",
@@ -398,6 +499,7 @@ class Monitor:
         self._statuses.pop(name, None)
         self._retire_after.pop(name, None)
         self._outage_checked.discard(name)
+        self._urgent.discard(name)
 
     async def _retired_outage(self, outage: Outage, why: str) -> None:
         name = outage.domain
