@@ -532,6 +532,26 @@ def test_the_drain_starts_within_40_s_of_the_primary_answering_again() -> None:
     assert w.portal_open()  # the grace period after the outage
 
 
+def test_per_domain_overrides_on_the_defaults() -> None:
+    # strata domain update NAME --probe-interval/--down-after/--up-after: the faster pace while
+    # unsure is retry_interval, or the domain's own interval when that is shorter.
+    w = World(settings=MonitorSettings())
+    w.add("slow.test", probe_interval=600, down_after=2)
+    w.add("fast.test", probe_interval=2, down_after=5, up_after=1)
+    w.prober.default = "refused"
+    w.start()
+    w.advance(20)
+    assert w.prober.times("slow.test") == [0, 4]  # down at the second failure, then every 600 s
+    assert w.prober.times("fast.test") == [float(t) for t in range(0, 21, 2)]
+    assert [(o.domain, o.started_at) for o in w.outages(None)] == [  # type: ignore[arg-type]
+        ("slow.test", T0),
+        ("fast.test", T0),
+    ]
+    w.prober.default = OK
+    w.advance(2)
+    assert w.recovered == ["fast.test"] and w.prober.times("slow.test") == [0, 4]
+
+
 def test_a_restart_during_a_run_of_failures_keeps_the_outage_start() -> None:
     w = fast_world("refused", "refused")
     w.advance(34)  # failures at +64 and +68, not yet down
