@@ -26,9 +26,9 @@ An outage starts when the first probe of the run of failures that took the prima
 ends when the ``up_after``-th answer in a row arrives.
 
 How soon the portal opens (policy ``outage``, core/portal.py), worst cases, with I =
-``probe_interval``, R = ``retry_interval`` (at most ``probe_timeout``), T = ``probe_timeout``,
-N = ``down_after``, the 1 s tick (a due probe starts up to 1 s late) and the portal's 1 s cache;
-the defaults are I 30, R 4, T 4, N 3:
+``probe_interval``, R = ``retry_interval``, T = ``probe_timeout``, N = ``down_after``, the 1 s
+tick (a due probe starts up to 1 s late) and the portal's 1 s cache (its ``CACHE_TTL``); the
+defaults are I 30, R 4, T 4, N 3, and the bounds for a hanging primary assume R <= T:
 
 - The primary goes silent at s.  The last good probe may have started just before s, so the first
   failing one starts by s + I + 1.  If it refuses connections, each failure comes at once and the
@@ -36,9 +36,9 @@ the defaults are I 30, R 4, T 4, N 3:
   a login by s + 42.  If it hangs, each probe fails after T and the next starts as it ends: down
   by s + I + 1 + N*T = s + 43, open by s + 44.
 - Mail for the domain is accepted at m, once the primary is silent.  A probe starts at once, or
-  by m + R + 1 if one started less than R before m (one that started after s had already failed:
-  the run is under way).  Refused: down by m + N(R+1) = m + 15, open by m + 16.  Hangs: down by
-  m + R + 1 + N*T = m + 17, open by m + 18.
+  by m + R + 1 if one started less than R before m (if that one started after s, it failed, and
+  the run is already under way).  Refused: down by m + N(R+1) = m + 15, open by m + 16.  Hangs:
+  down by m + R + 1 + N*T = m + 17, open by m + 18.
 - The primary answers again at r: the first answer by r + I + 1 (or r + T, after a hanging probe
   in flight), then ``up_after`` - 1 more R + 1 apart: with ``up_after`` 2, the drain starts by
   r + 36.
