@@ -165,11 +165,14 @@ class MonitorSettings:
     within 20 s of mail for it arriving at intake (the worst cases: core/monitor.py).
     """
 
-    probe_interval: float = 30.0
+    probe_interval: float = 25.0
     # Between probes while unsure (a failure seen, not yet down; a success seen while down), and
     # the shortest time between two probes that mail arriving at intake asks for.
     retry_interval: float = 4.0
-    probe_timeout: float = 4.0
+    # The TCP connection must be made within probe_connect_timeout, the whole probe (banner,
+    # EHLO) done within probe_timeout: long enough for a primary that greets late on purpose.
+    probe_connect_timeout: float = 4.0
+    probe_timeout: float = 10.0
     down_after: int = 3
     up_after: int = 2
     # At most one outage alert of a kind (down / up) per domain in this many seconds (#5).
@@ -406,6 +409,7 @@ _SCHEMA: dict[str, dict[str, Validator]] = {
     "monitor": {
         "probe_interval": _seconds,
         "retry_interval": _seconds,
+        "probe_connect_timeout": _seconds,
         "probe_timeout": _seconds,
         "down_after": _int(1, 1000),
         "up_after": _int(1, 1000),

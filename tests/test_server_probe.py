@@ -152,6 +152,54 @@ def test_a_connection_that_never_completes_is_given_up_at_the_deadline() -> None
     assert reactor.getDelayedCalls() == []
 
 
+def test_an_unreachable_host_is_given_up_at_the_connect_deadline() -> None:
+    reactor = MemoryReactorClock()
+    domain = Domain("example.test", RelayTarget("10.0.0.1"))
+    d = SMTPProber(reactor, "strata.test").probe(domain, 10, connect_timeout=4)
+    [connector] = reactor.connectors
+    reactor.advance(3.9)
+    assert not d.called
+    reactor.advance(0.1)
+    assert connector.stoppedConnecting
+    assert reason(d) == "cannot connect to 10.0.0.1:25 within 4 s"
+    assert reactor.getDelayedCalls() == []
+
+
+def test_a_late_greeting_within_the_whole_probe_time_counts_as_an_answer() -> None:
+    # Connected after 2 s (within the 4 s for the connection), greeted at 8 s: postscreen's
+    # 6 s greet wait on a new client.  The whole probe has 10 s, so the primary is up.
+    clock = Clock()
+    probe = ProbeSession(clock, "strata.test", TARGET, 10, connect_timeout=4)
+    clock.advance(2)
+    transport = StringTransport()
+    probe.makeConnection(transport)
+    clock.advance(6)
+    assert not probe.done.called
+    probe.dataReceived(b"220-mail.example.test ESMTP\r\n")
+    clock.advance(1)
+    probe.dataReceived(b"220 mail.example.test ESMTP\r\n")
+    assert transport.value().startswith(b"EHLO strata.test\r\n")
+    probe.dataReceived(b"250 mail.example.test\r\n")
+    probe.dataReceived(b"221 2.0.0 Bye\r\n")
+    probe.connectionLost(None)
+    assert result_of(probe.done) is None
+    assert clock.getDelayedCalls() == []
+
+
+def test_a_connected_primary_that_never_greets_fails_at_the_whole_probe_deadline() -> None:
+    clock = Clock()
+    probe = ProbeSession(clock, "strata.test", TARGET, 10, connect_timeout=4)
+    clock.advance(3)
+    transport = StringTransport()
+    probe.makeConnection(transport)
+    clock.advance(6.9)
+    assert not probe.done.called and not transport.disconnecting
+    clock.advance(0.1)
+    assert transport.disconnecting
+    probe.connectionLost(None)
+    assert reason(probe.done) == "10.0.0.1:25: no banner within 10 s"
+
+
 def test_a_connection_completing_after_the_deadline_is_closed_at_once() -> None:
     clock = Clock()
     probe = ProbeSession(clock, "strata.test", TARGET, 3)

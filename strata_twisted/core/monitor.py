@@ -26,22 +26,31 @@ An outage starts when the first probe of the run of failures that took the prima
 ends when the ``up_after``-th answer in a row arrives.
 
 How soon the portal opens (policy ``outage``, core/portal.py), worst cases, with I =
-``probe_interval``, R = ``retry_interval``, T = ``probe_timeout``, N = ``down_after``, the 1 s
-tick (a due probe starts up to 1 s late) and the portal's 1 s cache (its ``CACHE_TTL``); the
-defaults are I 30, R 4, T 4, N 3, and the bounds for a hanging primary assume R <= T:
+``probe_interval``, R = ``retry_interval``, C = ``probe_connect_timeout``, T = ``probe_timeout``
+(the whole probe), N = ``down_after``, the 1 s tick (a due probe starts up to 1 s late) and the
+portal's 1 s cache (its ``CACHE_TTL``).  The defaults are I 25, R 4, C 4, T 10, N 3; the bounds
+for a primary that does not answer assume R <= C.  T is 10 s, not less, because some primaries
+greet late on purpose (Postfix postscreen waits 6 s before its full greeting to a new client, and
+a probe that hangs up sooner would never pass it: every probe would fail).
 
 - The primary goes silent at s.  The last good probe may have started just before s, so the first
-  failing one starts by s + I + 1.  If it refuses connections, each failure comes at once and the
-  next probe starts by R + 1 later: down by s + I + 1 + (N-1)(R+1) = s + 41, the portal open for
-  a login by s + 42.  If it hangs, each probe fails after T and the next starts as it ends: down
-  by s + I + 1 + N*T = s + 43, open by s + 44.
+  failing one starts by s + I + 1.
+  - It refuses connections (its server stopped): each failure comes at once and the next probe
+    starts R + 1 later: down by s + I + 1 + (N-1)(R+1) = s + 36, the portal open for a login by
+    s + 37.
+  - Its host does not answer at all (down, unreachable): each probe fails after C and the next
+    starts as it ends: down by s + I + 1 + N*C = s + 38, open by s + 39.
+  - It accepts connections but never greets (a hung server): each probe fails after T: down by
+    s + I + 1 + N*T = s + 56, open by s + 57.
 - Mail for the domain is accepted at m, once the primary is silent.  A probe starts at once, or
   by m + R + 1 if one started less than R before m (if that one started after s, it failed, and
-  the run is already under way).  Refused: down by m + N(R+1) = m + 15, open by m + 16.  Hangs:
-  down by m + R + 1 + N*T = m + 17, open by m + 18.
+  the run is already under way).  Refused: down by m + N(R+1) = m + 15, open by m + 16.  No
+  answer: down by m + R + 1 + N*C = m + 17, open by m + 18.  Accepts but never greets: down by
+  m + R + 1 + N*T = m + 35, open by m + 36 (the one case above 20 s: such a primary cannot be
+  told from a slow greeter sooner).
 - The primary answers again at r: the first answer by r + I + 1 (or r + T, after a hanging probe
   in flight), then ``up_after`` - 1 more R + 1 apart: with ``up_after`` 2, the drain starts by
-  r + 36.
+  r + 31.
 
 A flapping primary does not flap the portal or the alerts: the portal stays open for its grace
 period (a day) after an outage ends, and each alert kind goes at most once per domain per
@@ -92,10 +101,13 @@ GRACE: Final = 5.0
 
 
 class Prober(Protocol):
-    def probe(self, domain: Domain, timeout: float) -> Deferred[None]:
+    def probe(
+        self, domain: Domain, timeout: float, connect_timeout: float | None = None
+    ) -> Deferred[None]:
         """
-        Connect to ``domain.relay``, read the banner, EHLO, QUIT, within ``timeout`` seconds.  Fires
-        None when the primary answered; fails with an exception whose ``str`` is the reason.
+        Connect to ``domain.relay`` within ``connect_timeout`` seconds (default: ``timeout``),
+        read the banner, EHLO, QUIT, all within ``timeout`` seconds.  Fires None when the primary
+        answered; fails with an exception whose ``str`` is the reason.
         """
 
 
@@ -370,7 +382,7 @@ class Monitor:
         timeout = self._settings.probe_timeout
         error: str | None = None
         try:
-            d = self._prober.probe(domain, timeout)
+            d = self._prober.probe(domain, timeout, self._settings.probe_connect_timeout)
             await d.addTimeout(timeout + GRACE, self._clock)
         except DeferredTimeoutError:
             error = f"the probe did not finish within {timeout + GRACE:g} s"

@@ -3,10 +3,13 @@ The monitor's probe of a primary: connect, read the banner, EHLO (HELO if refuse
 
 L{SMTPProber} is the L{strata_twisted.core.monitor.Prober} the service uses.  The sans-IO client
 engine does the SMTP (with ``tls="none"``: a probe asks whether the primary answers, not whether
-its TLS works); this adapter moves bytes and keeps one deadline, on the injected clock, for the
-whole exchange, connection included.  The primary counts as up once the engine is ``Ready`` (the
-banner and EHLO or HELO were accepted).  Whatever happens, the connection is closed, and the
-Deferred fires once: None, or L{ProbeFailed} whose text says what went wrong.
+its TLS works); this adapter moves bytes and keeps two deadlines, on the injected clock: one for
+the TCP connection (a host that is down or unreachable answers no SYN, and is given up soon), and
+one for the whole exchange, connection included (long enough for a greeting that comes late on
+purpose, such as Postfix postscreen's 6 s greet wait or sendmail's greet_pause).  The primary
+counts as up once the engine is ``Ready`` (the banner and EHLO or HELO were accepted).  Whatever
+happens, the connection is closed, and the Deferred fires once: None, or L{ProbeFailed} whose
+text says what went wrong.
 """
 
 from __future__ import annotations
@@ -44,17 +47,31 @@ class ProbeFailed(Exception):
 class ProbeSession(Protocol):
     """One probe: its connection, its deadline and its result (``done``)."""
 
-    def __init__(self, clock: IReactorTime, helo_name: str, target: str, timeout: float) -> None:
+    def __init__(
+        self,
+        clock: IReactorTime,
+        helo_name: str,
+        target: str,
+        timeout: float,
+        connect_timeout: float | None = None,
+    ) -> None:
+        """``timeout``: for the whole exchange; ``connect_timeout`` (at most that, by default
+        all of it): for the TCP connection alone."""
         self.engine = SMTPClientEngine(ClientConfig(helo_name, tls="none"))
         self.done: Deferred[None] = Deferred(self._cancelled)
+        self._clock = clock
         self._target = target
         self._timeout = timeout
+        self._connect_timeout = (
+            timeout if connect_timeout is None else min(connect_timeout, timeout)
+        )
+        self._started = clock.seconds()
         self._answered = False
         self._error: str | None = None
         self._connected = False
         self._gone = False
         self.connecting: Deferred[Any] | None = None
-        self._timer: IDelayedCall | None = clock.callLater(timeout, self._timed_out)
+        self._timer: IDelayedCall | None = clock.callLater(self._connect_timeout, self._timed_out)
 
     # -- Twisted ---------------------------------------------------------------------------------
 
@@ -64,6 +81,12 @@ class ProbeSession(Protocol):
             # A connection that completes after the probe ended (timed out, cancelled) would
             # have no deadline left: hang up at once rather than hold it open for ever.
             self.transport.abortConnection()  # type: ignore[attr-defined]
+            return
+        if self._timer is not None and self._connect_timeout < self._timeout:
+            # Connected in time: the rest of the whole exchange's time is for the SMTP.
+            self._timer.cancel()
+            left = self._started + self._timeout - self._clock.seconds()
+            self._timer = self._clock.callLater(max(left, 0.0), self._timed_out)
 
     def dataReceived(self, data: bytes) -> None:
         self.engine.receive_data(data)
@@ -107,7 +130,7 @@ class ProbeSession(Protocol):
                 waiting = _WAITING_FOR.get(self.engine.state, "answer")
                 self._error = f"{self._target}: no {waiting} within {self._timeout:g} s"
             else:
-                self._error = f"cannot connect to {self._target} within {self._timeout:g} s"
+                self._error = f"cannot connect to {self._target} within {self._connect_timeout:g} s"
         self._abort()
 
     def _cancelled(self, _: Deferred[None]) -> None:
@@ -147,10 +170,17 @@ class SMTPProber:
         self._reactor = reactor
         self._helo_name = helo_name
 
-    def probe(self, domain: Domain, timeout: float) -> Deferred[None]:
-        session = ProbeSession(self._reactor, self._helo_name, str(domain.relay), timeout)
+    def probe(
+        self, domain: Domain, timeout: float, connect_timeout: float | None = None
+    ) -> Deferred[None]:
+        session = ProbeSession(
+            self._reactor, self._helo_name, str(domain.relay), timeout, connect_timeout
+        )
         endpoint = endpoints.HostnameEndpoint(
-            self._reactor, domain.relay.host, domain.relay.port, timeout=timeout
+            self._reactor,
+            domain.relay.host,
+            domain.relay.port,
+            timeout=timeout if connect_timeout is None else min(connect_timeout, timeout),
         )
         session.connecting = endpoint.connect(Factory.forProtocol(lambda: session))
         session.connecting.addErrback(session.connect_failed)

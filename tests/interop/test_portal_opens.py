@@ -13,7 +13,7 @@ The times come from the server's own records (the ``outage.started`` event, writ
 outage opened, and the outage's start), not from how fast this test polls; the portal is then
 checked the way a user meets it, with an IMAP login that succeeds, after one refused while the
 primary was up.  The test is stopped right after the monitor saw the primary up, so the next
-scheduled probe is ~30 s away: only the mail can explain an outage within 20 s of it.
+scheduled probe is ~25 s away: only the mail can explain an outage within 20 s of it.
 """
 
 from __future__ import annotations
@@ -142,7 +142,7 @@ def test_mail_during_the_outage_opens_the_portal_within_20_s(scene: Scene) -> No
         f"({opened_at - stopped_at:.1f} s after the stop)"
     )
     assert took <= 20
-    # The mail asked for the first failed probe (the next scheduled one was ~30 s away).
+    # The mail asked for the first failed probe (the next scheduled one was ~25 s away).
     assert stopped_at <= outage["started_at"] <= mail_at + RETRY + 1
     [hint] = scene.events("intake.hint")
     assert "probing it again" in hint["message"]
