@@ -710,9 +710,29 @@ def test_starttls_discards_pipelined_plaintext() -> None:
     assert b"STARTTLS" not in sent.split(b"250 SMTPUTF8")[0]
 
 
-def test_starttls_refused_inside_a_transaction() -> None:
-    _, replies, _ = talk(IN_MAIL + b"STARTTLS\r\n", tls_available=True)
-    assert replies[-1] == "503 5.5.1 Error: MAIL transaction in progress"
+@pytest.mark.parametrize("before", [IN_MAIL, IN_RCPT], ids=["after_mail", "after_rcpt"])
+def test_starttls_inside_a_transaction_ends_it(before: bytes) -> None:
+    """
+    RFC 3207 §4.2, as Postfix does (issue 11, point 9): STARTTLS after MAIL (or RCPT) gets 220,
+    not 503; the transaction is gone and the client must greet again under TLS.
+    """
+    engine = SMTPServerEngine(HOST, tls_available=True)
+    events: list[Event] = []
+    engine.receive_data(before + b"STARTTLS\r\n")
+    pump(engine, events)  # pump() calls tls_started() after the StartTLS event
+    assert events[-1] == StartTLS()
+    assert last_lines(engine.data_to_send())[-1] == "220 2.0.0 Ready to start TLS"
+    assert engine.state is State.CONNECTED and engine.tls_active
+    engine.receive_data(b"RCPT TO:<bob@strata.test>\r\nDATA\r\nEHLO client.test\r\n")
+    engine.receive_data(b"RCPT TO:<bob@strata.test>\r\nDATA\r\n")
+    pump(engine, events)
+    assert last_lines(engine.data_to_send()) == [
+        "503 5.5.1 Error: need MAIL command",
+        "503 5.5.1 Error: need RCPT command",
+        "250 SMTPUTF8",
+        "503 5.5.1 Error: need MAIL command",  # the sender from before TLS is forgotten
+        "503 5.5.1 Error: need RCPT command",
+    ]
 
 
 def test_starttls_when_tls_is_already_active() -> None:

@@ -349,6 +349,27 @@ def test_starttls_discards_pipelined_plaintext_and_resets_the_session() -> None:
     h.stop()
 
 
+def test_starttls_inside_a_transaction_is_answered_220_and_drops_the_transaction() -> None:
+    """Issue 11, point 9: as Postfix does, STARTTLS after MAIL and RCPT gets 220 (not 503), and
+    the sender and recipients given in the clear are forgotten (RFC 3207 §4.2)."""
+    h = Harness(tls=object())
+    proto, transport = h.connect()
+    proto.dataReceived(b"EHLO c\r\nMAIL FROM:<plain@s.test>\r\nRCPT TO:<early@example.test>\r\n")
+    transport.clear()
+    proto.dataReceived(b"STARTTLS\r\n")
+    assert transport.value() == b"220 2.0.0 Ready to start TLS\r\n"
+    assert transport.tls_started_with is h.factory.tls
+    proto.dataReceived(b"EHLO c\r\nRCPT TO:<late@example.test>\r\n")
+    assert replies(transport)[-1] == b"503 5.5.1 Error: need MAIL command"
+    proto.dataReceived(
+        b"MAIL FROM:<tls@s.test>\r\nRCPT TO:<late@example.test>\r\nDATA\r\n" + BODY + b".\r\n"
+    )
+    assert replies(transport)[-1].startswith(b"250 2.0.0 Ok: queued as ")
+    entries = result_of(h.store.list_entries())
+    assert [(e.sender, e.recipient) for e in entries] == [("tls@s.test", "late@example.test")]
+    h.stop()
+
+
 def test_received_header_names_smtp_for_helo_clients() -> None:
     h = Harness()
     proto, transport = h.connect()

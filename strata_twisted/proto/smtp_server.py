@@ -160,7 +160,8 @@ class StartTLS:
     """
     STARTTLS: 220 is already queued and input buffered after the command was discarded.
 
-    Write the pending bytes, start TLS, then call L{SMTPServerEngine.tls_started}.  No respond.
+    Any open transaction is over (RFC 3207 §4.2): drop its sender and recipients.  Write the
+    pending bytes, start TLS, then call L{SMTPServerEngine.tls_started}.  No respond.
     """
 
 
@@ -276,9 +277,12 @@ def _unsupported(keyword: str) -> Reply:
 # 5. Transitions outside the table: the end of message content leads to GREETED whatever the
 #    answer to the final "." (RFC 5321 §4.1.1.4: the transaction is over either way); QUIT, EOF,
 #    timeout(), too many errors and any 421 reply lead to CLOSED.
-# 6. EHLO/HELO and RSET end any transaction (RFC 5321 §4.1.4, §4.1.1.5).  STARTTLS is refused
-#    inside a transaction and leads to CONNECTED: after the handshake the client must say EHLO again
-#    (RFC 3207 §4.2).
+# 6. EHLO/HELO and RSET end any transaction (RFC 5321 §4.1.4, §4.1.1.5).  So does STARTTLS, which
+#    leads to CONNECTED from every state it is read in: the server forgets everything said before
+#    it and the client must say EHLO again after the handshake (RFC 3207 §4.2).  RFC 3207 does not
+#    forbid STARTTLS inside a transaction, and Postfix answers it there with 220 and drops the
+#    transaction (smtpd.c starttls_cmd: "RFC 2487 does not forbid the use of STARTTLS while mail
+#    transfer is in progress"; Postfix 3.7.11 checked: RCPT after the handshake gets 503).
 # 7. AUTH (RFC 4954 §4) is allowed between transactions only.  While its exchange runs, input
 #    lines are SASL responses, not commands; the exchange ends in an Auth event or a reply.  A
 #    session authenticates once (503 after that) and forgets it at STARTTLS (RFC 3207 §4.2).
@@ -321,7 +325,7 @@ _TRANSITIONS: Final[dict[State, dict[str, State | Reply]]] = {
         "NOOP": State.MAIL,
         "VRFY": State.MAIL,
         "HELP": State.MAIL,
-        "STARTTLS": _IN_TRANSACTION,
+        "STARTTLS": State.CONNECTED,
         "AUTH": _IN_TRANSACTION,
         "QUIT": State.CLOSED,
     },
@@ -335,7 +339,7 @@ _TRANSITIONS: Final[dict[State, dict[str, State | Reply]]] = {
         "NOOP": State.RCPT,
         "VRFY": State.RCPT,
         "HELP": State.RCPT,
-        "STARTTLS": _IN_TRANSACTION,
+        "STARTTLS": State.CONNECTED,
         "AUTH": _IN_TRANSACTION,
         "QUIT": State.CLOSED,
     },

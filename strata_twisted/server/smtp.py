@@ -316,9 +316,12 @@ class SMTPIntakeProtocol(Protocol):
             self._process()
 
     def _drop_transaction(self) -> None:
+        """End the transaction: abort a message being stored, forget sender and recipients."""
         if self._transaction is not None:
             self._transaction.abort()
             self._transaction = None
+        self._sender = ""
+        self._body_8bit = self._smtputf8 = False
         self._recipients = []
 
     def _start_tls(self) -> None:
@@ -327,7 +330,9 @@ class SMTPIntakeProtocol(Protocol):
         transport = ITLSTransport(self._transport)
         transport.startTLS(self.factory.tls)
         self.session.tls = True
-        self.session.user = None  # RFC 3207 §4.2: nothing from before TLS counts
+        # RFC 3207 §4.2: nothing from before TLS counts, an open transaction included (STARTTLS
+        # after MAIL is answered 220, as Postfix does, and the client starts again with EHLO).
+        self.session.user = None
         self._drop_transaction()
         self.engine.tls_started()
 
