@@ -42,7 +42,8 @@ class IntakeSettings:
     listen: tuple[ListenAddress, ...] = (ListenAddress("127.0.0.1", 2525),)
     max_message_size: int = 50 * 1024 * 1024
     max_recipients: int = 100
-    max_line_length: int = 8192
+    # SMTP command lines (intake and submission); message lines may be of any length.
+    max_command_line_length: int = 8192
     idle_timeout: float = 300.0
     data_timeout: float = 600.0
     max_connections_per_ip: int = 50
@@ -347,7 +348,7 @@ _SCHEMA: dict[str, dict[str, Validator]] = {
         "listen": _listen,
         "max_message_size": _int(1024),
         "max_recipients": _int(1, 100_000),
-        "max_line_length": _int(1000, 1024 * 1024),
+        "max_command_line_length": _int(1000, 1024 * 1024),
         "idle_timeout": _seconds,
         "data_timeout": _seconds,
         "max_connections_per_ip": _int(1),
@@ -419,6 +420,14 @@ _SCHEMA: dict[str, dict[str, Validator]] = {
 }
 
 
+# Keys read under an old name: old name -> current name, both dotted.  Each is accepted in place of
+# the current one (not beside it), so config files written for an older Strata still load.
+_RENAMED: dict[str, str] = {
+    # It limited message lines too until long lines became mail (issue 11, point 3).
+    "intake.max_line_length": "intake.max_command_line_length",
+}
+
+
 def schema_keys() -> list[str]:
     """Every documented key, dotted (``intake.max_recipients``)."""
     return [
@@ -435,6 +444,11 @@ def parse_config(document: dict[str, Any], source: Path | None = None) -> Settin
                 raise ConfigError(name, f"unknown section [{name}]")
             for key, item in value.items():
                 dotted = f"{name}.{key}"
+                current = _RENAMED.get(dotted)
+                if current is not None:
+                    key = current.partition(".")[2]
+                    if key in value:
+                        raise ConfigError(dotted, f"give only its new name, {current}")
                 if key not in _SCHEMA[name]:
                     raise ConfigError(dotted, "unknown key")
                 values[name][key] = _SCHEMA[name][key](dotted, item)

@@ -423,7 +423,8 @@ def _submission_listeners(
                               max_per_hour=sub.max_per_hour, deliver_now=relay.drain)  # fmt: skip
     limits = IntakeSettings(
         max_message_size=sub.max_message_size or settings.intake.max_message_size,
-        max_recipients=sub.max_recipients, max_line_length=settings.intake.max_line_length,
+        max_recipients=sub.max_recipients,
+        max_command_line_length=settings.intake.max_command_line_length,
         idle_timeout=sub.idle_timeout, data_timeout=sub.data_timeout,
         max_connections_per_ip=sub.max_connections_per_ip, max_connections=sub.max_connections,
     )  # fmt: skip

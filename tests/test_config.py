@@ -78,6 +78,11 @@ def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         ('[tls]\nprivate_key = "k.pem"\n', "tls.certificate"),
         ("data_dir = 5\n", "data_dir"),
         ("this is not toml", "--config"),
+        ("[intake]\nmax_line_length = 10\n", "intake.max_line_length"),
+        (
+            "[intake]\nmax_line_length = 4096\nmax_command_line_length = 4096\n",
+            "intake.max_line_length",
+        ),
     ],
 )
 def test_invalid_config_names_the_key(tmp_path: Path, text: str, key: str) -> None:
@@ -100,3 +105,15 @@ def test_alert_window_defaults_to_15_minutes_and_can_be_set(tmp_path: Path) -> N
     path = tmp_path / "strata.toml"
     path.write_text("[monitor]\nalert_window = 3600\n")
     assert load_config(path).monitor.alert_window == 3600.0
+
+
+def test_the_old_name_of_the_command_line_limit_still_loads(tmp_path: Path) -> None:
+    """Issue 11, point 3: intake.max_line_length limits command lines only now, and is called
+    max_command_line_length; a config file written with the old name still starts Strata."""
+    path = tmp_path / "strata.toml"
+    path.write_text("[intake]\nmax_line_length = 4096\n")
+    assert load_config(path).intake.max_command_line_length == 4096
+    path.write_text("[intake]\nmax_command_line_length = 2048\n")
+    assert load_config(path).intake.max_command_line_length == 2048
+    assert parse_config({}).intake.max_command_line_length == 8192
+    assert "intake.max_line_length" not in schema_keys()

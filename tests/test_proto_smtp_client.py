@@ -63,7 +63,7 @@ HELO_NAME = "relay.strata.test"
 CONFIG = ClientConfig(HELO_NAME)
 QUEUED = Reply(250, "2.0.0", "Ok: queued as 4Xyz")
 # Big enough that the real server never refuses what the property tests generate.
-BIG = ServerLimits(max_message_size=10**9, max_line_length=10**8, max_recipients=1000)
+BIG = ServerLimits(max_message_size=10**9, max_recipients=1000)
 ALL_KEYWORDS = ("PIPELINING", "SIZE 1000000", "8BITMIME", "SMTPUTF8", "ENHANCEDSTATUSCODES")
 
 

@@ -381,7 +381,7 @@ def test_received_header_names_smtp_for_helo_clients() -> None:
 
 def test_default_settings_match_the_issue() -> None:
     s = IntakeSettings()
-    assert (s.max_message_size, s.max_recipients, s.max_line_length) == (
+    assert (s.max_message_size, s.max_recipients, s.max_command_line_length) == (
         50 * 1024 * 1024,
         100,
         8192,

@@ -55,13 +55,16 @@ class ServerLimits:
 
     max_message_size: int = 50 * 1024 * 1024
     max_recipients: int = 100
-    max_line_length: int = 8192  # octets of one line, its CRLF not counted
+    # Octets of one command line, its CRLF not counted; longer ones get 500 5.5.2.  Message
+    # content has no line limit: this is also how much of an unfinished content line is held
+    # before it is handed on (SASL responses may always be 12288 octets, RFC 4954 §4).
+    max_command_line_length: int = 8192
     max_errors: int = 20  # then 421 4.7.0 and close
 
     def __post_init__(self) -> None:
         if self.max_message_size < 0:
             raise ValueError("max_message_size must not be negative")
-        for name in ("max_recipients", "max_line_length", "max_errors"):
+        for name in ("max_recipients", "max_command_line_length", "max_errors"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
 
@@ -236,7 +239,6 @@ _BAD_SIZE: Final = Reply(501, "5.5.4", "Bad SIZE parameter")
 _SIZE_EXCEEDED: Final = Reply(552, "5.3.4", "Message size exceeds fixed maximum message size")
 # RFC 5321 §4.5.3.1.10: 452 for too many recipients (the client sends the rest later).
 _TOO_MANY_RCPTS: Final = Reply(452, "4.5.3", "Error: too many recipients")
-_MESSAGE_LINE_TOO_LONG: Final = Reply(500, "5.5.2", "Error: message line too long")
 _MESSAGE_TOO_BIG: Final = Reply(552, "5.3.4", "Error: message file too big")
 # RFC 4954 §6 and §4.
 _AUTH_OK: Final = Reply(235, "2.7.0", "Authentication successful")
@@ -441,6 +443,12 @@ def _parse_params(text: str) -> dict[str, str | None] | Reply:
     return params
 
 
+def _copy(buf: bytearray, start: int, end: int) -> bytes:
+    """``bytes(buf[start:end])`` in one copy instead of two (the slice, then the bytes)."""
+    with memoryview(buf) as view:  # released at once: the bytearray may be resized after
+        return bytes(view[start:end])
+
+
 def _b64decode(data: bytes) -> bytes | None:
     """Strict base64 (RFC 4648 §4, padding required), or None."""
     try:
@@ -521,9 +529,10 @@ class SMTPServerEngine:
         self._awaiting_tls = False  # after StartTLS, until tls_started()
         self._errors = 0
         self._recipients = 0  # accepted recipients in this transaction
-        self._discarding = False  # dropping the rest of an over-long line
+        self._discarding = False  # dropping the rest of an over-long command line
         # Message content, while in DATA.
         self._after_crlf = True  # the previous content line ended in CRLF (or there was none)
+        self._mid_line = False  # the start of the current content line was handed over already
         self._content_size = 0
         self._refusal: Reply | None = None  # set once the message is doomed
 
@@ -642,6 +651,7 @@ class SMTPServerEngine:
                 self._recipients += 1
             elif isinstance(event, DataStart):
                 self._after_crlf = True
+                self._mid_line = False
                 self._content_size = 0
                 self._refusal = None
             elif isinstance(event, Auth):
@@ -729,7 +739,7 @@ class SMTPServerEngine:
 
     def _read_command(self) -> Event | NeedData | None:
         """One command line: its event, NEED_DATA, or None when the engine answered it itself."""
-        line = self._take_line(self.limits.max_line_length)
+        line = self._take_line(self.limits.max_command_line_length)
         if isinstance(line, NeedData):
             return NEED_DATA
         if isinstance(line, _TooLong):
@@ -967,7 +977,7 @@ class SMTPServerEngine:
 
     def _read_sasl_response(self, exchange: _Exchange) -> Event | NeedData | None:
         """One SASL response line (RFC 4954 §4): read raw, never as a command."""
-        line = self._take_line(max(_AUTH_LINE_LENGTH, self.limits.max_line_length))
+        line = self._take_line(max(_AUTH_LINE_LENGTH, self.limits.max_command_line_length))
         if isinstance(line, NeedData):
             return NEED_DATA
         self._exchange = None
@@ -1019,25 +1029,30 @@ class SMTPServerEngine:
         follows a bare LF, or ends in one, is content (SMTP smuggling, CVE-2023-51764 class).  A
         line ending in a bare LF is taken as ending in CRLF, as Postfix's
         ``smtpd_forbid_bare_newline = normalize`` does.  A bare CR is an ordinary byte.
+
+        A content line may be of any length (RFC 5322 §2.1.1's 998 is for writers; real mail
+        breaks it, and Postfix takes such lines).  An unfinished line waits for its LF while it
+        is short; once more than L{ServerLimits.max_command_line_length} octets of it are
+        buffered, they go on as a L{DataChunk} at once, but for a last CR, which the next octet
+        decides (the CR of a CRLF, or an ordinary byte).  The rest of that line is then a
+        continuation (C{_mid_line}): never a line start, so neither a lone "." nor one to unstuff.
         """
         buf = self._buffer
-        limit = self.limits.max_line_length
         pieces: list[bytes] = []
-        start = 0  # start of the current line
-        run = 0  # start of the lines not yet copied that go through unchanged
+        start = 0  # start of the current line (or of the continuation of one)
+        run = 0  # start of the bytes not yet copied that go through unchanged
         while (newline := buf.find(b"\n", start)) >= 0:
             after_crlf = self._after_crlf
             crlf = newline > start and buf[newline - 1] == 0x0D
             end = newline - 1 if crlf else newline  # end of the line's text
             next_start = newline + 1
             self._after_crlf = crlf
-            if self._discarding:  # the tail of an over-long line
-                self._discarding = False
-                piece = None
-            elif end - start == 1 and buf[start] == 0x2E:  # a lone "."
+            continued = self._mid_line
+            self._mid_line = False
+            if not continued and end - start == 1 and buf[start] == 0x2E:  # a lone "."
                 if crlf and after_crlf:  # the end of the data
                     if run < start:
-                        pieces.append(bytes(buf[run:start]))
+                        pieces.append(_copy(buf, run, start))
                     if pieces:
                         # Hand over the content first; the "." line is read again next time
                         # (_after_crlf is already right: this line and the one before end in CRLF).
@@ -1046,12 +1061,9 @@ class SMTPServerEngine:
                     del buf[:next_start]
                     return self._end_of_content()
                 piece = b".\r\n"  # cannot end the data, so it is not a stuffed "." either
-            elif end - start > limit:
-                self._refuse(_MESSAGE_LINE_TOO_LONG)
-                piece = None
-            elif buf[start] == 0x2E:
+            elif not continued and end > start and buf[start] == 0x2E:
                 # RFC 5321 §4.5.2: the first "." of a line that starts with one is transparency.
-                piece = bytes(buf[start + 1 : end]) + b"\r\n"
+                piece = _copy(buf, start + 1, end) + b"\r\n"
             elif crlf:
                 # The common case: the line goes through as it is, with its neighbours.
                 if self._count(next_start - start):
@@ -1059,22 +1071,31 @@ class SMTPServerEngine:
                     continue
                 piece = None
             else:
-                piece = bytes(buf[start:end]) + b"\r\n"  # bare LF becomes CRLF
+                piece = _copy(buf, start, end) + b"\r\n"  # bare LF becomes CRLF
             if run < start:
-                pieces.append(bytes(buf[run:start]))
+                pieces.append(_copy(buf, run, start))
             if piece is not None and self._count(len(piece)):
                 pieces.append(piece)
             start = run = next_start
+        # An unfinished line (no LF yet).  Hand it over once it is long: keep at most the limit
+        # of it, and never fewer than 3 octets of a line start (".", CR: maybe a lone ".").
+        if len(buf) - start > max(self.limits.max_command_line_length, 2):
+            cut = len(buf) - 1 if buf[-1] == 0x0D else len(buf)  # a CR may be a CRLF's
+            first = start
+            if not self._mid_line and buf[start] == 0x2E:
+                first += 1  # RFC 5321 §4.5.2, as above: this is the line's first octet
+            self._mid_line = True
+            if first == start and self._count(cut - start):
+                start = cut  # goes through unchanged, with the lines before it
+            else:
+                if run < start:
+                    pieces.append(_copy(buf, run, start))
+                if first < cut and self._count(cut - first):
+                    pieces.append(_copy(buf, first, cut))
+                start = run = cut
         if run < start:
-            pieces.append(bytes(buf[run:start]))
+            pieces.append(_copy(buf, run, start))
         del buf[:start]
-        # A partial line waits for its LF, but never more than limit+1 octets of it: with limit+2
-        # it is too long whatever comes next.  Keep its last octet, which may be the CR of a CRLF.
-        if self._discarding or len(buf) >= limit + 2:
-            if not self._discarding:
-                self._refuse(_MESSAGE_LINE_TOO_LONG)
-                self._discarding = True
-            del buf[:-1]
         if pieces:
             return DataChunk(b"".join(pieces))
         return NEED_DATA

@@ -406,7 +406,7 @@ class SMTPIntakeFactory(Factory):
         self.limits = ServerLimits(
             max_message_size=settings.max_message_size,
             max_recipients=settings.max_recipients,
-            max_line_length=settings.max_line_length,
+            max_command_line_length=settings.max_command_line_length,
         )
         self._limits = (
             connections
