@@ -74,6 +74,24 @@ def test_outbound_mail_is_signed_and_verifies(tmp_path: Path, algorithm: str, si
     assert not dkim.verify(prefix + data + b"tampered\r\n", dnsfunc=s.dns)
 
 
+@pytest.mark.parametrize("canonical_line", [False, True], ids=["long-lines", "with-blanks"])
+def test_outbound_mail_with_long_lines_is_signed_and_verifies(
+    tmp_path: Path, canonical_line: bool
+) -> None:
+    """Issue 11, point 3: submission takes lines of any length; the signature over a body with
+    lines of 16 KiB to 300 KiB, read from the store in ranges that cut them, still verifies."""
+    s = Setup(tmp_path, "rsa")
+    filler = b"word  \t" if canonical_line else b"x"
+    lines = [(filler * (n // len(filler) + 1))[:n] for n in (16 * 1024, 100 * 1024, 300 * 1024)]
+    body = b"".join(b"." + line + b" \r\n" for line in lines) + b"\r\n"
+    data = message_bytes("alice@example.test", body)
+    prefix = result_of(s.signer.signature(s.relayed(data)))
+    assert prefix.startswith(b"DKIM-Signature: v=1; ")
+    assert dkim.verify(prefix + data, dnsfunc=s.dns)
+    middle = len(data) // 2  # inside the longest line
+    assert not dkim.verify(prefix + data[:middle] + b"!" + data[middle + 1 :], dnsfunc=s.dns)
+
+
 def test_a_domain_without_a_key_is_not_signed(tmp_path: Path) -> None:
     s = Setup(tmp_path)
     relayed = s.relayed(message_bytes("carol@other.test", b"hi\r\n"))
