@@ -463,6 +463,34 @@ def test_long_lines_and_boundary_after_them() -> None:
     assert len(result.root.children) == 1
 
 
+def test_100_kib_lines_in_the_header_and_the_parts() -> None:
+    """Issue 11, point 3: intake stores lines of any length.  A 100 KiB header field does not
+    hide the fields after it; "--L" inside a long line, even where the reader cuts it into
+    pieces, is content; the parts end where their boundaries are and count their lines."""
+    kib = 1024
+    long_field = b"X-Long: " + b"h" * (100 * kib) + b"\r\n"
+    # "--L" at the start of the 2nd, 3rd... 8 KiB piece of the line, and at its very end.
+    trap = b"".join(b"y" * (8192 - 3) + b"--L" for _ in range(12)) + b"--L--"
+    body1 = b"b" * (100 * kib) + b"\r\n" + trap + b"\r\n" + b"." * (100 * kib)
+    data = (
+        b"From: a@sender.test\r\n" + long_field + b"Subject: after the long field\r\n"
+        b"Content-Type: multipart/mixed; boundary=L\r\n\r\n"
+        b"--L\r\nContent-Type: text/plain\r\n\r\n" + body1 + b"\r\n"
+        b"--L\r\n" + long_field + b"\r\n" + b"z" * (100 * kib) + b"\r\n"
+        b"--L--\r\n"
+    )
+    result = index(data)
+    assert result.root.envelope is not None
+    assert result.root.envelope.subject == b"after the long field"
+    assert [child.type for child in result.root.children] == [b"text", b"text"]
+    assert section(data, result, "1") == body1
+    assert result.root.children[0].lines == 2
+    assert section(data, result, "2") == b"z" * (100 * kib)  # RFC 2046: the CRLF is the boundary's
+    assert section(data, result, "2.MIME") == long_field + b"\r\n"
+    header = section(data, result, "HEADER")
+    assert header.startswith(b"From: a@sender.test\r\n" + long_field)
+
+
 # ENVELOPE.
 
 

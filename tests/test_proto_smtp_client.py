@@ -1202,6 +1202,55 @@ def test_property_dot_lines_at_the_16k_boundary(lines: list[bytes], offset: int)
     assert conversation.received == [body]
 
 
+# Long lines (issue 11, point 3): the relay reads a stored message in ranges that cut lines of any
+# length; they must go out unchanged, stuffed only where a line starts, and come in whole.
+
+
+def stuffed(lines: Sequence[bytes]) -> bytes:
+    """RFC 5321 §4.5.2: the lines as they must be on the wire, each ending in CRLF."""
+    return b"".join((b"." + line if line[:1] == b"." else line) + b"\r\n" for line in lines)
+
+
+def test_long_lines_are_stuffed_only_where_a_line_starts_at_chunk_boundaries() -> None:
+    lines = [b"a" * 100_000, b"." + b"b" * 100_000 + b".", b".", b"c" * 20_000 + b"..d"]
+    body = b"".join(line + b"\r\n" for line in lines)
+    # Cut so that chunks start with: the "." of a line start, the "." ending a long line, the
+    # lone "." line, and the ".." inside the last line.
+    starts = [100_002, body.index(b".\r\n", 100_003), body.index(b"\r\n.\r\n") + 2]
+    starts.append(body.index(b"..d"))
+    sizes = [b - a for a, b in zip([0, *starts], [*starts, len(body)], strict=True)]
+    conversation = Conversation([Message(body=body)], body_chunks=sizes).run()
+    assert conversation.to_server.endswith(b"DATA\r\n" + stuffed(lines) + b".\r\nQUIT\r\n")
+    assert conversation.received == [body]
+    assert conversation.results[0].recipients[0].delivered
+
+
+LONG_LINES = st.lists(
+    st.tuples(
+        st.sampled_from([b"", b".", b".."]), st.integers(0, 40_000), st.sampled_from([b"", b"."])
+    ).map(lambda t: t[0] + b"z" * t[1] + t[2]),
+    min_size=1,
+    max_size=6,
+)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    lines=LONG_LINES,
+    body_chunks=st.lists(st.integers(1, 70_000), min_size=1, max_size=5),
+    wire_chunks=st.lists(st.integers(1, 70_000), min_size=1, max_size=5),
+)
+def test_property_long_lines_go_out_unchanged_and_come_in_whole(
+    lines: list[bytes], body_chunks: list[int], wire_chunks: list[int]
+) -> None:
+    body = b"".join(line + b"\r\n" for line in lines)
+    conversation = Conversation(
+        [Message(body=body)], body_chunks=body_chunks, wire_chunks=wire_chunks
+    ).run()
+    assert b"DATA\r\n" + stuffed(lines) + b".\r\n" in conversation.to_server
+    assert conversation.received == [body]
+
+
 # -- any split of the server's bytes ---------------------------------------------------------------
 
 TRANSCRIPT = (

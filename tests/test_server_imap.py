@@ -304,6 +304,28 @@ def test_large_body_is_streamed_in_bounded_reads(h: Harness) -> None:
     assert reads and max(reads) <= 256 * 1024 and len(reads) == 3
 
 
+def test_a_message_with_a_100_kib_line_is_fetched_byte_for_byte(h: Harness) -> None:
+    """Issue 11, point 3: intake takes lines of any length; IMAP indexes such a message at
+    store time and returns its bytes, whole and by part, with the right line counts."""
+    line = (b"0123456789abcdef" * (100 * 64)) + b"."  # 100 KiB and one octet
+    text = b"first\r\n" + line + b"\r\n" + line + b"\r\nlast\r\n"
+    body = b"Subject: long\r\nX-Long: " + line + b"\r\n\r\n" + text
+    h.deliver("long", body)
+    proto, transport = h.login()
+    send(proto, transport, "b SELECT INBOX\r\n")
+    reply = send(proto, transport, "c FETCH 1 (BODY.PEEK[] BODY.PEEK[TEXT] RFC822.SIZE)\r\n")
+    assert reply == (
+        b"* 1 FETCH (BODY[] {%d}\r\n" % len(body)
+        + body
+        + b" BODY[TEXT] {%d}\r\n" % len(text)
+        + text
+        + b" RFC822.SIZE %d)\r\nc OK FETCH completed\r\n" % len(body)
+    )
+    reply = send(proto, transport, "d FETCH 1 (BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+    assert b' "7bit" %d 4 NIL' % len(text) in reply  # size and line count of the text
+    assert b"BODY[HEADER.FIELDS (SUBJECT)] {17}\r\nSubject: long\r\n\r\n)" in reply
+
+
 def test_a_user_never_sees_another_users_messages(h: Harness) -> None:
     h.deliver("m1", BODY1, ALICE)
     proto, transport = h.login(BOB)
