@@ -370,6 +370,26 @@ def test_starttls_inside_a_transaction_is_answered_220_and_drops_the_transaction
     h.stop()
 
 
+def test_a_message_with_long_lines_is_accepted_and_stored_byte_for_byte() -> None:
+    """Issue 11, point 3: a 100 KiB line used to get 500 5.5.2 after DATA, and the sending
+    filter bounced the mail; a line of any length is now stored as it came, dots unstuffed."""
+    h = Harness()
+    proto, transport = h.connect()
+    lines = [b"a" * (100 * 1024), b"." + b"b" * (16 * 1024) + b".", b"c" * 8193 + b"\r"]
+    content = b"Subject: long\r\n\r\n" + b"".join(line + b"\r\n" for line in lines)
+    stuffed = content.replace(b"\r\n.", b"\r\n..")
+    session = SESSION.split(b"DATA\r\n")[0].replace(b" SIZE=120", b"") + b"DATA\r\n"
+    session += stuffed + b".\r\n"
+    for at in range(0, len(session), 65536):
+        proto.dataReceived(session[at : at + 65536])
+    assert replies(transport)[-1].startswith(b"250 2.0.0 Ok: queued as ")
+    (entry,) = result_of(h.store.list_entries())
+    body = result_of(h.store.read_body(entry.message_id))
+    assert body.endswith(b"\r\n" + content)
+    assert body.startswith(b"Received: ")
+    h.stop()
+
+
 def test_received_header_names_smtp_for_helo_clients() -> None:
     h = Harness()
     proto, transport = h.connect()

@@ -592,6 +592,25 @@ def test_an_own_message_is_stored_with_esmtpa_and_routed_per_recipient(h: Harnes
     assert h.shadow() == [(BOB, "INBOX")]
 
 
+def test_a_message_with_a_100_kib_line_is_taken_and_stored_byte_for_byte(h: Harness) -> None:
+    """Issue 11, point 3, for submission: a line of any length is mail, not a 500."""
+    proto, transport = h.login()
+    long_line = b"." + b"q" * (100 * 1024) + b"."
+    content = (
+        f"From: Alice <{ALICE}>\r\nTo: {BOB}\r\nSubject: long\r\n\r\n".encode()
+        + long_line + b"\r\n" + long_line[1:] + b"\r\n"
+    )  # fmt: skip
+    stuffed = content.replace(b"\r\n.", b"\r\n..")
+    session = f"MAIL FROM:<{ALICE}>\r\nRCPT TO:<{BOB}>\r\nDATA\r\n".encode() + stuffed + b".\r\n"
+    transport.clear()
+    for at in range(0, len(session), 65536):  # as Twisted reads it
+        proto.dataReceived(session[at : at + 65536])
+    queue_id = queued_id(last_lines(bytes(transport.value()))[-1])
+    body = result_of(h.store.read_body(queue_id))
+    assert body.endswith(b"\r\n" + content)  # below the Received: field, the bytes sent
+    assert h.shadow() == [(BOB, "INBOX")]
+
+
 def test_a_colleague_in_mode_relay_gets_no_shadow_copy() -> None:
     h = Harness(mode="relay")
     proto, transport = h.login()
