@@ -3,8 +3,9 @@ swaks, the SMTP test client admins reach for, driven from tests: `run_swaks` run
 loopback port and `SwaksRun` reads its transcript back as the replies the server sent.
 
 swaks marks each line of its transcript (``man swaks``, "OUTPUT"): ``-> `` what it sent and
-``<- `` what the server answered, ``~>``/``<~`` for the same inside TLS, and a ``*`` in place of
-the second character when the reply was an error (``<** 530 …``, ``<~* 535 …``).
+``<- `` what the server answered, ``~>``/``<~`` for the same inside TLS, and a ``*`` when the reply
+was an error: in place of the ``-`` in the clear (``<** 530 …``), after the ``~`` inside TLS
+(``<~* 535 …``).
 
 A missing swaks is a failure, never a skip: CI installs it (``.ci/run``), and a test that could
 not talk to its client has not passed.
@@ -29,7 +30,7 @@ SWAKS_EXIT = {
     "auth": 28,  # error in the AUTH transaction
 }
 
-_REPLY = re.compile(r"^<([-~])([ *]) ?(\d{3}[ -].*)$")
+_REPLY = re.compile(r"^<([-~*])([ *]) ?(\d{3}[ -].*)$")
 
 
 @dataclass(frozen=True)
@@ -47,7 +48,7 @@ class SwaksRun:
         for line in self.stdout.splitlines():
             match = _REPLY.match(line)
             if match is not None:
-                out.append((match.group(2) == "*", match.group(3)))
+                out.append(("*" in (match.group(1), match.group(2)), match.group(3)))
         return out
 
     def tls_replies(self) -> list[str]:
