@@ -1320,7 +1320,7 @@ def test_failed_data_end_still_ends_the_transaction() -> None:
     assert replies[-2:] == ["451 4.3.0 Try later", "503 5.5.1 Error: need MAIL command"]
 
 
-# -- long lines (issue 11, point 3) -----------------------------------------------------------------
+# -- long lines (issue 11, point 3) ----------------------------------------------------------------
 #
 # Message lines have no length limit.  With max_command_line_length=32 (room for the commands of
 # IN_DATA) the engine holds at most 32 octets of an unfinished line and hands the rest on at once.
@@ -1416,7 +1416,8 @@ def test_long_message_line_counts_for_the_size_limit() -> None:
     limits = ServerLimits(max_message_size=1000, max_command_line_length=100)
     for size, ok in ((998, True), (999, False)):
         session = IN_DATA + b"y" * size + b"\r\n.\r\n"
-        events, replies, _ = drive([session[i : i + 64] for i in range(0, len(session), 64)], limits)
+        pieces = [session[i : i + 64] for i in range(0, len(session), 64)]
+        events, _, _ = drive(pieces, limits)
         if ok:
             assert events[-1] == DataEnd()
             assert message_of(events) == b"y" * size + b"\r\n"

@@ -321,7 +321,8 @@ def test_a_message_with_a_100_kib_line_is_fetched_byte_for_byte(h: Harness) -> N
         + text
         + b" RFC822.SIZE %d)\r\nc OK FETCH completed\r\n" % len(body)
     )
-    reply = send(proto, transport, "d FETCH 1 (BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n")
+    fetch = "d FETCH 1 (BODYSTRUCTURE BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n"
+    reply = send(proto, transport, fetch)
     assert b' "7bit" %d 4 NIL' % len(text) in reply  # size and line count of the text
     assert b"BODY[HEADER.FIELDS (SUBJECT)] {17}\r\nSubject: long\r\n\r\n)" in reply
 

@@ -1,11 +1,14 @@
 """
 The issue's acceptance walk-through with a real client: ``twistd -n strata``, ``strata domain add``,
-then swaks.  Also real STARTTLS with the self-signed certificate generated on first start.
+then swaks.  Also real STARTTLS with the self-signed certificate generated on first start, and
+STARTTLS inside a transaction (Python's smtplib and ssl: swaks only says STARTTLS after EHLO).
 """
 
 from __future__ import annotations
 
 import shutil
+import smtplib
+import ssl
 import subprocess
 import time
 
@@ -66,3 +69,26 @@ def test_starttls_with_generated_certificate(strata_factory) -> None:
     queue_id = result.stdout.split("queued as ")[1].split()[0]
     show = strata.cli("queue", "show", queue_id).stdout
     assert f"with ESMTPS id {queue_id}" in show
+
+
+def test_starttls_inside_a_transaction_gets_220_and_starts_over(strata_factory) -> None:
+    """Issue 11, point 9: as Postfix does, STARTTLS after MAIL and RCPT is answered 220 (not
+    503); under TLS the transaction from the clear is gone and the client starts with EHLO."""
+    strata = strata_factory()
+    strata.cli("domain", "add", "example.test", "--relay", "127.0.0.1:2999")
+    strata.start()
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the self-signed certificate of the first start
+    with smtplib.SMTP("127.0.0.1", strata.port, timeout=20) as client:
+        client.ehlo("client.test")
+        assert client.mail("plain@outside.test")[0] == 250
+        assert client.rcpt("early@example.test")[0] == 250
+        assert client.starttls(context=context)[0] == 220
+        client.ehlo("client.test")
+        assert client.rcpt("late@example.test") == (503, b"5.5.1 Error: need MAIL command")
+        client.sendmail("tls@outside.test", ["late@example.test"], b"Subject: x\r\n\r\nhi\r\n")
+    (entry,) = strata.queue()
+    assert (entry["sender"], entry["recipient"]) == ("tls@outside.test", "late@example.test")
+    show = strata.cli("queue", "show", entry["queue_id"]).stdout
+    assert f"with ESMTPS id {entry['queue_id']}" in show

@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.interop.test_durability import stored_bodies
 from tests.peers.net import free_port, wait_for_port
 from tests.peers.strata import StrataProcess
 from tests.peers.strata_imap import DOMAIN, passwd_line, password_for
@@ -84,8 +85,8 @@ def submission(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Submission]
         f'[outbound]\nsmarthost = "127.0.0.1:{free_port()}"\nsmarthost_tls = "none"\n'
         "[imap]\nlisten = []\n",
     )
-    users = {address(u): password_for(address(u)) for u in ("alice", "bob", "carol", "dave",
-                                                             "frank", "grace")}  # fmt: skip
+    names = ("alice", "bob", "carol", "dave", "frank", "grace", "henry")
+    users = {address(u): password_for(address(u)) for u in names}
     closed_users = {address("erin", CLOSED): password_for(address("erin", CLOSED))}
     for domain, portal, members in ((DOMAIN, "always", users), (CLOSED, "off", closed_users)):
         strata.cli("domain", "add", domain, "--relay", "127.0.0.1:1", "--mode", "both",
@@ -212,3 +213,30 @@ def test_portal_off_refuses_auth_and_open_accepts_it(submission: Submission) -> 
     assert run.returncode == SWAKS_EXIT["ok"], run.explain()
     assert "235 2.7.0 Authentication successful" in run.tls_replies(), run.explain()
     assert [e["recipient"] for e in submission.entries_of(run.queue_id())] == [OUTSIDE]
+
+
+def test_a_message_with_a_100_kib_line_is_accepted_and_stored_as_sent(
+    submission: Submission, tmp_path: Path
+) -> None:
+    """Issue 11, point 3, for submission: a line of any length is mail (it got 500 5.5.2)."""
+    user = address("henry")
+    long_line = b"." + ("Grüße  " * (100 * 1024 // 8)).encode() + b"."
+    header = (
+        f"From: Henry <{user}>\r\nTo: {OUTSIDE}\r\nSubject: a long line\r\n"
+        "Message-ID: <long-submission@example.test>\r\n\r\n"
+    )
+    content = header.encode() + long_line + b"\r\n" + long_line[1:] + b"\r\n"
+    data = tmp_path / "long.eml"
+    # --no-data-fixup: swaks sends the file's lines as they are, so it carries its own stuffing
+    # and final dot (and no line end after it: swaks ends every line it sends itself).
+    data.write_bytes(content.replace(b"\r\n.", b"\r\n..") + b".")
+    # AUTH in the clear, as loopback (the webmail's way) may: the TLS tests are above.
+    run = run_swaks(submission.port, "--auth", "PLAIN", "--auth-user", user, "--auth-password",
+                    submission.users[user], "--from", user, "--to", OUTSIDE, "--data", f"@{data}",
+                    "--no-data-fixup", "--suppress-data")  # fmt: skip
+    assert run.returncode == SWAKS_EXIT["ok"], run.explain()
+    assert not any(marked for marked, _ in run.replies()), run.explain()
+    queue_id = run.queue_id()
+    assert [e["recipient"] for e in submission.entries_of(queue_id)] == [OUTSIDE]
+    _, bodies = stored_bodies(submission.strata.data_dir)
+    assert bodies[queue_id].endswith(b"\r\n" + content)  # below the Received: field
