@@ -136,7 +136,12 @@ class Auth:
 
 @dataclass(frozen=True)
 class DataChunk:
-    """Message content: dot-unstuffed, every line ending in CRLF.  No respond."""
+    """
+    Message content: dot-unstuffed, every line ending in CRLF.  No respond.
+
+    Chunks are cut where the input was: a chunk may end inside a long line, which the next one
+    continues.  Content lines may be of any length (the line limit is for commands only).
+    """
 
     data: bytes
 
@@ -1090,7 +1095,7 @@ class SMTPServerEngine:
             else:
                 if run < start:
                     pieces.append(_copy(buf, run, start))
-                if first < cut and self._count(cut - first):
+                if self._count(cut - first):
                     pieces.append(_copy(buf, first, cut))
                 start = run = cut
         if run < start:
