@@ -195,6 +195,21 @@ class IQueueStore(Interface):
         batch is being written are committed together (group commit).
         """
 
+    def record_results(results: Sequence[AttemptResult]) -> Deferred[list[QueueEntry]]:
+        """
+        Record many delivery attempts in one atomic, durable step (one storage call, one
+        transaction): each as L{record_result} would, in the order given (an id named twice
+        gets both, the second on top of the first).  Returns the changed entries, one per result
+        recorded, in that order.  For the relay's deferrals of a whole queue at once (its primary
+        cannot be reached, its domain has no route), where one write per entry would cost
+        thousands of transactions per run during an outage.
+
+        Unlike L{record_result}, an unknown id or an entry already DELIVERED is skipped, not an
+        error: it has nothing left to attempt (deleted or delivered meanwhile), and the others
+        are recorded all the same.  An unknown outcome fails the whole call with
+        L{QueueStateError} before anything changes.
+        """
+
     def sync_results() -> Deferred[None]:
         """
         Make every result recorded so far durable on disk (fsync), so that not even a power failure

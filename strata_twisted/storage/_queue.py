@@ -28,12 +28,15 @@ The rules:
   while the relay was trying it, a deferred, bounced or held result counts the attempt and keeps
   ``last_error`` but leaves the admin's state.  A delivered result always applies: the primary
   has the message, whatever was decided meanwhile.
+- Many attempts at once (L{apply_results}, for C{IQueueStore.record_results}): each as
+  L{apply_result}, in order; an unknown or DELIVERED entry is skipped, not an error.
 - Neither kind of change touches what the entry is (``outbound``) or whether its sender was told
   of a delay (``delay_notified_at``, set by C{IQueueStore.mark_delay_notified} alone).
 """
 
 from __future__ import annotations
 
+from collections.abc import MutableMapping, Sequence
 from dataclasses import replace
 
 from strata_twisted.errors import QueueStateError
@@ -87,6 +90,26 @@ def apply_result(entry: QueueEntry, result: AttemptResult) -> QueueEntry:
             next_attempt_at=result.next_attempt_at,
         )
     return replace(attempted, state=state, last_error=result.reply)
+
+
+def apply_results(
+    entries: MutableMapping[str, QueueEntry], results: Sequence[AttemptResult]
+) -> list[QueueEntry]:
+    """
+    Apply ``results`` in order to ``entries`` (id -> entry, updated in place), skipping those
+    whose entry is missing or DELIVERED (nothing left to attempt); the changed entries, one per
+    result applied.  L{QueueStateError} for an unknown outcome, before anything changes.
+    """
+    for result in results:
+        check_result(result)
+    changed = []
+    for result in results:
+        entry = entries.get(result.entry_id)
+        if entry is None or entry.state == DELIVERED:
+            continue
+        entries[entry.id] = apply_result(entry, result)
+        changed.append(entries[entry.id])
+    return changed
 
 
 def apply_change(

@@ -94,7 +94,7 @@ from strata_twisted.model import (
 )
 from strata_twisted.storage._bodies import check_body_range, check_message_id, header_section
 from strata_twisted.storage._mailboxes import Indexer, shadow_owners
-from strata_twisted.storage._queue import apply_change, apply_result
+from strata_twisted.storage._queue import apply_change, apply_result, apply_results
 
 T = TypeVar("T")
 
@@ -415,6 +415,12 @@ class MemoryStore:
             return fail(e)
         self._entries[entry.id] = changed
         return succeed(changed)
+
+    def record_results(self, results: Sequence[AttemptResult]) -> Deferred[list[QueueEntry]]:
+        try:
+            return succeed(apply_results(self._entries, results))
+        except QueueStateError as e:  # an unknown outcome: checked before anything changed
+            return fail(e)
 
     def sync_results(self) -> Deferred[None]:
         return succeed(None)  # nothing here outlives the process anyway

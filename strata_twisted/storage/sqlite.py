@@ -162,7 +162,12 @@ from strata_twisted.model import (
 )
 from strata_twisted.storage._bodies import check_body_range, check_message_id, header_section
 from strata_twisted.storage._mailboxes import Indexer, shadow_owners
-from strata_twisted.storage._queue import apply_change, apply_result, check_result
+from strata_twisted.storage._queue import (
+    apply_change,
+    apply_result,
+    apply_results,
+    check_result,
+)
 from strata_twisted.storage.sqlite_schema import immediate_transaction, migrate
 
 T = TypeVar("T")
@@ -369,22 +374,30 @@ def _t_read_entry(conn: sqlite3.Connection, entry_id: str) -> QueueEntry | None:
     return _entry(row) if row is not None else None
 
 
+# Writes back the fields of an entry that delivery attempts and admins change.
+_UPDATE_ENTRY: Final = (
+    "UPDATE queue SET state = ?, attempts = ?, last_error = ?, next_attempt_at = ?,"
+    " last_attempt_at = ?, delivered_at = ?, delivery_reply = ? WHERE id = ?"
+)
+
+
+def _changed_fields(entry: QueueEntry) -> tuple[object, ...]:
+    """The parameters of L{_UPDATE_ENTRY} for ``entry``."""
+    return (
+        entry.state,
+        entry.attempts,
+        entry.last_error,
+        entry.next_attempt_at,
+        entry.last_attempt_at,
+        entry.delivered_at,
+        entry.delivery_reply,
+        entry.id,
+    )
+
+
 def _t_write_entry(conn: sqlite3.Connection, entry: QueueEntry) -> None:
     """Write back the fields of ``entry`` that delivery attempts and admins change."""
-    conn.execute(
-        "UPDATE queue SET state = ?, attempts = ?, last_error = ?, next_attempt_at = ?,"
-        " last_attempt_at = ?, delivered_at = ?, delivery_reply = ? WHERE id = ?",
-        (
-            entry.state,
-            entry.attempts,
-            entry.last_error,
-            entry.next_attempt_at,
-            entry.last_attempt_at,
-            entry.delivered_at,
-            entry.delivery_reply,
-            entry.id,
-        ),
-    )
+    conn.execute(_UPDATE_ENTRY, _changed_fields(entry))
 
 
 def _status(row: sqlite3.Row) -> DomainStatus:
@@ -1379,6 +1392,37 @@ class SQLiteStore:
         if not self._batch_running:
             self._start_batch()
         return pending.deferred
+
+    def record_results(self, results: Sequence[AttemptResult]) -> Deferred[list[QueueEntry]]:
+        """
+        One transaction, durable when it fires (like an admin's move): the entries are read in
+        one statement (the unique index on id, one JSON parameter), changed by the same rules as
+        record_result, and written back with one prepared statement.
+        """
+        results = list(results)
+        try:
+            for result in results:
+                check_result(result)
+        except QueueStateError as e:
+            return fail(e)
+        if not results:
+            return succeed([])
+        ids = json.dumps(sorted({result.entry_id for result in results}))
+
+        def record(conn: sqlite3.Connection) -> list[QueueEntry]:
+            rows = conn.execute(
+                _ENTRY_SELECT + " JOIN json_each(?) AS wanted ON wanted.value = q.id", (ids,)
+            )
+            entries = {row["id"]: _entry(row) for row in rows}
+            changed = apply_results(entries, results)
+            final = {entry.id: entry for entry in changed}  # an id named twice: written once
+            conn.executemany(_UPDATE_ENTRY, [_changed_fields(e) for e in final.values()])
+            return changed
+
+        return self._run(
+            f"recording {len(results)} delivery result(s)",
+            lambda: self._t_transaction(record),
+        )
 
     def sync_results(self) -> Deferred[None]:
         # The storage thread runs calls in order: every result whose Deferred has fired was

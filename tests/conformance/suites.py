@@ -1016,6 +1016,83 @@ class QueueStoreSuite:
         fails_with(store.record_result(AttemptResult("M1.1", "lost", "?", 1100.0)), QueueStateError)
         assert entry(store, "M1.1") == before
 
+    # -- many delivery results at once (the relay's deferral of a whole queue)
+
+    def test_record_results_records_each_as_record_result_would(self, store: Any) -> None:
+        deliver(store, "M1", (ALICE, BOB), received_at=1000.0)
+        deliver(store, "M2", (ALICE,), received_at=1001.0)
+        deliver(store, "M3", (CAROL,), received_at=1002.0)
+        result_of(store.record_result(AttemptResult("M2.1", DEFERRED_OUTCOME, "421", 1050.0, 1100)))
+        before = {e.id: e for e in result_of(store.list_entries())}
+        reason = "cannot connect to mail.example.com:25: Connection refused"
+        results = [
+            AttemptResult(entry_id, DEFERRED_OUTCOME, reason, 1200.0, next_attempt_at=1500.0 + n)
+            for n, entry_id in enumerate(["M1.1", "M1.2", "M2.1"])
+        ]
+        changed = result_of(store.record_results(results))
+        expected = [
+            replace(before["M1.1"], attempts=1, last_attempt_at=1200.0, last_error=reason,
+                    next_attempt_at=1500.0),
+            replace(before["M1.2"], attempts=1, last_attempt_at=1200.0, last_error=reason,
+                    next_attempt_at=1501.0),
+            replace(before["M2.1"], attempts=2, last_attempt_at=1200.0, last_error=reason,
+                    next_attempt_at=1502.0),
+        ]  # fmt: skip
+        assert changed == expected
+        assert [entry(store, e.id) for e in expected] == expected
+        assert entry(store, "M3.1") == before["M3.1"]  # not named: untouched
+        # Every outcome follows record_result's rules, delivered included.
+        done = result_of(
+            store.record_results([AttemptResult("M3.1", DELIVERED_OUTCOME, self.REPLY, 1300.0)])
+        )
+        assert done == [
+            replace(before["M3.1"], state=DELIVERED, attempts=1, last_attempt_at=1300.0,
+                    delivered_at=1300.0, delivery_reply=self.REPLY),
+        ]  # fmt: skip
+        assert self.due_ids(store, "example.com", 1501.0) == ["M1.1", "M1.2"]
+
+    def test_record_results_skips_unknown_and_delivered_entries(self, store: Any) -> None:
+        deliver(store, "M1", (ALICE, BOB))
+        result_of(store.record_result(AttemptResult("M1.1", DELIVERED_OUTCOME, self.REPLY, 1100)))
+        done = entry(store, "M1.1")
+        results = [
+            AttemptResult(entry_id, DEFERRED_OUTCOME, "421 down", 1200.0, next_attempt_at=1500.0)
+            for entry_id in ("M9.1", "M1.1", "M1.2")
+        ]
+        changed = result_of(store.record_results(results))
+        assert [(e.id, e.attempts, e.last_error) for e in changed] == [("M1.2", 1, "421 down")]
+        assert entry(store, "M1.1") == done  # delivered is final
+        assert entry(store, "M1.2") == changed[0]
+
+    def test_record_results_with_an_unknown_outcome_changes_nothing(self, store: Any) -> None:
+        deliver(store, "M1", (ALICE, BOB))
+        before = result_of(store.list_entries())
+        results = [
+            AttemptResult("M1.1", DEFERRED_OUTCOME, "421", 1200.0, next_attempt_at=1500.0),
+            AttemptResult("M1.2", "lost", "?", 1200.0),
+        ]
+        fails_with(store.record_results(results), QueueStateError)
+        assert result_of(store.list_entries()) == before
+
+    def test_record_results_applies_an_id_named_twice_in_order(self, store: Any) -> None:
+        deliver(store, "M1", (ALICE,))
+        first = AttemptResult("M1.1", DEFERRED_OUTCOME, "421 one", 1200.0, next_attempt_at=1300.0)
+        second = AttemptResult("M1.1", DEFERRED_OUTCOME, "421 two", 1250.0, next_attempt_at=1400.0)
+        changed = result_of(store.record_results([first, second]))
+        assert [(e.attempts, e.last_error) for e in changed] == [(1, "421 one"), (2, "421 two")]
+        assert entry(store, "M1.1") == changed[1]
+        assert result_of(store.record_results([])) == []
+
+    def test_record_results_lets_an_admin_move_win(self, store: Any) -> None:
+        # As with record_result: an entry held while the relay tried it stays held; the attempt
+        # still counts.
+        deliver(store, "M1", (ALICE,))
+        result_of(store.change_state("M1.1", (QUEUED,), HELD, 1050.0, ""))
+        deferred = AttemptResult("M1.1", DEFERRED_OUTCOME, "421", 1100.0, next_attempt_at=1400.0)
+        (held,) = result_of(store.record_results([deferred]))
+        assert (held.state, held.attempts, held.last_error) == (HELD, 1, "421")
+        assert entry(store, "M1.1") == held
+
     # -- an admin's moves
 
     @pytest.mark.parametrize(
