@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 import pytest
+from twisted.internet import task
 from twisted.internet.defer import Deferred, fail, succeed
 from twisted.internet.task import Clock
 from twisted.logger import ILogObserver, globalLogPublisher
@@ -188,7 +189,8 @@ def test_hold_rejected_holds_instead_of_bouncing() -> None:
     assert (held.state, held.last_error) == (HELD, "554 5.7.1 rejected by policy")
     assert r.dsns() == []
     events = result_of(r.store.list_events("example.test"))
-    assert [e.kind for e in events] == ["relay.held"]
+    assert [e.kind for e in events] == ["relay.drain_started", "relay.held", "relay.drain_finished"]
+    assert events[-1].data["held"] == events[-1].data["failed"] == 1
 
 
 def test_unreachable_primary_leaves_everything_queued_and_the_next_run_delivers() -> None:
@@ -197,12 +199,199 @@ def test_unreachable_primary_leaves_everything_queued_and_the_next_run_delivers(
     ids = [r.queue("u@example.test") for _ in range(2)]
     r.loop.start()
     entries = r.entries()
-    assert all(e.state == QUEUED and e.attempts == 0 for e in entries.values())
-    assert [e.kind for e in result_of(r.store.list_events())] == ["relay.unreachable"]
+    # Each entry shows the failed attempt, not only the event log.
+    reason = "cannot connect to 10.0.0.1:25: connection to 10.0.0.1:25 refused"
+    assert {(e.state, e.attempts, e.last_error, e.last_attempt_at, e.next_attempt_at)
+            for e in entries.values()} == {(QUEUED, 1, reason, T0, T0 + INTERVAL)}  # fmt: skip
+    (event,) = result_of(r.store.list_events())
+    assert (event.kind, event.message) == ("relay.unreachable", f"{reason}; 2 kept queued")
     r.primary.up = True
     r.clock.advance(INTERVAL)
     assert [q for q, _ in r.primary.received] == ids
+    assert {(e.state, e.attempts) for e in r.entries().values()} == {(DELIVERED, 2)}
     r.loop.stop()
+
+
+# -- what operators see: each drain in the events, each failed attempt on its entry ----------
+
+
+@implementer(IQueueStore)
+class CountedWrites:
+    """The memory store's queue, counting how the relay writes delivery results: ``single``
+    record_result calls, and the size of each record_results call (``bulk``)."""
+
+    def __init__(self, store: MemoryStore) -> None:
+        self._store = store
+        self.single = 0
+        self.bulk: list[int] = []
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def record_result(self, result: AttemptResult) -> Deferred[QueueEntry]:
+        self.single += 1
+        return self._store.record_result(result)
+
+    def record_results(self, results: Sequence[AttemptResult]) -> Deferred[list[QueueEntry]]:
+        self.bulk.append(len(results))
+        return self._store.record_results(results)
+
+
+class SlowPrimary:
+    """The scripted primary, taking ``delay`` seconds of the clock to answer each message."""
+
+    def __init__(self, primary: ScriptedPrimary, clock: Clock, delay: float) -> None:
+        self._primary = primary
+        self._clock = clock
+        self._delay = delay
+
+    def connect(self, domain: Domain) -> Deferred[Any]:
+        return self._primary.connect(domain).addCallback(self._slow)
+
+    def _slow(self, inner: Any) -> Any:
+        clock, delay = self._clock, self._delay
+
+        class Slow:
+            remote = inner.remote
+
+            @property
+            def alive(self) -> bool:
+                return bool(inner.alive)
+
+            def send(self, message: Any, after: Deferred[bool] | None = None) -> Deferred[Any]:
+                d = task.deferLater(clock, delay, lambda: None)
+                return d.addCallback(lambda _: inner.send(message, after))
+
+            def close(self) -> Deferred[None]:
+                d: Deferred[None] = inner.close()
+                return d
+
+        return Slow()
+
+
+def drain_events(r: Relay) -> list[Any]:
+    return [e for e in result_of(r.store.list_events()) if e.kind.startswith("relay.drain_")]
+
+
+def test_a_drain_is_recorded_once_with_its_counts_and_its_duration() -> None:
+    r = Relay()
+    r.loop._connector = SlowPrimary(r.primary, r.clock, 2.0)
+    old = r.queue("old@example.test")
+    r.clock.advance(5 * 86400)  # old is past the queue lifetime now
+    r.primary.script("busy@example.test", (451, "451 4.3.0 try later"))
+    r.primary.script("gone@example.test", (550, "550 5.1.1 user unknown"))
+    queued = [r.queue("ok@example.test"), r.queue("busy@example.test")]
+    queued += [r.queue("gone@example.test"), r.queue("ok@example.test")]
+    start = r.clock.seconds()
+    run = r.loop.run()
+    # batch_size 3: [old (expires), ok, busy] then [gone, ok]; two sessions, one drain.
+    r.clock.pump([2.0] * 3)
+    assert not run.called
+    assert [e.kind for e in drain_events(r)] == ["relay.drain_started"]
+    r.clock.advance(2.0)
+    assert run.called
+    assert r.primary.sessions == 2
+    started, finished = drain_events(r)
+    assert (started.domain, started.at, started.data) == (
+        "example.test", start, {"relay": "10.0.0.1:25"},
+    )  # fmt: skip
+    assert finished.domain == "example.test" and finished.at == start + 8.0
+    assert finished.data == {
+        "relay": "10.0.0.1:25", "delivered": 2, "deferred": 1, "failed": 2, "bounced": 1,
+        "held": 0, "expired": 1, "duration": 8.0,
+    }  # fmt: skip
+    assert finished.message == (
+        "drain to 10.0.0.1:25 finished in 8.0 s: 2 delivered, 1 deferred, 2 failed "
+        "(1 bounced, 0 held, 1 expired)"
+    )
+    assert r.entries()[f"{old}.1"].state == BOUNCED
+    # The next drain counts afresh: only the deferred one is left.
+    r.clock.advance(INTERVAL)
+    run = r.loop.run()
+    r.clock.advance(2.0)
+    assert run.called
+    assert [e.data["delivered"] for e in drain_events(r) if e.kind.endswith("finished")] == [2, 1]
+    assert queued[1] in [q for q, _ in r.primary.received]  # the deferred one
+
+
+def test_a_drain_asked_for_again_while_it_runs_is_one_drain_and_no_kick_is_lost() -> None:
+    r = Relay()
+    r.loop._connector = SlowPrimary(r.primary, r.clock, 1.0)
+    first = r.queue("u@example.test")
+    run = r.loop.run()
+    second = r.queue("u@example.test")
+    r.loop.kick("example.test")  # while the first message is on the wire
+    r.clock.pump([1.0, 1.0])
+    assert run.called
+    assert [q for q, _ in r.primary.received] == [first, second]
+    started, finished = drain_events(r)
+    assert (finished.data["delivered"], finished.data["duration"]) == (2, 2.0)
+    # A kick right after the drain ended starts a new one.
+    third = r.queue("u@example.test")
+    kicked = r.loop.kick("example.test")
+    r.clock.advance(1.0)
+    assert kicked.called and r.primary.received[-1][0] == third
+    assert [e.kind for e in drain_events(r)] == ["relay.drain_started", "relay.drain_finished"] * 2
+
+
+def test_no_drain_events_for_an_empty_queue_or_an_unreachable_primary() -> None:
+    r = Relay()
+    r.loop.start()
+    r.clock.advance(INTERVAL)  # two runs, nothing queued
+    assert result_of(r.store.list_events()) == []
+    r.primary.up = False
+    queue_id = r.queue("u@example.test")
+    for _ in range(3):
+        r.clock.advance(INTERVAL)
+    # The outage speaks once per run, through relay.unreachable and on the entry.
+    assert [e.kind for e in result_of(r.store.list_events())] == ["relay.unreachable"] * 3
+    assert r.entries()[f"{queue_id}.1"].attempts == 3
+    r.primary.up = True
+    r.clock.advance(INTERVAL)
+    assert [e.kind for e in drain_events(r)] == ["relay.drain_started", "relay.drain_finished"]
+    assert drain_events(r)[-1].data["delivered"] == 1
+    r.loop.stop()
+
+
+def test_an_unreachable_primary_marks_every_due_entry_in_one_storage_call() -> None:
+    # During an outage the queue holds far more than a batch: every due entry waited for the
+    # session, so every one shows the failed attempt, written in one call per run.
+    r = Relay()
+    writes = CountedWrites(r.store)
+    r.loop._queue = writes
+    r.primary.up = False
+    old = r.queue("old@example.test")
+    r.clock.advance(5 * 86400)
+    ids = [r.queue("u@example.test", "v@example.test") for _ in range(5)]  # 10 entries
+    result_of(r.loop.run())
+    entries = r.entries()
+    reason = "cannot connect to 10.0.0.1:25: connection to 10.0.0.1:25 refused"
+    now = r.clock.seconds()
+    waiting = [entries[f"{q}.{n}"] for q in ids for n in (1, 2)]
+    assert {(e.state, e.attempts, e.last_error, e.last_attempt_at, e.next_attempt_at)
+            for e in waiting} == {(QUEUED, 1, reason, now, now + INTERVAL)}  # fmt: skip
+    assert entries[f"{old}.1"].state == BOUNCED  # expired, not deferred
+    assert writes.bulk == [10]
+    assert writes.single == 1  # the expiry alone
+    (event,) = [e for e in result_of(r.store.list_events()) if e.kind == "relay.unreachable"]
+    assert event.message == f"{reason}; 10 kept queued"
+    # A forced run (a flush) during the outage: the same, once more.
+    result_of(r.loop.kick())
+    assert writes.bulk == [10, 10]
+    assert {e.attempts for e in r.entries().values() if e.domain == "example.test"
+            and e.state == QUEUED} == {2}  # fmt: skip
+
+
+def test_no_route_marks_its_entries_through_the_same_bulk_call() -> None:
+    r, resolver, connector = routed({"sender.test": NoRoute("sender.test: no such domain")})
+    writes = CountedWrites(r.store)
+    r.loop._queue = writes
+    for _ in range(2):
+        r.queue("s@sender.test", sender="")  # our own DSNs, routed by MX
+    result_of(r.loop.run())
+    assert (writes.bulk, writes.single) == ([2], 0)
+    assert {e.attempts for e in r.entries().values()} == {1}
+    assert drain_events(r) == []
 
 
 def test_a_lost_connection_stops_the_drain_and_keeps_order() -> None:

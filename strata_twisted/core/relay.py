@@ -15,8 +15,14 @@ storage call each.  By reply:
 - 4xx: deferred to the next run; the messages behind it still go.
 - 5xx: bounced with one RFC 3464 DSN to the envelope sender (never for ``<>``), or held for an
   admin when the domain sets ``hold_rejected``.
-- No connection, or the connection lost: everything not yet answered stays queued as it was.
+- No session (the primary refuses, times out, fails TLS): every due entry of the domain stays
+  queued with the failed attempt on it (``attempts``, ``last_error``, ``last_attempt_at``;
+  one storage call for all of them), and one ``relay.unreachable`` event.
+- The connection lost: everything not yet answered stays queued as it was.
 - Entries older than the queue lifetime: bounced with a DSN (status 4.4.7) and an event.
+
+Each drain that gets a session is in the event log: ``relay.drain_started``, then
+``relay.drain_finished`` with its counts and duration (see L{RelayLoop._drain_until_done}).
 
 Mail for a domain that is not protected goes to that domain's mail exchangers (RFC 5321 §5.1,
 ``core/routes.py``, through the loop's L{MXResolver}), or to the configured smarthost, when it
@@ -38,8 +44,10 @@ with the SMTP client engine; a scripted fake in tests), an L{MXResolver} finds r
 from __future__ import annotations
 
 import email.utils
+import sys
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
@@ -76,6 +84,11 @@ PREFETCH = 256 * 1024
 # many bytes of body heads: one storage call each, while the window before goes out.
 READ_AHEAD_MESSAGES = 32
 READ_AHEAD_BYTES = 4 * 1024 * 1024
+
+# due_entries' limit for "every due entry" (SQLite's LIMIT takes a 64-bit integer).
+ALL_DUE = sys.maxsize
+# What a drain counts besides the outcomes: a bounce because the entry outlived the queue lifetime.
+EXPIRED = "expired"
 
 # RFC 7505 §4.2: the status for mail to a domain with a null MX.
 NULL_MX_REASON = "domain accepts no mail (null MX, RFC 7505)"
@@ -178,6 +191,16 @@ def _group_by_message(entries: Sequence[QueueEntry]) -> list[tuple[QueueEntry, .
     return [tuple(group) for group in groups]
 
 
+@dataclass
+class _Drain:
+    """What one drain of a domain has done so far, for its ``relay.drain_finished`` event."""
+
+    started_at: float | None = None  # when its first session opened; None: not started
+    remote: str = ""  # the host of its first session
+    # Results by outcome (DELIVERED_OUTCOME, ...) and EXPIRED, counted as they are recorded.
+    counts: Counter[str] = field(default_factory=Counter)
+
+
 class RelayLoop:
     """Drains the queue of every protected domain to its primary."""
 
@@ -214,6 +237,7 @@ class RelayLoop:
         self._smarthost = self._outbound.smarthost_target
         self._signer = signer
         self._draining: dict[str, Deferred[None]] = {}
+        self._drains: dict[str, _Drain] = {}  # the bookkeeping of each running drain
         self._again: set[str] = set()
         self._loop = LoopingCall(self.run)
         self._loop.clock = clock
@@ -273,15 +297,85 @@ class RelayLoop:
     # -- draining ----------------------------------------------------------------------------------
 
     async def _drain_until_done(self, name: str, force: bool) -> None:
-        while True:
-            self._again.discard(name)
-            try:
-                more = await self._drain_batch(name, force)
-            except Exception:
-                self.log.failure("relay of {domain} failed; its mail stays queued", domain=name)
-                return
-            if not more and name not in self._again:
-                return
+        """
+        One drain of ``name``: batch after batch until nothing is due (or the session is lost),
+        and again when asked meanwhile.
+
+        A drain counts as started once a session is open and there is due mail to send on it:
+        then ``relay.drain_started`` is recorded, and at its end ``relay.drain_finished`` with
+        what it recorded (delivered; deferred; failed: bounced, held, expired, counted from its
+        first read of the queue) and its duration on the injected clock from that first
+        session.  A run that finds nothing due, or cannot reach the primary, records neither:
+        every ``relay.interval`` (300 s) during an outage that would be a pair of empty events,
+        where the one ``relay.unreachable`` (or ``relay.no_route``) already says what happened
+        and the entries themselves carry the error.
+        """
+        drain = self._drains[name] = _Drain()
+        try:
+            while True:
+                self._again.discard(name)
+                try:
+                    more = await self._drain_batch(name, force)
+                except Exception:
+                    self.log.failure("relay of {domain} failed; its mail stays queued", domain=name)
+                    return
+                if not more and name not in self._again:
+                    return
+        finally:
+            del self._drains[name]
+            if drain.started_at is not None:
+                # Not awaited: a kick that arrives while the event is written must find this
+                # drain over, or it would be lost.  The store writes events in order anyway.
+                self._drain_finished(name, drain)
+
+    async def _session_opened(self, name: str, remote: str) -> None:
+        """A session with due mail is open: the drain has started, if this is its first."""
+        drain = self._drains.get(name)
+        if drain is None or drain.started_at is not None:
+            return
+        drain.started_at = self._clock.seconds()
+        drain.remote = remote
+        await self._events.record_event(
+            "relay.drain_started", f"draining the queue to {remote}", name, {"relay": remote}
+        )
+
+    def _drain_finished(self, name: str, drain: _Drain) -> None:
+        """Record ``relay.drain_finished`` for a drain that started.  Never fails."""
+        assert drain.started_at is not None
+        counts = drain.counts
+        duration = self._clock.seconds() - drain.started_at
+        failed = counts[BOUNCED_OUTCOME] + counts[HELD_OUTCOME] + counts[EXPIRED]
+        data: dict[str, object] = {
+            "relay": drain.remote,
+            "delivered": counts[DELIVERED_OUTCOME],
+            "deferred": counts[DEFERRED_OUTCOME],
+            "failed": failed,
+            "bounced": counts[BOUNCED_OUTCOME],
+            "held": counts[HELD_OUTCOME],
+            "expired": counts[EXPIRED],
+            "duration": duration,
+        }
+        text = (
+            f"drain to {drain.remote} finished in {duration:.1f} s: {data['delivered']} "
+            f"delivered, {data['deferred']} deferred, {failed} failed ({data['bounced']} bounced,"
+            f" {data['held']} held, {data['expired']} expired)"
+        )
+        self.log.info("{domain}: {text}", domain=name, text=text)
+        d = self._events.record_event("relay.drain_finished", text, name, data)
+        d.addErrback(lambda f: self.log.failure("cannot record the drain of {d}", f, d=name))
+
+    def _count(self, domain: str, kind: str, n: int = 1) -> None:
+        """Count ``n`` results of ``kind`` in ``domain``'s running drain."""
+        drain = self._drains.get(domain)
+        if drain is not None:
+            drain.counts[kind] += n
+
+    async def _attempt(self, result: AttemptResult, domain: str, kind: str = "") -> QueueEntry:
+        """Record one attempt at an entry of ``domain``, and count it in its drain (as
+        ``kind``, else as its outcome)."""
+        updated = await self._queue.record_result(result)
+        self._count(domain, kind or result.outcome)
+        return updated
 
     async def _drain_batch(self, name: str, force: bool) -> bool:
         """Deliver one batch of ``name``'s due entries; True if another batch may be due."""
@@ -326,12 +420,18 @@ class RelayLoop:
             try:
                 connection = await self._connector.connect(domain)
             except Exception as e:
-                reason = _reason(e)
-                self.log.warn("relay to {relay} for {domain}: {reason}; mail stays queued",
-                              relay=domain.relay, domain=name, reason=reason)  # fmt: skip
+                reason = f"cannot connect to {domain.relay}: {_reason(e)}"
+                self.log.warn("relay for {domain}: {reason}; mail stays queued",
+                              domain=name, reason=reason)  # fmt: skip
+                waiting = live
+                if len(entries) == self._settings.batch_size:
+                    # More is due behind this batch, and all of it waited for this session.
+                    due = await self._queue.due_entries(name, self._due_time(force), ALL_DUE)
+                    waiting = [e for e in due if now - e.received_at < lifetime]
                 await self._events.record_event(
-                    "relay.unreachable", f"cannot connect to {domain.relay}: {reason}", name
+                    "relay.unreachable", f"{reason}; {len(waiting)} kept queued", name
                 )
+                await self._defer_to_next_run(waiting, reason)
                 return False
         delivered = 0
         groups = _group_by_message(live)
@@ -341,6 +441,7 @@ class RelayLoop:
         # callbacks, where Twisted cannot hand over a failure.)
         recording: Deferred[int | Exception] | None = None
         try:
+            await self._session_opened(name, connection.remote)
             windows = _read_ahead_windows(groups)
             reading = self._read_window(windows[0], signing)
             for w in range(len(windows)):
@@ -432,21 +533,21 @@ class RelayLoop:
         )
 
     async def _defer_to_next_run(self, entries: list[QueueEntry], reason: str) -> None:
-        """Record an attempt for each entry: still queued, due again at the next run (outbound
-        mail: on its backoff schedule)."""
+        """
+        Record a failed attempt on each entry that waited for a session none could be had for
+        (the primary unreachable, no route, a domain no longer protected): still queued, with
+        ``reason`` as its last error, due again at the next run (outbound mail: on its backoff
+        schedule).  One storage call for all of them: during an outage this is the whole queue,
+        every run.
+        """
         at = self._clock.seconds()
-        updated = [
-            await self._queue.record_result(
-                AttemptResult(
-                    entry.id,
-                    DEFERRED_OUTCOME,
-                    reason,
-                    at,
-                    next_attempt_at=self._retry_at(entry, at),
-                )
-            )  # fmt: skip
-            for entry in entries
-        ]
+        updated = await self._queue.record_results(
+            [AttemptResult(entry.id, DEFERRED_OUTCOME, reason, at,
+                           next_attempt_at=self._retry_at(entry, at))
+             for entry in entries]
+        )  # fmt: skip
+        for entry in updated:
+            self._count(entry.domain, DEFERRED_OUTCOME)
         await self._notify_delays(updated, reason)
 
     def _retry_at(self, entry: QueueEntry, at: float) -> float:
@@ -507,8 +608,8 @@ class RelayLoop:
         for group in _group_by_message(entries):
             failed = [
                 FailedRecipient(
-                    await self._queue.record_result(
-                        AttemptResult(entry.id, BOUNCED_OUTCOME, NULL_MX_REASON, at)
+                    await self._attempt(
+                        AttemptResult(entry.id, BOUNCED_OUTCOME, NULL_MX_REASON, at), name
                     ),
                     NULL_MX_REASON,
                     NULL_MX_STATUS,
@@ -599,8 +700,8 @@ class RelayLoop:
         ``deferred`` (for the delay notice)."""
         at = self._clock.seconds()
         if 200 <= reply.code < 300:
-            await self._queue.record_result(
-                AttemptResult(entry.id, DELIVERED_OUTCOME, reply.text, at)
+            await self._attempt(
+                AttemptResult(entry.id, DELIVERED_OUTCOME, reply.text, at), entry.domain
             )
             return True
         if 400 <= reply.code < 500 or reply.code < 200:
@@ -609,19 +710,20 @@ class RelayLoop:
             # lost, timeout, 421) says nothing about the message: it stays due as it was, so it
             # goes first on the next connection and the order is kept.
             retry = entry.next_attempt_at if lost else self._retry_at(entry, at)
-            updated = await self._queue.record_result(
-                AttemptResult(entry.id, DEFERRED_OUTCOME, reply.text, at, next_attempt_at=retry)
+            updated = await self._attempt(
+                AttemptResult(entry.id, DEFERRED_OUTCOME, reply.text, at, next_attempt_at=retry),
+                entry.domain,
             )
             deferred.append(updated)
             return False
         if domain.hold_rejected:
-            await self._queue.record_result(AttemptResult(entry.id, HELD_OUTCOME, reply.text, at))
+            await self._attempt(AttemptResult(entry.id, HELD_OUTCOME, reply.text, at), entry.domain)
             await self._events.record_event(
                 "relay.held", f"{entry.id} to <{entry.recipient}> held: {reply.text}", domain.name
             )
             return False
-        updated = await self._queue.record_result(
-            AttemptResult(entry.id, BOUNCED_OUTCOME, reply.text, at)
+        updated = await self._attempt(
+            AttemptResult(entry.id, BOUNCED_OUTCOME, reply.text, at), entry.domain
         )
         if updated.state == BOUNCED:  # not if an admin held or deleted it meanwhile
             failed = FailedRecipient(updated, reply.text, status_of(reply.text), remote)
@@ -632,8 +734,8 @@ class RelayLoop:
         reason = (f"message expired: not delivered after "
                   f"{(now - entry.received_at) / 86400:.1f} days; last error: "
                   f"{entry.last_error or 'none'}")  # fmt: skip
-        updated = await self._queue.record_result(
-            AttemptResult(entry.id, BOUNCED_OUTCOME, reason, now)
+        updated = await self._attempt(
+            AttemptResult(entry.id, BOUNCED_OUTCOME, reason, now), entry.domain, EXPIRED
         )
         await self._events.record_event(
             "relay.expired", f"{entry.id} to <{entry.recipient}> expired", entry.domain
