@@ -9,7 +9,11 @@ A running server notices domain changes within ``storage.reload_interval`` (0.5 
 the requests the CLI leaves for it (``queue flush``; ``queue release`` asks for a flush of the
 released domains) within a second: it polls the store's control requests (L{IControlStore}).
 Queue changes (hold, delete, bounce) need no request: the relay reads entry states from the store
-before every batch.  The one exception to "no reactor" is ``strata alert test``, the only command
+before every batch.  Whether a server runs on the data dir is known from the lock it holds there
+(L{strata_twisted.runlock}; ``strata status`` shows it).  With none running, a request would never
+be acted on (a server skips the requests made before it started), so none is made: ``queue
+flush`` and the email part of ``alert test`` fail (exit 1) saying so, and ``queue release``
+releases and says the entries go when a server starts.  The one exception to "no reactor" is ``strata alert test``, the only command
 that does network I/O: it runs the server's webhook sender on a private reactor of its own, for
 that one call.
 
@@ -106,6 +110,7 @@ from strata_twisted.model import (
     display_domain,
     normalize_domain,
 )
+from strata_twisted.runlock import RunningServer, running_server
 from strata_twisted.server.webhook import WebhookAlertSender, alert_webhook_target, redacted
 from strata_twisted.storage import open_store
 from strata_twisted.storage.sqlite import DB_NAME
@@ -678,6 +683,16 @@ def cmd_domain_remove(ctx: Context, args: argparse.Namespace) -> None:
 def cmd_queue_list(ctx: Context, args: argparse.Namespace) -> None:
     domain = _domain_name(args.domain) if args.domain else None
     entries: list[QueueEntry] = _wait(ctx.store.list_entries(domain))
+    if domain is not None and _wait(ctx.store.get_domain(domain)) is None:
+        # A typo, most likely; but mail can be queued for a domain we do not protect (outbound
+        # mail, DSNs, mail kept from when it was protected), so list it all the same.
+        note = f"{display_domain(domain)} is not a protected domain (see: strata domain list)" + (
+            "; listing what is queued for it all the same" if entries else ""
+        )
+        if args.json:  # the JSON document stays clean
+            sys.stderr.write(f"strata: note: {_printable(note)}\n")
+        else:
+            ctx.print(f"note: {note}")
     if args.json:
         ctx.emit_json([e.as_json() for e in entries])
         return
@@ -852,6 +867,10 @@ def cmd_queue_hold(ctx: Context, args: argparse.Namespace) -> None:
 
 def cmd_queue_release(ctx: Context, args: argparse.Namespace) -> None:
     released = [after for _, after in _move(ctx, args, _RELEASE)]
+    if _server(ctx) is None:
+        # Released all the same: a server sends due mail as soon as it starts.
+        ctx.print(f"released entries are due now; {_no_server(ctx)}: they go when one starts")
+        return
     # Released entries are due now, but the relay runs every relay.interval; a flush request for
     # their domains makes a running server send them within a second.
     for domain in sorted({e.domain for e in released}):
@@ -935,9 +954,16 @@ def cmd_queue_flush(ctx: Context, args: argparse.Namespace) -> None:
             f"{display_domain(domain)} is not a protected domain and has nothing queued "
             "(see: strata domain list)"
         )
-    request_id: int = _wait(ctx.store.request(FLUSH_ACTION, domain, ctx.clock.seconds()))
     scope = f"{display_domain(domain)}'s queue" if domain else "the queue"
     queued, held = sum(s.queued for s in stats), sum(s.held for s in stats)
+    if _server(ctx) is None:
+        # A request now would never be acted on: a server starting later skips the requests
+        # made before it (core/control.py), and at start it sends what is due anyway.
+        raise CommandError(
+            f"{_no_server(ctx)}, so nothing can flush {scope} ({queued} queued): start one "
+            "(twistd -n strata); it sends the mail that is due as soon as it starts"
+        )
+    request_id: int = _wait(ctx.store.request(FLUSH_ACTION, domain, ctx.clock.seconds()))
     ctx.print(
         f"flush of {scope} requested (request {request_id}, {queued} queued); "
         "a running Strata drains it within a second"
@@ -1356,7 +1382,9 @@ def cmd_alert_test(ctx: Context, args: argparse.Namespace) -> None:
         if error is not None:
             failures.append(error)
     if domain.alert_email is not None:
-        _test_email(ctx, domain)
+        error = _test_email(ctx, domain)
+        if error is not None:
+            failures.append(error)
     if failures:
         raise CommandError(f"test alert for {shown} failed: {'; '.join(failures)}")
 
@@ -1397,8 +1425,14 @@ def _test_webhook(ctx: Context, domain: Domain) -> str | None:
     return error
 
 
-def _test_email(ctx: Context, domain: Domain) -> None:
-    """Queue a test alert email the way the server sends them, and ask it to deliver now."""
+def _test_email(ctx: Context, domain: Domain) -> str | None:
+    """Queue a test alert email the way the server sends them, and ask it to deliver now; or,
+    with no server running to deliver it, queue nothing and say so."""
+    if _server(ctx) is None:
+        return (
+            f"email to {domain.alert_email}: {_no_server(ctx)} to deliver it (nothing queued; "
+            "start one and test again)"
+        )
     domains = {d.name: d for d in _wait(ctx.store.list_domains())}
     sender = EmailAlertSender(ctx.clock, ctx.store, ctx.store, ctx.store, domains,
                               ctx.settings.hostname, ctx.settings.alerts.sender)  # fmt: skip
@@ -1409,12 +1443,23 @@ def _test_email(ctx: Context, domain: Domain) -> None:
         f"(flush request {request_id}); a running Strata delivers it within a second: see "
         "strata queue list and strata events"
     )
+    return None
 
 
 # -- status -------------------------------------------------------------------------------------
 
 
+def _server(ctx: Context) -> RunningServer | None:
+    """The server running on this data dir (it holds the data dir's lock), or None."""
+    return running_server(ctx.settings.data_dir)
+
+
+def _no_server(ctx: Context) -> str:
+    return f"no Strata server is running on {ctx.settings.data_dir}"
+
+
 def cmd_status(ctx: Context, args: argparse.Namespace) -> None:
+    server = _server(ctx)
     domains: list[Domain] = _wait(ctx.store.list_domains())
     stats = _wait(ctx.store.queue_stats())
     messages: int = _wait(ctx.store.message_count())
@@ -1424,6 +1469,7 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> None:
         "version": __version__,
         "data_dir": str(ctx.settings.data_dir),
         "config": str(ctx.settings.source) if ctx.settings.source else None,
+        "server": server.as_json() if server is not None else {"running": False},
         "intake_listen": [str(a) for a in ctx.settings.intake.listen],
         "domains": len(domains),
         "messages": messages,
@@ -1452,6 +1498,7 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> None:
         ctx.emit_json(data)
         return
     ctx.print(f"Strata {__version__}")
+    ctx.print(f"server:       {_server_text(server, now)}")
     ctx.print(f"config:       {data['config'] or '(embedded default)'}")
     ctx.print(f"data dir:     {data['data_dir']}")
     ctx.print(f"SMTP intake:  {', '.join(data['intake_listen'])}")
@@ -1468,6 +1515,17 @@ def cmd_status(ctx: Context, args: argparse.Namespace) -> None:
         ctx.print(
             f"  {display_domain(s.domain)}: {s.queued} queued, {s.held} held, oldest {oldest}"
         )
+
+
+def _server_text(server: RunningServer | None, now: float) -> str:
+    if server is None:
+        return "not running on this data dir (nothing relays, probes or accepts mail)"
+    if server.pid is None:  # it took the lock a moment ago and has not said who it is yet
+        return "running, starting"
+    since = ""
+    if server.started_at is not None:
+        since = f", since {_when(server.started_at)} ({_ago(now, server.started_at)})"
+    return f"running, pid {server.pid}{since}"
 
 
 # -- argument parsing ---------------------------------------------------------------------------

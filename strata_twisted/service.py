@@ -9,6 +9,7 @@ TCP reactor or a thread bridge) passed in explicitly.
 
 from __future__ import annotations
 
+import os
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,12 @@ from typing import Any
 from twisted.application.service import MultiService, Service
 from twisted.internet import endpoints
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IListeningPort, IProtocolFactory, IStreamServerEndpoint
+from twisted.internet.interfaces import (
+    IListeningPort,
+    IProtocolFactory,
+    IReactorTime,
+    IStreamServerEndpoint,
+)
 from twisted.internet.protocol import Factory
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
@@ -53,6 +59,7 @@ from strata_twisted.interfaces import IEventStore
 from strata_twisted.model import FLUSH_ACTION
 from strata_twisted.proto.imap_server import ServerLimits
 from strata_twisted.proto.mime import index_bytes
+from strata_twisted.runlock import ServerLock
 from strata_twisted.server._transport import ConnectionLimits
 from strata_twisted.server.dns import DNSPythonResolver
 from strata_twisted.server.imap import IMAPFactory, PoolExecutor
@@ -165,16 +172,37 @@ class RetentionService(Service):
 
 
 class StrataService(MultiService):
-    """The root service.  If any child fails to start, the ones already started are stopped (the
+    """
+    The root service.  If any child fails to start, the ones already started are stopped (the
     storage thread among them, which would otherwise keep the process alive) and the error
-    propagates, so twistd exits non-zero."""
+    propagates, so twistd exits non-zero.
+
+    It holds the data directory's L{ServerLock} (taken by L{build_service}): at start it writes
+    its pid and start time there (after twistd's daemonizing fork, so the pid is the server's),
+    and it lets go once every child has stopped.
+    """
+
+    def __init__(self, lock: ServerLock, clock: IReactorTime) -> None:
+        super().__init__()
+        self._lock = lock
+        self._clock = clock
 
     def startService(self) -> None:
         try:
+            self._lock.record(os.getpid(), self._clock.seconds())
             super().startService()
         except BaseException:
             self.stopService()
             raise
+
+    def stopService(self) -> Deferred[object]:
+        d: Deferred[object] = super().stopService()
+        d.addBoth(self._released)
+        return d
+
+    def _released(self, result: object) -> object:
+        self._lock.release()
+        return result
 
 
 class LoopsService(Service):
@@ -264,9 +292,22 @@ def _smarthost_auth(settings: Settings) -> tuple[str, str] | None:
 
 
 def build_service(settings: Settings, reactor: Any) -> MultiService:
-    """Build everything ``twistd -n strata`` runs, from validated settings."""
+    """
+    Build everything ``twistd -n strata`` runs, from validated settings.  First it takes the data
+    directory's lock (L{strata_twisted.runlock}): a second server on the same directory stops
+    here with L{strata_twisted.runlock.ServerRunning}, before it opens the store.
+    """
+    lock = ServerLock(settings.data_dir)
+    lock.acquire()
+    try:
+        return _build(settings, reactor, StrataService(lock, reactor))
+    except BaseException:
+        lock.release()
+        raise
+
+
+def _build(settings: Settings, reactor: Any, root: StrataService) -> MultiService:
     log = Logger(namespace="strata")
-    root = StrataService()
     executor: Executor = ThreadExecutor(reactor)
     store = open_store(settings.storage.backend, settings.data_dir, reactor, executor,
                        sync_each_result=settings.relay.sync_each_result,

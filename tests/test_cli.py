@@ -7,6 +7,7 @@ import json
 import re
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,7 @@ from strata_twisted.model import (
     Envelope,
     IncomingMessage,
 )
+from strata_twisted.runlock import LOCK_NAME, ServerLock, ServerRunning
 from strata_twisted.storage import open_store
 from strata_twisted.testing import result_of
 
@@ -42,6 +44,17 @@ def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         return code, out.getvalue(), err.getvalue()
 
     return run
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerLock]:
+    """A server running on ./strata-data as far as the CLI can tell: its lock, held here, saying
+    pid 4242."""
+    lock = ServerLock(tmp_path / "strata-data")
+    lock.acquire()
+    lock.record(4242, WallClock().seconds() - 90)
+    yield lock
+    lock.release()
 
 
 @pytest.fixture
@@ -284,7 +297,7 @@ def _events(cli, *kinds: str) -> list[dict[str, Any]]:
     return [e for e in events if not kinds or e["kind"] in kinds]
 
 
-def test_hold_release_and_delete_entries_messages_and_domains(cli, tmp_path: Path) -> None:
+def test_hold_release_and_delete_entries_messages_and_domains(cli, server, tmp_path: Path) -> None:
     data = tmp_path / "strata-data"
     _queue(data, "Q1", ["a@example.test", "b@example.test"])
     _queue(data, "Q2", ["c@example.test", "d@other.test"])
@@ -378,7 +391,7 @@ def test_bounce_never_sends_a_dsn_to_the_null_sender(cli, tmp_path: Path) -> Non
     assert "no DSN" in event["message"]
 
 
-def test_flush_leaves_a_request_for_the_running_server(cli, tmp_path: Path) -> None:
+def test_flush_leaves_a_request_for_the_running_server(cli, server, tmp_path: Path) -> None:
     cli("domain", "add", "bücher.example", "--relay", "h")
     code, out, _ = cli("queue", "flush")
     assert code == 0 and "a running Strata drains it within a second" in out
@@ -772,7 +785,9 @@ def test_bouncing_an_entry_held_after_a_5xx_tells_the_sender_why(cli, tmp_path: 
     assert "Status: 5.0.0" in b and "bounced by the administrator" in b
 
 
-def test_flush_of_an_unknown_domain_is_refused_and_counts_are_shown(cli, tmp_path: Path) -> None:
+def test_flush_of_an_unknown_domain_is_refused_and_counts_are_shown(
+    cli, server, tmp_path: Path
+) -> None:
     data = tmp_path / "strata-data"
     cli("domain", "add", "example.test", "--relay", "h")
     code, _, err = cli("queue", "flush", "--domain", "exmaple.test")  # a typo
@@ -790,6 +805,110 @@ def test_flush_of_an_unknown_domain_is_refused_and_counts_are_shown(cli, tmp_pat
     finally:
         store.close()
     assert requests == [("flush", "example.test"), ("flush", "dsn.test")]
+
+
+# -- is a server running on this data dir? (issue #11, point 8) --------------------------------
+
+
+def _requests(data_dir: Path) -> list[tuple[str, str | None]]:
+    store = _open(data_dir)
+    try:
+        return [(r.action, r.domain) for r in result_of(store.requests_after(0))]
+    finally:
+        store.close()
+
+
+def test_status_says_whether_a_server_runs_on_this_data_dir(cli, data: Path) -> None:
+    code, out, _ = cli("status")
+    assert code == 0
+    assert "server:       not running on this data dir" in out
+    assert json.loads(cli("status", "--json")[1])["server"] == {"running": False}
+    lock = ServerLock(data)
+    lock.acquire()
+    started = WallClock().seconds() - 600
+    lock.record(4242, started)
+    try:
+        code, out, _ = cli("status")
+        assert code == 0
+        (line,) = [line for line in out.splitlines() if line.startswith("server:")]
+        assert line.startswith("server:       running, pid 4242, since ")
+        assert line.endswith("(10m ago)")
+        assert json.loads(cli("status", "--json")[1])["server"] == {
+            "running": True, "pid": 4242, "started_at": started,
+        }  # fmt: skip
+    finally:
+        lock.release()
+    assert "server:       not running" in cli("status")[1]
+    # What a killed server left in the file means nothing: only the lock counts.
+    (data / LOCK_NAME).write_text(json.dumps({"pid": 4242, "started_at": started}))
+    assert "server:       not running" in cli("status")[1]
+
+
+def test_a_second_server_on_the_same_data_dir_is_refused(server, tmp_path: Path) -> None:
+    with pytest.raises(ServerRunning) as refused:
+        ServerLock(tmp_path / "strata-data").acquire()
+    assert "another Strata server (pid 4242) is running on" in str(refused.value)
+
+
+def test_flush_without_a_server_says_nothing_will_act_and_exits_1(cli, data: Path) -> None:
+    cli("domain", "add", "example.test", "--relay", "h")
+    _queue(data, "Q1", ["a@example.test"])
+    for argv in (("queue", "flush"), ("queue", "flush", "--domain", "example.test")):
+        code, out, err = cli(*argv)
+        assert code == 1 and out == ""
+        assert f"strata: no Strata server is running on {data}, so nothing can flush" in err
+        assert "(1 queued): start one (twistd -n strata)" in err
+    # No request is left behind: a server started later would skip it anyway.
+    assert _requests(data) == []
+
+
+def test_release_without_a_server_releases_and_says_when_they_go(cli, data: Path) -> None:
+    _queue(data, "Q1", ["a@example.test"])
+    cli("queue", "hold", "Q1.1")
+    code, out, _ = cli("queue", "release", "Q1.1")
+    assert code == 0 and "Q1.1 <a@example.test>: released" in out
+    assert f"no Strata server is running on {data}: they go when one starts" in out
+    assert _states(data) == {"Q1.1": "queued"}
+    assert _requests(data) == []
+
+
+def test_alert_test_email_without_a_server_queues_nothing_and_says_why(cli, data: Path) -> None:
+    cli("domain", "add", "example.test", "--relay", "h", "--alert-email", "noc@example.net")
+    code, out, err = cli("alert", "test", "example.test")
+    assert code == 1
+    assert "email to noc@example.net: no Strata server is running on" in err
+    assert "nothing queued; start one and test again" in err
+    assert json.loads(cli("queue", "list", "--json")[1]) == []
+    assert _requests(data) == []
+
+
+def test_queue_list_of_a_domain_that_is_not_protected_says_so(cli, data: Path) -> None:
+    cli("domain", "add", "example.test", "--relay", "h")
+    _queue(data, "Q1", ["a@example.test"])
+    _queue(data, "Q2", ["s@outside.test"])  # a DSN, say, for a domain we do not protect
+    code, out, err = cli("queue", "list", "--domain", "outside.test")
+    assert code == 0
+    assert out.startswith(
+        "note: outside.test is not a protected domain (see: strata domain list); listing what "
+        "is queued for it all the same\n"
+    )
+    assert "Q2.1" in out and "Q1.1" not in out and err == ""
+    code, out, err = cli("queue", "list", "--domain", "exmaple.test")  # a typo
+    assert code == 0
+    assert out == (
+        "note: exmaple.test is not a protected domain (see: strata domain list)\n"
+        "the queue is empty for exmaple.test\n"
+    )
+    # --json: the note goes to stderr, the document stays valid.
+    code, out, err = cli("queue", "list", "--domain", "outside.test", "--json")
+    assert [e["id"] for e in json.loads(out)] == ["Q2.1"]
+    assert (
+        err == "strata: note: outside.test is not a protected domain (see: strata domain "
+        "list); listing what is queued for it all the same\n"
+    )
+    # A protected domain: no note.
+    code, out, err = cli("queue", "list", "--domain", "example.test")
+    assert "note:" not in out + err and "Q1.1" in out
 
 
 def test_removing_a_domain_says_where_its_queued_mail_goes(cli, tmp_path: Path) -> None:
@@ -1672,7 +1791,7 @@ def test_alert_test_without_a_target_says_what_is_missing(cli) -> None:
     assert cli("alert", "test", "absent.test")[0] == 1
 
 
-def test_alert_test_queues_an_email_and_asks_the_server_to_deliver_it(cli) -> None:
+def test_alert_test_queues_an_email_and_asks_the_server_to_deliver_it(cli, server) -> None:
     cli("domain", "add", "example.test", "--relay", "h", "--alert-email", "noc@example.net")
     code, out, err = cli("alert", "test", "example.test")
     assert code == 0, err
