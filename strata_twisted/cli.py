@@ -1586,7 +1586,8 @@ def _relay_settings(p: argparse.ArgumentParser, update: bool = False) -> None:
     p.add_argument(
         "--alert-email",
         metavar="ADDRESS",
-        help='send outage alerts to this address (email alerts are not built yet); "" removes it',
+        help="email outage alerts to this address (from alerts.sender, through the outbound "
+        'path); "" removes it',
     )
     p.add_argument(
         "--alert-webhook",
@@ -1862,14 +1863,15 @@ def build_parser() -> argparse.ArgumentParser:
         "alert",
         help="outage alerts",
         parents=[common],
-        description="Outage alerts: each domain's webhook (and, later, email), set with "
+        description="Outage alerts: each domain's webhook and email, set with "
         "strata domain update NAME --alert-webhook URL --alert-email ADDRESS.",
     )
     asub = alert_group.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = sub(
         asub,
         "test",
-        "send a test alert to a domain's webhook now, and say whether it was accepted",
+        "send a test alert to a domain's webhook and email now; say whether the webhook "
+        "took it (the email goes through the running server)",
         cmd_alert_test,
     )
     p.add_argument("name", metavar="NAME", help="a protected domain")
