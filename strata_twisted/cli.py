@@ -13,9 +13,10 @@ before every batch.  Whether a server runs on the data dir is known from the loc
 (L{strata_twisted.runlock}; ``strata status`` shows it).  With none running, a request would never
 be acted on (a server skips the requests made before it started), so none is made: ``queue
 flush`` and the email part of ``alert test`` fail (exit 1) saying so, and ``queue release``
-releases and says the entries go when a server starts.  The one exception to "no reactor" is ``strata alert test``, the only command
-that does network I/O: it runs the server's webhook sender on a private reactor of its own, for
-that one call.
+releases and says the entries go when a server starts.
+
+The one exception to "no reactor" is ``strata alert test``, the only command that does network
+I/O: it runs the server's webhook sender on a private reactor of its own, for that one call.
 
 ``strata user`` manages synced credentials (L{ICredentialStore}): only password hashes reach the
 store, and no password or hash is ever printed or put in an event.  Passwords are read from the

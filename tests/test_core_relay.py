@@ -382,6 +382,39 @@ def test_an_unreachable_primary_marks_every_due_entry_in_one_storage_call() -> N
             and e.state == QUEUED} == {2}  # fmt: skip
 
 
+class TimingOutPrimary:
+    """A primary that never answers: each connection attempt fails after ``timeout`` seconds."""
+
+    def __init__(self, clock: Clock, timeout: float) -> None:
+        self._clock = clock
+        self._timeout = timeout
+
+    def connect(self, domain: Domain) -> Deferred[Any]:
+        def fail_now() -> Any:
+            raise TimeoutError(f"cannot connect to {domain.relay} within {self._timeout:g} s")
+
+        return task.deferLater(self._clock, self._timeout, fail_now)
+
+
+def test_an_attempt_that_took_time_is_still_retried_at_the_next_run() -> None:
+    # Recording the failed attempt must not push the entry past the next run: a connection
+    # that times out after 5 s would otherwise make it due 305 s after the run, and the relay
+    # would try only every other run.
+    r = Relay()
+    r.loop._connector = TimingOutPrimary(r.clock, 5.0)
+    queue_id = r.queue("u@example.test")
+    r.loop.start()
+    r.clock.advance(5.0)
+    first = r.entries()[f"{queue_id}.1"]
+    assert (first.attempts, first.last_attempt_at) == (1, T0 + 5.0)
+    assert first.next_attempt_at == T0 + INTERVAL  # the next run, not 5 s after it
+    for _ in range(3):
+        r.clock.advance(INTERVAL - 5.0)
+        r.clock.advance(5.0)
+    assert r.entries()[f"{queue_id}.1"].attempts == 4
+    r.loop.stop()
+
+
 def test_no_route_marks_its_entries_through_the_same_bulk_call() -> None:
     r, resolver, connector = routed({"sender.test": NoRoute("sender.test: no such domain")})
     writes = CountedWrites(r.store)

@@ -44,6 +44,7 @@ with the SMTP client engine; a scripted fake in tests), an L{MXResolver} finds r
 from __future__ import annotations
 
 import email.utils
+import math
 import sys
 from collections import Counter
 from collections.abc import Sequence
@@ -558,9 +559,22 @@ class RelayLoop:
         hammering; the schedule is Postfix's).  Either expires at the queue lifetime.
         """
         if not entry.outbound:
-            return at + self._settings.interval
+            return self._next_run_after(at)
         wait: float = self._outbound.retry_min * 2.0 ** min(entry.attempts, 32)
         return at + min(wait, self._outbound.retry_max)
+
+    def _next_run_after(self, at: float) -> float:
+        """
+        When the loop runs next after ``at``: on its own schedule (``start`` + n x interval),
+        not ``at`` + interval, so that an attempt that took time (a connection that timed out,
+        a long drain) is still due at the next run rather than the one after.  ``at`` + interval
+        while the loop is not started.
+        """
+        interval = self._settings.interval
+        start = self._loop.starttime
+        if not self._loop.running or start is None or interval <= 0:
+            return at + interval
+        return start + (math.floor((at - start) / interval) + 1) * interval
 
     async def _notify_delays(self, entries: Sequence[QueueEntry], reason: str) -> None:
         """
