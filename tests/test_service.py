@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from twisted.internet import task
 
 from strata_twisted.config import Settings, parse_config
 from strata_twisted.errors import ConfigError
-from strata_twisted.service import _smarthost_auth
+from strata_twisted.runlock import (
+    LOCK_NAME,
+    RunningServer,
+    ServerLock,
+    ServerRunning,
+    running_server,
+)
+from strata_twisted.service import StrataService, _smarthost_auth, build_service
 
 
 def settings_with(password_file: Path, user: str = "relay@smarthost.test") -> Settings:
@@ -49,3 +58,34 @@ def test_a_missing_password_file_names_the_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as raised:
         _smarthost_auth(settings_with(tmp_path / "absent"))
     assert raised.value.key == "outbound.smarthost_password_file"
+
+
+# -- the data dir's lock (issue #11, point 8) ----------------------------------------------------
+
+
+def test_the_root_service_says_who_runs_and_lets_go_when_stopped(tmp_path: Path) -> None:
+    clock = task.Clock()
+    clock.advance(1_800_000_000.0)
+    lock = ServerLock(tmp_path / "data")
+    lock.acquire()
+    root = StrataService(lock, clock)
+    assert running_server(tmp_path / "data") == RunningServer(None, None)  # not said yet
+    root.startService()
+    assert running_server(tmp_path / "data") == RunningServer(os.getpid(), 1_800_000_000.0)
+    stopped = root.stopService()
+    assert stopped.called
+    assert running_server(tmp_path / "data") is None
+    assert (tmp_path / "data" / LOCK_NAME).read_bytes() == b""  # names no one now
+
+
+def test_a_second_server_stops_before_it_opens_the_store(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    first = ServerLock(data_dir)
+    first.acquire()
+    first.record(4242, 1.0)
+    try:
+        with pytest.raises(ServerRunning, match=r"another Strata server \(pid 4242\) is running"):
+            build_service(parse_config({"data_dir": str(data_dir)}), task.Clock())
+    finally:
+        first.release()
+    assert not (data_dir / "strata.db").exists()
