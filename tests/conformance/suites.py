@@ -21,6 +21,7 @@ QueueStoreSuite): pass``) and providing these pytest fixtures:
 from __future__ import annotations
 
 import io
+import sys
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -870,6 +871,9 @@ class QueueStoreSuite:
         assert self.due_ids(store, "example.com", 1000.0, limit=1) == ["M1.1"]
         assert self.due_ids(store, "example.com", 1000.0, limit=0) == []
         assert self.due_ids(store, "example.com", 1000.0, limit=3) == ["M1.1", "M3.1", "M4.2"]
+        # The relay asks for every due entry with the largest limit there is (relay.ALL_DUE).
+        every = self.due_ids(store, "example.com", 1000.0, limit=sys.maxsize)
+        assert every == ["M1.1", "M3.1", "M4.2"]
 
     def test_due_domains_are_sorted_and_only_those_with_due_mail(
         self, store: Any, set_entry_state: SetEntryState
