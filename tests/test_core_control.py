@@ -17,6 +17,7 @@ from strata_twisted.cli import main
 from strata_twisted.core.control import ControlPoller
 from strata_twisted.errors import StorageError
 from strata_twisted.executor import SyncExecutor
+from strata_twisted.runlock import ServerLock
 from strata_twisted.storage.memory import MemoryStore
 from strata_twisted.storage.sqlite import SQLiteStore
 from strata_twisted.testing import result_of
@@ -165,9 +166,10 @@ def test_a_cli_flush_reaches_a_poller_on_the_same_data_dir(tmp_path, monkeypatch
     # process in real life) writes to the same data directory.
     monkeypatch.chdir(tmp_path)
     assert main(["domain", "add", "example.test", "--relay", "h"], out=io.StringIO()) == 0
-    assert (
-        main(["queue", "flush"], out=io.StringIO()) == 0
-    )  # before the server starts: not replayed
+    # Before the server starts: refused (nothing would act on it), and no request is left.
+    assert main(["queue", "flush"], out=io.StringIO()) == 1
+    lock = ServerLock(tmp_path / "strata-data")  # what service.build_service takes first
+    lock.acquire()
     clock = Clock()
     server_store = SQLiteStore(tmp_path / "strata-data", clock, SyncExecutor())
     server_store.open(recover=True)
@@ -177,5 +179,7 @@ def test_a_cli_flush_reaches_a_poller_on_the_same_data_dir(tmp_path, monkeypatch
     assert main(["queue", "flush", "--domain", "example.test"], out=io.StringIO()) == 0
     clock.advance(INTERVAL)
     assert calls == ["example.test"]
+    assert [r.domain for r in result_of(server_store.requests_after(0))] == ["example.test"]
     poller.stop()
     result_of(server_store.close())
+    lock.release()
