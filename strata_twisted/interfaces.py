@@ -210,6 +210,18 @@ class IQueueStore(Interface):
         L{QueueStateError} before anything changes.
         """
 
+    def defer_due(
+        domain: str, due: float, reason: str, at: float, next_attempt_at: float
+    ) -> Deferred[int]:
+        """
+        Record one failed attempt on every QUEUED entry of ``domain`` that goes to its primary
+        (not outbound) and is due by ``due`` (``next_attempt_at <= due``; ``inf``: all), as
+        L{record_result} would record a deferral: ``attempts`` + 1, ``last_error`` ``reason``,
+        ``last_attempt_at`` ``at``, ``next_attempt_at``.  One set-wise, durable step that reads
+        no entry; returns how many were changed.  For the relay when the primary cannot be
+        reached: during an outage that is the whole queue, every run.
+        """
+
     def sync_results() -> Deferred[None]:
         """
         Make every result recorded so far durable on disk (fsync), so that not even a power failure

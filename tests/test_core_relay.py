@@ -218,12 +218,14 @@ def test_unreachable_primary_leaves_everything_queued_and_the_next_run_delivers(
 @implementer(IQueueStore)
 class CountedWrites:
     """The memory store's queue, counting how the relay writes delivery results: ``single``
-    record_result calls, and the size of each record_results call (``bulk``)."""
+    record_result calls, the size of each record_results call (``bulk``), and how many entries
+    each defer_due call changed (``set_wise``)."""
 
     def __init__(self, store: MemoryStore) -> None:
         self._store = store
         self.single = 0
         self.bulk: list[int] = []
+        self.set_wise: list[int] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
@@ -235,6 +237,15 @@ class CountedWrites:
     def record_results(self, results: Sequence[AttemptResult]) -> Deferred[list[QueueEntry]]:
         self.bulk.append(len(results))
         return self._store.record_results(results)
+
+    def defer_due(
+        self, domain: str, due: float, reason: str, at: float, next_attempt_at: float
+    ) -> Deferred[int]:
+        def count(changed: int) -> int:
+            self.set_wise.append(changed)
+            return changed
+
+        return self._store.defer_due(domain, due, reason, at, next_attempt_at).addCallback(count)
 
 
 class SlowPrimary:
@@ -355,7 +366,7 @@ def test_no_drain_events_for_an_empty_queue_or_an_unreachable_primary() -> None:
 
 def test_an_unreachable_primary_marks_every_due_entry_in_one_storage_call() -> None:
     # During an outage the queue holds far more than a batch: every due entry waited for the
-    # session, so every one shows the failed attempt, written in one call per run.
+    # session, so every one shows the failed attempt, written in one set-wise call per run.
     r = Relay()
     writes = CountedWrites(r.store)
     r.loop._queue = writes
@@ -371,13 +382,13 @@ def test_an_unreachable_primary_marks_every_due_entry_in_one_storage_call() -> N
     assert {(e.state, e.attempts, e.last_error, e.last_attempt_at, e.next_attempt_at)
             for e in waiting} == {(QUEUED, 1, reason, now, now + INTERVAL)}  # fmt: skip
     assert entries[f"{old}.1"].state == BOUNCED  # expired, not deferred
-    assert writes.bulk == [10]
+    assert (writes.set_wise, writes.bulk) == ([10], [])
     assert writes.single == 1  # the expiry alone
     (event,) = [e for e in result_of(r.store.list_events()) if e.kind == "relay.unreachable"]
     assert event.message == f"{reason}; 10 kept queued"
     # A forced run (a flush) during the outage: the same, once more.
     result_of(r.loop.kick())
-    assert writes.bulk == [10, 10]
+    assert (writes.set_wise, writes.bulk) == ([10, 10], [])
     assert {e.attempts for e in r.entries().values() if e.domain == "example.test"
             and e.state == QUEUED} == {2}  # fmt: skip
 

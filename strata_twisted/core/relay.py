@@ -17,7 +17,8 @@ storage call each.  By reply:
   admin when the domain sets ``hold_rejected``.
 - No session (the primary refuses, times out, fails TLS): every due entry of the domain stays
   queued with the failed attempt on it (``attempts``, ``last_error``, ``last_attempt_at``;
-  one storage call for all of them), and one ``relay.unreachable`` event.
+  one set-wise storage step for all of them, L{IQueueStore.defer_due}), and one
+  ``relay.unreachable`` event.
 - The connection lost: everything not yet answered stays queued as it was.
 - Entries older than the queue lifetime: bounced with a DSN (status 4.4.7) and an event.
 
@@ -45,7 +46,6 @@ from __future__ import annotations
 
 import email.utils
 import math
-import sys
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -86,8 +86,6 @@ PREFETCH = 256 * 1024
 READ_AHEAD_MESSAGES = 32
 READ_AHEAD_BYTES = 4 * 1024 * 1024
 
-# due_entries' limit for "every due entry" (SQLite's LIMIT takes a 64-bit integer).
-ALL_DUE = sys.maxsize
 # What a drain counts besides the outcomes: a bounce because the entry outlived the queue lifetime.
 EXPIRED = "expired"
 
@@ -424,15 +422,15 @@ class RelayLoop:
                 reason = f"cannot connect to {domain.relay}: {_reason(e)}"
                 self.log.warn("relay for {domain}: {reason}; mail stays queued",
                               domain=name, reason=reason)  # fmt: skip
-                waiting = live
-                if len(entries) == self._settings.batch_size:
-                    # More is due behind this batch, and all of it waited for this session.
-                    due = await self._queue.due_entries(name, self._due_time(force), ALL_DUE)
-                    waiting = [e for e in due if now - e.received_at < lifetime]
-                await self._events.record_event(
-                    "relay.unreachable", f"{reason}; {len(waiting)} kept queued", name
+                # Everything due waited for this session, not only this batch: the failed
+                # attempt goes on every due entry, in one set-wise storage step.
+                at = self._clock.seconds()
+                waiting = await self._queue.defer_due(
+                    name, self._due_time(force), reason, at, self._next_run_after(at)
                 )
-                await self._defer_to_next_run(waiting, reason)
+                await self._events.record_event(
+                    "relay.unreachable", f"{reason}; {waiting} kept queued", name
+                )
                 return False
         delivered = 0
         groups = _group_by_message(live)

@@ -45,6 +45,7 @@ from strata_twisted.interfaces import (
 )
 from strata_twisted.model import (
     DEFAULT_MAILBOXES,
+    DEFERRED_OUTCOME,
     DELETED_FLAG,
     DELIVERED,
     HELD,
@@ -421,6 +422,17 @@ class MemoryStore:
             return succeed(apply_results(self._entries, results))
         except QueueStateError as e:  # an unknown outcome: checked before anything changed
             return fail(e)
+
+    def defer_due(
+        self, domain: str, due: float, reason: str, at: float, next_attempt_at: float
+    ) -> Deferred[int]:
+        results = [
+            AttemptResult(entry.id, DEFERRED_OUTCOME, reason, at, next_attempt_at=next_attempt_at)
+            for entry in self._entries.values()
+            if entry.state == QUEUED and entry.domain == domain and not entry.outbound
+            and entry.next_attempt_at <= due
+        ]  # fmt: skip
+        return succeed(len(apply_results(self._entries, results)))
 
     def sync_results(self) -> Deferred[None]:
         return succeed(None)  # nothing here outlives the process anyway

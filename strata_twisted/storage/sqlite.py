@@ -1424,6 +1424,25 @@ class SQLiteStore:
             lambda: self._t_transaction(record),
         )
 
+    def defer_due(
+        self, domain: str, due: float, reason: str, at: float, next_attempt_at: float
+    ) -> Deferred[int]:
+        """One UPDATE over the (state, domain, next_attempt_at) index, durable when it fires;
+        the same change as L{apply_result} makes for a deferral of a QUEUED entry."""
+
+        def defer(conn: sqlite3.Connection) -> int:
+            cursor = conn.execute(
+                "UPDATE queue SET attempts = attempts + 1, last_error = ?, last_attempt_at = ?,"
+                " next_attempt_at = ? WHERE state = ? AND domain = ? AND next_attempt_at <= ?"
+                " AND outbound = 0",
+                (reason, at, next_attempt_at, QUEUED, domain, due),
+            )
+            return cursor.rowcount
+
+        return self._run(
+            f"deferring the entries due for {domain}", lambda: self._t_transaction(defer)
+        )
+
     def sync_results(self) -> Deferred[None]:
         # The storage thread runs calls in order: every result whose Deferred has fired was
         # committed before this fsync.

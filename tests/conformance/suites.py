@@ -21,6 +21,7 @@ QueueStoreSuite): pass``) and providing these pytest fixtures:
 from __future__ import annotations
 
 import io
+import math
 import sys
 from collections.abc import Callable
 from dataclasses import replace
@@ -871,7 +872,7 @@ class QueueStoreSuite:
         assert self.due_ids(store, "example.com", 1000.0, limit=1) == ["M1.1"]
         assert self.due_ids(store, "example.com", 1000.0, limit=0) == []
         assert self.due_ids(store, "example.com", 1000.0, limit=3) == ["M1.1", "M3.1", "M4.2"]
-        # The relay asks for every due entry with the largest limit there is (relay.ALL_DUE).
+        # The largest limit there is takes every due entry.
         every = self.due_ids(store, "example.com", 1000.0, limit=sys.maxsize)
         assert every == ["M1.1", "M3.1", "M4.2"]
 
@@ -1086,6 +1087,47 @@ class QueueStoreSuite:
         assert [(e.attempts, e.last_error) for e in changed] == [(1, "421 one"), (2, "421 two")]
         assert entry(store, "M1.1") == changed[1]
         assert result_of(store.record_results([])) == []
+
+    # -- a failed attempt on every due entry of a domain (its primary cannot be reached)
+
+    def test_defer_due_records_a_deferral_on_every_due_entry_of_the_domain(
+        self, store: Any, set_entry_state: SetEntryState
+    ) -> None:
+        deliver(store, "M1", (ALICE, BOB), received_at=1000.0)  # example.com, both
+        deliver(store, "M2", (CAROL,), received_at=1001.0)  # example.net
+        deliver(store, "M3", (ALICE,), received_at=1002.0)
+        deliver(store, "M4", (ALICE,), received_at=1003.0)
+        deliver(store, "M5", (ALICE,), received_at=1004.0)
+        result_of(store.record_result(AttemptResult("M3.1", DEFERRED_OUTCOME, "421", 1050.0, 2000)))
+        set_entry_state(store, "M4.1", HELD)
+        result_of(store.record_result(AttemptResult("M5.1", DELIVERED_OUTCOME, self.REPLY, 1060)))
+        before = {e.id: e for e in result_of(store.list_entries())}
+        reason = "cannot connect to mail.example.com:25: Connection refused"
+        assert result_of(store.defer_due("example.com", 1100.0, reason, 1100.0, 1400.0)) == 2
+        for entry_id in ("M1.1", "M1.2"):
+            assert entry(store, entry_id) == replace(
+                before[entry_id], attempts=1, last_error=reason, last_attempt_at=1100.0,
+                next_attempt_at=1400.0,
+            )  # fmt: skip
+        # Not due yet, held, delivered, or another domain's: untouched.
+        for entry_id in ("M2.1", "M3.1", "M4.1", "M5.1"):
+            assert entry(store, entry_id) == before[entry_id]
+        assert self.due_ids(store, "example.com", 1399.0) == []
+        assert self.due_ids(store, "example.com", 1400.0) == ["M1.1", "M1.2"]
+        # Everything queued when forced (due = inf), the deferred one included.
+        assert result_of(store.defer_due("example.com", math.inf, "again", 1500.0, 1800.0)) == 3
+        assert [(entry(store, i).attempts, entry(store, i).last_error) for i in
+                ("M1.1", "M1.2", "M3.1")] == [(2, "again"), (2, "again"), (2, "again")]  # fmt: skip
+        assert result_of(store.defer_due("nothing.example", math.inf, "x", 1.0, 2.0)) == 0
+
+    def test_defer_due_leaves_outbound_entries_to_their_backoff(self, store: Any) -> None:
+        # Outbound mail for a domain goes by MX on its own schedule, never to a primary.
+        deliver(store, "M1", (ZOE,))
+        deliver(store, "M2", (Delivery("ann@elsewhere.example", "elsewhere.example"),))
+        before = entry(store, "M1.1")
+        assert result_of(store.defer_due("elsewhere.example", math.inf, "x", 1.0, 2.0)) == 1
+        assert entry(store, "M1.1") == before
+        assert entry(store, "M2.1").attempts == 1
 
     def test_record_results_lets_an_admin_move_win(self, store: Any) -> None:
         # As with record_result: an entry held while the relay tried it stays held; the attempt
