@@ -5,7 +5,9 @@ With no file at all Strata runs on its embedded default (data in ``./strata-data
 127.0.0.1:2525).  ``strata.example.toml`` documents every key; keep it and L{_SCHEMA} in step (a
 test
 checks that they agree).  Any invalid or unknown key raises L{ConfigError} naming the key, so that
-``twistd`` and the CLI refuse to start with a clear message instead of half-starting.
+``twistd`` and the CLI refuse to start with a clear message instead of half-starting.  A key that
+has been retired (L{_RETIRED}) is still accepted, so that an old file keeps working: it is checked
+as before, ignored, and noted in L{Settings.notes}, which ``twistd`` logs at start.
 """
 
 from __future__ import annotations
@@ -57,8 +59,9 @@ class IMAPSettings:
     # Plain IMAP with STARTTLS (143), and implicit TLS (993; none by default).
     listen: tuple[ListenAddress, ...] = (ListenAddress("127.0.0.1", 2143),)
     tls_listen: tuple[ListenAddress, ...] = ()
-    # Networks (CIDR) besides loopback where LOGIN without TLS is allowed and that are never
-    # throttled as addresses: where the webmail runs (e.g. a Roundcube container's network).
+    # Networks (CIDR) besides loopback where LOGIN without TLS is allowed, that may name the end
+    # user's address (ID x-originating-ip) and are never slowed as addresses when they do not:
+    # where the webmail runs (e.g. a Roundcube container's network).
     trusted_networks: tuple[str, ...] = ()
     max_connections_per_ip: int = 50
     max_connections: int = 1000
@@ -66,10 +69,10 @@ class IMAPSettings:
     max_line_length: int = 64 * 1024
     # The largest APPEND; 0: the intake's max_message_size.
     max_append_size: int = 0
-    # Failed logins within login_window seconds, then NO [UNAVAILABLE] until they age out.
-    login_failures_per_ip: int = 20
-    login_failures_per_user: int = 10
-    login_window: float = 900.0
+    # The longest a login attempt waits before its password is checked, in seconds: each failure
+    # from a user's address doubles that address's wait (1, 2, 4, 8... s) up to this bound, for
+    # IMAP and submission alike.  No login is ever refused for failures.  0: no delays.
+    login_max_delay: float = 15.0
     # A domain's portal (policy "outage") stays open this long after its outage ends.
     portal_grace: float = 24 * 3600.0
     # Shadow messages older than this many days are purged daily (a domain may override).
@@ -200,6 +203,8 @@ class Settings:
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
     source: Path | None = None
+    # Sentences about the file worth an operator's attention (retired keys), logged at start.
+    notes: tuple[str, ...] = ()
 
     @property
     def certificate_path(self) -> Path:
@@ -238,6 +243,15 @@ def _seconds_or_zero(key: str, value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
         raise ConfigError(key, f"expected a number of seconds (0 or more), got {value!r}")
     return float(value)
+
+
+def _max_delay(key: str, value: Any) -> float:
+    seconds = _seconds_or_zero(key, value)
+    if seconds > 60:
+        # IMAP clients give up on a login after a minute or so (Strata's own pre-login timeout
+        # is 60 s): a longer wait would only look like an outage to the real user.
+        raise ConfigError(key, f"at most 60 seconds, got {value!r}")
+    return seconds
 
 
 def _bool(key: str, value: Any) -> bool:
@@ -363,9 +377,7 @@ _SCHEMA: dict[str, dict[str, Validator]] = {
         "idle_timeout": _seconds,
         "max_line_length": _int(1000, 16 * 1024 * 1024),
         "max_append_size": _int(0),
-        "login_failures_per_ip": _int(1),
-        "login_failures_per_user": _int(1),
-        "login_window": _seconds,
+        "login_max_delay": _max_delay,
         "portal_grace": _seconds_or_zero,
         "retention_days": _int(1),
     },
@@ -428,6 +440,22 @@ _RENAMED: dict[str, str] = {
 }
 
 
+_LOCKOUT_RETIRED = (
+    "ignored: failed logins no longer lock anyone out; they delay the guesser's next attempts,"
+    " up to imap.login_max_delay (issue 11)"
+)
+
+_RETIRED: dict[str, dict[str, tuple[Validator, str]]] = {
+    # Strata < issue 11 refused logins after so many failures per address or user in a window.
+    "imap": {
+        "login_failures_per_ip": (_int(1), _LOCKOUT_RETIRED),
+        "login_failures_per_user": (_int(1), _LOCKOUT_RETIRED),
+        "login_window": (_seconds, _LOCKOUT_RETIRED),
+    },
+}
+"""Keys that old files may still hold: validated as they were, then ignored with a note."""
+
+
 def schema_keys() -> list[str]:
     """Every documented key, dotted (``intake.max_recipients``)."""
     return [
@@ -438,17 +466,25 @@ def schema_keys() -> list[str]:
 def parse_config(document: dict[str, Any], source: Path | None = None) -> Settings:
     """Validate a parsed TOML document and build L{Settings}."""
     values: dict[str, dict[str, Any]] = {section: {} for section in _SCHEMA}
+    notes: list[str] = []
     for name, value in document.items():
         if isinstance(value, dict):
             if name not in _SCHEMA or name == "":
                 raise ConfigError(name, f"unknown section [{name}]")
             for key, item in value.items():
                 dotted = f"{name}.{key}"
+                retired = _RETIRED.get(name, {}).get(key)
+                if retired is not None:
+                    check, note = retired
+                    check(dotted, item)
+                    notes.append(f"{dotted} is {note}")
+                    continue
                 current = _RENAMED.get(dotted)
                 if current is not None:
                     key = current.partition(".")[2]
                     if key in value:
                         raise ConfigError(dotted, f"give only its new name, {current}")
+                    notes.append(f"{dotted} is read as {current}, its new name: rename it")
                 if key not in _SCHEMA[name]:
                     raise ConfigError(dotted, "unknown key")
                 values[name][key] = _SCHEMA[name][key](dotted, item)
@@ -471,6 +507,7 @@ def parse_config(document: dict[str, Any], source: Path | None = None) -> Settin
         monitor=MonitorSettings(**values["monitor"]),
         storage=StorageSettings(**values["storage"]),
         source=source,
+        notes=tuple(notes),
     )
     if settings.outbound.retry_max < settings.outbound.retry_min:
         raise ConfigError("outbound.retry_max", "must not be less than outbound.retry_min")

@@ -308,6 +308,8 @@ def build_service(settings: Settings, reactor: Any) -> MultiService:
 
 def _build(settings: Settings, reactor: Any, root: StrataService) -> MultiService:
     log = Logger(namespace="strata")
+    for note in settings.notes:
+        log.warn("{config}: {note}", config=settings.source, note=note)
     executor: Executor = ThreadExecutor(reactor)
     store = open_store(settings.storage.backend, settings.data_dir, reactor, executor,
                        sync_each_result=settings.relay.sync_each_result,
@@ -390,11 +392,8 @@ def _build(settings: Settings, reactor: Any, root: StrataService) -> MultiServic
     imap = settings.imap
     authenticator = Authenticator(
         reactor, store, workers, portal.closed_reason, cache=VerificationCache(),
+        throttle=LoginThrottle(reactor, max_delay=imap.login_max_delay),
         trusted_networks=networks(imap.trusted_networks + settings.submission.trusted_networks),
-    )  # fmt: skip
-    authenticator.throttle = LoginThrottle(
-        reactor, per_ip=imap.login_failures_per_ip, per_user=imap.login_failures_per_user,
-        window=imap.login_window, exempt=authenticator.is_trusted,
     )  # fmt: skip
     imap_server = _imap_listeners(settings, reactor, store, tls, authenticator, root)
     submission = _submission_listeners(

@@ -74,6 +74,10 @@ def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         ('[relay]\nsync_each_result = "yes"\n', "relay.sync_each_result"),
         ('[relay]\nresolver = "ns.example.com"\n', "relay.resolver"),
         ("[monitor]\nalert_window = 0\n", "monitor.alert_window"),
+        ("[imap]\nlogin_max_delay = 61\n", "imap.login_max_delay"),
+        ("[imap]\nlogin_max_delay = -1\n", "imap.login_max_delay"),
+        # A retired key is still checked as it was.
+        ("[imap]\nlogin_failures_per_ip = 0\n", "imap.login_failures_per_ip"),
         ('[monitor]\nalert_window = "15m"\n', "monitor.alert_window"),
         ('[tls]\nprivate_key = "k.pem"\n', "tls.certificate"),
         ("data_dir = 5\n", "data_dir"),
@@ -112,8 +116,40 @@ def test_the_old_name_of_the_command_line_limit_still_loads(tmp_path: Path) -> N
     max_command_line_length; a config file written with the old name still starts Strata."""
     path = tmp_path / "strata.toml"
     path.write_text("[intake]\nmax_line_length = 4096\n")
-    assert load_config(path).intake.max_command_line_length == 4096
+    settings = load_config(path)
+    assert settings.intake.max_command_line_length == 4096
+    assert settings.notes == (
+        "intake.max_line_length is read as intake.max_command_line_length, its new name: "
+        "rename it",
+    )
     path.write_text("[intake]\nmax_command_line_length = 2048\n")
     assert load_config(path).intake.max_command_line_length == 2048
     assert parse_config({}).intake.max_command_line_length == 8192
     assert "intake.max_line_length" not in schema_keys()
+
+
+def test_the_login_delay_bound_defaults_to_15_seconds_and_can_be_set(tmp_path: Path) -> None:
+    assert parse_config({}).imap.login_max_delay == 15.0
+    path = tmp_path / "strata.toml"
+    path.write_text("[imap]\nlogin_max_delay = 0\n")
+    assert load_config(path).imap.login_max_delay == 0.0
+
+
+def test_an_old_file_with_the_lockout_keys_still_loads_and_says_they_are_ignored(
+    tmp_path: Path,
+) -> None:
+    # Before issue 11, failed logins locked users out; those keys are accepted and ignored.
+    path = tmp_path / "strata.toml"
+    path.write_text(
+        "[imap]\nlogin_failures_per_ip = 20\nlogin_failures_per_user = 10\nlogin_window = 900\n"
+    )
+    settings = load_config(path)
+    assert settings.imap == parse_config({}).imap
+    assert [note.split(" ", 1)[0] for note in settings.notes] == [
+        "imap.login_failures_per_ip",
+        "imap.login_failures_per_user",
+        "imap.login_window",
+    ]
+    assert "no longer lock anyone out" in settings.notes[0]
+    assert "imap.login_max_delay" in settings.notes[0]
+    assert parse_config({}).notes == ()

@@ -1,6 +1,8 @@
 """
-Failed-login throttling (core/throttle.py) on a task.Clock: per user, per address, the sliding
-window, the exempt (webmail) addresses, what a success clears, and the cap on tracked keys.
+Failed-login throttling (core/throttle.py) on a task.Clock: the exact delays per user and
+address, the sprayed and the spread guess, the places a user is known from, what a success
+clears, how records decay and the bound on memory.  Nothing here is ever refused: the throttle
+only says how long to wait, and never longer than ``max_delay``.
 """
 
 from __future__ import annotations
@@ -9,149 +11,204 @@ import pytest
 from twisted.internet.task import Clock
 
 from strata_twisted.core import throttle as throttle_module
-from strata_twisted.core.throttle import LoginThrottle
+from strata_twisted.core.throttle import (
+    FORGET_AFTER,
+    KNOWN_FOR,
+    SPRAY_USERS,
+    SPREAD_SOURCES,
+    LoginThrottle,
+    delay,
+    source_key,
+)
 
-WEBMAIL = "10.1.0.5"
+ALICE = "alice@x.test"
+BOB = "bob@x.test"
+GUESSER = "198.51.100.3"
+HOME = "198.51.100.2"
 
 
-def make(
-    clock: Clock, *, per_ip: int = 5, per_user: int = 3, window: float = 100.0
-) -> LoginThrottle:
-    return LoginThrottle(
-        clock, per_ip=per_ip, per_user=per_user, window=window, exempt=lambda h: h == WEBMAIL
-    )
-
-
-def test_defaults() -> None:
+def make(max_delay: float = 15.0) -> tuple[LoginThrottle, Clock]:
     clock = Clock()
-    throttle = LoginThrottle(clock)
-    for n in range(9):
-        throttle.failed(f"192.0.2.{n}", "u@x.test")
-    assert not throttle.refused("192.0.2.200", "u@x.test")
-    throttle.failed("192.0.2.9", "u@x.test")  # the 10th failure for the user
-    assert throttle.refused("192.0.2.200", "u@x.test")
-    for n in range(19):
-        throttle.failed("198.51.100.1", f"v{n}@x.test")
-    assert not throttle.refused("198.51.100.1", "w@x.test")
-    throttle.failed("198.51.100.1", "v19@x.test")  # the 20th failure from the address
-    assert throttle.refused("198.51.100.1", "w@x.test")
-    clock.advance(899)
-    assert throttle.refused("198.51.100.1", "w@x.test")
-    clock.advance(1)  # the window is 900 s
-    assert not throttle.refused("198.51.100.1", "w@x.test")
+    clock.advance(1_800_000_000)
+    return LoginThrottle(clock, max_delay=max_delay), clock
 
 
-def test_a_user_is_refused_after_its_failures_from_anywhere() -> None:
-    clock = Clock()
-    throttle = make(clock)
-    throttle.failed("192.0.2.1", "alice@x.test")
-    throttle.failed("192.0.2.2", "alice@x.test")
-    assert not throttle.refused("192.0.2.3", "alice@x.test")
-    throttle.failed("192.0.2.3", "alice@x.test")
-    assert throttle.refused("192.0.2.4", "alice@x.test")  # from a fresh address too
-    assert not throttle.refused("192.0.2.4", "bob@x.test")  # another user is not
+def fail(throttle: LoginThrottle, source: str, user: str, times: int = 1) -> None:
+    for _ in range(times):
+        throttle.failed(source, user)
 
 
-def test_the_user_refusal_ends_when_the_oldest_failure_leaves_the_window() -> None:
-    clock = Clock()
-    throttle = make(clock)
-    throttle.failed("192.0.2.1", "alice@x.test")  # t = 0
-    clock.advance(30)
-    throttle.failed("192.0.2.1", "alice@x.test")  # t = 30
-    throttle.failed("192.0.2.1", "alice@x.test")  # t = 30
-    assert throttle.refused("192.0.2.9", "alice@x.test")
-    clock.advance(69.5)  # t = 99.5
-    assert throttle.refused("192.0.2.9", "alice@x.test")
-    clock.advance(0.5)  # t = 100: the first failure is out of the window
-    assert not throttle.refused("192.0.2.9", "alice@x.test")
-    throttle.failed("192.0.2.1", "alice@x.test")  # two in the window again, plus this one
-    assert throttle.refused("192.0.2.9", "alice@x.test")
-    clock.advance(30)  # t = 130: both of t = 30 are out
-    assert not throttle.refused("192.0.2.9", "alice@x.test")
+def test_the_schedule_doubles_from_one_second_up_to_the_bound() -> None:
+    assert [delay(n, 1, 15.0) for n in range(8)] == [0, 1, 2, 4, 8, 15, 15, 15]
+    assert [delay(n, 5, 15.0) for n in range(4, 10)] == [0, 1, 2, 4, 8, 15]
+    assert delay(10**9, 1, 15.0) == 15.0  # no overflow however many failures
+    assert delay(3, 1, 0.5) == 0.5
+    assert delay(3, 1, 0.0) == 0.0  # max_delay 0: no delays at all
 
 
-def test_an_address_is_refused_for_every_user_after_its_failures() -> None:
-    clock = Clock()
-    throttle = make(clock)
-    for n in range(4):
-        throttle.failed("192.0.2.1", f"u{n}@x.test")
-    assert not throttle.refused("192.0.2.1", "new@x.test")
-    throttle.failed("192.0.2.1", None)  # a name that is not even an address counts too
-    assert throttle.refused("192.0.2.1", "new@x.test")
-    assert throttle.refused("192.0.2.1", None)
-    assert not throttle.refused("192.0.2.2", "new@x.test")  # another address is not
-    clock.advance(100)
-    assert not throttle.refused("192.0.2.1", "new@x.test")
+def test_each_failure_doubles_the_pairs_wait_counted_from_the_last_failure() -> None:
+    throttle, clock = make()
+    assert throttle.wait(GUESSER, ALICE) == 0
+    waits = []
+    for _ in range(7):
+        throttle.failed(GUESSER, ALICE)
+        waits.append(throttle.wait(GUESSER, ALICE))
+    assert waits == [1, 2, 4, 8, 15, 15, 15]
+    clock.advance(10)
+    assert throttle.wait(GUESSER, ALICE) == 5  # 15 s after the last failure
+    clock.advance(5)
+    assert throttle.wait(GUESSER, ALICE) == 0
+    # The count stays until it is forgotten: the next failure costs the full bound again.
+    throttle.failed(GUESSER, ALICE)
+    assert throttle.wait(GUESSER, ALICE) == 15
 
 
-def test_an_exempt_address_is_never_refused_as_an_address_but_its_users_are() -> None:
-    clock = Clock()
-    throttle = make(clock)
+def test_the_issue_scenario_200_guesses_cost_only_the_guessers_address() -> None:
+    throttle, clock = make()
+    fail(throttle, GUESSER, ALICE, 200)
+    # The right password from another address: no wait at all.
+    assert throttle.wait(HOME, ALICE) == 0
+    assert throttle.wait("2001:db8::7", ALICE) == 0
+    # From the guesser's own address: within the bound, and less as time passes.
+    assert throttle.wait(GUESSER, ALICE) == 15
+    clock.advance(6)
+    assert throttle.wait(GUESSER, ALICE) == 9
+    # Other users at the guesser's address are not slowed by failures for one user.
+    assert throttle.wait(GUESSER, BOB) == 0
+
+
+def test_a_sprayed_password_slows_the_address_for_every_user() -> None:
+    throttle, clock = make()
+    for n in range(SPRAY_USERS - 1):
+        throttle.failed(GUESSER, f"u{n}@x.test")
+    assert throttle.wait(GUESSER, BOB) == 0
+    throttle.failed(GUESSER, f"u{SPRAY_USERS}@x.test")  # the 5th distinct user
+    assert throttle.wait(GUESSER, BOB) == 1
+    throttle.failed(GUESSER, "v@x.test")
+    throttle.failed(GUESSER, "w@x.test")
+    assert throttle.wait(GUESSER, BOB) == 4
+    # Failing again for a user already counted adds no distinct user.
+    throttle.failed(GUESSER, "w@x.test")
+    assert throttle.wait(GUESSER, BOB) == 4
+    assert throttle.wait(HOME, BOB) == 0  # another address is not slowed
+    clock.advance(4)
+    assert throttle.wait(GUESSER, BOB) == 0
+
+
+def test_a_shared_host_is_never_slowed_as_an_address_only_user_by_user() -> None:
+    # The webmail host that names nobody logs in for all its users.
+    webmail = "10.1.0.5"
+    throttle, _ = make()
     for n in range(50):
-        throttle.failed(WEBMAIL, f"u{n}@x.test")
-    assert not throttle.refused(WEBMAIL, "new@x.test")
+        throttle.failed(webmail, f"u{n}@x.test", shared=True)
+    assert throttle.wait(webmail, BOB, shared=True) == 0
     for _ in range(3):
-        throttle.failed(WEBMAIL, "alice@x.test")
-    assert throttle.refused(WEBMAIL, "alice@x.test")
-    assert throttle.refused("192.0.2.7", "alice@x.test")
-    assert not throttle.refused(WEBMAIL, "bob@x.test")
+        throttle.failed(webmail, ALICE, shared=True)
+    assert throttle.wait(webmail, ALICE, shared=True) == 4  # that user, through that host
+    assert throttle.wait(webmail, BOB, shared=True) == 0
 
 
-def test_the_exemption_is_asked_both_when_failing_and_when_refusing() -> None:
-    # The exempt set may change (the webmail's network configured later): failures made while an
-    # address was exempt never count against it, and an address that became exempt is let in.
-    clock = Clock()
-    exempt: set[str] = set()
-    throttle = LoginThrottle(clock, per_ip=2, per_user=100, exempt=lambda h: h in exempt)
-    for n in range(2):
-        throttle.failed("192.0.2.1", f"u{n}@x.test")
-    assert throttle.refused("192.0.2.1", "v@x.test")
-    exempt.add("192.0.2.1")
-    assert not throttle.refused("192.0.2.1", "v@x.test")
-    exempt.add("192.0.2.2")
-    for n in range(5):
-        throttle.failed("192.0.2.2", f"w{n}@x.test")
-    exempt.discard("192.0.2.2")
-    assert not throttle.refused("192.0.2.2", "v@x.test")
+def test_a_guess_spread_over_addresses_slows_the_user_but_not_where_she_is_known() -> None:
+    throttle, clock = make()
+    throttle.succeeded(HOME, ALICE)  # alice logs in from home
+    for n in range(SPREAD_SOURCES - 1):
+        throttle.failed(f"203.0.113.{n}", ALICE)
+    assert throttle.wait("192.0.2.99", ALICE) == 0
+    throttle.failed(f"203.0.113.{SPREAD_SOURCES}", ALICE)  # the 5th distinct address
+    assert throttle.wait("192.0.2.99", ALICE) == 1  # an address never seen with alice
+    for n in range(10, 14):
+        throttle.failed(f"203.0.113.{n}", ALICE)
+    assert throttle.wait("192.0.2.99", ALICE) == 15
+    # Others' failures never slow alice where she logged in lately...
+    assert throttle.wait(HOME, ALICE) == 0
+    # ...nor other users.
+    assert throttle.wait("192.0.2.99", BOB) == 0
+    # A place is known for KNOWN_FOR after the last success there.
+    clock.advance(KNOWN_FOR - FORGET_AFTER)
+    for n in range(20, 26):
+        throttle.failed(f"203.0.113.{n}", ALICE)
+    assert throttle.wait(HOME, ALICE) == 0
+    clock.advance(FORGET_AFTER)
+    for n in range(30, 36):  # six distinct addresses now (the older ones are forgotten)
+        throttle.failed(f"203.0.113.{n}", ALICE)
+    assert throttle.wait(HOME, ALICE) == 2  # no longer known: slowed like any address
 
 
-def test_a_success_clears_the_users_count_not_the_addresss() -> None:
-    clock = Clock()
-    throttle = make(clock)
-    for _ in range(2):
-        throttle.failed("192.0.2.1", "alice@x.test")
-    for n in range(2):
-        throttle.failed("192.0.2.1", f"other{n}@x.test")
-    throttle.succeeded("alice@x.test")
-    throttle.failed("192.0.2.2", "alice@x.test")
-    throttle.failed("192.0.2.2", "alice@x.test")
-    assert not throttle.refused("192.0.2.2", "alice@x.test")  # 2 since the success, not 4
-    throttle.failed("192.0.2.1", "x@x.test")  # the address's 5th failure: not cleared
-    assert throttle.refused("192.0.2.1", "bob@x.test")
+def test_a_verified_success_clears_the_pair_a_cached_one_does_not() -> None:
+    throttle, _ = make()
+    fail(throttle, HOME, ALICE, 3)
+    assert throttle.wait(HOME, ALICE) == 4
+    # A login that hit the verification cache (the same pair: a guesser may share the NAT).
+    throttle.succeeded(HOME, ALICE, verified=False)
+    assert throttle.wait(HOME, ALICE) == 4
+    throttle.succeeded(HOME, ALICE)
+    assert throttle.wait(HOME, ALICE) == 0
+    throttle.failed(HOME, ALICE)
+    assert throttle.wait(HOME, ALICE) == 1  # counting starts again
 
 
-def test_a_user_name_is_a_key_as_given() -> None:
-    # The adapter passes the canonical address; the throttle itself does not fold case.
-    clock = Clock()
-    throttle = make(clock)
-    for _ in range(3):
-        throttle.failed("192.0.2.1", "alice@x.test")
-    assert throttle.refused("192.0.2.1", "alice@x.test")
-    assert not throttle.refused("192.0.2.2", "Alice@x.test")
+def test_no_wait_ever_exceeds_the_bound_even_with_every_record_full() -> None:
+    throttle, _ = make(max_delay=2.5)
+    for n in range(20):
+        throttle.failed(GUESSER, f"u{n}@x.test")
+        throttle.failed(f"203.0.113.{n}", ALICE)
+        throttle.failed(GUESSER, ALICE)
+    assert throttle.wait(GUESSER, ALICE) == 2.5
+    off, _ = make(max_delay=0)
+    fail(off, GUESSER, ALICE, 50)
+    assert off.wait(GUESSER, ALICE) == 0
 
 
-def test_tracked_keys_are_capped(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(throttle_module, "MAX_TRACKED", 2)
-    clock = Clock()
-    throttle = LoginThrottle(clock, per_ip=1, per_user=1, window=100)
-    throttle.failed("192.0.2.1", "a@x.test")
-    assert throttle.refused("192.0.2.9", "a@x.test")
-    throttle.failed("192.0.2.2", "b@x.test")
-    throttle.failed("192.0.2.2", "b@x.test")  # an existing key: nothing is dropped
-    assert throttle.refused("192.0.2.9", "a@x.test")
-    throttle.failed("192.0.2.3", "c@x.test")  # a third key: the oldest one (a) is dropped
-    assert not throttle.refused("192.0.2.9", "a@x.test")
-    assert throttle.refused("192.0.2.9", "b@x.test")
-    assert throttle.refused("192.0.2.9", "c@x.test")
-    assert not throttle.refused("192.0.2.1", None)  # the address table too
-    assert throttle.refused("192.0.2.3", None)
+def test_ipv6_addresses_count_by_their_64() -> None:
+    assert source_key("2001:db8:1:2::7") == "2001:db8:1:2::/64"
+    assert source_key("::ffff:192.0.2.1") == "192.0.2.1"
+    assert source_key("192.0.2.1") == "192.0.2.1"
+    assert source_key("unknown") == "unknown"
+    throttle, _ = make()
+    throttle.failed("2001:db8:1:2::7", ALICE)
+    throttle.failed("2001:db8:1:2:ffff::1", ALICE)  # another address, the same /64
+    assert throttle.wait("2001:db8:1:2::99", ALICE) == 2
+    assert throttle.wait("2001:db8:1:3::1", ALICE) == 0
+
+
+def test_records_are_forgotten_after_a_quiet_while() -> None:
+    throttle, clock = make()
+    fail(throttle, GUESSER, ALICE, 10)
+    for n in range(10):
+        throttle.failed(GUESSER, f"u{n}@x.test")
+        throttle.failed(f"203.0.113.{n}", BOB)
+    clock.advance(FORGET_AFTER - 1)
+    assert throttle.wait(GUESSER, ALICE) == 0  # the 15 s have long passed...
+    throttle.failed(GUESSER, ALICE)
+    assert throttle.wait(GUESSER, ALICE) == 15  # ...but the count was not yet forgotten
+    clock.advance(FORGET_AFTER)
+    throttle.failed(GUESSER, ALICE)
+    assert throttle.wait(GUESSER, ALICE) == 1  # forgotten: it starts again
+    # Expired records are swept as new failures come in: only the fresh ones remain.
+    assert throttle.tracked() == {"pairs": 1, "sources": 1, "users": 1, "known": 0}
+
+
+def test_memory_stays_bounded_under_a_flood_of_addresses_and_names(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(throttle_module, "MAX_TRACKED", 100)
+    throttle, clock = make()
+    throttle.succeeded(HOME, ALICE)
+    long = "x" * 900
+    for n in range(5000):
+        throttle.failed(f"10.{n // 65536}.{n // 256 % 256}.{n % 256}", f"user{n}@x.test{long}")
+        throttle.failed(f"2001:db8:{n:x}::1", ALICE)
+        throttle.succeeded(f"192.0.{n // 256 % 256}.{n % 256}", f"v{n}@x.test")
+        clock.advance(0.01)
+    tracked = throttle.tracked()
+    assert all(size <= 100 for size in tracked.values()), tracked
+    assert tracked["pairs"] == 100
+    # Per record, at most MAX_DISTINCT names are kept (alice failed from 5000 /64s).
+    record = throttle._by_user.get(ALICE, clock.seconds())
+    assert record is not None and len(record.names) == throttle_module.MAX_DISTINCT
+    # Names are keyed on their first MAX_KEY_LENGTH characters.
+    assert all(len(who) <= 320 for who, _ in throttle._pairs._records)
+    # The newest records are the ones kept: the flood's last guess still waits.
+    assert throttle.wait("10.0.19.135", f"user4999@x.test{long}") == pytest.approx(0.99)
+    now = clock.seconds()
+    assert throttle._pairs.get((f"user0@x.test{long}"[:320], "10.0.0.0"), now) is None

@@ -440,6 +440,58 @@ def test_id_in_any_state() -> None:
     ]
 
 
+def origins(adapter: Adapter) -> list[str | None]:
+    return [e.origin for e in adapter.events if isinstance(e, LoginRequest)]
+
+
+ROUNDCUBE_ID = b'i ID ("name" "Roundcube" "x-originating-ip" "203.0.113.9")\r\n'
+
+
+def test_a_trusted_clients_id_names_the_end_user_for_the_login() -> None:
+    # Roundcube's preauth_ident: ID before LOGIN (or AUTHENTICATE), Dovecot's convention.
+    sent, adapter = session([ROUNDCUBE_ID + LOGIN])
+    assert lines(sent)[1:3] == ['* ID ("name" "Strata")', "i OK ID completed"]
+    assert origins(adapter) == ["203.0.113.9"]
+    assert adapter.engine.origin == "203.0.113.9"
+    plain = base64.b64encode(b"\0alice@example.test\0secret")
+    _, adapter = session([ROUNDCUBE_ID + b"p AUTHENTICATE PLAIN " + plain + b"\r\n"])
+    assert origins(adapter) == ["203.0.113.9"]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "origin"),
+    [
+        (b'("X-Originating-IP" "2001:DB8::9")', "2001:db8::9"),  # RFC 2971: any case
+        (b'("x-originating-ip" "[2001:db8::9]")', "2001:db8::9"),
+        (b'("x-originating-ip" "203.0.113.9" "x-originating-port" "51234")', "203.0.113.9"),
+        (b'("x-originating-ip" "not an address")', None),
+        (b'("x-originating-ip" NIL)', None),
+        (b'("name" "Roundcube")', None),
+        (b"NIL", None),
+    ],
+)
+def test_the_originating_ip_values(parameters: bytes, origin: str | None) -> None:
+    _, adapter = session([b"i ID " + parameters + b"\r\n" + LOGIN])
+    assert origins(adapter) == [origin]
+
+
+def test_an_untrusted_clients_originating_ip_is_ignored() -> None:
+    _, adapter = session([ROUNDCUBE_ID + LOGIN], trusted=False, tls_active=True)
+    assert origins(adapter) == [None]
+    assert adapter.engine.origin is None
+
+
+def test_an_originating_ip_after_login_is_ignored() -> None:
+    _, adapter = session([LOGIN + ROUNDCUBE_ID])
+    assert adapter.engine.origin is None
+    assert origins(adapter) == [None]
+
+
+def test_a_later_id_without_an_address_keeps_the_first() -> None:
+    _, adapter = session([ROUNDCUBE_ID + b'j ID ("name" "again")\r\n' + LOGIN])
+    assert origins(adapter) == ["203.0.113.9"]
+
+
 def test_enable_condstore_and_namespace() -> None:
     sent, adapter = session([LOGIN + b"e ENABLE CONDSTORE X-UNKNOWN\r\nn NAMESPACE\r\n"])
     assert lines(sent)[2:] == [

@@ -35,6 +35,7 @@ from strata_twisted.proto.smtp_server import (
     SMTPServerEngine,
     StartTLS,
     State,
+    XClient,
 )
 
 HOST = "mx.strata.test"
@@ -90,6 +91,7 @@ def drive(
     auth_mechanisms: tuple[str, ...] = (),
     auth_plaintext: bool = False,
     auth_required: bool = False,
+    xclient: bool = False,
 ) -> tuple[list[Event], bytes, SMTPServerEngine]:
     """Feed the pieces one by one, pumping events after each; the events, the bytes sent."""
     engine = SMTPServerEngine(
@@ -100,6 +102,7 @@ def drive(
         auth_mechanisms=auth_mechanisms,
         auth_plaintext=auth_plaintext,
         auth_required=auth_required,
+        xclient=xclient,
     )
     events: list[Event] = []
     for piece in pieces:
@@ -1739,6 +1742,9 @@ auth_parts = st.one_of(
             b"\r\n",
             b"\n",
             b"MAIL FROM:<a@b.test> AUTH=<>\r\n",
+            b"XCLIENT ADDR=203.0.113.9\r\n",
+            b"XCLIENT ADDR=[UNAVAILABLE]\r\n",
+            b"XCLIENT NAME=x\r\n",
             b"RSET\r\n",
             b"NOOP\r\n",
             b"A" * 70,
@@ -1758,9 +1764,116 @@ def test_property_any_split_of_an_auth_exchange_gives_the_same_events_and_replie
     cuts = sorted(data.draw(st.sets(st.integers(0, len(session)), max_size=12)))
     pieces = [session[i:j] for i, j in zip([0, *cuts], [*cuts, len(session)], strict=True)]
     pieces = [piece for piece in pieces if piece]  # b"" would mean EOF
-    options = {"auth_mechanisms": BOTH, "auth_plaintext": True, "auth_required": required}
+    options = {
+        "auth_mechanisms": BOTH,
+        "auth_plaintext": True,
+        "auth_required": required,
+        "xclient": required,  # the webmail's session, or a user's without XCLIENT
+    }
     whole = drive([session], AUTH_LIMITS, refuse_wrong, **options)
     split = drive(pieces, AUTH_LIMITS, refuse_wrong, **options)
     assert split[:2] == whole[:2]
     one_by_one = [session[i : i + 1] for i in range(len(session))]
     assert drive(one_by_one, AUTH_LIMITS, refuse_wrong, **options)[:2] == whole[:2]
+
+
+# -- XCLIENT ADDR (Postfix's XCLIENT_README), for the trusted webmail ------------------------------
+
+
+def xclient(
+    data: bytes, *, allowed: bool = True
+) -> tuple[list[Event], list[str], SMTPServerEngine]:
+    """One read of ``data`` by a submission engine that may (or may not) take XCLIENT."""
+    engine = SMTPServerEngine(
+        HOST, auth_mechanisms=BOTH, auth_plaintext=True, auth_required=True, xclient=allowed
+    )
+    engine.greeting()
+    engine.receive_data(data)
+    events: list[Event] = []
+    pump(engine, events)
+    return events, last_lines(engine.data_to_send()), engine
+
+
+def test_xclient_is_offered_in_ehlo_only_when_allowed() -> None:
+    _, sent, _ = drive([GREET], xclient=True)
+    assert b"250-XCLIENT ADDR\r\n" in sent or b"250 XCLIENT ADDR\r\n" in sent
+    _, sent, _ = drive([GREET])
+    assert b"XCLIENT" not in sent
+
+
+def test_xclient_greets_afresh_and_starts_the_session_over() -> None:
+    events, replies, engine = xclient(
+        GREET
+        + b"XCLIENT ADDR=203.0.113.9\r\nMAIL FROM:<a@b.test>\r\nEHLO webmail\r\n"
+        + b"AUTH PLAIN "
+        + BOB_PLAIN
+        + b"\r\n"
+    )
+    assert [e for e in events if isinstance(e, XClient)] == [XClient("203.0.113.9")]
+    assert replies == [
+        f"220 {HOST} ESMTP Strata",  # the greeting at connect
+        "250 XCLIENT ADDR",  # the last line of EHLO's reply
+        f"220 {HOST} ESMTP Strata",  # XCLIENT: greeted afresh
+        "503 5.5.1 Error: send HELO/EHLO first",  # as after connect: EHLO first
+        "250 XCLIENT ADDR",
+        AUTH_OK,
+    ]
+    assert engine.authenticated_as == "bob@strata.test"
+
+
+@pytest.mark.parametrize(
+    ("value", "address"),
+    [
+        ("198.51.100.7", "198.51.100.7"),
+        ("IPV6:2001:db8::7", "2001:db8::7"),
+        ("ipv6:2001:DB8::7", "2001:db8::7"),
+        ("IPV6+3A2001+3Adb8+3A+3A1", "2001:db8::1"),  # xtext: "+3A" is ":"
+        ("[UNAVAILABLE]", None),
+        ("[TEMPUNAVAIL]", None),
+    ],
+)
+def test_xclient_addr_values(value: str, address: str | None) -> None:
+    events, replies, _ = xclient(GREET + f"XCLIENT ADDR={value}\r\n".encode())
+    assert events[-1] == XClient(address)
+    assert replies[-1] == f"220 {HOST} ESMTP Strata"
+
+
+@pytest.mark.parametrize(
+    ("command", "reply"),
+    [
+        (b"XCLIENT", "501 5.5.4 Syntax: XCLIENT attribute=value..."),
+        (b"XCLIENT ADDR=999.1.1.1", "501 5.5.4 Bad XCLIENT ADDR syntax: 999.1.1.1"),
+        (b"XCLIENT ADDR=", "501 5.5.4 Bad XCLIENT ADDR syntax: (empty)"),
+        (b"XCLIENT ADDR=a=b", "501 5.5.4 Bad XCLIENT ADDR syntax: a=b"),
+        (b"XCLIENT NAME=webmail.test", "501 5.5.4 Bad XCLIENT attribute name: NAME"),
+        (b"XCLIENT ADDR", "501 5.5.4 Bad XCLIENT attribute name: ADDR"),
+    ],
+)
+def test_xclient_syntax_errors_change_nothing(command: bytes, reply: str) -> None:
+    events, replies, engine = xclient(GREET + command + b"\r\n")
+    assert not [e for e in events if isinstance(e, XClient)]
+    assert replies[-1] == reply
+    assert engine.state is State.GREETED
+
+
+def test_xclient_is_refused_to_a_client_not_allowed_it() -> None:
+    events, replies, engine = xclient(GREET + b"XCLIENT ADDR=203.0.113.9\r\n", allowed=False)
+    assert replies[-1] == "550 5.7.0 Error: insufficient authorization"
+    assert not [e for e in events if isinstance(e, XClient)]
+    assert engine.state is State.GREETED
+
+
+def test_xclient_is_refused_inside_a_transaction_and_after_auth() -> None:
+    _, replies, engine = xclient(
+        GREET
+        + b"AUTH PLAIN "
+        + BOB_PLAIN
+        + b"\r\nMAIL FROM:<a@b.test>\r\n"
+        + b"XCLIENT ADDR=203.0.113.9\r\nRSET\r\nXCLIENT ADDR=203.0.113.9\r\n"
+    )
+    assert replies[-3:] == [
+        "503 5.5.1 Error: MAIL transaction in progress",
+        "250 2.0.0 Ok",
+        "503 5.5.1 Error: XCLIENT not allowed after AUTH",
+    ]
+    assert engine.authenticated

@@ -60,10 +60,14 @@ def test_wrong_password_and_unknown_user_get_the_same_answer(h: Harness) -> None
 
 
 def test_third_failure_ends_the_session(h: Harness) -> None:
+    # Per connection, on top of the throttle's delays (1 s before the second check, 2 s before
+    # the third): a guesser must reconnect, which the connection limits meter.
     proto, transport = h.connect()
     send(proto, transport, 'a LOGIN alice@example.test "x"\r\nb LOGIN alice@example.test "y"\r\n')
-    reply = send(proto, transport, 'c LOGIN alice@example.test "z"\r\n')
-    assert reply == (
+    h.clock.advance(1)
+    assert send(proto, transport, 'c LOGIN alice@example.test "z"\r\n') == b""
+    h.clock.advance(2)
+    assert transport.value() == (
         b"c NO [AUTHENTICATIONFAILED] Authentication failed\r\n* BYE Too many failed logins\r\n"
     )
     assert transport.disconnecting

@@ -18,15 +18,15 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import capturedLogs, formatEvent
 from zope.interface import implementer
 
 from strata_twisted.config import IntakeSettings
 from strata_twisted.core.credentials import hash_password
 from strata_twisted.core.domains import DomainCache
-from strata_twisted.core.login import THROTTLED_TEXT, Authenticator, PortalCheck
+from strata_twisted.core.login import Authenticator, PortalCheck
 from strata_twisted.core.portal import NOT_ENABLED_TEXT, Portal
 from strata_twisted.core.submission import SubmissionPolicy
-from strata_twisted.core.throttle import LoginThrottle
 from strata_twisted.executor import Executor, SyncExecutor
 from strata_twisted.model import (
     DeliveryMode,
@@ -311,60 +311,141 @@ def test_right_password_235_wrong_password_and_unknown_user_the_same_535(h: Harn
     # RFC 5530 / RFC 4954: one answer, so a guesser cannot tell users from non-users.
     assert wrong == unknown == elsewhere == not_an_address == AUTH_FAILED + b"\r\n"
     assert send(proto, transport, f"MAIL FROM:<{ALICE}>\r\n".encode()).startswith(b"530 5.7.0")
-    assert send(proto, transport, auth_plain("Alice@Example.TEST")) == (
-        b"235 2.7.0 Authentication successful\r\n"
-    )
+    # After one failure for alice from here, her next attempt waits 1 s (then logs in).
+    assert send(proto, transport, auth_plain("Alice@Example.TEST")) == b""
+    h.clock.advance(1)
+    assert transport.value() == b"235 2.7.0 Authentication successful\r\n"
     # The session is the canonical user: MAIL FROM in lower case is their own.
     assert send(proto, transport, f"MAIL FROM:<{ALICE}>\r\n".encode()) == b"250 2.1.0 Ok\r\n"
     assert send(proto, transport, b"RSET\r\n") == b"250 2.0.0 Ok\r\n"
     assert send(proto, transport, auth_plain()) == b"503 5.5.1 Error: already authenticated\r\n"
 
 
-def test_a_user_is_throttled_after_the_configured_failures_then_let_in_again() -> None:
+def test_a_guessers_auth_waits_its_delay_and_the_right_password_is_never_refused() -> None:
     executor = ManualExecutor()
     h = Harness(executor=executor)
-    h.authenticator.throttle = LoginThrottle(
-        h.clock, per_user=3, window=600, exempt=h.authenticator.is_trusted
-    )
     proto, transport = h.connect()
     send(proto, transport, b"EHLO client.test\r\n")
-    for _ in range(3):
-        send(proto, transport, auth_plain(ALICE, "guess"))
+    for delay in (0, 1, 2):
+        transport.clear()
+        proto.dataReceived(auth_plain(ALICE, "guess"))
+        h.clock.advance(delay)
         assert executor.run_all() == 1
         assert last_lines(bytes(transport.value())) == [AUTH_FAILED]
     checked = executor.submitted
-    # Now even the right password is refused, without being checked.
-    assert send(proto, transport, auth_plain()) == f"454 4.7.0 {THROTTLED_TEXT}\r\n".encode()
+    # The right password from the guesser's address: 4 s, unchecked meanwhile, then in.
+    assert send(proto, transport, auth_plain()) == b""
+    h.clock.advance(3.999)
     assert executor.submitted == checked
-    # Loopback is never throttled as an address: another user still logs in.
-    send(proto, transport, auth_plain(BOB))
-    executor.run_all()
-    assert last_lines(bytes(transport.value())) == [b"235 2.7.0 Authentication successful"]
-    # Once the failures leave the window, ALICE is let in again.
-    h.clock.advance(600)
-    proto, transport = h.connect()
-    send(proto, transport, b"EHLO client.test\r\n")
-    send(proto, transport, auth_plain())
+    h.clock.advance(0.001)
     executor.run_all()
     assert last_lines(bytes(transport.value())) == [b"235 2.7.0 Authentication successful"]
     h.stop()
 
 
-def test_an_untrusted_address_is_throttled_across_users() -> None:
+def test_the_right_password_from_another_address_is_not_delayed() -> None:
     h = Harness(tls=object(), implicit_tls=True)
-    h.authenticator.throttle = LoginThrottle(
-        h.clock, per_ip=2, window=600, exempt=h.authenticator.is_trusted
-    )
-    proto, transport = h.connect(OUTSIDE)
+    for n in range(10):
+        proto, transport = h.connect(OUTSIDE)
+        send(proto, transport, b"EHLO client.test\r\n")
+        send(proto, transport, auth_plain(f"u{n}@example.test", "x"))
+        h.clock.advance(15)
+    proto, transport = h.connect("198.51.100.2")
     send(proto, transport, b"EHLO client.test\r\n")
-    assert send(proto, transport, auth_plain("a@example.test", "x")) == AUTH_FAILED + b"\r\n"
-    assert send(proto, transport, auth_plain("b@example.test", "x")) == AUTH_FAILED + b"\r\n"
-    assert send(proto, transport, auth_plain()).startswith(b"454 4.7.0 ")
-    # The same user from loopback is not affected.
-    proto, transport = h.connect()
-    send(proto, transport, b"EHLO client.test\r\n")
-    assert send(proto, transport, auth_plain()).startswith(b"235 ")
+    assert send(proto, transport, auth_plain()) == b"235 2.7.0 Authentication successful\r\n"
     h.stop()
+
+
+# -- XCLIENT ADDR: the webmail names the user it sends for ----------------------------------------
+
+
+def xclient_session(h: Harness, host: str, addr: str) -> tuple[Any, TLSStringTransport, bytes]:
+    proto, transport = h.connect(host)
+    keywords = ehlo_keywords(send(proto, transport, b"EHLO webmail\r\n"))
+    return proto, transport, b"XCLIENT ADDR" if b"XCLIENT ADDR" in keywords else b""
+
+
+def test_xclient_is_offered_to_trusted_clients_only_and_refused_elsewhere() -> None:
+    h = Harness(tls=object(), implicit_tls=True, trusted_networks=("10.1.0.0/16",))
+    for host in ("127.0.0.1", "10.1.2.3"):
+        proto, transport, offered = xclient_session(h, host, "203.0.113.9")
+        assert offered == b"XCLIENT ADDR"
+        # Postfix's protocol: 220 greeting afresh, the session as after connect.
+        assert send(proto, transport, b"XCLIENT ADDR=203.0.113.9\r\n") == (
+            b"220 smtp.strata.test ESMTP Strata\r\n"
+        )
+        assert send(proto, transport, b"MAIL FROM:<a@example.test>\r\n") == (
+            b"503 5.5.1 Error: send HELO/EHLO first\r\n"
+        )
+    proto, transport, offered = xclient_session(h, OUTSIDE, "203.0.113.9")
+    assert offered == b""
+    assert send(proto, transport, b"XCLIENT ADDR=203.0.113.9\r\n") == (
+        b"550 5.7.0 Error: insufficient authorization\r\n"
+    )
+    h.stop()
+
+
+def test_xclient_only_before_auth(h: Harness) -> None:
+    proto, transport = h.login()
+    assert send(proto, transport, b"XCLIENT ADDR=203.0.113.9\r\n") == (
+        b"503 5.5.1 Error: XCLIENT not allowed after AUTH\r\n"
+    )
+    h.stop()
+
+
+def test_xclient_addr_is_the_address_the_throttle_counts_and_logs(h: Harness) -> None:
+    guesser, user = "203.0.113.9", "IPV6:2001:db8::7"
+    for delay in (0, 1, 2, 4, 8):
+        proto, transport, _ = xclient_session(h, "127.0.0.1", guesser)
+        send(proto, transport, f"XCLIENT ADDR={guesser}\r\nEHLO webmail\r\n".encode())
+        send(proto, transport, auth_plain(ALICE, "guess"))
+        h.clock.advance(delay)
+        assert last_lines(bytes(transport.value())) == [AUTH_FAILED]
+    # Alice through the same webmail, from her own address: at once, and logged with it.
+    proto, transport, _ = xclient_session(h, "127.0.0.1", user)
+    send(proto, transport, f"XCLIENT ADDR={user}\r\nEHLO webmail\r\n".encode())
+    with capturedLogs() as logs:
+        assert send(proto, transport, auth_plain()) == b"235 2.7.0 Authentication successful\r\n"
+    assert [formatEvent(e) for e in logs] == [
+        "submission login alice@example.test from 2001:db8::7 via 127.0.0.1"
+    ]
+    # The guesser waits (15 s after its last failure), and the failure names its address.
+    proto, transport, _ = xclient_session(h, "127.0.0.1", guesser)
+    send(proto, transport, f"XCLIENT ADDR={guesser}\r\nEHLO webmail\r\n".encode())
+    with capturedLogs() as logs:
+        assert send(proto, transport, auth_plain(ALICE, "guess")) == b""
+        h.clock.advance(15)
+    assert last_lines(bytes(transport.value())) == [AUTH_FAILED]
+    assert [formatEvent(e) for e in logs] == [
+        "login failed for 'alice@example.test' from 203.0.113.9 via 127.0.0.1: wrong password"
+        " (after a 15 s delay)"
+    ]
+
+
+def test_xclient_addr_stays_across_starttls_as_roundcube_sends_it() -> None:
+    # Roundcube (rcube_smtp.php): EHLO, XCLIENT, then STARTTLS when the host says tls://.
+    h = Harness(tls=object())
+    proto, transport = h.connect()
+    send(proto, transport, b"EHLO webmail\r\n")
+    assert send(proto, transport, b"XCLIENT ADDR=203.0.113.9\r\n").startswith(b"220 ")
+    assert send(proto, transport, b"STARTTLS\r\n") == b"220 2.0.0 Ready to start TLS\r\n"
+    send(proto, transport, b"EHLO webmail\r\n")
+    with capturedLogs() as logs:
+        assert send(proto, transport, auth_plain(ALICE, "guess")) == AUTH_FAILED + b"\r\n"
+    assert [e["origin"] for e in logs] == ["203.0.113.9"]
+    h.stop()
+
+
+def test_xclient_addr_unavailable_leaves_the_webmail_as_the_source(h: Harness) -> None:
+    proto, transport = h.connect()
+    send(proto, transport, b"EHLO webmail\r\n")
+    send(proto, transport, b"XCLIENT ADDR=203.0.113.9\r\nEHLO webmail\r\n")
+    send(proto, transport, b"XCLIENT ADDR=[UNAVAILABLE]\r\nEHLO webmail\r\n")
+    with capturedLogs() as logs:
+        assert send(proto, transport, auth_plain(ALICE, "guess")) == AUTH_FAILED + b"\r\n"
+    assert [formatEvent(e) for e in logs] == [
+        "login failed for 'alice@example.test' from 127.0.0.1: wrong password"
+    ]
 
 
 def test_auth_login_works(h: Harness) -> None:

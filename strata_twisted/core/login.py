@@ -4,19 +4,26 @@ One login check for every protocol that takes a user's password: IMAP (#4) and s
 
 A login is, in this order:
 
-1. refused outright when the client's address or the user failed too often
-   (L{strata_twisted.core.throttle.LoginThrottle}): the password is not even checked, so a
-   guesser learns nothing and costs nothing;
-2. the password checked against the synced hash, from the verification cache when this exact
-   password was verified lately (Roundcube logs in on every web request), else in the
-   password pool.  An unknown user costs a check against a hash typical of the domain, so
-   that neither the answer nor its timing tells "no such user" from "wrong password";
+1. the stored hash is read, and a password this user logged in with lately passes at once (the
+   verification cache: Roundcube logs in on every web request), whatever anyone guessed;
+2. otherwise the attempt waits, on the injected clock, as long as the failures seen from its
+   source say (L{strata_twisted.core.throttle.LoginThrottle}: an increasing delay per user and
+   address, bounded), and only then is the password checked, in the password pool.  A guesser
+   waits and costs no hash run while waiting; nobody is ever refused for others' failures.  An
+   unknown user costs a check against a hash typical of the domain, so that neither the answer
+   nor its timing tells "no such user" from "wrong password";
 3. only then, the domain's portal policy: a closed portal refuses a user whose password was
    right, with the portal's sentence (a stranger learns nothing about outages).
 
+The source the throttle counts is the end user's address when a trusted host (the webmail)
+forwarded it (IMAP ``ID x-originating-ip``, SMTP ``XCLIENT ADDR``), else the connecting peer's.
+A trusted peer that forwarded nothing logs in for many users: it is never slowed as an address,
+only user by user.  Failed logins and portal refusals are logged with the client's address, the
+forwarded one, and the reason (issue 11, point 8).
+
 The same throttle, cache and pool serve both protocols, so failures on one count on the other.
 Trusted networks (loopback, and where the webmail runs) may use a plaintext password without
-TLS and are never throttled as addresses (L{is_trusted}).
+TLS and may forward their users' addresses (L{is_trusted}).
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from dataclasses import dataclass
 from typing import Final, Literal
 
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from strata_twisted.core.credentials import (
@@ -50,7 +58,6 @@ PortalCheck = Callable[[str], "Awaitable[str | None] | str | None"]
 
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 
-THROTTLED_TEXT: Final = "Too many failed logins; try again later"
 FAILED_TEXT: Final = "Authentication failed"
 
 
@@ -60,7 +67,10 @@ def networks(cidrs: Iterable[str]) -> tuple[Network, ...]:
 
 
 def is_trusted(host: str, trusted: Sequence[Network]) -> bool:
-    """Loopback and the configured networks may log in with a plaintext password (decision 10)."""
+    """
+    Loopback and the configured networks may log in with a plaintext password (decision 10)
+    and may forward the address of the user they log in for (the webmail).
+    """
     try:
         ip = ipaddress.ip_address(host)
     except ValueError:
@@ -85,18 +95,24 @@ def domain_of(address: str) -> str:
 class LoginResult:
     """
     How a login ended.  ``address``: the canonical user, set only when ``refusal`` is None.
-    ``refusal``: "throttled" (too many failures, password not checked), "failed" (wrong password
-    or unknown user: one answer for both, RFC 5530) or "portal" (right password, closed portal).
-    ``text``: what to tell the client.
+    ``refusal``: "failed" (wrong password or unknown user: one answer for both, RFC 5530) or
+    "portal" (right password, closed portal).  ``text``: what to tell the client.  ``waited``:
+    the seconds the attempt waited before its password was checked.
     """
 
     address: str | None
-    refusal: Literal["throttled", "failed", "portal"] | None = None
+    refusal: Literal["failed", "portal"] | None = None
     text: str = ""
+    waited: float = 0.0
 
     @property
     def ok(self) -> bool:
         return self.refusal is None
+
+
+def _where(client: str, origin: str | None) -> str:
+    """``203.0.113.7 via 127.0.0.1`` when a forwarded address is honoured, else the client's."""
+    return f"{origin} via {client}" if origin is not None else client
 
 
 class Authenticator:
@@ -125,41 +141,60 @@ class Authenticator:
         self.trusted_networks = tuple(trusted_networks)
         # (an empty cache is falsy: test for None)
         self.cache = cache if cache is not None else VerificationCache()
-        self.throttle = (
-            throttle if throttle is not None else LoginThrottle(clock, exempt=self.is_trusted)
-        )
+        self.throttle = throttle if throttle is not None else LoginThrottle(clock)
         self._typical: dict[str, PasswordHash | None] = {}
 
     def is_trusted(self, host: str) -> bool:
         return is_trusted(host, self.trusted_networks)
 
     async def login(
-        self, client: str, user: str, password: str | bytes, authzid: str = ""
+        self,
+        client: str,
+        user: str,
+        password: str | bytes,
+        authzid: str = "",
+        *,
+        forwarded: str | None = None,
     ) -> LoginResult:
         """
         Check ``user``'s ``password`` from ``client`` (an IP address), then the portal.  A SASL
         ``authzid`` (RFC 4616 §2) must name the same user: nobody may act as somebody else.
+        ``forwarded``: the end user's address as a trusted ``client`` (the webmail) gave it;
+        ignored from any other client.
         """
+        trusted = self.is_trusted(client)
+        origin = forwarded if forwarded and trusted else None
+        source = origin if origin is not None else client
+        shared = origin is None and trusted
+        where = _where(client, origin)
         try:
             address: str | None = normalize_user(user)
         except InvalidUser:
             address = None
         who = address if address is not None else user.lower()
-        if self.throttle.refused(client, who):
-            self.log.info("login throttled for {user!r} from {client}", user=user, client=client)
-            return LoginResult(None, "throttled", THROTTLED_TEXT)
         stored: PasswordHash | None = None
+        known = False
         if address is not None:
             text = await self.credentials.get_user(address)
             if text is not None:
+                known = True
                 try:
                     stored = PasswordHash.parse(text)
                 except CredentialError:
                     self.log.warn("unusable stored hash for {address}", address=address)
-        ok = False
-        if address is not None and stored is not None:
-            ok = self.cache.check(address, stored, password, self.clock.seconds())
-        if not ok:
+        # A password this user logged in with lately: no wait, no hash run (and no guess can
+        # hit it without being the right password).
+        cached = (
+            address is not None
+            and stored is not None
+            and self.cache.check(address, stored, password, self.clock.seconds())
+        )
+        waited = 0.0
+        ok = cached
+        if not cached:
+            waited = self.throttle.wait(source, who, shared=shared)
+            if waited > 0:
+                await deferLater(self.clock, waited)
             like = None
             if stored is None and address is not None:
                 like = await self.typical_hash(domain_of(address))
@@ -167,19 +202,42 @@ class Authenticator:
             if ok and address is not None and stored is not None:
                 self.cache.remember(address, stored, password, self.clock.seconds())
         if not ok or address is None:
-            self.log.info("login failed for {user!r} from {client}", user=user, client=client)
-            self.throttle.failed(client, who)
-            return LoginResult(None, "failed", FAILED_TEXT)
-        self.throttle.succeeded(address)
+            if address is None:
+                reason = "not a valid address"
+            elif not known:
+                reason = "unknown user"
+            elif stored is None:
+                reason = "unusable stored hash"
+            else:
+                reason = "wrong password"
+            self._refused(user, client, origin, reason, waited)
+            self.throttle.failed(source, who, shared=shared)
+            return LoginResult(None, "failed", FAILED_TEXT, waited)
+        self.throttle.succeeded(source, address, verified=not cached)
         if authzid and not _same_user(authzid, address):
-            self.log.info("{user} may not act as {authzid!r}", user=address, authzid=authzid)
-            return LoginResult(None, "failed", FAILED_TEXT)
+            self._refused(user, client, origin, f"may not act as {authzid!r}", waited)
+            return LoginResult(None, "failed", FAILED_TEXT, waited)
         closed = self.portal(domain_of(address))
         if inspect.isawaitable(closed):
             closed = await closed
         if closed is not None:
-            return LoginResult(None, "portal", closed)
-        return LoginResult(address)
+            self.log.info(
+                "login refused for {user} from {where}: portal closed ({sentence})",
+                user=address, client=client, origin=origin, where=where, sentence=closed,
+                reason="portal closed",
+            )  # fmt: skip
+            return LoginResult(None, "portal", closed, waited)
+        return LoginResult(address, waited=waited)
+
+    def _refused(
+        self, user: str, client: str, origin: str | None, reason: str, waited: float
+    ) -> None:
+        self.log.info(
+            "login failed for {user!r} from {where}: {reason}{after}",
+            user=user[:320], client=client, origin=origin, where=_where(client, origin),
+            reason=reason, waited=waited,
+            after=f" (after a {waited:g} s delay)" if waited else "",
+        )  # fmt: skip
 
     async def typical_hash(self, domain: str) -> PasswordHash | None:
         """

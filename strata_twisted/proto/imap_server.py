@@ -7,7 +7,9 @@ L{IMAPServerEngine.next_event} until it gets L{NEED_DATA}, answers the events th
 and writes L{IMAPServerEngine.data_to_send} to the client.  The engine answers by itself all that
 needs no policy and no mailbox data: the greeting, CAPABILITY, NOOP (outside the selected state),
 LOGOUT, ID, ENABLE, NAMESPACE, STARTTLS, the SASL exchanges of AUTHENTICATE, IDLE and every
-syntax, state and limit error.  Everything else goes to the adapter:
+syntax, state and limit error.  An ID from a trusted client before login may name the end user's
+address (``x-originating-ip``, Dovecot's convention for webmail and proxies); the engine keeps it
+and hands it over with the L{LoginRequest}.  Everything else goes to the adapter:
 
  - L{LoginRequest} (LOGIN, AUTHENTICATE PLAIN/LOGIN): answer with L{IMAPServerEngine.login_result}.
  - L{SelectMailbox} (SELECT, EXAMINE): answer with L{IMAPServerEngine.select_result}, or refuse it
@@ -31,6 +33,7 @@ calls L{IMAPServerEngine.timeout} when it expires.
 from __future__ import annotations
 
 import enum
+import ipaddress
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Literal, TypeAlias
@@ -48,6 +51,7 @@ from strata_twisted.proto.imap_parser import (
     ContinuationRequired,
     Enable,
     Fetch,
+    Id,
     IdleDone,
     IMAPCommandParser,
     Login,
@@ -157,16 +161,21 @@ class LoginRequest:
     """
     LOGIN or AUTHENTICATE PLAIN/LOGIN with the credentials.  Needs
     L{IMAPServerEngine.login_result}.  ``user`` and ``password`` are UTF-8 with undecodable
-    octets kept as surrogates.
+    octets kept as surrogates.  ``origin``: the end user's address a trusted client named in
+    ID before login (L{IMAPServerEngine.origin}), or None.
     """
 
     tag: str
     user: str
     password: str
     method: LoginMethod
+    origin: str | None = None
 
     def __repr__(self) -> str:  # never put a password in a log line
-        return f"LoginRequest(tag={self.tag!r}, user={self.user!r}, method={self.method!r})"
+        return (
+            f"LoginRequest(tag={self.tag!r}, user={self.user!r}, method={self.method!r},"
+            f" origin={self.origin!r})"
+        )
 
 
 @dataclass(frozen=True)
@@ -362,6 +371,22 @@ class _SASL:
     user: str | None = None  # LOGIN: the user name, once sent
 
 
+def _originating_ip(parameters: Iterable[tuple[str, str | None]] | None) -> str | None:
+    """
+    The ``x-originating-ip`` of ID parameters (RFC 2971 §3.3: field names are compared without
+    regard to case), as a normalised IP address; None when absent or not an address.  Dovecot's
+    convention (login_trusted_networks): a webmail or proxy names the address of the user it
+    logs in for.
+    """
+    for key, value in parameters or ():
+        if key.lower() == "x-originating-ip" and value is not None:
+            try:
+                return str(ipaddress.ip_address(value.strip().strip("[]")))
+            except ValueError:
+                return None
+    return None
+
+
 def _text(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
@@ -406,6 +431,7 @@ class IMAPServerEngine:
         self._condstore = False
         self._user: str | None = None
         self._read_only = False
+        self._origin: str | None = None
 
     # -- state ------------------------------------------------------------------------------------
 
@@ -425,6 +451,14 @@ class IMAPServerEngine:
     @property
     def tls_active(self) -> bool:
         return self._tls_active
+
+    @property
+    def origin(self) -> str | None:
+        """
+        The end user's address a trusted client gave in ID before login (``x-originating-ip``),
+        normalised; None when there was none, or the client is not trusted.
+        """
+        return self._origin
 
     @property
     def plaintext_login_allowed(self) -> bool:
@@ -800,7 +834,9 @@ class IMAPServerEngine:
             return self._login(command)
         if isinstance(command, Authenticate):
             return self._authenticate(command)
-        if command.name == "ID":
+        if isinstance(command, Id):
+            if self._state is State.NOT_AUTHENTICATED and self._trusted:
+                self._origin = _originating_ip(command.parameters) or self._origin
             self._outgoing.append(id_response((("name", _SERVER_NAME),)))
             self._ok(tag, "ID completed")
             return None
@@ -866,7 +902,7 @@ class IMAPServerEngine:
 
     def _ask_login(self, tag: str, user: str, password: str, method: LoginMethod) -> LoginRequest:
         self._pending = _Pending("login", tag, user=user)
-        return LoginRequest(tag, user, password, method)
+        return LoginRequest(tag, user, password, method, self._origin)
 
     def _login(self, command: Login) -> Event | None:
         if self._privacy_required(command.tag):

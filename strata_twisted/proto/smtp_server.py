@@ -10,7 +10,9 @@ engine answers everything that needs no policy itself (NOOP, RSET, syntax and se
 Extensions: PIPELINING (RFC 2920), SIZE (RFC 1870), 8BITMIME (RFC 6152), ENHANCEDSTATUSCODES
 (RFC 2034, RFC 3463), SMTPUTF8 (RFC 6531), STARTTLS (RFC 3207) and, when mechanisms are configured,
 AUTH (RFC 4954) with the PLAIN (RFC 4616) and LOGIN mechanisms.  The engine runs the SASL exchange
-and decodes the credentials; checking them is the adapter's job (L{Auth}).
+and decodes the credentials; checking them is the adapter's job (L{Auth}).  For a client the
+adapter trusts (the webmail), XCLIENT ADDR (Postfix's XCLIENT_README) names the end user's
+address (L{XClient}).
 
 This module must never touch a socket, a reactor, a clock or a store, and it must never raise on
 anything a peer sends: every byte sequence ends in an event, a reply, or a wait for more bytes.
@@ -21,6 +23,7 @@ from __future__ import annotations
 import base64
 import binascii
 import enum
+import ipaddress
 import re
 from dataclasses import dataclass, field
 from typing import Final, Literal, TypeAlias
@@ -46,6 +49,7 @@ __all__ = [
     "ServerLimits",
     "StartTLS",
     "State",
+    "XClient",
 ]
 
 
@@ -174,6 +178,18 @@ class StartTLS:
 
 
 @dataclass(frozen=True)
+class XClient:
+    """
+    XCLIENT ADDR=... from a client allowed to send it (Postfix's XCLIENT_README): the end user's
+    address, as an IP address text, or None for ``[UNAVAILABLE]``/``[TEMPUNAVAIL]``.  The 220
+    greeting is queued afresh and the session is as after connect (EHLO again); drop the
+    transaction and the HELO name.  No respond.
+    """
+
+    address: str | None
+
+
+@dataclass(frozen=True)
 class Quit:
     """QUIT: 221 is queued and the engine is closed.  Write the pending bytes and close."""
 
@@ -190,6 +206,7 @@ Event: TypeAlias = (
     | Reset
     | StartTLS
     | Quit
+    | XClient
 )
 _Answerable: TypeAlias = Hello | MailFrom | RcptTo | DataStart | DataEnd | Auth
 
@@ -257,6 +274,9 @@ _CANNOT_DECODE: Final = Reply(501, "5.5.2", "Cannot decode response")
 _AUTH_CANCELLED: Final = Reply(501, "5.0.0", "Authentication cancelled")
 _AUTH_LINE_TOO_LONG: Final = Reply(500, "5.5.6", "Authentication Exchange line is too long")
 _BAD_AUTH_PARAMETER: Final = Reply(501, "5.5.4", "Bad AUTH parameter")
+# Postfix's XCLIENT replies (XCLIENT_README; smtpd's texts).
+_XCLIENT_REFUSED: Final = Reply(550, "5.7.0", "Error: insufficient authorization")
+_XCLIENT_AFTER_AUTH: Final = Reply(503, "5.5.1", "Error: XCLIENT not allowed after AUTH")
 
 
 def _syntax(usage: str) -> Reply:
@@ -293,6 +313,9 @@ def _unsupported(keyword: str) -> Reply:
 # 7. AUTH (RFC 4954 §4) is allowed between transactions only.  While its exchange runs, input
 #    lines are SASL responses, not commands; the exchange ends in an Auth event or a reply.  A
 #    session authenticates once (503 after that) and forgets it at STARTTLS (RFC 3207 §4.2).
+# 8. XCLIENT (Postfix's XCLIENT_README) is allowed between transactions, before AUTH, from a
+#    client the adapter allows (550 5.7.0 from any other); it leads to CONNECTED with a fresh 220
+#    greeting: the client must say EHLO again.
 _TRANSITIONS: Final[dict[State, dict[str, State | Reply]]] = {
     State.CONNECTED: {
         "EHLO": State.GREETED,
@@ -307,6 +330,7 @@ _TRANSITIONS: Final[dict[State, dict[str, State | Reply]]] = {
         "STARTTLS": State.CONNECTED,
         "AUTH": _NEED_HELO,
         "QUIT": State.CLOSED,
+        "XCLIENT": State.CONNECTED,
     },
     State.GREETED: {
         "EHLO": State.GREETED,
@@ -321,6 +345,7 @@ _TRANSITIONS: Final[dict[State, dict[str, State | Reply]]] = {
         "STARTTLS": State.CONNECTED,
         "AUTH": State.GREETED,
         "QUIT": State.CLOSED,
+        "XCLIENT": State.CONNECTED,
     },
     State.MAIL: {
         "EHLO": State.GREETED,
@@ -335,6 +360,7 @@ _TRANSITIONS: Final[dict[State, dict[str, State | Reply]]] = {
         "STARTTLS": State.CONNECTED,
         "AUTH": _IN_TRANSACTION,
         "QUIT": State.CLOSED,
+        "XCLIENT": _IN_TRANSACTION,
     },
     State.RCPT: {
         "EHLO": State.GREETED,
@@ -349,6 +375,7 @@ _TRANSITIONS: Final[dict[State, dict[str, State | Reply]]] = {
         "STARTTLS": State.CONNECTED,
         "AUTH": _IN_TRANSACTION,
         "QUIT": State.CLOSED,
+        "XCLIENT": _IN_TRANSACTION,
     },
 }
 
@@ -454,6 +481,24 @@ def _copy(buf: bytearray, start: int, end: int) -> bytes:
         return bytes(view[start:end])
 
 
+def _xclient_address(value: str) -> str | None:
+    """
+    An XCLIENT ADDR value (xtext, RFC 3461 §4): an IPv4 address, ``IPV6:`` and an IPv6 address,
+    or ``[UNAVAILABLE]``/``[TEMPUNAVAIL]`` (returned as ""); None when malformed.
+    """
+    if not _XTEXT.fullmatch(value):
+        return None
+    text = re.sub(r"\+([0-9A-F]{2})", lambda m: chr(int(m.group(1), 16)), value)
+    if text.upper() in ("[UNAVAILABLE]", "[TEMPUNAVAIL]"):
+        return ""
+    if text[:5].upper() == "IPV6:":
+        text = text[5:]
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        return None
+
+
 def _b64decode(data: bytes) -> bytes | None:
     """Strict base64 (RFC 4648 §4, padding required), or None."""
     try:
@@ -496,6 +541,7 @@ class SMTPServerEngine:
 
     AUTH is off unless ``auth_mechanisms`` names some of L{AUTH_MECHANISMS}.  It is offered over
     TLS only, unless ``auth_plaintext``; ``auth_required`` refuses MAIL before a successful AUTH.
+    ``xclient``: the client may send XCLIENT ADDR (it is the trusted webmail); offered in EHLO.
     """
 
     def __init__(
@@ -509,6 +555,7 @@ class SMTPServerEngine:
         auth_mechanisms: tuple[str, ...] = (),
         auth_plaintext: bool = False,
         auth_required: bool = False,
+        xclient: bool = False,
     ) -> None:
         for mechanism in auth_mechanisms:
             if mechanism not in AUTH_MECHANISMS:
@@ -525,6 +572,7 @@ class SMTPServerEngine:
         self._auth_mechanisms = auth_mechanisms
         self._auth_plaintext = auth_plaintext
         self._auth_required = auth_required
+        self._xclient = xclient
         self._exchange: _Exchange | None = None  # an AUTH exchange reading SASL responses
         self._authenticated_as: str | None = None
         self._state = State.CONNECTED
@@ -785,6 +833,8 @@ class SMTPServerEngine:
                 return self._starttls(args, cell)
             case "AUTH":
                 return self._auth(args, cell)
+            case "XCLIENT":
+                return self._xclient_command(args, cell)
             case "QUIT":
                 self._queue(_BYE)
                 self._close()
@@ -809,6 +859,8 @@ class SMTPServerEngine:
                 lines.append("STARTTLS")
             if self._auth_offered:
                 lines.append(" ".join(("AUTH", *self._auth_mechanisms)))
+            if self._xclient:
+                lines.append("XCLIENT ADDR")
             default = Reply(250, None, tuple(lines))
         else:
             default = Reply(250, None, self.hostname)
@@ -941,6 +993,37 @@ class SMTPServerEngine:
             self._state = target
             return StartTLS()
         return None
+
+    # -- XCLIENT (Postfix's XCLIENT_README) ------------------------------------------------------
+
+    def _xclient_command(self, args: str, target: State) -> Event | None:
+        if not self._xclient:
+            self._reply(_XCLIENT_REFUSED)
+            return None
+        if self.authenticated:
+            self._reply(_XCLIENT_AFTER_AUTH)
+            return None
+        words = _SPACES.split(args) if args else []
+        if not words:
+            self._reply(_syntax("XCLIENT attribute=value..."))
+            return None
+        address: str | None = None
+        for word in words:
+            name, equals, value = word.partition("=")
+            if not equals or name.upper() != "ADDR":  # the one attribute offered
+                self._reply(Reply(501, "5.5.4", f"Bad XCLIENT attribute name: {name[:64]}"))
+                return None
+            parsed = _xclient_address(value)
+            if parsed is None:
+                shown = value[:64] or "(empty)"
+                self._reply(Reply(501, "5.5.4", f"Bad XCLIENT ADDR syntax: {shown}"))
+                return None
+            address = parsed or None
+        # Postfix: the session starts afresh, as after connect, with the 220 greeting.
+        self._state = target
+        self._recipients = 0
+        self.greeting()
+        return XClient(address)
 
     # -- AUTH (RFC 4954) ---------------------------------------------------------------------------
 

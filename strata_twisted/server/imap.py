@@ -8,12 +8,14 @@ every reply, so pipelined commands are answered strictly in order.  It also owns
 transport can do: the idle timeout on the injected clock, STARTTLS, and writing large body
 sections from the store in bounded reads.
 
-Login (issue 4, DESIGN "IMAP"): the address is canonicalised; an unknown user costs a hash check
-like a known one's (C{check_password} with C{like=} a hash of the domain) and gets the same answer
-as a wrong password; verification runs in a thread pool owned by the factory, never on the reactor
-thread, and a L{VerificationCache} on the reactor thread spares Roundcube's login-per-request a hash
-run.  Only after the password is right does the client learn that the domain's portal is closed
-(C{NO [UNAVAILABLE]} with the portal's sentence): a stranger learns nothing about outages.
+Login (issue 4, DESIGN "IMAP"): the L{Authenticator} decides (core/login.py): the address is
+canonicalised; a guesser's attempts wait longer and longer before their password is checked (never
+refused); an unknown user costs a hash check like a known one's and gets the same answer as a
+wrong password; verification runs in a thread pool, never on the reactor thread, and a
+L{VerificationCache} spares Roundcube's login-per-request a hash run.  Only after the password is
+right does the client learn that the domain's portal is closed (C{NO [UNAVAILABLE]} with the
+portal's sentence): a stranger learns nothing about outages.  The end user's address that a
+trusted client (the webmail) names in ID before login goes with the login (issue 11).
 
 This first version serves LOGIN/AUTHENTICATE, LIST/LSUB, SELECT/EXAMINE, [UID] FETCH, NOOP, CHECK,
 CLOSE/UNSELECT and LOGOUT; every other mailbox command answers C{NO [CANNOT]}.
@@ -626,17 +628,22 @@ class IMAPProtocol(Protocol):
         engine = self.engine
         assert engine is not None
         factory = self.factory
-        result = await factory.authenticator.login(self.client, event.user, event.password)
+        # The engine took an ID x-originating-ip only from a trusted client, before login.
+        result = await factory.authenticator.login(
+            self.client, event.user, event.password, forwarded=event.origin
+        )
         if result.refusal == "failed":
             # RFC 5530: one answer for an unknown user and a wrong password.
             engine.login_result(False, "AUTHENTICATIONFAILED", result.text)
             return
-        if result.address is None:  # throttled (the password was not checked), or portal closed
+        if result.address is None:  # the portal is closed: the password was right
             engine.login_result(False, "UNAVAILABLE", result.text)
             return
         await factory.mailboxes.ensure_user(result.address)
         self.user = result.address
-        self.log.info("IMAP login {user} from {client}", user=result.address, client=self.client)
+        self.log.info("IMAP login {user} from {client}{via}", user=result.address,
+                      client=event.origin or self.client,
+                      via=f" via {self.client}" if event.origin else "")  # fmt: skip
         engine.login_result(True)
 
     # -- SELECT and EXAMINE ----------------------------------------------------------------------

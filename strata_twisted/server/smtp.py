@@ -9,7 +9,10 @@ pipelined commands are answered strictly in order even while a commit or a passw
 flight.  It also owns what only a transport can do: timeouts (idle, and a longer one while DATA
 streams), back-pressure while the store is writing, STARTTLS, and connection limits per client
 address.  With an L{Authenticator} (submission) the engine offers AUTH, over TLS only unless the
-client is on loopback or a trusted network, and refuses MAIL before it.
+client is on loopback or a trusted network, and refuses MAIL before it.  Those trusted clients
+(the webmail) are also offered XCLIENT ADDR: the end user's address goes with the login, so
+that the throttle slows the guesser behind the webmail and not the webmail (issue 11).  It
+stays for the connection, across STARTTLS (Roundcube sends XCLIENT before STARTTLS).
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from strata_twisted.proto.smtp_server import (
     ServerLimits,
     SMTPServerEngine,
     StartTLS,
+    XClient,
 )
 from strata_twisted.server._transport import ConnectionLimits, Deadline, Refuse, set_no_delay
 
@@ -74,6 +78,7 @@ class SMTPIntakeProtocol(Protocol):
         self._gone = False
         self._in_process = False
         self._authenticating = False
+        self._forwarded: str | None = None  # XCLIENT ADDR from a trusted client
 
     @property
     def _transport(self) -> Any:
@@ -89,14 +94,16 @@ class SMTPIntakeProtocol(Protocol):
         client = _host_of(self._transport.getPeer())
         self.session = SessionInfo(client_address=client, tls=factory.implicit_tls)
         authenticator = factory.authenticator
+        trusted = is_trusted(client, factory.trusted_networks)
         self.engine = SMTPServerEngine(
             factory.hostname,
             factory.limits,
             tls_available=factory.tls is not None and not factory.implicit_tls,
             tls_active=factory.implicit_tls,
             auth_mechanisms=AUTH_MECHANISMS if authenticator is not None else (),
-            auth_plaintext=is_trusted(client, factory.trusted_networks),
+            auth_plaintext=trusted,
             auth_required=authenticator is not None,
+            xclient=authenticator is not None and trusted,
         )
         self.engine.greeting()
         self._flush()
@@ -169,6 +176,10 @@ class SMTPIntakeProtocol(Protocol):
                 self._start_tls()
             elif isinstance(event, Quit):
                 self._drop_transaction()
+            elif isinstance(event, XClient):
+                self._drop_transaction()
+                self.session.helo = ""
+                self._forwarded = event.address
 
     def _auth(self, event: Auth) -> None:
         authenticator = self.factory.authenticator
@@ -178,7 +189,11 @@ class SMTPIntakeProtocol(Protocol):
         self._pause("auth")
         d = Deferred.fromCoroutine(
             authenticator.login(
-                self.session.client_address, event.username, event.password, event.authzid
+                self.session.client_address,
+                event.username,
+                event.password,
+                event.authzid,
+                forwarded=self._forwarded,
             )
         )
         d.addCallbacks(self._auth_result, self._auth_failed)
@@ -188,12 +203,12 @@ class SMTPIntakeProtocol(Protocol):
         if result.address is not None:
             reply = None
             self.session.user = result.address
-            self.log.info("submission login {user} from {client}", user=result.address,
-                          client=self.session.client_address)  # fmt: skip
+            client, forwarded = self.session.client_address, self._forwarded
+            self.log.info("submission login {user} from {client}{via}", user=result.address,
+                          client=forwarded or client,
+                          via=f" via {client}" if forwarded else "")  # fmt: skip
         elif result.refusal == "failed":
             reply = Reply(535, "5.7.8", "Authentication credentials invalid")
-        elif result.refusal == "throttled":
-            reply = Reply(454, "4.7.0", result.text)
         else:  # a closed portal: the password was right, but this is not the way to send now
             reply = Reply(535, "5.7.0", result.text)
         self._after_auth(reply, result.address)
@@ -362,8 +377,9 @@ class SMTPIntakeProtocol(Protocol):
         self._deadline.cancel()
 
     def _timed_out(self) -> None:
-        if self._committing or self.engine is None:
-            # A commit in flight is ours to finish: it answers, then the timer starts again.
+        if self._committing or self._authenticating or self.engine is None:
+            # A commit or a login check in flight is ours to finish (a login may wait out its
+            # throttle delay): it answers, then the timer starts again.
             return
         self.log.info("timeout for {client}", client=self.session.client_address)
         self._drop_transaction()
