@@ -19,6 +19,10 @@
  *   STRATA_CA_FILE       The CA certificate (PEM) that signed Strata's certificate, when it is not
  *                        one the system trusts (a private CA, or Strata's own self-signed one):
  *                        PHP verifies tls:// and ssl:// hosts.  Default: the system's CAs.
+ *   STRATA_PROXIES       The addresses of the HTTPS reverse proxy in front of Roundcube, as
+ *                        Roundcube sees them, comma-separated (proxy_whitelist): Roundcube then
+ *                        takes the browser's address from X-Forwarded-For and passes it to
+ *                        Strata (see below).  Default: none (the address that connects).
  *
  * Official image (roundcube/roundcubemail): mount this file as /var/roundcube/config/strata.php
  * (see webmail/compose.yaml).  Debian's roundcube-core: add
@@ -49,9 +53,24 @@ if ($strata_ca !== '') {
     $config['imap_conn_options'] = ['ssl' => ['cafile' => $strata_ca]];
     $config['smtp_conn_options'] = ['ssl' => ['cafile' => $strata_ca]];
 }
-// A closed portal (NO [UNAVAILABLE]) shows Strata's sentence instead of "Login failed."
-// (plugins/strata_portal, which must be installed in Roundcube's plugins directory).
+// Strata slows a password guesser down at the guesser's own address, so Roundcube tells it the
+// browser's address with every login: in IMAP, an ID before authentication naming
+// "x-originating-ip" (plugins/strata_portal, which must be installed in Roundcube's plugins
+// directory); in submission, XCLIENT ADDR, which Strata offers to its trusted networks.
+// Strata honours both only from its trusted networks (imap/submission.trusted_networks and
+// loopback).  The same plugin shows a closed portal's sentence (NO [UNAVAILABLE]) instead of
+// "Login failed.".
 $config['plugins'] = array_merge($config['plugins'] ?? [], ['strata_portal']);
+$config['smtp_xclient_addr'] = true;
+// Roundcube's own brute-force "prevention" (login_rate_limit, default 3) refuses every login of a
+// user for a minute after 3 failures for that user from anywhere: anyone could keep anyone
+// locked out of the webmail.  Strata slows the guesser instead, at the guesser's address.
+$config['login_rate_limit'] = 0;
+$strata_proxies = $strata_setting('STRATA_PROXIES', '');
+if ($strata_proxies !== '') {
+    $config['proxy_whitelist'] = array_values(array_filter(array_map('trim',
+        explode(',', $strata_proxies))));
+}
 
 // White-labelling.
 $config['product_name'] = $strata_setting('STRATA_PRODUCT_NAME', 'Webmail');
@@ -84,4 +103,4 @@ $config['ip_check'] = true;
 $config['login_autocomplete'] = 0;
 $config['x_frame_options'] = 'sameorigin';
 
-unset($strata_setting, $strata_logo, $strata_ca);
+unset($strata_setting, $strata_logo, $strata_ca, $strata_proxies);

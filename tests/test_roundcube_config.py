@@ -70,3 +70,18 @@ def test_the_folders_are_strata_s_special_use_folders() -> None:
     assert config["default_folders"] == ["INBOX", "Drafts", "Sent", "Junk", "Trash"]
     assert config["imap_delimiter"] == "/"
     assert (config["imap_auth_type"], config["smtp_auth_type"]) == ("PLAIN", "PLAIN")
+
+
+def test_roundcube_forwards_the_browsers_address_to_strata() -> None:
+    # Issue 11: IMAP ID x-originating-ip comes from the strata_portal plugin (its hook is tested
+    # against the real Roundcube in tests/interop/test_login_throttle.py); XCLIENT ADDR is
+    # Roundcube's own, switched on here.
+    config = evaluate()
+    assert "strata_portal" in config["plugins"]
+    assert config["smtp_xclient_addr"] is True
+    assert "proxy_whitelist" not in config
+    # Roundcube's own per-user lockout (3 failures a minute from anywhere) is off: Strata slows
+    # the guesser instead.
+    assert config["login_rate_limit"] == 0
+    config = evaluate(STRATA_PROXIES="172.18.0.1, 10.0.0.2,")
+    assert config["proxy_whitelist"] == ["172.18.0.1", "10.0.0.2"]

@@ -17,9 +17,10 @@ A login is, in this order:
 
 The source the throttle counts is the end user's address when a trusted host (the webmail)
 forwarded it (IMAP ``ID x-originating-ip``, SMTP ``XCLIENT ADDR``), else the connecting peer's.
-A trusted peer that forwarded nothing logs in for many users: it is never slowed as an address,
-only user by user.  Failed logins and portal refusals are logged with the client's address, the
-forwarded one, and the reason (issue 11, point 8).
+A source in the trusted networks (the webmail that forwarded nothing, or a reverse proxy in
+front of it) logs in for many users: it is never slowed as an address, only user by user.
+Failed logins and portal refusals are logged with the client's address, the forwarded one, and
+the reason (issue 11, point 8).
 
 The same throttle, cache and pool serve both protocols, so failures on one count on the other.
 Trusted networks (loopback, and where the webmail runs) may use a plaintext password without
@@ -110,9 +111,17 @@ class LoginResult:
         return self.refusal is None
 
 
-def _where(client: str, origin: str | None) -> str:
-    """``203.0.113.7 via 127.0.0.1`` when a forwarded address is honoured, else the client's."""
+def where(client: str, origin: str | None) -> str:
+    """
+    Where a login came from, for a log line: ``203.0.113.7 via 127.0.0.1`` when the webmail at
+    127.0.0.1 forwarded the user's address, else the client's address.
+    """
     return f"{origin} via {client}" if origin is not None else client
+
+
+def delay_note(waited: float) -> str:
+    """`` (after a 2 s delay)`` for a login that waited out its throttle delay, else ""."""
+    return f" (after a {waited:g} s delay)" if waited else ""
 
 
 class Authenticator:
@@ -162,11 +171,11 @@ class Authenticator:
         ``forwarded``: the end user's address as a trusted ``client`` (the webmail) gave it;
         ignored from any other client.
         """
-        trusted = self.is_trusted(client)
-        origin = forwarded if forwarded and trusted else None
+        origin = forwarded if forwarded and self.is_trusted(client) else None
         source = origin if origin is not None else client
-        shared = origin is None and trusted
-        where = _where(client, origin)
+        # An address of our own networks (the webmail naming nobody, or a proxy in front of
+        # it) logs in for many users: never slowed as an address, only user by user.
+        shared = self.is_trusted(source)
         try:
             address: str | None = normalize_user(user)
         except InvalidUser:
@@ -223,8 +232,8 @@ class Authenticator:
         if closed is not None:
             self.log.info(
                 "login refused for {user} from {where}: portal closed ({sentence})",
-                user=address, client=client, origin=origin, where=where, sentence=closed,
-                reason="portal closed",
+                user=address, client=client, origin=origin, where=where(client, origin),
+                sentence=closed, reason="portal closed",
             )  # fmt: skip
             return LoginResult(None, "portal", closed, waited)
         return LoginResult(address, waited=waited)
@@ -234,9 +243,8 @@ class Authenticator:
     ) -> None:
         self.log.info(
             "login failed for {user!r} from {where}: {reason}{after}",
-            user=user[:320], client=client, origin=origin, where=_where(client, origin),
-            reason=reason, waited=waited,
-            after=f" (after a {waited:g} s delay)" if waited else "",
+            user=user[:320], client=client, origin=origin, where=where(client, origin),
+            reason=reason, waited=waited, after=delay_note(waited),
         )  # fmt: skip
 
     async def typical_hash(self, domain: str) -> PasswordHash | None:

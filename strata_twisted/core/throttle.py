@@ -17,8 +17,9 @@ Three records are kept, each forgotten ``FORGET_AFTER`` seconds after its last f
   the pair's last failure.  This is what slows a guesser at one account.
 - per source address: the distinct users that failed from it.  From the ``SPRAY_USERS``-th on,
   every attempt from there waits (a password sprayed over many accounts).  A source shared by
-  many users (the webmail host, when it does not say whose browser it speaks for) is never
-  slowed as a whole: its users are slowed one by one through the pair record.
+  many users (an address of the trusted networks: the webmail host when it does not say whose
+  browser it speaks for) is never slowed as a whole: its users are slowed one by one through
+  the pair record.
 - per user: the distinct source addresses that failed for it.  From the ``SPREAD_SOURCES``-th
   on, attempts for that user wait (a guess spread over many addresses), except from the sources
   that logged in as that user successfully within ``KNOWN_FOR``: others' failures never slow a
@@ -170,9 +171,9 @@ class LoginThrottle:
 
     ``source`` is the client's address as the throttle should see it: the end user's, when the
     webmail forwarded it (IMAP ID, SMTP XCLIENT), else the connecting peer's.  ``shared``: the
-    source is a host that logs in for many users and did not say for whom (the webmail without
-    a forwarded address); it is never slowed as an address.  ``user`` is the canonical address
-    (or, for a name that is not one, the name as given, lower-cased by the caller).
+    source logs in for many users (an address of the trusted networks, such as the webmail
+    when it did not say for whom); it is never slowed as an address.  ``user`` is the canonical
+    address (or, for a name that is not one, the name as given, lower-cased by the caller).
 
     ``max_delay``: the longest any attempt waits, in seconds; 0 turns the delays off.
     """

@@ -61,7 +61,7 @@ from strata_twisted.core.imap_search import Candidate, Content, Need, plan_sort,
 from strata_twisted.core.imap_search import Mailbox as SearchMailbox
 from strata_twisted.core.imap_search import plan as search_plan
 from strata_twisted.core.intake import new_queue_id
-from strata_twisted.core.login import Authenticator, PortalCheck, networks
+from strata_twisted.core.login import Authenticator, PortalCheck, delay_note, networks, where
 from strata_twisted.core.throttle import LoginThrottle
 from strata_twisted.errors import StrataError
 from strata_twisted.executor import Executor
@@ -641,9 +641,11 @@ class IMAPProtocol(Protocol):
             return
         await factory.mailboxes.ensure_user(result.address)
         self.user = result.address
-        self.log.info("IMAP login {user} from {client}{via}", user=result.address,
-                      client=event.origin or self.client,
-                      via=f" via {self.client}" if event.origin else "")  # fmt: skip
+        self.log.info(
+            "IMAP login {user} from {where}{after}",
+            user=result.address, client=self.client, origin=event.origin,
+            where=where(self.client, event.origin), after=delay_note(result.waited),
+        )  # fmt: skip
         engine.login_result(True)
 
     # -- SELECT and EXAMINE ----------------------------------------------------------------------

@@ -29,7 +29,14 @@ from twisted.python.failure import Failure
 
 from strata_twisted.config import IntakeSettings
 from strata_twisted.core.intake import IntakePolicy, IntakeTransaction, SessionInfo
-from strata_twisted.core.login import Authenticator, LoginResult, is_trusted, networks
+from strata_twisted.core.login import (
+    Authenticator,
+    LoginResult,
+    delay_note,
+    is_trusted,
+    networks,
+    where,
+)
 from strata_twisted.errors import MailError
 from strata_twisted.model import StoredMessage
 from strata_twisted.proto.smtp_reply import Reply
@@ -203,10 +210,12 @@ class SMTPIntakeProtocol(Protocol):
         if result.address is not None:
             reply = None
             self.session.user = result.address
-            client, forwarded = self.session.client_address, self._forwarded
-            self.log.info("submission login {user} from {client}{via}", user=result.address,
-                          client=forwarded or client,
-                          via=f" via {client}" if forwarded else "")  # fmt: skip
+            client = self.session.client_address
+            self.log.info(
+                "submission login {user} from {where}{after}",
+                user=result.address, client=client, origin=self._forwarded,
+                where=where(client, self._forwarded), after=delay_note(result.waited),
+            )  # fmt: skip
         elif result.refusal == "failed":
             reply = Reply(535, "5.7.8", "Authentication credentials invalid")
         else:  # a closed portal: the password was right, but this is not the way to send now
