@@ -186,8 +186,9 @@ class StrataIMAP:
     One Strata with IMAP (plain with STARTTLS, and implicit TLS), domain ``example.test`` in mode
     ``both`` and `users` (local parts) imported with SHA512-CRYPT hashes.
 
-    ``imap``: extra ``[imap]`` keys, TOML values as text (``{"login_failures_per_user": "3"}``);
-    ``intake``: extra ``[intake]`` keys likewise.
+    ``imap``: extra ``[imap]`` keys, TOML values as text (``{"login_max_delay": "2"}``);
+    ``intake``: extra ``[intake]`` keys likewise.  ``submission``: turn SMTP submission on (on
+    ``submission_port``, no implicit TLS) with these extra ``[submission]`` keys.
     """
 
     def __init__(
@@ -197,11 +198,18 @@ class StrataIMAP:
         users: Sequence[str] = ("alice", "bob"),
         imap: Mapping[str, str] | None = None,
         intake: Mapping[str, str] | None = None,
+        submission: Mapping[str, str] | None = None,
     ) -> None:
         self.imap_port = free_port()
         self.imaps_port = free_port()
+        self.submission_port = free_port() if submission is not None else None
         intake_keys = "".join(f"{k} = {v}\n" for k, v in (intake or {}).items())
         imap_keys = "".join(f"{k} = {v}\n" for k, v in (imap or {}).items())
+        if submission is not None:
+            imap_keys += (
+                f'[submission]\nlisten = ["127.0.0.1:{self.submission_port}"]\ntls_listen = []\n'
+                + "".join(f"{k} = {v}\n" for k, v in submission.items())
+            )
         # StrataProcess ends its config inside [intake]: our intake keys come first.
         self.strata = StrataProcess(
             root,
@@ -227,7 +235,10 @@ class StrataIMAP:
         passwd.write_text("".join(passwd_line(a, p) for a, p in self.users.items()))
         strata.cli("user", "import", DOMAIN, str(passwd))
         strata.start()
-        for port in (self.imap_port, self.imaps_port):
+        ports = [self.imap_port, self.imaps_port]
+        if self.submission_port is not None:
+            ports.append(self.submission_port)
+        for port in ports:
             if not wait_for_port(port, 30):
                 raise RuntimeError(f"Strata is not listening for IMAP on {port}\n{self.log()}")
         return self
