@@ -121,7 +121,7 @@ def where(client: str, origin: str | None) -> str:
 
 def delay_note(waited: float) -> str:
     """`` (after a 2 s delay)`` for a login that waited out its throttle delay, else ""."""
-    return f" (after a {waited:g} s delay)" if waited else ""
+    return f" (after a {round(waited, 2):g} s delay)" if waited else ""
 
 
 class Authenticator:
