@@ -37,7 +37,7 @@ names cannot grow memory without bound.
 from __future__ import annotations
 
 import ipaddress
-from collections import OrderedDict, deque
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Generic, TypeVar
@@ -97,24 +97,26 @@ def source_key(host: str) -> str:
     return str(ip)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Pair:
     failures: int
     last: float
 
 
-@dataclass
+@dataclass(slots=True)
 class _Distinct:
-    """Distinct names (users, or addresses) that failed, each with its last failure."""
+    """Distinct names (users, or addresses) that failed, each with its last failure, oldest
+    first (a dict keeps insertion order)."""
 
-    names: OrderedDict[str, float] = field(default_factory=OrderedDict)
+    names: dict[str, float] = field(default_factory=dict)
     last: float = 0.0
 
     def add(self, name: str, now: float) -> None:
-        self.names.pop(name, None)
-        self.names[name] = now
-        while len(self.names) > MAX_DISTINCT:
-            self.names.popitem(last=False)
+        names = self.names
+        names.pop(name, None)
+        names[name] = now
+        while len(names) > MAX_DISTINCT:
+            del names[next(iter(names))]
         self.last = now
 
     def count(self, now: float) -> int:
@@ -136,7 +138,7 @@ class _Table(Generic[K, V]):
     """Records by key, oldest use first; capped at L{MAX_TRACKED}, expired ones swept."""
 
     def __init__(self, stamp: Callable[[V], float], lifetime: float) -> None:
-        self._records: OrderedDict[K, V] = OrderedDict()
+        self._records: dict[K, V] = {}
         self._stamp = stamp
         self._lifetime = lifetime
 
@@ -153,13 +155,13 @@ class _Table(Generic[K, V]):
     def put(self, key: K, record: V, now: float) -> None:
         """Store ``record`` as the most recently used; sweep the expired and the excess."""
         records = self._records
+        records.pop(key, None)  # re-inserted: the most recent at the end
         records[key] = record
-        records.move_to_end(key)
         while records:
-            oldest = next(iter(records.values()))
+            key, oldest = next(iter(records.items()))
             if self._stamp(oldest) > now - self._lifetime and len(records) <= MAX_TRACKED:
                 break
-            records.popitem(last=False)
+            del records[key]
 
     def pop(self, key: K) -> None:
         self._records.pop(key, None)
@@ -186,8 +188,8 @@ class LoginThrottle:
         self._pairs: _Table[tuple[str, str], _Pair] = _Table(lambda r: r.last, FORGET_AFTER)
         self._by_source: _Table[str, _Distinct] = _Table(lambda r: r.last, FORGET_AFTER)
         self._by_user: _Table[str, _Distinct] = _Table(lambda r: r.last, FORGET_AFTER)
-        # user -> {source: last successful login}
-        self._known: _Table[str, OrderedDict[str, float]] = _Table(
+        # user -> {source: last successful login}, oldest first
+        self._known: _Table[str, dict[str, float]] = _Table(
             lambda r: next(reversed(r.values())), KNOWN_FOR
         )
 
@@ -248,11 +250,11 @@ class LoginThrottle:
         where, who = source_key(source), user[:MAX_KEY_LENGTH]
         if verified:
             self._pairs.pop((who, where))
-        known = self._known.get(who, now) or OrderedDict()
+        known = self._known.get(who, now) or {}
         known.pop(where, None)
         known[where] = now
         while len(known) > MAX_DISTINCT:
-            known.popitem(last=False)
+            del known[next(iter(known))]
         self._known.put(who, known, now)
 
     def _delay(self, count: int, free: int) -> float:
