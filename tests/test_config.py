@@ -119,8 +119,7 @@ def test_the_old_name_of_the_command_line_limit_still_loads(tmp_path: Path) -> N
     settings = load_config(path)
     assert settings.intake.max_command_line_length == 4096
     assert settings.notes == (
-        "intake.max_line_length is read as intake.max_command_line_length, its new name: "
-        "rename it",
+        "intake.max_line_length is read as intake.max_command_line_length, its new name: rename it",
     )
     path.write_text("[intake]\nmax_command_line_length = 2048\n")
     assert load_config(path).intake.max_command_line_length == 2048
