@@ -107,6 +107,7 @@ from strata_twisted.model import (
     StoredMessage,
     UserCredential,
     UserListChange,
+    canonical_address,
     credential_key,
     display_domain,
     normalize_domain,
@@ -321,11 +322,6 @@ def _days(option: str, text: str | None) -> Any:
     return int(text)
 
 
-# RFC 5321 §4.1.2 Dot-string (atext, RFC 5322 §3.2.3), with UTF-8 as RFC 6531 §3.3 allows.
-_ATEXT: Final = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+"
-_DOT_STRING: Final = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
-# RFC 5321 §4.5.3.1.1: a local part of at most 64 octets.
-_MAX_LOCAL_PART: Final = 64
 _MAX_WEBHOOK_URL: Final = 2048
 
 
@@ -336,22 +332,10 @@ def _alert_email(text: str | None) -> Any:
         return _KEEP
     if text == "":
         return None
-    local, sep, domain = text.strip().rpartition("@")
-    # No surrogates: they cannot be stored or sent as UTF-8.
-    if (
-        not sep
-        or not _DOT_STRING.fullmatch(local)
-        or len(local.encode("utf-8", "surrogatepass")) > _MAX_LOCAL_PART
-        or any("\ud800" <= c <= "\udfff" or c.isspace() for c in local)
-    ):
-        raise UsageError(
-            f"--alert-email: expected an address like noc@example.net, got {text!r} "
-            '("" to remove it)'
-        )
     try:
-        return f"{local}@{normalize_domain(domain)}"
-    except InvalidDomainName as e:
-        raise UsageError(f"--alert-email: {e}") from None
+        return canonical_address(text)
+    except ValueError as e:
+        raise UsageError(f'--alert-email: {e} ("" to remove it)') from None
 
 
 def _alert_webhook(text: str | None) -> Any:

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from strata_twisted.errors import ConfigError
-from strata_twisted.model import RelayTarget, parse_host_port
+from strata_twisted.model import RelayTarget, canonical_address, parse_host_port
 
 DEFAULT_CONFIG_NAME = "strata.toml"
 DEFAULT_DATA_DIR = "strata-data"
@@ -37,6 +37,15 @@ class ListenAddress:
 
     def __str__(self) -> str:
         return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """What the server as a whole answers for."""
+
+    # The operator's address, where mail to "<Postmaster>" (RFC 5321 §4.1.1.3: no domain, this
+    # server's postmaster) goes; "" holds such mail in the queue until one is set.
+    postmaster: str = ""
 
 
 @dataclass(frozen=True)
@@ -193,6 +202,7 @@ class StorageSettings:
 class Settings:
     data_dir: Path = Path(DEFAULT_DATA_DIR)
     hostname: str = field(default_factory=socket.getfqdn)
+    server: ServerSettings = field(default_factory=ServerSettings)
     intake: IntakeSettings = field(default_factory=IntakeSettings)
     imap: IMAPSettings = field(default_factory=IMAPSettings)
     submission: SubmissionSettings = field(default_factory=SubmissionSettings)
@@ -269,6 +279,16 @@ def _string(key: str, value: Any) -> str:
 def _path(key: str, value: Any) -> Path | None:
     text = _string(key, value)
     return Path(text).expanduser() if text else None
+
+
+def _address_or_empty(key: str, value: Any) -> str:
+    text = _string(key, value).strip()
+    if not text:
+        return ""
+    try:
+        return canonical_address(text)
+    except ValueError as e:
+        raise ConfigError(key, str(e)) from None
 
 
 def _hostname(key: str, value: Any) -> str:
@@ -358,6 +378,7 @@ def _backend(key: str, value: Any) -> str:
 
 _SCHEMA: dict[str, dict[str, Validator]] = {
     "": {"data_dir": _path, "hostname": _hostname},
+    "server": {"postmaster": _address_or_empty},
     "intake": {
         "listen": _listen,
         "max_message_size": _int(1024),
@@ -497,6 +518,7 @@ def parse_config(document: dict[str, Any], source: Path | None = None) -> Settin
     settings = Settings(
         data_dir=Path(os.path.abspath(data_dir)),
         hostname=top.get("hostname") or socket.getfqdn(),
+        server=ServerSettings(**values["server"]),
         intake=IntakeSettings(**values["intake"]),
         imap=IMAPSettings(**values["imap"]),
         submission=SubmissionSettings(**values["submission"]),

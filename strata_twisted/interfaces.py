@@ -100,7 +100,8 @@ class IMessageWriter(Interface):
 
     def commit(incoming: IncomingMessage) -> Deferred[StoredMessage]:
         """
-        Make the message durable and visible, in one step with its queue entries and, for every
+        Make the message durable and visible, in one step with its queue entries (QUEUED and due
+        at ``received_at``; HELD with ``last_error`` for a delivery with ``held``) and, for every
         delivery with ``shadow`` (mode ``both``), its shadow-copy record and its copy in that
         user's INBOX (default mailboxes made if missing; the MIME index kept once).  Fails with
         L{StorageError}, leaving nothing.
@@ -178,8 +179,12 @@ class IQueueStore(Interface):
 
     def due_entries(domain: str, now: float, limit: int) -> Deferred[list[QueueEntry]]:
         """
-        At most ``limit`` QUEUED entries of ``domain`` with ``next_attempt_at <= now``, in arrival
-        order (``seq``).  This is the order the relay delivers in.
+        The first ``limit`` QUEUED entries of ``domain`` with ``next_attempt_at <= now``, in
+        arrival order (``seq``), and with them every other such entry of the last message they
+        reach: a message's due entries are never cut in two, so the relay sends each message
+        once, in one transaction, however its recipients fall against ``limit`` (more than
+        ``limit`` entries only when that last message has more).  This is the order the relay
+        delivers in.
         """
 
     def record_result(result: AttemptResult) -> Deferred[QueueEntry]:
@@ -236,6 +241,17 @@ class IQueueStore(Interface):
         of ``from_states``, else fail with L{QueueStateError}.  Releasing to QUEUED makes the entry
         due at once (``next_attempt_at`` = ``at``); ``note`` goes to ``last_error`` unless empty.
         Unknown id: L{NoSuchEntry}.
+        """
+
+    def reroute(
+        entry_id: str, recipient: str, domain: str, outbound: bool, at: float, note: str
+    ) -> Deferred[QueueEntry]:
+        """
+        Send a waiting entry elsewhere: its recipient, domain and ``outbound`` replaced (mail for
+        ``<Postmaster>``, held until the operator's address is known).  Only a QUEUED or HELD
+        entry, else L{QueueStateError}; it becomes QUEUED and due at ``at``, keeps its ``seq``
+        and attempts, and ``note`` goes to ``last_error`` unless empty.  Unknown id:
+        L{NoSuchEntry}.  One atomic step.
         """
 
     def last_delivered_at(domain: str) -> Deferred[float | None]:

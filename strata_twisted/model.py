@@ -96,6 +96,90 @@ def recipient_domain(address: str) -> str | None:
         return None
 
 
+# RFC 5321 §4.1.2 Dot-string (atext, RFC 5322 §3.2.3), with UTF-8 as RFC 6531 §3.3 allows.
+_ATEXT: Final = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~\u0080-\U0010ffff-]+"
+_DOT_STRING: Final = re.compile(rf"{_ATEXT}(?:\.{_ATEXT})*")
+# RFC 5321 §4.5.3.1.1: a local part of at most 64 octets.
+MAX_LOCAL_PART: Final = 64
+
+
+def canonical_address(text: str) -> str:
+    """
+    An address an admin typed (``noc@example.net``, an alert contact, the operator's
+    postmaster address), as ``local@domain`` with the domain in its ASCII form; ValueError
+    saying what is wrong otherwise.  The local part must be a Dot-string of at most 64 octets
+    (RFC 5321 §4.1.2, §4.5.3.1.1; UTF-8 allowed, RFC 6531), no quoted string, no display name.
+    """
+    local, sep, domain = text.strip().rpartition("@")
+    # No surrogates: they cannot be stored or sent as UTF-8.
+    if (
+        not sep
+        or not _DOT_STRING.fullmatch(local)
+        or len(local.encode("utf-8", "surrogatepass")) > MAX_LOCAL_PART
+        or any("\ud800" <= c <= "\udfff" or c.isspace() for c in local)
+    ):
+        raise ValueError(f"expected an address like noc@example.net, got {text!r}")
+    try:
+        return f"{local}@{normalize_domain(domain)}"
+    except InvalidDomainName as e:
+        raise ValueError(str(e)) from None
+
+
+# RFC 5321 §4.5.1: "postmaster" is a reserved local part, and case-insensitive (the one local
+# part that is: §2.4); RFC 5321 §4.1.1.3: "<Postmaster>" without a domain names the postmaster
+# of the server itself.
+POSTMASTER: Final = "postmaster"
+# The queue "domain" of mail for <Postmaster> while no operator address is configured
+# ([server] postmaster): not a domain name, so no protected domain, MX lookup or admin command
+# can take it for one.  Its entries wait there, HELD, until they are routed to the operator.
+POSTMASTER_HOLD: Final = "(postmaster)"
+
+
+def is_postmaster(address: str) -> bool:
+    """Whether ``address`` is a postmaster: ``Postmaster`` alone or ``postmaster@domain``,
+    in any case."""
+    return split_address(address)[0].lower() == POSTMASTER
+
+
+def is_bare_postmaster(address: str) -> bool:
+    """Whether ``address`` is ``<Postmaster>`` without a domain (any case): this server's own."""
+    return "@" not in address and address.lower() == POSTMASTER
+
+
+def recipient_key(address: str) -> str:
+    """
+    What makes two recipients of one message the same recipient, as Postfix compares them: the
+    local part exactly (RFC 5321 §2.4: only the receiving host may interpret its case), the
+    domain without regard to case or to its spelling (U-label or A-label, L{normalize_domain}).
+    The one exception is the reserved local part ``postmaster``, case-insensitive by RFC 5321
+    §4.5.1: ``Postmaster@x`` and ``postmaster@X`` are one recipient, and so are ``<Postmaster>``
+    and ``<POSTMASTER>``.
+    """
+    local, domain = split_address(address)
+    if local.lower() == POSTMASTER:
+        local = POSTMASTER
+    if not domain and "@" not in address:
+        return local
+    try:
+        domain = normalize_domain(domain)
+    except InvalidDomainName:
+        domain = domain.lower()  # an address literal, or a name we could not route anyway
+    return f"{local}@{domain}"
+
+
+def unique_recipients(recipients: Iterable[str]) -> tuple[str, ...]:
+    """``recipients`` with each recipient once (L{recipient_key}): the first spelling of each,
+    in the order given."""
+    seen: set[str] = set()
+    out: list[str] = []
+    for recipient in recipients:
+        key = recipient_key(recipient)
+        if key not in seen:
+            seen.add(key)
+            out.append(recipient)
+    return tuple(out)
+
+
 def parse_host_port(text: str, default_port: int | None) -> tuple[str, int]:
     """
     Parse ``host``, ``host:port``, ``[v6]`` or ``[v6]:port``; raise ValueError when invalid.
@@ -231,6 +315,9 @@ class Delivery:
     # Submission (#5): a recipient outside the protected domains, for the outbound queue: the
     # relay delivers it to the MX of ``domain`` rather than to a primary.
     outbound: bool = False
+    # Mail that has nowhere to go yet (``<Postmaster>`` while no operator address is set): its
+    # entry starts HELD, with this as its last error, until it is routed (IQueueStore.reroute).
+    held: str | None = None
 
 
 @dataclass(frozen=True)

@@ -37,6 +37,7 @@ def test_example_documents_every_key_with_its_default() -> None:
     assert from_example.outbound == default.outbound
     assert from_example.alerts == default.alerts
     assert from_example.data_dir == default.data_dir
+    assert from_example.server == default.server
 
 
 def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -81,6 +82,10 @@ def test_embedded_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
         ('[monitor]\nalert_window = "15m"\n', "monitor.alert_window"),
         ('[tls]\nprivate_key = "k.pem"\n', "tls.certificate"),
         ("data_dir = 5\n", "data_dir"),
+        ('[server]\npostmaster = "Postmaster"\n', "server.postmaster"),
+        ('[server]\npostmaster = "Ops <ops@example.net>"\n', "server.postmaster"),
+        ('[server]\npostmaster = "ops@localhost"\n', "server.postmaster"),
+        ("[server]\npostmaster = 1\n", "server.postmaster"),
         ("this is not toml", "--config"),
         ("[intake]\nmax_line_length = 10\n", "intake.max_line_length"),
         (
@@ -152,3 +157,11 @@ def test_an_old_file_with_the_lockout_keys_still_loads_and_says_they_are_ignored
     assert "no longer lock anyone out" in settings.notes[0]
     assert "imap.login_max_delay" in settings.notes[0]
     assert parse_config({}).notes == ()
+
+
+def test_server_postmaster_is_unset_by_default_and_kept_with_its_domain_in_ascii() -> None:
+    # Issue #11: <Postmaster> mail goes to the operator's address; none by default.
+    assert parse_config({}).server.postmaster == ""
+    settings = parse_config({"server": {"postmaster": " Ops@Bücher.Example "}})
+    assert settings.server.postmaster == "Ops@xn--bcher-kva.example"
+    assert parse_config({"server": {"postmaster": ""}}).server.postmaster == ""

@@ -32,6 +32,9 @@ The rules:
   L{apply_result}, in order; an unknown or DELIVERED entry is skipped, not an error.
 - Neither kind of change touches what the entry is (``outbound``) or whether its sender was told
   of a delay (``delay_notified_at``, set by C{IQueueStore.mark_delay_notified} alone).
+- A third kind, a new route (L{apply_reroute}), is the one change of where an entry goes: its
+  recipient, domain and ``outbound``.  Only an entry still waiting (QUEUED or HELD) can take it;
+  it becomes QUEUED and due at ``at``, its attempts kept, ``note`` as its ``last_error``.
 """
 
 from __future__ import annotations
@@ -133,3 +136,23 @@ def apply_change(
     if note:
         changed = replace(changed, last_error=note)
     return changed
+
+
+def apply_reroute(
+    entry: QueueEntry, recipient: str, domain: str, outbound: bool, at: float, note: str
+) -> QueueEntry:
+    """``entry`` sent to ``recipient`` in ``domain`` instead; L{QueueStateError} unless it is
+    QUEUED or HELD."""
+    if entry.state not in (QUEUED, HELD):
+        raise QueueStateError(
+            f"{entry.id} is {entry.state}; only a queued or held entry can be routed elsewhere"
+        )
+    return replace(
+        entry,
+        recipient=recipient,
+        domain=domain,
+        outbound=outbound,
+        state=QUEUED,
+        next_attempt_at=at,
+        last_error=note or entry.last_error,
+    )

@@ -95,7 +95,12 @@ from strata_twisted.model import (
 )
 from strata_twisted.storage._bodies import check_body_range, check_message_id, header_section
 from strata_twisted.storage._mailboxes import Indexer, shadow_owners
-from strata_twisted.storage._queue import apply_change, apply_result, apply_results
+from strata_twisted.storage._queue import (
+    apply_change,
+    apply_reroute,
+    apply_result,
+    apply_results,
+)
 
 T = TypeVar("T")
 
@@ -299,9 +304,9 @@ class MemoryStore:
                 header_message_id=incoming.header_message_id,
                 size=len(body),
                 received_at=incoming.received_at,
-                state=QUEUED,
+                state=QUEUED if delivery.held is None else HELD,
                 attempts=0,
-                last_error=None,
+                last_error=delivery.held,
                 next_attempt_at=incoming.received_at,
                 outbound=delivery.outbound,
             )
@@ -399,11 +404,12 @@ class MemoryStore:
     def due_entries(self, domain: str, now: float, limit: int) -> Deferred[list[QueueEntry]]:
         due: list[QueueEntry] = []
         if limit > 0:
-            for entry in self._entries.values():
-                if entry.domain == domain and _due(entry, now):
+            for entry in self._entries.values():  # in seq order
+                if entry.domain != domain or not _due(entry, now):
+                    continue
+                # Past the limit, only the rest of the last message (never cut in two).
+                if len(due) < limit or entry.message_id == due[-1].message_id:
                     due.append(entry)
-                    if len(due) == limit:
-                        break
         return succeed(due)
 
     def record_result(self, result: AttemptResult) -> Deferred[QueueEntry]:
@@ -445,6 +451,19 @@ class MemoryStore:
             return fail(NoSuchEntry(f"no queue entry {entry_id}"))
         try:
             changed = apply_change(entry, from_states, to_state, at, note)
+        except QueueStateError as e:
+            return fail(e)
+        self._entries[entry.id] = changed
+        return succeed(changed)
+
+    def reroute(
+        self, entry_id: str, recipient: str, domain: str, outbound: bool, at: float, note: str
+    ) -> Deferred[QueueEntry]:
+        entry = self._entries.get(entry_id)
+        if entry is None:
+            return fail(NoSuchEntry(f"no queue entry {entry_id}"))
+        try:
+            changed = apply_reroute(entry, recipient, domain, outbound, at, note)
         except QueueStateError as e:
             return fail(e)
         self._entries[entry.id] = changed

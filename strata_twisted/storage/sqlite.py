@@ -164,6 +164,7 @@ from strata_twisted.storage._bodies import check_body_range, check_message_id, h
 from strata_twisted.storage._mailboxes import Indexer, shadow_owners
 from strata_twisted.storage._queue import (
     apply_change,
+    apply_reroute,
     apply_result,
     apply_results,
     check_result,
@@ -1117,14 +1118,15 @@ class SQLiteStore:
             )
         conn.executemany(
             "INSERT INTO queue (id, message_id, domain, recipient, state, attempts, last_error,"
-            " next_attempt_at, created_at, outbound) VALUES (?, ?, ?, ?, ?, 0, NULL, ?, ?, ?)",
+            " next_attempt_at, created_at, outbound) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?, ?)",
             [
                 (
                     f"{message_id}.{n}",
                     message_id,
                     delivery.domain,
                     delivery.recipient,
-                    QUEUED,
+                    QUEUED if delivery.held is None else HELD,
+                    delivery.held,
                     incoming.received_at,
                     pending.created_at,
                     int(delivery.outbound),
@@ -1364,7 +1366,8 @@ class SQLiteStore:
         def query() -> list[QueueEntry]:
             # The inner query picks the `limit` first due entries from queue_state_domain_due
             # alone (the index holds seq, the rowid); only those rows are then read and joined.
-            rows = self._t_conn().execute(
+            conn = self._t_conn()
+            rows = conn.execute(
                 "SELECT q.*, m.sender, m.header_message_id, m.size, m.received_at"
                 " FROM queue AS q JOIN messages AS m ON m.id = q.message_id"
                 " WHERE q.seq IN ("
@@ -1373,7 +1376,18 @@ class SQLiteStore:
                 " ) ORDER BY q.seq",
                 (QUEUED, domain, now, limit),
             )
-            return [_entry(row) for row in rows]
+            entries = [_entry(row) for row in rows]
+            if len(entries) == limit:
+                # The rest of the last message, which the limit must not cut in two (a few
+                # rows, found by queue_message_id).
+                last = entries[-1]
+                rows = conn.execute(
+                    _ENTRY_SELECT + " WHERE q.message_id = ? AND q.seq > ? AND q.state = ?"
+                    " AND q.domain = ? AND q.next_attempt_at <= ? ORDER BY q.seq",
+                    (last.message_id, last.seq, QUEUED, domain, now),
+                )
+                entries += [_entry(row) for row in rows]
+            return entries
 
         return self._run(f"reading the entries due for {domain}", query)
 
@@ -1461,6 +1475,25 @@ class SQLiteStore:
 
         return self._run(
             f"moving queue entry {entry_id} to {to_state}", lambda: self._t_transaction(change)
+        )
+
+    def reroute(
+        self, entry_id: str, recipient: str, domain: str, outbound: bool, at: float, note: str
+    ) -> Deferred[QueueEntry]:
+        def change(conn: sqlite3.Connection) -> QueueEntry:
+            entry = _t_read_entry(conn, entry_id)
+            if entry is None:
+                raise NoSuchEntry(f"no queue entry {entry_id}")
+            changed = apply_reroute(entry, recipient, domain, outbound, at, note)
+            conn.execute(
+                "UPDATE queue SET recipient = ?, domain = ?, outbound = ? WHERE id = ?",
+                (changed.recipient, changed.domain, int(changed.outbound), changed.id),
+            )
+            _t_write_entry(conn, changed)
+            return changed
+
+        return self._run(
+            f"routing queue entry {entry_id} to {recipient}", lambda: self._t_transaction(change)
         )
 
     def last_delivered_at(self, domain: str) -> Deferred[float | None]:

@@ -876,6 +876,67 @@ class QueueStoreSuite:
         every = self.due_ids(store, "example.com", 1000.0, limit=sys.maxsize)
         assert every == ["M1.1", "M3.1", "M4.2"]
 
+    def test_due_entries_never_cut_a_message_in_two(self, store: Any) -> None:
+        # Issue #11: a message whose entries fell into two relay batches reached the primary
+        # twice.  The limit ends a batch at a message's end, however many entries that takes.
+        ann = Delivery("ann@example.com", "example.com")
+        deliver(store, "M1", (ALICE, CAROL, BOB, ann, ALICE), received_at=100.0)
+        deliver(store, "M2", (BOB,), received_at=200.0)
+        deliver(store, "M3", (ann, ALICE), received_at=300.0)
+        whole_m1 = ["M1.1", "M1.3", "M1.4", "M1.5"]
+        assert self.due_ids(store, "example.com", 1000.0, limit=1) == whole_m1
+        assert self.due_ids(store, "example.com", 1000.0, limit=4) == whole_m1
+        assert self.due_ids(store, "example.com", 1000.0, limit=5) == [*whole_m1, "M2.1"]
+        assert self.due_ids(store, "example.com", 1000.0, limit=6) == [
+            *whole_m1, "M2.1", "M3.1", "M3.2"
+        ]  # fmt: skip
+        # Only due entries of the message, and only the domain's.
+        later = AttemptResult("M1.4", DEFERRED_OUTCOME, "451 later", 400.0, next_attempt_at=5e3)
+        result_of(store.record_result(later))
+        assert self.due_ids(store, "example.com", 1000.0, limit=2) == ["M1.1", "M1.3", "M1.5"]
+        assert self.due_ids(store, "example.net", 1000.0, limit=1) == ["M1.2"]
+
+    def test_a_held_delivery_is_committed_held_with_its_reason(self, store: Any) -> None:
+        waiting = Delivery("Postmaster", "(postmaster)", held="set [server] postmaster")
+        deliver(store, "M1", (ALICE, waiting), received_at=100.0)
+        held = entry(store, "M1.2")
+        assert (held.recipient, held.domain, held.state) == ("Postmaster", "(postmaster)", HELD)
+        assert (held.last_error, held.attempts, held.outbound) == (
+            "set [server] postmaster", 0, False
+        )  # fmt: skip
+        assert entry(store, "M1.1").state == QUEUED
+        assert result_of(store.due_domains(1e12)) == ["example.com"]
+        assert self.due_ids(store, "(postmaster)", 1e12) == []
+        assert QueueStats("(postmaster)", 0, 1, 100.0) in result_of(store.queue_stats())
+
+    def test_reroute_sends_a_waiting_entry_elsewhere(self, store: Any) -> None:
+        waiting = Delivery("Postmaster", "(postmaster)", held="set [server] postmaster")
+        deliver(store, "M1", (waiting, ALICE), received_at=100.0)
+        before = entry(store, "M1.1")
+        after = result_of(
+            store.reroute("M1.1", "ops@elsewhere.example", "elsewhere.example", True, 500.0,
+                          "routed to the operator")  # fmt: skip
+        )
+        assert after == replace(
+            before, recipient="ops@elsewhere.example", domain="elsewhere.example", outbound=True,
+            state=QUEUED, next_attempt_at=500.0, last_error="routed to the operator",
+        )  # fmt: skip
+        assert entry(store, "M1.1") == after
+        assert result_of(store.list_entries("(postmaster)")) == []
+        assert self.due_ids(store, "elsewhere.example", 499.0) == []
+        assert self.due_ids(store, "elsewhere.example", 500.0) == ["M1.1"]
+        # A queued entry may be routed again (no note: the last error stays).
+        again = result_of(store.reroute("M1.1", "ops@example.com", "example.com", False, 600.0, ""))
+        assert (again.domain, again.outbound, again.last_error) == (
+            "example.com", False, "routed to the operator"
+        )  # fmt: skip
+        assert self.due_ids(store, "example.com", 600.0) == ["M1.1", "M1.2"]  # arrival order
+        result_of(store.record_result(AttemptResult("M1.1", DELIVERED_OUTCOME, "250 ok", 700.0)))
+        fails_with(store.reroute("M1.1", "x@example.com", "example.com", False, 800.0, ""),
+                   QueueStateError)  # fmt: skip
+        fails_with(store.reroute("M9.1", "x@example.com", "example.com", False, 800.0, ""),
+                   NoSuchEntry)  # fmt: skip
+
     def test_due_domains_are_sorted_and_only_those_with_due_mail(
         self, store: Any, set_entry_state: SetEntryState
     ) -> None:
