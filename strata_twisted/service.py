@@ -43,7 +43,7 @@ from strata_twisted.core.control import ControlPoller
 from strata_twisted.core.credentials import VerificationCache
 from strata_twisted.core.dkim import DkimKeyring
 from strata_twisted.core.domains import DomainCache, load_send_as, load_user_lists
-from strata_twisted.core.intake import IntakePolicy
+from strata_twisted.core.intake import IntakePolicy, route_held_postmaster
 from strata_twisted.core.login import Authenticator, networks
 from strata_twisted.core.monitor import Monitor
 from strata_twisted.core.portal import Portal
@@ -169,6 +169,38 @@ class RetentionService(Service):
     def stopService(self) -> None:
         super().stopService()
         self._job.stop()
+
+
+class PostmasterService(Service):
+    """
+    At startup, once the protected domains are known: the ``<Postmaster>`` mail held while no
+    operator address was set goes to the one set now, and the relay is asked to send it.
+    """
+
+    log = Logger()
+
+    def __init__(
+        self, store: StoreService, queue: Any, policy: IntakePolicy, relay: RelayLoop, clock: Any
+    ) -> None:
+        self._store = store
+        self._queue = queue
+        self._policy = policy
+        self._relay = relay
+        self._clock = clock
+
+    def startService(self) -> None:
+        super().startService()
+        self._store.domains_loaded.addCallback(self._route)
+
+    def _route(self, result: object) -> object:
+        async def route() -> None:
+            routed = await route_held_postmaster(self._queue, self._policy, self._clock.seconds())
+            for domain in sorted({entry.domain for entry in routed}):
+                self._relay.drain(domain)
+
+        d = Deferred.fromCoroutine(route())
+        d.addErrback(lambda f: self.log.failure("cannot route the mail held for <Postmaster>", f))
+        return result  # the other services waiting for the domains do not wait for this
 
 
 class StrataService(MultiService):
@@ -382,7 +414,9 @@ def _build(settings: Settings, reactor: Any, root: StrataService) -> MultiServic
     )
     LoopsService(relay, monitor, control, store_service, resolver, watch).setServiceParent(root)
 
-    policy = IntakePolicy(reactor, domains, store, settings.hostname, monitor.note_intake)
+    policy = IntakePolicy(reactor, domains, store, settings.hostname, monitor.note_intake,
+                          postmaster=settings.server.postmaster)  # fmt: skip
+    PostmasterService(store_service, store, policy, relay, reactor).setServiceParent(root)
     intake = SMTPIntakeFactory(reactor, policy, settings.intake, tls)
     for address in settings.intake.listen:
         ListenerService(reactor, "SMTP intake", address, intake).setServiceParent(root)
@@ -460,7 +494,8 @@ def _submission_listeners(
     if not sub.listen and not sub.tls_listen:
         return None
     policy = SubmissionPolicy(reactor, domains, store, settings.hostname,
-                              max_per_hour=sub.max_per_hour, deliver_now=relay.drain)  # fmt: skip
+                              max_per_hour=sub.max_per_hour, deliver_now=relay.drain,
+                              postmaster=settings.server.postmaster)  # fmt: skip
     limits = IntakeSettings(
         max_message_size=sub.max_message_size or settings.intake.max_message_size,
         max_recipients=sub.max_recipients,

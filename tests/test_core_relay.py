@@ -77,7 +77,7 @@ class Relay:
         queue_id = f"Q{self._n:04d}"
         body = (f"From: {sender}\r\nMessage-ID: <{queue_id}@sender.test>\r\nSubject: {queue_id}"
                 f"\r\n\r\nbody {queue_id}\r\n").encode()  # fmt: skip
-        deliveries = [Delivery(r, r.split("@")[1]) for r in recipients]
+        deliveries = [Delivery(r, r.split("@")[1].lower()) for r in recipients]
         result_of(store_message(self.store, queue_id, body, deliveries, sender=sender,
                                 received_at=self.clock.seconds()))  # fmt: skip
         return queue_id
@@ -821,3 +821,67 @@ def test_a_dsn_to_an_address_literal_sender_goes_to_that_address() -> None:
     result_of(r.loop.run())
     assert r.entries()[dsn.id].state == DELIVERED
     assert connector.asked[-1].relay == RelayTarget("192.0.2.1", 25)
+
+
+# -- no recipient gets a message twice (issue #11) ------------------------------------------------
+
+
+def test_a_message_with_more_recipients_than_the_batch_goes_once_each_in_one_transaction() -> None:
+    # The bug: a transaction's entries fell into two batches and the primary got it twice.
+    # batch_size 3 here; 20 recipients, each named up to three times (a queue from before intake
+    # kept one entry per recipient), the domain part in any case.
+    r = Relay()
+    before = r.queue("first@example.test")
+    recipients = [f"u{n}@example.test" for n in range(20)]
+    named = [r for n, r in enumerate(recipients) for _ in range(1 + n % 3)]
+    named += [r.replace("example.test", "EXAMPLE.test") for r in recipients[:5]]
+    queue_id = r.queue(*named)
+    after = r.queue("last@example.test")
+    result_of(r.loop.run())
+    assert r.primary.received == [
+        (before, ("first@example.test",)),
+        (queue_id, tuple(recipients)),  # once each, in one transaction
+        (after, ("last@example.test",)),
+    ]
+    entries = [e for e in r.entries().values() if e.message_id == queue_id]
+    assert len(entries) == len(named) == 44
+    assert {(e.state, e.attempts, e.delivery_reply) for e in entries} == {
+        (DELIVERED, 1, "250 2.0.0 Ok: queued")
+    }
+    assert r.primary.sessions == 2  # batches [before, the whole message] and [after]
+
+
+def test_a_duplicate_entry_shares_its_recipients_refusal_and_one_dsn_names_it_once() -> None:
+    r = Relay()
+    r.primary.script("gone@example.test", (550, "550 5.1.1 <gone@example.test>: user unknown"))
+    r.primary.script("busy@example.test", (451, "451 4.3.0 try later"))
+    queue_id = r.queue("gone@example.test", "busy@example.test", "gone@example.test",
+                       "busy@example.test", "ok@example.test")  # fmt: skip
+    result_of(r.loop.run())
+    states = {e.id: (e.state, e.last_error) for e in r.entries().values()
+              if e.message_id == queue_id}  # fmt: skip
+    gone = (BOUNCED, "550 5.1.1 <gone@example.test>: user unknown")
+    busy = (QUEUED, "451 4.3.0 try later")
+    assert states == {f"{queue_id}.1": gone, f"{queue_id}.2": busy, f"{queue_id}.3": gone,
+                      f"{queue_id}.4": busy, f"{queue_id}.5": (DELIVERED, None)}  # fmt: skip
+    (dsn,) = r.dsns()
+    recipients = [p["Final-Recipient"] for p in parts(parts(dsn)[1])[1:]]
+    assert recipients == ["rfc822; gone@example.test"]
+    # The deferred recipient is tried again once, for both its entries.
+    r.clock.advance(INTERVAL)
+    result_of(r.loop.run())
+    assert r.primary.received[-1] == (queue_id, ("busy@example.test",))
+    assert {r.entries()[f"{queue_id}.{n}"].state for n in (2, 4)} == {DELIVERED}
+
+
+def test_duplicate_entries_that_expire_send_one_dsn() -> None:
+    r = Relay()
+    r.primary.up = False
+    queue_id = r.queue("u@example.test", "u@example.test", "v@example.test")
+    r.clock.advance(5 * 86400)
+    r.primary.up = True
+    result_of(r.loop.run())
+    assert {e.state for e in r.entries().values() if e.message_id == queue_id} == {BOUNCED}
+    # One DSN per expired entry, as ever, but none for the duplicate.
+    recipients = [p["Final-Recipient"] for dsn in r.dsns() for p in parts(parts(dsn)[1])[1:]]
+    assert recipients == ["rfc822; u@example.test", "rfc822; v@example.test"]

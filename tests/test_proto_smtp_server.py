@@ -30,6 +30,7 @@ from strata_twisted.proto.smtp_server import (
     MailFrom,
     Quit,
     RcptTo,
+    Refused,
     Reset,
     ServerLimits,
     SMTPServerEngine,
@@ -547,6 +548,24 @@ def test_too_many_recipients_counts_only_accepted_ones() -> None:
         "no2@x.test",
         "b@x.test",
     ]
+
+
+def test_limit_refusals_are_events_for_the_adapters_log() -> None:
+    """Issue #11: the adapter logs what the engine refuses for its limits, so it must see them
+    (a declared SIZE too big, a recipient too many), after their reply is queued."""
+    data = (GREET + b"MAIL FROM:<a@b.test> SIZE=301\r\nMAIL FROM:<a@b.test> SIZE=300\r\n"
+            b"RCPT TO:<c@d.test>\r\nRCPT TO:<e@d.test>\r\nNOOP\r\n")  # fmt: skip
+    events, replies, engine = talk(data, limits=ServerLimits(max_message_size=300,
+                                                             max_recipients=1))  # fmt: skip
+    size, too_many = (e for e in events if isinstance(e, Refused))
+    assert size == Refused("MAIL", "FROM:<a@b.test> SIZE=301", Reply(
+        552, "5.3.4", "Message size exceeds fixed maximum message size"))  # fmt: skip
+    assert too_many == Refused("RCPT", "TO:<e@d.test>",
+                               Reply(452, "4.5.3", "Error: too many recipients"))  # fmt: skip
+    assert replies[1:] == ["552 5.3.4 Message size exceeds fixed maximum message size",
+                           "250 2.1.0 Ok", "250 2.1.5 Ok", "452 4.5.3 Error: too many recipients",
+                           "250 2.0.0 Ok"]  # fmt: skip
+    assert not engine.awaiting_response  # no respond() for them
 
 
 def test_new_transaction_gets_a_fresh_recipient_count() -> None:

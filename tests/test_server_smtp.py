@@ -14,6 +14,7 @@ from twisted.internet.defer import Deferred, fail
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -21,7 +22,7 @@ from strata_twisted.config import IntakeSettings
 from strata_twisted.core.domains import DomainCache
 from strata_twisted.core.intake import IntakePolicy
 from strata_twisted.errors import InsufficientStorage, StorageError
-from strata_twisted.model import Domain, RelayTarget
+from strata_twisted.model import HELD, POSTMASTER_HOLD, QUEUED, Domain, RelayTarget, UserCredential
 from strata_twisted.server.smtp import SMTPIntakeFactory
 from strata_twisted.storage.memory import MemoryStore
 from strata_twisted.testing import result_of
@@ -53,15 +54,26 @@ class Harness:
         settings: IntakeSettings | None = None,
         tls: object = None,
         domains=(("example.test", "relay"),),
+        users: tuple[str, ...] | None = None,
+        postmaster: str = "",
+        loaded: bool = True,
     ) -> None:
+        """``users``: example.test's synced user list (None: it has none).  ``loaded``: False
+        leaves the protected domains unread, as just after startup."""
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
         self.store = store or MemoryStore(self.clock)
         for name, mode in domains:
             result_of(self.store.add_domain(Domain(name, RelayTarget("127.0.0.1", 2999), mode)))
-        self.domains = DomainCache(self.clock, self.store, 1.0)
-        self.domains.start()
-        self.policy = IntakePolicy(self.clock, self.domains, self.store, "mx.strata.test")
+        if users is not None:
+            result_of(self.store.replace_users(
+                "example.test", [UserCredential(u, "{SSHA512}" + "a" * 88) for u in users]
+            ))  # fmt: skip
+        self.domains = DomainCache(self.clock, self.store, 1.0, users=self.store)
+        if loaded:
+            self.domains.start()
+        self.policy = IntakePolicy(self.clock, self.domains, self.store, "mx.strata.test",
+                                   postmaster=postmaster)  # fmt: skip
         self.factory = SMTPIntakeFactory(
             self.clock,
             self.policy,
@@ -419,3 +431,130 @@ def test_reading_pauses_while_a_commit_is_in_flight() -> None:
     store.finish_all()
     assert transport.producerState == "producing"
     h.stop()
+
+
+# -- Postmaster and repeated recipients (issue #11) -----------------------------------------------
+
+
+def transaction(*recipients: bytes, body: bytes = BODY) -> bytes:
+    return (b"EHLO client.test\r\nMAIL FROM:<a@sender.test>\r\n"
+            + b"".join(b"RCPT TO:<" + r + b">\r\n" for r in recipients)
+            + b"DATA\r\n" + body + b".\r\n")  # fmt: skip
+
+
+def test_postmaster_is_accepted_with_a_user_list_that_lacks_it() -> None:
+    h = Harness(users=("ana@example.test",))
+    proto, transport = h.connect()
+    proto.dataReceived(transaction(b"Postmaster", b"postmaster@example.test",
+                                   b"carol@example.test"))  # fmt: skip
+    assert replies(transport)[3:] == [
+        b"250 2.1.5 Ok",
+        b"250 2.1.5 Ok",
+        b"550 5.1.1 Recipient address rejected: User unknown",
+        b"354 End data with <CR><LF>.<CR><LF>",
+        replies(transport)[-1],
+    ]
+    assert replies(transport)[-1].startswith(b"250 2.0.0 Ok: queued as ")
+    held, primary = result_of(h.store.list_entries())
+    # No operator address set: visible in the queue, held, saying what to do.
+    assert (held.recipient, held.domain, held.state) == ("Postmaster", POSTMASTER_HOLD, HELD)
+    assert "[server] postmaster" in (held.last_error or "")
+    assert (primary.recipient, primary.domain, primary.state) == (
+        "postmaster@example.test", "example.test", QUEUED
+    )  # fmt: skip
+    h.stop()
+
+
+def test_one_hundred_identical_recipients_make_one_queue_entry() -> None:
+    h = Harness()
+    proto, transport = h.connect()
+    proto.dataReceived(transaction(*[b"u@example.test"] * 99, b"u@EXAMPLE.test"))
+    assert replies(transport)[3:103] == [b"250 2.1.5 Ok"] * 100  # as Postfix answers
+    assert replies(transport)[-1].startswith(b"250 2.0.0 Ok: queued as ")
+    (entry,) = result_of(h.store.list_entries())
+    assert entry.recipient == "u@example.test"
+    message = result_of(h.store.get_message(entry.message_id))
+    assert message.envelope.recipients == ("u@example.test",)
+    # One recipient, so the Received: header names it (as for any single recipient).
+    assert b"\tfor <u@example.test>; " in result_of(h.store.read_body(entry.message_id))
+    h.stop()
+
+
+def test_a_new_transaction_starts_with_no_recipients() -> None:
+    h = Harness()
+    proto, transport = h.connect()
+    proto.dataReceived(transaction(b"u@example.test") + b"MAIL FROM:<b@sender.test>\r\n"
+                       b"RCPT TO:<u@example.test>\r\nRSET\r\nMAIL FROM:<c@sender.test>\r\n"
+                       b"RCPT TO:<v@example.test>\r\nDATA\r\n" + BODY + b".\r\n")  # fmt: skip
+    first, second = result_of(h.store.list_entries())
+    assert (first.recipient, second.recipient) == ("u@example.test", "v@example.test")
+    h.stop()
+
+
+# -- every refusal is logged with the client and the reason (issue #11) ---------------------------
+
+
+def refusal_logs(h: Harness, data: bytes, host: str = "192.0.2.7") -> list[tuple[LogLevel, str]]:
+    proto, _ = h.connect(host)
+    with capturedLogs() as logs:
+        proto.dataReceived(data)
+    return [(e["log_level"], formatEvent(e)) for e in logs
+            if e.get("log_format", "").startswith("refused ")]  # fmt: skip
+
+
+def test_relay_denied_is_logged() -> None:
+    h = Harness()
+    assert refusal_logs(h, transaction(b"u@other.test")) == [
+        (LogLevel.info, "refused RCPT from 192.0.2.7: 550 5.7.1 Relay access denied (not a "
+         "protected domain: 'u@other.test'); from=<a@sender.test> to=<u@other.test>"),
+    ]  # fmt: skip
+    h.stop()
+
+
+def test_unknown_user_is_logged() -> None:
+    h = Harness(users=("ana@example.test",))
+    assert refusal_logs(h, transaction(b"ana@example.test", b"carol@example.test")) == [
+        (LogLevel.info, "refused RCPT from 192.0.2.7: 550 5.1.1 Recipient address rejected: "
+         "User unknown (not a user of example.test: 'carol@example.test'); "
+         "from=<a@sender.test> to=<carol@example.test>"),
+    ]  # fmt: skip
+    h.stop()
+
+
+def test_too_big_is_logged_when_declared_and_when_sent() -> None:
+    h = Harness(settings=IntakeSettings(max_message_size=1024))
+    declared = b"EHLO c\r\nMAIL FROM:<a@sender.test> SIZE=2000\r\n"
+    assert refusal_logs(h, declared) == [
+        (LogLevel.info, "refused MAIL from 192.0.2.7: 552 5.3.4 Message size exceeds fixed "
+         "maximum message size (MAIL FROM:<a@sender.test> SIZE=2000)"),
+    ]  # fmt: skip
+    sent = transaction(b"u@example.test", b"v@example.test", body=b"x" * 70 + b"\r\n" * 30
+                       + (b"y" * 70 + b"\r\n") * 30)  # fmt: skip
+    assert refusal_logs(h, sent) == [
+        (LogLevel.info, "refused DATA from 192.0.2.7: 552 5.3.4 Error: message file too big; "
+         "from=<a@sender.test> nrcpt=2"),
+    ]  # fmt: skip
+    h.stop()
+
+
+def test_too_many_recipients_is_logged() -> None:
+    h = Harness(settings=IntakeSettings(max_recipients=1))
+    assert refusal_logs(h, transaction(b"u@example.test", b"v@example.test")) == [
+        (LogLevel.warn, "refused RCPT from 192.0.2.7: 452 4.5.3 Error: too many recipients "
+         "(RCPT TO:<v@example.test>); from=<a@sender.test>"),
+    ]  # fmt: skip
+    h.stop()
+
+
+def test_refusals_of_our_own_making_are_logged_as_warnings() -> None:
+    h = Harness(store=FailingCommitStore(Clock(), StorageError("database is locked")))
+    assert refusal_logs(h, transaction(b"u@example.test")) == [
+        (LogLevel.warn, "refused DATA from 192.0.2.7: 451 4.3.0 Error: queue file write error, "
+         "try again later (database is locked); from=<a@sender.test> nrcpt=1"),
+    ]  # fmt: skip
+    h.stop()
+    starting = Harness(loaded=False)
+    assert refusal_logs(starting, transaction(b"u@example.test"))[0] == (
+        LogLevel.warn, "refused RCPT from 192.0.2.7: 451 4.3.0 Error: server starting, try again "
+        "later (domain list not loaded yet); from=<a@sender.test> to=<u@example.test>",
+    )  # fmt: skip

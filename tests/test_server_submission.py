@@ -18,7 +18,7 @@ from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import ITLSTransport
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
-from twisted.logger import capturedLogs, formatEvent
+from twisted.logger import LogLevel, capturedLogs, formatEvent
 from zope.interface import implementer
 
 from strata_twisted.config import IntakeSettings
@@ -102,6 +102,7 @@ class Harness:
         implicit_tls: bool = False,
         trusted_networks: tuple[str, ...] = (),
         store: MemoryStore | None = None,
+        postmaster: str = "",
     ) -> None:
         self.clock = Clock()
         self.clock.advance(1_800_000_000)
@@ -113,8 +114,9 @@ class Harness:
         self.domains = DomainCache(self.clock, self.store, 1.0, users=self.store)
         result_of(self.domains.start())
         self.policy = SubmissionPolicy(
-            self.clock, self.domains, self.store, "smtp.strata.test", max_per_hour=max_per_hour
-        )
+            self.clock, self.domains, self.store, "smtp.strata.test", max_per_hour=max_per_hour,
+            postmaster=postmaster,
+        )  # fmt: skip
         self.executor = executor if executor is not None else SyncExecutor()
         self.authenticator = Authenticator(
             self.clock,
@@ -721,6 +723,37 @@ def test_recipients_unknown_in_a_protected_domain_are_refused_others_taken(h: Ha
         ("kim@outside.example", "outside.example", True),
         ("user@[192.0.2.1]", "[192.0.2.1]", True),
     ]
+
+
+def test_postmaster_is_taken_and_routed_as_at_intake() -> None:
+    # Issue #11: <Postmaster> goes to the operator, postmaster@ a protected domain to its primary
+    # though the domain's user list lacks it; each recipient once.
+    h = Harness(postmaster="noc@msp.example")
+    proto, transport = h.login()
+    rcpts = ("Postmaster", "postmaster@example.test", "POSTMASTER", "kim@outside.example",
+             "kim@OUTSIDE.example", BOB, BOB)  # fmt: skip
+    out = last_lines(send(proto, transport, message(ALICE, *rcpts)))
+    assert out[1:8] == [b"250 2.1.5 Ok"] * 7
+    queued_id(out[-1])
+    assert h.entries() == [
+        ("noc@msp.example", "msp.example", True),
+        ("postmaster@example.test", "example.test", False),
+        ("kim@outside.example", "outside.example", True),
+        (BOB, "example.test", False),
+    ]
+    assert h.shadow() == [(BOB, "INBOX")]  # no postmaster user here: no shadow copy for it
+    h.stop()
+
+
+def test_a_refused_sender_is_logged_with_the_client_and_the_reason(h: Harness) -> None:
+    proto, transport = h.login()
+    with capturedLogs() as logs:
+        send(proto, transport, f"MAIL FROM:<{BOB}>\r\n".encode())
+    assert [formatEvent(e) for e in logs] == [
+        f"refused MAIL from 127.0.0.1: 553 5.7.1 Sender address rejected: not owned by user "
+        f"({ALICE} may not send as <{BOB}>); from=<{BOB}>"
+    ]
+    assert logs[0]["log_level"] == LogLevel.info
 
 
 # -- the hourly limit over the wire -------------------------------------------------------------

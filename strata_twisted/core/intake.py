@@ -4,6 +4,13 @@ Intake policy: which recipients we accept, and how a received message becomes du
 This is the backup-MX half of Strata.  The rules it must never break (DESIGN decision 2):
 
 - RCPT for a domain we do not protect is refused (``550 5.7.1``): no open relay.
+- RFC 5321 §4.5.1: ``postmaster@`` every protected domain is accepted, whatever its user list
+  says, and goes to its primary like any mail; ``<Postmaster>`` without a domain (this server's
+  own, §4.1.1.3) goes to the operator's address (``[server] postmaster``), and until one is set
+  it is kept HELD in the queue (L{POSTMASTER_HOLD}), never dropped, and routed at the next start
+  with the key set (L{route_held_postmaster}).
+- One recipient appears once per message (L{recipient_key}, Postfix's comparison): a repeated
+  RCPT is answered 250 and adds nothing.
 - The body streams to the message store while it arrives; no code path holds a whole message.
 - One ``Received:`` header is prepended (it is written first, before the body), then body, message
   record, one queue entry per recipient and, in delivery mode ``both``, a shadow copy per recipient
@@ -19,7 +26,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -30,16 +37,25 @@ from twisted.python.failure import Failure
 
 from strata_twisted.clock import SecondsClock
 from strata_twisted.core.domains import DomainCache
+from strata_twisted.core.routes import route_domain
 from strata_twisted.errors import MailError, RelayDenied, StorageError, UnknownUser
-from strata_twisted.interfaces import IMessageStore, IMessageWriter
+from strata_twisted.interfaces import IMessageStore, IMessageWriter, IQueueStore
 from strata_twisted.model import (
+    HELD,
+    POSTMASTER_HOLD,
+    QUEUED,
     Delivery,
     Envelope,
     IncomingMessage,
     InvalidUser,
+    QueueEntry,
     StoredMessage,
+    is_bare_postmaster,
+    is_postmaster,
     normalize_user,
     recipient_domain,
+    recipient_key,
+    unique_recipients,
 )
 
 # Postfix's queue-id alphabet: digits and consonants, so ids never spell words.
@@ -113,6 +129,14 @@ def header_message_id(header_bytes: bytes) -> str | None:
     return text or None
 
 
+def one_per_recipient(deliveries: Iterable[Delivery]) -> tuple[Delivery, ...]:
+    """The first delivery for each recipient (L{recipient_key}), in the order given."""
+    first: dict[str, Delivery] = {}
+    for delivery in deliveries:
+        first.setdefault(recipient_key(delivery.recipient), delivery)
+    return tuple(first.values())
+
+
 async def store_generated(
     *,
     messages: IMessageStore,
@@ -125,8 +149,10 @@ async def store_generated(
 ) -> None:
     """
     Store and queue a message Strata wrote itself (a DSN, an alert) in one durable step, as
-    intake does; on failure the half-written message is aborted and the store's error raised.
+    intake does, each recipient once (the first of ``deliveries`` naming it); on failure the
+    half-written message is aborted and the store's error raised.
     """
+    deliveries = one_per_recipient(deliveries)
     writer = messages.begin(queue_id)
     try:
         await writer.write(data)
@@ -146,6 +172,44 @@ async def store_generated(
     except BaseException:
         await writer.abort()
         raise
+
+
+# What a <Postmaster> entry says while it waits for the operator's address.
+POSTMASTER_UNSET = (
+    "no operator address for <Postmaster>: set [server] postmaster in the config and restart "
+    "Strata, which then delivers this message there"
+)
+
+
+class Recipients:
+    """
+    The recipients accepted so far in one SMTP transaction, each once (L{recipient_key}): the
+    first spelling of each, in the order given.  L{IntakePolicy.add_recipient} fills it.
+    """
+
+    def __init__(self) -> None:
+        self._keys: set[str] = set()
+        self._addresses: list[str] = []
+
+    def add(self, recipient: str) -> bool:
+        """Add ``recipient``; False when the transaction has it already (nothing added)."""
+        key = recipient_key(recipient)
+        if key in self._keys:
+            return False
+        self._keys.add(key)
+        self._addresses.append(recipient)
+        return True
+
+    def clear(self) -> None:
+        self._keys.clear()
+        self._addresses.clear()
+
+    @property
+    def addresses(self) -> tuple[str, ...]:
+        return tuple(self._addresses)
+
+    def __len__(self) -> int:
+        return len(self._addresses)
 
 
 @dataclass
@@ -171,12 +235,17 @@ class IntakePolicy:
         store: IMessageStore,
         hostname: str,
         on_accepted: Callable[[str], object] | None = None,
+        *,
+        postmaster: str = "",
     ) -> None:
+        """``postmaster``: the operator's address, where ``<Postmaster>`` mail goes (a valid
+        address, L{canonical_address}); "" holds such mail until one is set."""
         self._clock = clock
         self._domains = domains
         self._store = store
         self.hostname = hostname
         self._on_accepted = on_accepted
+        self.postmaster = postmaster or None
         # Told each user who just got a shadow copy in INBOX (the IMAP server wakes their IDLE
         # sessions at once instead of at their next poll); set by the service.
         self.on_shadow: Callable[[str], object] | None = None
@@ -223,25 +292,44 @@ class IntakePolicy:
                 self.log.failure("telling {user}'s sessions of new mail failed",
                                  user=delivery.recipient)  # fmt: skip
 
+    def add_recipient(self, recipients: Recipients, recipient: str) -> None:
+        """
+        RCPT: raise a L{MailError} unless we accept ``recipient`` (L{check_recipient}), then add
+        it to the transaction's ``recipients``, once: a recipient named again is accepted
+        (``250``, as Postfix answers) and adds nothing.
+        """
+        self.check_recipient(recipient)
+        recipients.add(recipient)
+
     def check_recipient(self, recipient: str) -> None:
         """
         Raise a L{MailError} unless we accept mail for ``recipient``: its domain must be protected
         (else 550 5.7.1), and when the domain has a synced user list, the address must be on it
-        unless the domain accepts unknown users (else 550 5.1.1).
+        unless the domain accepts unknown users (else 550 5.1.1).  RFC 5321 §4.5.1: a postmaster,
+        ``<Postmaster>`` or ``postmaster@`` a protected domain, is always accepted.
         """
         self.require_loaded()
+        if is_bare_postmaster(recipient):
+            return
         domain = recipient_domain(recipient)
         protected = None if domain is None else self._domains.get(domain)
         if domain is None or protected is None:
             raise RelayDenied(f"not a protected domain: {recipient!r}")
+        if is_postmaster(recipient):
+            return
+        if not self._known(recipient, domain) and not protected.accept_unknown:
+            raise UnknownUser(f"not a user of {domain}: {recipient!r}")
+
+    def _known(self, recipient: str, domain: str) -> bool:
+        """Whether ``recipient`` may be a user of ``domain``: on its synced user list, or any
+        address when the domain has none."""
         users = self._domains.users(domain)
-        if users is not None and not protected.accept_unknown:
-            try:
-                known = normalize_user(recipient) in users
-            except InvalidUser:
-                known = False
-            if not known:
-                raise UnknownUser(f"not a user of {domain}: {recipient!r}")
+        if users is None:
+            return True
+        try:
+            return normalize_user(recipient) in users
+        except InvalidUser:
+            return False
 
     def require_loaded(self) -> None:
         """451 until the protected domains are known: routing cannot be decided before."""
@@ -257,15 +345,39 @@ class IntakePolicy:
         """Raise a L{MailError} unless ``sender`` may send in this session.  Intake takes any."""
 
     def deliveries(self, recipients: tuple[str, ...]) -> tuple[Delivery, ...]:
-        """Where each accepted recipient's copy goes: the primary's queue, and in delivery
-        mode ``both`` the shadow mailbox too."""
-        out = []
-        for recipient in recipients:
-            domain_name = recipient_domain(recipient) or ""
-            domain = self._domains.get(domain_name)
-            shadow = domain is not None and domain.mode == "both"
-            out.append(Delivery(recipient, domain_name, shadow=shadow))
-        return tuple(out)
+        """Where each accepted recipient's copy goes, one per recipient (L{recipient_key})."""
+        return tuple(self.delivery(r) for r in unique_recipients(recipients))
+
+    def delivery(self, recipient: str) -> Delivery:
+        """
+        Where ``recipient``'s copy goes: the primary's queue, and in delivery mode ``both`` the
+        shadow mailbox too.  ``postmaster@`` a domain with a synced user list that lacks it gets
+        no shadow copy: nobody can log in as a user that does not exist to read it, and the
+        primary has the mail.  ``<Postmaster>``: L{postmaster_delivery}.
+        """
+        if is_bare_postmaster(recipient):
+            return self.postmaster_delivery(recipient)
+        domain_name = recipient_domain(recipient) or ""
+        domain = self._domains.get(domain_name)
+        shadow = domain is not None and domain.mode == "both"
+        if shadow and is_postmaster(recipient):
+            shadow = self._known(recipient, domain_name)
+        return Delivery(recipient, domain_name, shadow=shadow)
+
+    def postmaster_delivery(self, recipient: str = "Postmaster") -> Delivery:
+        """
+        Where mail for ``<Postmaster>`` goes: to the operator's address (``[server]
+        postmaster``), routed like any recipient when it is in a protected domain, else to its
+        MX (outbound, as submission sends); with no address set, HELD under L{POSTMASTER_HOLD}
+        with a last error that says what to do.
+        """
+        if self.postmaster is None:
+            return Delivery(recipient, POSTMASTER_HOLD, held=POSTMASTER_UNSET)
+        operator = self.postmaster
+        domain = recipient_domain(operator)
+        if domain is not None and self._domains.get(domain) is not None:
+            return self.delivery(operator)
+        return Delivery(operator, route_domain(operator), outbound=True)
 
     def header_check(self, session: SessionInfo) -> Callable[[bytes], None] | None:
         """A check of the message's header section, run before the commit (it raises a
@@ -281,7 +393,8 @@ class IntakePolicy:
         body_8bitmime: bool,
         smtputf8: bool,
     ) -> IntakeTransaction:
-        """Start receiving one message for already-accepted recipients."""
+        """Start receiving one message for already-accepted recipients (each once)."""
+        recipients = unique_recipients(recipients)
         queue_id = new_queue_id(self._clock)
         envelope = Envelope(
             sender=sender,
@@ -427,3 +540,34 @@ class IntakeTransaction:
         d = self.writer.abort()
         d.addErrback(lambda f: self.log.failure("abort of {id} failed", f, id=self.queue_id))
         return d
+
+
+_log = Logger()
+
+
+async def route_held_postmaster(
+    queue: IQueueStore, policy: IntakePolicy, at: float
+) -> list[QueueEntry]:
+    """
+    Send the ``<Postmaster>`` mail that waits under L{POSTMASTER_HOLD} (held, or released by an
+    admin) to the operator's address now that ``policy`` has one (L{IntakePolicy.postmaster_
+    delivery}); return the entries as routed, due at ``at``.  With no address set, nothing
+    moves and a warning says how many wait.  The service runs it at startup, once the
+    protected domains are known.
+    """
+    waiting = [e for e in await queue.list_entries(POSTMASTER_HOLD) if e.state in (QUEUED, HELD)]
+    if not waiting:
+        return []
+    if policy.postmaster is None:
+        _log.warn("{n} message(s) for <Postmaster> held in the queue: set [server] postmaster "
+                  "and restart to have them delivered", n=len(waiting))  # fmt: skip
+        return []
+    routed = []
+    for entry in waiting:
+        delivery = policy.postmaster_delivery(entry.recipient)
+        note = f"<{entry.recipient}> routed to the operator <{delivery.recipient}>"
+        routed.append(await queue.reroute(entry.id, delivery.recipient, delivery.domain,
+                                          delivery.outbound, at, note))  # fmt: skip
+    _log.info("{n} message(s) for <Postmaster> routed to <{operator}>",
+              n=len(routed), operator=policy.postmaster)  # fmt: skip
+    return routed

@@ -5,6 +5,10 @@ Every ``relay.interval`` seconds (a ``LoopingCall`` on the injected clock), and 
 (``kick``: a flush, or the monitor seeing the primary recover), each domain with due entries is
 drained over one connection: its entries in ``seq`` order, the recipients of one message in one
 transaction, each recipient's result recorded before the next message goes (DESIGN decision 4).
+A batch (``relay.batch_size`` entries) ends at a message's end (IQueueStore.due_entries), and a
+transaction names each recipient once (L{recipient_key}): a queue that holds one recipient twice
+for a message (written before intake kept one per recipient) sends it once and records the
+result on each entry, so no recipient gets a message twice.
 The next message is on the wire while the results are committed, but its final "." (what makes
 the primary take it) goes only once they are: no crash of Strata can undo a result, so it can
 resend at most the message in flight.  The results are fsync'd after each batch
@@ -76,6 +80,7 @@ from strata_twisted.model import (
     RelayTarget,
     StoredMessage,
     TLSPolicy,
+    recipient_key,
 )
 
 # How much of each message's body the relay reads ahead (all of a typical message); the rest of a
@@ -103,6 +108,9 @@ class RelayedMessage:
     head: bytes = b""  # the body's first bytes, read ahead; the connection reads the rest
     # Sent before the stored bytes: the DKIM-Signature of outbound mail (one header field).
     prefix: bytes = b""
+    # Further entries of the message for a recipient already in ``entries`` (same
+    # recipient_key): not sent again, each gets the result of that recipient.
+    duplicates: tuple[QueueEntry, ...] = ()
 
     @property
     def size(self) -> int:
@@ -177,6 +185,18 @@ def _read_ahead_windows(
         windows[-1].append(group)
         size += head
     return windows
+
+
+def _relayed(message: StoredMessage, group: tuple[QueueEntry, ...], head: bytes) -> RelayedMessage:
+    """One transaction for a message's entries: each recipient once, the rest as duplicates."""
+    seen: set[str] = set()
+    entries: list[QueueEntry] = []
+    duplicates: list[QueueEntry] = []
+    for entry in group:
+        key = recipient_key(entry.recipient)
+        (duplicates if key in seen else entries).append(entry)
+        seen.add(key)
+    return RelayedMessage(message, tuple(entries), head, duplicates=tuple(duplicates))
 
 
 def _group_by_message(entries: Sequence[QueueEntry]) -> list[tuple[QueueEntry, ...]]:
@@ -391,13 +411,16 @@ class RelayLoop:
         override = domain.queue_lifetime if domain is not None else None
         lifetime = override or self._settings.queue_lifetime
         live = []
+        expired: set[tuple[str, str]] = set()  # one DSN per message and recipient
         for entry in entries:
             if now - entry.received_at >= lifetime:
-                await self._expire(entry, now)
+                key = (entry.message_id, recipient_key(entry.recipient))
+                await self._expire(entry, now, dsn=key not in expired)
+                expired.add(key)
             else:
                 live.append(entry)
         if not live:
-            return len(entries) == self._settings.batch_size
+            return len(entries) >= self._settings.batch_size
         signing = False
         if domain is None:
             # Only users' outbound mail (submission) and our own DSNs (from <>) go by MX.  Mail
@@ -472,7 +495,7 @@ class RelayLoop:
         if delivered:
             self.log.info("relayed {n} to {relay} for {domain}", n=delivered,
                           relay=domain.relay, domain=name)  # fmt: skip
-        return alive and len(entries) == self._settings.batch_size
+        return alive and len(entries) >= self._settings.batch_size
 
     async def _sync_results(self, name: str) -> None:
         """Put the batch's results on disk: each was committed before the next message went,
@@ -660,9 +683,7 @@ class RelayLoop:
                 by_id = {head.message.id: head for head in heads}
                 for group in window:
                     head = by_id.get(group[0].message_id)
-                    out.append(
-                        None if head is None else RelayedMessage(head.message, group, head.head)
-                    )
+                    out.append(None if head is None else _relayed(head.message, group, head.head))
             if signing and self._signer is not None:
                 for i, relayed in enumerate(out):
                     if relayed is not None and any(entry.outbound for entry in relayed.entries):
@@ -682,7 +703,7 @@ class RelayLoop:
         except Exception:
             self.log.failure("cannot read {id} for the relay", id=message_id)
             return None
-        return RelayedMessage(message, group, head)
+        return _relayed(message, group, head)
 
     async def _record_all(
         self, domain: Domain, relayed: RelayedMessage, replies: list[RecipientReply],
@@ -693,9 +714,17 @@ class RelayLoop:
         delivered = 0
         deferred: list[QueueEntry] = []
         try:
+            by_recipient = {}
             for entry, reply in zip(relayed.entries, replies, strict=True):
+                by_recipient[recipient_key(entry.recipient)] = reply
                 if await self._record(
                     domain, entry, relayed.message, reply, remote, lost, deferred
+                ):
+                    delivered += 1
+            for entry in relayed.duplicates:  # the same result, and no second DSN
+                reply = by_recipient[recipient_key(entry.recipient)]
+                if await self._record(
+                    domain, entry, relayed.message, reply, remote, lost, deferred, dsn=False
                 ):
                     delivered += 1
             if deferred:  # one delay notice per message, naming all its late recipients
@@ -706,10 +735,11 @@ class RelayLoop:
 
     async def _record(
         self, domain: Domain, entry: QueueEntry, message: StoredMessage, reply: RecipientReply,
-        remote: str, lost: bool, deferred: list[QueueEntry],
+        remote: str, lost: bool, deferred: list[QueueEntry], dsn: bool = True,
     ) -> bool:  # fmt: skip
         """Record one recipient's reply; True if delivered.  A deferred entry is added to
-        ``deferred`` (for the delay notice)."""
+        ``deferred`` (for the delay notice).  ``dsn``: bounce with a DSN (not for a duplicate
+        entry of a recipient whose entry had one)."""
         at = self._clock.seconds()
         if 200 <= reply.code < 300:
             await self._attempt(
@@ -737,12 +767,12 @@ class RelayLoop:
         updated = await self._attempt(
             AttemptResult(entry.id, BOUNCED_OUTCOME, reply.text, at), entry.domain
         )
-        if updated.state == BOUNCED:  # not if an admin held or deleted it meanwhile
+        if dsn and updated.state == BOUNCED:  # not if an admin held or deleted it meanwhile
             failed = FailedRecipient(updated, reply.text, status_of(reply.text), remote)
             await self._bounce(message, [failed])
         return False
 
-    async def _expire(self, entry: QueueEntry, now: float) -> None:
+    async def _expire(self, entry: QueueEntry, now: float, dsn: bool = True) -> None:
         reason = (f"message expired: not delivered after "
                   f"{(now - entry.received_at) / 86400:.1f} days; last error: "
                   f"{entry.last_error or 'none'}")  # fmt: skip
@@ -753,7 +783,7 @@ class RelayLoop:
             "relay.expired", f"{entry.id} to <{entry.recipient}> expired", entry.domain
         )
         message = await self._messages.get_message(entry.message_id)
-        if message is not None and updated.state == BOUNCED:
+        if dsn and message is not None and updated.state == BOUNCED:
             await self._bounce(message, [FailedRecipient(updated, reason, "4.4.7")])
 
     async def _bounce(
@@ -763,6 +793,11 @@ class RelayLoop:
         # sent it from (and to their primary's queue, for after the outage).
         sender_domain = self._domains.get(route_domain(message.envelope.sender))
         shadow = sender_domain is not None and any(f.entry.outbound for f in failed)
+        # A DSN names each recipient once, however many entries a legacy queue had for it.
+        once: dict[str, FailedRecipient] = {}
+        for f in failed:
+            once.setdefault(recipient_key(f.entry.recipient), f)
+        failed = list(once.values())
         try:
             await queue_dsn(
                 messages=self._messages, events=self._events, clock=self._clock,

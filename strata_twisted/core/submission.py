@@ -17,6 +17,7 @@ It is intake with other rules (L{IntakePolicy} does the durable part, the same f
   recipient in a protected domain is routed like intake mail: the primary's queue, and in
   delivery mode ``both`` the colleague's shadow INBOX at once.  A recipient elsewhere goes to
   the outbound queue (``Delivery.outbound``), which the relay delivers to its domain's MX.
+  ``<Postmaster>`` goes to the operator, as at intake; a repeated recipient adds nothing.
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from strata_twisted.model import (
     Delivery,
     InvalidUser,
     StoredMessage,
+    is_bare_postmaster,
     normalize_user,
     recipient_domain,
 )
@@ -123,10 +125,12 @@ class SubmissionPolicy(IntakePolicy):
         *,
         max_per_hour: int = DEFAULT_MAX_PER_HOUR,
         deliver_now: Callable[[str], object] | None = None,
+        postmaster: str = "",
     ) -> None:
         """``deliver_now(domain)``: asks the relay to deliver outbound mail for ``domain`` at
-        once (a user who sends expects the mail to leave now, not at the next relay run)."""
-        super().__init__(clock, domains, store, hostname)
+        once (a user who sends expects the mail to leave now, not at the next relay run).
+        ``postmaster``: the operator's address, as for intake."""
+        super().__init__(clock, domains, store, hostname, postmaster=postmaster)
         self._sent = SlidingWindow(max(1, max_per_hour), 3600.0)
         self._deliver_now = deliver_now
 
@@ -143,22 +147,22 @@ class SubmissionPolicy(IntakePolicy):
     def check_recipient(self, recipient: str) -> None:
         self.require_loaded()  # who is a colleague decides the route
         domain = recipient_domain(recipient)
-        if domain is not None and self._domains.get(domain) is not None:
-            # A colleague: the same rules as intake (unknown users of a synced list refused).
+        if is_bare_postmaster(recipient) or (
+            domain is not None and self._domains.get(domain) is not None
+        ):
+            # A colleague, or the postmaster: the same rules as intake (unknown users of a
+            # synced list refused; <Postmaster> goes to the operator).
             super().check_recipient(recipient)
         elif not route_domain(recipient):
             raise BadRecipient(f"no domain to deliver to: {recipient!r}")
 
-    def deliveries(self, recipients: tuple[str, ...]) -> tuple[Delivery, ...]:
-        out = []
-        for recipient in recipients:
-            domain = recipient_domain(recipient)
-            protected = None if domain is None else self._domains.get(domain)
-            if protected is not None and domain is not None:
-                out.append(Delivery(recipient, domain, shadow=protected.mode == "both"))
-            else:
-                out.append(Delivery(recipient, route_domain(recipient), outbound=True))
-        return tuple(out)
+    def delivery(self, recipient: str) -> Delivery:
+        domain = recipient_domain(recipient)
+        if is_bare_postmaster(recipient) or (
+            domain is not None and self._domains.get(domain) is not None
+        ):
+            return super().delivery(recipient)
+        return Delivery(recipient, route_domain(recipient), outbound=True)
 
     def header_check(self, session: SessionInfo) -> Callable[[bytes], None] | None:
         user = session.user

@@ -44,6 +44,7 @@ __all__ = [
     "NeedData",
     "Quit",
     "RcptTo",
+    "Refused",
     "Reset",
     "SMTPServerEngine",
     "ServerLimits",
@@ -163,6 +164,20 @@ class DataAborted:
 
 
 @dataclass(frozen=True)
+class Refused:
+    """
+    The engine refused a MAIL or RCPT for one of its limits: a declared SIZE over
+    ``max_message_size`` (552), a recipient past ``max_recipients`` (452).  ``reply`` is already
+    queued; ``argument`` is the command's argument as sent.  No respond: it is there so the
+    adapter can log what was refused, and why.
+    """
+
+    command: Literal["MAIL", "RCPT"]
+    argument: str
+    reply: Reply
+
+
+@dataclass(frozen=True)
 class Reset:
     """RSET: 250 is already queued; drop the transaction.  No respond."""
 
@@ -203,6 +218,7 @@ Event: TypeAlias = (
     | DataChunk
     | DataEnd
     | DataAborted
+    | Refused
     | Reset
     | StartTLS
     | Quit
@@ -897,7 +913,7 @@ class SMTPServerEngine:
                 digits = value.lstrip("0") or "0"
                 if len(digits) > 18 or int(digits) > self.limits.max_message_size:
                     self._reply(_SIZE_EXCEEDED)
-                    return None
+                    return Refused("MAIL", args, _SIZE_EXCEEDED)
                 size = int(digits)
             elif keyword == "BODY":
                 # RFC 6152 §2: BODY=7BIT / BODY=8BITMIME; BINARYMIME needs CHUNKING (RFC 3030).
@@ -931,7 +947,7 @@ class SMTPServerEngine:
     def _rcpt(self, args: str, target: State) -> Event | None:
         if self._recipients >= self.limits.max_recipients:
             self._reply(_TOO_MANY_RCPTS)
-            return None
+            return Refused("RCPT", args, _TOO_MANY_RCPTS)
         prefix = _RCPT_TO.match(args)
         if prefix is None:
             self._reply(_RCPT_SYNTAX)

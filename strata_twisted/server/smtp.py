@@ -13,6 +13,10 @@ client is on loopback or a trusted network, and refuses MAIL before it.  Those t
 (the webmail) are also offered XCLIENT ADDR: the end user's address goes with the login, so
 that the throttle slows the guesser behind the webmail and not the webmail (issue 11).  It
 stays for the connection, across STARTTLS (Roundcube sends XCLIENT before STARTTLS).
+
+Every refusal of mail (a sender, a recipient or a message, by the policy or the engine's limits)
+is logged as one line with the client's address, the reply and the reason: info for a permanent
+refusal (relay denied, unknown user, too big), warn for a temporary one (our own trouble).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from strata_twisted.config import IntakeSettings
-from strata_twisted.core.intake import IntakePolicy, IntakeTransaction, SessionInfo
+from strata_twisted.core.intake import IntakePolicy, IntakeTransaction, Recipients, SessionInfo
 from strata_twisted.core.login import (
     Authenticator,
     LoginResult,
@@ -52,6 +56,7 @@ from strata_twisted.proto.smtp_server import (
     MailFrom,
     Quit,
     RcptTo,
+    Refused,
     Reset,
     ServerLimits,
     SMTPServerEngine,
@@ -77,7 +82,7 @@ class SMTPIntakeProtocol(Protocol):
         self._sender = ""
         self._body_8bit = False
         self._smtputf8 = False
-        self._recipients: list[str] = []
+        self._recipients = Recipients()
         self._transaction: IntakeTransaction | None = None
         self._committing = False
         self._deadline = Deadline(factory.clock, self._timed_out)
@@ -163,7 +168,7 @@ class SMTPIntakeProtocol(Protocol):
                 try:
                     self.factory.policy.check_sender(self.session, event.sender)
                 except MailError as e:
-                    engine.respond(Reply.from_error(e))
+                    self._refused("MAIL", e, sender=event.sender)
                     continue
                 self._sender = event.sender
                 self._body_8bit = event.body == "8BITMIME"
@@ -176,7 +181,12 @@ class SMTPIntakeProtocol(Protocol):
             elif isinstance(event, DataEnd):
                 self._data_end()
             elif isinstance(event, DataAborted):
+                self._refused("DATA", event.reply)
                 self._drop_transaction()
+            elif isinstance(event, Refused):
+                sender = self._sender if event.command == "RCPT" else None
+                self._refused(event.command, event.reply, f"{event.command} {event.argument}",
+                              sender=sender)  # fmt: skip
             elif isinstance(event, Reset):
                 self._drop_transaction()
             elif isinstance(event, StartTLS):
@@ -240,12 +250,52 @@ class SMTPIntakeProtocol(Protocol):
     def _rcpt(self, recipient: str) -> None:
         assert self.engine is not None
         try:
-            self.factory.policy.check_recipient(recipient)
+            self.factory.policy.add_recipient(self._recipients, recipient)
         except MailError as e:
-            self.engine.respond(Reply.from_error(e))
+            self._refused("RCPT", e, sender=self._sender, recipient=recipient)
             return
-        self._recipients.append(recipient)
         self.engine.respond()
+
+    def _refused(
+        self, command: str, why: MailError | Reply, reason: str = "", *,
+        sender: str | None = None, recipient: str | None = None,
+    ) -> None:  # fmt: skip
+        """
+        Log a refusal in one line, and answer the event with it when ``why`` is the policy's
+        L{MailError} (a L{Reply} from the engine is answered already).  ``reason``: what the
+        client is not told (the error's own text by default).  ``sender``, ``recipient``: the
+        envelope the refusal is about; a DATA refusal names the transaction's sender and how many
+        recipients it had.
+        """
+        reply = Reply.from_error(why) if isinstance(why, MailError) else why
+        if isinstance(why, MailError):
+            reason = reason or str(why)
+        envelope = []
+        if command == "DATA":
+            sender, nrcpt = self._sender, len(self._recipients)
+            envelope = [f"from=<{sender}>", f"nrcpt={nrcpt}"]
+        else:
+            nrcpt = None
+            if sender is not None:
+                envelope.append(f"from=<{sender}>")
+            if recipient is not None:
+                envelope.append(f"to=<{recipient}>")
+        log = self.log.info if reply.code >= 500 else self.log.warn
+        log(
+            "refused {command} from {client}: {reply}{reason}{envelope}",
+            command=command,
+            client=self.session.client_address,
+            reply=reply.to_bytes().decode("ascii").splitlines()[-1],
+            reason=f" ({reason})" if reason else "",
+            envelope="; " + " ".join(envelope) if envelope else "",
+            code=reply.code,
+            sender=sender,
+            recipient=recipient,
+            nrcpt=nrcpt,
+        )
+        if isinstance(why, MailError):
+            assert self.engine is not None
+            self.engine.respond(reply)
 
     def _data_start(self) -> None:
         assert self.engine is not None
@@ -253,12 +303,12 @@ class SMTPIntakeProtocol(Protocol):
             self._transaction = self.factory.policy.begin(
                 self.session,
                 self._sender,
-                tuple(self._recipients),
+                self._recipients.addresses,
                 body_8bitmime=self._body_8bit,
                 smtputf8=self._smtputf8,
             )
         except MailError as e:
-            self.engine.respond(Reply.from_error(e))
+            self._refused("DATA", e)
             return
         except Exception:
             # Our failure: temporary, never a dropped connection or a 5xx (non-negotiable 1).
@@ -319,8 +369,8 @@ class SMTPIntakeProtocol(Protocol):
         if isinstance(error, MailError):
             # Temporary: our own failure (intake never answers 5xx for those).  Permanent: the
             # policy refused the message (submission's From: check).
-            self.log.warn("message not stored: {error}", error=error)
             reply = Reply.from_error(error)
+            self._refused("DATA", reply, str(error) or type(error).__name__)
         else:
             self.log.failure("message not stored", failure)
             reply = Reply(451, "4.3.0", "Error: internal error, try again later")
@@ -329,7 +379,7 @@ class SMTPIntakeProtocol(Protocol):
     def _after_commit(self, reply: Reply) -> None:
         self._committing = False
         self._transaction = None
-        self._recipients = []
+        self._recipients.clear()
         self._resume("commit")
         if self._gone:
             return
@@ -346,7 +396,7 @@ class SMTPIntakeProtocol(Protocol):
             self._transaction = None
         self._sender = ""
         self._body_8bit = self._smtputf8 = False
-        self._recipients = []
+        self._recipients.clear()
 
     def _start_tls(self) -> None:
         assert self.engine is not None and self.factory.tls is not None

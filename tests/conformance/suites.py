@@ -913,9 +913,9 @@ class QueueStoreSuite:
         waiting = Delivery("Postmaster", "(postmaster)", held="set [server] postmaster")
         deliver(store, "M1", (waiting, ALICE), received_at=100.0)
         before = entry(store, "M1.1")
+        note = "routed to the operator"
         after = result_of(
-            store.reroute("M1.1", "ops@elsewhere.example", "elsewhere.example", True, 500.0,
-                          "routed to the operator")  # fmt: skip
+            store.reroute("M1.1", "ops@elsewhere.example", "elsewhere.example", True, 500.0, note)
         )
         assert after == replace(
             before, recipient="ops@elsewhere.example", domain="elsewhere.example", outbound=True,
