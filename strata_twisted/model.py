@@ -11,13 +11,15 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
 import idna
 
 from strata_twisted.errors import InvalidDomainName, StrataError
+
+T = TypeVar("T")
 
 DeliveryMode = Literal["relay", "both"]
 DELIVERY_MODES: Final = ("relay", "both")
@@ -167,17 +169,25 @@ def recipient_key(address: str) -> str:
     return f"{local}@{domain}"
 
 
+def split_repeated(items: Iterable[T], address: Callable[[T], str]) -> tuple[list[T], list[T]]:
+    """
+    ``items`` (each for the recipient ``address(item)``), in the order given, split into the
+    first item for each recipient (L{recipient_key}) and the ones that repeat a recipient.
+    """
+    seen: set[str] = set()
+    first: list[T] = []
+    repeated: list[T] = []
+    for item in items:
+        key = recipient_key(address(item))
+        (repeated if key in seen else first).append(item)
+        seen.add(key)
+    return first, repeated
+
+
 def unique_recipients(recipients: Iterable[str]) -> tuple[str, ...]:
     """``recipients`` with each recipient once (L{recipient_key}): the first spelling of each,
     in the order given."""
-    seen: set[str] = set()
-    out: list[str] = []
-    for recipient in recipients:
-        key = recipient_key(recipient)
-        if key not in seen:
-            seen.add(key)
-            out.append(recipient)
-    return tuple(out)
+    return tuple(split_repeated(recipients, str)[0])
 
 
 def parse_host_port(text: str, default_port: int | None) -> tuple[str, int]:

@@ -29,6 +29,7 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
+from strata_twisted.clock import SecondsClock
 from strata_twisted.config import IntakeSettings, ListenAddress, Settings
 from strata_twisted.core.alert_email import EmailAlertSender
 from strata_twisted.core.alerts import (
@@ -55,7 +56,7 @@ from strata_twisted.core.throttle import LoginThrottle
 from strata_twisted.errors import ConfigError
 from strata_twisted.executor import Executor, SyncExecutor, ThreadExecutor
 from strata_twisted.fired import result_of
-from strata_twisted.interfaces import IEventStore
+from strata_twisted.interfaces import IEventStore, IQueueStore
 from strata_twisted.model import FLUSH_ACTION
 from strata_twisted.proto.imap_server import ServerLimits
 from strata_twisted.proto.mime import index_bytes
@@ -180,7 +181,12 @@ class PostmasterService(Service):
     log = Logger()
 
     def __init__(
-        self, store: StoreService, queue: Any, policy: IntakePolicy, relay: RelayLoop, clock: Any
+        self,
+        store: StoreService,
+        queue: IQueueStore,
+        policy: IntakePolicy,
+        relay: RelayLoop,
+        clock: SecondsClock,
     ) -> None:
         self._store = store
         self._queue = queue

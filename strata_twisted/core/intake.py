@@ -26,7 +26,7 @@ from __future__ import annotations
 import email.parser
 import email.policy
 import secrets
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from email.utils import format_datetime
@@ -55,6 +55,7 @@ from strata_twisted.model import (
     normalize_user,
     recipient_domain,
     recipient_key,
+    split_repeated,
     unique_recipients,
 )
 
@@ -129,14 +130,6 @@ def header_message_id(header_bytes: bytes) -> str | None:
     return text or None
 
 
-def one_per_recipient(deliveries: Iterable[Delivery]) -> tuple[Delivery, ...]:
-    """The first delivery for each recipient (L{recipient_key}), in the order given."""
-    first: dict[str, Delivery] = {}
-    for delivery in deliveries:
-        first.setdefault(recipient_key(delivery.recipient), delivery)
-    return tuple(first.values())
-
-
 async def store_generated(
     *,
     messages: IMessageStore,
@@ -152,7 +145,7 @@ async def store_generated(
     intake does, each recipient once (the first of ``deliveries`` naming it); on failure the
     half-written message is aborted and the store's error raised.
     """
-    deliveries = one_per_recipient(deliveries)
+    deliveries = tuple(split_repeated(deliveries, lambda d: d.recipient)[0])
     writer = messages.begin(queue_id)
     try:
         await writer.write(data)

@@ -81,6 +81,7 @@ from strata_twisted.model import (
     StoredMessage,
     TLSPolicy,
     recipient_key,
+    split_repeated,
 )
 
 # How much of each message's body the relay reads ahead (all of a typical message); the rest of a
@@ -189,13 +190,7 @@ def _read_ahead_windows(
 
 def _relayed(message: StoredMessage, group: tuple[QueueEntry, ...], head: bytes) -> RelayedMessage:
     """One transaction for a message's entries: each recipient once, the rest as duplicates."""
-    seen: set[str] = set()
-    entries: list[QueueEntry] = []
-    duplicates: list[QueueEntry] = []
-    for entry in group:
-        key = recipient_key(entry.recipient)
-        (duplicates if key in seen else entries).append(entry)
-        seen.add(key)
+    entries, duplicates = split_repeated(group, lambda entry: entry.recipient)
     return RelayedMessage(message, tuple(entries), head, duplicates=tuple(duplicates))
 
 
@@ -794,10 +789,7 @@ class RelayLoop:
         sender_domain = self._domains.get(route_domain(message.envelope.sender))
         shadow = sender_domain is not None and any(f.entry.outbound for f in failed)
         # A DSN names each recipient once, however many entries a legacy queue had for it.
-        once: dict[str, FailedRecipient] = {}
-        for f in failed:
-            once.setdefault(recipient_key(f.entry.recipient), f)
-        failed = list(once.values())
+        failed = split_repeated(failed, lambda f: f.entry.recipient)[0]
         try:
             await queue_dsn(
                 messages=self._messages, events=self._events, clock=self._clock,

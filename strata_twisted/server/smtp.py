@@ -168,7 +168,7 @@ class SMTPIntakeProtocol(Protocol):
                 try:
                     self.factory.policy.check_sender(self.session, event.sender)
                 except MailError as e:
-                    self._refused("MAIL", e, sender=event.sender)
+                    self._refuse("MAIL", e, sender=event.sender)
                     continue
                 self._sender = event.sender
                 self._body_8bit = event.body == "8BITMIME"
@@ -181,12 +181,12 @@ class SMTPIntakeProtocol(Protocol):
             elif isinstance(event, DataEnd):
                 self._data_end()
             elif isinstance(event, DataAborted):
-                self._refused("DATA", event.reply)
+                self._log_refusal("DATA", event.reply)
                 self._drop_transaction()
             elif isinstance(event, Refused):
                 sender = self._sender if event.command == "RCPT" else None
-                self._refused(event.command, event.reply, f"{event.command} {event.argument}",
-                              sender=sender)  # fmt: skip
+                self._log_refusal(event.command, event.reply,
+                                  f"{event.command} {event.argument}", sender=sender)  # fmt: skip
             elif isinstance(event, Reset):
                 self._drop_transaction()
             elif isinstance(event, StartTLS):
@@ -252,30 +252,32 @@ class SMTPIntakeProtocol(Protocol):
         try:
             self.factory.policy.add_recipient(self._recipients, recipient)
         except MailError as e:
-            self._refused("RCPT", e, sender=self._sender, recipient=recipient)
+            self._refuse("RCPT", e, sender=self._sender, recipient=recipient)
             return
         self.engine.respond()
 
-    def _refused(
-        self, command: str, why: MailError | Reply, reason: str = "", *,
+    def _refuse(self, command: str, error: MailError, **envelope: str) -> None:
+        """Answer the pending event with the policy's refusal, and log it (L{_log_refusal})."""
+        assert self.engine is not None
+        reply = Reply.from_error(error)
+        self._log_refusal(command, reply, str(error), **envelope)
+        self.engine.respond(reply)
+
+    def _log_refusal(
+        self, command: str, reply: Reply, reason: str = "", *,
         sender: str | None = None, recipient: str | None = None,
     ) -> None:  # fmt: skip
         """
-        Log a refusal in one line, and answer the event with it when ``why`` is the policy's
-        L{MailError} (a L{Reply} from the engine is answered already).  ``reason``: what the
-        client is not told (the error's own text by default).  ``sender``, ``recipient``: the
-        envelope the refusal is about; a DATA refusal names the transaction's sender and how many
-        recipients it had.
+        Log one refusal in one line: the client, the reply, ``reason`` (what the client is not
+        told) and the envelope it is about.  A DATA refusal names the transaction's sender and
+        how many recipients it had.  Info for a permanent refusal, warn for a temporary one.
         """
-        reply = Reply.from_error(why) if isinstance(why, MailError) else why
-        if isinstance(why, MailError):
-            reason = reason or str(why)
         envelope = []
+        nrcpt = None
         if command == "DATA":
             sender, nrcpt = self._sender, len(self._recipients)
             envelope = [f"from=<{sender}>", f"nrcpt={nrcpt}"]
         else:
-            nrcpt = None
             if sender is not None:
                 envelope.append(f"from=<{sender}>")
             if recipient is not None:
@@ -293,9 +295,6 @@ class SMTPIntakeProtocol(Protocol):
             recipient=recipient,
             nrcpt=nrcpt,
         )
-        if isinstance(why, MailError):
-            assert self.engine is not None
-            self.engine.respond(reply)
 
     def _data_start(self) -> None:
         assert self.engine is not None
@@ -308,7 +307,7 @@ class SMTPIntakeProtocol(Protocol):
                 smtputf8=self._smtputf8,
             )
         except MailError as e:
-            self._refused("DATA", e)
+            self._refuse("DATA", e)
             return
         except Exception:
             # Our failure: temporary, never a dropped connection or a 5xx (non-negotiable 1).
@@ -370,7 +369,7 @@ class SMTPIntakeProtocol(Protocol):
             # Temporary: our own failure (intake never answers 5xx for those).  Permanent: the
             # policy refused the message (submission's From: check).
             reply = Reply.from_error(error)
-            self._refused("DATA", reply, str(error) or type(error).__name__)
+            self._log_refusal("DATA", reply, str(error) or type(error).__name__)
         else:
             self.log.failure("message not stored", failure)
             reply = Reply(451, "4.3.0", "Error: internal error, try again later")
