@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import capturedLogs, formatEvent
@@ -33,6 +34,8 @@ from strata_twisted.model import (
     MailMessage,
     RelayTarget,
     UserCredential,
+    recipient_key,
+    unique_recipients,
 )
 from strata_twisted.proto.mime import index_bytes, index_message, index_to_json
 from strata_twisted.storage.memory import MemoryStore
@@ -272,6 +275,25 @@ def test_held_postmaster_mail_is_routed_once_an_operator_address_is_set() -> Non
 
 
 # -- one recipient once per message (issue #11) ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "same"),
+    [
+        ("u@example.test", "u@EXAMPLE.Test", True),  # the domain: any case
+        ("u@example.test", "u@example.test.", True),  # with or without the root's dot
+        ("u@bücher.example", "u@xn--bcher-kva.example", True),  # U-label or A-label
+        ("u@example.test", "U@example.test", False),  # the local part: exactly (RFC 5321 §2.4)
+        ("Postmaster@example.test", "postmaster@EXAMPLE.test", True),  # except postmaster
+        ("Postmaster", "POSTMASTER", True),  # the bare one too (§4.1.1.3)
+        ("postmaster", "postmaster@example.test", False),  # this server's, not the domain's
+        ("u@[192.0.2.1]", "u@[192.0.2.1]", True),
+        ("u@example.test", "u@example.net", False),
+    ],
+)
+def test_which_recipients_are_the_same(a: str, b: str, same: bool) -> None:
+    assert (recipient_key(a) == recipient_key(b)) is same
+    assert unique_recipients([a, b]) == ((a,) if same else (a, b))
 
 
 def test_a_recipient_named_again_adds_nothing() -> None:
