@@ -36,6 +36,7 @@ from strata_twisted.model import (
     BOUNCED,
     DELIVERED,
     HELD,
+    POSTMASTER_HOLD,
     QUEUED,
     AttemptResult,
     Delivery,
@@ -57,7 +58,8 @@ def parts(message: email.message.Message) -> list[email.message.Message]:
 
 
 class Relay:
-    def __init__(self, **domain: Any) -> None:
+    def __init__(self, resolver: FakeMXResolver | None = None, **domain: Any) -> None:
+        """``resolver``: routes for domains that are not protected (none by default)."""
         self.clock = Clock()
         self.clock.advance(T0)
         self.store = MemoryStore(self.clock)
@@ -68,7 +70,7 @@ class Relay:
         self.loop = RelayLoop(
             self.clock, self.store, self.store, self.store, self.domains, self.primary,
             RelaySettings(interval=INTERVAL, queue_lifetime=5 * 86400, batch_size=3),
-            "strata.test",
+            "strata.test", resolver,
         )  # fmt: skip
         self._n = 0
 
@@ -885,3 +887,19 @@ def test_duplicate_entries_that_expire_send_one_dsn() -> None:
     # One DSN per expired entry, as ever, but none for the duplicate.
     recipients = [p["Final-Recipient"] for dsn in r.dsns() for p in parts(parts(dsn)[1])[1:]]
     assert recipients == ["rfc822; u@example.test", "rfc822; v@example.test"]
+
+
+def test_postmaster_mail_released_before_an_operator_is_set_waits_and_never_expires() -> None:
+    r = Relay(resolver=FakeMXResolver())  # it would route unprotected domains by MX
+    waiting = Delivery("Postmaster", POSTMASTER_HOLD, held="set [server] postmaster")
+    result_of(store_message(r.store, "PM1", b"Subject: hi\r\n\r\nhello\r\n", [waiting],
+                            received_at=T0))  # fmt: skip
+    result_of(r.store.change_state("PM1.1", (HELD,), QUEUED, T0, ""))  # an admin released it
+    r.loop.start()
+    r.clock.advance(6 * 86400)  # past the queue lifetime, every run due
+    entry = r.entries()["PM1.1"]
+    assert (entry.state, entry.attempts, entry.last_error) == (
+        QUEUED, 0, "set [server] postmaster"
+    )  # fmt: skip
+    assert r.primary.sessions == 0 and r.dsns() == []
+    r.loop.stop()

@@ -73,6 +73,7 @@ from strata_twisted.model import (
     DEFERRED_OUTCOME,
     DELIVERED_OUTCOME,
     HELD_OUTCOME,
+    POSTMASTER_HOLD,
     AttemptResult,
     Delivery,
     Domain,
@@ -393,6 +394,10 @@ class RelayLoop:
 
     async def _drain_batch(self, name: str, force: bool) -> bool:
         """Deliver one batch of ``name``'s due entries; True if another batch may be due."""
+        if name == POSTMASTER_HOLD:
+            # <Postmaster> mail an admin released before [server] postmaster was set: it has no
+            # route and must not expire; the next start with the key set routes it.
+            return False
         domain = self._domains.get(name)
         if domain is None and self._resolver is None and self._smarthost is None:
             # Mail for a domain that is not protected (a DSN for a sender outside our domains)
