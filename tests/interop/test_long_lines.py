@@ -19,7 +19,7 @@ import dkim
 import pytest
 
 from tests.interop.test_durability import stored_bodies
-from tests.interop.test_relay_postfix import outages
+from tests.interop.test_relay_postfix import outages, strata_with_a_down_primary
 from tests.peers.fixtures import PostfixFactory
 from tests.peers.postfix import maildir_messages
 from tests.test_dkim_intake import PRIVATE_PEM, dns
@@ -56,13 +56,7 @@ def long_line_message(name: str, line_length: int, canon: bytes | None = None) -
 def test_long_lines_through_a_real_sending_postfix_reach_the_recovered_primary_unchanged(
     strata_factory: Any, postfix_factory: PostfixFactory
 ) -> None:
-    primary = postfix_factory.primary(["example.test"], start=False)
-    strata = strata_factory(
-        extra_config="[relay]\ninterval = 300\n[monitor]\nprobe_interval = 0.5\n"
-        "down_after = 2\nup_after = 2\n"
-    )
-    strata.cli("domain", "add", "example.test", "--relay", f"127.0.0.1:{primary.smtpd_port}")
-    strata.start()
+    strata, primary = strata_with_a_down_primary(strata_factory, postfix_factory)
     # Postfix's SMTP client folds lines longer than smtp_line_length_limit (998 by default),
     # which changes the bytes and breaks DKIM; a filter that keeps mail intact sets it to 0.
     sender = postfix_factory.relay_to(["example.test"], nexthop=f"[127.0.0.1]:{strata.port}",

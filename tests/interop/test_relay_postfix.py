@@ -21,7 +21,7 @@ import pytest
 
 from tests.interop.test_durability import stored_bodies
 from tests.peers.fixtures import PostfixFactory
-from tests.peers.postfix import maildir_messages
+from tests.peers.postfix import PostfixInstance, maildir_messages
 from tests.test_dkim_intake import PRIVATE_PEM, dns
 
 pytestmark = [pytest.mark.interop, pytest.mark.slow]
@@ -64,6 +64,24 @@ def message(n: int) -> bytes:
     return bytes(signature) + raw
 
 
+def strata_with_a_down_primary(
+    strata_factory: Any, postfix_factory: PostfixFactory
+) -> tuple[Any, PostfixInstance]:
+    """
+    A started Strata protecting example.test, whose primary is a private Postfix that is not
+    running yet.  The relay's own schedule is far off (300 s): delivery must come from the
+    monitor (probing every 0.5 s) seeing the primary recover and starting a drain at once.
+    """
+    primary = postfix_factory.primary(["example.test"], start=False)
+    strata = strata_factory(
+        extra_config="[relay]\ninterval = 300\n[monitor]\nprobe_interval = 0.5\n"
+        "down_after = 2\nup_after = 2\n"
+    )
+    strata.cli("domain", "add", "example.test", "--relay", f"127.0.0.1:{primary.smtpd_port}")
+    strata.start()
+    return strata, primary
+
+
 def outages(strata: Any) -> list[dict[str, Any]]:
     events = json.loads(strata.cli("events", "--json").stdout)
     return list(events["outages"])
@@ -72,15 +90,8 @@ def outages(strata: Any) -> list[dict[str, Any]]:
 def test_relay_drains_to_a_recovered_postfix_primary_in_order_byte_for_byte(
     strata_factory: Any, postfix_factory: PostfixFactory
 ) -> None:
-    primary = postfix_factory.primary(["example.test"], start=False)
-    # The relay's own schedule is far off (300 s): delivery must come from the monitor seeing
-    # the primary recover and starting a drain at once, with nobody calling flush.
-    strata = strata_factory(
-        extra_config="[relay]\ninterval = 300\n[monitor]\nprobe_interval = 0.5\n"
-        "down_after = 2\nup_after = 2\n"
-    )
-    strata.cli("domain", "add", "example.test", "--relay", f"127.0.0.1:{primary.smtpd_port}")
-    strata.start()
+    # Nobody calls flush: the monitor's recovery starts the drain.
+    strata, primary = strata_with_a_down_primary(strata_factory, postfix_factory)
     sent = [message(n) for n in range(COUNT)]
     with smtplib.SMTP("127.0.0.1", strata.port, timeout=30) as client:
         for body in sent:
@@ -128,13 +139,7 @@ def test_relay_drains_to_a_recovered_postfix_primary_in_order_byte_for_byte(
 def test_sending_postfix_to_strata_to_primary_postfix_with_the_primary_down_then_up(
     strata_factory: Any, postfix_factory: PostfixFactory
 ) -> None:
-    primary = postfix_factory.primary(["example.test"], start=False)
-    strata = strata_factory(
-        extra_config="[relay]\ninterval = 300\n[monitor]\nprobe_interval = 0.5\n"
-        "down_after = 2\nup_after = 2\n"
-    )
-    strata.cli("domain", "add", "example.test", "--relay", f"127.0.0.1:{primary.smtpd_port}")
-    strata.start()
+    strata, primary = strata_with_a_down_primary(strata_factory, postfix_factory)
     sender = postfix_factory.relay_to(["example.test"], nexthop=f"[127.0.0.1]:{strata.port}")
     count = 60
     sent = {f"<relay-{n}@sender.test>": message(n) for n in range(count)}
