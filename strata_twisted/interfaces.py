@@ -40,6 +40,7 @@ if TYPE_CHECKING:
         FlagUpdate,
         IncomingMessage,
         MailboxInfo,
+        MailboxListing,
         MailboxStatus,
         MailMessage,
         MessageHead,
@@ -441,6 +442,19 @@ class IMailboxStore(Interface):
         is greater (CONDSTORE ``CHANGEDSINCE``, RFC 7162 §3.1.4.1); with ``uids``, only those
         among these UIDs (a FETCH of a few messages must not read the whole mailbox).  Expunged
         messages are simply absent (reporting them is QRESYNC's VANISHED, not offered).
+        """
+
+    def mailbox_listing(
+        user: str,
+        mailbox: str,
+        changed_since: int | None = None,
+        uids: Iterable[int] | None = None,
+    ) -> Deferred[MailboxListing]:
+        """
+        Like L{list_messages}, with the mailbox itself and its message count read in the same
+        step: what the IMAP sessions' cache merges listings with (a message expunged since an
+        older listing shows in the count), and how a session knows the messages it reads belong
+        to the mailbox it selected (the UIDVALIDITY), not to one created since under its name.
         """
 
     def mime_indexes(user: str, mailbox: str, uids: Iterable[int]) -> Deferred[dict[int, bytes]]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal, TypeVar
 
@@ -795,6 +795,19 @@ class MailMessage:
     internal_date: float
     size: int
     modseq: int
+
+
+@dataclass(frozen=True)
+class MailboxListing:
+    """
+    A mailbox and its messages as of one moment (L{IMailboxStore.mailbox_listing}): ``info``
+    (UIDVALIDITY says which mailbox of that name, HIGHESTMODSEQ the moment), the ``messages``
+    asked for in UID order, and ``count``, how many messages the mailbox holds in all.
+    """
+
+    info: MailboxInfo
+    messages: Sequence[MailMessage]
+    count: int
 
 
 @dataclass(frozen=True)

@@ -479,24 +479,25 @@ def test_expunged_bodies_are_deleted_once_nobody_needs_them(h: Harness) -> None:
     assert result_of(h.store.get_message("m2")) is not None  # the relay queue still needs it
 
 
-# -- the factory's mailbox snapshots --------------------------------------------------------------
+# -- the shared listings ----------------------------------------------------------------------
 
 
-def test_snapshots_follow_every_change_and_read_only_what_changed(h: Harness) -> None:
+def test_listings_follow_every_change_and_read_only_what_changed(h: Harness) -> None:
     h.deliver("m1", BODY1)
     h.deliver("m2", BODY2)
     result_of(h.store.ensure_user(ALICE))
     calls: list[int | None] = []
-    real = h.store.list_messages
+    real = h.store.mailbox_listing
 
     def listing(user: str, mailbox: str, changed_since: int | None = None, uids: Any = None) -> Any:
         calls.append(changed_since)
         return real(user, mailbox, changed_since, uids)
 
-    h.store.list_messages = listing  # type: ignore[method-assign]
+    h.store.mailbox_listing = listing  # type: ignore[method-assign]
 
     def snapshot() -> list[tuple[int, frozenset[str]]]:
-        _, messages = result_of(Deferred.fromCoroutine(h.factory.snapshot(ALICE, "INBOX")))
+        listings = h.factory.shared.listings
+        messages = result_of(Deferred.fromCoroutine(listings.listing(ALICE, "INBOX"))).messages
         return [(m.uid, m.flags) for m in messages]
 
     assert snapshot() == [(1, frozenset()), (2, frozenset())]

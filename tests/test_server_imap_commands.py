@@ -19,10 +19,11 @@ from twisted.internet.testing import StringTransport
 from twisted.logger import ILogObserver, capturedLogs, formatEvent, globalLogPublisher
 
 from strata_twisted.core.imap_fetch import STREAM_THRESHOLD
+from strata_twisted.core.imap_shared import STREAM_CHUNK
 from strata_twisted.errors import StorageError
 from strata_twisted.model import StoredMessage
 from strata_twisted.server._transport import ConnectionLimits
-from strata_twisted.server.imap import STREAM_CHUNK, IMAPProtocol
+from strata_twisted.server.imap import IMAPProtocol
 from strata_twisted.testing import result_of
 from tests.imap_harness import ALICE, BOB, BODY1, BODY2, PASSWORD, Harness, Spy, send
 
@@ -141,7 +142,10 @@ def test_uid_store_answers_with_the_uid(h: Harness) -> None:
 def test_store_keywords_are_kept_and_announced(h: Harness) -> None:
     fill(h, 2)
     proto, transport = h.select()
+    # RFC 3501 §7.2.6: FLAGS (and PERMANENTFLAGS) name the new keywords before a FETCH shows them.
     assert send(proto, transport, "c STORE 1 +FLAGS ($Label1 Work \\Seen)\r\n") == (
+        b"* FLAGS (" + SYSTEM + b" $Label1 Work)\r\n"
+        b"* OK [PERMANENTFLAGS (" + SYSTEM + b" $Label1 Work \\*)] Flags permitted\r\n"
         b"* 1 FETCH (FLAGS (\\Seen $Label1 Work))\r\nc OK STORE completed\r\n"
     )
     assert flags_of(h)[1] == {"\\Seen", "$Label1", "Work"}

@@ -269,6 +269,7 @@ class SelectedMailbox:
     first_unseen: int | None = None  # sequence number of the first message without \Seen
     highest_modseq: int | None = None  # None: the mailbox keeps no mod-sequences ([NOMODSEQ])
     read_only: bool = False  # the backend may open a SELECTed mailbox read-only
+    recent: int = 0  # how many messages are \\Recent to this session (RFC 3501 §2.3.2)
 
 
 # -- capabilities ---------------------------------------------------------------------------------
@@ -637,7 +638,7 @@ class IMAPServerEngine:
         # UIDVALIDITY; RFC 7162 §3.1.2.1: HIGHESTMODSEQ (or NOMODSEQ) on every SELECT.
         out.append(flags_response(mailbox.flags))
         out.append(exists_response(mailbox.exists))
-        out.append(recent_response(0))
+        out.append(recent_response(mailbox.recent))
         if mailbox.first_unseen is not None:
             code = ResponseCode.number("UNSEEN", mailbox.first_unseen)
             self._status(None, "OK", f"Message {mailbox.first_unseen} is first unseen", code)
@@ -674,6 +675,13 @@ class IMAPServerEngine:
     def timeout(self) -> None:
         """The client was silent for L{idle_timeout} seconds: BYE (RFC 3501 §5.4)."""
         self._bye("Autologout; idle for too long")
+
+    def bye(self, text: str) -> None:
+        """
+        The server cannot go on (the selected mailbox was deleted by another session): BYE
+        instead of the answer the command waits for, then close (RFC 3501 §7.1.5).
+        """
+        self._bye(text)
 
     # -- output helpers ---------------------------------------------------------------------------
 

@@ -7,9 +7,16 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
+from typing import Protocol as Typing
 
-from twisted.internet.interfaces import IDelayedCall, IReactorTime
-from twisted.internet.protocol import Protocol
+from twisted.internet.interfaces import IAddress, IDelayedCall, IReactorTime
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+
+
+def host_of(address: IAddress | None) -> str:
+    """The client's address as text (``unknown`` when the transport has none)."""
+    return str(getattr(address, "host", "") or "unknown")
 
 
 def set_no_delay(transport: Any) -> None:
@@ -91,3 +98,79 @@ class Refuse(Protocol):
         assert self.transport is not None
         self.transport.write(self.line)
         self.transport.loseConnection()
+
+
+class _Engine(Typing):
+    def data_to_send(self) -> bytes: ...
+
+
+class EngineProtocol(Protocol):
+    """
+    What the SMTP and IMAP adapters share: a sans-IO engine whose output is flushed to the
+    transport, a restartable deadline on the injected clock, and a clean close.
+    """
+
+    engine: _Engine | None = None
+    _gone = False
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._deadline = Deadline(clock, self._timed_out)
+
+    @property
+    def _transport(self) -> Any:
+        """The connected TCP (or TLS) transport: ITransport, IPushProducer and ITLSTransport."""
+        assert self.transport is not None
+        return self.transport
+
+    def _peer(self) -> str:
+        """Nagle off (request/response traffic), and the client's address."""
+        set_no_delay(self.transport)
+        return host_of(self._transport.getPeer())
+
+    def _flush(self) -> None:
+        if self.engine is not None and not self._gone:
+            out = self.engine.data_to_send()
+            if out:
+                self._transport.write(out)
+
+    def _close(self) -> None:
+        self._deadline.cancel()
+        if not self._gone:
+            self._transport.loseConnection()
+
+    def _timed_out(self) -> None:
+        raise NotImplementedError
+
+
+class CountingFactory(Factory):
+    """
+    Connection accounting both listeners share: every connection is counted against
+    L{ConnectionLimits} (in all and per client address), or refused with one line.
+    """
+
+    log = Logger()
+
+    def __init__(self, connections: ConnectionLimits) -> None:
+        self.connections = connections
+        self._protocols: dict[Protocol, str] = {}
+
+    def admit(
+        self, addr: IAddress | None, build: Callable[[], Protocol], refusal: Callable[[str], bytes]
+    ) -> Protocol:
+        host = host_of(addr)
+        refused = self.connections.admit(host)
+        if refused is not None:
+            self.log.warn("refusing {host}: {why}", host=host, why=refused)
+            return Refuse(refusal(refused))
+        protocol = build()
+        self._protocols[protocol] = host
+        return protocol
+
+    def connection_closed(self, protocol: Protocol) -> None:
+        host = self._protocols.pop(protocol, None)
+        if host is not None:
+            self.connections.release(host)
+
+    @property
+    def open_connections(self) -> int:
+        return len(self._protocols)

@@ -64,6 +64,7 @@ from strata_twisted.model import (
     MailboxExists,
     MailboxHasChildren,
     MailboxInfo,
+    MailboxListing,
     MailboxRefused,
     MailboxStatus,
     MailMessage,
@@ -793,6 +794,27 @@ class MemoryStore:
                 if (changed_since is None or m.modseq > changed_since)
                 and (wanted is None or m.uid in wanted)
             ]
+
+        return self._guarded(listing)
+
+    def mailbox_listing(
+        self,
+        user: str,
+        mailbox: str,
+        changed_since: int | None = None,
+        uids: Iterable[int] | None = None,
+    ) -> Deferred[MailboxListing]:
+        wanted = None if uids is None else set(uids)
+
+        def listing() -> MailboxListing:
+            box = self._box(normalize_user(user), normalize_mailbox_name(mailbox))
+            messages = [
+                self._mail_message(m)
+                for m in box.messages.values()
+                if (changed_since is None or m.modseq > changed_since)
+                and (wanted is None or m.uid in wanted)
+            ]
+            return MailboxListing(box.info(), messages, len(box.messages))
 
         return self._guarded(listing)
 

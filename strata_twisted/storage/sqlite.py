@@ -128,6 +128,7 @@ from strata_twisted.model import (
     MailboxExists,
     MailboxHasChildren,
     MailboxInfo,
+    MailboxListing,
     MailboxRefused,
     MailboxStatus,
     MailMessage,
@@ -1968,6 +1969,44 @@ class SQLiteStore:
                     parameters.append(wanted)
                 rows = conn.execute(query + " ORDER BY mm.uid", parameters)
                 return [_mail_message(r) for r in rows]
+
+            return listing
+
+        return self._mailbox_query(f"listing the messages of {mailbox} of {user}", prepare)
+
+    def mailbox_listing(
+        self,
+        user: str,
+        mailbox: str,
+        changed_since: int | None = None,
+        uids: Iterable[int] | None = None,
+    ) -> Deferred[MailboxListing]:
+        wanted = None if uids is None else json.dumps(sorted(set(uids)))
+
+        def prepare() -> Callable[[sqlite3.Connection], MailboxListing]:
+            owner, canonical = normalize_user(user), normalize_mailbox_name(mailbox)
+
+            def listing(conn: sqlite3.Connection) -> MailboxListing:
+                # One read transaction: the row, the messages and the count are of one moment.
+                conn.execute("BEGIN")
+                try:
+                    row = _t_mailbox(conn, owner, canonical)
+                    query = _MAIL_MESSAGE_SELECT + " WHERE mm.mailbox_id = ?"
+                    parameters: list[object] = [row["id"]]
+                    if changed_since is not None:
+                        query += " AND mm.modseq > ?"
+                        parameters.append(changed_since)
+                    if wanted is not None:
+                        query += " AND mm.uid IN (SELECT value FROM json_each(?))"
+                        parameters.append(wanted)
+                    rows = conn.execute(query + " ORDER BY mm.uid", parameters)
+                    messages = [_mail_message(r) for r in rows]
+                    (count,) = conn.execute(
+                        "SELECT count(*) FROM mailbox_messages WHERE mailbox_id = ?", (row["id"],)
+                    ).fetchone()
+                finally:
+                    conn.execute("COMMIT")
+                return MailboxListing(_mailbox_info(row), messages, int(count))
 
             return listing
 
