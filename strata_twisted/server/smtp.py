@@ -22,12 +22,11 @@ refusal (relay denied, unknown user, too big), warn for a temporary one (our own
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Any
 
 from twisted.internet import ssl
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IAddress, IReactorTime, ITLSTransport
-from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
@@ -63,19 +62,16 @@ from strata_twisted.proto.smtp_server import (
     StartTLS,
     XClient,
 )
-from strata_twisted.server._transport import ConnectionLimits, Deadline, Refuse, set_no_delay
+from strata_twisted.server._transport import ConnectionLimits, CountingFactory, EngineProtocol
 
 
-def _host_of(address: IAddress | None) -> str:
-    return str(getattr(address, "host", "") or "unknown")
-
-
-class SMTPIntakeProtocol(Protocol):
+class SMTPIntakeProtocol(EngineProtocol):
     """One SMTP intake session."""
 
     log = Logger()
 
     def __init__(self, factory: SMTPIntakeFactory) -> None:
+        super().__init__(factory.clock)
         self.factory = factory
         self.engine: SMTPServerEngine | None = None
         self.session = SessionInfo(client_address="")
@@ -85,25 +81,16 @@ class SMTPIntakeProtocol(Protocol):
         self._recipients = Recipients()
         self._transaction: IntakeTransaction | None = None
         self._committing = False
-        self._deadline = Deadline(factory.clock, self._timed_out)
         self._pause_reasons: set[str] = set()
-        self._gone = False
         self._in_process = False
         self._authenticating = False
         self._forwarded: str | None = None  # XCLIENT ADDR from a trusted client
 
-    @property
-    def _transport(self) -> Any:
-        """The connected TCP (or TLS) transport: ITransport, IPushProducer and ITLSTransport."""
-        assert self.transport is not None
-        return self.transport
-
     # -- Twisted --------------------------------------------------------------------------------
 
     def connectionMade(self) -> None:
-        set_no_delay(self.transport)
         factory = self.factory
-        client = _host_of(self._transport.getPeer())
+        client = self._peer()
         self.session = SessionInfo(client_address=client, tls=factory.implicit_tls)
         authenticator = factory.authenticator
         trusted = is_trusted(client, factory.trusted_networks)
@@ -411,17 +398,6 @@ class SMTPIntakeProtocol(Protocol):
 
     # -- plumbing --------------------------------------------------------------------------------
 
-    def _flush(self) -> None:
-        if self.engine is not None and not self._gone:
-            out = self.engine.data_to_send()
-            if out:
-                self._transport.write(out)
-
-    def _close(self) -> None:
-        self._cancel_timer()
-        if not self._gone:
-            self._transport.loseConnection()
-
     def _arm_timer(self) -> None:
         assert self.engine is not None
         limit = (
@@ -446,7 +422,7 @@ class SMTPIntakeProtocol(Protocol):
         self._close()
 
 
-class SMTPIntakeFactory(Factory):
+class SMTPIntakeFactory(CountingFactory):
     """Builds intake sessions and enforces the connection limits."""
 
     log = Logger()
@@ -469,6 +445,11 @@ class SMTPIntakeFactory(Factory):
         with another listener (587 and 465 count together).  ``trusted_networks``: where AUTH
         is offered without TLS, besides loopback (the webmail's network).
         """
+        super().__init__(
+            connections
+            if connections is not None
+            else ConnectionLimits(settings.max_connections, settings.max_connections_per_ip)
+        )
         self.clock = clock
         self.trusted_networks = networks(trusted_networks)
         self.authenticator = authenticator
@@ -482,29 +463,11 @@ class SMTPIntakeFactory(Factory):
             max_recipients=settings.max_recipients,
             max_command_line_length=settings.max_command_line_length,
         )
-        self._limits = (
-            connections
-            if connections is not None
-            else ConnectionLimits(settings.max_connections, settings.max_connections_per_ip)
-        )
-        self._protocols: dict[SMTPIntakeProtocol, str] = {}
 
     def buildProtocol(self, addr: IAddress | None) -> Protocol:
-        host = _host_of(addr)
-        refused = self._limits.admit(host)
-        if refused is not None:
-            self.log.warn("refusing {host}: {why}", host=host, why=refused)
-            # RFC 5321 §3.8: a server may refuse with 421 at connect.
-            return Refuse(Reply(421, "4.7.0", f"{self.hostname} Error: {refused}").to_bytes())
-        protocol = SMTPIntakeProtocol(self)
-        self._protocols[protocol] = host
-        return protocol
-
-    def connection_closed(self, protocol: SMTPIntakeProtocol) -> None:
-        host = self._protocols.pop(protocol, None)
-        if host is not None:
-            self._limits.release(host)
-
-    @property
-    def open_connections(self) -> int:
-        return len(self._protocols)
+        # RFC 5321 §3.8: a server may refuse with 421 at connect.
+        return self.admit(
+            addr,
+            lambda: SMTPIntakeProtocol(self),
+            lambda why: Reply(421, "4.7.0", f"{self.hostname} Error: {why}").to_bytes(),
+        )
