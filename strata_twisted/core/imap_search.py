@@ -325,10 +325,16 @@ def matches(key: SearchKey, candidate: Candidate, mailbox: Mailbox) -> bool:
         return any(matches(k, candidate, mailbox) for k in key.keys)
     if name == "NOT":
         return not matches(key.keys[0], candidate, mailbox)
-    if name == "ALL" or name == "OLD":
-        return True  # nothing is \Recent in this server, so every message is OLD
-    if name in ("NEW", "RECENT"):
-        return False
+    if name == "ALL":
+        return True
+    # RFC 3501 §6.4.4: \Recent is the session's (the candidates carry it among their flags,
+    # core/imap_session.py); NEW is RECENT UNSEEN, OLD is NOT RECENT.
+    if name == "RECENT":
+        return _has_flag(message, "\\Recent")
+    if name == "OLD":
+        return not _has_flag(message, "\\Recent")
+    if name == "NEW":
+        return _has_flag(message, "\\Recent") and not _has_flag(message, "\\Seen")
     if name in _FLAG_KEYS:
         flag, wanted = _FLAG_KEYS[name]
         return _has_flag(message, flag) is wanted
