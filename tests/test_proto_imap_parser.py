@@ -322,12 +322,77 @@ def test_list_extended() -> None:
         frozenset({"SUBSCRIBED", "RECURSIVEMATCH"}),
         frozenset({"CHILDREN", "SPECIAL-USE", "STATUS"}),
         ("MESSAGES", "UNSEEN"),
+        extended=True,
     )
     assert one(b't LIST (SPECIAL-USE) "" *\r\n') == ListMailboxes(
-        "t", "", ("*",), frozenset({"SPECIAL-USE"})
+        "t", "", ("*",), frozenset({"SPECIAL-USE"}), extended=True
     )
-    assert one(b't LIST "" % RETURN ()\r\n') == ListMailboxes("t", "", ("%",))
     assert error(b't LIST "" % (CHILDREN)\r\n').tag == "t"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b't LIST () "" %\r\n',  # an empty selection list
+        b't LIST "" (%)\r\n',  # one pattern, in parentheses
+        b't LIST "" % RETURN ()\r\n',  # an empty RETURN list
+    ],
+)
+def test_any_of_the_three_extended_forms_makes_an_extended_list(line: bytes) -> None:
+    # RFC 5258 §3: the extended syntax is in use as soon as one of them appears, and the answer
+    # differs (no \HasChildren unless asked for, "" is no delimiter request).
+    assert one(line) == ListMailboxes("t", "", ("%",), extended=True)
+    assert one(b't LIST "" %\r\n') == ListMailboxes("t", "", ("%",), extended=False)
+
+
+def test_list_options_are_case_insensitive_and_count_once() -> None:
+    # RFC 5258 §3: an option given twice acts as if given once.
+    assert one(b't LIST (subscribed Remote SUBSCRIBED) "" * return (children Children)\r\n') == (
+        ListMailboxes(
+            "t",
+            "",
+            ("*",),
+            frozenset({"SUBSCRIBED", "REMOTE"}),
+            frozenset({"CHILDREN"}),
+            extended=True,
+        )
+    )
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b't LIST (BOGUS) "" %\r\n',
+        b't LIST (SUBSCRIBED X-VENDOR) "" %\r\n',
+        b't LIST "" % RETURN (BOGUS)\r\n',
+        b't LIST "" % RETURN (REMOTE)\r\n',  # REMOTE is a selection option only
+        b't LIST "" % RETURN (CHILDREN MYRIGHTS)\r\n',  # RFC 8440, not offered
+    ],
+)
+def test_unknown_list_options_are_bad(line: bytes) -> None:
+    # RFC 5258 §3: "A server MUST respond to options it does not recognize with a BAD response."
+    refused = error(line)
+    assert refused.tag == "t"
+    assert refused.status == "BAD"
+    assert "option" in refused.text
+
+
+@pytest.mark.parametrize(
+    "selection", [b"RECURSIVEMATCH", b"REMOTE RECURSIVEMATCH", b"RECURSIVEMATCH RECURSIVEMATCH"]
+)
+def test_recursivematch_alone_is_bad(selection: bytes) -> None:
+    # RFC 5258 §3.1: "The RECURSIVEMATCH option MUST NOT occur as the only selection option (or
+    # only with REMOTE) ... The server MUST return BAD tagged response in such case."
+    refused = error(b"t LIST (" + selection + b') "" %\r\n')
+    assert refused.status == "BAD"
+    assert "RECURSIVEMATCH" in refused.text
+
+
+@pytest.mark.parametrize("other", [b"SUBSCRIBED", b"SPECIAL-USE"])
+def test_recursivematch_with_a_base_option_is_accepted(other: bytes) -> None:
+    command = one(b"t LIST (RECURSIVEMATCH " + other + b') "" %\r\n')
+    assert isinstance(command, ListMailboxes)
+    assert command.selection == {"RECURSIVEMATCH", other.decode()}
 
 
 # -- FETCH ----------------------------------------------------------------------------------------

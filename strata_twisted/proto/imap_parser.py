@@ -374,8 +374,13 @@ class Rename:
 class ListMailboxes:
     """
     LIST, basic or extended (RFC 5258): selection options, reference, one or more patterns, and
-    return options (upper-cased); ``status_items`` are those of ``RETURN (STATUS (...))``
-    (RFC 5819), or None.
+    return options (upper-cased, each once); ``status_items`` are those of
+    ``RETURN (STATUS (...))`` (RFC 5819), or None.
+
+    ``extended`` tells the two forms apart, because their answers differ (RFC 5258 §3): it is set
+    when the command has a selection option list (even ``()``), a parenthesized pattern list or a
+    RETURN list (even ``RETURN ()``).  Only the parser's known options get here: an unknown one,
+    or RECURSIVEMATCH without SUBSCRIBED or SPECIAL-USE, is a L{CommandError} (BAD).
     """
 
     tag: str
@@ -384,6 +389,7 @@ class ListMailboxes:
     selection: frozenset[str] = frozenset()
     return_options: frozenset[str] = frozenset()
     status_items: tuple[str, ...] | None = None
+    extended: bool = False
     name: ClassVar[str] = "LIST"
 
 
@@ -662,6 +668,10 @@ _SECTION_TEXTS: Final = frozenset({"HEADER", "HEADER.FIELDS", "HEADER.FIELDS.NOT
 _STATUS_ITEMS: Final = frozenset(
     {"MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ"}
 )
+# RFC 5258 §3.1 and §3.2, RFC 6154 §3 (SPECIAL-USE), RFC 5819 §2 (STATUS).  REMOTE is accepted and
+# means nothing here: Strata has no remote mailboxes (RFC 5258 §3.1 lets such a server ignore it).
+_LIST_SELECTION: Final = frozenset({"SUBSCRIBED", "REMOTE", "RECURSIVEMATCH", "SPECIAL-USE"})
+_LIST_RETURN: Final = frozenset({"SUBSCRIBED", "CHILDREN", "SPECIAL-USE", "STATUS"})
 _SEARCH_FLAG_KEYS: Final = frozenset(
     {"ALL", "ANSWERED", "DELETED", "DRAFT", "FLAGGED", "NEW", "OLD", "RECENT", "SEEN"}
     | {"UNANSWERED", "UNDELETED", "UNDRAFT", "UNFLAGGED", "UNSEEN"}
@@ -959,15 +969,20 @@ def _parse_rename(cur: _Cursor, tag: str, name: str, uid: bool) -> Command:
 
 def _parse_list(cur: _Cursor, tag: str, name: str, uid: bool) -> Command:
     cur.sp()
+    # RFC 5258 §3: the extended syntax is in use when the first argument is a parenthesized list
+    # (selection options), the second is (patterns), or RETURN follows.
+    extended = False
     selection: frozenset[str] = frozenset()
     if cur.peek() == 0x28:
-        # RFC 5258 §3: selection options; RFC 6154 §3 adds SPECIAL-USE.
+        extended = True
         selection = frozenset(cur.keyword_list())
+        _check_selection(selection)
         cur.sp()
     reference = _mailbox_from(cur.astring(), pattern=True)
     cur.sp()
     patterns: list[str] = []
     if cur.peek() == 0x28:
+        extended = True
         cur.parenthesized(lambda: patterns.append(cur.list_mailbox()))
     else:
         patterns.append(cur.list_mailbox())
@@ -977,10 +992,15 @@ def _parse_list(cur: _Cursor, tag: str, name: str, uid: bool) -> Command:
         if cur.keyword() != "RETURN":
             raise _SyntaxError("expected RETURN")
         cur.sp()
+        extended = True
 
         def option() -> None:
             nonlocal status_items
             word = cur.keyword()
+            if word not in _LIST_RETURN:
+                # RFC 5258 §3: "A server MUST respond to options it does not recognize with a
+                # BAD response."
+                raise _SyntaxError(f"unknown LIST return option {word}")
             options.add(word)
             if word == "STATUS":
                 # RFC 5819 §2: RETURN (STATUS (status-att ...)).
@@ -989,8 +1009,21 @@ def _parse_list(cur: _Cursor, tag: str, name: str, uid: bool) -> Command:
 
         cur.parenthesized(option, allow_empty=True)
     return ListMailboxes(
-        tag, reference, tuple(patterns), selection, frozenset(options), status_items
+        tag, reference, tuple(patterns), selection, frozenset(options), status_items, extended
     )
+
+
+def _check_selection(selection: frozenset[str]) -> None:
+    """The LIST selection options must be ones we know, and RECURSIVEMATCH needs company."""
+    unknown = sorted(selection - _LIST_SELECTION)
+    if unknown:
+        # RFC 5258 §3: "A server MUST respond to options it does not recognize with a BAD
+        # response."
+        raise _SyntaxError(f"unknown LIST selection option {unknown[0]}")
+    if "RECURSIVEMATCH" in selection and not selection & {"SUBSCRIBED", "SPECIAL-USE"}:
+        # RFC 5258 §3.1: RECURSIVEMATCH "MUST NOT occur as the only selection option (or only
+        # with REMOTE) ... The server MUST return BAD tagged response in such case."
+        raise _SyntaxError("RECURSIVEMATCH needs another selection option")
 
 
 def _parse_lsub(cur: _Cursor, tag: str, name: str, uid: bool) -> Command:
