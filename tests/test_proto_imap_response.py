@@ -237,6 +237,25 @@ def test_list_response() -> None:
     )
 
 
+def test_list_response_with_extended_data_items() -> None:
+    # RFC 5258 §6: mbox-list-extended, one parenthesized list after the name, tags as astrings.
+    assert list_response([], "/", "Foo", extended=[("CHILDINFO", ("SUBSCRIBED",))]) == (
+        b'* LIST () "/" Foo (CHILDINFO ("SUBSCRIBED"))\r\n'
+    )
+    two = list_response(
+        ["\\NonExistent"],
+        "/",
+        "Old Mail",
+        extended=[("CHILDINFO", ("SUBSCRIBED", "SPECIAL-USE")), ("X-VENDOR TAG", 7)],
+    )
+    assert two == (
+        b'* LIST (\\NonExistent) "/" "Old Mail" '
+        b'(CHILDINFO ("SUBSCRIBED" "SPECIAL-USE") "X-VENDOR TAG" 7)\r\n'
+    )
+    # none: no empty list is written
+    assert list_response([], "/", "Foo", extended=[]) == b'* LIST () "/" Foo\r\n'
+
+
 def test_status_search_sort_esearch() -> None:
     assert status_data_response("INBOX", [("MESSAGES", 231), ("UIDNEXT", 44292)]) == (
         b"* STATUS INBOX (MESSAGES 231 UIDNEXT 44292)\r\n"

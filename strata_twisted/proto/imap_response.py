@@ -368,14 +368,23 @@ def list_response(
     mailbox: str,
     *,
     command: Literal["LIST", "LSUB"] = "LIST",
+    extended: Iterable[tuple[str, Value]] = (),
 ) -> bytes:
     """
     ``* LIST (\\HasNoChildren \\Sent) "/" Sent``: attributes, the hierarchy delimiter (None is NIL
     for a flat namespace) and the name in modified UTF-7.
+
+    ``extended`` are RFC 5258 §6 extended data items, (tag, value) pairs written after the name
+    as one list, ``* LIST () "/" Foo (CHILDINFO ("SUBSCRIBED"))``; none writes no list.  Send them
+    only to a client that used the extended LIST syntax (RFC 5258 §3).
     """
     attributes = encode_value(tuple(Atom(f) for f in flags))
     separator = b"NIL" if delimiter is None else encode_string(delimiter)
-    return _untagged(command.encode("ascii"), attributes, separator, encode_mailbox(mailbox))
+    parts = [command.encode("ascii"), attributes, separator, encode_mailbox(mailbox)]
+    items = [encode_astring(tag) + b" " + encode_value(value) for tag, value in extended]
+    if items:
+        parts.append(b"(" + b" ".join(items) + b")")
+    return _untagged(*parts)
 
 
 def status_data_response(mailbox: str, items: Iterable[tuple[str, int]]) -> bytes:
