@@ -44,6 +44,7 @@ from strata_twisted.core.imap_fetch import (
     literal_safe,
     plan_fetch,
 )
+from strata_twisted.core.imap_list import list_line, list_mailboxes, lsub
 from strata_twisted.core.imap_search import Candidate, Content, Need, plan_sort, search, sort
 from strata_twisted.core.imap_search import Mailbox as SearchMailbox
 from strata_twisted.core.imap_search import plan as search_plan
@@ -349,76 +350,6 @@ def _search_modseq(
     return max(c.message.modseq for c in candidates if (c.message.uid if uid else c.seq) in found)
 
 
-# TEMP: until core/imap_list.py
-import re  # noqa: E402
-
-from strata_twisted.proto.imap_response import list_response  # noqa: E402
-
-
-def _pattern(reference: str, pattern: str) -> re.Pattern[str]:
-    full = reference + pattern if not pattern.startswith(DELIMITER) else pattern
-    out = []
-    for c in full:
-        if c == "*":
-            out.append(".*")
-        elif c == "%":
-            out.append(f"[^{re.escape(DELIMITER)}]*")
-        else:
-            out.append(re.escape(c))
-    regex = "".join(out)
-    if full[:5].upper() == "INBOX":
-        regex = "(?i:" + "".join(out[:5]) + ")" + "".join(out[5:])
-    return re.compile(regex + r"\Z", re.DOTALL)
-
-
-def _attributes(
-    mailbox: MailboxInfo, names: set[str], *, subscribed: bool, special_use: bool = True
-) -> list[str]:
-    prefix = mailbox.name + DELIMITER
-    children = any(name.startswith(prefix) for name in names)
-    attributes = ["\\HasChildren" if children else "\\HasNoChildren"]
-    if subscribed and mailbox.subscribed:
-        attributes.append("\\Subscribed")
-    if special_use and mailbox.special_use:
-        attributes.append(mailbox.special_use)
-    return attributes
-
-
-def _list_lines(
-    command: ListMailboxes, mailboxes: Sequence[MailboxInfo], subscriptions: Sequence[str]
-) -> list[tuple[bytes, str | None]]:
-    if command.patterns == ("",):
-        return [(list_response(["\\Noselect"], DELIMITER, ""), None)]
-    names = {m.name for m in mailboxes}
-    patterns = [_pattern(command.reference, p) for p in command.patterns]
-    only_subscribed = "SUBSCRIBED" in command.selection
-    only_special = "SPECIAL-USE" in command.selection
-    show_subscribed = only_subscribed or "SUBSCRIBED" in command.return_options
-    lines: list[tuple[bytes, str | None]] = []
-    for mailbox in mailboxes:
-        if not any(p.match(mailbox.name) for p in patterns):
-            continue
-        if only_subscribed and not mailbox.subscribed:
-            continue
-        if only_special and not mailbox.special_use:
-            continue
-        attributes = _attributes(mailbox, names, subscribed=show_subscribed)
-        lines.append((list_response(attributes, DELIMITER, mailbox.name), mailbox.name))
-    return lines
-
-
-def _lsub_lines(
-    command: Lsub, mailboxes: Sequence[MailboxInfo], subscriptions: Sequence[str]
-) -> list[bytes]:
-    names = {m.name for m in mailboxes}
-    pattern = _pattern(command.reference, command.pattern)
-    return [
-        list_response(_attributes(m, names, subscribed=False), DELIMITER, m.name, command="LSUB")
-        for m in mailboxes
-        if m.subscribed and pattern.match(m.name)
-    ]
-
-
 # -- the session ----------------------------------------------------------------------------------
 
 
@@ -693,12 +624,13 @@ class MailboxSession:
         boxes = await mailboxes.list_mailboxes(self.user)
         subscriptions = [m.name for m in boxes if m.subscribed]  # TEMP
         lines: list[bytes] = []
-        for line, selectable in _list_lines(command, boxes, subscriptions):
-            lines.append(line)
-            if command.status_items is not None and selectable is not None:
-                status = await mailboxes.mailbox_status(self.user, selectable)
+        for listed in list_mailboxes(command, boxes, subscriptions):
+            lines.append(list_line(listed))
+            # RFC 5819 §2: STATUS for each selectable mailbox the selection itself matched.
+            if command.status_items is not None and listed.wants_status:
+                status = await mailboxes.mailbox_status(self.user, listed.name)
                 items = _status_items(asdict(status), command.status_items)
-                lines.append(status_data_response(selectable, items))
+                lines.append(status_data_response(listed.name, items))
         out.untagged(lines)
 
     async def lsub(self, command: Lsub, out: Output) -> None:
@@ -706,7 +638,9 @@ class MailboxSession:
         mailboxes = self.shared.mailboxes
         boxes = await mailboxes.list_mailboxes(self.user)
         subscriptions = [m.name for m in boxes if m.subscribed]  # TEMP
-        out.untagged(_lsub_lines(command, boxes, subscriptions))
+        out.untagged(
+            list_line(listed, command="LSUB") for listed in lsub(command, boxes, subscriptions)
+        )
 
     async def status(self, command: Status, out: Output) -> None:
         """RFC 3501 §6.3.10."""
