@@ -578,7 +578,10 @@ class MailboxExists(MailboxError):
 
 
 class InvalidMailboxName(MailboxError):
-    """An empty name, an empty level (``a//b``), a wildcard, a control character, too long."""
+    """
+    An empty name, an empty level (``a//b``), a ``.`` or ``..`` level, a leading ``~``, a
+    wildcard, a control character, too long (L{normalize_mailbox_name}).
+    """
 
     imap_code = "CANNOT"
 
@@ -669,14 +672,22 @@ def normalize_mailbox_name(name: str) -> str:
     The canonical form of a mailbox name (Unicode, levels separated by ``/``), or
     L{InvalidMailboxName}.  RFC 3501 §5.1: INBOX is case-insensitive, so a first level that folds
     to ``inbox`` is spelled ``INBOX`` (``inbox/Lists`` is ``INBOX/Lists``); every other level keeps
-    its case.  Refused: empty names and levels (``/a``, ``a/``, ``a//b``), the LIST wildcards
-    ``%`` and ``*``, controls, more than L{MAX_MAILBOX_NAME} characters or
+    its case.  Refused: empty names and levels (``/a``, ``a/``, ``a//b``), the levels ``.`` and
+    ``..`` (``a/../b``), a first level starting with ``~`` (``~root``, ``~/x``), the LIST
+    wildcards ``%`` and ``*``, controls, more than L{MAX_MAILBOX_NAME} characters or
     L{MAX_MAILBOX_LEVELS} levels.
     """
     if not name or len(name) > MAX_MAILBOX_NAME or _BAD_NAME_CHARS.search(name):
         raise InvalidMailboxName(f"invalid mailbox name {name!r}")
     levels = name.split(MAILBOX_DELIMITER)
     if len(levels) > MAX_MAILBOX_LEVELS or not all(levels):
+        raise InvalidMailboxName(f"invalid mailbox name {name!r}")
+    # RFC 3501 §5.1 leaves the meaning of names to the server.  Two kinds look like paths: the
+    # LIST examples of §6.3.8 read ``~smith/Mail/`` as another user's home directory, and
+    # ``.``/``..`` are a directory and its parent in every file system.  Here they would only be
+    # plain names inside the user's own tree (harmless), but a user or an admin could take
+    # ``a/../b`` for ``b`` or ``~root`` for root's mail, so they are refused, as Dovecot does.
+    if levels[0].startswith("~") or any(level in (".", "..") for level in levels):
         raise InvalidMailboxName(f"invalid mailbox name {name!r}")
     if levels[0].lower() == "inbox":
         levels[0] = INBOX

@@ -1786,12 +1786,25 @@ class MailboxStoreSuite:
         assert self.box(store, "Entwürfe/日本語") == created
 
     @pytest.mark.parametrize(
-        "name", ["", "/", "/a", "a/", "a//b", "a*", "a%b", "a\x00b", "a\rb", "x" * 1001]
+        "name",
+        ["", "/", "/a", "a/", "a//b", "a*", "a%b", "a\x00b", "a\rb", "x" * 1001]
+        # They look like paths (a parent directory, a user's home): refused, as Dovecot does.
+        + [".", "..", "a/../b", "../a", "a/..", "a/.", "./a", "a/./b", "INBOX/.."]
+        + ["~", "~/x", "~root", "~alice@example.com/INBOX"],
     )
     def test_invalid_names_are_refused(self, store: Any, name: str) -> None:
+        result_of(store.ensure_user(ALICE_USER))
         fails_with(store.create_mailbox(ALICE_USER, name), InvalidMailboxName)
         fails_with(store.get_mailbox(ALICE_USER, name), InvalidMailboxName)
-        assert result_of(store.list_mailboxes(ALICE_USER)) == []
+        fails_with(store.rename_mailbox(ALICE_USER, "Junk", name), InvalidMailboxName)
+        fails_with(store.subscribe(ALICE_USER, name), InvalidMailboxName)
+        fails_with(store.unsubscribe(ALICE_USER, name), InvalidMailboxName)
+        assert self.names(store) == DEFAULT_NAMES
+
+    @pytest.mark.parametrize("name", [".hidden", "a/.b", "a..b", "...", "a/~b", "x~", "a/b."])
+    def test_names_that_only_contain_dots_or_tildes_are_fine(self, store: Any, name: str) -> None:
+        assert result_of(store.create_mailbox(ALICE_USER, name)).name == name
+        assert self.box(store, name).name == name
 
     # -- create, delete, rename, subscribe
 
