@@ -488,7 +488,9 @@ class IMailboxStore(Interface):
     ) -> Deferred[CopyResult]:
         """
         MOVE (RFC 6851): copy, then expunge the source messages, in one step.  The pairs' source
-        UIDs are the ones expunged.  Moving into ``source`` itself is refused (L{MailboxRefused}).
+        UIDs are the ones expunged.  ``target`` may be ``source`` (RFC 6851 allows it, and
+        Dovecot answers OK with COPYUID): each message gets the next UID of the same mailbox and
+        its old UID is expunged, under one new modseq.
         """
 
     def expunge(

@@ -1471,6 +1471,7 @@ def test_a_failed_mailbox_transaction_changes_nothing(store: SQLiteStore) -> Non
         " BEGIN SELECT RAISE(ABORT, 'refused by test'); END",
     )
     fails_with(store.move_messages(ALICE_USER, "INBOX", [1], "Trash"), StorageError)
+    fails_with(store.move_messages(ALICE_USER, "INBOX", [1], "INBOX"), StorageError)
     # Renaming INBOX creates a mailbox (a new UIDVALIDITY in meta), then empties INBOX.
     fails_with(store.rename_mailbox(ALICE_USER, "INBOX", "Old"), StorageError)
     assert (result_of(store.list_mailboxes(ALICE_USER)), sql(store, "SELECT * FROM meta")) == before

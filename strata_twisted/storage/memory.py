@@ -873,8 +873,6 @@ class MemoryStore:
         key = normalize_user(user)
         source_box = self._box(key, normalize_mailbox_name(source))
         target_box = self._box(key, normalize_mailbox_name(target))
-        if move and source_box is target_box:
-            raise MailboxRefused("cannot move messages into the mailbox they are in")
         moving = [
             source_box.messages[uid] for uid in sorted(set(uids)) if uid in source_box.messages
         ]
@@ -887,7 +885,9 @@ class MemoryStore:
                 (m.uid, self._append(target_box, m.message_id, m.flags, m.internal_date).uid)
             )
         if move:
-            source_box.highest_modseq += 1
+            # A move within one mailbox (RFC 6851 allows it) is one operation: one modseq.
+            if source_box is not target_box:
+                source_box.highest_modseq += 1
             for m in moving:
                 del source_box.messages[m.uid]
         return CopyResult(target_box.uidvalidity, tuple(pairs))

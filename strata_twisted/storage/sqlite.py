@@ -2092,8 +2092,6 @@ class SQLiteStore:
             def copy(conn: sqlite3.Connection) -> CopyResult:
                 source_row = _t_mailbox(conn, owner, source_name)
                 target_row = _t_mailbox(conn, owner, target_name)
-                if move and source_row["id"] == target_row["id"]:
-                    raise MailboxRefused("cannot move messages into the mailbox they are in")
                 return _t_copy(conn, source_row, wanted, target_row, move=move)
 
             return copy
@@ -2617,7 +2615,9 @@ def _t_copy(
         for m in moving
     )
     if move:
-        _t_bump_modseq(conn, source["id"])
+        # A move within one mailbox (RFC 6851 allows it) is one operation: one modseq.
+        if source["id"] != target["id"]:
+            _t_bump_modseq(conn, source["id"])
         conn.executemany(
             "DELETE FROM mailbox_messages WHERE mailbox_id = ? AND uid = ?",
             [(source["id"], m.uid) for m in moving],

@@ -2209,8 +2209,33 @@ class MailboxStoreSuite:
             ("M1", frozenset({"\\Seen"})),
             ("M3", frozenset()),
         ]
-        fails_with(store.move_messages(ALICE_USER, "INBOX", [2], "INBOX"), MailboxRefused)
-        assert self.uids(store, "INBOX") == [2]
+
+    def test_move_into_the_same_mailbox(self, store: Any) -> None:
+        # RFC 6851 allows it (Dovecot answers OK with COPYUID): new UIDs, the old ones expunged.
+        result_of(store.ensure_user(ALICE_USER))
+        self.add(store, "M1", flags=("\\Seen",), internal_date=100.0)
+        self.add(store, "M2")
+        self.add(store, "M3", internal_date=300.0)
+        inbox = self.box(store, "INBOX")
+        result = result_of(store.move_messages(ALICE_USER, "INBOX", [3, 1, 9], "inbox"))
+        assert result == CopyResult(inbox.uidvalidity, ((1, 4), (3, 5)))
+        after = self.box(store, "INBOX")
+        modseq = inbox.highest_modseq + 1  # one step, one modseq
+        assert (after.uidnext, after.highest_modseq) == (6, modseq)
+        moved = result_of(store.list_messages(ALICE_USER, "INBOX"))
+        assert [(m.uid, m.message_id, m.flags, m.internal_date, m.modseq) for m in moved] == [
+            (2, "M2", frozenset(), 5000.0, 3),
+            (4, "M1", frozenset({"\\Seen"}), 100.0, modseq),
+            (5, "M3", frozenset(), 300.0, modseq),
+        ]
+        assert result_of(store.list_messages(ALICE_USER, "INBOX", inbox.highest_modseq)) == [
+            moved[1],
+            moved[2],
+        ]
+        # Nothing to move: nothing changes.
+        nothing = result_of(store.move_messages(ALICE_USER, "INBOX", [1, 3], "INBOX"))
+        assert nothing == CopyResult(inbox.uidvalidity, ())
+        assert self.box(store, "INBOX") == after
 
     def test_expunge_removes_only_deleted_messages(self, store: Any) -> None:
         result_of(store.ensure_user(ALICE_USER))
