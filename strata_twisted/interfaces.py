@@ -360,15 +360,23 @@ class IMailboxStore(Interface):
       any before; the messages it adds or whose flags it changes get that modseq.
     - UID arguments are explicit UIDs (the IMAP layer expands ``1:*`` against what it knows);
       UIDs that do not exist are ignored, as RFC 3501 §6.4.8 asks of UID commands.
+    - \\Recent (RFC 3501 §2.3.2): each mailbox keeps ``first_recent`` (L{MailboxInfo}), the
+      lowest UID no session has claimed.  Every message that arrives (delivery, APPEND, COPY,
+      MOVE, the messages of a renamed INBOX) gets a UID at or above it, so it is recent until a
+      session claims it with L{claim_recent}.
+    - Subscriptions (RFC 3501 §6.3.6) are names, kept apart from the mailboxes: deleting a
+      mailbox keeps its name subscribed, and a mailbox created again under that name shows as
+      subscribed (``subscribed`` in L{MailboxInfo}).  L{list_subscriptions} gives them all.
     - Time values come from the caller; the store reads its clock only to pick a UIDVALIDITY.
     """
 
     def ensure_user(user: str) -> Deferred[list[MailboxInfo]]:
         """
         Give ``user`` the default mailboxes: INBOX, Sent, Drafts, Trash and Junk, the last four
-        with their RFC 6154 attribute, all subscribed.  Idempotent: creates only those missing
-        (a special-use one counts as present when some mailbox has its attribute, e.g. after a
-        rename; a name already taken by a plain mailbox is left alone).  Returns every mailbox.
+        with their RFC 6154 attribute, each subscribed as it is created.  Idempotent: creates
+        only those missing (a special-use one counts as present when some mailbox has its
+        attribute, e.g. after a rename; a name already taken by a plain mailbox is left alone).
+        Returns every mailbox.
         """
 
     def list_mailboxes(user: str) -> Deferred[list[MailboxInfo]]:
@@ -381,15 +389,18 @@ class IMailboxStore(Interface):
         user: str, name: str, special_use: str | None = None
     ) -> Deferred[MailboxInfo]:
         """
-        Create a mailbox (unsubscribed, with a new UIDVALIDITY), and its missing superiors too
-        (RFC 3501 §6.3.3: ``a/b/c`` creates ``a`` and ``a/b`` as ordinary mailboxes).
+        Create a mailbox (with a new UIDVALIDITY), and its missing superiors too (RFC 3501
+        §6.3.3: ``a/b/c`` creates ``a`` and ``a/b`` as ordinary mailboxes).  Creating does not
+        subscribe, but a name still subscribed from a deleted mailbox shows as subscribed.
         ``special_use``: RFC 6154 CREATE-SPECIAL-USE.  Fails with L{MailboxExists}.
         """
 
     def delete_mailbox(user: str, name: str) -> Deferred[list[str]]:
         """
-        Delete a mailbox, its messages and its subscription; returns the queue ids of the
-        messages that were in it (ask L{unreferenced_messages} which bodies may go).  INBOX
+        Delete a mailbox and its messages; returns the queue ids of the messages that were in
+        it (ask L{unreferenced_messages} which bodies may go).  Its subscription stays (RFC 3501
+        §6.3.6: the server MUST NOT remove a name from the subscriptions because its mailbox no
+        longer exists; only L{unsubscribe} does).  INBOX
         cannot be deleted (L{MailboxRefused}).  A mailbox with inferiors is refused
         (L{MailboxHasChildren}) rather than turned into a \\Noselect name as RFC 3501 §6.3.4
         also allows: no mailbox here is ever unselectable, which keeps LIST simple.
@@ -398,21 +409,51 @@ class IMailboxStore(Interface):
     def rename_mailbox(user: str, old: str, new: str) -> Deferred[MailboxInfo]:
         """
         RFC 3501 §6.3.5.  The mailbox and all its inferiors move to the new name (UIDVALIDITY,
-        UIDs, special use and subscriptions go with them); missing superiors of ``new`` are
-        created.  Renaming INBOX creates ``new`` and moves every INBOX message into it (new UIDs
-        there), leaving INBOX empty and its inferiors in place.  Returns the mailbox at ``new``.
-        Fails with L{NoSuchMailbox}, L{MailboxExists}, or L{MailboxRefused} for a name under
-        itself.
+        UIDs, ``first_recent``, special use and subscriptions go with them; a subscribed name
+        that has no mailbox stays where it is); missing superiors of ``new`` are created.
+        Renaming INBOX creates ``new`` and moves every INBOX message into it (new UIDs there),
+        leaving INBOX empty and its inferiors in place; those messages arrive in ``new``, so
+        they are recent there (unclaimed) whatever they were in INBOX.  Returns the mailbox at
+        ``new``.  Fails with L{NoSuchMailbox}, L{MailboxExists}, or L{MailboxRefused} for a name
+        under itself.
         """
 
     def subscribe(user: str, name: str) -> Deferred[None]:
-        """Subscribe to an existing mailbox (L{NoSuchMailbox} otherwise).  Idempotent."""
+        """
+        Subscribe to an existing mailbox (L{NoSuchMailbox} otherwise: RFC 3501 §6.3.6 lets the
+        server refuse a name that does not exist).  Idempotent.
+        """
 
     def unsubscribe(user: str, name: str) -> Deferred[None]:
-        """Unsubscribe from an existing mailbox (L{NoSuchMailbox} otherwise).  Idempotent."""
+        """
+        Unsubscribe from any valid name, whether or not a mailbox has it (the only way to drop
+        the subscription of a deleted mailbox).  Idempotent: a name that is not subscribed is
+        fine too, as Dovecot answers OK.
+        """
+
+    def list_subscriptions(user: str) -> Deferred[list[str]]:
+        """
+        Every subscribed name of ``user``, sorted, whether or not a mailbox has it (LSUB and
+        LIST (SUBSCRIBED), RFC 3501 §6.3.9, RFC 5258 §3.1).  Empty for a user never seen.
+        """
+
+    def claim_recent(user: str, name: str) -> Deferred[MailboxInfo]:
+        """
+        RFC 3501 §2.3.2: the calling session becomes the one that sees this mailbox's unclaimed
+        messages as \\Recent.  In one atomic, durable step, returns the mailbox as it was just
+        before the claim and sets its ``first_recent`` to its ``uidnext``: the caller's recent
+        messages are those with ``uid >= returned.first_recent`` (and below
+        ``returned.uidnext``), in the mailbox incarnation ``returned.uidvalidity``; no later
+        claim gets them.  Call it when selecting read-write (SELECT, not EXAMINE), and again
+        when the selected session learns of new messages.  Changes no modseq.  Fails with
+        L{NoSuchMailbox}.
+        """
 
     def mailbox_status(user: str, name: str) -> Deferred[MailboxStatus]:
-        """Counts for STATUS and SELECT.  ``recent`` is always 0 (\\Recent is not kept)."""
+        """
+        Counts for STATUS and SELECT.  ``recent``: the messages no session has claimed yet
+        (``uid >= first_recent``); reading them claims nothing.
+        """
 
     def add_message(
         user: str,

@@ -767,7 +767,15 @@ def next_uidvalidity(last: int, now: float) -> int:
 class MailboxInfo:
     """
     One of a user's mailboxes.  ``highest_modseq`` is 1 in a new mailbox and grows with every
-    change of its messages (added, flags stored, expunged).
+    change of its messages (added, flags stored, expunged).  ``subscribed``: this mailbox's name
+    is among the user's subscriptions (which outlive the mailbox:
+    L{strata_twisted.interfaces.IMailboxStore.list_subscriptions}).
+
+    ``first_recent``: the lowest UID no session has claimed yet.  RFC 3501 §2.3.2: a message is
+    \\Recent in exactly one session, the first to select the mailbox read-write after it arrived;
+    the messages with ``uid >= first_recent`` have arrived since the last such session and are
+    recent for the next (L{strata_twisted.interfaces.IMailboxStore.claim_recent}).  Never above
+    ``uidnext``; 1 in a new mailbox.
     """
 
     name: str
@@ -776,13 +784,16 @@ class MailboxInfo:
     highest_modseq: int
     special_use: str | None = None
     subscribed: bool = False
+    first_recent: int = 1
 
 
 @dataclass(frozen=True)
 class MailboxStatus:
     """
-    What STATUS and SELECT report.  ``recent`` is always 0: \\Recent is not kept (IMAP4rev2,
-    RFC 9051, dropped it, and no client we serve relies on it).
+    What STATUS and SELECT report.  ``recent``: the messages no session has claimed as \\Recent
+    yet (``uid >= first_recent``, L{MailboxInfo}; RFC 3501 §6.3.10 STATUS RECENT).  A session
+    that selects the mailbox read-write claims them (and reports them) with
+    L{strata_twisted.interfaces.IMailboxStore.claim_recent}.
     """
 
     messages: int

@@ -638,20 +638,24 @@ def test_sqlite_full_is_insufficient_storage_and_passes(store: SQLiteStore, data
 
 @pytest.fixture
 def tiny_fs(tmp_path: Path) -> Iterator[Path]:
-    """A 512 KiB tmpfs: a disk that fills up.  Needs root (mount)."""
+    """
+    A 1 MiB tmpfs: a disk that fills up.  Needs root (mount).  Opening a new database applies
+    every migration, and the WAL holds them all until the checkpoint, which then grows the
+    database file: with thirteen migrations that peak no longer fits in 512 KiB.
+    """
     mount_point = tmp_path / "tiny"
     mount_point.mkdir()
     if shutil.which("mount") is None:
         pytest.fail("no mount command: cannot simulate a full disk with a tiny tmpfs")
     result = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=512k,mode=0700", "tmpfs", str(mount_point)],
+        ["mount", "-t", "tmpfs", "-o", "size=1m,mode=0700", "tmpfs", str(mount_point)],
         capture_output=True,
         text=True,
         check=False,
     )
     if result.returncode != 0:
         pytest.fail(
-            "cannot mount a 512 KiB tmpfs to simulate a full disk (needs root; CI runs as root): "
+            "cannot mount a 1 MiB tmpfs to simulate a full disk (needs root; CI runs as root): "
             + (result.stderr.strip() or f"exit {result.returncode}")
         )
     try:
@@ -678,7 +682,7 @@ def test_disk_full_while_writing_the_body(tiny_fs: Path, clock: task.Clock) -> N
 
     writer = store.begin("M1")
     failures: list[Any] = []
-    for _ in range(16):  # 1 MiB: more than the disk holds
+    for _ in range(32):  # 2 MiB: more than the disk holds
         writer.write(b"x" * (64 * 1024)).addErrback(failures.append)
         if failures:
             break
@@ -1438,7 +1442,15 @@ def test_mailboxes_survive_close_and_reopen(data_dir: Path, clock: task.Clock) -
     result_of(first.add_message(ALICE_USER, "INBOX", "M2", 200.0, ["$Label1"]))
     result_of(first.store_flags(ALICE_USER, "INBOX", [2], FLAGS_ADD, ["\\Flagged"]))
     result_of(first.move_messages(ALICE_USER, "INBOX", [1], "Work/2024"))
+    result_of(first.claim_recent(ALICE_USER, "INBOX"))
+    result_of(first.create_mailbox(ALICE_USER, "Gone"))
+    result_of(first.subscribe(ALICE_USER, "Gone"))
+    result_of(first.delete_mailbox(ALICE_USER, "Gone"))
     boxes = result_of(first.list_mailboxes(ALICE_USER))
+    assert [(b.name, b.first_recent) for b in boxes if b.name in ("INBOX", "Work/2024")] == [
+        ("INBOX", 3),
+        ("Work/2024", 1),
+    ]
     inbox = result_of(first.list_messages(ALICE_USER, "INBOX"))
     work = result_of(first.list_messages(ALICE_USER, "Work/2024"))
     result_of(first.close())
@@ -1447,7 +1459,16 @@ def test_mailboxes_survive_close_and_reopen(data_dir: Path, clock: task.Clock) -
     second = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
     second.open(recover=True)
     try:
-        assert result_of(second.list_mailboxes(ALICE_USER)) == boxes
+        assert result_of(second.list_mailboxes(ALICE_USER)) == boxes  # first_recent too
+        assert result_of(second.list_subscriptions(ALICE_USER)) == [
+            "Drafts",
+            "Gone",
+            "INBOX",
+            "Junk",
+            "Sent",
+            "Trash",
+            "Work/2024",
+        ]
         assert result_of(second.list_messages(ALICE_USER, "INBOX")) == inbox
         assert result_of(second.list_messages(ALICE_USER, "Work/2024")) == work
         assert inbox[0].flags == frozenset({"$Label1", "\\Flagged"})
@@ -1490,6 +1511,8 @@ def test_rows_of_other_users_are_never_touched(store: SQLiteStore) -> None:
         result_of(store.create_mailbox(user, "a_c/x"))
         result_of(store.create_mailbox(user, "abc/x"))
         result_of(store.create_mailbox(user, "a_cd"))
+        for name in ("a_c", "a_c/x", "a_cd"):
+            result_of(store.subscribe(user, name))
     deliver(store, "M1", ())
     for user in users:
         result_of(store.add_message(user, "abc/x", "M1", 100.0, ["\\Deleted"]))
@@ -1501,13 +1524,14 @@ def test_rows_of_other_users_are_never_touched(store: SQLiteStore) -> None:
             " LEFT JOIN mailbox_messages AS mm ON mm.mailbox_id = b.id"
             " WHERE b.owner = ? ORDER BY b.name, mm.uid",
             (user,),
-        )
+        ) + sql(store, "SELECT * FROM subscriptions WHERE owner = ? ORDER BY name", (user,))
 
     others = {user: rows_of(user) for user in users[1:]}
     actor = users[0]
     result_of(store.rename_mailbox(actor, "a_c", "renamed"))
     fails_with(store.delete_mailbox(actor, "abc"), MailboxHasChildren)  # a real child
     result_of(store.delete_mailbox(actor, "a_cd"))  # a_c/... is not a child of a_cd
+    result_of(store.unsubscribe(actor, "a_cd"))
     result_of(store.store_flags(actor, "abc/x", [1], FLAGS_ADD, ["\\Seen"]))
     result_of(store.expunge(actor, "abc/x"))
     assert result_of(store.purge_older_than("com.test", 1e9)) == []  # no user is in com.test
@@ -1520,6 +1544,15 @@ def test_rows_of_other_users_are_never_touched(store: SQLiteStore) -> None:
         "Trash",
         "abc",
         "abc/x",
+        "renamed",
+        "renamed/x",
+    ]
+    assert result_of(store.list_subscriptions(actor)) == [
+        "Drafts",
+        "INBOX",
+        "Junk",
+        "Sent",
+        "Trash",
         "renamed",
         "renamed/x",
     ]
@@ -1543,6 +1576,13 @@ def test_mailbox_queries_use_their_indexes(store: SQLiteStore) -> None:
         "SELECT 1 FROM mailbox_messages WHERE message_id = ?", ("M1",)
     )
     assert "mailboxes_domain" in plan("SELECT id FROM mailboxes WHERE domain = ?", ("x.test",))
+    # Every mailbox read looks its subscription up by primary key, never by a scan.
+    subscribed = plan(
+        "SELECT 1 FROM subscriptions WHERE owner = ? AND name = ?", ("a@x.test", "INBOX")
+    )
+    assert "USING PRIMARY KEY" in subscribed and "SCAN" not in subscribed
+    listed = plan("SELECT name FROM subscriptions WHERE owner = ? ORDER BY name", ("a@x.test",))
+    assert "USING PRIMARY KEY" in listed and "TEMP B-TREE" not in listed
 
 
 # -- schema version 5: synced credentials (#4)
@@ -2090,3 +2130,74 @@ def test_a_v10_database_upgrades_to_v11_and_its_statuses_have_no_run_of_failures
         assert result_of(store.get_status("old.test")) == failing
     finally:
         result_of(store.close())
+
+
+# -- mailbox sessions (#12): migrations 12 (\Recent) and 13 (subscriptions apart)
+
+
+def test_a_v11_database_upgrades_to_v13_keeping_subscriptions_and_old_mail_not_recent(
+    data_dir: Path,
+) -> None:
+    build_v1_database(data_dir)
+    conn = sqlite3.connect(data_dir / "strata.db", isolation_level=None)
+    try:
+        assert migrate(conn, to_version=11) == 1
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert "subscriptions" not in tables  # really version 11
+        conn.executescript(
+            """
+            BEGIN;
+            INSERT INTO mailboxes (id, owner, domain, name, uidvalidity, uidnext, highest_modseq,
+                special_use, subscribed)
+                VALUES (1, 'bob@example.com', 'example.com', 'INBOX', 7, 4, 3, NULL, 1),
+                       (2, 'bob@example.com', 'example.com', 'Work', 8, 1, 1, NULL, 0),
+                       (3, 'bob@example.com', 'example.com', 'Trash', 9, 2, 2, '\\Trash', 1),
+                       (4, 'al@example.com', 'example.com', 'INBOX', 10, 1, 1, NULL, 1);
+            INSERT INTO mailbox_messages VALUES (1, 3, 'M1', '', 1000.0, 3);
+            COMMIT;
+            """
+        )
+    finally:
+        conn.close()
+    store = SQLiteStore(data_dir, task.Clock(), SyncExecutor())
+    store.open()
+    try:
+        assert sql(store, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
+        bob = "bob@example.com"
+        boxes = result_of(store.list_mailboxes(bob))
+        assert [(b.name, b.uidnext, b.first_recent, b.subscribed) for b in boxes] == [
+            ("INBOX", 4, 4, True),
+            ("Trash", 2, 2, True),
+            ("Work", 1, 1, False),
+        ]
+        # Mail from before the upgrade is not recent; what arrives after it is.
+        assert result_of(store.mailbox_status(bob, "INBOX")).recent == 0
+        assert result_of(store.add_message(bob, "INBOX", "M1", 2000.0)).uid == 4
+        assert result_of(store.mailbox_status(bob, "INBOX")).recent == 1
+        # The subscriptions moved to their own table, and outlive their mailbox from now on.
+        assert sql(store, "SELECT owner, name FROM subscriptions ORDER BY owner, name") == [
+            ("al@example.com", "INBOX"),
+            ("bob@example.com", "INBOX"),
+            ("bob@example.com", "Trash"),
+        ]
+        assert sql(store, "SELECT DISTINCT subscribed FROM mailboxes") == [(0,)]  # not read
+        result_of(store.delete_mailbox(bob, "Trash"))
+        assert result_of(store.list_subscriptions(bob)) == ["INBOX", "Trash"]
+    finally:
+        result_of(store.close())
+
+
+def test_a_failed_claim_changes_nothing(store: SQLiteStore) -> None:
+    result_of(store.ensure_user(ALICE_USER))
+    deliver(store, "M1", ())
+    result_of(store.add_message(ALICE_USER, "INBOX", "M1", 100.0))
+    sql(
+        store,
+        "CREATE TRIGGER no_claim BEFORE UPDATE OF first_recent ON mailboxes"
+        " BEGIN SELECT RAISE(ABORT, 'refused by test'); END",
+    )
+    fails_with(store.claim_recent(ALICE_USER, "INBOX"), StorageError)
+    assert result_of(store.mailbox_status(ALICE_USER, "INBOX")).recent == 1
+    sql(store, "DROP TRIGGER no_claim")
+    assert result_of(store.claim_recent(ALICE_USER, "INBOX")).first_recent == 1
+    assert result_of(store.mailbox_status(ALICE_USER, "INBOX")).recent == 0

@@ -124,17 +124,18 @@ class _Mailbox:
     uidnext: int = 1
     highest_modseq: int = 1
     special_use: str | None = None
-    subscribed: bool = False
+    first_recent: int = 1
     messages: dict[int, _MailboxMessage] = field(default_factory=dict)  # in UID order
 
-    def info(self) -> MailboxInfo:
+    def info(self, subscribed: bool) -> MailboxInfo:
         return MailboxInfo(
-            self.name,
-            self.uidvalidity,
-            self.uidnext,
-            self.highest_modseq,
-            self.special_use,
-            self.subscribed,
+            name=self.name,
+            uidvalidity=self.uidvalidity,
+            uidnext=self.uidnext,
+            highest_modseq=self.highest_modseq,
+            special_use=self.special_use,
+            subscribed=subscribed,
+            first_recent=self.first_recent,
         )
 
 
@@ -219,6 +220,8 @@ class MemoryStore:
         self._open_outages: dict[str, int] = {}  # domain -> index in _outages
         self._requests: list[ControlRequest] = []  # ids are 1, 2, 3, ...
         self._mailboxes: dict[str, dict[str, _Mailbox]] = {}  # canonical user -> name -> mailbox
+        # canonical user -> subscribed names; apart from the mailboxes, which they outlive
+        self._subscriptions: dict[str, set[str]] = {}
         self._mime_indexes: dict[str, bytes] = {}  # queue id -> MIME index, once per message
         self._last_uidvalidity = 0
         self._users: dict[str, dict[str, str]] = {}  # domain -> canonical address -> hash
@@ -595,13 +598,18 @@ class MemoryStore:
 
     def _new_box(self, user: str, name: str, special_use: str | None, subscribed: bool) -> _Mailbox:
         self._last_uidvalidity = next_uidvalidity(self._last_uidvalidity, self._clock.seconds())
-        box = _Mailbox(name, self._last_uidvalidity, special_use=special_use, subscribed=subscribed)
+        box = _Mailbox(name, self._last_uidvalidity, special_use=special_use)
         self._mailboxes.setdefault(user, {})[name] = box
+        if subscribed:
+            self._subscriptions.setdefault(user, set()).add(name)
         return box
+
+    def _info(self, user: str, box: _Mailbox) -> MailboxInfo:
+        return box.info(subscribed=box.name in self._subscriptions.get(user, ()))
 
     def _sorted_infos(self, user: str) -> list[MailboxInfo]:
         boxes = self._boxes(user)
-        return [boxes[name].info() for name in sorted(boxes)]
+        return [self._info(user, boxes[name]) for name in sorted(boxes)]
 
     def _mail_message(self, m: _MailboxMessage) -> MailMessage:
         size = self._messages[m.message_id].stored.size
@@ -666,8 +674,9 @@ class MemoryStore:
 
     def get_mailbox(self, user: str, name: str) -> Deferred[MailboxInfo | None]:
         def get() -> MailboxInfo | None:
-            box = self._boxes(normalize_user(user)).get(normalize_mailbox_name(name))
-            return box.info() if box is not None else None
+            key = normalize_user(user)
+            box = self._boxes(key).get(normalize_mailbox_name(name))
+            return self._info(key, box) if box is not None else None
 
         return self._guarded(get)
 
@@ -682,7 +691,9 @@ class MemoryStore:
             for parent in mailbox_parents(canonical):
                 if parent not in self._boxes(key):
                     self._new_box(key, parent, None, subscribed=False)
-            return self._new_box(key, canonical, use, subscribed=False).info()
+            # A name still subscribed from an earlier mailbox shows as subscribed (RFC 3501
+            # §6.3.6: subscriptions are kept whether or not the mailbox exists).
+            return self._info(key, self._new_box(key, canonical, use, subscribed=False))
 
         return self._guarded(create)
 
@@ -694,6 +705,8 @@ class MemoryStore:
             box = self._box(key, canonical)
             if any(is_inferior(other, canonical) for other in self._boxes(key)):
                 raise MailboxHasChildren(f"mailbox {canonical!r} has inferiors; delete them first")
+            # RFC 3501 §6.3.4: the subscription stays (§6.3.6: the server MUST NOT remove a
+            # name from the subscription list because its mailbox no longer exists).
             del self._mailboxes[key][canonical]
             return sorted({m.message_id for m in box.messages.values()})
 
@@ -721,38 +734,59 @@ class MemoryStore:
                     for m in box.messages.values():
                         self._append(target, m.message_id, m.flags, m.internal_date)
                     box.messages = {}
-                return target.info()
+                return self._info(key, target)
             moving = [n for n in boxes if n == old_name or is_inferior(n, old_name)]
+            subscriptions = self._subscriptions.get(key, set())
             for name in moving:
                 moved = boxes.pop(name)
                 moved.name = new_name + name[len(old_name) :]
                 boxes[moved.name] = moved
+                if name in subscriptions:
+                    subscriptions.discard(name)
+                    subscriptions.add(moved.name)
             for parent in mailbox_parents(new_name):
                 if parent not in boxes:
                     self._new_box(key, parent, None, subscribed=False)
-            return boxes[new_name].info()
+            return self._info(key, boxes[new_name])
 
         return self._guarded(rename)
 
-    def _set_subscribed(self, user: str, name: str, subscribed: bool) -> Deferred[None]:
-        def change() -> None:
-            self._box(normalize_user(user), normalize_mailbox_name(name)).subscribed = subscribed
-
-        return self._guarded(change)
-
     def subscribe(self, user: str, name: str) -> Deferred[None]:
-        return self._set_subscribed(user, name, True)
+        def add() -> None:
+            key, canonical = normalize_user(user), normalize_mailbox_name(name)
+            self._box(key, canonical)  # only an existing mailbox (RFC 3501 §6.3.6 allows it)
+            self._subscriptions.setdefault(key, set()).add(canonical)
+
+        return self._guarded(add)
 
     def unsubscribe(self, user: str, name: str) -> Deferred[None]:
-        return self._set_subscribed(user, name, False)
+        def remove() -> None:
+            key, canonical = normalize_user(user), normalize_mailbox_name(name)
+            self._subscriptions.get(key, set()).discard(canonical)
+
+        return self._guarded(remove)
+
+    def list_subscriptions(self, user: str) -> Deferred[list[str]]:
+        return self._guarded(lambda: sorted(self._subscriptions.get(normalize_user(user), ())))
+
+    def claim_recent(self, user: str, name: str) -> Deferred[MailboxInfo]:
+        def claim() -> MailboxInfo:
+            key = normalize_user(user)
+            box = self._box(key, normalize_mailbox_name(name))
+            before = self._info(key, box)
+            box.first_recent = box.uidnext
+            return before
+
+        return self._guarded(claim)
 
     def mailbox_status(self, user: str, name: str) -> Deferred[MailboxStatus]:
         def status() -> MailboxStatus:
             box = self._box(normalize_user(user), normalize_mailbox_name(name))
             unseen = sum(1 for m in box.messages.values() if SEEN not in m.flags)
+            recent = sum(1 for uid in box.messages if uid >= box.first_recent)
             return MailboxStatus(
                 messages=len(box.messages),
-                recent=0,
+                recent=recent,
                 uidnext=box.uidnext,
                 uidvalidity=box.uidvalidity,
                 unseen=unseen,

@@ -1831,6 +1831,8 @@ class SQLiteStore:
                     )
                 ]
                 conn.execute("DELETE FROM mailbox_messages WHERE mailbox_id = ?", (row["id"],))
+                # RFC 3501 §6.3.4: the subscription stays (§6.3.6: the server MUST NOT remove
+                # a name from the subscription list because its mailbox no longer exists).
                 conn.execute("DELETE FROM mailboxes WHERE id = ?", (row["id"],))
                 return ids
 
@@ -1868,10 +1870,11 @@ class SQLiteStore:
                     (r["id"], r["name"]) for r in _t_inferiors(conn, owner, old_name)
                 ]
                 for mailbox_id, name in moving:
+                    renamed = new_name + name[len(old_name) :]
                     conn.execute(
-                        "UPDATE mailboxes SET name = ? WHERE id = ?",
-                        (new_name + name[len(old_name) :], mailbox_id),
+                        "UPDATE mailboxes SET name = ? WHERE id = ?", (renamed, mailbox_id)
                     )
+                    _t_move_subscription(conn, owner, name, renamed)
                 _t_make_parents(conn, owner, new_name, now)
                 return _mailbox_info(_t_mailbox(conn, owner, new_name))
 
@@ -1879,25 +1882,63 @@ class SQLiteStore:
 
         return self._mailbox_call(f"renaming mailbox {old} of {user}", prepare)
 
-    def _set_subscribed(self, user: str, name: str, subscribed: bool) -> Deferred[None]:
+    def subscribe(self, user: str, name: str) -> Deferred[None]:
         def prepare() -> Callable[[sqlite3.Connection], None]:
             owner, canonical = normalize_user(user), normalize_mailbox_name(name)
 
-            def change(conn: sqlite3.Connection) -> None:
-                row = _t_mailbox(conn, owner, canonical)
+            def add(conn: sqlite3.Connection) -> None:
+                _t_mailbox(conn, owner, canonical)  # only an existing one (§6.3.6 allows it)
                 conn.execute(
-                    "UPDATE mailboxes SET subscribed = ? WHERE id = ?", (int(subscribed), row["id"])
+                    "INSERT OR IGNORE INTO subscriptions (owner, name) VALUES (?, ?)",
+                    (owner, canonical),
                 )
 
-            return change
+            return add
 
-        return self._mailbox_call(f"changing the subscription to {name} of {user}", prepare)
-
-    def subscribe(self, user: str, name: str) -> Deferred[None]:
-        return self._set_subscribed(user, name, True)
+        return self._mailbox_call(f"subscribing {user} to {name}", prepare)
 
     def unsubscribe(self, user: str, name: str) -> Deferred[None]:
-        return self._set_subscribed(user, name, False)
+        def prepare() -> Callable[[sqlite3.Connection], None]:
+            owner, canonical = normalize_user(user), normalize_mailbox_name(name)
+
+            def remove(conn: sqlite3.Connection) -> None:
+                conn.execute(
+                    "DELETE FROM subscriptions WHERE owner = ? AND name = ?", (owner, canonical)
+                )
+
+            return remove
+
+        return self._mailbox_call(f"unsubscribing {user} from {name}", prepare)
+
+    def list_subscriptions(self, user: str) -> Deferred[list[str]]:
+        def prepare() -> Callable[[sqlite3.Connection], list[str]]:
+            owner = normalize_user(user)
+
+            def listing(conn: sqlite3.Connection) -> list[str]:
+                rows = conn.execute(
+                    "SELECT name FROM subscriptions WHERE owner = ? ORDER BY name", (owner,)
+                )
+                return [r[0] for r in rows]
+
+            return listing
+
+        return self._mailbox_query(f"listing the subscriptions of {user}", prepare)
+
+    def claim_recent(self, user: str, name: str) -> Deferred[MailboxInfo]:
+        def prepare() -> Callable[[sqlite3.Connection], MailboxInfo]:
+            owner, canonical = normalize_user(user), normalize_mailbox_name(name)
+
+            def claim(conn: sqlite3.Connection) -> MailboxInfo:
+                row = _t_mailbox(conn, owner, canonical)
+                if row["first_recent"] != row["uidnext"]:
+                    conn.execute(
+                        "UPDATE mailboxes SET first_recent = uidnext WHERE id = ?", (row["id"],)
+                    )
+                return _mailbox_info(row)  # as it was before the claim
+
+            return claim
+
+        return self._mailbox_call(f"claiming the recent messages of {name} of {user}", prepare)
 
     def mailbox_status(self, user: str, name: str) -> Deferred[MailboxStatus]:
         def prepare() -> Callable[[sqlite3.Connection], MailboxStatus]:
@@ -1906,13 +1947,14 @@ class SQLiteStore:
             def status(conn: sqlite3.Connection) -> MailboxStatus:
                 row = _t_mailbox(conn, owner, canonical)
                 counts = conn.execute(
-                    "SELECT count(*), coalesce(sum(instr(flags, ?) = 0), 0)"
+                    "SELECT count(*), coalesce(sum(instr(flags, ?) = 0), 0),"
+                    " coalesce(sum(uid >= ?), 0)"
                     " FROM mailbox_messages WHERE mailbox_id = ?",
-                    (SEEN, row["id"]),
+                    (SEEN, row["first_recent"], row["id"]),
                 ).fetchone()
                 return MailboxStatus(
                     messages=int(counts[0]),
-                    recent=0,
+                    recent=int(counts[2]),
                     uidnext=int(row["uidnext"]),
                     uidvalidity=int(row["uidvalidity"]),
                     unseen=int(counts[1]),
@@ -2442,6 +2484,16 @@ def _flags_text(flags: frozenset[str]) -> str:
     return " ".join(sorted(flags))
 
 
+# A mailbox row as the code reads it: ``subscribed`` comes from ``subscriptions`` (migration 13;
+# the column of that name in ``mailboxes`` is no longer read).
+_MAILBOX_SELECT: Final = (
+    "SELECT b.id, b.owner, b.name, b.uidvalidity, b.uidnext, b.highest_modseq, b.special_use,"
+    " b.first_recent, EXISTS (SELECT 1 FROM subscriptions AS s"
+    " WHERE s.owner = b.owner AND s.name = b.name) AS subscribed"
+    " FROM mailboxes AS b"
+)
+
+
 def _mailbox_info(row: sqlite3.Row) -> MailboxInfo:
     return MailboxInfo(
         name=row["name"],
@@ -2450,6 +2502,7 @@ def _mailbox_info(row: sqlite3.Row) -> MailboxInfo:
         highest_modseq=int(row["highest_modseq"]),
         special_use=row["special_use"],
         subscribed=bool(row["subscribed"]),
+        first_recent=int(row["first_recent"]),
     )
 
 
@@ -2466,13 +2519,13 @@ def _mail_message(row: sqlite3.Row) -> MailMessage:
 
 def _t_mailboxes(conn: sqlite3.Connection, owner: str) -> list[MailboxInfo]:
     # BINARY collation compares UTF-8 bytes: the same order as Python's str, code point by point.
-    rows = conn.execute("SELECT * FROM mailboxes WHERE owner = ? ORDER BY name", (owner,))
+    rows = conn.execute(_MAILBOX_SELECT + " WHERE b.owner = ? ORDER BY b.name", (owner,))
     return [_mailbox_info(row) for row in rows]
 
 
 def _t_find_mailbox(conn: sqlite3.Connection, owner: str, name: str) -> sqlite3.Row | None:
     row: sqlite3.Row | None = conn.execute(
-        "SELECT * FROM mailboxes WHERE owner = ? AND name = ?", (owner, name)
+        _MAILBOX_SELECT + " WHERE b.owner = ? AND b.name = ?", (owner, name)
     ).fetchone()
     return row
 
@@ -2506,10 +2559,25 @@ def _t_new_mailbox(
     conn.execute("UPDATE meta SET value = ? WHERE key = 'last_uidvalidity'", (uidvalidity,))
     conn.execute(
         "INSERT INTO mailboxes (owner, domain, name, uidvalidity, uidnext, highest_modseq,"
-        " special_use, subscribed) VALUES (?, ?, ?, ?, 1, 1, ?, ?)",
-        (owner, split_address(owner)[1], name, uidvalidity, special_use, int(subscribed)),
+        " special_use, subscribed, first_recent) VALUES (?, ?, ?, ?, 1, 1, ?, 0, 1)",
+        (owner, split_address(owner)[1], name, uidvalidity, special_use),
     )
+    if subscribed:
+        conn.execute(
+            "INSERT OR IGNORE INTO subscriptions (owner, name) VALUES (?, ?)", (owner, name)
+        )
     return _t_mailbox(conn, owner, name)
+
+
+def _t_move_subscription(conn: sqlite3.Connection, owner: str, old: str, new: str) -> None:
+    """A renamed mailbox keeps its subscription, under the new name (none: nothing to do)."""
+    moved = conn.execute(
+        "DELETE FROM subscriptions WHERE owner = ? AND name = ?", (owner, old)
+    ).rowcount
+    if moved:
+        conn.execute(
+            "INSERT OR IGNORE INTO subscriptions (owner, name) VALUES (?, ?)", (owner, new)
+        )
 
 
 def _t_make_parents(conn: sqlite3.Connection, owner: str, name: str, now: float) -> None:

@@ -58,6 +58,16 @@ Layout notes:
 - Migration 11 (the portal within a minute, #11) adds ``domain_status.failing_since``: when the
   first probe of the current run of failures started (NULL after an answer, and for every
   existing row), so an outage starts there, even if the server restarts during the run.
+- Migration 12 (mailbox sessions, #12) adds ``mailboxes.first_recent``: the lowest UID no IMAP
+  session has claimed as \\Recent yet (RFC 3501 §2.3.2).  Existing mailboxes get their
+  ``uidnext``, so the mail they already hold is not recent (else the first session after the
+  upgrade would see every old message as new).
+- Migration 13 (#12) moves subscriptions into ``subscriptions`` (one row per subscribed name of
+  an owner, canonical as in ``mailboxes``), apart from the mailboxes: RFC 3501 §6.3.6 keeps a
+  subscription whether or not its mailbox exists, so DELETE must leave it.  The old
+  ``mailboxes.subscribed`` column is set to 0 and no longer read; every new row writes 0.  It
+  stays because dropping a column needs SQLite 3.35 (and some distributions' Python 3.11
+  links an older one).
 - No CHECK constraints on states or modes: the code validates them, and SQLite cannot alter a
   CHECK without rebuilding the table, which would make adding a queue state a costly migration.
 """
@@ -320,6 +330,32 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
         (
             # The portal within a minute (#11): when the current run of failed probes began.
             "ALTER TABLE domain_status ADD COLUMN failing_since REAL",
+        ),
+    ),
+    (
+        12,
+        (
+            # Mailbox sessions (#12): the lowest UID not yet claimed as \Recent by a session.
+            "ALTER TABLE mailboxes ADD COLUMN first_recent INTEGER NOT NULL DEFAULT 1",
+            # Mail already there is not recent (else all of it would look new after the upgrade).
+            "UPDATE mailboxes SET first_recent = uidnext",
+        ),
+    ),
+    (
+        13,
+        (
+            # Subscriptions outlive their mailboxes (RFC 3501 §6.3.6), so they get a table.
+            """
+            CREATE TABLE subscriptions (
+                owner TEXT NOT NULL,  -- canonical address (model.normalize_user)
+                name  TEXT NOT NULL,  -- canonical name (model.normalize_mailbox_name)
+                PRIMARY KEY (owner, name)
+            ) WITHOUT ROWID
+            """,
+            "INSERT INTO subscriptions (owner, name)"
+            " SELECT owner, name FROM mailboxes WHERE subscribed != 0",
+            # No longer read: one source of truth (see the notes above on why it stays).
+            "UPDATE mailboxes SET subscribed = 0",
         ),
     ),
 )

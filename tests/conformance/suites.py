@@ -1726,6 +1726,8 @@ class MailboxStoreSuite:
             "Junk": "\\Junk",
         }
         assert all(b.subscribed and b.uidnext == 1 and b.highest_modseq == 1 for b in boxes)
+        assert all(b.first_recent == 1 for b in boxes)
+        assert result_of(store.list_subscriptions(ALICE_USER)) == DEFAULT_NAMES
         assert len({b.uidvalidity for b in boxes}) == 5
         assert all(0 < b.uidvalidity < 2**32 for b in boxes)
         assert result_of(store.list_mailboxes(ALICE_USER)) == boxes
@@ -1745,6 +1747,7 @@ class MailboxStoreSuite:
         # Sent Items still has \Sent, so no new Sent; Junk is gone, so it comes back.
         assert [b.name for b in boxes] == ["Drafts", "INBOX", "Junk", "Sent Items", "Trash"]
         assert self.box(store, "Sent Items").special_use == "\\Sent"
+        assert self.box(store, "Junk").subscribed  # (its name never stopped being subscribed)
 
     def test_users_are_canonical_addresses(self, store: Any) -> None:
         result_of(store.ensure_user("Alice@EXAMPLE.com"))
@@ -1799,6 +1802,7 @@ class MailboxStoreSuite:
         fails_with(store.rename_mailbox(ALICE_USER, "Junk", name), InvalidMailboxName)
         fails_with(store.subscribe(ALICE_USER, name), InvalidMailboxName)
         fails_with(store.unsubscribe(ALICE_USER, name), InvalidMailboxName)
+        fails_with(store.claim_recent(ALICE_USER, name), InvalidMailboxName)
         assert self.names(store) == DEFAULT_NAMES
 
     @pytest.mark.parametrize("name", [".hidden", "a/.b", "a..b", "...", "a/~b", "x~", "a/b."])
@@ -1907,15 +1911,73 @@ class MailboxStoreSuite:
         assert self.add(store, "M3").uid == 3  # UIDs of INBOX are not reused
 
     def test_subscriptions(self, store: Any) -> None:
+        assert result_of(store.list_subscriptions(ALICE_USER)) == []
         result_of(store.create_mailbox(ALICE_USER, "Work"))
+        result_of(store.create_mailbox(ALICE_USER, "Archive"))
         assert not self.box(store, "Work").subscribed
         result_of(store.subscribe(ALICE_USER, "Work"))
         result_of(store.subscribe(ALICE_USER, "Work"))
+        result_of(store.subscribe(ALICE_USER, "Archive"))
         assert self.box(store, "Work").subscribed
+        assert result_of(store.list_subscriptions("ALICE@example.COM")) == ["Archive", "Work"]
         result_of(store.unsubscribe(ALICE_USER, "Work"))
         assert not self.box(store, "Work").subscribed
+        assert result_of(store.list_subscriptions(ALICE_USER)) == ["Archive"]
+        # Subscribing needs a mailbox (RFC 3501 §6.3.6 allows refusing); unsubscribing any
+        # valid name is fine, subscribed or not (as Dovecot answers).
         fails_with(store.subscribe(ALICE_USER, "Nope"), NoSuchMailbox)
-        fails_with(store.unsubscribe(ALICE_USER, "Nope"), NoSuchMailbox)
+        result_of(store.unsubscribe(ALICE_USER, "Nope"))
+        result_of(store.unsubscribe(ALICE_USER, "Work"))
+        assert result_of(store.list_subscriptions(ALICE_USER)) == ["Archive"]
+        fails_with(store.list_subscriptions("alice"), InvalidUser)
+        fails_with(store.unsubscribe("alice", "Work"), InvalidUser)
+
+    def test_delete_keeps_the_subscription(self, store: Any) -> None:
+        # RFC 3501 §6.3.6: the server MUST NOT remove a name from the subscription list
+        # because its mailbox no longer exists.
+        result_of(store.ensure_user(ALICE_USER))
+        result_of(store.create_mailbox(ALICE_USER, "Work/2024"))
+        result_of(store.subscribe(ALICE_USER, "Work/2024"))
+        result_of(store.subscribe(ALICE_USER, "Work"))
+        result_of(store.delete_mailbox(ALICE_USER, "Work/2024"))
+        result_of(store.delete_mailbox(ALICE_USER, "Work"))
+        result_of(store.delete_mailbox(ALICE_USER, "Junk"))
+        assert "Work" not in self.names(store)
+        assert result_of(store.list_subscriptions(ALICE_USER)) == sorted(
+            DEFAULT_NAMES + ["Work", "Work/2024"]
+        )
+        # A mailbox made again under a subscribed name is subscribed; others are not.
+        assert result_of(store.create_mailbox(ALICE_USER, "Work/2024")).subscribed
+        assert self.box(store, "Work").subscribed
+        assert not result_of(store.create_mailbox(ALICE_USER, "Other")).subscribed
+        # A name without a mailbox can still be unsubscribed (the only way to drop it).
+        result_of(store.unsubscribe(ALICE_USER, "Junk"))
+        assert "Junk" not in result_of(store.list_subscriptions(ALICE_USER))
+        fails_with(store.subscribe(ALICE_USER, "Junk"), NoSuchMailbox)
+
+    def test_rename_moves_the_subscriptions_of_the_mailbox_and_its_inferiors(
+        self, store: Any
+    ) -> None:
+        for name in ("a/b", "a/c", "a/d", "gone", "z"):
+            result_of(store.create_mailbox(ALICE_USER, name))
+        for name in ("a", "a/b", "a/c", "gone"):
+            result_of(store.subscribe(ALICE_USER, name))
+        result_of(store.delete_mailbox(ALICE_USER, "a/c"))  # "a/c" stays subscribed
+        renamed = result_of(store.rename_mailbox(ALICE_USER, "a", "x"))
+        assert renamed.subscribed
+        assert [(b.name, b.subscribed) for b in result_of(store.list_mailboxes(ALICE_USER))] == [
+            ("gone", True),
+            ("x", True),
+            ("x/b", True),
+            ("x/d", False),
+            ("z", False),
+        ]
+        # A subscribed name without a mailbox is not a mailbox: it does not move.
+        assert result_of(store.list_subscriptions(ALICE_USER)) == ["a/c", "gone", "x", "x/b"]
+        # Renaming onto a name still subscribed from a deleted mailbox: the name is subscribed.
+        result_of(store.delete_mailbox(ALICE_USER, "gone"))
+        assert result_of(store.rename_mailbox(ALICE_USER, "z", "gone")).subscribed
+        assert result_of(store.list_subscriptions(ALICE_USER)) == ["a/c", "gone", "x", "x/b"]
 
     # -- messages
 
@@ -1971,13 +2033,92 @@ class MailboxStoreSuite:
         box = self.box(store, "INBOX")
         assert status == MailboxStatus(
             messages=3,
-            recent=0,
+            recent=3,  # no session has claimed them
             uidnext=4,
             uidvalidity=box.uidvalidity,
             unseen=2,
             highest_modseq=4,
         )
         fails_with(store.mailbox_status(ALICE_USER, "Nope"), NoSuchMailbox)
+
+    # -- \\Recent (RFC 3501 §2.3.2): one session claims what arrived since the last claim
+
+    def test_claim_recent_hands_each_message_to_one_claim(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.add(store, "M1")
+        self.add(store, "M2")
+        before = self.box(store, "INBOX")
+        assert (before.first_recent, before.uidnext) == (1, 3)
+        assert result_of(store.mailbox_status(ALICE_USER, "INBOX")).recent == 2
+        # The first claim gets UIDs 1 and 2: the mailbox as it was before the claim.
+        first = result_of(store.claim_recent(ALICE_USER, "inbox"))
+        assert first == before
+        after = self.box(store, "INBOX")
+        assert after == replace(before, first_recent=3)  # nothing else changes, modseq neither
+        assert result_of(store.mailbox_status(ALICE_USER, "INBOX")).recent == 0
+        # A second claim finds nothing; the next arrival is recent for the next claim only.
+        second = result_of(store.claim_recent(ALICE_USER, "INBOX"))
+        assert (second.first_recent, second.uidnext) == (3, 3)
+        self.add(store, "M3")
+        assert result_of(store.mailbox_status(ALICE_USER, "INBOX")).recent == 1
+        third = result_of(store.claim_recent(ALICE_USER, "INBOX"))
+        assert (third.first_recent, third.uidnext, third.uidvalidity) == (3, 4, before.uidvalidity)
+        assert self.box(store, "INBOX").first_recent == 4
+        fails_with(store.claim_recent(ALICE_USER, "Nope"), NoSuchMailbox)
+        fails_with(store.claim_recent("alice", "INBOX"), InvalidUser)
+
+    def test_recent_counts_only_the_messages_still_there(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.add(store, "M1", flags=("\\Deleted",))
+        self.add(store, "M2")
+        self.add(store, "M3", flags=("\\Seen",))  # seen or not, still recent
+        result_of(store.expunge(ALICE_USER, "INBOX"))
+        status = result_of(store.mailbox_status(ALICE_USER, "INBOX"))
+        assert (status.messages, status.recent, status.unseen) == (2, 2, 1)
+
+    def test_every_way_in_makes_a_message_recent(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        self.add(store, "M1")
+        self.add(store, "M2")
+        for name in ("INBOX", "Trash"):
+            result_of(store.claim_recent(ALICE_USER, name))
+        deliver(store, "M3", (Delivery(ALICE_USER, "example.com", shadow=True),))  # intake
+        result_of(store.copy_messages(ALICE_USER, "INBOX", [1], "Trash"))
+        result_of(store.move_messages(ALICE_USER, "INBOX", [2], "Trash"))
+        self.add(store, "M4", "Trash")  # APPEND
+        recent = {
+            name: result_of(store.mailbox_status(ALICE_USER, name)).recent
+            for name in ("INBOX", "Trash")
+        }
+        assert recent == {"INBOX": 1, "Trash": 3}
+        claimed = result_of(store.claim_recent(ALICE_USER, "Trash"))
+        assert [
+            m.message_id
+            for m in result_of(store.list_messages(ALICE_USER, "Trash"))
+            if m.uid >= claimed.first_recent
+        ] == ["M1", "M2", "M4"]
+
+    def test_recent_across_rename_and_recreate(self, store: Any) -> None:
+        result_of(store.ensure_user(ALICE_USER))
+        result_of(store.create_mailbox(ALICE_USER, "Work"))
+        self.add(store, "M1", "Work")
+        self.add(store, "M2", "Work")
+        result_of(store.claim_recent(ALICE_USER, "Work"))
+        self.add(store, "M3", "Work")
+        # A rename keeps what was claimed.
+        result_of(store.rename_mailbox(ALICE_USER, "Work", "Projects"))
+        assert self.box(store, "Projects").first_recent == 3
+        assert result_of(store.mailbox_status(ALICE_USER, "Projects")).recent == 1
+        # A mailbox deleted and made again starts afresh.
+        result_of(store.delete_mailbox(ALICE_USER, "Projects"))
+        assert result_of(store.create_mailbox(ALICE_USER, "Projects")).first_recent == 1
+        # Renaming INBOX: its messages arrive in the new mailbox, so they are recent there.
+        self.add(store, "M1")
+        self.add(store, "M2")
+        inbox = result_of(store.claim_recent(ALICE_USER, "INBOX"))
+        result_of(store.rename_mailbox(ALICE_USER, "INBOX", "Old"))
+        assert result_of(store.mailbox_status(ALICE_USER, "Old")).recent == 2
+        assert self.box(store, "INBOX").first_recent == inbox.uidnext
 
     def test_mime_index_is_kept_once_per_message(self, store: Any) -> None:
         result_of(store.ensure_user(ALICE_USER))
@@ -2410,8 +2551,16 @@ class MailboxStoreSuite:
             store.rename_mailbox(BOB_USER, "Secret", "Mine"),
             store.subscribe(BOB_USER, "Secret"),
             store.add_message(BOB_USER, "Secret", "M1", 1.0),
+            store.claim_recent(BOB_USER, "Secret"),
         ):
             fails_with(d, NoSuchMailbox)
+        # Subscriptions are per user too: Bob's unsubscribing is his own business.
+        result_of(store.subscribe(ALICE_USER, "Secret"))
+        result_of(store.unsubscribe(BOB_USER, "Secret"))
+        result_of(store.unsubscribe(BOB_USER, "INBOX"))
+        assert "Secret" not in result_of(store.list_subscriptions(BOB_USER))
+        assert self.box(store, "Secret").subscribed
+        assert self.box(store, "INBOX").subscribed
         # Bob's own INBOX is empty: Alice's UID 1 is not his.
         assert result_of(store.list_messages(BOB_USER, "INBOX")) == []
         assert result_of(store.store_flags(BOB_USER, "INBOX", [1], FLAGS_SET, [])).messages == ()
