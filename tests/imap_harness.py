@@ -126,10 +126,18 @@ class Harness:
         self.factory = IMAPFactory(self.clock, self.store, self.store, self.store, None, **options)
         self.factory.start()
 
-    def deliver(self, message_id: str, body: bytes, recipient: str = ALICE) -> None:
-        """Store a message the way intake does in mode ``both`` (into the recipient's INBOX)."""
+    def deliver(
+        self, message_id: str, body: bytes, recipient: str = ALICE, *, recent: bool = False
+    ) -> None:
+        """
+        Store a message the way intake does in mode ``both`` (into the recipient's INBOX).  As if
+        another session (the user's phone) had seen it already, it is not \\Recent to the
+        sessions of the test, unless ``recent`` (RFC 3501 §2.3.2).
+        """
         delivery = Delivery(recipient, "example.test", shadow=True)
         result_of(store_message(self.store, message_id, body, [delivery], received_at=1e9))
+        if not recent:
+            result_of(self.store.claim_recent(recipient, "INBOX"))
 
     def connect(
         self, host: str = "127.0.0.1", port: int = 40000

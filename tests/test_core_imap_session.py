@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.defer import Deferred, fail
 
-from strata_twisted.core.imap_session import MailboxGone, View
+from strata_twisted.core.imap_session import MailboxGone, Refused, View
 from strata_twisted.errors import NoSuchEntry
 from strata_twisted.model import MailboxInfo, MailMessage
 from strata_twisted.testing import result_of
@@ -98,7 +98,7 @@ def test_another_sessions_keyword_is_announced_before_it_is_shown(mail: Mail) ->
     lines = out.take().split(b"\r\n")
     assert lines[0].startswith(b"* FLAGS (") and b"$Important" in lines[0]
     assert lines[1].startswith(b"* OK [PERMANENTFLAGS (") and b"$Important" in lines[1]
-    assert lines[2] == b"* 1 FETCH (UID 1 FLAGS ($Important))"
+    assert lines[2] == b"* 1 FETCH (UID 1 FLAGS (\\Recent $Important))"  # it selected first
     mail.command(session, out, "c STORE 1 +FLAGS ($Important)")
     assert b"* FLAGS" not in out.take()  # announced once
 
@@ -131,3 +131,54 @@ def test_modseqs_seen_by_one_session_only_grow_under_interleaved_stores(mail: Ma
                     assert modseq >= seen.get(uid, 0), line
                     seen[uid] = modseq
     assert seen
+
+
+# -- \Recent (RFC 3501 §2.3.2) ---------------------------------------------------------------------
+
+
+def test_a_new_message_is_recent_to_exactly_one_session(mail: Mail) -> None:
+    mail.deliver(body(1))
+    mail.deliver(body(2))
+    assert result_of(mail.store.mailbox_status(ALICE, "INBOX")).recent == 2
+    peek = run(mail.session()[0].select("INBOX", read_only=True))
+    assert peek.recent == 2  # EXAMINE shows them and takes nothing
+    first = run(mail.session()[0].select("INBOX", read_only=False))
+    second = run(mail.session()[0].select("INBOX", read_only=False))
+    assert (first.recent, second.recent) == (2, 0)
+    assert result_of(mail.store.mailbox_status(ALICE, "INBOX")).recent == 0
+
+
+def test_recent_messages_show_in_fetch_and_search(mail: Mail) -> None:
+    mail.deliver(body(1))
+    session, out = mail.selected()
+    mail.deliver(body(2))
+    mail.command(session, out, "a NOOP")
+    assert out.take() == b"* 2 EXISTS\r\n* 2 RECENT\r\n"
+    mail.command(session, out, "b FETCH 1:2 (FLAGS)")
+    assert out.take() == b"* 1 FETCH (FLAGS (\\Recent))\r\n* 2 FETCH (FLAGS (\\Recent))\r\n"
+    mail.command(session, out, "c STORE 1 +FLAGS.SILENT (\\Seen)")
+    mail.command(session, out, "d SEARCH RECENT")
+    mail.command(session, out, "e SEARCH NEW")
+    mail.command(session, out, "f SEARCH OLD")
+    assert out.take() == b"* SEARCH 1 2\r\n* SEARCH 2\r\n* SEARCH\r\n"
+    other, other_out = mail.selected()
+    mail.command(other, other_out, "g SEARCH RECENT")
+    assert other_out.take() == b"* SEARCH\r\n"
+
+
+def test_a_message_seen_first_by_another_session_is_not_recent_here(mail: Mail) -> None:
+    one, one_out = mail.selected()
+    two, two_out = mail.selected()
+    mail.deliver(body(1))
+    mail.command(one, one_out, "a NOOP")
+    mail.command(two, two_out, "b NOOP")
+    assert one_out.take() == b"* 1 EXISTS\r\n* 1 RECENT\r\n"
+    assert two_out.take() == b"* 1 EXISTS\r\n"
+
+
+def test_recent_cannot_be_stored(mail: Mail) -> None:
+    mail.deliver(body(1))
+    session, out = mail.selected()
+    with pytest.raises(Refused) as refused:
+        mail.command(session, out, "a STORE 1 +FLAGS (\\Recent)")
+    assert refused.value.status == "BAD"

@@ -465,7 +465,7 @@ def test_expunged_bodies_are_deleted_once_nobody_needs_them(h: Harness) -> None:
     proto, transport = h.login()
     send(proto, transport, "b SELECT INBOX\r\n")
     reply = send(proto, transport, b"c APPEND INBOX {%d+}\r\n%s\r\n" % (len(BODY1), BODY1))
-    assert reply.startswith(b"* 2 EXISTS\r\nc OK [APPENDUID ")
+    assert reply.startswith(b"* 2 EXISTS\r\n* 1 RECENT\r\nc OK [APPENDUID ")
     appended = result_of(h.store.list_messages(ALICE, "INBOX"))[1].message_id
     send(proto, transport, "d COPY 2 Trash\r\n")
     reply = send(proto, transport, "e STORE 1:2 +FLAGS.SILENT (\\Deleted)\r\nf EXPUNGE\r\n")
@@ -576,5 +576,6 @@ def test_mail_intake_accepts_wakes_the_recipients_idler_at_once(h: Harness) -> N
     stored = result_of(transaction.finish())
     assert idle_transport.value() == b""  # committed, but nobody has told the IMAP server yet
     policy.accepted(stored, session)
-    assert idle_transport.value() == b"* 1 EXISTS\r\n"  # at once: the clock did not move
+    # At once (the clock did not move); the first session to see it: \\Recent to it.
+    assert idle_transport.value() == b"* 1 EXISTS\r\n* 1 RECENT\r\n"
     assert bobs_transport.value() == b""  # not Bob's mail

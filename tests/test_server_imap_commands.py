@@ -349,7 +349,9 @@ def test_copy_into_the_selected_mailbox_is_followed_by_exists(h: Harness) -> Non
     proto, transport = h.select()
     inbox = uidvalidity(h, "INBOX")
     assert send(proto, transport, "c COPY 1,3 INBOX\r\n") == (
-        b"* 5 EXISTS\r\nc OK [COPYUID %d 1,3 4:5] COPY completed\r\n" % inbox
+        # The copies are new in the mailbox, and this session is the first to see them: \\Recent
+        # to it (RFC 3501 §2.3.2), which it hears with RECENT (§7.3.2).
+        b"* 5 EXISTS\r\n* 2 RECENT\r\nc OK [COPYUID %d 1,3 4:5] COPY completed\r\n" % inbox
     )
     assert send(proto, transport, "d FETCH 4:5 UID\r\n") == (
         b"* 4 FETCH (UID 4)\r\n* 5 FETCH (UID 5)\r\nd OK FETCH completed\r\n"
@@ -838,8 +840,10 @@ def test_append_keeps_flags_and_internal_date(h: Harness) -> None:
     now = h.clock.seconds()
     assert now == 1_800_000_000  # 15-Jan-2027 08:00:00 UTC
     assert send(proto, transport, "e FETCH 1:2 (FLAGS INTERNALDATE)\r\n") == (
-        b'* 1 FETCH (FLAGS (\\Seen $Forwarded) INTERNALDATE " 1-Nov-2026 09:00:00 +0000")\r\n'
-        b'* 2 FETCH (FLAGS () INTERNALDATE "15-Jan-2027 08:00:00 +0000")\r\n'
+        # EXAMINE shows what no session has selected yet as \\Recent (and takes nothing).
+        b'* 1 FETCH (FLAGS (\\Recent \\Seen $Forwarded) INTERNALDATE " 1-Nov-2026 09:00:00 +0000")'
+        b"\r\n"
+        b'* 2 FETCH (FLAGS (\\Recent) INTERNALDATE "15-Jan-2027 08:00:00 +0000")\r\n'
         b"e OK FETCH completed\r\n"
     )
 
@@ -903,7 +907,8 @@ def test_append_to_the_selected_mailbox_is_followed_by_exists(h: Harness) -> Non
     fill(h, 2)
     proto, transport = h.select()
     assert send(proto, transport, append_line("INBOX", BODY2)) == (
-        b"* 3 EXISTS\r\nc OK [APPENDUID %d 3] APPEND completed\r\n" % uidvalidity(h, "INBOX")
+        b"* 3 EXISTS\r\n* 1 RECENT\r\nc OK [APPENDUID %d 3] APPEND completed\r\n"
+        % uidvalidity(h, "INBOX")
     )
     assert send(proto, transport, "d FETCH 3 (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])\r\n") == (
         b"* 3 FETCH (UID 3 BODY[HEADER.FIELDS (SUBJECT)] {19}\r\nSubject: second\r\n\r\n)\r\n"
@@ -947,7 +952,7 @@ def test_append_write_failure_is_a_temporary_no_and_the_session_goes_on(h: Harne
     assert uids_of(h) == []
     h.store.begin = real  # type: ignore[method-assign]
     assert send(proto, transport, append_line("INBOX", BODY1)).startswith(
-        b"* 1 EXISTS\r\nc OK [APPENDUID "
+        b"* 1 EXISTS\r\n* 1 RECENT\r\nc OK [APPENDUID "
     )
 
 
@@ -991,7 +996,7 @@ def test_idle_is_told_at_once_of_another_sessions_changes(h: Harness) -> None:
     assert ta.value() == b"* 1 FETCH (UID 1 FLAGS (\\Seen))\r\n"
     ta.clear()
     send(b, tb, append_line("INBOX", BODY2))
-    assert ta.value() == b"* 3 EXISTS\r\n"
+    assert ta.value() == b"* 3 EXISTS\r\n* 1 RECENT\r\n"  # woken first, it saw it first
     ta.clear()
     send(b, tb, "b STORE 2 +FLAGS.SILENT (\\Deleted)\r\nb EXPUNGE\r\n")
     assert ta.value() == b"* 2 FETCH (UID 2 FLAGS (\\Deleted))\r\n* 2 EXPUNGE\r\n"

@@ -403,10 +403,8 @@ class MailboxSession:
         view = View.of(info, messages, read_only)
         if read_only:
             # EXAMINE shows what is recent without taking it from the session that will select.
-            view.recent = {
-                m.uid for m in messages if m.uid >= getattr(info, "first_recent", info.uidnext)
-            }
-            view.claimed = getattr(info, "first_recent", info.uidnext)
+            view.recent = {m.uid for m in messages if m.uid >= info.first_recent}
+            view.claimed = info.first_recent
         else:
             await self._claim(view, messages)
         first_unseen = next((n for n, m in enumerate(messages, 1) if SEEN not in m.flags), None)
@@ -428,10 +426,7 @@ class MailboxSession:
         RFC 3501 §2.3.2: the messages that arrived since any session last selected the mailbox
         read-write are recent to this one only; the store hands each out once.
         """
-        claim = getattr(self.shared.mailboxes, "claim_recent", None)  # TEMP
-        if claim is None:
-            return
-        before = await claim(self.user, view.name)
+        before = await self.shared.mailboxes.claim_recent(self.user, view.name)
         if before.uidvalidity != view.uidvalidity:
             raise MailboxGone(f"mailbox {view.name} was deleted")
         low, high = max(before.first_recent, view.claimed), before.uidnext
@@ -529,9 +524,7 @@ class MailboxSession:
                 view.uids.append(message.uid)
                 view.remember(message)
             if view.read_only:
-                view.recent.update(
-                    m.uid for m in new if m.uid >= getattr(listing.info, "first_recent", 1 << 62)
-                )
+                view.recent.update(m.uid for m in new if m.uid >= listing.info.first_recent)
             else:
                 if new[-1].uid >= view.claimed:
                     await self._claim(view, new)
@@ -622,7 +615,7 @@ class MailboxSession:
         """RFC 3501 §6.3.8, LIST-EXTENDED (RFC 5258), LIST-STATUS (RFC 5819), RFC 6154."""
         mailboxes = self.shared.mailboxes
         boxes = await mailboxes.list_mailboxes(self.user)
-        subscriptions = [m.name for m in boxes if m.subscribed]  # TEMP
+        subscriptions = await mailboxes.list_subscriptions(self.user)
         lines: list[bytes] = []
         for listed in list_mailboxes(command, boxes, subscriptions):
             lines.append(list_line(listed))
@@ -637,7 +630,7 @@ class MailboxSession:
         """RFC 3501 §6.3.9."""
         mailboxes = self.shared.mailboxes
         boxes = await mailboxes.list_mailboxes(self.user)
-        subscriptions = [m.name for m in boxes if m.subscribed]  # TEMP
+        subscriptions = await mailboxes.list_subscriptions(self.user)
         out.untagged(
             list_line(listed, command="LSUB") for listed in lsub(command, boxes, subscriptions)
         )

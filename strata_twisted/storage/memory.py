@@ -841,14 +841,15 @@ class MemoryStore:
         wanted = None if uids is None else set(uids)
 
         def listing() -> MailboxListing:
-            box = self._box(normalize_user(user), normalize_mailbox_name(mailbox))
+            owner = normalize_user(user)
+            box = self._box(owner, normalize_mailbox_name(mailbox))
             messages = [
                 self._mail_message(m)
                 for m in box.messages.values()
                 if (changed_since is None or m.modseq > changed_since)
                 and (wanted is None or m.uid in wanted)
             ]
-            return MailboxListing(box.info(), messages, len(box.messages))
+            return MailboxListing(self._info(owner, box), messages, len(box.messages))
 
         return self._guarded(listing)
 
