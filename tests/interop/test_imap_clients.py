@@ -706,7 +706,9 @@ def test_imaplib_store(server: StrataIMAP, user: tuple[str, str]) -> None:
     try:
         ok(client.select("INBOX"))
         stored = parse_fetch(ok(client.store("1", "+FLAGS", "(\\Flagged $Label1)")))
-        assert set(stored[1]["FLAGS"]) == {"\\Flagged", "$Label1"}
+        # \\Recent: this is the first session to select INBOX since the mail came (RFC 3501
+        # §2.3.2).
+        assert set(stored[1]["FLAGS"]) == {"\\Flagged", "$Label1", "\\Recent"}
         ok(client.store("1", "-FLAGS", "(\\Flagged)"))
         ok(client.store("2", "FLAGS", "(\\Answered \\Draft)"))
         data = ok(client.store("1:2", "+FLAGS.SILENT", "(\\Seen)"))
@@ -714,7 +716,11 @@ def test_imaplib_store(server: StrataIMAP, user: tuple[str, str]) -> None:
         flags = {
             n: set(i["FLAGS"]) for n, i in parse_fetch(ok(client.fetch("1:2", "FLAGS"))).items()
         }
-        assert flags == {1: {"$Label1", "\\Seen"}, 2: {"\\Answered", "\\Draft", "\\Seen"}}
+        recent = "\\Recent"  # the server's, untouched by STORE (RFC 3501 §2.3.2)
+        assert flags == {
+            1: {"$Label1", "\\Seen", recent},
+            2: {"\\Answered", "\\Draft", "\\Seen", recent},
+        }
         # The new keyword is announced in FLAGS and PERMANENTFLAGS at the next SELECT.
         ok(client.select("INBOX"))
         assert b"$Label1" in client.response("FLAGS")[1][0]
@@ -730,12 +736,17 @@ def test_imapclient_store(server: StrataIMAP, IMAPClient: Any, user: tuple[str, 
         client.select_folder("INBOX")
         first, second = client.search()
         assert set(client.add_flags([first], [b"\\Flagged", b"Work"])[first]) == {
+            b"\\Recent",  # the first session to select INBOX since the mail came
             b"\\Flagged",
             b"Work",
         }
         client.remove_flags([first], [b"\\Flagged"])
         client.set_flags([second], [b"\\Answered"])
-        assert client.get_flags([first, second]) == {first: (b"Work",), second: (b"\\Answered",)}
+        # \\Recent stays: the server's, untouched by STORE (RFC 3501 §2.3.2).
+        assert client.get_flags([first, second]) == {
+            first: (b"\\Recent", b"Work"),
+            second: (b"\\Answered", b"\\Recent"),
+        }
         assert client.search(["KEYWORD", "Work"]) == [first]
         assert client.search(["ANSWERED"]) == [second]
     finally:
@@ -935,7 +946,8 @@ def test_imapclient_uidplus_move_unselect(
         assert match is not None and int(match.group(1)) == validity, response
         new_uid = int(match.group(2))
         data = client.fetch([new_uid], ["BODY.PEEK[]", "FLAGS", "INTERNALDATE"])[new_uid]
-        assert data[b"BODY[]"] == appended and data[b"FLAGS"] == (b"\\Draft",)
+        # \\Recent: this session selected the mailbox and is the first to see the new message.
+        assert data[b"BODY[]"] == appended and data[b"FLAGS"] == (b"\\Draft", b"\\Recent")
         assert data[b"INTERNALDATE"].astimezone(datetime.UTC) == when
 
         client.copy([uids[0]], "Sent")
@@ -1061,7 +1073,9 @@ def test_imaplib_append_create_rename_delete(server: StrataIMAP, user: tuple[str
         assert list(fetch_bodies(client).values()) == [body]
         (flags_date,) = ok(client.fetch("1", "(FLAGS INTERNALDATE)"))
         assert b'INTERNALDATE "15-Jan-2026 08:30:00 +0000"' in flags_date, flags_date
-        assert set(parse_fetch([flags_date])[1]["FLAGS"]) == {"\\Flagged", "$Plan"}
+        # \\Recent: the first session to select the mailbox since the APPEND.
+        flags = set(parse_fetch([flags_date])[1]["FLAGS"])
+        assert flags == {"\\Flagged", "$Plan", "\\Recent"}
         ok(client.unselect())
         typ, data = client.delete("INBOX")
         assert typ == "NO", data
