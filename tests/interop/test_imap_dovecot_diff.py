@@ -891,7 +891,7 @@ def normalize_tagged(raw: bytes) -> tuple[str, str]:
 
 
 _SKIPPED_UNTAGGED = re.compile(
-    rb"^\* (\d+ RECENT|FLAGS |OK \[PERMANENTFLAGS |OK \[HIGHESTMODSEQ |OK \[CLOSED\]|OK Still)"
+    rb"^\* (FLAGS |OK \[PERMANENTFLAGS |OK \[HIGHESTMODSEQ |OK \[CLOSED\]|OK Still)"
 )
 
 
@@ -899,7 +899,6 @@ def normalize_untagged(raw: bytes) -> Any:
     """
     One untagged response as a comparable value, or None for those that may differ:
 
-    - ``* n RECENT``: \\Recent is gone from IMAP4rev2 (RFC 9051 §7.3.2); Strata never sets it;
     - ``* FLAGS`` / ``* OK [PERMANENTFLAGS]`` sent when a new keyword appears: RFC 3501 §7.2.6
       lets a server send them, it does not require it;
     - ``* OK [HIGHESTMODSEQ]``, IDLE's ``* OK Still here``: server-specific (RFC 7162 numbers);
@@ -907,7 +906,7 @@ def normalize_untagged(raw: bytes) -> Any:
       it; Strata does not offer QRESYNC.
 
     FETCH items are a dict (their order is free, RFC 3501 §7.4.2) and FLAGS a set (a flag list
-    is unordered, RFC 3501 §2.3.2) without \\Recent (see above); ``* OK [COPYUID v ...]``
+    is unordered, RFC 3501 §2.3.2); ``* OK [COPYUID v ...]``
     (RFC 6851 MOVE) and ``* OK [UIDVALIDITY v]`` lose v: each server numbers its own mailboxes.
     """
     if _SKIPPED_UNTAGGED.match(raw):
@@ -917,7 +916,7 @@ def normalize_untagged(raw: bytes) -> Any:
         items.pop("MODSEQ", None)
         flags = items.get("FLAGS")
         if isinstance(flags, list):
-            names = {str(f).upper() for f in flags} - {"\\RECENT"}
+            names = {str(f).upper() for f in flags}
             items["FLAGS"] = [Atom(f) for f in sorted(names)]
         return ("FETCH", parse_response(raw)[1], items)
     if raw.startswith(b"* OK ["):
