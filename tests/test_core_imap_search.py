@@ -23,6 +23,7 @@ from strata_twisted.core.imap_search import (
     base_subject,
     decode_header_value,
     esearch_items,
+    is_reply_or_forward,
     matches,
     plan,
     plan_sort,
@@ -30,6 +31,7 @@ from strata_twisted.core.imap_search import (
     search_response,
     sequence_set,
     sort,
+    unicode_casemap,
 )
 from strata_twisted.model import MailMessage
 from strata_twisted.proto.imap_parser import (
@@ -295,6 +297,69 @@ def test_header_keys_parse_from_the_wire() -> None:
     assert matches(key('FROM "Alice Example"'), msg(PLAIN), MAILBOX)
 
 
+# The cases of dovecot/imaptest's search-addresses, in messages of our own: an address alone, with a
+# display name, with comments inside the angle brackets, with a comment as its name, two
+# addresses, groups, and an empty group.
+ADDRESSED = [
+    b"From: ann@north.example\r\nTo: bob@south.example\r\nCc: cy@east.example\r\n"
+    b"Bcc: di@west.example\r\n",
+    b"From: Ann North <ann@north.example>\r\nTo: Bob South <bob@south.example>\r\n"
+    b"Cc: Cy East <cy@east.example>\r\nBcc: Di West <di@west.example>\r\n",
+    b"From: <ann (the sender)@ (her domain) north.example>\r\nTo: <bob@south.example>\r\n"
+    b"Cc: <cy@east.example>\r\nBcc: <di@west.example>\r\n",
+    b"From: ann@north.example (Ann North)\r\nTo: bob@south.example (Bob South)\r\n"
+    b"Cc: cy@east.example (Cy East)\r\nBcc: di@west.example (Di West)\r\n",
+    b"From: ann1@north.example, ann2@north.example\r\nCc: cy@east.example\r\n",
+    b"From: Ann North <ann@north.example>\r\n"
+    b"To: crew: eve@crew.example, fay@crew.example;,\r\n crew2: gus@crew.example;\r\n",
+    b"From: Ann North <ann@north.example>\r\nTo: crew:;\r\n",
+]
+
+
+@pytest.mark.parametrize(
+    ("criteria", "expected"),
+    [
+        ("FROM ann@north.example", [1, 2, 3, 4, 6, 7]),  # 3: comments inside <...>
+        ("FROM north.example", [1, 2, 3, 4, 5, 6, 7]),
+        ("FROM ann@", [1, 2, 3, 4, 6, 7]),
+        ("TO bob@south.example", [1, 2, 3, 4]),
+        ("CC cy@east.example", [1, 2, 3, 4, 5]),
+        ("BCC di@west.example", [1, 2, 3, 4]),
+        ("FROM annnorth", []),
+        ('FROM "ann north"', [2, 4, 6, 7]),  # 4: a comment after the address names it
+        ('TO "bob south"', [2, 4]),
+        ('CC "cy east"', [2, 4]),
+        ('BCC "di west"', [2, 4]),
+        ("FROM nn@nor", [1, 2, 3, 4, 6, 7]),  # substrings of the address
+        ('FROM "nn nor"', [2, 4, 6, 7]),  # and of the name
+        # Dovecot finds neither of the next two: it writes the name quoted ("Ann North" <...>) and
+        # drops comments.  Strata also matches the header as written, as it did before.
+        ('FROM "Ann North <ann@north.example>"', [2, 4, 6, 7]),
+        ("FROM ann1", [5]),
+        ("FROM ann2@north.example", [5]),
+        ("TO crew", [6, 7]),  # a group's name
+        ("TO crew2", [6]),
+        ("TO eve@crew.example", [6]),  # its members
+        ("TO fay", [6]),
+        ("TO gus", [6]),
+        ("TO hal", []),
+        ('HEADER TO ""', [1, 2, 3, 4, 6, 7]),
+        ('HEADER CC ""', [1, 2, 3, 4, 5]),
+        ('FROM "the sender"', [3]),
+    ],
+)
+def test_address_keys_match_the_parsed_addresses(criteria: str, expected: list[int]) -> None:
+    # SEARCH FROM <user-from (comment)@ (comment) domain.org> missed (issue 12).  Dovecot matches
+    # the address keys against the addresses as parsed (comments and white space gone, a trailing
+    # comment as the display name); Strata matches that form and the header as written.  Every
+    # answer here but the two marked is Dovecot 2.3.19's.
+    candidates = [
+        Candidate(seq, MailMessage(seq, "q", frozenset(), 0.0, 1, 1), header_only(raw + b"\r\n"))
+        for seq, raw in enumerate(ADDRESSED, start=1)
+    ]
+    assert search(key(criteria), candidates, MAILBOX) == expected
+
+
 def test_decode_header_value_joins_adjacent_encoded_words() -> None:
     raw = b"=?UTF-8?Q?caf=C3=A9?= =?UTF-8?Q?_noir?= plain"
     assert decode_header_value(raw) == "café noir plain"
@@ -440,25 +505,44 @@ def test_result_helpers() -> None:
 
 
 @pytest.mark.parametrize(
-    ("subject", "base"),
+    ("subject", "base", "reply"),
     [
-        ("Hello", "hello"),
-        ("Re: Hello", "hello"),
-        ("RE: re: Fwd: FW: Hello", "hello"),
-        ("Re: [list] Fwd: Hello (fwd)", "hello"),
-        ("[list] Re: [other] Hello", "hello"),
-        ("Re [list]: Hello (fwd) (FWD)  ", "hello"),
-        ("[fwd: Re: Hello]", "hello"),
-        ("[Fwd: [list] Hello (fwd)]", "hello"),
-        ("[list]", "[list]"),  # removing the blob would leave nothing
-        ("Re: [list]", "[list]"),
-        ("Report: numbers", "report: numbers"),
-        ("Re:\t  spaced   out", "spaced out"),
-        ("", ""),
+        ("Hello", "Hello", False),
+        ("Re: Hello", "Hello", True),
+        ("RE: re: Fwd: FW: Hello", "Hello", True),
+        ("Re: [list] Fwd: Hello (fwd)", "Hello", True),
+        ("[list] Re: [other] Hello", "Hello", True),
+        ("Re [list]: Hello (fwd) (FWD)  ", "Hello", True),
+        ("[fwd: Re: Hello]", "Hello", True),
+        ("[Fwd: [list] Hello (fwd)]", "Hello", True),
+        ("[list]", "[list]", False),  # removing the blob would leave nothing
+        ("[list] [other]", "[other]", False),  # step 4 keeps the last blob
+        ("Re: [list]", "[list]", True),
+        ("[list] Hello", "Hello", False),  # a blob alone is no reply marker
+        ("Hello (fwd)", "Hello", True),  # a "(fwd)" trailer is
+        ("Report: numbers", "Report: numbers", False),
+        ("Re:\t  spaced   out", "spaced out", True),
+        ("  leading space", "leading space", False),
+        ("Rex: not a reply", "Rex: not a reply", False),
+        ("[fwd:]", "", True),
+        ("", "", False),
     ],
 )
-def test_base_subject(subject: str, base: str) -> None:
+def test_base_subject(subject: str, base: str, reply: bool) -> None:
+    # RFC 5256 §2.1 steps 1-7; §3 REFERENCES for what counts as a reply or forward.
     assert base_subject(subject) == base
+    assert is_reply_or_forward(subject) is reply
+
+
+def test_base_subject_is_linear_in_the_subject_length() -> None:
+    # A header may be 1 MiB: a run of blobs, "(fwd)" trailers or "[fwd:" wrappers must not make
+    # the extraction quadratic (each of these took minutes with regex searches and copies).
+    n = 100_000
+    assert base_subject("[a] " * n + "x") == "x"
+    assert base_subject("[a]" * n) == "[a]"
+    assert base_subject("x" + " (fwd)" * n) == "x"
+    assert base_subject("[fwd: " * n + "x" + "]" * n) == "x"
+    assert base_subject("Re: " * n + "x") == "x"
 
 
 def sort_message(
@@ -504,6 +588,91 @@ def test_sort(criteria: list[SortCriterion], expected: list[int]) -> None:
 
 def test_sort_filters_and_returns_uids() -> None:
     assert sort([SortCriterion("SIZE")], key("LARGER 150"), SORTED, MAILBOX, uid=True) == [30, 10]
+
+
+def by(criterion: str, *headers: bytes, reverse: bool = False) -> list[int]:
+    """SORT (criterion) ALL over messages with these header blocks, in order."""
+    candidates = [
+        Candidate(seq, MailMessage(seq, "q", frozenset(), 0.0, 1, 1), header_only(raw + b"\r\n"))
+        for seq, raw in enumerate(headers, start=1)
+    ]
+    return sort([SortCriterion(criterion, reverse)], key("ALL"), candidates, MAILBOX)
+
+
+def test_sort_strings_collate_by_unicode_casemap() -> None:
+    # RFC 5256 §7: strings collate by i;unicode-casemap (RFC 5051), not by lower case: "_" (0x5F)
+    # sorts after the letters (A-Z are 0x41-0x5A), which lower() put before it (a-z are 0x61-0x7A).
+    subjects = [b"Subject: b", b"Subject: _x", b"Subject: A", b"Subject: Re: [fwd: B]"]
+    assert by("SUBJECT", *subjects) == [3, 1, 4, 2]
+    # Accents decompose: "\u00e9t\u00e9" is E U+0301 T E U+0301, so it sorts among the E's (after
+    # "ETF": U+0301 is above every ASCII octet), before "[" and "_"; case is ignored (as Dovecot).
+    subjects = [
+        b"Subject: [a]",
+        b"Subject: =?utf-8?q?=C3=A9t=C3=A9?=",
+        b"Subject: ete",
+        b"Subject: Ete",
+        b"Subject: _",
+        b"Subject: ETF",
+    ]
+    assert by("SUBJECT", *subjects) == [3, 4, 6, 2, 1, 5]
+    assert by("SUBJECT", *subjects, reverse=True) == [5, 1, 2, 6, 3, 4]
+
+
+def test_unicode_casemap() -> None:
+    assert unicode_casemap("abc_[]") == "ABC_[]"
+    assert unicode_casemap("\u00e9") == "E\u0301"  # titlecase, then decomposed
+    assert unicode_casemap("\u01c6") == "Dz\u030c"  # RFC 5051's own example (U+01C4 alike)
+    assert unicode_casemap("\u00df") == "\u00df"  # no single-code-point titlecase: unchanged
+    assert unicode_casemap("\ufb01") == "fi"  # a compatibility decomposition counts too
+
+
+def test_sort_addresses_by_the_first_addr_mailbox() -> None:
+    # RFC 5256 §3: the addr-mailbox of the first address; the domain plays no part, ties keep
+    # sequence order, REVERSE does not reverse that order.  A comment is no address.
+    froms = [b"From: two@b.example", b"From: two@a.example", b"From: one@a.example"]
+    assert by("FROM", *froms) == [3, 1, 2]
+    assert by("FROM", *froms, reverse=True) == [1, 2, 3]
+    ccs = [
+        b"Cc: Someone <two@b.example>",
+        b"Cc: two@a.example (Two)",
+        b"Cc: (only a comment)",
+        b"Cc: <one (note) @ a.example>",
+        b"Subject: no cc",
+        b'Cc: "Quoted Part"@a.example',
+    ]
+    assert by("CC", *ccs) == [3, 5, 4, 6, 1, 2]
+
+
+def test_sort_cc_by_a_groups_name() -> None:
+    # A group's first address in the ENVELOPE is its start, (NIL NIL "name" NIL): its
+    # addr-mailbox is the group name (RFC 3501 §7.4.2), and Dovecot sorts by it, also for an
+    # empty group (dovecot/imaptest sort-addresses: "Cc: user2: blah@domain1.org;" sorts as
+    # "user2").  Checked against Dovecot 2.3.19.
+    ccs = [
+        b"Cc: undisclosed-recipients:;",
+        b"Cc: aaa@x.example",
+        b"Cc: team: zed@x.example;",
+        b"Subject: no cc",
+        b'Cc: "Zed" <Bee@x.example>',
+        b"Cc: : x@y.example;",  # a group without a name sorts as the empty string
+        b"Cc: two: a@x.example;",
+        b"Cc: two@x.example",
+    ]
+    assert by("CC", *ccs) == [4, 6, 2, 5, 3, 7, 8, 1]
+    assert by("TO", b"To: team: zed@x.example;", b"To: tea@x.example") == [2, 1]
+
+
+def test_sort_display_from_and_to() -> None:
+    # RFC 5957: the display name (decoded), else the address; a group by its name.
+    froms = [
+        b"From: Zoe <aaa@x.example>",
+        b"From: bob@x.example",
+        b"From: =?utf-8?q?Ad=C3=A8le?= <zzz@x.example>",
+        b"From: crew:;",
+        b"Subject: no from",
+    ]
+    assert by("DISPLAYFROM", *froms) == [5, 3, 2, 4, 1]
+    assert by("DISPLAYTO", b"To: Zed <a@x.example>", b"To: b@x.example") == [2, 1]
 
 
 # -- properties -----------------------------------------------------------------------------------

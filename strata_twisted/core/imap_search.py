@@ -9,7 +9,9 @@ decision 9, "Parse once": the header block is the indexed range, the body only f
 
 Strings compare case-insensitively by Unicode casefold (RFC 3501 §6.4.4: "case-insensitive
 substring"); header values are matched after RFC 2047 decoding, and 8-bit raw headers are read as
-UTF-8, else Latin-1.
+UTF-8, else Latin-1.  The address keys (FROM, TO, CC, BCC) also match the addresses as parsed, with
+comments and white space gone, as Dovecot does.  SORT collates its strings with i;unicode-casemap
+(RFC 5256 §7, RFC 5051; L{unicode_casemap}).
 """
 
 from __future__ import annotations
@@ -23,14 +25,19 @@ import email.utils
 import enum
 import functools
 import re
+import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 from strata_twisted.model import MailMessage
 from strata_twisted.proto.imap_parser import SearchKey, SequenceSet, SortCriterion
 from strata_twisted.proto.imap_response import compact_sequence_set
-from strata_twisted.proto.mime import header_fields
+from strata_twisted.proto.mime import MISSING_HOST, MISSING_MAILBOX, Address, header_fields
+
+# The address-list parser the ENVELOPE is built with (RFC 3501 §7.4.2 groups included), so that
+# SEARCH and SORT read an address header exactly as FETCH ENVELOPE shows it.
+from strata_twisted.proto.mime import _address_list as address_list
 
 # -- what to load ---------------------------------------------------------------------------------
 
@@ -46,7 +53,9 @@ class Need(enum.IntEnum):
 _HEADER_KEYS: Final = frozenset({"FROM", "TO", "CC", "BCC", "SUBJECT", "HEADER"})
 _HEADER_KEYS_DATES: Final = frozenset({"SENTBEFORE", "SENTON", "SENTSINCE"})
 _BODY_KEYS: Final = frozenset({"BODY", "TEXT"})
-_SORT_HEADER_KEYS: Final = frozenset({"CC", "DATE", "FROM", "SUBJECT", "TO"})
+_SORT_HEADER_KEYS: Final = frozenset(
+    {"CC", "DATE", "FROM", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
+)
 
 
 def plan(key: SearchKey) -> Need:
@@ -81,6 +90,25 @@ def _header_block(raw: bytes) -> bytes:
 CACHE_SIZE: Final = 4096
 """Header blocks (and header values) whose parsed fields (decoded text) are kept between commands:
 a client searches the same messages again and again (Roundcube's quick search, bench.imap)."""
+
+CACHED_LENGTH: Final = 4096
+"""Longest text whose sort key, base subject or parsed addresses are cached: longer ones are rare,
+and 4096 of them at up to 1 MiB each (a header's size) would not be a bounded cache."""
+
+_T = TypeVar("_T")
+_K = TypeVar("_K", str, bytes)
+
+
+def _cached_if_short(function: Callable[[_K], _T]) -> Callable[[_K], _T]:
+    """C{function} with an LRU cache of L{CACHE_SIZE} entries, for arguments of at most
+    L{CACHED_LENGTH} characters or octets."""
+    cached = functools.lru_cache(maxsize=CACHE_SIZE)(function)
+
+    @functools.wraps(function)
+    def call(argument: _K) -> _T:
+        return cached(argument) if len(argument) <= CACHED_LENGTH else function(argument)
+
+    return call
 
 
 @functools.lru_cache(maxsize=CACHE_SIZE)
@@ -149,6 +177,42 @@ def _body_text(raw: bytes) -> str:
     return "\n".join(out)
 
 
+def _mailbox_text(address: Address) -> bytes:
+    """``name <adl:mailbox@host>``, or what there is of it; Strata's placeholders left out."""
+    local = None if address.mailbox in (None, MISSING_MAILBOX) else address.mailbox
+    host = None if address.host == MISSING_HOST else address.host
+    angle = b""
+    if local is not None:
+        route = address.adl + b":" if address.adl else b""
+        angle = b"<" + route + local + (b"@" + host if host else b"") + b">"
+    return b" ".join(part for part in (address.name or b"", angle) if part)
+
+
+@_cached_if_short
+def address_text(raw: bytes) -> str:
+    """
+    An address header's value as its parsed addresses, decoded: ``Name <local@domain>`` joined
+    by ``, ``, a group as ``name: member, member;``.  Comments and folding white space are gone,
+    a comment that names an address (``a@b (Name)``) is its display name, and an encoded word is
+    decoded.  Dovecot matches SEARCH FROM/TO/CC/BCC against this form of the header
+    (C{message_address_write} in lib-mail), so ``<user (c)@ (c) domain.org>`` is found by
+    ``user@domain.org`` (dovecot/imaptest, search-addresses).
+    """
+    items: list[bytes] = []
+    group: list[bytes] | None = None  # the members of the group being read
+    for address in address_list(raw):
+        if address.host is None and group is None and address.mailbox is not None:
+            group = []  # RFC 3501 §7.4.2: a group's start, its name as the mailbox
+            items.append(address.mailbox + b":")
+        elif address.host is None and address.mailbox is None:  # the group's end
+            if group is not None:
+                items[-1] += (b" " + b", ".join(group) if group else b"") + b";"
+            group = None
+        else:
+            (items if group is None else group).append(_mailbox_text(address))
+    return decode_header_value(b", ".join(items))
+
+
 class Content:
     """
     A message's header block and raw bytes, each given as bytes or as a loader called at most
@@ -164,6 +228,7 @@ class Content:
         self._fields: tuple[tuple[str, bytes], ...] | None = None
         self._decoded: dict[str, list[str]] = {}
         self._folded: dict[str, list[str]] = {}
+        self._addresses: dict[str, list[str]] = {}
         self._body: str | None = None
 
     @staticmethod
@@ -209,6 +274,19 @@ class Content:
         if folded is None:
             folded = self._folded[name] = [_squash_fold(v) for v in self.values(name)]
         return folded
+
+    def addresses(self, name: str) -> list[str]:
+        """
+        Every value of the address field C{name} as L{address_text} writes it, white space
+        squashed and casefolded: what FROM, TO, CC and BCC also match against.
+        """
+        name = name.lower()
+        found = self._addresses.get(name)
+        if found is None:
+            found = self._addresses[name] = [
+                _squash_fold(address_text(bytes(v))) for v in self.raw_values(name)
+            ]
+        return found
 
     def first(self, name: str) -> str | None:
         values = self.values(name)
@@ -364,7 +442,10 @@ def matches(key: SearchKey, candidate: Candidate, mailbox: Mailbox) -> bool:
     needle = str(value)
     if name in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
         folded = _squash_fold(needle)
-        return any(folded in value for value in content.folded(name))
+        if any(folded in value for value in content.folded(name)):
+            return True
+        # The header as written, or its addresses as parsed, as Dovecot matches them (address_text).
+        return name != "SUBJECT" and any(folded in value for value in content.addresses(name))
     if name == "HEADER":
         assert key.field is not None
         raw = content.raw_values(key.field)
@@ -389,74 +470,212 @@ def search(
 
 # -- SORT (RFC 5256) ------------------------------------------------------------------------------
 
-_TRAILER: Final = re.compile(r"(?:\s|\(fwd\))+$", re.IGNORECASE)
-_BLOB: Final = r"\[[^\[\]]*\]\s*"
-_REFWD: Final = rf"(?:re|fwd?)\s*(?:{_BLOB})?:"
-_LEADER: Final = re.compile(rf"^(?:(?:{_BLOB})*{_REFWD}|\s+)", re.IGNORECASE)
-_LEADING_BLOB: Final = re.compile(rf"^{_BLOB}")
-_FWD_WRAP: Final = re.compile(r"^\[fwd:(.*)\]$", re.IGNORECASE | re.DOTALL)
+
+def _title_char(char: str) -> str:
+    # RFC 5051 §2 step (2)(a): the titlecase property of UnicodeData.txt, a single code point.
+    # Python's str.title() applies the full mapping (SpecialCasing.txt: "ß" -> "Ss"); where that
+    # gives more than one code point, UnicodeData.txt has no simple mapping and the code point
+    # stays as it is.
+    titled = char.title()
+    return titled if len(titled) == 1 else char
+
+
+@_cached_if_short
+def unicode_casemap(text: str) -> str:
+    """
+    C{text} as the i;unicode-casemap collation compares it (RFC 5051 §2): each code point
+    titlecased, then fully decomposed (NFKD).  RFC 5256 §7: SORT and THREAD collate strings this
+    way (I18NLEVEL=1), as Dovecot does.  Python compares str by code point, which is the order of
+    their UTF-8 octets, so comparing two results is the i;octet comparison RFC 5051 asks for.
+    For ASCII this is i;ascii-casemap (RFC 4790 §9.2): a-z become A-Z, every other octet stays.
+    """
+    if text.isascii():
+        return text.upper()
+    return unicodedata.normalize("NFKD", "".join(map(_title_char, text)))
+
+
+# RFC 5256 §5: subj-blob = "[" *BLOBCHAR "]" *WSP; subj-refwd = ("re" / ("fw" ["d"])) *WSP
+# [subj-blob] ":"; subj-fwd-hdr = "[fwd:".  Step 1 has already made every WSP one space.  Matching
+# is ASCII case-insensitive only, so no Unicode look-alike passes for "re".
+_CASELESS: Final = re.IGNORECASE | re.ASCII
+_BLOB_RUN: Final = re.compile(r"(?:\[[^\[\]]*\] *)*")
+_REFWD: Final = re.compile(r"(?:re|fwd?) *(?:\[[^\[\]]*\] *)?:", _CASELESS)
+_FWD_TRAILER: Final = re.compile(r"\(fwd\)", _CASELESS)
+_FWD_HEADER: Final = re.compile(r"\[fwd:", _CASELESS)
+
+
+@_cached_if_short
+def _base_subject(subject: str) -> tuple[str, bool]:
+    """
+    The RFC 5256 §2.1 base subject and whether extracting it removed a reply or forward marker.
+
+    The text is cut by moving two indices, never by copying or by an unanchored regex search, so
+    the cost stays linear in the subject's length however it is built (a header may be 1 MiB).
+    """
+    text = _WSP.sub(" ", subject)  # step 1: tabs, continuations and runs of them to one space
+    start, end = 0, len(text)
+    reply = False
+    while True:
+        while end > start:  # step 2: subj-trailer, "(fwd)" or WSP, as long as any is left
+            if text[end - 1] == " ":
+                end -= 1
+            elif end - start >= 5 and _FWD_TRAILER.match(text, end - 5, end):
+                end -= 5
+                reply = True
+            else:
+                break
+        while start < end:  # steps 3 and 4, repeated until neither matches (step 5)
+            if text[start] == " ":  # step 3: a subj-leader that is WSP
+                start += 1
+                continue
+            run = _BLOB_RUN.match(text, start, end)
+            assert run is not None  # the pattern matches the empty string
+            refwd = _REFWD.match(text, run.end(), end)
+            if refwd is not None:  # step 3: *subj-blob subj-refwd
+                start = refwd.end()
+                reply = True
+                continue
+            if run.end() == start:
+                break
+            # Step 4 takes one subj-blob at a time while something is left after it, and step 3
+            # cannot match again inside the run (no refwd follows it), so the whole run goes,
+            # but its last blob stays when nothing follows the run.
+            if run.end() < end:
+                start = run.end()
+                continue
+            last = text.rfind("[", start, run.end())
+            if last == start:
+                break
+            start = last
+        # Step 6: "[fwd:" subject "]" is unwrapped, and the rules apply again from step 2.
+        if end - start >= 6 and _FWD_HEADER.match(text, start, end) and text[end - 1] == "]":
+            start, end = start + 5, end - 1
+            reply = True
+            continue
+        return text[start:end], reply
 
 
 def base_subject(subject: str) -> str:
     """
-    RFC 5256 §2.1 base subject of an already decoded subject (step 1 is L{decode_header_value}),
-    casefolded for comparison.
+    RFC 5256 §2.1 base subject of an already decoded subject (step 1's decoding is
+    L{decode_header_value}), as written: compare base subjects by their L{unicode_casemap}.
     """
-    text = _WSP.sub(" ", subject)  # step 1: folding and tabs to one space
-    while True:
-        text = _TRAILER.sub("", text)  # step 2: trailing "(fwd)" and whitespace
-        while True:  # steps 3 and 4, until neither changes anything
-            before = text
-            while (match := _LEADER.match(text)) and match.end() > 0:
-                text = text[match.end() :]
-            blob = _LEADING_BLOB.match(text)
-            if blob is not None and text[blob.end() :]:
-                text = text[blob.end() :]
-            if text == before:
-                break
-        wrapped = _FWD_WRAP.match(text)  # step 5: "[fwd: ...]"
-        if wrapped is None:
-            break
-        text = wrapped.group(1)
-    return _fold(text.strip())
+    return _base_subject(subject)[0]
 
 
-def _first_mailbox(content: Content, name: str) -> str:
-    # RFC 5256 §3: the addr-mailbox of the first address; none sorts as the empty string.
-    for value in content.values(name):
-        for _, address in email.utils.getaddresses([value]):
-            if address:
-                return _fold(address.split("@", 1)[0])
-    return ""
+def is_reply_or_forward(subject: str) -> bool:
+    """
+    RFC 5256 §3 (REFERENCES): a subject is a reply or forward when extracting its base subject
+    removed a subj-refwd (``Re:``, ``Fwd:``), a ``(fwd)`` trailer, or ``[fwd: ...]``.
+    """
+    return _base_subject(subject)[1]
+
+
+def sort_date(candidate: Candidate) -> float:
+    """
+    RFC 5256 §2.2 sent date as a timestamp: the Date header normalized to UTC (no valid zone:
+    taken as UTC), or the INTERNALDATE when there is no Date header or it cannot be parsed.
+    """
+    sent = sent_date(candidate.content)
+    if sent is None:
+        return candidate.message.internal_date
+    if sent.tzinfo is None:
+        sent = sent.replace(tzinfo=datetime.UTC)
+    try:
+        return sent.timestamp()
+    except (OverflowError, ValueError):
+        return candidate.message.internal_date
+
+
+def _unquote(local: bytes) -> bytes:
+    """An addr-spec local part without its quoted-string quoting: ``"a b"`` is ``a b``."""
+    if b'"' not in local:
+        return local
+    out = bytearray()
+    quoted = escaped = False
+    for octet in local:
+        if escaped:
+            out.append(octet)
+            escaped = False
+        elif quoted and octet == 0x5C:
+            escaped = True
+        elif octet == 0x22:
+            quoted = not quoted
+        else:
+            out.append(octet)
+    return bytes(out)
+
+
+def _first_address(content: Content, name: str) -> Address | None:
+    """
+    The first address of the first C{name} field, as the ENVELOPE has it: a group's first
+    address is its start, whose mailbox is the group name (RFC 3501 §7.4.2).
+    """
+    raw = content.raw_values(name)
+    addresses = address_list(bytes(raw[0])) if raw else ()
+    return addresses[0] if addresses else None
+
+
+def _addr_mailbox(content: Content, name: str) -> str:
+    """
+    RFC 5256 §3 FROM, TO and CC: the [IMAP] addr-mailbox of the first address, the empty string
+    when there is none.  For a group (``undisclosed-recipients:;``, ``team: a@x, b@y;``) that is
+    the group name, the addr-mailbox of the group's start in the ENVELOPE (RFC 3501 §7.4.2), as
+    Dovecot sorts it (and dovecot/imaptest's sort-addresses expects).  The value is the mailbox as
+    sent, its quoting removed: ``"a b"@x`` sorts as ``a b``.
+    """
+    first = _first_address(content, name)
+    if first is None or first.mailbox is None:
+        return ""
+    return _text(_unquote(first.mailbox))
+
+
+def _display_name(content: Content, name: str) -> str:
+    """
+    RFC 5957 §7 DISPLAYFROM, DISPLAYTO: the first address's display name, RFC 2047 decoded; when
+    it has none, its addr-spec (a group: its name); the empty string when there is no address.
+    """
+    first = _first_address(content, name)
+    if first is None:
+        return ""
+    if first.name:
+        decoded = decode_header_value(first.name).strip()
+        if decoded:
+            return decoded
+    mailbox = _text(_unquote(first.mailbox or b""))
+    if first.host is None or first.host == MISSING_HOST or first.mailbox == MISSING_MAILBOX:
+        return mailbox
+    return f"{mailbox}@{_text(first.host)}"
+
+
+_STRING_SORT_KEYS: Final = frozenset({"SUBJECT", "FROM", "TO", "CC", "DISPLAYFROM", "DISPLAYTO"})
 
 
 def _sort_key(criterion: str, candidate: Candidate) -> tuple[float, str]:
     """A comparable key: numeric criteria use the float, textual ones the string."""
-    if criterion in ("SUBJECT", "FROM", "TO", "CC"):
-        return 0.0, _sort_text(criterion, candidate.content)
+    if criterion in _STRING_SORT_KEYS:
+        # RFC 5256 §3 and §7: strings collate by i;unicode-casemap; a missing header is the
+        # empty string, which collates before every other.
+        return 0.0, unicode_casemap(_sort_text(criterion, candidate.content))
     return _sort_number(criterion, candidate), ""
 
 
 def _sort_text(criterion: str, content: Content) -> str:
     if criterion == "SUBJECT":
         return base_subject(content.first("subject") or "")
-    return _first_mailbox(content, criterion)
+    if criterion.startswith("DISPLAY"):
+        return _display_name(content, criterion[len("DISPLAY") :])
+    return _addr_mailbox(content, criterion)
 
 
 def _sort_number(criterion: str, candidate: Candidate) -> float:
-    message, content = candidate.message, candidate.content
+    message = candidate.message
     if criterion == "ARRIVAL":
         return message.internal_date
     if criterion == "SIZE":
         return message.size
     if criterion == "DATE":
-        # RFC 5256 §3: the sent date in UTC; when it cannot be determined, the INTERNALDATE.
-        sent = sent_date(content)
-        if sent is not None and sent.tzinfo is not None:
-            return sent.timestamp()
-        if sent is not None:
-            return sent.replace(tzinfo=datetime.UTC).timestamp()
-        return message.internal_date
+        return sort_date(candidate)
     raise ValueError(f"unknown sort key {criterion}")
 
 
