@@ -49,6 +49,7 @@ from strata_twisted.proto.imap_parser import (
     SortCriterion,
     Status,
     Store,
+    Thread,
     decode_mailbox_name,
     encode_mailbox_name,
 )
@@ -625,6 +626,37 @@ def test_sort() -> None:
     )
     for bad in [b"s SORT (DATE) ALL", b"s SORT () UTF-8 ALL", b"s SORT (WEIGHT) UTF-8 ALL"]:
         assert error(bad + b"\r\n").tag == "s"
+
+
+def test_thread() -> None:
+    # RFC 5256 §5: ["UID" SP] "THREAD" SP thread-alg SP search-criteria (a charset first).
+    assert one(b"t THREAD REFERENCES UTF-8 ALL\r\n") == Thread("t", "REFERENCES", "UTF-8", K("ALL"))
+    assert one(b"t UID THREAD orderedsubject us-ascii SINCE 1-Jan-2024 UNSEEN\r\n") == Thread(
+        "t",
+        "ORDEREDSUBJECT",
+        "US-ASCII",
+        K("AND", keys=(K("SINCE", datetime.date(2024, 1, 1)), K("UNSEEN"))),
+        True,
+    )
+    literal = "Grüße".encode()
+    line = b"t THREAD REFERENCES UTF-8 SUBJECT {%d+}\r\n" % len(literal) + literal + b"\r\n"
+    assert one(line) == Thread("t", "REFERENCES", "UTF-8", K("SUBJECT", "Grüße"))
+
+
+def test_thread_refuses_an_unknown_algorithm_with_bad() -> None:
+    assert error(b"t THREAD REFS UTF-8 ALL\r\n") == CommandError(
+        "t", "unknown threading algorithm REFS"
+    )
+
+
+def test_thread_charset_is_mandatory_and_checked_as_for_sort() -> None:
+    assert error(b"t THREAD REFERENCES KOI8-R ALL\r\n") == CommandError(
+        "t", "unsupported charset KOI8-R", "NO", "BADCHARSET"
+    )
+    # Without a charset, "ALL" is taken for one (and refused as one).
+    assert error(b"t THREAD REFERENCES ALL\r\n").code == "BADCHARSET"
+    for bad in [b"t THREAD REFERENCES UTF-8", b"t THREAD", b"t THREAD ", b"t THREAD (REFERENCES)"]:
+        assert error(bad + b"\r\n").status == "BAD"
 
 
 # -- the rest of the extensions -------------------------------------------------------------------

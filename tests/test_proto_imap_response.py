@@ -28,6 +28,7 @@ from strata_twisted.proto.imap_response import (
     Raw,
     ResponseCode,
     Streamed,
+    ThreadNode,
     Value,
     capability_response,
     compact_sequence_set,
@@ -52,6 +53,7 @@ from strata_twisted.proto.imap_response import (
     sort_response,
     status_data_response,
     status_response,
+    thread_response,
 )
 
 # -- strings --------------------------------------------------------------------------------------
@@ -270,6 +272,41 @@ def test_status_search_sort_esearch() -> None:
     assert esearch_response("A283", count=0, all_numbers=[]) == (
         b'* ESEARCH (TAG "A283") COUNT 0\r\n'
     )
+
+
+def test_thread_response_syntax() -> None:
+    # RFC 5256 §4: "(2)(3 6 (4 23)(44 7 96))", the nesting of its example.
+    tree = [
+        ThreadNode(2),
+        ThreadNode(
+            3,
+            (
+                ThreadNode(
+                    6,
+                    (
+                        ThreadNode(4, (ThreadNode(23),)),
+                        ThreadNode(44, (ThreadNode(7, (ThreadNode(96),)),)),
+                    ),
+                ),
+            ),
+        ),
+    ]
+    assert thread_response(tree) == b"* THREAD (2)(3 6 (4 23)(44 7 96))\r\n"
+    assert thread_response([ThreadNode(None, (ThreadNode(3), ThreadNode(5)))]) == (
+        b"* THREAD ((3)(5))\r\n"
+    )
+    # A dummy with one child, or inside a thread, stands aside; one with none is left out.
+    lone = ThreadNode(None, (ThreadNode(1, (ThreadNode(None, (ThreadNode(2), ThreadNode(3))),)),))
+    assert thread_response([lone, ThreadNode(None)]) == b"* THREAD (1 (2)(3))\r\n"
+
+
+def test_thread_response_writes_any_depth() -> None:
+    # A chain of only children is written flat, without recursion, however long it is.
+    chain = ThreadNode(5000)
+    for number in range(4999, 0, -1):
+        chain = ThreadNode(number, (chain,))
+    expected = b"* THREAD (" + b" ".join(b"%d" % n for n in range(1, 5001)) + b")\r\n"
+    assert thread_response([chain]) == expected
 
 
 def test_id_response() -> None:

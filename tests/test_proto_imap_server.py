@@ -15,7 +15,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from strata_twisted.proto.imap_parser import Fetch, ListMailboxes, Simple
+from strata_twisted.proto.imap_parser import Fetch, ListMailboxes, SearchKey, Simple, Thread
 from strata_twisted.proto.imap_response import ResponseCode, exists_response
 from strata_twisted.proto.imap_server import (
     NEED_DATA,
@@ -50,7 +50,7 @@ DEFAULT_LIMITS = ServerLimits()
 PRE_CAPS = "IMAP4rev1 LITERAL+ SASL-IR ID ENABLE IDLE"
 POST_CAPS = (
     "IMAP4rev1 LITERAL+ IDLE NAMESPACE UIDPLUS MOVE UNSELECT ID ENABLE SPECIAL-USE "
-    "LIST-EXTENDED LIST-STATUS CONDSTORE ESEARCH SORT"
+    "LIST-EXTENDED LIST-STATUS CONDSTORE ESEARCH SORT THREAD=ORDEREDSUBJECT THREAD=REFERENCES"
 )
 PASSWORD = "secret"  # noqa: S105 - the scripted adapter's test password
 PORTAL_CLOSED = "Your primary mail server is working; please use your usual mail app."
@@ -395,6 +395,13 @@ def test_commands_refused(data: bytes, expected: str | None) -> None:
         assert last.startswith("* BAD ")
 
 
+def test_thread_needs_a_selected_mailbox() -> None:
+    assert replies(b"t THREAD REFERENCES UTF-8 ALL\r\n")[-1] == "t BAD Log in first"
+    assert replies(LOGIN + b"t UID THREAD REFERENCES UTF-8 ALL\r\n")[-1] == (
+        "t BAD No mailbox selected"
+    )
+
+
 def test_refused_commands_do_not_reach_the_backend() -> None:
     _, adapter = session([LOGIN + b"x FETCH 1 FLAGS\r\ny EXPUNGE\r\n"])
     assert not any(isinstance(e, BackendCommand) for e in adapter.events)
@@ -583,6 +590,23 @@ def test_close_and_unselect_leave_the_selected_state(verb: bytes) -> None:
 
 
 # -- backend commands -----------------------------------------------------------------------------
+
+
+def test_thread_passes_through_like_sort() -> None:
+    # RFC 5256 §3: the engine hands THREAD over as parsed; an unknown algorithm is BAD at once.
+    sent, adapter = session(
+        [
+            LOGIN
+            + b"s SELECT INBOX\r\nt UID THREAD REFERENCES UTF-8 UNSEEN\r\nb THREAD X UTF-8 ALL\r\n"
+        ]
+    )
+    commands = [e.command for e in adapter.events if isinstance(e, BackendCommand)]
+    assert commands == [Thread("t", "REFERENCES", "UTF-8", SearchKey("UNSEEN"), uid=True)]
+    assert lines(sent)[-3:] == [
+        "* BACKEND THREAD",
+        "t OK THREAD completed",
+        "b BAD unknown threading algorithm X",
+    ]
 
 
 def test_backend_command_passes_through_and_is_completed() -> None:

@@ -13,7 +13,7 @@ L{IMAPCommandParser.expect_authenticate_response} after each challenge it writes
 The grammar is RFC 3501 §9 with the commands and arguments of LITERAL+ (RFC 7888), IDLE (RFC 2177),
 NAMESPACE (RFC 2342), UIDPLUS (RFC 4315), MOVE (RFC 6851), UNSELECT (RFC 3691), ID (RFC 2971),
 ENABLE (RFC 5161), LIST-EXTENDED (RFC 5258), SPECIAL-USE (RFC 6154), LIST-STATUS (RFC 5819),
-CONDSTORE (RFC 7162), ESEARCH (RFC 4731), SORT (RFC 5256) and SASL-IR (RFC 4959).
+CONDSTORE (RFC 7162), ESEARCH (RFC 4731), SORT and THREAD (RFC 5256) and SASL-IR (RFC 4959).
 
 Literals.  A synchronizing literal ``{n}`` yields L{ContinuationRequired} (or L{AppendStart} for the
 message of an APPEND); the parser reads none of its octets until the server calls
@@ -82,6 +82,7 @@ __all__ = [
     "SortCriterion",
     "Status",
     "Store",
+    "Thread",
     "decode_mailbox_name",
     "encode_mailbox_name",
 ]
@@ -483,6 +484,22 @@ class Sort:
 
 
 @dataclass(frozen=True)
+class Thread:
+    """
+    [UID] THREAD (RFC 5256 §3): ``algorithm`` upper-cased, ORDEREDSUBJECT or REFERENCES (any
+    other is refused with BAD), ``charset`` as given (upper-cased), strings in ``key`` decoded
+    with it, as for SORT.
+    """
+
+    tag: str
+    algorithm: str
+    charset: str
+    key: SearchKey
+    uid: bool = False
+    name: ClassVar[str] = "THREAD"
+
+
+@dataclass(frozen=True)
 class Expunge:
     """EXPUNGE, or UID EXPUNGE with its UID set (RFC 4315 §2.1)."""
 
@@ -524,6 +541,7 @@ Command: TypeAlias = (
     | Copy
     | Search
     | Sort
+    | Thread
     | Expunge
     | Enable
     | Id
@@ -683,7 +701,10 @@ _SEARCH_CHARSETS: Final = {"US-ASCII": "ascii", "UTF-8": "utf-8"}
 _SORT_KEYS: Final = frozenset(
     {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
 )
-_UID_COMMANDS: Final = frozenset({"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "SORT", "EXPUNGE"})
+_THREAD_ALGORITHMS: Final = frozenset({"ORDEREDSUBJECT", "REFERENCES"})  # RFC 5256 §3
+_UID_COMMANDS: Final = frozenset(
+    {"COPY", "MOVE", "FETCH", "SEARCH", "STORE", "SORT", "THREAD", "EXPUNGE"}
+)
 _SIMPLE_COMMANDS: Final = frozenset(
     {"CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "CHECK", "CLOSE", "IDLE", "NAMESPACE", "UNSELECT"}
 )
@@ -1286,6 +1307,19 @@ def _parse_sort(cur: _Cursor, tag: str, name: str, uid: bool) -> Command:
     return Sort(tag, tuple(criteria), charset, key, return_options, uid)
 
 
+def _parse_thread(cur: _Cursor, tag: str, name: str, uid: bool) -> Command:
+    # RFC 5256 §5: thread = ["UID" SP] "THREAD" SP thread-alg SP search-criteria, where
+    # search-criteria = charset 1*(SP search-key): the charset is mandatory, as for SORT.
+    cur.sp()
+    algorithm = cur.keyword()
+    if algorithm not in _THREAD_ALGORITHMS:
+        raise _SyntaxError(f"unknown threading algorithm {algorithm}")
+    cur.sp()
+    charset, codec = _charset(cur)
+    cur.sp()
+    return Thread(tag, algorithm, charset, _search_keys(cur, codec), uid)
+
+
 def _parse_expunge(cur: _Cursor, tag: str, name: str, uid: bool) -> Command:
     if not uid:
         return Expunge(tag)
@@ -1347,6 +1381,7 @@ _COMMANDS: Final[dict[str, _Reader]] = {
     "MOVE": _parse_copy,
     "SEARCH": _parse_search,
     "SORT": _parse_sort,
+    "THREAD": _parse_thread,
     "EXPUNGE": _parse_expunge,
     "ENABLE": _parse_enable,
     "ID": _parse_id,

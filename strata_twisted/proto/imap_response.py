@@ -31,6 +31,7 @@ __all__ = [
     "ResponseCode",
     "StatusName",
     "Streamed",
+    "ThreadNode",
     "Value",
     "capability_response",
     "compact_sequence_set",
@@ -55,6 +56,7 @@ __all__ = [
     "sort_response",
     "status_data_response",
     "status_response",
+    "thread_response",
 ]
 
 StatusName: TypeAlias = Literal["OK", "NO", "BAD", "BYE", "PREAUTH"]
@@ -406,6 +408,80 @@ def search_response(numbers: Iterable[int], modseq: int | None = None) -> bytes:
 def sort_response(numbers: Iterable[int]) -> bytes:
     """``* SORT 2 3 6`` (RFC 5256 §4), in the order given."""
     return _untagged(b"SORT", *[b"%d" % n for n in numbers])
+
+
+@dataclass(frozen=True)
+class ThreadNode:
+    """
+    One member of a THREAD response (RFC 5256 §4): a message number (sequence number or UID), or
+    None for a dummy, a parent that is not among the results (its children are then siblings
+    under no message: ``((3)(5))``), and the node's children in order.  A reply chain can be
+    thousands deep: L{thread_response} walks it without recursion, but comparing or printing
+    such a tree (the dataclass's own methods) recurses.
+    """
+
+    number: int | None
+    children: tuple[ThreadNode, ...] = ()
+
+
+def _real_children(children: Iterable[ThreadNode]) -> list[ThreadNode]:
+    """The children with every dummy among them replaced by its own children, in order."""
+    out: list[ThreadNode] = []
+    pending = list(children)[::-1]
+    while pending:
+        node = pending.pop()
+        if node.number is None:
+            pending.extend(reversed(node.children))
+        else:
+            out.append(node)
+    return out
+
+
+def _number(node: ThreadNode) -> bytes:
+    assert node.number is not None  # _real_children leaves no dummies
+    return b"%d" % node.number
+
+
+def thread_response(threads: Iterable[ThreadNode]) -> bytes:
+    """
+    ``* THREAD (2)(3 6 (4 23)(44 7 96))`` (RFC 5256 §4): each thread a parenthesized list, a
+    chain of only children written flat (``3 6``), where a message has several children each
+    child's sub-thread in its own list, one after the other (``thread-nested = 2*thread-list``),
+    and a dummy at the top with several children as a list of their lists (``((3)(5))``).  A
+    dummy anywhere else, or with one child, stands aside for its children; one without any is
+    left out.  The tree is walked without recursion, so a reply chain of any length is written.
+    """
+    out: list[bytes] = []
+    # A stack of what is still to write: bytes as they are, a ThreadNode as its thread-members.
+    for root in threads:
+        members = _real_children([root]) if root.number is None else [root]
+        if not members:
+            continue
+        pending: list[bytes | ThreadNode] = [b")"]
+        if len(members) == 1:
+            pending.append(members[0])
+        else:
+            for child in reversed(members):
+                pending += [b")", child, b"("]
+        out.append(b"(")
+        while pending:
+            item = pending.pop()
+            if isinstance(item, bytes):
+                out.append(item)
+                continue
+            # thread-members: the number, the numbers of a chain of only children, then the
+            # sub-threads of the first message with several.
+            numbers = [_number(item)]
+            children = _real_children(item.children)
+            while len(children) == 1:
+                numbers.append(_number(children[0]))
+                children = _real_children(children[0].children)
+            out.append(b" ".join(numbers))
+            if children:
+                out.append(b" ")
+                for child in reversed(children):
+                    pending += [b")", child, b"("]
+    return _untagged(b"THREAD", b"".join(out)) if out else _untagged(b"THREAD")
 
 
 def esearch_response(

@@ -291,6 +291,9 @@ _LOGGED_IN_CAPABILITIES: Final = (
     "CONDSTORE",
     "ESEARCH",
     "SORT",
+    # RFC 5256 §3: the threading algorithms, each one a capability.
+    "THREAD=ORDEREDSUBJECT",
+    "THREAD=REFERENCES",
 )
 _ENABLEABLE: Final = frozenset({"CONDSTORE"})
 # RFC 2342 §5: the personal namespace is "" with "/" as delimiter; no other users', no shared.
@@ -349,7 +352,7 @@ _TABLE: Final[dict[str, _Row]] = {
     **{
         name: _Row(_SELECTED, _NEED_MAILBOX)
         for name in ("CHECK", "CLOSE", "UNSELECT", "EXPUNGE", "SEARCH", "FETCH", "STORE", "COPY")
-        + ("MOVE", "SORT")
+        + ("MOVE", "SORT", "THREAD")
     },
 }
 
