@@ -100,9 +100,9 @@ def parse(data: bytes, limits: ParserLimits = DEFAULT) -> list[Event]:
     return drive([data], limits)[0]
 
 
-def one(data: bytes) -> Event:
+def one(data: bytes, limits: ParserLimits = DEFAULT) -> Event:
     """The single command event ``data`` holds (continuation requests left out)."""
-    events = [e for e in parse(data) if not isinstance(e, ContinuationRequired)]
+    events = [e for e in parse(data, limits) if not isinstance(e, ContinuationRequired)]
     assert len(events) == 1, events
     return events[0]
 
@@ -671,7 +671,60 @@ def test_enable_and_id() -> None:
     )
     assert one(b"i ID ()\r\n") == Id("i", ())
     too_many = b"i ID (" + b" ".join(b'"k%d" "v"' % n for n in range(31)) + b")\r\n"
-    assert error(too_many).tag == "i"
+    assert error(too_many) == CommandError("i", "ID has more than 30 field-value pairs (RFC 2971)")
+
+
+PREAUTH = ParserLimits(max_line_length=8192, max_literal_size=8192, max_append_size=0)
+
+
+def id_command(pairs: int = 30, field: int = 30, value: int = 1024, escaped: bool = False) -> bytes:
+    """An ID of C{pairs} quoted pairs of these lengths; C{escaped}: each value octet is ``\\"``."""
+    octet = b'\\"' if escaped else b"v"
+
+    def pair(n: int) -> bytes:
+        name = (b"f%02d" % n).ljust(field, b"x")
+        return b'"' + name + b'" "' + octet * value + b'"'
+
+    return b"i ID (" + b" ".join(pair(n) for n in range(pairs)) + b")\r\n"
+
+
+def test_a_legal_id_of_30_long_pairs_is_read_before_login() -> None:
+    # RFC 2971 §3.3 allows 30 pairs, fields of 30 octets and values of 1024: imaptest's "id" test
+    # sends such an ID before login, about 32 KiB on one line, and it was refused as too long.
+    for data in [id_command(), id_command(escaped=True)]:
+        assert len(data) > PREAUTH.max_line_length
+        event = one(data, PREAUTH)
+        assert isinstance(event, Id) and event.parameters is not None
+        assert len(event.parameters) == 30
+        assert {len(v or "") for _, v in event.parameters} == {1024}
+    # Every string a literal: 60 literals, more than max_literals.
+    literal = b"{1024+}\r\n" + b"v" * 1024
+    pairs = b" ".join(
+        b"{30+}\r\n" + (b"f%02d" % n).ljust(30, b"x") + b" " + literal for n in range(30)
+    )
+    event = one(b"i ID (" + pairs + b")\r\n", PREAUTH)
+    assert isinstance(event, Id) and event.parameters is not None and len(event.parameters) == 30
+
+
+@pytest.mark.parametrize(
+    ("data", "text"),
+    [
+        (id_command(field=31), "ID field longer than 30 octets (RFC 2971)"),
+        (id_command(value=1025), "ID value longer than 1024 octets (RFC 2971)"),
+        (id_command(pairs=31), "ID has more than 30 field-value pairs (RFC 2971)"),
+        (id_command(pairs=31, escaped=True), "command line too long"),
+    ],
+)
+def test_an_id_beyond_rfc_2971_is_refused(data: bytes, text: str) -> None:
+    assert error(data, PREAUTH) == CommandError("i", text)
+    # The parser keeps its place: the next command is read.
+    events = parse(data + b"n NOOP\r\n", PREAUTH)
+    assert events[-1] == Simple("n", "NOOP")
+
+
+def test_only_id_gets_the_longer_line() -> None:
+    long_login = b"a LOGIN " + b"u" * 9000 + b" p\r\n"
+    assert error(long_login, PREAUTH) == CommandError("a", "command line too long")
 
 
 def test_authenticate_with_and_without_initial_response() -> None:

@@ -447,6 +447,24 @@ def test_id_in_any_state() -> None:
     ]
 
 
+def test_a_legal_id_of_30_long_pairs_before_login() -> None:
+    # RFC 2971 §3.3: up to 30 pairs, fields of 30 octets, values of 1024 (imaptest's "id" test,
+    # about 32 KiB on one line) is legal before login, where other lines stay short.
+    pairs = b" ".join(
+        b'"%s" "%s"' % ((b"f%02d" % n).ljust(30, b"x"), b"v" * 1024) for n in range(30)
+    )
+    data = b"i ID (" + pairs + b")\r\n"
+    assert len(data) > DEFAULT_LIMITS.preauth_line_length
+    assert replies(data + b"n NOOP\r\n") == [
+        '* ID ("name" "Strata")',
+        "i OK ID completed",
+        "n OK NOOP completed",
+    ]
+    too_long = b"i ID (" + pairs + b' "f31" "v")\r\n'
+    assert replies(too_long)[-1] == "i BAD ID has more than 30 field-value pairs (RFC 2971)"
+    assert replies(b"a LOGIN " + b"u" * 9000 + b" p\r\n")[-1] == "a BAD command line too long"
+
+
 def origins(adapter: Adapter) -> list[str | None]:
     return [e.origin for e in adapter.events if isinstance(e, LoginRequest)]
 

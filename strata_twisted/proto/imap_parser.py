@@ -25,7 +25,9 @@ bytes come, so the server can write it to storage as it goes.
 
 Limits (L{ParserLimits}, changeable between commands through L{IMAPCommandParser.limits}): the
 octets of one command outside its literals, the size of any other literal, the size of an APPEND
-message, and the number of literals in one command.  A command that breaks one yields
+message, and the number of literals in one command.  An ID command may always be as long as the
+longest legal ID (RFC 2971 §3.3: 30 pairs, fields of 30 octets, values of 1024), whatever the
+line limit; what goes beyond RFC 2971's limits is refused.  A command that breaks one yields
 L{CommandError} and the parser keeps its place in the stream: the rest of an over-long line is
 dropped up to its end, a too-large synchronizing literal is refused before the client sends it, and
 a too-large non-synchronizing literal is read and thrown away, never stored.
@@ -656,7 +658,17 @@ _LITERAL_MARK: Final = 0  # a NUL in the assembled command text stands for the n
 _MAX_NUMBER: Final = 2**32 - 1  # RFC 3501 §9: number is an unsigned 32-bit integer
 _MAX_MODSEQ: Final = 2**63 - 1  # RFC 7162 §7: mod-sequence-value is at most 63 bits
 _MAX_DEPTH: Final = 32  # SEARCH nesting; deeper is refused rather than recursed into
-_MAX_ID_PAIRS: Final = 30  # RFC 2971 §3.3
+# RFC 2971 §3.3: "Field strings MUST NOT be longer than 30 octets.  Value strings MUST NOT be
+# longer than 1024 octets.  Implementations MUST NOT send more than 30 field-value pairs."
+_MAX_ID_PAIRS: Final = 30
+_MAX_ID_FIELD: Final = 30
+_MAX_ID_VALUE: Final = 1024
+# The longest legal ID line outside literals: every pair quoted with every octet escaped, one
+# space after each string, "tag ID (" ")" and 1 KiB for the tag.  About 63 KiB.
+_MAX_ID_LINE: Final = 1024 + len(" ID ()") + _MAX_ID_PAIRS * (
+    (2 + 2 * _MAX_ID_FIELD + 1) + (2 + 2 * _MAX_ID_VALUE + 1)
+)
+_ID_COMMAND: Final = re.compile(rb"[\x21-\x7e]+ ID[ (]", re.IGNORECASE)
 
 _SYSTEM_FLAGS: Final = {
     f.upper(): f for f in ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft", "\\Recent")
@@ -1350,8 +1362,14 @@ def _parse_id(cur: _Cursor, tag: str, name: str, uid: bool) -> Command:
         pairs.append((_utf8(key), None if value is None else _utf8(value)))
 
     cur.parenthesized(pair, allow_empty=True)
+    # RFC 2971 §3.3's limits, refused as such.
     if len(pairs) > _MAX_ID_PAIRS:
-        raise _SyntaxError("too many ID parameters")
+        raise _SyntaxError(f"ID has more than {_MAX_ID_PAIRS} field-value pairs (RFC 2971)")
+    for key, value in pairs:
+        if len(key.encode("utf-8", "surrogateescape")) > _MAX_ID_FIELD:
+            raise _SyntaxError(f"ID field longer than {_MAX_ID_FIELD} octets (RFC 2971)")
+        if value is not None and len(value.encode("utf-8", "surrogateescape")) > _MAX_ID_VALUE:
+            raise _SyntaxError(f"ID value longer than {_MAX_ID_VALUE} octets (RFC 2971)")
     return Id(tag, tuple(pairs))
 
 
@@ -1634,8 +1652,17 @@ class IMAPCommandParser:
         del buf[: end + 1]
         return line
 
+    def _is_id(self) -> bool:
+        """Whether the command being read is ID (its tag and name are in already)."""
+        return _ID_COMMAND.match(self._text or self._buffer[:64]) is not None
+
     def _read_command_line(self) -> Event | NeedData | None:
-        allowance = max(self.limits.max_line_length - len(self._text), 0)
+        limit = self.limits.max_line_length
+        if limit < _MAX_ID_LINE and self._is_id():
+            # A legal ID (RFC 2971 §3.3) is accepted even where lines are short (before login);
+            # _parse_id refuses what goes beyond RFC 2971's limits.
+            limit = _MAX_ID_LINE
+        allowance = max(limit - len(self._text), 0)
         line = self._take_line(allowance)
         if line is None:
             return NEED_DATA
@@ -1661,7 +1688,11 @@ class IMAPCommandParser:
         self._literal_count += 1
         if tag is None:
             return self._refuse_literal(None, size, synchronizing, "bad tag")
-        if self._literal_count > self.limits.max_literals:
+        # An ID may send each of its strings as a literal: 2 per pair (RFC 2971 §3.3).
+        most = self.limits.max_literals
+        if most < 2 * _MAX_ID_PAIRS and _ID_COMMAND.match(self._text):
+            most = 2 * _MAX_ID_PAIRS
+        if self._literal_count > most:
             return self._refuse_literal(tag, size, synchronizing, "too many literals")
         try:
             head = _append_head(bytes(self._text), self._literals)
