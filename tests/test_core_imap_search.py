@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import base64
 import datetime
+import functools
 import io
+import operator
+from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -35,11 +38,13 @@ from strata_twisted.core.imap_search import (
 )
 from strata_twisted.model import MailMessage
 from strata_twisted.proto.imap_parser import (
+    MAX_SEARCH_DEPTH,
     IMAPCommandParser,
     NeedData,
     SearchKey,
     SortCriterion,
 )
+from strata_twisted.proto.imap_server import mentions_modseq
 from strata_twisted.proto.mime import index_message
 
 
@@ -673,6 +678,44 @@ def test_sort_display_from_and_to() -> None:
     ]
     assert by("DISPLAYFROM", *froms) == [5, 3, 2, 4, 1]
     assert by("DISPLAYTO", b"To: Zed <a@x.example>", b"To: b@x.example") == [2, 1]
+
+
+def with_headroom(frames: int, call: Callable[[], object]) -> object:
+    """Run C{call} with only C{frames} levels of Python's recursion limit left."""
+
+    def room(n: int) -> int:  # how many more calls fit below the limit, found by trying
+        try:
+            return room(n + 1)
+        except RecursionError:
+            return n
+
+    def descend(n: int) -> object:
+        return call() if n <= 0 else descend(n - 1)
+
+    return descend(room(0) - frames)
+
+
+def test_criteria_at_the_nesting_bound_stay_far_from_the_recursion_limit() -> None:
+    # MAX_SEARCH_DEPTH bounds what the recursive walks of a SearchKey tree meet: the matcher, the
+    # planner, the engine's MODSEQ check, and the dataclass's own ==, hash and repr must each
+    # fit in 300 frames at that depth (a server's stack is far shallower than the other 700).
+    alternating = "ALL"
+    for level in range(MAX_SEARCH_DEPTH):
+        alternating = f"(FROM x {alternating})" if level % 2 else f"OR SUBJECT z {alternating}"
+    for criteria in [alternating, "NOT " * MAX_SEARCH_DEPTH + "ALL"]:
+        tree, again = key(criteria), key(criteria)
+        candidate = msg(PLAIN)
+        checks: list[Callable[[], object]] = [
+            functools.partial(matches, tree, candidate, MAILBOX),
+            functools.partial(search, tree, [candidate], MAILBOX),
+            functools.partial(plan, tree),
+            functools.partial(mentions_modseq, tree),
+            functools.partial(operator.eq, tree, again),
+            functools.partial(hash, tree),
+            functools.partial(repr, tree),
+        ]
+        for check in checks:
+            with_headroom(300, check)
 
 
 # -- properties -----------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from strata_twisted.proto.imap_parser import (
+    MAX_SEARCH_DEPTH,
     NEED_DATA,
     AppendData,
     AppendEnd,
@@ -576,6 +577,60 @@ def test_search_keys(criteria: bytes, key: SearchKey) -> None:
     assert one(b"s SEARCH " + criteria + b"\r\n") == Search("s", key)
 
 
+def nested(levels: int) -> bytes:
+    """Criteria nesting C{levels} deep: lists and ORs in turn, none to be merged away."""
+    criteria = b"ALL"
+    for level in range(levels):
+        criteria = b"(SEEN " + criteria + b")" if level % 2 == 0 else b"OR DRAFT " + criteria
+    return criteria
+
+
+def depth(key: SearchKey) -> int:
+    """Operators above the deepest key (0 for a key alone)."""
+    deepest, pending = 0, [(key, 0)]
+    while pending:
+        node, level = pending.pop()
+        deepest = max(deepest, level)
+        pending.extend((k, level + 1) for k in node.keys)
+    return deepest
+
+
+def searched(criteria: bytes) -> SearchKey:
+    event = one(b"s SEARCH " + criteria + b"\r\n")
+    assert isinstance(event, Search), event
+    return event.key
+
+
+def test_ordinary_nesting_is_read_and_kept_flat() -> None:
+    # Issue 12: criteria of ordinary depth got "BAD search criteria nested too deeply" (the cap
+    # was 32 levels of "(", NOT and OR).  Dovecot reads any nesting its line length allows; so
+    # does this parser now, without recursion.  Chains of AND and of OR are merged (the same
+    # search), so long ones stay flat.
+    seen, draft = K("SEEN"), K("DRAFT")
+    chain = 5000  # the left-nested OR chain a client makes of many alternatives
+    assert searched(b"OR " * chain + b"SEEN " * chain + b"SEEN") == K(
+        "OR", keys=(seen,) * (chain + 1)
+    )
+    assert searched(b"OR SEEN " * chain + b"DRAFT") == K("OR", keys=(seen,) * chain + (draft,))
+    assert searched(b"(" * chain + b"SEEN" + b")" * chain) == seen
+    assert searched(b"((SEEN DRAFT) (SEEN (DRAFT))) SEEN") == K(
+        "AND", keys=(seen, draft, seen, draft, seen)
+    )
+
+
+def test_nesting_up_to_the_bound_and_not_beyond() -> None:
+    assert MAX_SEARCH_DEPTH == 64
+    for criteria in [nested(MAX_SEARCH_DEPTH), b"NOT " * MAX_SEARCH_DEPTH + b"ALL"]:
+        assert depth(searched(criteria)) == MAX_SEARCH_DEPTH
+    for criteria in [nested(MAX_SEARCH_DEPTH + 1), b"NOT " * (MAX_SEARCH_DEPTH + 1) + b"ALL"]:
+        assert error(b"s SEARCH " + criteria + b"\r\n") == CommandError(
+            "s", "search criteria nested too deeply"
+        )
+    # As deep as the line allows, without recursing: refused, and the parser reads on.
+    events = parse(b"s SEARCH " + b"NOT (" * 10000 + b"ALL" + b")" * 10000 + b"\r\nn NOOP\r\n")
+    assert events == [CommandError("s", "search criteria nested too deeply"), Simple("n", "NOOP")]
+
+
 def test_search_charset_return_and_uid() -> None:
     line = 's UID SEARCH RETURN (MIN COUNT) CHARSET utf-8 SUBJECT "Grüße"\r\n'.encode()
     assert one(line) == Search("s", K("SUBJECT", "Grüße"), "UTF-8", ("MIN", "COUNT"), True)
@@ -604,8 +659,10 @@ def test_search_unknown_charset_is_no_badcharset() -> None:
         b"NOT",
         b"RETURN (BOGUS) ALL",
         b"LARGER x",
-        b"(" * 40 + b"ALL" + b")" * 40,  # deeper than the nesting cap
-        b"NOT " * 40 + b"ALL",
+        b"()",
+        b"(SEEN))",
+        b"OR SEEN FLAGGED)",
+        b"NOT(SEEN)",
     ],
 )
 def test_search_malformed(criteria: bytes) -> None:

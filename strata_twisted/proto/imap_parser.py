@@ -43,6 +43,7 @@ import binascii
 import datetime
 import enum
 import re
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import ClassVar, Final, Literal, TypeAlias
@@ -85,6 +86,7 @@ __all__ = [
     "Status",
     "Store",
     "Thread",
+    "MAX_SEARCH_DEPTH",
     "decode_mailbox_name",
     "encode_mailbox_name",
 ]
@@ -205,6 +207,10 @@ class SearchKey:
     keys, ``OR`` and ``NOT`` for those.  ``value`` is its argument (a str for strings and keywords,
     an int for LARGER/SMALLER/MODSEQ, a date, or a L{SequenceSet}); ``field`` is the HEADER field
     name; ``keys`` are the operands of AND, OR and NOT.
+
+    AND and OR have two operands or more: the parser merges an AND that is an operand of an AND
+    into it, and an OR into an OR (``OR OR a b c`` is OR of a, b and c), and a list of one key is
+    that key.  A tree from the parser nests at most L{MAX_SEARCH_DEPTH} deep.
     """
 
     name: str
@@ -657,7 +663,17 @@ _NAME_CHARS: Final = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstu
 _LITERAL_MARK: Final = 0  # a NUL in the assembled command text stands for the next literal
 _MAX_NUMBER: Final = 2**32 - 1  # RFC 3501 §9: number is an unsigned 32-bit integer
 _MAX_MODSEQ: Final = 2**63 - 1  # RFC 7162 §7: mod-sequence-value is at most 63 bits
-_MAX_DEPTH: Final = 32  # SEARCH nesting; deeper is refused rather than recursed into
+MAX_SEARCH_DEPTH: Final = 64
+"""
+How deeply SEARCH criteria may nest: NOT, OR and parenthesized lists one inside another, counted
+after merging an AND into the AND it is in (an OR into its OR), so that ``OR OR OR a b c d`` and
+``((((a))))`` are flat however long they are.  Deeper criteria are refused with BAD.  The parser
+reads any nesting without recursion; this bound keeps recursive walks of a L{SearchKey} tree (the
+matcher, the planner, the dataclass's own ==, hash and repr: up to 4 levels of Python's recursion
+count per level) within about 270 of Python's 1000.  Dovecot has no bound below its line
+length, but no client nests alternating lists and ORs anywhere near this deep; long chains of one
+operator, which clients do send, are flat here.
+"""
 # RFC 2971 §3.3: "Field strings MUST NOT be longer than 30 octets.  Value strings MUST NOT be
 # longer than 1024 octets.  Implementations MUST NOT send more than 30 field-value pairs."
 _MAX_ID_PAIRS: Final = 30
@@ -665,8 +681,10 @@ _MAX_ID_FIELD: Final = 30
 _MAX_ID_VALUE: Final = 1024
 # The longest legal ID line outside literals: every pair quoted with every octet escaped, one
 # space after each string, "tag ID (" ")" and 1 KiB for the tag.  About 63 KiB.
-_MAX_ID_LINE: Final = 1024 + len(" ID ()") + _MAX_ID_PAIRS * (
-    (2 + 2 * _MAX_ID_FIELD + 1) + (2 + 2 * _MAX_ID_VALUE + 1)
+_MAX_ID_LINE: Final = (
+    1024
+    + len(" ID ()")
+    + _MAX_ID_PAIRS * ((2 + 2 * _MAX_ID_FIELD + 1) + (2 + 2 * _MAX_ID_VALUE + 1))
 )
 _ID_COMMAND: Final = re.compile(rb"[\x21-\x7e]+ ID[ (]", re.IGNORECASE)
 
@@ -734,7 +752,6 @@ class _Cursor:
         self.pos = 0
         self.literals = literals
         self.next_literal = 0
-        self.depth = 0
 
     def at_end(self) -> bool:
         return self.pos >= len(self.text)
@@ -1221,30 +1238,124 @@ def _charset(cur: _Cursor) -> tuple[str, str]:
     return charset, codec
 
 
+@dataclass
+class _Merged:
+    """
+    An AND or OR not yet made a L{SearchKey}: its operands in a deque, so that merging it into
+    an AND (OR) around it adds only the other operands, at either end.  A chain of thousands of
+    ORs, nested to the left (``OR OR OR a b c d``) or to the right (``OR a OR b OR c d``), costs
+    time in proportion to its length, not its square.
+    """
+
+    name: Literal["AND", "OR"]
+    keys: deque[SearchKey]
+    depth: int
+
+
+_Operand: TypeAlias = "SearchKey | _Merged"
+
+
+def _finished(operand: _Operand) -> SearchKey:
+    if isinstance(operand, _Merged):
+        return SearchKey(operand.name, keys=tuple(operand.keys))
+    return operand
+
+
+@dataclass
+class _Open:
+    """A search-key being read: a parenthesized list, an OR or a NOT, or the top level."""
+
+    name: Literal["AND", "OR", "NOT", "TOP"]
+    operands: list[tuple[_Operand, int]]  # the operands read so far, each with its depth
+
+
+def _combined(
+    name: Literal["AND", "OR"], operands: list[tuple[_Operand, int]]
+) -> tuple[_Operand, int]:
+    """
+    AND or OR of the operands, and its depth.  An operand that is itself an AND (OR) gives its
+    operands instead (the same search, by associativity); a list of one key is that key.
+    """
+    if len(operands) == 1:
+        return operands[0]
+    same = [i for i, (op, _) in enumerate(operands) if isinstance(op, _Merged) and op.name == name]
+    base = max(same, key=lambda i: len(operands[i][0].keys), default=None)
+    keys: deque[SearchKey] = deque()
+    depth = 0
+    if base is not None:
+        merged = operands[base][0]
+        assert isinstance(merged, _Merged)
+        keys, depth = merged.keys, operands[base][1] - 1
+    before = operands[:base] if base is not None else []
+    after = operands[base + 1 :] if base is not None else operands
+    for operand, operand_depth in reversed(before):
+        if isinstance(operand, _Merged) and operand.name == name:
+            keys.extendleft(reversed(operand.keys))
+            depth = max(depth, operand_depth - 1)
+        else:
+            keys.appendleft(_finished(operand))
+            depth = max(depth, operand_depth)
+    for operand, operand_depth in after:
+        if isinstance(operand, _Merged) and operand.name == name:
+            keys.extend(operand.keys)
+            depth = max(depth, operand_depth - 1)
+        else:
+            keys.append(_finished(operand))
+            depth = max(depth, operand_depth)
+    return _Merged(name, keys, depth + 1), depth + 1
+
+
 def _search_keys(cur: _Cursor, codec: str) -> SearchKey:
-    """1*(SP search-key) after the first space: one key, or AND of several."""
-    keys = [_search_key(cur, codec)]
-    while cur.try_sp():
-        keys.append(_search_key(cur, codec))
-    return keys[0] if len(keys) == 1 else SearchKey("AND", keys=tuple(keys))
+    """
+    1*(SP search-key) after the first space: one key, or AND of several.  Read without recursion
+    (a stack of the keys open), so nesting costs memory, not Python stack; the tree it makes is
+    refused when it nests more than L{MAX_SEARCH_DEPTH} deep (depth MAX_SEARCH_DEPTH + 1, a key
+    alone being depth 1).
+    """
+    stack = [_Open("TOP", [])]
+    while True:
+        # The start of one search-key: "(" or NOT or OR opens one; anything else is whole.
+        if cur.peek() == 0x28:
+            cur.pos += 1
+            stack.append(_Open("AND", []))
+            continue
+        word = cur.peek_keyword()
+        if word in ("NOT", "OR"):
+            cur.pos += len(word)
+            cur.sp()
+            stack.append(_Open("NOT" if word == "NOT" else "OR", []))
+            continue
+        done: tuple[_Operand, int] = (_search_key(cur, codec), 1)
+        # Close every key this one completes.
+        while True:
+            if done[1] > MAX_SEARCH_DEPTH + 1:
+                raise _SyntaxError("search criteria nested too deeply")
+            top = stack[-1]
+            top.operands.append(done)
+            if top.name == "NOT":
+                stack.pop()
+                done = (SearchKey("NOT", keys=(_finished(done[0]),)), done[1] + 1)
+            elif top.name == "OR" and len(top.operands) == 2:
+                stack.pop()
+                done = _combined("OR", top.operands)
+            elif top.name == "AND" and cur.peek() == 0x29:
+                cur.pos += 1
+                stack.pop()
+                done = _combined("AND", top.operands)
+            elif top.name == "TOP" and not cur.try_sp():
+                key, depth = _combined("AND", top.operands)
+                if depth > MAX_SEARCH_DEPTH + 1:
+                    raise _SyntaxError("search criteria nested too deeply")
+                return _finished(key)
+            else:
+                if top.name != "TOP":
+                    cur.sp()  # the next operand of the OR or the list follows
+                break
 
 
 def _search_key(cur: _Cursor, codec: str) -> SearchKey:
-    cur.depth += 1
-    if cur.depth > _MAX_DEPTH:
-        raise _SyntaxError("search criteria nested too deeply")
-    try:
-        return _search_key_body(cur, codec)
-    finally:
-        cur.depth -= 1
-
-
-def _search_key_body(cur: _Cursor, codec: str) -> SearchKey:
+    """One search-key other than "(", NOT and OR, which L{_search_keys} reads."""
     char = cur.peek()
-    if char == 0x28:
-        keys: list[SearchKey] = []
-        cur.parenthesized(lambda: keys.append(_search_key(cur, codec)))
-        return keys[0] if len(keys) == 1 else SearchKey("AND", keys=tuple(keys))
     if char == 0x2A or char in _DIGITS:
         return SearchKey("SEQUENCE-SET", cur.sequence_set())
     word = cur.keyword()
@@ -1265,12 +1376,6 @@ def _search_key_body(cur: _Cursor, codec: str) -> SearchKey:
         return SearchKey(word, cur.number())
     if word == "UID":
         return SearchKey(word, cur.sequence_set())
-    if word == "NOT":
-        return SearchKey(word, keys=(_search_key(cur, codec),))
-    if word == "OR":
-        first = _search_key(cur, codec)
-        cur.sp()
-        return SearchKey(word, keys=(first, _search_key(cur, codec)))
     if word == "MODSEQ":
         # RFC 7162 §3.1.5: MODSEQ [SP entry-name SP entry-type-req] SP mod-sequence-valzer.
         if cur.peek() == 0x22:
