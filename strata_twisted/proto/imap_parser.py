@@ -49,6 +49,7 @@ from dataclasses import dataclass
 from typing import ClassVar, Final, Literal, TypeAlias
 
 __all__ = [
+    "MAX_SEARCH_DEPTH",
     "NEED_DATA",
     "AppendData",
     "AppendEnd",
@@ -86,7 +87,6 @@ __all__ = [
     "Status",
     "Store",
     "Thread",
-    "MAX_SEARCH_DEPTH",
     "decode_mailbox_name",
     "encode_mailbox_name",
 ]
