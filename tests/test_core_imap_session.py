@@ -182,3 +182,17 @@ def test_recent_cannot_be_stored(mail: Mail) -> None:
     with pytest.raises(Refused) as refused:
         mail.command(session, out, "a STORE 1 +FLAGS (\\Recent)")
     assert refused.value.status == "BAD"
+
+
+# -- THREAD (RFC 5256) ----------------------------------------------------------------------------
+
+
+def test_thread_references_puts_a_reply_under_its_parent(mail: Mail) -> None:
+    mail.deliver(body(1, subject="plan"))
+    mail.deliver(body(2, subject="other"))
+    mail.deliver(body(3, subject="Re: plan", extra="In-Reply-To: <m1@origin.test>\r\n"))
+    session, out = mail.selected()
+    mail.command(session, out, "a THREAD REFERENCES UTF-8 ALL")
+    mail.command(session, out, "b UID THREAD ORDEREDSUBJECT UTF-8 ALL")
+    # ORDEREDSUBJECT: by base subject, the threads in the order of their first dates (a tie here)
+    assert out.take() == b"* THREAD (1 3)(2)\r\n* THREAD (1 3)(2)\r\n"

@@ -45,10 +45,19 @@ from strata_twisted.core.imap_fetch import (
     plan_fetch,
 )
 from strata_twisted.core.imap_list import list_line, list_mailboxes, lsub
-from strata_twisted.core.imap_search import Candidate, Content, Need, plan_sort, search, sort
+from strata_twisted.core.imap_search import (
+    Candidate,
+    Content,
+    Need,
+    matches,
+    plan_sort,
+    search,
+    sort,
+)
 from strata_twisted.core.imap_search import Mailbox as SearchMailbox
 from strata_twisted.core.imap_search import plan as search_plan
 from strata_twisted.core.imap_shared import STREAM_CHUNK, MailboxKey, SharedState
+from strata_twisted.core.imap_thread import plan_thread, thread
 from strata_twisted.core.intake import new_queue_id
 from strata_twisted.errors import NoSuchEntry, StrataError
 from strata_twisted.interfaces import IMessageWriter
@@ -78,6 +87,7 @@ from strata_twisted.proto.imap_parser import (
     Sort,
     Status,
     Store,
+    Thread,
 )
 from strata_twisted.proto.imap_response import (
     ResponseCode,
@@ -94,6 +104,7 @@ from strata_twisted.proto.imap_response import (
     sort_response,
     status_data_response,
     status_response,
+    thread_response,
 )
 from strata_twisted.proto.imap_server import SelectedMailbox, mentions_modseq
 from strata_twisted.proto.mime import IndexFormatError, MessageIndex, index_from_json, index_to_json
@@ -587,6 +598,9 @@ class MailboxSession:
         elif isinstance(command, Sort):
             await self.sort(command, out)
             sync = True if uid else None
+        elif isinstance(command, Thread):
+            await self.thread(command, out)
+            sync = True if uid else None
         elif isinstance(command, Expunge):
             await self.expunge(command, out)
         elif isinstance(command, Status):
@@ -900,6 +914,17 @@ class MailboxSession:
         numbers = sort(command.criteria, command.key, candidates, self._search_mailbox(view),
                        uid=command.uid)  # fmt: skip
         out.untagged([sort_response(numbers)])
+
+    async def thread(self, command: Thread, out: Output) -> None:
+        """
+        RFC 5256 THREAD (ORDEREDSUBJECT, REFERENCES): from the header blocks the search cache
+        keeps (Message-ID, In-Reply-To, References, Subject, Date), never the bodies.
+        """
+        view = self._require_selected()
+        candidates = await self._candidates(view, plan_thread(command.key))
+        mailbox = self._search_mailbox(view)
+        found = [c for c in candidates if matches(command.key, c, mailbox)]
+        out.untagged([thread_response(thread(command.algorithm, found, uid=command.uid))])
 
     @staticmethod
     def _search_mailbox(view: View) -> SearchMailbox:
