@@ -5,7 +5,9 @@ asked), and collects what the server answered to it as raw bytes: every untagged
 literal ``{n}`` in a response is read as n octets and kept inline, so a response is one bytes
 value however many lines it spans), every continuation request, and the tagged completion.  It
 interprets nothing, so two servers' answers can be compared octet for octet, or after
-`parse_response` has turned them into values.
+`parse_response` has turned them into values.  A command that may end the connection (a
+``* BYE`` for a mailbox deleted under the session) runs with ``allow_close=True``: what arrived
+before the close is kept and the `Reply` says ``closed``.
 
 `parse_response` reads one response into nested Python values: a parenthesised list is a
 ``list``, NIL is ``None``, a quoted string or a literal is ``bytes`` (RFC 3501 §4.3: the two
@@ -29,6 +31,7 @@ __all__ = [
     "IMAPScriptError",
     "Literal",
     "Reply",
+    "ServerClosed",
     "Value",
     "parse_response",
 ]
@@ -36,6 +39,10 @@ __all__ = [
 
 class IMAPScriptError(RuntimeError):
     """The server closed the connection, timed out, or answered what cannot be IMAP."""
+
+
+class ServerClosed(IMAPScriptError):
+    """The server closed the connection (an `IMAPScriptError`, so old callers catch it too)."""
 
 
 class Atom(str):
@@ -69,6 +76,7 @@ class Reply:
     untagged: list[bytes] = field(default_factory=list)
     continuations: list[bytes] = field(default_factory=list)
     tagged: bytes = b""
+    closed: bool = False  # the server closed the connection before the tagged reply
 
     @property
     def status(self) -> str:
@@ -111,7 +119,7 @@ class IMAPScript:
         except TimeoutError as error:
             raise IMAPScriptError(f"no answer within {self.sock.gettimeout()}s") from error
         if not data:
-            raise IMAPScriptError("the server closed the connection")
+            raise ServerClosed("the server closed the connection")
         self._buf += data
 
     def _line(self) -> bytes:
@@ -160,13 +168,26 @@ class IMAPScript:
         self._tag += 1
         return b"s%04d" % self._tag
 
-    def run(self, *pieces: str | bytes | Literal) -> Reply:
+    def run(self, *pieces: str | bytes | Literal, allow_close: bool = False) -> Reply:
         """
         Send ``TAG`` and the pieces as one command, literals as ``{n}`` after waiting for the
         server's continuation, and collect every response up to the tagged one.
+
+        When the server closes the connection first, this raises `ServerClosed`; with
+        `allow_close` it returns what came before instead, with ``closed`` set (and no tagged
+        line).  A connection the server had closed already gives an empty closed reply.
         """
-        tag = self.next_tag()
         reply = Reply(command=_command_text(pieces))
+        try:
+            return self._run(reply, pieces)
+        except (ServerClosed, BrokenPipeError, ConnectionResetError):
+            if not allow_close:
+                raise
+            reply.closed = True
+            return reply
+
+    def _run(self, reply: Reply, pieces: Sequence[str | bytes | Literal]) -> Reply:
+        tag = self.next_tag()
         line = bytearray(tag + b" ")
         for piece in pieces:
             if isinstance(piece, Literal):
