@@ -11,7 +11,7 @@ Strings compare case-insensitively by Unicode casefold (RFC 3501 §6.4.4: "case-
 substring"); header values are matched after RFC 2047 decoding, and 8-bit raw headers are read as
 UTF-8, else Latin-1.  The address keys (FROM, TO, CC, BCC) also match the addresses as parsed, with
 comments and white space gone, as Dovecot does.  SORT collates its strings with i;unicode-casemap
-(RFC 5256 §7, RFC 5051; L{unicode_casemap}).
+(RFC 5256 §7, RFC 5051; L{ascii_casemap}).
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ import email.utils
 import enum
 import functools
 import re
-import unicodedata
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final, TypeVar
@@ -440,12 +439,14 @@ def matches(key: SearchKey, candidate: Candidate, mailbox: Mailbox) -> bool:
         # The date as written, its time and timezone disregarded (RFC 3501 §6.4.4).
         return sent is not None and _compare_day(name, sent.date(), value)
     needle = str(value)
-    if name in ("FROM", "TO", "CC", "BCC", "SUBJECT"):
+    if name == "SUBJECT":
         folded = _squash_fold(needle)
-        if any(folded in value for value in content.folded(name)):
-            return True
-        # The header as written, or its addresses as parsed, as Dovecot matches them (address_text).
-        return name != "SUBJECT" and any(folded in value for value in content.addresses(name))
+        return any(folded in value for value in content.folded(name))
+    if name in ("FROM", "TO", "CC", "BCC"):
+        # RFC 3501 §6.4.4: the string is looked for in the envelope's field, i.e. the addresses
+        # as parsed (address_text): comments are not part of it, as in Dovecot.
+        folded = _squash_fold(needle)
+        return any(folded in value for value in content.addresses(name))
     if name == "HEADER":
         assert key.field is not None
         raw = content.raw_values(key.field)
@@ -471,27 +472,19 @@ def search(
 # -- SORT (RFC 5256) ------------------------------------------------------------------------------
 
 
-def _title_char(char: str) -> str:
-    # RFC 5051 §2 step (2)(a): the titlecase property of UnicodeData.txt, a single code point.
-    # Python's str.title() applies the full mapping (SpecialCasing.txt: "ß" -> "Ss"); where that
-    # gives more than one code point, UnicodeData.txt has no simple mapping and the code point
-    # stays as it is.
-    titled = char.title()
-    return titled if len(titled) == 1 else char
+_ASCII_UPPER: Final = {c: c - 32 for c in range(ord("a"), ord("z") + 1)}
 
 
 @_cached_if_short
-def unicode_casemap(text: str) -> str:
+def ascii_casemap(text: str) -> str:
     """
-    C{text} as the i;unicode-casemap collation compares it (RFC 5051 §2): each code point
-    titlecased, then fully decomposed (NFKD).  RFC 5256 §7: SORT and THREAD collate strings this
-    way (I18NLEVEL=1), as Dovecot does.  Python compares str by code point, which is the order of
-    their UTF-8 octets, so comparing two results is the i;octet comparison RFC 5051 asks for.
-    For ASCII this is i;ascii-casemap (RFC 4790 §9.2): a-z become A-Z, every other octet stays.
+    C{text} as the i;ascii-casemap collation compares it (RFC 4790 §9.2): a-z become A-Z, every
+    other character stays.  RFC 5256 makes it SORT's and THREAD's comparator unless the server
+    offers I18NLEVEL (RFC 5255 §4: then i;unicode-casemap), which Strata does not.  Python
+    compares str by code point, the order of their UTF-8 octets: the octet comparison the
+    collation asks for.
     """
-    if text.isascii():
-        return text.upper()
-    return unicodedata.normalize("NFKD", "".join(map(_title_char, text)))
+    return text.translate(_ASCII_UPPER)
 
 
 # RFC 5256 §5: subj-blob = "[" *BLOBCHAR "]" *WSP; subj-refwd = ("re" / ("fw" ["d"])) *WSP
@@ -558,7 +551,7 @@ def _base_subject(subject: str) -> tuple[str, bool]:
 def base_subject(subject: str) -> str:
     """
     RFC 5256 §2.1 base subject of an already decoded subject (step 1's decoding is
-    L{decode_header_value}), as written: compare base subjects by their L{unicode_casemap}.
+    L{decode_header_value}), as written: compare base subjects by their L{ascii_casemap}.
     """
     return _base_subject(subject)[0]
 
@@ -656,7 +649,7 @@ def _sort_key(criterion: str, candidate: Candidate) -> tuple[float, str]:
     if criterion in _STRING_SORT_KEYS:
         # RFC 5256 §3 and §7: strings collate by i;unicode-casemap; a missing header is the
         # empty string, which collates before every other.
-        return 0.0, unicode_casemap(_sort_text(criterion, candidate.content))
+        return 0.0, ascii_casemap(_sort_text(criterion, candidate.content))
     return _sort_number(criterion, candidate), ""
 
 

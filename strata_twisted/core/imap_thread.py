@@ -7,7 +7,7 @@ L{Candidate}s with their header block loaded (L{plan_thread} says what to load);
 the threads as L{ThreadNode}s, which L{thread_response} writes.  Everything is read from the
 indexed header block: Message-ID, In-Reply-To, References, Subject and Date (DESIGN decision 9,
 "Parse once": never the body).  Sent dates are RFC 5256 §2.2's (L{sort_date}), base subjects
-§2.1's, compared by i;unicode-casemap (§7), as for SORT.
+§2.1's, compared by i;ascii-casemap, as for SORT.
 
 This module never touches a socket, a reactor, a clock or a store, and it never recurses along a
 thread: a reply chain thousands of messages long threads, and References that loop end.
@@ -22,11 +22,11 @@ from typing import Final
 from strata_twisted.core.imap_search import (
     Candidate,
     Need,
+    ascii_casemap,
     base_subject,
     is_reply_or_forward,
     plan,
     sort_date,
-    unicode_casemap,
 )
 from strata_twisted.proto.imap_parser import SearchKey
 from strata_twisted.proto.imap_response import ThreadNode, thread_response
@@ -124,7 +124,7 @@ class _Message:
 
     number: int  # what the response shows: the sequence number, or the UID for UID THREAD
     order: tuple[float, int]  # RFC 5256 §2.2: sent date, then sequence number
-    subject: str  # the base subject's i;unicode-casemap form; "" when there is none
+    subject: str  # the base subject's i;ascii-casemap form; "" when there is none
     reply: bool  # the subject marked a reply or forward (§3 REFERENCES)
     message_id: str | None
     references: tuple[str, ...]
@@ -147,7 +147,7 @@ def _message(candidate: Candidate, uid: bool) -> _Message:
     return _Message(
         number=candidate.message.uid if uid else candidate.seq,
         order=(sort_date(candidate), candidate.seq),
-        subject=unicode_casemap(base_subject(subject)),
+        subject=ascii_casemap(base_subject(subject)),
         reply=is_reply_or_forward(subject),
         message_id=own[0] if own else None,
         references=tuple(references),

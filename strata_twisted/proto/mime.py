@@ -807,7 +807,10 @@ def _mailbox(tokens: list[_Token]) -> Address | None:
         )
         inside = _words(tokens[angle + 1 : close])
     else:
-        comments = [text for kind, text in tokens if kind == "comment"]
+        # An addr-spec's display name is a comment after it (``user@host (Name)``, the old
+        # style); a comment before it is no name (as Dovecot reads it).
+        last = max(i for i, t in enumerate(tokens) if t[0] not in ("space", "comment"))
+        comments = [text for kind, text in tokens[last + 1 :] if kind == "comment"]
         name = (comments[-1].strip(_WSP_EOL) or None) if comments else None
         inside = tokens
     adl: bytes | None = None
