@@ -296,8 +296,7 @@ class _Answer:
     no_expunge: bool
     nil_uids: list[int | None] = field(default_factory=list)
     fetched: set[int] = field(default_factory=set)  # message numbers FETCH data came for
-    flags_modseq: dict[int, int] = field(default_factory=dict)  # UID -> MODSEQ of a FLAGS item
-    bare_modseq: dict[int, int] = field(default_factory=dict)  # UID -> MODSEQ without FLAGS
+    flags_shown: set[int] = field(default_factory=set)  # UIDs whose FLAGS the answer showed
 
 
 class SessionDied(Exception):
@@ -406,21 +405,28 @@ class Session:
         """
         FETCH the UIDs, flags and MODSEQs of the messages this session knows only by number.  A
         server may leave out a message expunged meanwhile, and cannot say EXPUNGE during that
-        FETCH (RFC 3501 §7.4.1): then a NOOP lets it, and the FETCH is tried again.
+        FETCH (RFC 3501 §7.4.1): then a NOOP lets it, and the FETCH is tried again.  Messages
+        announced meanwhile join in; only one that stays unknown through four rounds is wrong.
         """
-        for _ in range(4):
+        first = [slot for slot in self.view if slot.uid is None]
+        for round_ in range(8):
             unknown = [n for n, slot in enumerate(self.view, 1) if slot.uid is None]
             if not unknown:
                 return
             self.command("FETCH", f"FETCH {unknown[0]}:{unknown[-1]} (UID FLAGS MODSEQ)")
             if any(slot.uid is None for slot in self.view):
                 self.command("NOOP", "NOOP")
-        unknown = [n for n, slot in enumerate(self.view, 1) if slot.uid is None]
-        if unknown:
-            self.report.add(
-                "protocol",
-                f"messages {compress(unknown)}: no UID after four FETCH (UID ...) and NOOP",
-            )
+            stuck = [
+                n
+                for n, slot in enumerate(self.view, 1)
+                if slot.uid is None and any(slot is old for old in first)
+            ]
+            if stuck and round_ >= 3:
+                self.report.add(
+                    "protocol",
+                    f"messages {compress(stuck)}: no UID after four FETCH (UID ...) and NOOP",
+                )
+                return
 
     # -- absorbing answers --------------------------------------------------------------------
 
@@ -594,10 +600,8 @@ class Session:
             if uid_known is not None and "\\recent" in {f.lower() for f in flags}:
                 self.report.recent.add(uid_known)
             slot.flags = flags
-            if uid_known is not None and modseq is not None:
-                answer.flags_modseq[uid_known] = modseq
-        elif uid_known is not None and modseq is not None:
-            answer.bare_modseq[uid_known] = modseq
+            if uid_known is not None:
+                answer.flags_shown.add(uid_known)
         self._check_sections(uid_known, items, answer, raw)
 
     def _learn_uid(self, number: int, uid: int, raw: bytes) -> None:
@@ -957,7 +961,9 @@ class Client:
         """
         UID STORE +FLAGS.SILENT (\\Deleted): the server need not echo the flags (RFC 3501
         §6.4.6), so the session adds \\Deleted itself, after the answer, unless the answer showed
-        the message's flags as of a later change (a higher MODSEQ) than its own.
+        the message's flags anyway: then those are what the server says it has now (Dovecot
+        shows them when another session changed the message too, Strata always does), and what
+        a client keeps.
         """
         uids = self.uids(2, gone=0.1)
         reply = self.s.command(
@@ -970,9 +976,8 @@ class Client:
             number = self.s.seq_of(uid)
             if number is None:
                 continue
-            own, shown = answer.bare_modseq.get(uid), answer.flags_modseq.get(uid)
-            if own is not None and shown is not None and shown > own:
-                continue  # the answer showed flags from after our change: they include it
+            if uid in answer.flags_shown:
+                continue
             slot = self.s.view[number - 1]
             if slot.flags is not None and "\\deleted" not in {f.lower() for f in slot.flags}:
                 slot.flags = (*slot.flags, "\\Deleted")
