@@ -27,8 +27,21 @@ request.  Both use the same SHA512-CRYPT hash (5,000 rounds).
     python -m bench.imap [--messages 1000] [--clients 10] [--sessions 10] [--repeat 3]
 
 It prints commands/s for both and the ratio Strata/Dovecot (issue 4's target: at least 0.5), and
-writes JSON to ``bench/results/imap-<timestamp>.json``.  It is not a timed test; everything
-listens on 127.0.0.1 only and every process started here is stopped before it exits.
+writes JSON to ``bench/results/imap-<timestamp>.json``.
+
+``--workload expunge`` is the concurrent variant (issue 12): ``--clients`` sessions share one
+INBOX for ``--seconds`` (30) a run, half of them reading (FETCH of flags, envelopes and body
+sections, SEARCH, NOOP, IDLE) while the other half append, flag \\Deleted, EXPUNGE, UID EXPUNGE,
+COPY and MOVE to Archive, where one more session reads and expunges what arrives.  These are the
+checking clients of the concurrency acceptance test (``tests/peers/imap_concurrency.py``): every
+NO or BAD answer is counted (the one allowed refusal, ``NO [EXPUNGEISSUED]`` to a COPY or MOVE
+of a message expunged meanwhile, apart), and so is every other broken invariant (MODSEQ going
+back, a body not as appended, a final view unlike a fresh EXAMINE...).  Each run starts from an
+emptied INBOX holding 150 fresh messages.  It prints commands/s, the NO/BAD counts of both sides
+and the ratio, and writes ``bench/results/imap-expunge-<timestamp>.json``; any error fails it.
+
+It is not a timed test; everything listens on 127.0.0.1 only and every process started here is
+stopped before it exits.
 """
 
 from __future__ import annotations
@@ -45,6 +58,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,6 +71,7 @@ from tests.peers.dovecot import (
     dovecot_installed,
     sha512_crypt,
 )
+from tests.peers.imap_concurrency import READER, WRITER, WorkloadConfig, run_workload
 from tests.peers.imapscript import IMAPScript, parse_response
 from tests.peers.net import free_port, wait_for_port
 from tests.peers.strata import StrataProcess
@@ -241,11 +256,151 @@ def process_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def client_workload(
+    args: argparse.Namespace,
+    strata: StrataProcess,
+    imap_port: int,
+    dovecot: DovecotInstance,
+    load: float,
+) -> int:
+    """The mail-client workload (`session_script`) on 1,000 messages: commands/s, both sides."""
+    runs: dict[str, list[dict[str, Any]]] = {"strata": [], "dovecot": []}
+    shape = f"{args.clients} clients x {args.sessions} sessions x {COMMANDS_PER_SESSION}"
+    print(f"imap: {args.messages} messages, {shape} commands, {args.repeat} runs a side")
+    messages = make_messages(args.messages)
+    t0 = time.monotonic()
+    deliver(strata.port, messages)
+    copy_to_dovecot(imap_port, dovecot, args.messages)
+    print(f"  mailboxes filled in {time.monotonic() - t0:.1f}s")
+    sides = {
+        "strata": (imap_port, lambda: process_cpu(strata.pid)),
+        "dovecot": (dovecot.port, dovecot.cpu_seconds),
+    }
+    for round_ in range(args.repeat):
+        # Alternate who goes first, so a drift in the machine's load blurs both alike.
+        order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
+        for name in order:
+            port, cpu = sides[name]
+            run = run_side(port, args, round_, cpu)
+            runs[name].append(run)
+            print(f"  {name:8} {run['commands_per_s']:8.1f} commands/s  "
+                  f"({run['commands']} in {run['seconds']:.1f}s, server CPU "
+                  f"{run['server_cpu_s']:.1f}s, {run['errors']} errors)")  # fmt: skip
+    medians = {n: statistics.median(r["commands_per_s"] for r in rs) for n, rs in runs.items()}
+    ratio = medians["strata"] / medians["dovecot"]
+    print(f"\nmedian: strata {medians['strata']:.1f} commands/s, "
+          f"dovecot {medians['dovecot']:.1f} commands/s")  # fmt: skip
+    print(f"\nStrata/Dovecot: {ratio:.2f}  (target: at least 0.5)")
+    ok = all(run["errors"] == 0 for side in runs.values() for run in side)
+    out = write_results(args, "imap", {"runs": runs, "medians": medians, "ratio": ratio,
+                                       "ok": ok, "load_before": load})  # fmt: skip
+    print(f"results: {out}")
+    if not ok:
+        print("FAILED: a command did not answer OK (see the JSON's problems)", file=sys.stderr)
+        for name, side in runs.items():
+            for run in side:
+                for problem in run["problems"]:
+                    print(f"  {name}: {problem}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def expunge_workload(
+    args: argparse.Namespace,
+    strata: StrataProcess,
+    imap_port: int,
+    dovecot: DovecotInstance,
+    load: float,
+) -> int:
+    """
+    Half the clients expunge, move and append while the other half fetch, on one INBOX
+    (`tests.peers.imap_concurrency`, roles WRITER and READER, plus the Archive janitor): NO/BAD
+    answers, the other invariants broken, and commands/s, both sides.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {"strata": [], "dovecot": []}
+    print(f"imap --workload expunge: {args.clients} clients (half reading, half expunging and "
+          f"moving) for {args.seconds:.0f}s, {args.repeat} runs a side")  # fmt: skip
+    sides = {
+        "strata": (imap_port, lambda: process_cpu(strata.pid)),
+        "dovecot": (dovecot.port, dovecot.cpu_seconds),
+    }
+    for round_ in range(args.repeat):
+        order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
+        for name in order:
+            port, cpu = sides[name]
+            config = WorkloadConfig(
+                port, USER, PASSWORD, clients=args.clients, seconds=args.seconds, seed=round_,
+                roles=(READER, WRITER), run_tag=f"r{round_}",
+            )  # fmt: skip
+            cpu_at: list[float] = []
+            result = run_workload(
+                config, checkpoints=[(0.0, _reader(cpu, cpu_at))], on_stopped=_reader(cpu, cpu_at)
+            )
+            findings = result.findings
+            errors = findings.counts.get("answers", 0)
+            broken = {c: findings.counts[c] for c in findings.failing() if c != "answers"}
+            run: dict[str, Any] = {
+                "commands": result.commands,
+                "seconds": result.seconds,
+                "commands_per_s": result.commands_per_s,
+                "server_cpu_s": cpu_at[1] - cpu_at[0],
+                "errors": errors,
+                "allowed_no_expungeissued": findings.answers.get("NO [EXPUNGEISSUED] (allowed)", 0),
+                "violations": broken,
+                "commands_by_kind": dict(findings.commands),
+                "examples": {c: findings.examples.get(c, [])[:5] for c in findings.failing()},
+                "ok": findings.ok,
+            }
+            runs[name].append(run)
+            others = ", ".join(f"{c} {n}" for c, n in broken.items()) or "none"
+            print(f"  {name:8} {run['commands_per_s']:8.1f} commands/s  "
+                  f"({run['commands']} in {run['seconds']:.1f}s, server CPU "
+                  f"{run['server_cpu_s']:.1f}s)  NO/BAD {errors}, "
+                  f"other violations: {others}")  # fmt: skip
+    medians = {n: statistics.median(r["commands_per_s"] for r in rs) for n, rs in runs.items()}
+    ratio = medians["strata"] / medians["dovecot"]
+    totals = {n: sum(r["errors"] for r in rs) for n, rs in runs.items()}
+    print(f"\nmedian: strata {medians['strata']:.1f} commands/s, "
+          f"dovecot {medians['dovecot']:.1f} commands/s")  # fmt: skip
+    print(f"NO/BAD answers: strata {totals['strata']}, dovecot {totals['dovecot']} (target: 0)")
+    print(f"\nStrata/Dovecot: {ratio:.2f}")
+    ok = all(run["ok"] for side in runs.values() for run in side)
+    out = write_results(args, "imap-expunge", {"runs": runs, "medians": medians, "ratio": ratio,
+                                               "ok": ok, "load_before": load})  # fmt: skip
+    print(f"results: {out}")
+    if not ok:
+        print("FAILED: an answer or a view was wrong (examples below and in the JSON)",
+              file=sys.stderr)  # fmt: skip
+        for name, side in runs.items():
+            for run in side:
+                for category, examples in run["examples"].items():
+                    for example in examples[:2]:
+                        print(f"  {name} {category}: {example[:300]}", file=sys.stderr)
+    return 0 if ok else 1
+
+
+def _reader(cpu: Callable[[], float], into: list[float]) -> Callable[[], None]:
+    """A function that appends the server's CPU seconds now to `into`."""
+    return lambda: into.append(cpu())
+
+
+def write_results(args: argparse.Namespace, name: str, figures: dict[str, Any]) -> Path:
+    args.results.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    out: Path = args.results / f"{name}-{stamp}.json"
+    settings = vars(args) | {"results": str(args.results)}
+    out.write_text(json.dumps({"args": settings, **figures}, indent=2))
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m bench.imap", description=__doc__.split("\n")[0])
+    p.add_argument("--workload", choices=("client", "expunge"), default="client",
+                   help="client: sessions of a mail client on 1,000 messages; expunge: clients "
+                   "expunging and moving while others fetch, on one INBOX")  # fmt: skip
     p.add_argument("--messages", type=int, default=1000)
     p.add_argument("--clients", type=int, default=10)
     p.add_argument("--sessions", type=int, default=10, help="sessions per client per run")
+    p.add_argument("--seconds", type=float, default=30.0, help="length of an expunge run")
     p.add_argument("--repeat", type=int, default=3, help="runs per side (median reported)")
     p.add_argument("--timeout", type=float, default=1800.0)
     p.add_argument("--results", type=Path, default=RESULTS_DIR)
@@ -267,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
     passwd = root / "users.passwd"
     passwd.write_text(f"{USER}:{sha512_crypt(PASSWORD)}\n")
     strata.cli("user", "import", DOMAIN, str(passwd))
-    runs: dict[str, list[dict[str, Any]]] = {"strata": [], "dovecot": []}
+    workload = expunge_workload if args.workload == "expunge" else client_workload
     with dovecot_factory_context(show_logs=False) as factory:
         try:
             strata.start()
@@ -276,50 +431,10 @@ def main(argv: list[str] | None = None) -> int:
             dovecot = factory.start(
                 {USER: PASSWORD}, extra_config="auth_cache_size = 10M\nauth_cache_ttl = 1 hour\n"
             )
-            shape = f"{args.clients} clients x {args.sessions} sessions x {COMMANDS_PER_SESSION}"
-            print(f"imap: {args.messages} messages, {shape} commands, {args.repeat} runs a side")
-            messages = make_messages(args.messages)
-            t0 = time.monotonic()
-            deliver(strata.port, messages)
-            copy_to_dovecot(imap_port, dovecot, args.messages)
-            print(f"  mailboxes filled in {time.monotonic() - t0:.1f}s")
-            sides = {
-                "strata": (imap_port, lambda: process_cpu(strata.pid)),
-                "dovecot": (dovecot.port, dovecot.cpu_seconds),
-            }
-            for round_ in range(args.repeat):
-                # Alternate who goes first, so a drift in the machine's load blurs both alike.
-                order = list(sides) if round_ % 2 == 0 else list(reversed(sides))
-                for name in order:
-                    port, cpu = sides[name]
-                    run = run_side(port, args, round_, cpu)
-                    runs[name].append(run)
-                    print(f"  {name:8} {run['commands_per_s']:8.1f} commands/s  "
-                          f"({run['commands']} in {run['seconds']:.1f}s, server CPU "
-                          f"{run['server_cpu_s']:.1f}s, {run['errors']} errors)")  # fmt: skip
+            return workload(args, strata, imap_port, dovecot, load)
         finally:
             strata.stop()
             shutil.rmtree(root, ignore_errors=True)
-    medians = {n: statistics.median(r["commands_per_s"] for r in rs) for n, rs in runs.items()}
-    ratio = medians["strata"] / medians["dovecot"]
-    print(f"\nmedian: strata {medians['strata']:.1f} commands/s, "
-          f"dovecot {medians['dovecot']:.1f} commands/s")  # fmt: skip
-    print(f"\nStrata/Dovecot: {ratio:.2f}  (target: at least 0.5)")
-    ok = all(run["errors"] == 0 for side in runs.values() for run in side)
-    args.results.mkdir(parents=True, exist_ok=True)
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    out = args.results / f"imap-{stamp}.json"
-    out.write_text(json.dumps({"args": vars(args) | {"results": str(args.results)},
-                               "runs": runs, "medians": medians, "ratio": ratio,
-                               "ok": ok, "load_before": load}, indent=2))  # fmt: skip
-    print(f"results: {out}")
-    if not ok:
-        print("FAILED: a command did not answer OK (see the JSON's problems)", file=sys.stderr)
-        for name, side in runs.items():
-            for run in side:
-                for problem in run["problems"]:
-                    print(f"  {name}: {problem}", file=sys.stderr)
-    return 0 if ok else 1
 
 
 if __name__ == "__main__":
