@@ -17,14 +17,30 @@ from twisted.internet.task import Clock
 
 from strata_twisted.core.imap_session import Done, MailboxSession
 from strata_twisted.core.imap_shared import SharedState
-from strata_twisted.model import Delivery
+from strata_twisted.model import Delivery, MailboxStatus, MailMessage
 from strata_twisted.proto.imap_parser import Command, IMAPCommandParser, ParserLimits
+from strata_twisted.proto.imap_response import status_response
 from strata_twisted.proto.mime import index_bytes
 from strata_twisted.storage.memory import MemoryStore
 from strata_twisted.testing import result_of, store_message
 from tests.imap_harness import ALICE, CountingExecutor
 
-__all__ = ["ALICE", "Mail", "Recorder", "body", "parse", "run"]
+__all__ = [
+    "ALICE",
+    "Mail",
+    "Recorder",
+    "Woken",
+    "body",
+    "flags",
+    "messages",
+    "ok",
+    "parse",
+    "run",
+    "settle",
+    "status",
+    "uids",
+    "watching",
+]
 
 T = TypeVar("T")
 
@@ -116,3 +132,54 @@ class Mail:
 
     def command(self, session: MailboxSession, out: Recorder, line: str) -> Done:
         return run(session.command(parse(line), out))
+
+
+# -- what the per-command modules share (tests/test_core_imap_cmd_*.py) ---------------------------
+
+
+def ok(tag: str, done: Done) -> bytes:
+    """The tagged line the adapter writes for a L{Done}: ``tag OK [code] text``."""
+    return status_response(tag, "OK", done.text, done.code)
+
+
+def settle(mail: Mail, mailbox: str = "INBOX") -> None:
+    """
+    As if the user's phone had selected ``mailbox`` already: what is in it now is \\Recent to no
+    session of the test (RFC 3501 §2.3.2), so answers about other things stay short.
+    """
+    result_of(mail.store.claim_recent(ALICE, mailbox))
+
+
+def messages(mail: Mail, mailbox: str = "INBOX") -> list[MailMessage]:
+    """What the store holds in ALICE's ``mailbox``, in UID order."""
+    return result_of(mail.store.list_messages(ALICE, mailbox))
+
+
+def uids(mail: Mail, mailbox: str = "INBOX") -> list[int]:
+    return [m.uid for m in messages(mail, mailbox)]
+
+
+def flags(mail: Mail, mailbox: str = "INBOX") -> dict[int, set[str]]:
+    return {m.uid: set(m.flags) for m in messages(mail, mailbox)}
+
+
+def status(mail: Mail, mailbox: str = "INBOX") -> MailboxStatus:
+    return result_of(mail.store.mailbox_status(ALICE, mailbox))
+
+
+class Woken:
+    """A session's ``on_change``: counts the times another session woke it."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> None:
+        self.count += 1
+
+
+def watching(mail: Mail, mailbox: str = "INBOX") -> tuple[MailboxSession, Recorder, Woken]:
+    """A session selected on ``mailbox`` that counts its wake-ups (the adapter's IDLE hook)."""
+    woken = Woken()
+    session = MailboxSession(ALICE, mail.shared, woken)
+    run(session.select(mailbox, read_only=False))
+    return session, Recorder(), woken
