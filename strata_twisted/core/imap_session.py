@@ -443,7 +443,11 @@ class MailboxSession:
         low, high = max(before.first_recent, view.claimed), before.uidnext
         view.recent.update(m.uid for m in messages if low <= m.uid < high)
         view.claimed = max(view.claimed, high)
-        view.claims.append((low, high))
+        if low < high:
+            if view.claims and view.claims[-1][1] >= low:  # adjoining: one range, not a list
+                view.claims[-1] = (view.claims[-1][0], high)
+            else:
+                view.claims.append((low, high))
 
     def unselect(self) -> None:
         self.view = None
@@ -460,7 +464,7 @@ class MailboxSession:
         removed = await self.shared.mailboxes.expunge(self.user, view.name)
         if removed:
             self._notify(view.name)
-            self.shared.pins.release([m.message_id for m in removed])
+            self.shared.release([m.message_id for m in removed])
 
     def _require_selected(self, *, writable: bool = False) -> View:
         view = self.view
@@ -668,7 +672,7 @@ class MailboxSession:
             if view is not None and view.name == name:
                 # The session would be left in a mailbox that is gone.
                 raise Refused("NO", "Cannot delete the selected mailbox", "INUSE")
-            self.shared.pins.release(await mailboxes.delete_mailbox(self.user, name))
+            self.shared.release(await mailboxes.delete_mailbox(self.user, name))
             # The sessions that have it selected must learn it is gone (BYE), at once.
             self._notify(name)
         elif command.name == "SUBSCRIBE":
@@ -689,7 +693,8 @@ class MailboxSession:
                 view.name = new
             elif view.name.startswith(old + DELIMITER):
                 view.name = new + view.name[len(old) :]
-        self._notify(old)
+        # Sessions in the old names (the mailbox or one under it) learn at once it is gone.
+        self.shared.changed(self.user, old, self, inferiors=True)
 
     # -- STORE ----------------------------------------------------------------------------------
 
@@ -800,7 +805,7 @@ class MailboxSession:
         out.untagged(lines)
         if removed:
             self._notify(view.name)
-            self.shared.pins.release([m.message_id for m in removed])
+            self.shared.release([m.message_id for m in removed])
 
     # -- SEARCH and SORT ------------------------------------------------------------------------
 

@@ -67,6 +67,11 @@ class LRU(Generic[K, V]):
             self._entries.move_to_end(key)
         return value
 
+    def pop(self, key: K) -> None:
+        value = self._entries.pop(key, None)
+        if value is not None:
+            self._weight -= self._weigh(value)
+
     def put(self, key: K, value: V) -> None:
         weight = self._weigh(value)
         if key in self._entries or weight > max(1, self._budget // 16):
@@ -316,12 +321,35 @@ class SharedState:
             if not watchers:
                 del self._watchers[user]
 
-    def changed(self, user: str, name: str, by: Watcher | None = None) -> None:
-        """Wake the sessions of ``user`` that have mailbox ``name`` selected (but ``by``)."""
+    def changed(
+        self, user: str, name: str, by: Watcher | None = None, *, inferiors: bool = False
+    ) -> None:
+        """
+        Wake the sessions of ``user`` that have mailbox ``name`` selected (but ``by``); with
+        ``inferiors``, those in a mailbox under it too (a RENAME moves them all).
+        """
+        prefix = name + "/"
         for watcher in list(self._watchers.get(user, ())):
             selected = watcher.selected
-            if watcher is not by and selected is not None and selected[1] == name:
+            if watcher is by or selected is None:
+                continue
+            if selected[1] == name or (inferiors and selected[1].startswith(prefix)):
                 watcher.wake()
+
+    def release(self, message_ids: Sequence[str]) -> None:
+        """Messages left a mailbox: forget them, and delete the bodies nobody needs any more."""
+        self.forget(message_ids)
+        self.pins.release(message_ids)
+
+    def forget(self, message_ids: Iterable[str]) -> None:
+        """
+        Messages left a mailbox: drop what the caches keep of them.  They may still be in
+        another (a MOVE), and are read again when asked for; dropping them keeps the caches to
+        the messages in use, so memory stays flat while mail comes and goes (issue 12).
+        """
+        for message_id in message_ids:
+            self.headers.pop(message_id)
+            self.indexes.pop(message_id)
 
     def sessions(self, user: str) -> Sequence[Watcher]:
         return list(self._watchers.get(user, ()))
