@@ -2,12 +2,14 @@
 Roundcube 1.6's Elastic skin as a user sees it, for Selenium: log in, read the message list, open
 a message, download an attachment, quick-search, delete, switch folders, create a folder in
 Settings > Folders, reply to a message or compose a new one (recipients, subject, text, an
-uploaded attachment) and send it, log out.
+uploaded attachment) and send it, switch the list to Threads and expand a thread, delete a folder
+in Settings > Folders, log out.
 
 Every step waits explicitly for what the user would wait for (a row, a header, a toast), never
 for a fixed time, and a step that times out says what it saw instead.  The selectors are those
 of ``/usr/share/roundcube/skins/elastic/templates`` (``mail.html``, ``message.html``,
-``folders.html``, ``compose.html``, ``includes/menu.html``, ``includes/mail-menu.html``).
+``folders.html``, ``compose.html``, ``includes/menu.html``, ``includes/mail-menu.html``) and
+of ``program/js/app.js`` (the thread rows of the message list, the confirmation dialogs).
 """
 
 from __future__ import annotations
@@ -28,12 +30,30 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
-from selenium.webdriver.support.ui import WebDriverWait
+from selenium.webdriver.support.ui import Select, WebDriverWait
 
 T = TypeVar("T")
 
 ROW = "#messagelist tbody tr.message"
 ROW_SUBJECT = "td.subject span.subject"
+# The button of a confirmation or options dialog (rcmail.simple_dialog: "mainaction <label>").
+DIALOG_BUTTON = ".ui-dialog .ui-dialog-buttonpane button.mainaction"
+
+# What app.js knows of one list row in Threads mode (rcube_list_widget.rows[uid]): depth 0 is a
+# thread's root; a reply has depth 1 and its parent's UID; ``expanded`` says whether the row's
+# children are shown.  The row's place in the table and whether it is on screen come with it.
+_THREAD_ROWS_JS = """
+var list = rcmail.message_list, out = [];
+$('#messagelist tbody tr.message').each(function(position) {
+  var row = list.rows[this.uid] || {}, subject = this.querySelector('td.subject span.subject');
+  out.push({uid: String(this.uid), subject: subject ? subject.textContent.trim() : '',
+            depth: row.depth || 0, parent_uid: String(row.parent_uid || ''),
+            has_children: !!row.has_children, expanded: !!row.expanded,
+            shown: this.style.display != 'none', position: position,
+            classes: this.className, indent: $('td.subject', this).css('padding-left')});
+});
+return out;
+"""
 
 # Roundcube is idle: no request in flight (``busy``), nothing "Loading..." on screen.
 _IDLE_JS = (
@@ -273,6 +293,60 @@ class RoundcubeUI:
         self.wait(lambda d: subject not in self.subjects(), f"{subject!r} to leave the list")
         self.wait_idle()
 
+    # -- list mode and threads ------------------------------------------------------------------
+
+    def set_list_mode(self, mode: str) -> None:
+        """The list's Options dialog: List mode ``list`` or ``threads``, Save; waits for the list
+        redrawn in that mode.
+
+        Roundcube offers the List mode field (and threads at all) only when the IMAP server
+        announces THREAD=REFS, THREAD=REFERENCES or THREAD=ORDEREDSUBJECT
+        (``rcube_imap::set_threading``, ``env.threads`` in ``actions/mail/index.php``).
+        """
+        if not self.driver.execute_script("return !!rcmail.env.threads"):
+            raise AssertionError(
+                "Roundcube offers no Threads list mode: the IMAP server announced no THREAD"
+            )
+        self.click("#listmenulink", "the Options button of the message list")
+        field = self.wait(
+            lambda d: next(
+                (e for e in d.find_elements(By.CSS_SELECTOR, ".ui-dialog select[name='mode']")
+                 if e.is_displayed()),
+                None,
+            ),
+            "the List mode field of the list options dialog",
+        )  # fmt: skip
+        assert field is not None
+        Select(field).select_by_value(mode)
+        self.click(DIALOG_BUTTON, "the Save button of the list options dialog")
+        threads = mode == "threads"
+        self.wait(
+            lambda d: (
+                bool(d.execute_script("return rcmail.env.threading")) == threads
+                and d.execute_script(_IDLE_JS)
+            ),
+            f"the message list in {mode} mode",
+        )
+
+    def thread_rows(self) -> list[dict[str, object]]:
+        """Each row of the list in table order, as app.js threads it (see ``_THREAD_ROWS_JS``)."""
+        rows = self.driver.execute_script(_THREAD_ROWS_JS)
+        assert isinstance(rows, list), rows
+        return rows
+
+    def expand_thread(self, subject: str) -> None:
+        """Click the expand arrow of the thread whose root has ``subject``."""
+        row = self.wait(lambda d: self.row(subject), f"the thread root {subject!r}")
+        expando = row.find_element(By.CSS_SELECTOR, "div[id^='rcmexpando']")
+        assert "collapsed" in (expando.get_attribute("class") or ""), (
+            f"the thread {subject!r} is not collapsed: {expando.get_attribute('class')!r}"
+        )
+        expando.click()
+        self.wait(
+            lambda d: "expanded" in (expando.get_attribute("class") or ""),
+            f"the thread {subject!r} to expand",
+        )
+
     def open_folder(self, name: str) -> None:
         self.click(f'#mailboxlist li.mailbox a[rel="{name}"]', f"the folder {name!r}")
         self.wait(
@@ -321,6 +395,28 @@ class RoundcubeUI:
             ),
             f"the folder {name!r} in Settings > Folders",
         )
+        self.wait_idle()
+
+    def delete_folder(self, name: str) -> None:
+        """Settings > Folders: select ``name``, Delete, confirm; wait until it leaves the list."""
+
+        def folder_rows(driver: WebDriver) -> list[WebElement]:
+            return [
+                li
+                for li in driver.find_elements(By.CSS_SELECTOR, "#subscription-table li")
+                if (li.get_attribute("id") or "").startswith("rcmli")
+                and name in li.text.splitlines()
+            ]
+
+        self.click("#taskmenu a.settings", "the Settings button")
+        self.click("#settings-menu li.folders a", "Folders in the settings menu")
+        row = self.wait(lambda d: next(iter(folder_rows(d)), None), f"{name!r} in Settings")
+        assert row is not None
+        row.find_element(By.CSS_SELECTOR, "a").click()
+        # Selecting the folder loads its form and enables Delete (not for special folders).
+        self.click("#toolbar-menu a.delete", "the Delete button of Settings > Folders")
+        self.click(DIALOG_BUTTON, "Delete in the confirmation dialog")
+        self.wait(lambda d: not folder_rows(d), f"the folder {name!r} to leave Settings > Folders")
         self.wait_idle()
 
     # -- compose --------------------------------------------------------------------------------
