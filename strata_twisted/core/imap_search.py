@@ -86,7 +86,7 @@ def _header_block(raw: bytes) -> bytes:
     return raw if match is None else raw[: match.end()]
 
 
-CACHE_SIZE: Final = 4096
+CACHE_SIZE: Final = 2048
 """Header blocks (and header values) whose parsed fields (decoded text) are kept between commands:
 a client searches the same messages again and again (Roundcube's quick search, bench.imap)."""
 

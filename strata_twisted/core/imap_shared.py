@@ -289,9 +289,9 @@ class SharedState:
         messages: IMessageStore,
         executor: Executor,
         *,
-        listings: int = 200_000,
-        header_budget: int = 32 * 1024 * 1024,
-        indexes: int = 8192,
+        listings: int = 100_000,
+        header_budget: int = 16 * 1024 * 1024,
+        indexes: int = 4096,
     ) -> None:
         self.clock = clock
         self.mailboxes = mailboxes

@@ -1240,7 +1240,7 @@ def _part_in(value: object) -> Part:
         raise IndexFormatError(f"damaged part: {error}") from error
 
 
-INDEX_CACHE_SIZE: Final = 4096
+INDEX_CACHE_SIZE: Final = 1024
 """Parsed indexes kept by L{index_from_json}, most recently used first (they are immutable)."""
 
 
