@@ -383,6 +383,14 @@ class MailboxSession:
         self._append: _Append | None = None
         shared.watch(self, user)
 
+    @classmethod
+    async def open(
+        cls, user: str, shared: SharedState, on_change: Callable[[], None] = lambda: None
+    ) -> MailboxSession:
+        """A logged-in user's session, their default mailboxes made if missing (first login)."""
+        await shared.mailboxes.ensure_user(user)
+        return cls(user, shared, on_change)
+
     # -- Watcher ----------------------------------------------------------------------------------
 
     @property

@@ -362,10 +362,11 @@ class IMAPProtocol(EngineProtocol):
         if result.address is None:  # the portal is closed: the password was right
             engine.login_result(False, "UNAVAILABLE", result.text)
             return
-        await factory.mailboxes.ensure_user(result.address)
+        session = await MailboxSession.open(result.address, factory.shared, self.wake)
         if self._gone:
+            session.ended()
             return
-        self.session = MailboxSession(result.address, factory.shared, self.wake)
+        self.session = session
         self.log.info(
             "IMAP login {user} from {where}{after}",
             user=result.address, client=self.client, origin=event.origin,
