@@ -183,3 +183,12 @@ def watching(mail: Mail, mailbox: str = "INBOX") -> tuple[MailboxSession, Record
     session = MailboxSession(ALICE, mail.shared, woken)
     run(session.select(mailbox, read_only=False))
     return session, Recorder(), woken
+
+
+def filled(count: int) -> Mail:
+    """A L{Mail} with ``count`` messages in INBOX (UIDs 1..count), none \\Recent to the tests."""
+    mail = Mail()
+    for n in range(1, count + 1):
+        mail.deliver(body(n))
+    settle(mail)
+    return mail

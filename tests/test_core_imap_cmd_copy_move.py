@@ -13,12 +13,11 @@ from strata_twisted.testing import result_of
 from tests.core_imap import (
     ALICE,
     Mail,
-    body,
+    filled,
     flags,
     messages,
     ok,
     run,
-    settle,
     status,
     uids,
     watching,
@@ -28,11 +27,7 @@ from tests.core_imap import (
 @pytest.fixture
 def mail() -> Mail:
     """Five messages in INBOX (UIDs 1..5), none of them \\Recent to the test's sessions."""
-    mail = Mail()
-    for n in range(1, 6):
-        mail.deliver(body(n))
-    settle(mail)
-    return mail
+    return filled(5)
 
 
 def uidvalidity(mail: Mail, mailbox: str) -> int:

@@ -15,9 +15,9 @@ from tests.core_imap import (
     ALICE,
     Mail,
     body,
+    filled,
     messages,
     ok,
-    settle,
     status,
     uids,
     watching,
@@ -27,11 +27,7 @@ from tests.core_imap import (
 @pytest.fixture
 def mail() -> Mail:
     """Five messages in INBOX (UIDs 1..5), none of them \\Recent to the test's sessions."""
-    mail = Mail()
-    for n in range(1, 6):
-        mail.deliver(body(n))
-    settle(mail)
-    return mail
+    return filled(5)
 
 
 def stored(mail: Mail, message_id: str) -> bool:

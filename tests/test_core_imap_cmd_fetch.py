@@ -19,6 +19,7 @@ from tests.core_imap import (
     Mail,
     Recorder,
     body,
+    filled,
     flags,
     messages,
     ok,
@@ -32,11 +33,7 @@ from tests.core_imap import (
 @pytest.fixture
 def mail() -> Mail:
     """Three messages in INBOX (UIDs 1..3), none of them \\Recent to the test's sessions."""
-    mail = Mail()
-    for n in range(1, 4):
-        mail.deliver(body(n))
-    settle(mail)
-    return mail
+    return filled(3)
 
 
 def modseq_of(mail: Mail, uid: int, mailbox: str = "INBOX") -> int:

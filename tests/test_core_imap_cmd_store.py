@@ -18,11 +18,11 @@ from tests.core_imap import (
     ALICE,
     Mail,
     body,
+    filled,
     flags,
     messages,
     ok,
     run,
-    settle,
     status,
     watching,
 )
@@ -33,11 +33,7 @@ SYSTEM = b"\\Answered \\Flagged \\Deleted \\Seen \\Draft"
 @pytest.fixture
 def mail() -> Mail:
     """Four messages in INBOX (UIDs 1..4), none of them \\Recent to the test's sessions."""
-    mail = Mail()
-    for n in range(1, 5):
-        mail.deliver(body(n))
-    settle(mail)
-    return mail
+    return filled(4)
 
 
 def modseq_of(mail: Mail, uid: int) -> int:

@@ -818,18 +818,8 @@ class MemoryStore:
         changed_since: int | None = None,
         uids: Iterable[int] | None = None,
     ) -> Deferred[list[MailMessage]]:
-        wanted = None if uids is None else set(uids)
-
-        def listing() -> list[MailMessage]:
-            box = self._box(normalize_user(user), normalize_mailbox_name(mailbox))
-            return [
-                self._mail_message(m)
-                for m in box.messages.values()
-                if (changed_since is None or m.modseq > changed_since)
-                and (wanted is None or m.uid in wanted)
-            ]
-
-        return self._guarded(listing)
+        d = self.mailbox_listing(user, mailbox, changed_since, uids)
+        return d.addCallback(lambda listing: list(listing.messages))
 
     def mailbox_listing(
         self,

@@ -1994,27 +1994,8 @@ class SQLiteStore:
         changed_since: int | None = None,
         uids: Iterable[int] | None = None,
     ) -> Deferred[list[MailMessage]]:
-        wanted = None if uids is None else json.dumps(sorted(set(uids)))
-
-        def prepare() -> Callable[[sqlite3.Connection], list[MailMessage]]:
-            owner, canonical = normalize_user(user), normalize_mailbox_name(mailbox)
-
-            def listing(conn: sqlite3.Connection) -> list[MailMessage]:
-                row = _t_mailbox(conn, owner, canonical)
-                query = _MAIL_MESSAGE_SELECT + " WHERE mm.mailbox_id = ?"
-                parameters: list[object] = [row["id"]]
-                if changed_since is not None:
-                    query += " AND mm.modseq > ?"
-                    parameters.append(changed_since)
-                if wanted is not None:
-                    query += " AND mm.uid IN (SELECT value FROM json_each(?))"
-                    parameters.append(wanted)
-                rows = conn.execute(query + " ORDER BY mm.uid", parameters)
-                return [_mail_message(r) for r in rows]
-
-            return listing
-
-        return self._mailbox_query(f"listing the messages of {mailbox} of {user}", prepare)
+        d = self.mailbox_listing(user, mailbox, changed_since, uids)
+        return d.addCallback(lambda listing: list(listing.messages))
 
     def mailbox_listing(
         self,
