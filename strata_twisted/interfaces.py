@@ -358,6 +358,9 @@ class IMailboxStore(Interface):
     - CONDSTORE: each mailbox has a HIGHESTMODSEQ (1 when new).  Every operation that changes
       messages (add, copy in, flags changed, expunge, purge) gives it one new modseq, greater than
       any before; the messages it adds or whose flags it changes get that modseq.
+    - ``uidvalidity`` (STORE, COPY, MOVE, EXPUNGE): the caller's idea of which mailbox the name
+      means; a mailbox of that name with another UIDVALIDITY (deleted and created again since)
+      fails with L{NoSuchMailbox}, and nothing changes.
     - UID arguments are explicit UIDs (the IMAP layer expands ``1:*`` against what it knows);
       UIDs that do not exist are ignored, as RFC 3501 §6.4.8 asks of UID commands.
     - \\Recent (RFC 3501 §2.3.2): each mailbox keeps ``first_recent`` (L{MailboxInfo}), the
@@ -508,6 +511,8 @@ class IMailboxStore(Interface):
         mode: FlagMode,
         flags: Iterable[str],
         unchanged_since: int | None = None,
+        *,
+        uidvalidity: int | None = None,
     ) -> Deferred[FlagUpdate]:
         """
         STORE: set (``FLAGS``), add (``+FLAGS``) or remove (``-FLAGS``) flags.  With
@@ -516,7 +521,12 @@ class IMailboxStore(Interface):
         """
 
     def copy_messages(
-        user: str, source: str, uids: Iterable[int], target: str
+        user: str,
+        source: str,
+        uids: Iterable[int],
+        target: str,
+        *,
+        uidvalidity: int | None = None,
     ) -> Deferred[CopyResult]:
         """
         COPY: each message (flags and INTERNALDATE kept, RFC 3501 §6.4.7) gets the next UID of
@@ -525,7 +535,12 @@ class IMailboxStore(Interface):
         """
 
     def move_messages(
-        user: str, source: str, uids: Iterable[int], target: str
+        user: str,
+        source: str,
+        uids: Iterable[int],
+        target: str,
+        *,
+        uidvalidity: int | None = None,
     ) -> Deferred[CopyResult]:
         """
         MOVE (RFC 6851): copy, then expunge the source messages, in one step.  The pairs' source
@@ -535,7 +550,11 @@ class IMailboxStore(Interface):
         """
 
     def expunge(
-        user: str, mailbox: str, uids: Iterable[int] | None = None
+        user: str,
+        mailbox: str,
+        uids: Iterable[int] | None = None,
+        *,
+        uidvalidity: int | None = None,
     ) -> Deferred[list[MailMessage]]:
         """
         Remove the messages flagged \\Deleted (EXPUNGE), or only those among ``uids`` (UID

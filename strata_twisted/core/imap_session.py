@@ -28,7 +28,8 @@ session keeps to what Dovecot does (issue 12):
 from __future__ import annotations
 
 import bisect
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, replace
 from typing import Final, Literal, Protocol
 
@@ -466,10 +467,11 @@ class MailboxSession:
         if view is None or view.read_only:
             return
         try:
-            await self._same_mailbox(view)
-        except MailboxGone:
-            return
-        removed = await self.shared.mailboxes.expunge(self.user, view.name)
+            removed = await self.shared.mailboxes.expunge(
+                self.user, view.name, uidvalidity=view.uidvalidity
+            )
+        except NoSuchMailbox:
+            return  # deleted (and perhaps created again) by another session: nothing to do
         if removed:
             self._notify(view.name)
             self.shared.release([m.message_id for m in removed])
@@ -488,6 +490,17 @@ class MailboxSession:
         if info is None or info.uidvalidity != view.uidvalidity:
             raise MailboxGone(f"mailbox {view.name} was deleted")
         return info
+
+    @staticmethod
+    @contextmanager
+    def _gone_if_missing(view: View) -> Iterator[None]:
+        """A store call on the selected mailbox: its absence (or a new one) ends the session."""
+        try:
+            yield
+        except NoSuchMailbox as e:
+            if e.name != view.name:
+                raise
+            raise MailboxGone(f"mailbox {view.name} was deleted") from None
 
     def _check(self, view: View, listing: MailboxListing) -> None:
         if listing.info.uidvalidity != view.uidvalidity:
@@ -717,11 +730,11 @@ class MailboxSession:
         modes: dict[str, FlagMode] = {"+": "add", "-": "remove", "": "set"}
         if not uids:
             return None
-        await self._same_mailbox(view)
-        update = await self.shared.mailboxes.store_flags(
-            self.user, view.name, uids, modes[command.mode], command.flags,
-            command.unchanged_since,
-        )  # fmt: skip
+        with self._gone_if_missing(view):
+            update = await self.shared.mailboxes.store_flags(
+                self.user, view.name, uids, modes[command.mode], command.flags,
+                command.unchanged_since, uidvalidity=view.uidvalidity,
+            )  # fmt: skip
         changed = set(update.changed)
         condstore = out.condstore
         shown = [
@@ -760,13 +773,18 @@ class MailboxSession:
             raise Refused("BAD", "Invalid message sequence number")
         target = mailbox_name(command.mailbox)
         mailboxes = self.shared.mailboxes
-        await self._same_mailbox(view)
         try:
             if move:
-                result = await mailboxes.move_messages(self.user, view.name, uids, target)
+                result = await mailboxes.move_messages(
+                    self.user, view.name, uids, target, uidvalidity=view.uidvalidity
+                )
             else:
-                result = await mailboxes.copy_messages(self.user, view.name, uids, target)
+                result = await mailboxes.copy_messages(
+                    self.user, view.name, uids, target, uidvalidity=view.uidvalidity
+                )
         except NoSuchMailbox as e:
+            if e.name == view.name:
+                raise MailboxGone(f"mailbox {view.name} was deleted") from None
             if e.name != target:
                 raise
             # RFC 3501 §6.4.7: the client may CREATE the target and try again.
@@ -804,8 +822,10 @@ class MailboxSession:
                 return
         # else RFC 3501 §6.4.3: every message flagged \Deleted, as CLOSE; EXPUNGE responses
         # (below) for those this session was told of.
-        await self._same_mailbox(view)
-        removed = await self.shared.mailboxes.expunge(self.user, view.name, uids)
+        with self._gone_if_missing(view):
+            removed = await self.shared.mailboxes.expunge(
+                self.user, view.name, uids, uidvalidity=view.uidvalidity
+            )
         lines = []
         for message in sorted(removed, key=lambda m: m.uid, reverse=True):
             if view.knows(message.uid):
@@ -822,11 +842,15 @@ class MailboxSession:
         listing = await self._listing(view)
         current = {m.uid: m for m in listing.messages}
         # (sequence number, message) for what the session knows and the store still has.
-        known = [
-            (n, view.shown(view.current(current[uid])))
-            for n, uid in enumerate(view.uids, 1)
-            if uid in current
-        ]
+        known: list[tuple[int, MailMessage]] = []
+        modseqs, recent = view.modseqs, view.recent
+        for n, uid in enumerate(view.uids, 1):
+            message = current.get(uid)
+            if message is None:
+                continue
+            if uid in recent or message.modseq < modseqs[uid]:  # the rare cases, one lookup each
+                message = view.shown(view.current(message))
+            known.append((n, message))
         headers: dict[int, Content] = {}
         if need is Need.HEADER and known:
             headers = await self._headers(view, [message for _, message in known])
@@ -1043,9 +1067,10 @@ class MailboxSession:
         if plan.sets_seen:
             unseen = [uid for uid in uids if uid in messages and SEEN not in messages[uid].flags]
             if unseen:
-                update = await self.shared.mailboxes.store_flags(
-                    self.user, view.name, unseen, "add", [SEEN]
-                )
+                with self._gone_if_missing(view):
+                    update = await self.shared.mailboxes.store_flags(
+                        self.user, view.name, unseen, "add", [SEEN], uidvalidity=view.uidvalidity
+                    )
                 for message in update.messages:
                     if message.uid in messages:
                         messages[message.uid] = message

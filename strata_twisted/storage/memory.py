@@ -590,9 +590,10 @@ class MemoryStore:
         """The mailboxes of a canonical user (a fresh empty dict, not kept, for a new user)."""
         return self._mailboxes.get(user, {})
 
-    def _box(self, user: str, name: str) -> _Mailbox:
+    def _box(self, user: str, name: str, uidvalidity: int | None = None) -> _Mailbox:
+        """The mailbox of this name; with ``uidvalidity``, only if it is that very one."""
         box = self._boxes(user).get(name)
-        if box is None:
+        if box is None or (uidvalidity is not None and box.uidvalidity != uidvalidity):
             raise NoSuchMailbox(name)
         return box
 
@@ -865,9 +866,11 @@ class MemoryStore:
         mode: FlagMode,
         flags: Iterable[str],
         unchanged_since: int | None = None,
+        *,
+        uidvalidity: int | None = None,
     ) -> Deferred[FlagUpdate]:
         def store() -> FlagUpdate:
-            box = self._box(normalize_user(user), normalize_mailbox_name(mailbox))
+            box = self._box(normalize_user(user), normalize_mailbox_name(mailbox), uidvalidity)
             wanted = normalize_flags(flags)
             apply_flags(frozenset(), mode, wanted)  # refuses an unknown mode before any change
             targets = [box.messages[uid] for uid in sorted(set(uids)) if uid in box.messages]
@@ -893,10 +896,16 @@ class MemoryStore:
         return self._guarded(store)
 
     def _copy(
-        self, user: str, source: str, uids: Iterable[int], target: str, move: bool
+        self,
+        user: str,
+        source: str,
+        uids: Iterable[int],
+        target: str,
+        move: bool,
+        uidvalidity: int | None,
     ) -> CopyResult:
         key = normalize_user(user)
-        source_box = self._box(key, normalize_mailbox_name(source))
+        source_box = self._box(key, normalize_mailbox_name(source), uidvalidity)
         target_box = self._box(key, normalize_mailbox_name(target))
         moving = [
             source_box.messages[uid] for uid in sorted(set(uids)) if uid in source_box.messages
@@ -918,20 +927,37 @@ class MemoryStore:
         return CopyResult(target_box.uidvalidity, tuple(pairs))
 
     def copy_messages(
-        self, user: str, source: str, uids: Iterable[int], target: str
+        self,
+        user: str,
+        source: str,
+        uids: Iterable[int],
+        target: str,
+        *,
+        uidvalidity: int | None = None,
     ) -> Deferred[CopyResult]:
-        return self._guarded(lambda: self._copy(user, source, uids, target, move=False))
+        return self._guarded(lambda: self._copy(user, source, uids, target, False, uidvalidity))
 
     def move_messages(
-        self, user: str, source: str, uids: Iterable[int], target: str
+        self,
+        user: str,
+        source: str,
+        uids: Iterable[int],
+        target: str,
+        *,
+        uidvalidity: int | None = None,
     ) -> Deferred[CopyResult]:
-        return self._guarded(lambda: self._copy(user, source, uids, target, move=True))
+        return self._guarded(lambda: self._copy(user, source, uids, target, True, uidvalidity))
 
     def expunge(
-        self, user: str, mailbox: str, uids: Iterable[int] | None = None
+        self,
+        user: str,
+        mailbox: str,
+        uids: Iterable[int] | None = None,
+        *,
+        uidvalidity: int | None = None,
     ) -> Deferred[list[MailMessage]]:
         def remove() -> list[MailMessage]:
-            box = self._box(normalize_user(user), normalize_mailbox_name(mailbox))
+            box = self._box(normalize_user(user), normalize_mailbox_name(mailbox), uidvalidity)
             among = None if uids is None else set(uids)
             gone = [
                 m

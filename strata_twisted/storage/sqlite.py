@@ -2065,6 +2065,8 @@ class SQLiteStore:
         mode: FlagMode,
         flags: Iterable[str],
         unchanged_since: int | None = None,
+        *,
+        uidvalidity: int | None = None,
     ) -> Deferred[FlagUpdate]:
         def prepare() -> Callable[[sqlite3.Connection], FlagUpdate]:
             owner, canonical = normalize_user(user), normalize_mailbox_name(mailbox)
@@ -2073,7 +2075,7 @@ class SQLiteStore:
             targets = sorted(set(uids))
 
             def store(conn: sqlite3.Connection) -> FlagUpdate:
-                row = _t_mailbox(conn, owner, canonical)
+                row = _t_mailbox(conn, owner, canonical, uidvalidity)
                 current = _t_messages_by_uid(conn, row["id"], targets)
                 failed = [
                     m.uid
@@ -2102,7 +2104,13 @@ class SQLiteStore:
         return self._mailbox_call(f"storing flags in {mailbox} of {user}", prepare)
 
     def _copy_call(
-        self, user: str, source: str, uids: Iterable[int], target: str, move: bool
+        self,
+        user: str,
+        source: str,
+        uids: Iterable[int],
+        target: str,
+        move: bool,
+        uidvalidity: int | None,
     ) -> Deferred[CopyResult]:
         def prepare() -> Callable[[sqlite3.Connection], CopyResult]:
             owner = normalize_user(user)
@@ -2113,7 +2121,7 @@ class SQLiteStore:
             wanted = sorted(set(uids))
 
             def copy(conn: sqlite3.Connection) -> CopyResult:
-                source_row = _t_mailbox(conn, owner, source_name)
+                source_row = _t_mailbox(conn, owner, source_name, uidvalidity)
                 target_row = _t_mailbox(conn, owner, target_name)
                 return _t_copy(conn, source_row, wanted, target_row, move=move)
 
@@ -2123,24 +2131,41 @@ class SQLiteStore:
         return self._mailbox_call(f"{verb} messages from {source} to {target} of {user}", prepare)
 
     def copy_messages(
-        self, user: str, source: str, uids: Iterable[int], target: str
+        self,
+        user: str,
+        source: str,
+        uids: Iterable[int],
+        target: str,
+        *,
+        uidvalidity: int | None = None,
     ) -> Deferred[CopyResult]:
-        return self._copy_call(user, source, uids, target, move=False)
+        return self._copy_call(user, source, uids, target, False, uidvalidity)
 
     def move_messages(
-        self, user: str, source: str, uids: Iterable[int], target: str
+        self,
+        user: str,
+        source: str,
+        uids: Iterable[int],
+        target: str,
+        *,
+        uidvalidity: int | None = None,
     ) -> Deferred[CopyResult]:
-        return self._copy_call(user, source, uids, target, move=True)
+        return self._copy_call(user, source, uids, target, True, uidvalidity)
 
     def expunge(
-        self, user: str, mailbox: str, uids: Iterable[int] | None = None
+        self,
+        user: str,
+        mailbox: str,
+        uids: Iterable[int] | None = None,
+        *,
+        uidvalidity: int | None = None,
     ) -> Deferred[list[MailMessage]]:
         def prepare() -> Callable[[sqlite3.Connection], list[MailMessage]]:
             owner, canonical = normalize_user(user), normalize_mailbox_name(mailbox)
             among = None if uids is None else set(uids)
 
             def remove(conn: sqlite3.Connection) -> list[MailMessage]:
-                row = _t_mailbox(conn, owner, canonical)
+                row = _t_mailbox(conn, owner, canonical, uidvalidity)
                 rows = conn.execute(
                     _MAIL_MESSAGE_SELECT
                     + " WHERE mm.mailbox_id = ? AND instr(mm.flags, ?) > 0 ORDER BY mm.uid",
@@ -2511,9 +2536,12 @@ def _t_find_mailbox(conn: sqlite3.Connection, owner: str, name: str) -> sqlite3.
     return row
 
 
-def _t_mailbox(conn: sqlite3.Connection, owner: str, name: str) -> sqlite3.Row:
+def _t_mailbox(
+    conn: sqlite3.Connection, owner: str, name: str, uidvalidity: int | None = None
+) -> sqlite3.Row:
+    """The mailbox of this name; with ``uidvalidity``, only if it is that one (not a new one)."""
     row = _t_find_mailbox(conn, owner, name)
-    if row is None:
+    if row is None or (uidvalidity is not None and int(row["uidvalidity"]) != uidvalidity):
         raise NoSuchMailbox(name)
     return row
 

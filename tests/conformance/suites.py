@@ -2351,6 +2351,43 @@ class MailboxStoreSuite:
             ("M3", frozenset()),
         ]
 
+    def test_changes_name_the_mailbox_they_mean_by_its_uidvalidity(self, store: Any) -> None:
+        # A session's STORE, COPY, MOVE or EXPUNGE must not reach a mailbox created since under
+        # the name of the one it selected (issue 12): the UIDVALIDITY it knows is a precondition.
+        result_of(store.ensure_user(ALICE_USER))
+        result_of(store.create_mailbox(ALICE_USER, "proj"))
+        old = self.box(store, "proj").uidvalidity
+        result_of(store.delete_mailbox(ALICE_USER, "proj"))
+        result_of(store.create_mailbox(ALICE_USER, "proj"))
+        result_of(
+            store.add_message(ALICE_USER, "proj", self.stored(store, "P1"), 1.0, ["\\Deleted"])
+        )
+        new = self.box(store, "proj")
+        assert new.uidvalidity != old
+        fails_with(
+            store.store_flags(ALICE_USER, "proj", [1], "add", ["\\Seen"], uidvalidity=old),
+            NoSuchMailbox,
+        )
+        fails_with(
+            store.copy_messages(ALICE_USER, "proj", [1], "INBOX", uidvalidity=old), NoSuchMailbox
+        )
+        fails_with(
+            store.move_messages(ALICE_USER, "proj", [1], "INBOX", uidvalidity=old), NoSuchMailbox
+        )
+        fails_with(store.expunge(ALICE_USER, "proj", uidvalidity=old), NoSuchMailbox)
+        assert self.box(store, "proj") == new  # nothing changed
+        assert [m.flags for m in result_of(store.list_messages(ALICE_USER, "proj"))] == [
+            frozenset({"\\Deleted"})
+        ]
+        # With the right one they work as ever.
+        update = result_of(
+            store.store_flags(
+                ALICE_USER, "proj", [1], "add", ["\\Seen"], uidvalidity=new.uidvalidity
+            )
+        )
+        assert update.changed == (1,)
+        assert len(result_of(store.expunge(ALICE_USER, "proj", uidvalidity=new.uidvalidity))) == 1
+
     def test_move_into_the_same_mailbox(self, store: Any) -> None:
         # RFC 6851 allows it (Dovecot answers OK with COPYUID): new UIDs, the old ones expunged.
         result_of(store.ensure_user(ALICE_USER))
