@@ -426,7 +426,7 @@ class MailboxSession:
             view.recent = {m.uid for m in messages if m.uid >= info.first_recent}
             view.claimed = info.first_recent
         else:
-            await self._claim(view, messages)
+            await self._claim(view, messages, info)
         first_unseen = next((n for n, m in enumerate(messages, 1) if SEEN not in m.flags), None)
         self.view = view
         flags = SYSTEM_FLAGS + tuple(sorted(view.keywords))
@@ -441,11 +441,16 @@ class MailboxSession:
             recent=len(view.recent),
         )
 
-    async def _claim(self, view: View, messages: Sequence[MailMessage]) -> None:
+    async def _claim(self, view: View, messages: Sequence[MailMessage], known: MailboxInfo) -> None:
         """
         RFC 3501 §2.3.2: the messages that arrived since any session last selected the mailbox
         read-write are recent to this one only; the store hands each out once.
         """
+        if known.first_recent >= known.uidnext:
+            # Nothing was left to claim when the listing was read: no write.  What arrives later
+            # has a UID from known.uidnext on, and the next sync claims it.
+            view.claimed = max(view.claimed, known.uidnext)
+            return
         before = await self.shared.mailboxes.claim_recent(self.user, view.name)
         if before.uidvalidity != view.uidvalidity:
             raise MailboxGone(f"mailbox {view.name} was deleted")
@@ -563,7 +568,7 @@ class MailboxSession:
                 view.recent.update(m.uid for m in new if m.uid >= listing.info.first_recent)
             else:
                 if new[-1].uid >= view.claimed:
-                    await self._claim(view, new)
+                    await self._claim(view, new, listing.info)
                 view.recent.update(
                     m.uid for m in new if any(lo <= m.uid < hi for lo, hi in view.claims)
                 )
