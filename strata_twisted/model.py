@@ -824,7 +824,8 @@ class MailboxListing:
     """
     A mailbox and its messages as of one moment (L{IMailboxStore.mailbox_listing}): ``info``
     (UIDVALIDITY says which mailbox of that name, HIGHESTMODSEQ the moment), the ``messages``
-    asked for in UID order, and ``count``, how many messages the mailbox holds in all.
+    asked for in UID order, and ``count``, how many messages the mailbox holds in all (of those
+    asked for by UID, when they were).
     """
 
     info: MailboxInfo

@@ -840,7 +840,8 @@ class MemoryStore:
                 if (changed_since is None or m.modseq > changed_since)
                 and (wanted is None or m.uid in wanted)
             ]
-            return MailboxListing(self._info(owner, box), messages, len(box.messages))
+            count = sum(1 for uid in box.messages if wanted is None or uid in wanted)
+            return MailboxListing(self._info(owner, box), messages, count)
 
         return self._guarded(listing)
 

@@ -2016,17 +2016,19 @@ class SQLiteStore:
                     row = _t_mailbox(conn, owner, canonical)
                     query = _MAIL_MESSAGE_SELECT + " WHERE mm.mailbox_id = ?"
                     parameters: list[object] = [row["id"]]
-                    if changed_since is not None:
-                        query += " AND mm.modseq > ?"
-                        parameters.append(changed_since)
                     if wanted is not None:
                         query += " AND mm.uid IN (SELECT value FROM json_each(?))"
                         parameters.append(wanted)
+                    if changed_since is not None:
+                        count = conn.execute(
+                            query.replace(_MAIL_MESSAGE_SELECT, _COUNT_SELECT, 1), parameters
+                        ).fetchone()[0]
+                        query += " AND mm.modseq > ?"
+                        parameters.append(changed_since)
                     rows = conn.execute(query + " ORDER BY mm.uid", parameters)
                     messages = [_mail_message(r) for r in rows]
-                    (count,) = conn.execute(
-                        "SELECT count(*) FROM mailbox_messages WHERE mailbox_id = ?", (row["id"],)
-                    ).fetchone()
+                    if changed_since is None:
+                        count = len(messages)  # all of them were listed
                 finally:
                     conn.execute("COMMIT")
                 return MailboxListing(_mailbox_info(row), messages, int(count))
@@ -2492,6 +2494,8 @@ def _flags_text(flags: frozenset[str]) -> str:
 
 # A mailbox row as the code reads it: ``subscribed`` comes from ``subscriptions`` (migration 13;
 # the column of that name in ``mailboxes`` is no longer read).
+_COUNT_SELECT: Final = "SELECT count(*) FROM mailbox_messages AS mm"
+
 _MAILBOX_SELECT: Final = (
     "SELECT b.id, b.owner, b.name, b.uidvalidity, b.uidnext, b.highest_modseq, b.special_use,"
     " b.first_recent, EXISTS (SELECT 1 FROM subscriptions AS s"
