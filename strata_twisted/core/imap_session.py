@@ -1066,7 +1066,12 @@ class MailboxSession:
             except NoSuchMailbox:
                 raise MailboxGone(f"mailbox {view.name} was deleted") from None
             self._check(view, listing)
-        messages = {m.uid: view.current(m) for m in listing.messages if m.uid in wanted}
+        modseqs = view.modseqs
+        messages = {
+            m.uid: m if m.modseq >= modseqs.get(m.uid, 0) else view.current(m)
+            for m in listing.messages
+            if m.uid in wanted
+        }
         issued = command.changed_since is None and len(messages) < len(uids)
         changed: set[int] = set()
         if plan.sets_seen:
@@ -1097,8 +1102,8 @@ class MailboxSession:
             if found is None or (plan.needs_index and uid not in indexes):
                 continue  # expunged by another session
             index = indexes.get(uid)
-            sent = await self._fetch_one(plan, numbering(uid), view.shown(found), index,
-                                         uid in changed, out)  # fmt: skip
+            shown = view.shown(found) if uid in view.recent else found
+            sent = await self._fetch_one(plan, numbering(uid), shown, index, uid in changed, out)
             issued = issued or not sent
             if out.gone:
                 return None
@@ -1150,35 +1155,56 @@ class MailboxSession:
         out: Output,
     ) -> bool:
         """One message's FETCH response; False if its body vanished before anything was sent."""
+        chunks: dict[tuple[int, int], bytes] = {}
+        if not plan.needs_body:  # flags, envelope, structure: nothing read, nothing streamed
+            for _ in self._write_parts(plan, number, message, index, flags_changed, chunks, out):
+                pass  # no body: nothing to stream
+            return True
         pins = self.shared.pins
-        pins.pin(message.message_id)
+        pins.pin(message.message_id)  # a body being streamed is not deleted under the literal
         try:
-            chunks: dict[tuple[int, int], bytes] = {}
-            if plan.needs_body:
-                for part in body_ranges(plan, message, index):
-                    if not part.streamed and (part.offset, part.length) not in chunks:
-                        try:
-                            chunks[
-                                (part.offset, part.length)
-                            ] = await self.shared.messages.read_body_range(
-                                message.message_id, part.offset, part.length
-                            )
-                        except NoSuchEntry:
-                            return False  # expunged meanwhile: nothing of it was written
-            result = build_fetch(
-                plan, message, index, lambda offset, length: chunks[(offset, length)],
-                flags_changed=flags_changed,
-            )  # fmt: skip
-            for piece in fetch_response_parts(number, result.items):
-                if isinstance(piece, bytes):
-                    out.write(piece)
-                else:
-                    await self._stream(message.message_id, piece, out)
+            for part in body_ranges(plan, message, index):
+                if not part.streamed and (part.offset, part.length) not in chunks:
+                    try:
+                        chunks[
+                            (part.offset, part.length)
+                        ] = await self.shared.messages.read_body_range(
+                            message.message_id, part.offset, part.length
+                        )
+                    except NoSuchEntry:
+                        return False  # expunged meanwhile: nothing of it was written
+            for piece in self._write_parts(plan, number, message, index, flags_changed, chunks,
+                                           out):  # fmt: skip
+                await self._stream(message.message_id, piece, out)
                 if out.gone:
                     break
             return True
         finally:
             pins.unpin(message.message_id)
+
+    @staticmethod
+    def _write_parts(
+        plan: FetchPlan,
+        number: int,
+        message: MailMessage,
+        index: MessageIndex | None,
+        flags_changed: bool,
+        chunks: dict[tuple[int, int], bytes],
+        out: Output,
+    ) -> Iterator[Streamed]:
+        """
+        Write the FETCH response's bytes as they come; yield each large section, to be streamed
+        before the writing goes on.
+        """
+        result = build_fetch(
+            plan, message, index, lambda offset, length: chunks[(offset, length)],
+            flags_changed=flags_changed,
+        )  # fmt: skip
+        for piece in fetch_response_parts(number, result.items):
+            if isinstance(piece, bytes):
+                out.write(piece)
+            else:
+                yield piece
 
     async def _stream(self, message_id: str, piece: Streamed, out: Output) -> None:
         """Copy a large body section from the store to the client, one bounded read at a time."""
