@@ -86,9 +86,11 @@ def _header_block(raw: bytes) -> bytes:
     return raw if match is None else raw[: match.end()]
 
 
-CACHE_SIZE: Final = 2048
-"""Header blocks (and header values) whose parsed fields (decoded text) are kept between commands:
-a client searches the same messages again and again (Roundcube's quick search, bench.imap)."""
+CACHE_SIZE: Final = 1024
+"""Header blocks (and header values) whose parsed fields (decoded text) are kept between commands.
+A searched message's L{Content} (its fields and decoded values) is kept by the IMAP sessions'
+shared cache (core/imap_shared.py), which forgets expunged messages; these serve the rest.
+Kept small: every new message fills them, and memory must be flat while mail comes and goes."""
 
 CACHED_LENGTH: Final = 4096
 """Longest text whose sort key, base subject or parsed addresses are cached: longer ones are rare,

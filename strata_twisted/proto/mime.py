@@ -1240,8 +1240,9 @@ def _part_in(value: object) -> Part:
         raise IndexFormatError(f"damaged part: {error}") from error
 
 
-INDEX_CACHE_SIZE: Final = 1024
-"""Parsed indexes kept by L{index_from_json}, most recently used first (they are immutable)."""
+INDEX_CACHE_SIZE: Final = 512
+"""Parsed indexes kept by L{index_from_json}, most recently used first (they are immutable).  The
+IMAP sessions keep their own by message id (core/imap_shared.py); this serves the other callers."""
 
 
 def index_from_json(data: bytes | bytearray) -> MessageIndex:
