@@ -229,10 +229,6 @@ class View:
             keywords={f for m in messages for f in m.flags if not f.startswith("\\")},
         )
 
-    @property
-    def key(self) -> tuple[str, int]:
-        return self.name, self.uidvalidity
-
     def seq(self, uid: int) -> int:
         """The sequence number of a UID the session knows."""
         return bisect.bisect_left(self.uids, uid) + 1

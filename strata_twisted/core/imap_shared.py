@@ -54,13 +54,6 @@ class LRU(Generic[K, V]):
         self._weight = 0
         self._entries: OrderedDict[K, V] = OrderedDict()
 
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    @property
-    def weight(self) -> int:
-        return self._weight
-
     def get(self, key: K) -> V | None:
         value = self._entries.get(key)
         if value is not None:
@@ -110,14 +103,6 @@ class Listings:
         self._entries: OrderedDict[MailboxKey, _Listing] = OrderedDict()
         # Listings being read, by mailbox: the modseq each started from, and who waits.
         self._reading: dict[MailboxKey, tuple[int, list[Deferred[MailboxListing]]]] = {}
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
-    @property
-    def weight(self) -> int:
-        """How many messages the kept listings hold together."""
-        return self._weight
 
     def _get(self, key: MailboxKey, modseq: int) -> list[MailMessage] | None:
         entry = self._entries.get(key)
@@ -350,9 +335,6 @@ class SharedState:
         for message_id in message_ids:
             self.headers.pop(message_id)
             self.indexes.pop(message_id)
-
-    def sessions(self, user: str) -> Sequence[Watcher]:
-        return list(self._watchers.get(user, ()))
 
     # -- indexing ---------------------------------------------------------------------------------
 
