@@ -193,6 +193,29 @@ class MonitorSettings:
 
 
 @dataclass(frozen=True)
+class AdminSettings:
+    """The admin web listener (#13): the JSON API, /metrics and (#14) the panel."""
+
+    # Loopback by default: put it behind TLS (``tls = true`` or a proxy) before exposing it.
+    listen: tuple[ListenAddress, ...] = (ListenAddress("127.0.0.1", 8080),)
+    # Serve HTTPS with the certificate of [tls] (cookies then get ``Secure``).
+    tls: bool = False
+    # A browser session ends after this long without a request.
+    session_idle: float = 3600.0
+    # Failed admin logins delay the next attempts from the same address and for the same
+    # account, up to this (never a lockout: the real admin gets in after the delay).
+    login_max_delay: float = 15.0
+
+
+@dataclass(frozen=True)
+class LogSettings:
+    """How twistd's log is written: ``text`` (twistd's lines) or ``json`` (one object per line,
+    with the event's fields, for log shippers)."""
+
+    format: str = "text"
+
+
+@dataclass(frozen=True)
 class StorageSettings:
     backend: str = "sqlite"
     reload_interval: float = 0.5
@@ -212,6 +235,8 @@ class Settings:
     relay: RelaySettings = field(default_factory=RelaySettings)
     monitor: MonitorSettings = field(default_factory=MonitorSettings)
     storage: StorageSettings = field(default_factory=StorageSettings)
+    admin: AdminSettings = field(default_factory=AdminSettings)
+    log: LogSettings = field(default_factory=LogSettings)
     source: Path | None = None
     # Sentences about the file worth an operator's attention (retired keys), logged at start.
     notes: tuple[str, ...] = ()
@@ -450,6 +475,13 @@ _SCHEMA: dict[str, dict[str, Validator]] = {
         "alert_window": _seconds,
     },
     "storage": {"backend": _backend, "reload_interval": _seconds},
+    "admin": {
+        "listen": _listen_or_none,
+        "tls": _bool,
+        "session_idle": _seconds,
+        "login_max_delay": _max_delay,
+    },
+    "log": {"format": _choice("text", "json")},
 }
 
 
@@ -528,6 +560,8 @@ def parse_config(document: dict[str, Any], source: Path | None = None) -> Settin
         relay=RelaySettings(**values["relay"]),
         monitor=MonitorSettings(**values["monitor"]),
         storage=StorageSettings(**values["storage"]),
+        admin=AdminSettings(**values["admin"]),
+        log=LogSettings(**values["log"]),
         source=source,
         notes=tuple(notes),
     )

@@ -107,3 +107,24 @@ class NoSuchEntry(StrataError):
 
 class QueueStateError(StrataError):
     """A queue entry is not in a state that allows this change (e.g. releasing a delivered one)."""
+
+
+class NotFound(StrataError):
+    """
+    No such object, or none the caller may see (another tenant's objects are "not found", never
+    "forbidden": #13).  ``kind`` names what was looked up ("domain", "reseller", "entry", ...).
+    """
+
+    def __init__(self, kind: str, name: str, message: str | None = None) -> None:
+        super().__init__(message or f"no {kind} {name!r}")
+        self.kind = kind
+        self.name = name
+
+
+class AlreadyExists(StrataError):
+    """An object with this name exists already (a reseller, customer, admin account, key)."""
+
+    def __init__(self, kind: str, name: str) -> None:
+        super().__init__(f"{kind} {name!r} exists already")
+        self.kind = kind
+        self.name = name

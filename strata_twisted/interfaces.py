@@ -30,12 +30,17 @@ if TYPE_CHECKING:
     from twisted.internet.defer import Deferred
 
     from strata_twisted.model import (
+        AdminAccount,
+        ApiKey,
         AttemptResult,
+        AuditRecord,
         ControlRequest,
         CopyResult,
+        Customer,
         Domain,
         DomainStatus,
         Event,
+        EventFilter,
         FlagMode,
         FlagUpdate,
         IncomingMessage,
@@ -47,7 +52,9 @@ if TYPE_CHECKING:
         Outage,
         PurgedMessage,
         QueueEntry,
+        QueueFilter,
         QueueStats,
+        Reseller,
         ShadowCopy,
         StoredMessage,
         UserCredential,
@@ -266,6 +273,19 @@ class IQueueStore(Interface):
         whatever the entry's state.  Unknown ids are ignored.  One atomic step.
         """
 
+    def query_entries(
+        query: QueueFilter, after_seq: int = 0, limit: int = 100
+    ) -> Deferred[list[QueueEntry]]:
+        """
+        At most ``limit`` entries matching ``query`` with ``seq > after_seq``, in arrival order:
+        one page of a listing, the next page starting after the last ``seq`` returned.  Reads only
+        the page (an index walk), never the whole queue: the admin API lists queues of 100,000
+        entries.  The filter's ``sender``/``recipient`` match a case-insensitive substring.
+        """
+
+    def count_entries(query: QueueFilter) -> Deferred[int]:
+        """How many entries match ``query``."""
+
     def received_since(domain: str, since: float) -> Deferred[tuple[int, int]]:
         """
         ``(received, delivered)``: how many of ``domain``'s entries (every state) were received at
@@ -291,6 +311,14 @@ class IEventStore(Interface):
 
     def list_events(domain: str | None = None, limit: int = 100) -> Deferred[list[Event]]:
         """The newest ``limit`` events, oldest first; only ``domain``'s when given."""
+
+    def query_events(
+        query: EventFilter, before_id: int | None = None, limit: int = 100
+    ) -> Deferred[list[Event]]:
+        """
+        At most ``limit`` events matching ``query`` with ``id < before_id`` (None: from the
+        newest), newest first: one page, the next starting before the last id returned.
+        """
 
 
 class IMonitorStore(Interface):
@@ -648,4 +676,92 @@ class ICredentialStore(Interface):
         """
         ``(alias, user)`` pairs, canonical, sorted by alias; only ``user``'s when given
         (L{InvalidUser} when it is not an address).
+        """
+
+
+class ITenantStore(Interface):
+    """
+    Resellers and customers (#13).  Names are unique within each kind.  Removing one that still
+    has customers, domains or accounts under it is the caller's check (core/admin), not this
+    role's.
+    """
+
+    def list_resellers() -> Deferred[list[Reseller]]:
+        """Every reseller, sorted by name."""
+
+    def get_reseller(name: str) -> Deferred[Reseller | None]:
+        """The reseller, or None."""
+
+    def add_reseller(reseller: Reseller) -> Deferred[Reseller]:
+        """Store a new reseller; L{AlreadyExists} if the name is taken."""
+
+    def update_reseller(reseller: Reseller) -> Deferred[Reseller]:
+        """Replace a reseller's branding; L{NotFound} if it does not exist."""
+
+    def remove_reseller(name: str) -> Deferred[None]:
+        """Remove a reseller; L{NotFound} if it does not exist."""
+
+    def list_customers(reseller: str | None = None) -> Deferred[list[Customer]]:
+        """Customers sorted by name; only ``reseller``'s when given ("" = the operator's own)."""
+
+    def get_customer(name: str) -> Deferred[Customer | None]:
+        """The customer, or None."""
+
+    def add_customer(customer: Customer) -> Deferred[Customer]:
+        """Store a new customer; L{AlreadyExists} if the name is taken."""
+
+    def remove_customer(name: str) -> Deferred[None]:
+        """Remove a customer; L{NotFound} if it does not exist."""
+
+
+class IAdminStore(Interface):
+    """Admin accounts and their API keys (#13)."""
+
+    def list_admins() -> Deferred[list[AdminAccount]]:
+        """Every account, sorted by name."""
+
+    def get_admin(name: str) -> Deferred[AdminAccount | None]:
+        """The account, or None."""
+
+    def add_admin(account: AdminAccount) -> Deferred[AdminAccount]:
+        """Store a new account; L{AlreadyExists} if the name is taken."""
+
+    def update_admin(account: AdminAccount) -> Deferred[AdminAccount]:
+        """Replace an account (password, TOTP, recovery codes); L{NotFound} if it is gone."""
+
+    def remove_admin(name: str) -> Deferred[None]:
+        """Remove an account and every API key it owns, in one step; L{NotFound} if missing."""
+
+    def list_api_keys(admin: str | None = None) -> Deferred[list[ApiKey]]:
+        """Keys sorted by creation time; only ``admin``'s when given."""
+
+    def get_api_key(key_id: str) -> Deferred[ApiKey | None]:
+        """The key with this public id, or None."""
+
+    def add_api_key(key: ApiKey) -> Deferred[ApiKey]:
+        """Store a new key; L{AlreadyExists} if the id is taken, L{NotFound} if its admin is."""
+
+    def remove_api_key(key_id: str) -> Deferred[None]:
+        """Revoke a key; L{NotFound} if there is none with this id."""
+
+    def touch_api_key(key_id: str, at: float) -> Deferred[None]:
+        """Record that the key was used at ``at`` (unknown ids are ignored)."""
+
+
+class IAuditStore(Interface):
+    """The audit log (#13): every admin state change, append-only."""
+
+    def record_audit(record: AuditRecord) -> Deferred[AuditRecord]:
+        """Append ``record`` (its ``id`` is ignored); returns it with the id it got (1, 2, …)."""
+
+    def list_audit(
+        reseller: str | None = None,
+        customer: str | None = None,
+        before_id: int | None = None,
+        limit: int = 100,
+    ) -> Deferred[list[AuditRecord]]:
+        """
+        At most ``limit`` records with ``id < before_id`` (None: from the newest), newest first.
+        ``reseller`` given: only records whose ``reseller`` is it; ``customer`` given: only
+        records whose ``customer`` is it (both: both).
         """

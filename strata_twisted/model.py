@@ -275,10 +275,14 @@ class Domain:
     alert_email: str | None = None
     alert_webhook: str | None = None
     alert_webhook_auth: str | None = None
+    # Tenancy (#13): the customer this domain belongs to; "" = directly the operator's (every
+    # domain of an installation older than tenancy).
+    customer: str = ""
 
     def as_json(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "customer": self.customer or None,
             "display_name": display_domain(self.name),
             "relay": str(self.relay),
             "mode": self.mode,
@@ -951,3 +955,201 @@ def normalize_user_list(domain: str, users: Iterable[UserCredential]) -> dict[st
             raise InvalidUser(f"{user.address!r} appears twice")
         result[key] = check_password_hash_text(user.password_hash)
     return result
+
+
+# -- Administration (#13): tenants, admin accounts, API keys, the audit log -----------------------
+#
+# Operator (the whole installation) → resellers → customers → domains.  A customer with
+# ``reseller`` "" sits directly under the operator, and so does a domain with ``customer`` "".
+# Names of resellers, customers and admin accounts are lower-case tokens (L{check_tenant_name}).
+
+Role = Literal["operator", "reseller", "customer"]
+ROLES: Final[tuple[Role, ...]] = ("operator", "reseller", "customer")
+# What an API key may do, each including the one before: read; operate (the queue and domains'
+# runtime state: hold, release, retry, flush, portal drill); admin (create and delete domains,
+# users, accounts and keys).  A browser session has its account's full power ("admin").
+Scope = Literal["read", "operate", "admin"]
+SCOPES: Final[tuple[Scope, ...]] = ("read", "operate", "admin")
+
+_TENANT_NAME = re.compile(r"[a-z0-9](?:[a-z0-9._-]{0,62}[a-z0-9])?\Z")
+
+
+class InvalidName(ValueError):
+    """A reseller, customer or admin account name that is not a lower-case token."""
+
+
+def check_tenant_name(text: str, what: str = "name") -> str:
+    """``text`` if it is a valid reseller, customer or account name (1–64 of ``a-z 0-9 . _ -``,
+    starting and ending with a letter or digit), else L{InvalidName}."""
+    if not isinstance(text, str) or _TENANT_NAME.match(text) is None:
+        raise InvalidName(
+            f"{what} must be 1 to 64 of a-z, 0-9, '.', '_' and '-', starting and ending with a "
+            f"letter or digit; got {text!r}"
+        )
+    return text
+
+
+@dataclass(frozen=True)
+class Branding:
+    """How a reseller's customers see the product (the panel, webmail, alert emails)."""
+
+    product_name: str = ""
+    logo_url: str = ""
+    primary_color: str = ""
+    accent_color: str = ""
+    support_email: str = ""
+    support_url: str = ""
+
+    def as_json(self) -> dict[str, str]:
+        return {
+            "product_name": self.product_name,
+            "logo_url": self.logo_url,
+            "primary_color": self.primary_color,
+            "accent_color": self.accent_color,
+            "support_email": self.support_email,
+            "support_url": self.support_url,
+        }
+
+
+@dataclass(frozen=True)
+class Reseller:
+    name: str
+    branding: Branding = Branding()
+    created_at: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "created_at": self.created_at, **self.branding.as_json()}
+
+
+@dataclass(frozen=True)
+class Customer:
+    name: str
+    reseller: str = ""  # "" = directly under the operator
+    created_at: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {"name": self.name, "reseller": self.reseller or None, "created_at": self.created_at}
+
+
+@dataclass(frozen=True)
+class AdminAccount:
+    """
+    One person's (or tool's) admin login.  ``reseller`` is set for role "reseller", ``customer``
+    for role "customer" (its reseller is the customer's); both "" for an operator.
+    ``password_hash`` is argon2id (PHC string); ``recovery_codes`` are hashes of the unused
+    TOTP recovery codes; ``totp_secret`` None means no second factor.
+    """
+
+    name: str
+    role: Role
+    password_hash: str
+    reseller: str = ""
+    customer: str = ""
+    totp_secret: str | None = None
+    recovery_codes: tuple[str, ...] = ()
+    created_at: float = 0.0
+    updated_at: float = 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "role": self.role,
+            "reseller": self.reseller or None,
+            "customer": self.customer or None,
+            "totp": self.totp_secret is not None,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """
+    An API key, as stored: ``id`` is its public part (shown in lists, part of the key itself),
+    ``secret_hash`` the SHA-256 of its secret part (the key is 256 random bits, so a fast hash
+    is enough, as for GitHub's tokens); the key is shown once, at creation.
+    ``allow_ip``: networks (CIDR) it may be used from; empty means anywhere.
+    """
+
+    id: str
+    admin: str
+    scope: Scope
+    secret_hash: str
+    created_at: float = 0.0
+    expires_at: float | None = None
+    allow_ip: tuple[str, ...] = ()
+    last_used_at: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "admin": self.admin,
+            "scope": self.scope,
+            "created_at": self.created_at,
+            "expires_at": self.expires_at,
+            "allow_ip": list(self.allow_ip),
+            "last_used_at": self.last_used_at,
+        }
+
+
+@dataclass(frozen=True)
+class AuditRecord:
+    """
+    One state change by an admin: who (``actor``, the account name, or ``cli:<unix user>`` for
+    the local CLI), through what (``via``: api, panel, cli), from where (``source``: the client's
+    address, "local" for the CLI), what (``action``, e.g. ``domain.add``) on what (``target``),
+    and under which tenant the target lives (``reseller``, ``customer``; "" = the operator's),
+    so that each tenant reads only its own records.
+    """
+
+    id: int
+    at: float
+    actor: str
+    via: str
+    source: str
+    action: str
+    target: str
+    reseller: str = ""
+    customer: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "at": self.at,
+            "actor": self.actor,
+            "via": self.via,
+            "source": self.source,
+            "action": self.action,
+            "target": self.target,
+            "reseller": self.reseller or None,
+            "customer": self.customer or None,
+            "detail": self.detail,
+        }
+
+
+@dataclass(frozen=True)
+class QueueFilter:
+    """
+    Which queue entries a listing or a bulk action selects (every condition must hold).
+    ``domains`` None means every domain; a tuple (possibly empty) restricts to those (the
+    caller's tenancy).  ``sender``/``recipient``: case-insensitive substring of the address.
+    ``received_before``: only entries received before this time (the API's ``older_than``).
+    """
+
+    domains: tuple[str, ...] | None = None
+    states: tuple[str, ...] | None = None
+    sender: str | None = None
+    recipient: str | None = None
+    received_before: float | None = None
+
+
+@dataclass(frozen=True)
+class EventFilter:
+    """Which events a listing selects: ``domains`` as in L{QueueFilter} (None: all, including
+    events with no domain); ``kinds``: exact kinds or prefixes ending in "." (``"queue."``);
+    ``since``: at or after this time."""
+
+    domains: tuple[str, ...] | None = None
+    kinds: tuple[str, ...] | None = None
+    since: float | None = None

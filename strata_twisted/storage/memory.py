@@ -32,6 +32,8 @@ from strata_twisted.errors import (
     StrataError,
 )
 from strata_twisted.interfaces import (
+    IAdminStore,
+    IAuditStore,
     IControlStore,
     ICredentialStore,
     IDomainStore,
@@ -42,6 +44,7 @@ from strata_twisted.interfaces import (
     IMonitorStore,
     IQueueStore,
     IShadowStore,
+    ITenantStore,
 )
 from strata_twisted.model import (
     DEFAULT_MAILBOXES,
@@ -58,6 +61,7 @@ from strata_twisted.model import (
     Domain,
     DomainStatus,
     Event,
+    EventFilter,
     FlagMode,
     FlagUpdate,
     IncomingMessage,
@@ -74,6 +78,7 @@ from strata_twisted.model import (
     Outage,
     PurgedMessage,
     QueueEntry,
+    QueueFilter,
     QueueStats,
     ShadowCopy,
     StoredMessage,
@@ -94,6 +99,7 @@ from strata_twisted.model import (
     normalize_user_list,
     split_address,
 )
+from strata_twisted.storage._admin_memory import MemoryAdminRoles, entry_matches, event_matches
 from strata_twisted.storage._bodies import check_body_range, check_message_id, header_section
 from strata_twisted.storage._mailboxes import Indexer, shadow_owners
 from strata_twisted.storage._queue import (
@@ -198,8 +204,11 @@ class _MemoryMessageWriter:
     IControlStore,
     IMailboxStore,
     ICredentialStore,
+    ITenantStore,
+    IAdminStore,
+    IAuditStore,
 )
-class MemoryStore:
+class MemoryStore(MemoryAdminRoles):
     """Every storage role in memory.  ``clock`` timestamps domains, shadow copies and events."""
 
     log = Logger()
@@ -227,6 +236,7 @@ class MemoryStore:
         self._users: dict[str, dict[str, str]] = {}  # domain -> canonical address -> hash
         self._credentials_version = 0
         self._aliases: dict[str, str] = {}  # canonical alias -> canonical user
+        self._init_admin_roles()
 
     # -- lifecycle (the same shape as SQLiteStore, so the composition root treats both alike)
 
@@ -382,6 +392,20 @@ class MemoryStore:
     def get_entry(self, entry_id: str) -> Deferred[QueueEntry | None]:
         return succeed(self._entries.get(entry_id))
 
+    def query_entries(
+        self, query: QueueFilter, after_seq: int = 0, limit: int = 100
+    ) -> Deferred[list[QueueEntry]]:
+        page: list[QueueEntry] = []
+        for entry in self._entries.values():  # in seq order
+            if len(page) >= limit:
+                break
+            if entry.seq > after_seq and entry_matches(query, entry):
+                page.append(entry)
+        return succeed(page)
+
+    def count_entries(self, query: QueueFilter) -> Deferred[int]:
+        return succeed(sum(1 for e in self._entries.values() if entry_matches(query, e)))
+
     def entries_for_message(self, message_id: str) -> Deferred[list[QueueEntry]]:
         return succeed([e for e in self._entries.values() if e.message_id == message_id])
 
@@ -528,6 +552,17 @@ class MemoryStore:
             return succeed([])
         matching = [e for e in self._events if domain is None or e.domain == domain]
         return succeed([_copy_event(e) for e in matching[-limit:]])
+
+    def query_events(
+        self, query: EventFilter, before_id: int | None = None, limit: int = 100
+    ) -> Deferred[list[Event]]:
+        page: list[Event] = []
+        for event in reversed(self._events):  # ids are 1, 2, 3, ...: newest first
+            if len(page) >= limit:
+                break
+            if (before_id is None or event.id < before_id) and event_matches(query, event):
+                page.append(_copy_event(event))
+        return succeed(page)
 
     # -- IMonitorStore
 
