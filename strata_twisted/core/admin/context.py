@@ -1,0 +1,61 @@
+"""
+What every admin operation works with: the storage roles, the clock, the settings, and the
+tenancy and audit helpers built over them.  The composition root (the server) and the CLI each
+build one L{AdminContext}; the API, the panel and the CLI pass it, with a L{Caller}, to the
+operations in L{strata_twisted.core.admin}.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from strata_twisted.clock import SecondsClock
+from strata_twisted.config import Settings
+from strata_twisted.core.admin.audit import Auditor
+from strata_twisted.core.admin.tenancy import Tenancy
+from strata_twisted.interfaces import (
+    IAdminStore,
+    IAuditStore,
+    IControlStore,
+    ICredentialStore,
+    IDomainStore,
+    IEventStore,
+    IMessageStore,
+    IMonitorStore,
+    IQueueStore,
+    ITenantStore,
+)
+
+
+def _always() -> bool:
+    return True
+
+
+@dataclass
+class AdminContext:
+    """
+    ``server_running``: whether a server runs on this data directory now, so that requests
+    left for it (a flush) will be acted on; inside the server always True, in the CLI the run
+    lock's answer.
+    """
+
+    domains: IDomainStore
+    queue: IQueueStore
+    messages: IMessageStore
+    events: IEventStore
+    monitor: IMonitorStore
+    control: IControlStore
+    credentials: ICredentialStore
+    tenants: ITenantStore
+    admins: IAdminStore
+    audit: IAuditStore
+    clock: SecondsClock
+    settings: Settings
+    server_running: Callable[[], bool] = _always
+    tenancy: Tenancy = field(init=False)
+    auditor: Auditor = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.tenancy = Tenancy(self.tenants, self.domains)
+        self.auditor = Auditor(self.audit, self.clock)
