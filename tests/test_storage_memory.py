@@ -21,10 +21,12 @@ from tests.conformance.suites import (
     ControlStoreSuite,
     CredentialStoreSuite,
     DomainStoreSuite,
+    EventQuerySuite,
     EventStoreSuite,
     MailboxStoreSuite,
     MessageStoreSuite,
     MonitorStoreSuite,
+    QueueQuerySuite,
     QueueStoreSuite,
     ShadowStoreSuite,
     deliver,
@@ -73,6 +75,14 @@ class TestMemoryShadowStore(ShadowStoreSuite):
 
 
 class TestMemoryEventStore(EventStoreSuite):
+    pass
+
+
+class TestMemoryQueueQuery(QueueQuerySuite):
+    pass
+
+
+class TestMemoryEventQuery(EventQuerySuite):
     pass
 
 

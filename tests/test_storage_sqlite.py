@@ -80,10 +80,12 @@ from tests.conformance.suites import (
     ControlStoreSuite,
     CredentialStoreSuite,
     DomainStoreSuite,
+    EventQuerySuite,
     EventStoreSuite,
     MailboxStoreSuite,
     MessageStoreSuite,
     MonitorStoreSuite,
+    QueueQuerySuite,
     QueueStoreSuite,
     ShadowStoreSuite,
     assert_nothing_stored,
@@ -172,6 +174,14 @@ class TestSQLiteEventStore(EventStoreSuite):
     pass
 
 
+class TestSQLiteQueueQuery(QueueQuerySuite):
+    pass
+
+
+class TestSQLiteEventQuery(EventQuerySuite):
+    pass
+
+
 class TestSQLiteMonitorStore(MonitorStoreSuite):
     pass
 
@@ -228,6 +238,10 @@ class TestSQLiteOnItsThreadMessageStore(OwnThreadStore, MessageStoreSuite):
 
 
 class TestSQLiteOnItsThreadQueueStore(OwnThreadStore, QueueStoreSuite):
+    pass
+
+
+class TestSQLiteOnItsThreadQueueQuery(OwnThreadStore, QueueQuerySuite):
     pass
 
 

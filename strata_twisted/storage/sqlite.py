@@ -65,7 +65,9 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import heapq
 import io
+import itertools
 import json
 import os
 import sqlite3
@@ -122,6 +124,7 @@ from strata_twisted.model import (
     DomainStatus,
     Envelope,
     Event,
+    EventFilter,
     FlagMode,
     FlagUpdate,
     IncomingMessage,
@@ -139,6 +142,7 @@ from strata_twisted.model import (
     PortalPolicy,
     PurgedMessage,
     QueueEntry,
+    QueueFilter,
     QueueStats,
     RelayTarget,
     ShadowCopy,
@@ -244,6 +248,9 @@ def _connect(path: Path) -> sqlite3.Connection:
     conn = sqlite3.connect(str(path), isolation_level=None, timeout=5.0)
     try:
         conn.row_factory = sqlite3.Row
+        # The admin listings' substring filters fold case as Python does (str.casefold, as the
+        # memory backend): SQLite's own lower() folds ASCII only, and addresses may be UTF-8.
+        conn.create_function("strata_casefold", 1, _casefold, deterministic=True)
         conn.execute("PRAGMA busy_timeout = 5000")
         conn.execute("PRAGMA foreign_keys = ON")
         conn.execute("PRAGMA synchronous = FULL")
@@ -254,6 +261,11 @@ def _connect(path: Path) -> sqlite3.Connection:
         conn.close()
         raise
     return conn
+
+
+def _casefold(value: str | None) -> str | None:
+    """SQL ``strata_casefold(x)``: ``x.casefold()`` (NULL stays NULL)."""
+    return None if value is None else str(value).casefold()
 
 
 def _optional_float(value: object) -> float | None:
@@ -374,6 +386,88 @@ _ENTRY_SELECT: Final = (
 def _t_read_entry(conn: sqlite3.Connection, entry_id: str) -> QueueEntry | None:
     row = conn.execute(_ENTRY_SELECT + " WHERE q.id = ?", (entry_id,)).fetchone()
     return _entry(row) if row is not None else None
+
+
+# The paged admin listings (#13).  A page is the first ``limit`` rows, in key order, of one or more
+# index walks, merged: one walk per wanted domain (queue (domain, seq), events (domain, id)), per
+# wanted state (queue (state, seq)), or per pair of both (queue (state, domain, seq)); a single
+# walk down the primary key when nothing narrows it.  Each walk is a lazy cursor, so the merge
+# steps through about ``limit`` + (number of walks) rows, however long the queue.  ``CROSS JOIN``
+# keeps the queue as the outer loop (SQLite never reorders it), so the walk is the queue index.
+_ENTRY_WALK: Final = (
+    "SELECT q.*, m.sender, m.header_message_id, m.size, m.received_at"
+    " FROM queue AS q CROSS JOIN messages AS m ON m.id = q.message_id"
+)
+
+_COUNT_ENTRIES: Final = "SELECT count(*) FROM queue AS q"
+_EVENT_WALK: Final = "SELECT * FROM events"
+# These statements are built from the fixed fragments below and nothing else: every value the
+# caller gave is a parameter.
+
+
+def _substring(column: str) -> str:
+    """The condition "``column`` contains the parameter", which arrives casefolded."""
+    return f"instr(strata_casefold({column}), ?) > 0"
+
+
+def _entry_conditions(query: QueueFilter) -> tuple[list[str], list[object]]:
+    """The conditions of ``query`` other than domains and states (model: entry_matches)."""
+    conditions: list[str] = []
+    params: list[object] = []
+    if query.sender is not None:
+        conditions.append(_substring("m.sender"))
+        params.append(query.sender.casefold())
+    if query.recipient is not None:
+        conditions.append(_substring("q.recipient"))
+        params.append(query.recipient.casefold())
+    if query.received_before is not None:
+        conditions.append("m.received_at < ?")
+        params.append(query.received_before)
+    return conditions, params
+
+
+def _event_conditions(query: EventFilter) -> tuple[list[str], list[object]]:
+    """The conditions of ``query`` other than domains (model: event_matches).  A kind ending in
+    "." is a prefix, compared with ``substr`` (LIKE would read ``_`` and ``%`` as wildcards)."""
+    conditions: list[str] = []
+    params: list[object] = []
+    if query.kinds is not None:
+        alternatives: list[str] = []
+        for kind in dict.fromkeys(query.kinds):
+            if kind.endswith("."):
+                alternatives.append("substr(kind, 1, ?) = ?")
+                params += [len(kind), kind]
+            else:
+                alternatives.append("kind = ?")
+                params.append(kind)
+        conditions.append("(" + " OR ".join(alternatives) + ")")
+    if query.since is not None:
+        conditions.append("at >= ?")
+        params.append(query.since)
+    return conditions, params
+
+
+def _t_merged_walks(
+    conn: sqlite3.Connection,
+    statement: str,
+    walks: Iterable[tuple[object, ...]],
+    params: Sequence[object],
+    order: str,
+    limit: int,
+    *,
+    descending: bool = False,
+) -> list[sqlite3.Row]:
+    """
+    The first ``limit`` rows of ``statement`` run once per walk (its leading parameters, then
+    ``params``), merged by the column ``order``; every walk must be sorted by it.
+    """
+    cursors = [conn.execute(statement, (*walk, *params)) for walk in walks]
+    try:
+        merged = heapq.merge(*cursors, key=lambda row: row[order], reverse=descending)
+        return list(itertools.islice(merged, limit))
+    finally:
+        for cursor in cursors:
+            cursor.close()
 
 
 # Writes back the fields of an entry that delivery attempts and admins change.
@@ -1300,6 +1394,61 @@ class SQLiteStore:
             f"reading queue entry {entry_id}", lambda: _t_read_entry(self._t_conn(), entry_id)
         )
 
+    def query_entries(
+        self, query: QueueFilter, after_seq: int = 0, limit: int = 100
+    ) -> Deferred[list[QueueEntry]]:
+        if limit <= 0 or query.domains == () or query.states == ():
+            return succeed([])
+        keys: list[str] = []
+        walks: list[tuple[object, ...]] = [()]
+        if query.states is not None:
+            keys.append("q.state = ?")
+            walks = [(state,) for state in dict.fromkeys(query.states)]
+        if query.domains is not None:
+            keys.append("q.domain = ?")
+            walks = [(*walk, domain) for walk in walks for domain in dict.fromkeys(query.domains)]
+        conditions, params = _entry_conditions(query)
+        statement = (
+            _ENTRY_WALK
+            + " WHERE "
+            + " AND ".join([*keys, "q.seq > ?", *conditions])
+            + " ORDER BY q.seq LIMIT ?"
+        )
+
+        def page() -> list[QueueEntry]:
+            rows = _t_merged_walks(
+                self._t_conn(), statement, walks, (after_seq, *params, limit), "seq", limit
+            )
+            return [_entry(row) for row in rows]
+
+        return self._run("listing queue entries", page)
+
+    def count_entries(self, query: QueueFilter) -> Deferred[int]:
+        if query.domains == () or query.states == ():
+            return succeed(0)
+        conditions, params = _entry_conditions(query)
+        keys: list[str] = []
+        keys_params: list[object] = []
+        if query.states is not None:
+            keys.append("q.state IN (SELECT value FROM json_each(?))")
+            keys_params.append(json.dumps(list(dict.fromkeys(query.states))))
+        if query.domains is not None:
+            keys.append("q.domain IN (SELECT value FROM json_each(?))")
+            keys_params.append(json.dumps(list(dict.fromkeys(query.domains))))
+        # The message's columns are needed only for a sender or age condition.
+        joined = query.sender is not None or query.received_before is not None
+        statement = _COUNT_ENTRIES + (
+            " JOIN messages AS m ON m.id = q.message_id" if joined else ""
+        )
+        if keys or conditions:
+            statement += " WHERE " + " AND ".join([*keys, *conditions])
+
+        def count() -> int:
+            row = self._t_conn().execute(statement, (*keys_params, *params)).fetchone()
+            return int(row[0])
+
+        return self._run("counting queue entries", count)
+
     def entries_for_message(self, message_id: str) -> Deferred[list[QueueEntry]]:
         def query() -> list[QueueEntry]:
             rows = self._t_conn().execute(
@@ -1614,6 +1763,31 @@ class SQLiteStore:
             return [_event(row) for row in rows][::-1]
 
         return self._run("listing events", query)
+
+    def query_events(
+        self, query: EventFilter, before_id: int | None = None, limit: int = 100
+    ) -> Deferred[list[Event]]:
+        if limit <= 0 or query.domains == () or query.kinds == ():
+            return succeed([])
+        keys: list[str] = []
+        walks: list[tuple[object, ...]] = [()]
+        if query.domains is not None:
+            keys.append("domain = ?")
+            walks = [(domain,) for domain in dict.fromkeys(query.domains)]
+        conditions, params = _event_conditions(query)
+        if before_id is not None:
+            conditions.insert(0, "id < ?")
+            params.insert(0, before_id)
+        where = " AND ".join([*keys, *conditions])
+        statement = _EVENT_WALK + (" WHERE " + where if where else "") + " ORDER BY id DESC LIMIT ?"
+
+        def page() -> list[Event]:
+            rows = _t_merged_walks(
+                self._t_conn(), statement, walks, (*params, limit), "id", limit, descending=True
+            )
+            return [_event(row) for row in rows]
+
+        return self._run("listing events", page)
 
     # -- IMonitorStore
 

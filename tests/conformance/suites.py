@@ -74,6 +74,7 @@ from strata_twisted.model import (
     DomainStatus,
     Envelope,
     Event,
+    EventFilter,
     IncomingMessage,
     InvalidFlag,
     InvalidMailboxName,
@@ -91,6 +92,7 @@ from strata_twisted.model import (
     Outage,
     PurgedMessage,
     QueueEntry,
+    QueueFilter,
     QueueStats,
     RelayTarget,
     ShadowCopy,
@@ -99,6 +101,7 @@ from strata_twisted.model import (
     UserListChange,
 )
 from strata_twisted.proto.mime import index_message, index_to_json
+from strata_twisted.storage._admin_memory import entry_matches, event_matches
 from strata_twisted.testing import failure_of, result_of, store_message
 
 SetEntryState = Callable[[Any, str, str], None]
@@ -2888,3 +2891,289 @@ class CredentialStoreSuite:
         assert result_of(store.credentials_version()) == added
         result_of(store.remove_alias("sales@example.com"))
         assert result_of(store.credentials_version()) != added
+
+
+# -- The admin listings (#13): IQueueStore.query_entries/count_entries, IEventStore.query_events --
+
+# A queue with something for every filter: mixed-case and non-ASCII senders and recipients, a
+# sender with LIKE's wildcards in it, three domains, three states, four arrival times.
+JORG = Delivery("Jörg@Bücher.example", "xn--bcher-kva.example")
+ALL_ENTRIES = ["M1.1", "M1.2", "M2.1", "M3.1", "M3.2", "M4.1"]
+
+
+def entry_ids(entries: list[QueueEntry]) -> list[str]:
+    return [e.id for e in entries]
+
+
+class QueueQuerySuite:
+    """
+    L{IQueueStore.query_entries} and L{IQueueStore.count_entries}: the admin API's filtered,
+    paged queue listing (model: storage._admin_memory.entry_matches).
+    """
+
+    @pytest.fixture
+    def queue(self, store: Any, set_entry_state: SetEntryState) -> Any:
+        deliver(store, "M1", (ALICE, CAROL), sender="Alice.Sender@Example.ORG", received_at=1000.0)
+        deliver(store, "M2", (BOB,), sender="bob_100%@example.org", received_at=2000.0)
+        deliver(store, "M3", (JORG, ERIN), sender="JÖRG@bücher.example", received_at=3000.0)
+        deliver(store, "M4", (DAVE,), sender="x@example.org", received_at=4000.0)
+        set_entry_state(store, "M1.2", DELIVERED)
+        set_entry_state(store, "M2.1", HELD)
+        set_entry_state(store, "M3.2", HELD)
+        return store
+
+    def test_provides_interface(self, store: Any) -> None:
+        assert verifyObject(IQueueStore, store)
+        assert result_of(store.query_entries(QueueFilter())) == []
+        assert result_of(store.count_entries(QueueFilter())) == 0
+
+    def test_no_filter_lists_everything_in_arrival_order(self, queue: Any) -> None:
+        found = result_of(queue.query_entries(QueueFilter()))
+        assert found == result_of(queue.list_entries())
+        assert entry_ids(found) == ALL_ENTRIES
+        assert result_of(queue.count_entries(QueueFilter())) == 6
+
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            (QueueFilter(domains=("example.com",)), ["M1.1", "M2.1"]),
+            # Several domains: merged in arrival order, not one domain after the other.
+            (QueueFilter(domains=("example.net", "example.com")), ["M1.1", "M1.2", "M2.1", "M4.1"]),
+            (QueueFilter(domains=("example.com", "example.com")), ["M1.1", "M2.1"]),
+            (QueueFilter(domains=("xn--bcher-kva.example",)), ["M3.1"]),
+            (QueueFilter(domains=("example.org",)), []),
+            # An empty tuple is a tenant with no domains: nothing, never everything.
+            (QueueFilter(domains=()), []),
+            (QueueFilter(states=(QUEUED,)), ["M1.1", "M3.1", "M4.1"]),
+            (QueueFilter(states=(HELD, DELIVERED)), ["M1.2", "M2.1", "M3.2"]),
+            (QueueFilter(states=(BOUNCED,)), []),
+            (QueueFilter(states=()), []),
+            (
+                QueueFilter(domains=("example.com", "example.net"), states=(QUEUED, HELD)),
+                ["M1.1", "M2.1", "M4.1"],
+            ),
+            (QueueFilter(domains=("a.example",), states=(QUEUED,)), []),
+            # Sender and recipient: case-insensitive substrings, non-ASCII letters included.
+            (QueueFilter(sender="alice.sender@example.org"), ["M1.1", "M1.2"]),
+            (QueueFilter(sender="EXAMPLE.org"), ["M1.1", "M1.2", "M2.1", "M4.1"]),
+            (QueueFilter(sender="jörg"), ["M3.1", "M3.2"]),
+            (QueueFilter(sender="BÜCHER"), ["M3.1", "M3.2"]),
+            (QueueFilter(sender=""), ALL_ENTRIES),
+            # "%" and "_" are letters here, not LIKE's wildcards.
+            (QueueFilter(sender="%"), ["M2.1"]),
+            (QueueFilter(sender="_"), ["M2.1"]),
+            (QueueFilter(sender="x_example"), []),
+            (QueueFilter(sender="x@%"), []),
+            (QueueFilter(recipient="CAROL@"), ["M1.2"]),
+            (QueueFilter(recipient="example.net"), ["M1.2", "M4.1"]),
+            (QueueFilter(recipient="jöRG@bü"), ["M3.1"]),
+            (QueueFilter(recipient="%"), []),
+            (QueueFilter(recipient="_"), []),
+            # Received strictly before.
+            (QueueFilter(received_before=2000.0), ["M1.1", "M1.2"]),
+            (QueueFilter(received_before=2000.5), ["M1.1", "M1.2", "M2.1"]),
+            (QueueFilter(received_before=1000.0), []),
+            # Every condition must hold.
+            (QueueFilter(domains=("example.net",), sender="example.org"), ["M1.2", "M4.1"]),
+            (
+                QueueFilter(
+                    domains=("example.com", "example.net", "a.example"),
+                    states=(HELD, QUEUED),
+                    sender="example",
+                    recipient="e",
+                    received_before=3500.0,
+                ),
+                ["M1.1", "M2.1", "M3.2"],
+            ),
+        ],
+    )
+    def test_filters(self, queue: Any, query: QueueFilter, expected: list[str]) -> None:
+        found = result_of(queue.query_entries(query))
+        assert entry_ids(found) == expected
+        assert found == [entry(queue, entry_id) for entry_id in expected]
+        assert result_of(queue.count_entries(query)) == len(expected)
+
+    def test_a_page_starts_after_seq(self, queue: Any) -> None:
+        seqs = {e.id: e.seq for e in result_of(queue.list_entries())}
+        after = seqs["M2.1"]
+        assert entry_ids(result_of(queue.query_entries(QueueFilter(), after))) == [
+            "M3.1",
+            "M3.2",
+            "M4.1",
+        ]
+        query = QueueFilter(domains=("example.com", "example.net"))
+        assert entry_ids(result_of(queue.query_entries(query, after_seq=after))) == ["M4.1"]
+        assert result_of(queue.query_entries(QueueFilter(), seqs["M4.1"])) == []
+        # count_entries counts the whole selection, not a page.
+        assert result_of(queue.count_entries(query)) == 4
+
+    def test_limit(self, queue: Any) -> None:
+        assert entry_ids(result_of(queue.query_entries(QueueFilter(), limit=2))) == ALL_ENTRIES[:2]
+        two_domains = QueueFilter(domains=("example.net", "example.com"))
+        assert entry_ids(result_of(queue.query_entries(two_domains, limit=3))) == [
+            "M1.1",
+            "M1.2",
+            "M2.1",
+        ]
+        assert result_of(queue.query_entries(QueueFilter(), limit=0)) == []
+        assert result_of(queue.query_entries(QueueFilter(), limit=-1)) == []
+
+    @pytest.mark.parametrize(
+        "query",
+        [
+            QueueFilter(),
+            QueueFilter(domains=("a.example", "example.net", "example.com")),
+            QueueFilter(domains=("example.net",), states=(QUEUED, HELD)),
+            QueueFilter(states=(HELD,)),
+            QueueFilter(sender="S7"),
+        ],
+        ids=["all", "three-domains", "domain-and-states", "held", "sender"],
+    )
+    def test_pages_cover_the_selection_once_in_order(
+        self, store: Any, set_entry_state: SetEntryState, query: QueueFilter
+    ) -> None:
+        recipients = (ALICE, CAROL, ERIN, DAVE)
+        for n in range(30):
+            deliver(
+                store,
+                f"P{n}",
+                recipients[n % 4 : n % 4 + 1 + n % 2],
+                sender=f"s{n % 10}@example.org",
+                received_at=float(n),
+            )
+        everything = result_of(store.list_entries())
+        for n, queued in enumerate(everything):
+            if n % 3 == 0:
+                set_entry_state(store, queued.id, HELD)
+        expected = [e.id for e in result_of(store.list_entries()) if entry_matches(query, e)]
+        assert expected  # the selection is not empty
+
+        pages: list[list[str]] = []
+        after = 0
+        while True:
+            page = result_of(store.query_entries(query, after_seq=after, limit=4))
+            if not page:
+                break
+            assert len(page) <= 4
+            pages.append(entry_ids(page))
+            after = page[-1].seq
+        assert [entry_id for page in pages for entry_id in page] == expected
+        assert all(len(page) == 4 for page in pages[:-1])
+        assert result_of(store.count_entries(query)) == len(expected)
+
+    def test_the_default_limit_is_100(self, store: Any) -> None:
+        deliver(
+            store, "M1", tuple(Delivery(f"u{n}@example.com", "example.com") for n in range(105))
+        )
+        page = result_of(store.query_entries(QueueFilter(domains=("example.com",))))
+        assert entry_ids(page) == [f"M1.{n}" for n in range(1, 101)]
+        assert result_of(store.count_entries(QueueFilter(domains=("example.com",)))) == 105
+
+
+class EventQuerySuite:
+    """
+    L{IEventStore.query_events}: the admin API's filtered event listing, newest first, paged by
+    id (model: storage._admin_memory.event_matches).
+    """
+
+    @pytest.fixture
+    def events(self, store: Any, clock: task.Clock) -> list[Event]:
+        recorded: list[Event] = []
+        for kind, domain in [
+            ("domain.added", "a.example"),
+            ("queue.held", "a.example"),
+            ("queue.released", "b.example"),
+            ("startup", None),
+            ("queue", "a.example"),
+            ("queued.late", "b.example"),
+            ("relay_ok.done", "c.example"),
+            ("relayXok.done", "c.example"),
+            ("queue.held.bulk", None),
+            ("domain.removed", "b.example"),
+        ]:
+            clock.advance(10)
+            recorded.append(
+                result_of(
+                    store.record_event(kind, f"{kind} {domain}", domain, {"n": len(recorded)})
+                )
+            )
+        return recorded  # at 10, 20, ..., 100
+
+    def test_provides_interface(self, store: Any) -> None:
+        assert verifyObject(IEventStore, store)
+        assert result_of(store.query_events(EventFilter())) == []
+
+    def test_newest_first(self, store: Any, events: list[Event]) -> None:
+        assert result_of(store.query_events(EventFilter())) == events[::-1]
+        assert result_of(store.query_events(EventFilter(), limit=3)) == events[:-4:-1]
+        assert result_of(store.query_events(EventFilter(), limit=0)) == []
+        assert result_of(store.query_events(EventFilter(), limit=-1)) == []
+
+    @pytest.mark.parametrize(
+        ("query", "expected"),
+        [
+            (EventFilter(domains=("a.example",)), [4, 1, 0]),
+            (EventFilter(domains=("b.example", "a.example")), [9, 5, 4, 2, 1, 0]),
+            (EventFilter(domains=("a.example", "a.example")), [4, 1, 0]),
+            (EventFilter(domains=("d.example",)), []),
+            # A tenant with no domains sees nothing, not even the events without a domain.
+            (EventFilter(domains=()), []),
+            (EventFilter(kinds=("queue.held",)), [1]),
+            (EventFilter(kinds=("queue",)), [4]),
+            (EventFilter(kinds=("queue.",)), [8, 2, 1]),
+            (EventFilter(kinds=("queue.", "startup")), [8, 3, 2, 1]),
+            (EventFilter(kinds=("domain.", "queue.held")), [9, 1, 0]),
+            # "_" in a prefix is a letter, not LIKE's wildcard.
+            (EventFilter(kinds=("relay_ok.",)), [6]),
+            (EventFilter(kinds=("nothing.",)), []),
+            (EventFilter(kinds=()), []),
+            (EventFilter(since=80.0), [9, 8, 7]),
+            (EventFilter(since=80.5), [9, 8]),
+            (EventFilter(since=1000.0), []),
+            (EventFilter(domains=("a.example", "b.example"), kinds=("queue.",), since=30.0), [2]),
+        ],
+    )
+    def test_filters(
+        self, store: Any, events: list[Event], query: EventFilter, expected: list[int]
+    ) -> None:
+        assert result_of(store.query_events(query)) == [events[n] for n in expected]
+
+    def test_pages_before_an_id(self, store: Any, events: list[Event]) -> None:
+        ids = [e.id for e in events]
+        assert result_of(store.query_events(EventFilter(), before_id=ids[3])) == events[2::-1]
+        assert result_of(store.query_events(EventFilter(), before_id=ids[0])) == []
+        two = EventFilter(domains=("b.example", "a.example"))
+        assert result_of(store.query_events(two, before_id=ids[5], limit=2)) == [
+            events[4],
+            events[2],
+        ]
+
+    @pytest.mark.parametrize(
+        "query",
+        [
+            EventFilter(),
+            EventFilter(domains=("c.example", "a.example")),
+            EventFilter(kinds=("k1",)),
+        ],
+        ids=["all", "two-domains", "kind"],
+    )
+    def test_pages_cover_the_selection_once_newest_first(
+        self, store: Any, query: EventFilter
+    ) -> None:
+        domains = ("a.example", "b.example", "c.example", None)
+        for n in range(40):
+            result_of(store.record_event(f"k{n % 3}", f"m{n}", domains[n % 4]))
+        everything = result_of(store.query_events(EventFilter(), limit=1000))
+        expected = [e for e in everything if event_matches(query, e)]
+        assert expected
+
+        found: list[Event] = []
+        before: int | None = None
+        while True:
+            page = result_of(store.query_events(query, before_id=before, limit=3))
+            if not page:
+                break
+            assert len(page) <= 3
+            found += page
+            before = page[-1].id
+        assert found == expected
