@@ -18,6 +18,8 @@ from tests.conformance.suites import (
     BOB,
     BODY,
     CAROL,
+    AdminStoreSuite,
+    AuditStoreSuite,
     ControlStoreSuite,
     CredentialStoreSuite,
     DomainStoreSuite,
@@ -29,6 +31,7 @@ from tests.conformance.suites import (
     QueueQuerySuite,
     QueueStoreSuite,
     ShadowStoreSuite,
+    TenantStoreSuite,
     deliver,
 )
 
@@ -83,6 +86,18 @@ class TestMemoryQueueQuery(QueueQuerySuite):
 
 
 class TestMemoryEventQuery(EventQuerySuite):
+    pass
+
+
+class TestMemoryTenantStore(TenantStoreSuite):
+    pass
+
+
+class TestMemoryAdminStore(AdminStoreSuite):
+    pass
+
+
+class TestMemoryAuditStore(AuditStoreSuite):
     pass
 
 

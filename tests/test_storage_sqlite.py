@@ -17,6 +17,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -41,16 +42,24 @@ from strata_twisted.model import (
     HELD,
     HELD_OUTCOME,
     QUEUED,
+    AdminAccount,
+    ApiKey,
     AttemptResult,
+    AuditRecord,
+    Branding,
+    Customer,
     Delivery,
     Domain,
     DomainStatus,
     Envelope,
     Event,
+    EventFilter,
     IncomingMessage,
     MailboxHasChildren,
     QueueEntry,
+    QueueFilter,
     RelayTarget,
+    Reseller,
     ShadowCopy,
     StoredMessage,
     UserCredential,
@@ -77,6 +86,8 @@ from tests.conformance.suites import (
     BODY,
     CAROL,
     ZOE,
+    AdminStoreSuite,
+    AuditStoreSuite,
     ControlStoreSuite,
     CredentialStoreSuite,
     DomainStoreSuite,
@@ -88,6 +99,7 @@ from tests.conformance.suites import (
     QueueQuerySuite,
     QueueStoreSuite,
     ShadowStoreSuite,
+    TenantStoreSuite,
     assert_nothing_stored,
     deliver,
     entry,
@@ -179,6 +191,18 @@ class TestSQLiteQueueQuery(QueueQuerySuite):
 
 
 class TestSQLiteEventQuery(EventQuerySuite):
+    pass
+
+
+class TestSQLiteTenantStore(TenantStoreSuite):
+    pass
+
+
+class TestSQLiteAdminStore(AdminStoreSuite):
+    pass
+
+
+class TestSQLiteAuditStore(AuditStoreSuite):
     pass
 
 
@@ -2215,3 +2239,203 @@ def test_a_failed_claim_changes_nothing(store: SQLiteStore) -> None:
     sql(store, "DROP TRIGGER no_claim")
     assert result_of(store.claim_recent(ALICE_USER, "INBOX")).first_recent == 1
     assert result_of(store.mailbox_status(ALICE_USER, "INBOX")).recent == 0
+
+
+# -- schema version 14: tenancy, admin accounts, API keys, the audit log, paged listings (#13)
+
+
+def test_a_v13_database_upgrades_to_v14_and_its_domains_belong_to_the_operator(
+    data_dir: Path, clock: task.Clock
+) -> None:
+    data_dir.mkdir(parents=True)
+    conn = sqlite3.connect(data_dir / "strata.db", isolation_level=None)
+    try:
+        assert migrate(conn, to_version=13) == 0
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert "resellers" not in tables  # really version 13
+        conn.execute(
+            "INSERT INTO domains (name, created_at, updated_at, relay_host, relay_port, mode)"
+            " VALUES ('old.test', 1, 1, 'mx.old.test', 25, 'both'),"
+            " ('older.test', 1, 1, 'mx.older.test', 25, 'relay')"
+        )
+    finally:
+        conn.close()
+    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store.open(recover=True)
+    try:
+        assert sql(store, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(14,)]
+        domains = result_of(store.list_domains())
+        assert [(d.name, d.customer) for d in domains] == [("old.test", ""), ("older.test", "")]
+        result_of(store.update_domain(replace(domains[0], customer="shop")))
+        assert [(d.name, d.customer) for d in result_of(store.list_domains())] == [
+            ("old.test", "shop"),
+            ("older.test", ""),
+        ]
+        # The new roles work on the upgraded file.
+        result_of(store.add_reseller(Reseller("acme")))
+        result_of(store.add_customer(Customer("shop", "acme")))
+        result_of(store.add_admin(AdminAccount("root", "operator", "$argon2id$x")))
+        result_of(store.add_api_key(ApiKey("k1", "root", "read", "ab" * 32)))
+        result_of(store.record_audit(AuditRecord(0, 1.0, "root", "cli", "local", "x", "y")))
+        assert [c.name for c in result_of(store.list_customers("acme"))] == ["shop"]
+        assert [r.id for r in result_of(store.list_audit())] == [1]
+    finally:
+        result_of(store.close())
+
+
+def test_admin_records_survive_close_and_reopen(data_dir: Path, clock: task.Clock) -> None:
+    store = SQLiteStore(data_dir, clock, SyncExecutor())
+    store.open(recover=True)
+    reseller = result_of(store.add_reseller(Reseller("acme", Branding(product_name="Acme"))))
+    admin = result_of(
+        store.add_admin(
+            AdminAccount("root", "operator", "$argon2id$x", totp_secret=None, recovery_codes=("h",))
+        )
+    )
+    key = result_of(store.add_api_key(ApiKey("k1", "root", "admin", "ab" * 32, allow_ip=("::1",))))
+    record = result_of(store.record_audit(AuditRecord(0, 1.0, "root", "api", "::1", "x", "y")))
+    result_of(store.close())
+    again = SQLiteStore(data_dir, clock, SyncExecutor())
+    again.open()
+    try:
+        assert result_of(again.list_resellers()) == [reseller]
+        assert result_of(again.list_admins()) == [admin]
+        assert result_of(again.list_api_keys()) == [key]
+        assert result_of(again.list_audit()) == [record]
+    finally:
+        result_of(again.close())
+
+
+def test_removing_an_admin_row_cascades_to_its_keys(store: SQLiteStore) -> None:
+    """The schema itself keeps no key without its admin, whoever deletes the row."""
+    result_of(store.add_admin(AdminAccount("root", "operator", "$argon2id$x")))
+    result_of(store.add_api_key(ApiKey("k1", "root", "read", "ab" * 32)))
+    sql(store, "DELETE FROM admins WHERE name = 'root'")
+    assert sql(store, "SELECT id FROM api_keys") == []
+
+
+def traced(store: SQLiteStore, call: Callable[[], object]) -> list[str]:
+    """The statements ``call`` runs on the store's connection (parameters filled in)."""
+    statements: list[str] = []
+    result_of(store._with_connection("trace", lambda c: c.set_trace_callback(statements.append)))
+    try:
+        call()
+    finally:
+        result_of(store._with_connection("untrace", lambda c: c.set_trace_callback(None)))
+    return [s for s in statements if s.lstrip().upper().startswith("SELECT")]
+
+
+def plan_of(store: SQLiteStore, statement: str) -> list[str]:
+    return [str(row[-1]) for row in sql(store, "EXPLAIN QUERY PLAN " + statement)]
+
+
+@pytest.mark.parametrize(
+    ("query", "index"),
+    [
+        (QueueFilter(), "INTEGER PRIMARY KEY (rowid>?)"),
+        (
+            QueueFilter(domains=("example.com", "example.net")),
+            "queue_domain_seq (domain=? AND seq>?)",
+        ),
+        (QueueFilter(states=(QUEUED, HELD)), "queue_state_seq (state=? AND seq>?)"),
+        (
+            QueueFilter(domains=("example.com",), states=(HELD,)),
+            "queue_state_domain_seq (state=? AND domain=? AND seq>?)",
+        ),
+        (
+            QueueFilter(domains=("example.com",), sender="x", received_before=5.0),
+            "queue_domain_seq (domain=? AND seq>?)",
+        ),
+    ],
+    ids=["all", "domains", "states", "domain-and-state", "domain-and-sender"],
+)
+def test_a_queue_page_is_an_index_walk(store: SQLiteStore, query: QueueFilter, index: str) -> None:
+    deliver(store, "M1", (ALICE, CAROL))
+    statements = traced(store, lambda: result_of(store.query_entries(query, after_seq=1, limit=5)))
+    walks = 1
+    walks *= len(query.domains) if query.domains is not None else 1
+    walks *= len(query.states) if query.states is not None else 1
+    assert len(statements) == walks
+    for statement in statements:
+        plan = plan_of(store, statement)
+        assert any(
+            step == f"SEARCH q USING INDEX {index}" or step.endswith(index) for step in plan
+        ), plan
+        assert any("SEARCH m USING INDEX sqlite_autoindex_messages_1 (id=?)" in s for s in plan), (
+            plan
+        )
+        assert not any(s.startswith("SCAN") or "TEMP B-TREE" in s for s in plan), plan
+
+
+def vm_steps(store: SQLiteStore, call: Callable[[], object]) -> int:
+    """How many SQLite virtual-machine instructions ``call`` costs: what it reads."""
+    steps = [0]
+
+    def count() -> int:
+        steps[0] += 1
+        return 0
+
+    result_of(store._with_connection("count", lambda c: c.set_progress_handler(count, 1)))
+    try:
+        call()
+    finally:
+        result_of(store._with_connection("uncount", lambda c: c.set_progress_handler(None, 1)))
+    return steps[0]
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        QueueFilter(),
+        QueueFilter(domains=("example.com",)),
+        QueueFilter(domains=("example.com", "example.net", "a.example")),
+        QueueFilter(states=(QUEUED,)),
+        QueueFilter(domains=("example.com", "example.net"), states=(QUEUED, HELD)),
+    ],
+    ids=["all", "domain", "three-domains", "state", "domains-and-states"],
+)
+def test_a_queue_page_costs_the_same_however_long_the_queue(
+    store: SQLiteStore, query: QueueFilter
+) -> None:
+    def many(domain: str, n: int) -> tuple[Delivery, ...]:
+        return tuple(Delivery(f"u{i}@{domain}", domain) for i in range(n))
+
+    deliver(store, "M1", many("example.com", 20) + many("example.net", 20))
+    deliver(store, "M2", many("a.example", 20))
+    short = vm_steps(store, lambda: result_of(store.query_entries(query, limit=10)))
+    deliver(store, "M3", many("example.com", 1000) + many("example.net", 1000))
+    deliver(store, "M4", many("a.example", 1000))
+    long = vm_steps(store, lambda: result_of(store.query_entries(query, limit=10)))
+    assert len(result_of(store.query_entries(query, limit=10))) == 10
+    # 50 times the entries; the same page, read through the same few index steps.
+    assert long < short * 1.2, (short, long)
+
+
+def test_event_and_audit_pages_are_index_walks(store: SQLiteStore) -> None:
+    for n in range(5):
+        result_of(store.record_event("queue.held", f"m{n}", "example.com"))
+        result_of(store.record_audit(AuditRecord(0, 1.0, "a", "api", "::1", "x", "y", "r", "c")))
+    statements = traced(
+        store,
+        lambda: result_of(
+            store.query_events(
+                EventFilter(domains=("example.com", "example.net"), kinds=("queue.",)),
+                before_id=4,
+                limit=2,
+            )
+        ),
+    )
+    assert len(statements) == 2
+    for statement in statements:
+        plan = plan_of(store, statement)
+        assert plan == ["SEARCH events USING INDEX events_domain_id (domain=? AND id<?)"], plan
+    everything = traced(store, lambda: result_of(store.query_events(EventFilter(), before_id=4)))
+    assert plan_of(store, everything[0]) == ["SEARCH events USING INTEGER PRIMARY KEY (rowid<?)"]
+    (by_reseller,) = traced(store, partial(store.list_audit, reseller="r", before_id=4))
+    assert plan_of(store, by_reseller) == [
+        "SEARCH audit USING INDEX audit_reseller_id (reseller=? AND id<?)"
+    ]
+    (by_customer,) = traced(store, partial(store.list_audit, customer="c", before_id=4))
+    assert plan_of(store, by_customer) == [
+        "SEARCH audit USING INDEX audit_customer_id (customer=? AND id<?)"
+    ]

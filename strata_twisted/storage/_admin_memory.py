@@ -153,7 +153,10 @@ class MemoryAdminRoles:
         return succeed(None)
 
     def list_api_keys(self, admin: str | None = None) -> Deferred[list[ApiKey]]:
-        return succeed([k for k in self._api_keys.values() if admin is None or k.admin == admin])
+        # Sorted by creation time, as promised (a key may be added with its own created_at);
+        # the sort is stable, so keys of the same tick stay in the order they were added.
+        keys = [k for k in self._api_keys.values() if admin is None or k.admin == admin]
+        return succeed(sorted(keys, key=lambda k: k.created_at))
 
     def get_api_key(self, key_id: str) -> Deferred[ApiKey | None]:
         return succeed(self._api_keys.get(key_id))

@@ -55,6 +55,11 @@ nobody needs (no mailbox row, no QUEUED or HELD entry) and deletes their rows; t
 unlinked only after it commits, so a crash in between leaves orphan files for the recovery sweep,
 never a record without its body.
 
+Administration (#13).  Resellers, customers, admin accounts, API keys and the audit log are a
+mixin, L{strata_twisted.storage._admin_sqlite.SQLiteAdminRoles}, under the same threading rule.
+The admin listings (L{SQLiteStore.query_entries}, L{SQLiteStore.query_events}) read one page:
+index walks merged on lazy cursors, never the whole queue (see L{_t_merged_walks}).
+
 Errors.  No OSError or sqlite3.Error escapes: ENOSPC/EDQUOT and SQLITE_FULL become
 L{InsufficientStorage}, anything else L{StorageError}, with the detail in the message.  A failed
 transaction is rolled back, so the store works again as soon as the disk has room, without being
@@ -95,6 +100,8 @@ from strata_twisted.errors import (
 )
 from strata_twisted.executor import Executor
 from strata_twisted.interfaces import (
+    IAdminStore,
+    IAuditStore,
     IControlStore,
     ICredentialStore,
     IDomainStore,
@@ -105,6 +112,7 @@ from strata_twisted.interfaces import (
     IMonitorStore,
     IQueueStore,
     IShadowStore,
+    ITenantStore,
 )
 from strata_twisted.model import (
     DEFAULT_MAILBOXES,
@@ -165,6 +173,7 @@ from strata_twisted.model import (
     normalize_user_list,
     split_address,
 )
+from strata_twisted.storage._admin_sqlite import SQLiteAdminRoles
 from strata_twisted.storage._bodies import check_body_range, check_message_id, header_section
 from strata_twisted.storage._mailboxes import Indexer, shadow_owners
 from strata_twisted.storage._queue import (
@@ -296,6 +305,7 @@ def _domain(row: sqlite3.Row) -> Domain:
         alert_email=row["alert_email"],
         alert_webhook=row["alert_webhook"],
         alert_webhook_auth=row["alert_webhook_auth"],
+        customer=row["customer"],
     )
 
 
@@ -318,20 +328,21 @@ def _domain_settings(domain: Domain) -> tuple[object, ...]:
         domain.alert_email,
         domain.alert_webhook,
         domain.alert_webhook_auth,
+        domain.customer,
     )
 
 
 _INSERT_DOMAIN: Final = (
     "INSERT INTO domains (name, created_at, updated_at, relay_host, relay_port, mode, tls_policy,"
     " hold_rejected, queue_lifetime, probe_interval, down_after, up_after, monitored,"
-    " accept_unknown, portal, retention_days, alert_email, alert_webhook, alert_webhook_auth)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " accept_unknown, portal, retention_days, alert_email, alert_webhook, alert_webhook_auth,"
+    " customer) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _UPDATE_DOMAIN: Final = (
     "UPDATE domains SET relay_host = ?, relay_port = ?, mode = ?, tls_policy = ?,"
     " hold_rejected = ?, queue_lifetime = ?, probe_interval = ?, down_after = ?, up_after = ?,"
     " monitored = ?, accept_unknown = ?, portal = ?, retention_days = ?, alert_email = ?,"
-    " alert_webhook = ?, alert_webhook_auth = ?, updated_at = ?"
+    " alert_webhook = ?, alert_webhook_auth = ?, customer = ?, updated_at = ?"
     " WHERE name = ?"
 )
 
@@ -766,8 +777,11 @@ class _BodyWriter:
     IControlStore,
     IMailboxStore,
     ICredentialStore,
+    ITenantStore,
+    IAdminStore,
+    IAuditStore,
 )
-class SQLiteStore:
+class SQLiteStore(SQLiteAdminRoles):
     """
     Every storage role on SQLite plus body files under ``data_dir``.  Call L{open} once before
     use (synchronous); after that, all I/O runs through ``executor``.

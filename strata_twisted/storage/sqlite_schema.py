@@ -68,6 +68,19 @@ Layout notes:
   ``mailboxes.subscribed`` column is set to 0 and no longer read; every new row writes 0.  It
   stays because dropping a column needs SQLite 3.35 (and some distributions' Python 3.11
   links an older one).
+- Migration 14 (admin core and tenancy, #13) adds ``domains.customer`` (the customer a domain
+  belongs to; "" = the operator's, as every existing domain is), ``resellers`` (with their
+  branding), ``customers`` (``reseller`` "" = directly under the operator), ``admins`` (argon2id
+  password hashes; ``recovery_codes`` a JSON array of hashes), ``api_keys`` (the SHA-256 of each
+  secret, never a secret; ``allow_ip`` a JSON array of networks; a key goes with its admin,
+  ``ON DELETE CASCADE``) and ``audit`` (append-only, AUTOINCREMENT ids; indexed by tenant and
+  id, so each tenant pages through its own records).  It also adds the indexes the admin
+  listings page through (``query_entries``: one index walk per domain, state, or pair of both,
+  merged by ``seq``): ``queue (state, seq)`` for a state filter across every domain, beside
+  migration 1's ``(domain, seq)`` and ``(state, domain, seq)``; events page by
+  ``events (domain, id)`` from migration 1.  Tenant references (``customers.reseller``,
+  ``domains.customer``, an admin's tenant) are names without foreign keys: core/admin checks
+  them, and "" (the operator) has no row to point at.
 - No CHECK constraints on states or modes: the code validates them, and SQLite cannot alter a
   CHECK without rebuilding the table, which would make adding a queue state a costly migration.
 """
@@ -356,6 +369,77 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             " SELECT owner, name FROM mailboxes WHERE subscribed != 0",
             # No longer read: one source of truth (see the notes above on why it stays).
             "UPDATE mailboxes SET subscribed = 0",
+        ),
+    ),
+    (
+        14,
+        (
+            # Tenancy (#13): every existing domain belongs to the operator ("").
+            "ALTER TABLE domains ADD COLUMN customer TEXT NOT NULL DEFAULT ''",
+            """
+            CREATE TABLE resellers (
+                name          TEXT PRIMARY KEY,
+                product_name  TEXT NOT NULL DEFAULT '',
+                logo_url      TEXT NOT NULL DEFAULT '',
+                primary_color TEXT NOT NULL DEFAULT '',
+                accent_color  TEXT NOT NULL DEFAULT '',
+                support_email TEXT NOT NULL DEFAULT '',
+                support_url   TEXT NOT NULL DEFAULT '',
+                created_at    REAL NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE customers (
+                name       TEXT PRIMARY KEY,
+                reseller   TEXT NOT NULL DEFAULT '',  -- '': directly under the operator
+                created_at REAL NOT NULL
+            )
+            """,
+            "CREATE INDEX customers_reseller ON customers (reseller, name)",
+            """
+            CREATE TABLE admins (
+                name           TEXT PRIMARY KEY,
+                role           TEXT NOT NULL,
+                password_hash  TEXT NOT NULL,  -- argon2id PHC string, never a password
+                reseller       TEXT NOT NULL DEFAULT '',
+                customer       TEXT NOT NULL DEFAULT '',
+                totp_secret    TEXT,           -- NULL: no second factor
+                recovery_codes TEXT NOT NULL DEFAULT '[]',  -- JSON array of hashes
+                created_at     REAL NOT NULL,
+                updated_at     REAL NOT NULL
+            )
+            """,
+            """
+            CREATE TABLE api_keys (
+                id           TEXT PRIMARY KEY,  -- the key's public part
+                admin        TEXT NOT NULL REFERENCES admins (name) ON DELETE CASCADE,
+                scope        TEXT NOT NULL,
+                secret_hash  TEXT NOT NULL,     -- SHA-256 of the secret part
+                created_at   REAL NOT NULL,
+                expires_at   REAL,              -- NULL: never
+                allow_ip     TEXT NOT NULL DEFAULT '[]',  -- JSON array of networks
+                last_used_at REAL
+            )
+            """,
+            "CREATE INDEX api_keys_admin ON api_keys (admin, created_at)",
+            """
+            CREATE TABLE audit (
+                id       INTEGER PRIMARY KEY AUTOINCREMENT,
+                at       REAL NOT NULL,
+                actor    TEXT NOT NULL,
+                via      TEXT NOT NULL,
+                source   TEXT NOT NULL,
+                action   TEXT NOT NULL,
+                target   TEXT NOT NULL,
+                reseller TEXT NOT NULL DEFAULT '',
+                customer TEXT NOT NULL DEFAULT '',
+                detail   TEXT NOT NULL DEFAULT '{}'  -- JSON object
+            )
+            """,
+            "CREATE INDEX audit_reseller_id ON audit (reseller, id)",
+            "CREATE INDEX audit_customer_id ON audit (customer, id)",
+            # The paged queue listing across every domain, by state (#13).
+            "CREATE INDEX queue_state_seq ON queue (state, seq)",
         ),
     ),
 )

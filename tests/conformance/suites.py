@@ -32,14 +32,18 @@ from twisted.internet import task
 from zope.interface.verify import verifyObject
 
 from strata_twisted.errors import (
+    AlreadyExists,
     DomainExists,
     InvalidDomainName,
     NoSuchDomain,
     NoSuchEntry,
+    NotFound,
     QueueStateError,
     StorageError,
 )
 from strata_twisted.interfaces import (
+    IAdminStore,
+    IAuditStore,
     IControlStore,
     ICredentialStore,
     IDomainStore,
@@ -50,6 +54,7 @@ from strata_twisted.interfaces import (
     IMonitorStore,
     IQueueStore,
     IShadowStore,
+    ITenantStore,
 )
 from strata_twisted.model import (
     BOUNCED,
@@ -66,9 +71,14 @@ from strata_twisted.model import (
     OUTCOMES,
     QUEUE_STATES,
     QUEUED,
+    AdminAccount,
+    ApiKey,
     AttemptResult,
+    AuditRecord,
+    Branding,
     ControlRequest,
     CopyResult,
+    Customer,
     Delivery,
     Domain,
     DomainStatus,
@@ -95,6 +105,7 @@ from strata_twisted.model import (
     QueueFilter,
     QueueStats,
     RelayTarget,
+    Reseller,
     ShadowCopy,
     StoredMessage,
     UserCredential,
@@ -250,6 +261,8 @@ class DomainStoreSuite:
         ) == (None, None, None, None)
         # The webmail portal opens during outages; retention follows the global default.
         assert (stored.portal, stored.retention_days) == ("outage", None)
+        # The operator's own until a customer is given (#13).
+        assert stored.customer == ""
         # No alert targets until the admin sets them.
         assert (stored.alert_email, stored.alert_webhook, stored.alert_webhook_auth) == (
             None,
@@ -278,13 +291,15 @@ class DomainStoreSuite:
             alert_email="noc@example.net",
             alert_webhook="https://sms.example.net/hook?key=s3cret",
             alert_webhook_auth="Bearer s3cret",
+            customer="acme",
         )
         assert result_of(store.add_domain(domain)) == domain
         assert result_of(store.get_domain("example.com")) == domain
         assert result_of(store.list_domains()) == [domain]
 
         clock.advance(500)
-        # Every setting changes, overrides go back to None ("use the global value").
+        # Every setting changes, overrides go back to None ("use the global value"), the domain
+        # goes back to the operator ("").
         changed = Domain("example.com", RelayTarget("mx.example.com"), tls_policy="none")
         expected = replace(changed, created_at=5.0, updated_at=1500.0)
         assert result_of(store.update_domain(changed)) == expected
@@ -3177,3 +3192,374 @@ class EventQuerySuite:
             found += page
             before = page[-1].id
         assert found == expected
+
+
+# -- Administration (#13): ITenantStore, IAdminStore, IAuditStore --------------------------------
+
+BRANDING = Branding(
+    product_name="Acme Continuity",
+    logo_url="https://acme.example/logo.svg",
+    primary_color="#112233",
+    accent_color="#ffcc00",
+    support_email="help@acme.example",
+    support_url="https://acme.example/help",
+)
+
+
+def refused(d: Any, error: type[NotFound | AlreadyExists], kind: str, name: str) -> None:
+    """``d`` failed with ``error``, naming the ``kind`` and ``name`` of what it was about."""
+    value = fails_with(d, error)
+    assert isinstance(value, error)
+    assert (value.kind, value.name) == (kind, name)
+
+
+class TenantStoreSuite:
+    """L{ITenantStore}: resellers (with their branding) and customers, unique names."""
+
+    def test_provides_interface(self, store: Any) -> None:
+        assert verifyObject(ITenantStore, store)
+
+    def test_starts_empty(self, store: Any) -> None:
+        assert result_of(store.list_resellers()) == []
+        assert result_of(store.get_reseller("acme")) is None
+        assert result_of(store.list_customers()) == []
+        assert result_of(store.list_customers("")) == []
+        assert result_of(store.get_customer("shop")) is None
+
+    def test_add_reseller_stamps_a_zero_time_and_round_trips(
+        self, store: Any, clock: task.Clock
+    ) -> None:
+        clock.advance(1000)
+        added = result_of(store.add_reseller(Reseller("acme", BRANDING)))
+        assert added == Reseller("acme", BRANDING, created_at=1000.0)
+        assert result_of(store.get_reseller("acme")) == added
+        assert result_of(store.list_resellers()) == [added]
+        given = Reseller("bare", created_at=5.0)
+        assert result_of(store.add_reseller(given)) == given
+        assert result_of(store.get_reseller("bare")) == given
+
+    def test_resellers_are_sorted_by_name(self, store: Any) -> None:
+        for name in ("zeta", "acme", "m.i-d_dle"):
+            result_of(store.add_reseller(Reseller(name)))
+        assert [r.name for r in result_of(store.list_resellers())] == ["acme", "m.i-d_dle", "zeta"]
+
+    def test_adding_a_reseller_twice_fails_and_keeps_the_first(
+        self, store: Any, clock: task.Clock
+    ) -> None:
+        clock.advance(10)
+        first = result_of(store.add_reseller(Reseller("acme", BRANDING)))
+        refused(store.add_reseller(Reseller("acme")), AlreadyExists, "reseller", "acme")
+        assert result_of(store.list_resellers()) == [first]
+
+    def test_update_reseller_replaces_branding_and_keeps_created_at(
+        self, store: Any, clock: task.Clock
+    ) -> None:
+        clock.advance(10)
+        result_of(store.add_reseller(Reseller("acme", BRANDING)))
+        clock.advance(10)
+        changed = Reseller("acme", Branding(product_name="New"), created_at=999.0)
+        expected = Reseller("acme", Branding(product_name="New"), created_at=10.0)
+        assert result_of(store.update_reseller(changed)) == expected
+        assert result_of(store.get_reseller("acme")) == expected
+        refused(store.update_reseller(Reseller("nobody")), NotFound, "reseller", "nobody")
+        assert result_of(store.get_reseller("nobody")) is None
+
+    def test_remove_reseller(self, store: Any) -> None:
+        result_of(store.add_reseller(Reseller("acme")))
+        result_of(store.add_reseller(Reseller("other")))
+        assert result_of(store.remove_reseller("acme")) is None
+        assert result_of(store.get_reseller("acme")) is None
+        assert [r.name for r in result_of(store.list_resellers())] == ["other"]
+        refused(store.remove_reseller("acme"), NotFound, "reseller", "acme")
+        # The name is free again.
+        result_of(store.add_reseller(Reseller("acme")))
+
+    def test_customers_round_trip_sorted_and_by_reseller(
+        self, store: Any, clock: task.Clock
+    ) -> None:
+        clock.advance(1000)
+        shop = result_of(store.add_customer(Customer("shop", "acme")))
+        assert shop == Customer("shop", "acme", created_at=1000.0)
+        own = result_of(store.add_customer(Customer("own", created_at=3.0)))
+        assert own == Customer("own", "", created_at=3.0)
+        bakery = result_of(store.add_customer(Customer("bakery", "acme")))
+        other = result_of(store.add_customer(Customer("garage", "other")))
+        assert result_of(store.get_customer("shop")) == shop
+        assert result_of(store.list_customers()) == [bakery, other, own, shop]
+        assert result_of(store.list_customers("acme")) == [bakery, shop]
+        # "" is the operator's own customers, not "every customer".
+        assert result_of(store.list_customers("")) == [own]
+        assert result_of(store.list_customers("nobody")) == []
+
+    def test_adding_a_customer_twice_fails(self, store: Any) -> None:
+        first = result_of(store.add_customer(Customer("shop", "acme", created_at=1.0)))
+        refused(store.add_customer(Customer("shop", "other")), AlreadyExists, "customer", "shop")
+        assert result_of(store.list_customers()) == [first]
+
+    def test_remove_customer(self, store: Any) -> None:
+        result_of(store.add_customer(Customer("shop", "acme")))
+        result_of(store.add_customer(Customer("bakery", "acme")))
+        assert result_of(store.remove_customer("shop")) is None
+        assert [c.name for c in result_of(store.list_customers())] == ["bakery"]
+        refused(store.remove_customer("shop"), NotFound, "customer", "shop")
+
+    def test_resellers_and_customers_are_separate_names(self, store: Any) -> None:
+        result_of(store.add_reseller(Reseller("acme")))
+        result_of(store.add_customer(Customer("acme")))
+        result_of(store.remove_reseller("acme"))
+        assert result_of(store.get_customer("acme")) == Customer("acme", created_at=0.0)
+
+
+# pyotp's documentation example, not anyone's secret.
+TOTP_SEED = "JBSWY3DPEHPK3PXP"
+HASH = "$argon2id$v=19$m=65536,t=3,p=4$c2FsdHNhbHQ$aGFzaGhhc2hoYXNoaGFzaA"
+
+
+def admin_account(name: str = "alice", **kwargs: Any) -> AdminAccount:
+    fields: dict[str, Any] = {"role": "operator", "password_hash": HASH}
+    fields.update(kwargs)
+    return AdminAccount(name, **fields)
+
+
+def api_key(key_id: str = "k1", admin: str = "alice", **kwargs: Any) -> ApiKey:
+    fields: dict[str, Any] = {"scope": "read", "secret_hash": "ab" * 32}
+    fields.update(kwargs)
+    return ApiKey(key_id, admin, **fields)
+
+
+class AdminStoreSuite:
+    """L{IAdminStore}: admin accounts and their API keys; an account takes its keys with it."""
+
+    def test_provides_interface(self, store: Any) -> None:
+        assert verifyObject(IAdminStore, store)
+
+    def test_starts_empty(self, store: Any) -> None:
+        assert result_of(store.list_admins()) == []
+        assert result_of(store.get_admin("alice")) is None
+        assert result_of(store.list_api_keys()) == []
+        assert result_of(store.get_api_key("k1")) is None
+
+    def test_every_account_field_round_trips(self, store: Any, clock: task.Clock) -> None:
+        clock.advance(1000)
+        full = admin_account(
+            "carol",
+            role="customer",
+            reseller="acme",
+            customer="shop",
+            totp_secret=TOTP_SEED,
+            recovery_codes=("h1", "h2", "h3"),
+        )
+        added = result_of(store.add_admin(full))
+        assert added == replace(full, created_at=1000.0, updated_at=1000.0)
+        assert result_of(store.get_admin("carol")) == added
+        plain = admin_account(
+            "bob", role="reseller", reseller="acme", created_at=5.0, updated_at=6.0
+        )
+        assert result_of(store.add_admin(plain)) == plain
+        assert result_of(store.get_admin("bob")) == plain
+        assert result_of(store.list_admins()) == [plain, added]  # by name
+
+    def test_adding_an_account_twice_fails(self, store: Any) -> None:
+        first = result_of(store.add_admin(admin_account(created_at=1.0, updated_at=1.0)))
+        refused(store.add_admin(admin_account(role="reseller")), AlreadyExists, "admin", "alice")
+        assert result_of(store.list_admins()) == [first]
+
+    def test_update_replaces_the_account_and_stamps_updated_at(
+        self, store: Any, clock: task.Clock
+    ) -> None:
+        clock.advance(100)
+        result_of(store.add_admin(admin_account(totp_secret=TOTP_SEED, recovery_codes=("a", "b"))))
+        clock.advance(50)
+        changed = admin_account(
+            password_hash=HASH + "x", recovery_codes=("b",), created_at=1.0, updated_at=2.0
+        )
+        expected = replace(changed, created_at=100.0, updated_at=150.0)
+        assert result_of(store.update_admin(changed)) == expected
+        assert result_of(store.get_admin("alice")) == expected
+        assert expected.totp_secret is None and expected.recovery_codes == ("b",)
+        refused(store.update_admin(admin_account("nobody")), NotFound, "admin", "nobody")
+        assert result_of(store.get_admin("nobody")) is None
+
+    def test_every_key_field_round_trips(self, store: Any, clock: task.Clock) -> None:
+        result_of(store.add_admin(admin_account()))
+        clock.advance(1000)
+        key = api_key(
+            scope="operate",
+            expires_at=5000.5,
+            allow_ip=("192.0.2.0/24", "2001:db8::/32"),
+            last_used_at=999.0,
+        )
+        added = result_of(store.add_api_key(key))
+        assert added == replace(key, created_at=1000.0)
+        assert result_of(store.get_api_key("k1")) == added
+        given = api_key("k2", scope="admin", created_at=7.0)
+        assert result_of(store.add_api_key(given)) == given
+        assert result_of(store.get_api_key("k2")) == given
+        assert (given.expires_at, given.allow_ip, given.last_used_at) == (None, (), None)
+
+    def test_keys_are_listed_by_creation_time_and_by_admin(
+        self, store: Any, clock: task.Clock
+    ) -> None:
+        result_of(store.add_admin(admin_account("alice")))
+        result_of(store.add_admin(admin_account("bob")))
+        clock.advance(100)
+        late = result_of(store.add_api_key(api_key("a-late", "alice")))
+        early = result_of(store.add_api_key(api_key("z-early", "bob", created_at=50.0)))
+        same1 = result_of(store.add_api_key(api_key("m-same", "alice", created_at=100.0)))
+        same2 = result_of(store.add_api_key(api_key("b-same", "bob", created_at=100.0)))
+        # Oldest first; keys made in the same tick in the order they were added.
+        assert result_of(store.list_api_keys()) == [early, late, same1, same2]
+        assert result_of(store.list_api_keys("alice")) == [late, same1]
+        assert result_of(store.list_api_keys("bob")) == [early, same2]
+        assert result_of(store.list_api_keys("carol")) == []
+
+    def test_adding_a_key_twice_or_for_nobody_fails(self, store: Any) -> None:
+        result_of(store.add_admin(admin_account()))
+        first = result_of(store.add_api_key(api_key(created_at=1.0)))
+        refused(store.add_api_key(api_key(scope="admin")), AlreadyExists, "api key", "k1")
+        refused(store.add_api_key(api_key("k2", "nobody")), NotFound, "admin", "nobody")
+        assert result_of(store.list_api_keys()) == [first]
+
+    def test_remove_key(self, store: Any) -> None:
+        result_of(store.add_admin(admin_account()))
+        result_of(store.add_api_key(api_key("k1")))
+        kept = result_of(store.add_api_key(api_key("k2")))
+        assert result_of(store.remove_api_key("k1")) is None
+        assert result_of(store.get_api_key("k1")) is None
+        assert result_of(store.list_api_keys()) == [kept]
+        refused(store.remove_api_key("k1"), NotFound, "api key", "k1")
+
+    def test_removing_an_account_removes_its_keys_and_only_its_keys(self, store: Any) -> None:
+        result_of(store.add_admin(admin_account("alice")))
+        result_of(store.add_admin(admin_account("bob")))
+        result_of(store.add_api_key(api_key("a1", "alice")))
+        result_of(store.add_api_key(api_key("a2", "alice")))
+        bobs = result_of(store.add_api_key(api_key("b1", "bob")))
+        assert result_of(store.remove_admin("alice")) is None
+        assert result_of(store.get_admin("alice")) is None
+        assert [a.name for a in result_of(store.list_admins())] == ["bob"]
+        assert result_of(store.get_api_key("a1")) is None
+        assert result_of(store.list_api_keys()) == [bobs]
+        refused(store.remove_admin("alice"), NotFound, "admin", "alice")
+        # A new account of the same name inherits nothing.
+        result_of(store.add_admin(admin_account("alice")))
+        assert result_of(store.list_api_keys("alice")) == []
+
+    def test_touch_records_the_last_use(self, store: Any) -> None:
+        result_of(store.add_admin(admin_account()))
+        key = result_of(store.add_api_key(api_key(created_at=1.0)))
+        assert result_of(store.touch_api_key("k1", 1234.5)) is None
+        assert result_of(store.get_api_key("k1")) == replace(key, last_used_at=1234.5)
+        result_of(store.touch_api_key("k1", 1300.0))
+        assert result_of(store.get_api_key("k1")).last_used_at == 1300.0
+        assert result_of(store.touch_api_key("unknown", 1.0)) is None
+        assert result_of(store.list_api_keys()) == [replace(key, last_used_at=1300.0)]
+
+
+def audit_record(action: str = "domain.add", **kwargs: Any) -> AuditRecord:
+    fields: dict[str, Any] = {
+        "id": 0,
+        "at": 1000.0,
+        "actor": "alice",
+        "via": "api",
+        "source": "192.0.2.1",
+        "target": "example.com",
+    }
+    fields.update(kwargs)
+    return AuditRecord(action=action, **fields)
+
+
+class AuditStoreSuite:
+    """L{IAuditStore}: an append-only log, read newest first by tenant, paged by id."""
+
+    def test_provides_interface(self, store: Any) -> None:
+        assert verifyObject(IAuditStore, store)
+        assert result_of(store.list_audit()) == []
+
+    def test_record_round_trips_with_ids_from_one(self, store: Any) -> None:
+        detail = {"relay": "mx.example.com:25", "nested": {"list": [1, "two", None, True, 2.5]}}
+        record = audit_record(
+            id=99, reseller="acme", customer="shop", detail=detail, actor="cli:root", via="cli"
+        )
+        first = result_of(store.record_audit(record))
+        assert first == replace(record, id=1)  # the given id is ignored
+        second = result_of(store.record_audit(audit_record("domain.remove")))
+        assert second.id == 2
+        assert (second.reseller, second.customer, second.detail) == ("", "", {})
+        assert result_of(store.list_audit()) == [second, first]
+
+    def test_records_do_not_share_state_with_callers(self, store: Any) -> None:
+        detail: dict[str, Any] = {"ids": [1]}
+        recorded = result_of(store.record_audit(audit_record(detail=detail)))
+        detail["ids"].append(2)
+        recorded.detail["ids"].append(3)
+        result_of(store.list_audit())[0].detail["ids"].append(4)
+        assert result_of(store.list_audit())[0].detail == {"ids": [1]}
+
+    def test_detail_that_is_not_json_fails(self, store: Any) -> None:
+        fails_with(store.record_audit(audit_record(detail={"when": object()})), StorageError)
+        assert result_of(store.list_audit()) == []
+
+    @pytest.fixture
+    def log(self, store: Any) -> list[AuditRecord]:
+        tenants = [("", ""), ("acme", ""), ("acme", "shop"), ("other", "garage"), ("", "own")]
+        return [
+            result_of(
+                store.record_audit(
+                    audit_record(
+                        f"a{n}", at=float(n), reseller=tenants[n % 5][0], customer=tenants[n % 5][1]
+                    )
+                )
+            )
+            for n in range(20)
+        ]
+
+    @pytest.mark.parametrize(
+        ("reseller", "customer", "selected"),
+        [
+            (None, None, lambda r: True),
+            ("acme", None, lambda r: r.reseller == "acme"),
+            ("", None, lambda r: r.reseller == ""),
+            (None, "shop", lambda r: r.customer == "shop"),
+            (None, "", lambda r: r.customer == ""),
+            ("acme", "shop", lambda r: r.reseller == "acme" and r.customer == "shop"),
+            ("acme", "garage", lambda r: False),
+            ("nobody", None, lambda r: False),
+        ],
+    )
+    def test_tenant_filters_newest_first(
+        self,
+        store: Any,
+        log: list[AuditRecord],
+        reseller: str | None,
+        customer: str | None,
+        selected: Callable[[AuditRecord], bool],
+    ) -> None:
+        expected = [r for r in reversed(log) if selected(r)]
+        found = result_of(store.list_audit(reseller=reseller, customer=customer))
+        assert found == expected
+
+        paged: list[AuditRecord] = []
+        before: int | None = None
+        while page := result_of(
+            store.list_audit(reseller=reseller, customer=customer, before_id=before, limit=3)
+        ):
+            assert len(page) <= 3
+            paged += page
+            before = page[-1].id
+        assert paged == expected
+
+    def test_limit_and_before_id(self, store: Any, log: list[AuditRecord]) -> None:
+        assert result_of(store.list_audit(limit=2)) == [log[19], log[18]]
+        assert result_of(store.list_audit(before_id=log[5].id, limit=2)) == [log[4], log[3]]
+        assert result_of(store.list_audit(before_id=log[0].id)) == []
+        assert result_of(store.list_audit(before_id=1000)) == log[::-1]
+        assert result_of(store.list_audit(limit=0)) == []
+        assert result_of(store.list_audit(limit=-1)) == []
+
+    def test_the_default_limit_is_100(self, store: Any) -> None:
+        for n in range(105):
+            result_of(store.record_audit(audit_record(f"a{n}")))
+        found = result_of(store.list_audit())
+        assert len(found) == 100
+        assert (found[0].action, found[-1].action) == ("a104", "a5")
