@@ -37,6 +37,7 @@ from twisted.python.failure import Failure
 
 from strata_twisted.clock import SecondsClock
 from strata_twisted.core.domains import DomainCache
+from strata_twisted.core.metrics import NO_METRICS, MetricsRecorder
 from strata_twisted.core.routes import route_domain
 from strata_twisted.errors import MailError, RelayDenied, StorageError, UnknownUser
 from strata_twisted.interfaces import IMessageStore, IMessageWriter, IQueueStore
@@ -230,10 +231,13 @@ class IntakePolicy:
         on_accepted: Callable[[str], object] | None = None,
         *,
         postmaster: str = "",
+        metrics: MetricsRecorder = NO_METRICS,
     ) -> None:
         """``postmaster``: the operator's address, where ``<Postmaster>`` mail goes (a valid
-        address, L{canonical_address}); "" holds such mail until one is set."""
+        address, L{canonical_address}); "" holds such mail until one is set.  ``metrics``:
+        told each message's result and commit time."""
         self._clock = clock
+        self._metrics = metrics
         self._domains = domains
         self._store = store
         self.hostname = hostname
@@ -400,8 +404,9 @@ class IntakePolicy:
         now = self._clock.seconds()
         writer = self._store.begin(queue_id)
         transaction = IntakeTransaction(
-            writer, envelope, now, self.deliveries(recipients), self.header_check(session)
-        )
+            writer, envelope, now, self.deliveries(recipients), self.header_check(session),
+            clock=self._clock, metrics=self._metrics,
+        )  # fmt: skip
         transaction.feed(
             received_header(
                 hostname=self.hostname,
@@ -433,6 +438,9 @@ class IntakeTransaction:
     deliveries: tuple[Delivery, ...]
     # Run on the header section before the commit; a MailError it raises refuses the message.
     check_header: Callable[[bytes], None] | None = None
+    # Where the commit's duration is read, and told with the message's result.
+    clock: SecondsClock | None = None
+    metrics: MetricsRecorder = NO_METRICS
     _header: bytearray = field(default_factory=bytearray)
     _header_done: bool = False
     _failure: Failure | None = None
@@ -493,9 +501,17 @@ class IntakeTransaction:
             deliveries=self.deliveries,
             header_message_id=self._message_id(),
         )
+        started = self.clock.seconds() if self.clock is not None else None
         d = self.writer.commit(incoming)
+        d.addCallback(self._committed, started)
         d.addErrback(self._abort_then)
         return d
+
+    def _committed(self, message: StoredMessage, started: float | None) -> StoredMessage:
+        if self.clock is not None and started is not None:
+            self.metrics.commit_finished(self.clock.seconds() - started)
+        self.metrics.intake_message("accepted")
+        return message
 
     def _message_id(self) -> str | None:
         try:
@@ -507,11 +523,13 @@ class IntakeTransaction:
     def _refuse(self, error: MailError) -> Deferred[StoredMessage]:
         """The policy refuses the message (its header check): abort, then fail with ``error``
         as it is, permanent or not."""
+        self.metrics.intake_message("rejected")
         result: Deferred[StoredMessage] = Deferred()
         self.abort().addBoth(lambda _: result.errback(Failure(error)))
         return result
 
     def _abort_then(self, failure: Failure) -> Deferred[StoredMessage]:
+        self.metrics.intake_message("failed")
         error = failure.value
         if not isinstance(error, MailError):
             self.log.failure("storing {id} failed", failure, id=self.queue_id)

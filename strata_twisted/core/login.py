@@ -45,6 +45,7 @@ from strata_twisted.core.credentials import (
     VerificationCache,
     check_password,
 )
+from strata_twisted.core.metrics import NO_METRICS, MetricsRecorder
 from strata_twisted.core.throttle import LoginThrottle
 from strata_twisted.errors import StrataError
 from strata_twisted.executor import Executor
@@ -142,8 +143,11 @@ class Authenticator:
         cache: VerificationCache | None = None,
         throttle: LoginThrottle | None = None,
         trusted_networks: Sequence[Network] = (),
+        metrics: MetricsRecorder = NO_METRICS,
     ) -> None:
+        """``metrics``: told each login's service and result."""
         self.clock = clock
+        self.metrics = metrics
         self.credentials = credentials
         self.executor = executor
         self.portal = portal
@@ -164,13 +168,28 @@ class Authenticator:
         authzid: str = "",
         *,
         forwarded: str | None = None,
+        service: str = "imap",
     ) -> LoginResult:
         """
         Check ``user``'s ``password`` from ``client`` (an IP address), then the portal.  A SASL
         ``authzid`` (RFC 4616 §2) must name the same user: nobody may act as somebody else.
         ``forwarded``: the end user's address as a trusted ``client`` (the webmail) gave it;
-        ignored from any other client.
+        ignored from any other client.  ``service``: the metrics' label (imap, submission).
         """
+        result = await self._login(client, user, password, authzid, forwarded)
+        if result.ok:
+            outcome = "ok"
+        elif result.refusal == "portal":
+            outcome = "portal"
+        else:
+            # A refusal after a throttle delay is the guesser's pattern, not a typo.
+            outcome = "throttled" if result.waited > 0 else "failed"
+        self.metrics.login(service, outcome)
+        return result
+
+    async def _login(
+        self, client: str, user: str, password: str | bytes, authzid: str, forwarded: str | None
+    ) -> LoginResult:
         origin = forwarded if forwarded and self.is_trusted(client) else None
         source = origin if origin is not None else client
         # An address of our own networks (the webmail naming nobody, or a proxy in front of

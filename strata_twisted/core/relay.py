@@ -65,6 +65,7 @@ from strata_twisted.config import OutboundSettings, RelaySettings
 from strata_twisted.core.domains import DomainCache
 from strata_twisted.core.dsn import FailedRecipient, build_dsn, status_of
 from strata_twisted.core.intake import new_queue_id, store_generated
+from strata_twisted.core.metrics import NO_METRICS, OTHER_DOMAIN, MetricsRecorder
 from strata_twisted.core.routes import MXResolver, NullMX, RouteError, route_domain
 from strata_twisted.interfaces import IEventStore, IMessageStore, IQueueStore
 from strata_twisted.model import (
@@ -234,11 +235,14 @@ class RelayLoop:
         resolver: MXResolver | None = None,
         outbound: OutboundSettings | None = None,
         signer: OutboundSigner | None = None,
+        metrics: MetricsRecorder = NO_METRICS,
     ) -> None:
         """
         ``resolver``: routes for domains that are not protected; None keeps their mail queued
         (unless ``outbound`` names a smarthost).  ``signer``: signs outbound mail (DKIM).
+        ``metrics``: told each recipient's result.
         """
+        self._metrics = metrics
         self._clock = clock
         self._queue = queue
         self._messages = messages
@@ -380,7 +384,10 @@ class RelayLoop:
         d.addErrback(lambda f: self.log.failure("cannot record the drain of {d}", f, d=name))
 
     def _count(self, domain: str, kind: str, n: int = 1) -> None:
-        """Count ``n`` results of ``kind`` in ``domain``'s running drain."""
+        """Count ``n`` results of ``kind`` in the metrics and in ``domain``'s running drain."""
+        # A protected domain is its own label; any other (outbound mail) shares one.
+        label = domain if self._domains.get(domain) is not None else OTHER_DOMAIN
+        self._metrics.relay_results(label, kind, n)
         drain = self._drains.get(domain)
         if drain is not None:
             drain.counts[kind] += n

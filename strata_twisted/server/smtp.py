@@ -198,6 +198,7 @@ class SMTPIntakeProtocol(EngineProtocol):
                 event.password,
                 event.authzid,
                 forwarded=self._forwarded,
+                service="submission",
             )
         )
         d.addCallbacks(self._auth_result, self._auth_failed)
