@@ -23,12 +23,14 @@ from twisted.internet.interfaces import (
     IReactorTime,
     IStreamServerEndpoint,
 )
-from twisted.internet.protocol import Factory
 from twisted.internet.ssl import CertificateOptions
 from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
+from twisted.web.server import Site
 
+from strata_twisted.admin.metrics import MetricsResource
+from strata_twisted.admin.site import build_root
 from strata_twisted.clock import SecondsClock
 from strata_twisted.config import IntakeSettings, ListenAddress, Settings
 from strata_twisted.core.alert_email import EmailAlertSender
@@ -46,6 +48,7 @@ from strata_twisted.core.dkim import DkimKeyring
 from strata_twisted.core.domains import DomainCache, load_send_as, load_user_lists
 from strata_twisted.core.intake import IntakePolicy, route_held_postmaster
 from strata_twisted.core.login import Authenticator, networks
+from strata_twisted.core.metrics import Metrics, StoreGauges
 from strata_twisted.core.monitor import Monitor
 from strata_twisted.core.portal import Portal
 from strata_twisted.core.relay import RelayLoop
@@ -82,7 +85,7 @@ class ListenerService(Service):
         reactor: Any,
         what: str,
         address: ListenAddress,
-        factory: Factory,
+        factory: IProtocolFactory,
         tls: CertificateOptions | None = None,
     ) -> None:
         """``tls``: the listener speaks TLS from the first byte (IMAP on port 993)."""
@@ -170,6 +173,22 @@ class RetentionService(Service):
     def stopService(self) -> None:
         super().stopService()
         self._job.stop()
+
+
+class GaugesService(Service):
+    """Refreshes the store figures of ``/metrics`` while the server runs (after the store
+    starts, before it stops)."""
+
+    def __init__(self, gauges: StoreGauges) -> None:
+        self._gauges = gauges
+
+    def startService(self) -> None:
+        super().startService()
+        self._gauges.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._gauges.stop()
 
 
 class PostmasterService(Service):
@@ -382,6 +401,10 @@ def _build(settings: Settings, reactor: Any, root: StrataService) -> MultiServic
             result_of(snapshot.close())
     store_service = StoreService(executor, store, domains)
     store_service.setServiceParent(root)
+    metrics = Metrics()
+    gauges = StoreGauges(reactor, store, store, store)
+    metrics.watch(gauges)
+    GaugesService(gauges).setServiceParent(root)
 
     tls = load_server_context(
         settings.certificate_path,
@@ -404,6 +427,7 @@ def _build(settings: Settings, reactor: Any, root: StrataService) -> MultiServic
         resolver, settings.outbound,
         # Key files are read on the storage thread, where DESIGN puts file I/O.
         DkimSigner(reactor, store, DkimKeyring(settings.data_dir), executor, workers),
+        metrics=metrics,
     )  # fmt: skip
     alerts = build_alert_sender(settings, reactor, store, EmailAlertSender(
         reactor, store, store, store, domains, settings.hostname, settings.alerts.sender,
@@ -421,7 +445,7 @@ def _build(settings: Settings, reactor: Any, root: StrataService) -> MultiServic
     LoopsService(relay, monitor, control, store_service, resolver, watch).setServiceParent(root)
 
     policy = IntakePolicy(reactor, domains, store, settings.hostname, monitor.note_intake,
-                          postmaster=settings.server.postmaster)  # fmt: skip
+                          postmaster=settings.server.postmaster, metrics=metrics)  # fmt: skip
     PostmasterService(store_service, store, policy, relay, reactor).setServiceParent(root)
     intake = SMTPIntakeFactory(reactor, policy, settings.intake, tls)
     for address in settings.intake.listen:
@@ -434,6 +458,7 @@ def _build(settings: Settings, reactor: Any, root: StrataService) -> MultiServic
         reactor, store, workers, portal.closed_reason, cache=VerificationCache(),
         throttle=LoginThrottle(reactor, max_delay=imap.login_max_delay),
         trusted_networks=networks(imap.trusted_networks + settings.submission.trusted_networks),
+        metrics=metrics,
     )  # fmt: skip
     imap_server = _imap_listeners(settings, reactor, store, tls, authenticator, root)
     submission = _submission_listeners(
@@ -448,7 +473,25 @@ def _build(settings: Settings, reactor: Any, root: StrataService) -> MultiServic
     retention = RetentionJob(reactor, domains, store, store, store,
                              default_days=settings.imap.retention_days)  # fmt: skip
     RetentionService(retention).setServiceParent(root)
+    _admin_listeners(settings, reactor, MetricsResource(metrics.registry), tls, root)
     return root
+
+
+def _admin_listeners(
+    settings: Settings,
+    reactor: Any,
+    metrics: MetricsResource,
+    tls: CertificateOptions,
+    root: MultiService,
+) -> None:
+    """The admin web site on each ``[admin] listen`` address (HTTPS with ``[admin] tls``, on the
+    mail listeners' certificate).  Its routes are L{build_root}'s business."""
+    admin = settings.admin
+    site = Site(build_root(metrics), reactor=reactor)
+    what = "admin web (HTTPS)" if admin.tls else "admin web"
+    for address in admin.listen:
+        listener = ListenerService(reactor, what, address, site, tls if admin.tls else None)
+        listener.setServiceParent(root)
 
 
 def _imap_listeners(

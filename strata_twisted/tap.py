@@ -46,9 +46,18 @@ def makeService(options: Options) -> IService:
     from strata_twisted.errors import StrataError
     from strata_twisted.service import build_service
 
+    settings = options["settings"]
     try:
-        return build_service(options["settings"], reactor)
+        service = build_service(settings, reactor)
     except StrataError as e:
         # Nothing has started yet: say what is wrong and exit non-zero, without a traceback.
         sys.stderr.write(f"strata: cannot start: {e}\n")
         raise SystemExit(1) from None
+    if settings.log.format == "json":
+        from strata_twisted.jsonlog import JSONLogService, twistd_json_observer
+
+        # twistd's own options (--logfile, -n, --logger, --syslog) say where the log goes.
+        observer = twistd_json_observer(getattr(options, "parent", None))
+        if observer is not None:
+            return JSONLogService(service, observer)
+    return service

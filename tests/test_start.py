@@ -75,7 +75,7 @@ def test_start_installs_into_a_venv_with_the_stock_python_and_serves(tmp_path: P
     config.write_text(
         f'data_dir = "{tmp_path / "data"}"\nhostname = "strata.test"\n'
         f'[intake]\nlisten = ["127.0.0.1:{port}"]\n'
-        "[imap]\nlisten = []\n[submission]\nlisten = []\ntls_listen = []\n"
+        "[imap]\nlisten = []\n[submission]\nlisten = []\ntls_listen = []\n[admin]\nlisten = []\n"
     )
     log = tmp_path / "start.log"
     process = _start(checkout, config, log)

@@ -55,13 +55,15 @@ class StrataProcess:
         self.log = root / "twistd.log"
         self.twistd_cmd = list(twistd_cmd)
         self.cli_cmd = list(cli_cmd)
-        # The IMAP and submission listeners are off unless the test configures them: their
-        # embedded defaults are fixed ports, which two Strata processes (or a bench left
-        # running) cannot share.  They come before [intake]: extra_config may go on with
+        # The IMAP, submission and admin web listeners are off unless the test configures
+        # them: their embedded defaults are fixed ports, which two Strata processes (or a bench
+        # left running) cannot share.  They come before [intake]: extra_config may go on with
         # [intake] keys, and a test may append keys to the table it ends with.
         quiet = "" if "[imap]" in extra_config else "[imap]\nlisten = []\n"
         if "[submission]" not in extra_config:
             quiet += "[submission]\nlisten = []\ntls_listen = []\n"
+        if "[admin]" not in extra_config:
+            quiet += "[admin]\nlisten = []\n"
         self.config.write_text(
             f'data_dir = "{self.data_dir}"\nhostname = "strata.test"\n'
             + quiet
