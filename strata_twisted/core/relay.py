@@ -385,12 +385,15 @@ class RelayLoop:
 
     def _count(self, domain: str, kind: str, n: int = 1) -> None:
         """Count ``n`` results of ``kind`` in the metrics and in ``domain``'s running drain."""
-        # A protected domain is its own label; any other (outbound mail) shares one.
-        label = domain if self._domains.get(domain) is not None else OTHER_DOMAIN
-        self._metrics.relay_results(label, kind, n)
+        self._measure(domain, kind, n)
         drain = self._drains.get(domain)
         if drain is not None:
             drain.counts[kind] += n
+
+    def _measure(self, domain: str, kind: str, n: int) -> None:
+        # A protected domain is its own label; any other (outbound mail) shares one.
+        label = domain if self._domains.get(domain) is not None else OTHER_DOMAIN
+        self._metrics.relay_results(label, kind, n)
 
     async def _attempt(self, result: AttemptResult, domain: str, kind: str = "") -> QueueEntry:
         """Record one attempt at an entry of ``domain``, and count it in its drain (as
@@ -458,6 +461,7 @@ class RelayLoop:
                 waiting = await self._queue.defer_due(
                     name, self._due_time(force), reason, at, self._next_run_after(at)
                 )
+                self._measure(name, DEFERRED_OUTCOME, waiting)
                 await self._events.record_event(
                     "relay.unreachable", f"{reason}; {waiting} kept queued", name
                 )
