@@ -11,10 +11,10 @@ them) and these, which win over an event field of the same name:
   for every event of one kind: what a shipper groups by);
 - ``failure``: the traceback, when the event carries one.
 
-A value JSON cannot hold is written as its ``repr``.  Twisted's own ``jsonFileLogObserver`` is
-not used as it is: it writes no formatted text, separates records with ``\\x1e`` (RFC 7464, not
-one object per line), and spells levels and objects as class UUIDs meant for reloading events
-into Twisted, not for a shipper.
+A value JSON cannot hold is written as its ``str`` (an address as ``127.0.0.1:25``).
+Twisted's own ``jsonFileLogObserver`` is not used as it is: it writes no formatted text,
+separates records with ``\\x1e`` (RFC 7464, not one object per line), and spells levels and
+objects as class UUIDs meant for reloading events into Twisted, not for a shipper.
 
 How twistd gets it: twistd asks its application for an ``ILogObserver`` before it falls back
 to its text log (the way a ``.tac`` file chooses its observer).  A plugin never sees the
@@ -51,7 +51,7 @@ def json_line(event: LogEvent) -> str:
     )
     record["level"] = getattr(level, "name", None)
     record["namespace"] = event.get("log_namespace")
-    record["system"] = event.get("log_system", record.get("system"))
+    record["system"] = event.get("log_system", record.get("system", "-"))
     record["text"] = formatEvent(event)
     record["format"] = event.get("log_format")
     failure = event.get("log_failure")
@@ -62,7 +62,7 @@ def json_line(event: LogEvent) -> str:
             record["failure"] = repr(failure)
     else:
         record.pop("failure", None)  # a legacy event's Failure object, if any
-    return json.dumps(record, default=repr, ensure_ascii=False, sort_keys=False) + "\n"
+    return json.dumps(record, default=str, ensure_ascii=False) + "\n"
 
 
 def json_observer(out: IO[str]) -> ILogObserver:
