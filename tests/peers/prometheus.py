@@ -11,6 +11,7 @@ import os
 import shutil
 import signal
 import subprocess
+import time
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -51,9 +52,22 @@ class PrometheusProcess:
                  f"--web.listen-address=127.0.0.1:{self.port}"],
                 stdout=out, stderr=subprocess.STDOUT, cwd=self.root, start_new_session=True,
             )  # fmt: skip
-        if not wait_for_port(self.port, timeout) or self.process.poll() is not None:
-            self.stop()
-            raise RuntimeError(f"prometheus did not start:\n{self.log_text()[-3000:]}")
+        deadline = time.monotonic() + timeout
+        # It listens before its storage is open, and answers 503 until then: wait for /-/ready.
+        while not (wait_for_port(self.port, 0.2) and self._ready()):
+            if self.process.poll() is not None or time.monotonic() > deadline:
+                self.stop()
+                raise RuntimeError(f"prometheus did not start:\n{self.log_text()[-3000:]}")
+            time.sleep(0.1)
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(  # noqa: S310 (loopback)
+                f"http://127.0.0.1:{self.port}/-/ready", timeout=5
+            ) as response:
+                return bool(response.status == 200)
+        except OSError:  # urllib's HTTPError (503) is an OSError too
+            return False
 
     def query(self, promql: str) -> list[dict[str, Any]]:
         """An instant query over the HTTP API: the result vector (each: metric, value)."""
