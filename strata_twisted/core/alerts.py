@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Final, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet.defer import Deferred, ensureDeferred, maybeDeferred, succeed
 from twisted.internet.interfaces import IReactorTime
@@ -355,3 +356,17 @@ class RecordedAlertSender:
             await self._events.record_event(kind, text, domain, data)
         except Exception:
             self.log.failure("cannot record a {kind} event", kind=kind)
+
+
+def redacted(url: str) -> str:
+    """The URL without user info, query or fragment: what may go into logs and errors."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError:
+        return "(an invalid URL)"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    netloc = host if port is None else f"{host}:{port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final, Literal, NoReturn, cast
-from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet.defer import CancelledError, Deferred, ensureDeferred, fail, succeed
 from twisted.internet.interfaces import IConsumer, IPushProducer
@@ -31,6 +30,7 @@ from twisted.web.iweb import IBodyProducer, IPolicyForHTTPS, IResponse
 from zope.interface import implementer
 
 from strata_twisted.core.alerts import IAlertSender, format_duration, format_time
+from strata_twisted.core.alerts import redacted as redacted  # moved there; still exported here
 from strata_twisted.model import Domain, Outage, display_domain
 
 # Seconds for a whole webhook call: connect, send, status and body.
@@ -51,20 +51,6 @@ class WebhookTarget:
 
 class WebhookFailed(Exception):
     """A webhook call did not get a 2xx answer; ``str()`` says why, without secrets."""
-
-
-def redacted(url: str) -> str:
-    """The URL without user info, query or fragment: what may go into logs and errors."""
-    try:
-        parts = urlsplit(url)
-        port = parts.port
-    except ValueError:
-        return "(an invalid URL)"
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    netloc = host if port is None else f"{host}:{port}"
-    return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
 
 
 def _iso(seconds: float | None) -> str | None:

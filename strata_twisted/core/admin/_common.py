@@ -1,0 +1,33 @@
+"""Small checks the admin operations share: names as the caller typed them, into canonical
+form, with the field they came from."""
+
+from __future__ import annotations
+
+from strata_twisted.core.admin.errors import InvalidInput
+from strata_twisted.errors import InvalidDomainName
+from strata_twisted.model import InvalidName, InvalidUser, check_tenant_name, credential_key
+from strata_twisted.model import normalize_domain as _normalize_domain
+
+
+def domain_name(text: str, field: str = "name") -> str:
+    """The canonical (ASCII) form of a domain name, or L{InvalidInput} for ``field``."""
+    try:
+        return _normalize_domain(text)
+    except InvalidDomainName as e:
+        raise InvalidInput(field, str(e)) from None
+
+
+def user_address(text: str, field: str = "address") -> tuple[str, str]:
+    """The canonical address of a synced user and its domain, or L{InvalidInput}."""
+    try:
+        return credential_key(text)
+    except InvalidUser as e:
+        raise InvalidInput(field, str(e)) from None
+
+
+def tenant_name(text: str, field: str = "name") -> str:
+    """A valid reseller or customer name, or L{InvalidInput}."""
+    try:
+        return check_tenant_name(text, field)
+    except InvalidName as e:
+        raise InvalidInput(field, str(e)) from None
