@@ -17,6 +17,7 @@ from strata_twisted.cli import build_parser, main
 from strata_twisted.clock import WallClock
 from strata_twisted.core.credentials import PasswordHash, hash_password, verify
 from strata_twisted.executor import SyncExecutor
+from strata_twisted.interfaces import ITenantStore
 from strata_twisted.model import (
     DEFERRED_OUTCOME,
     DELIVERED_OUTCOME,
@@ -29,6 +30,7 @@ from strata_twisted.model import (
 )
 from strata_twisted.runlock import LOCK_NAME, ServerLock, ServerRunning
 from strata_twisted.storage import open_store
+from strata_twisted.storage.sqlite import SQLiteStore
 from strata_twisted.testing import result_of
 
 
@@ -1809,3 +1811,48 @@ def test_alert_test_queues_an_email_and_asks_the_server_to_deliver_it(cli, serve
     finally:
         result_of(store.close())
     assert [(r.action, r.domain) for r in request] == [("flush", "example.net")]
+
+
+# -- tenants (#13): strata reseller / customer, domain add --customer ----------------------------
+
+
+def test_tenant_commands_refuse_what_does_not_exist_and_change_nothing(cli, data: Path) -> None:
+    commands = list(_commands(build_parser()))
+    for command in ("add", "list", "remove"):
+        assert ("reseller", command) in commands and ("customer", command) in commands
+    code, out, _ = cli("reseller", "add", "msp1", "--product-name", "Mailsafe")
+    assert (code, out) == (0, "added reseller msp1\n")
+    code, _, err = cli("customer", "remove", "nobody")
+    assert code == 1 and "no customer 'nobody'" in err
+    code, _, err = cli("customer", "add", "Bad Name")
+    assert code == 2 and "a-z, 0-9" in err
+    code, _, err = cli("domain", "add", "x.test", "--relay", "h", "--customer", "nobody")
+    assert code == 1 and "no customer 'nobody'" in err
+    assert json.loads(cli("domain", "list", "--json")[1]) == []
+
+
+_SQLITE_TENANTS = pytest.mark.skipif(
+    not ITenantStore.implementedBy(SQLiteStore),
+    reason="the SQLite tenant roles land with the storage part of #13",
+)
+
+
+@_SQLITE_TENANTS
+def test_resellers_customers_and_their_domains(cli, data: Path) -> None:
+    assert cli("reseller", "add", "msp1")[0] == 0
+    code, out, _ = cli("customer", "add", "acme", "--reseller", "msp1")
+    assert code == 0 and "under reseller msp1" in out
+    assert cli("customer", "add", "solo")[0] == 0
+    listed = json.loads(cli("customer", "list", "--json")[1])
+    assert [(c["name"], c["reseller"]) for c in listed] == [("acme", "msp1"), ("solo", None)]
+    assert cli("domain", "add", "acme.test", "--relay", "h", "--customer", "acme")[0] == 0
+    shown = json.loads(cli("domain", "show", "acme.test", "--json")[1])
+    assert (shown["customer"], shown["reseller"]) == ("acme", "msp1")
+    code, _, err = cli("customer", "remove", "acme")
+    assert code == 1 and "still has 1 domain(s) (acme.test)" in err
+    code, _, err = cli("reseller", "remove", "msp1")
+    assert code == 1 and "still has 1 customer(s) (acme)" in err
+    assert cli("domain", "remove", "acme.test")[0] == 0
+    assert cli("customer", "remove", "acme")[0] == 0
+    assert cli("reseller", "remove", "msp1")[0] == 0
+    assert json.loads(cli("reseller", "list", "--json")[1]) == []
