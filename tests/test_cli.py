@@ -17,7 +17,6 @@ from strata_twisted.cli import build_parser, main
 from strata_twisted.clock import WallClock
 from strata_twisted.core.credentials import PasswordHash, hash_password, verify
 from strata_twisted.executor import SyncExecutor
-from strata_twisted.interfaces import ITenantStore
 from strata_twisted.model import (
     DEFERRED_OUTCOME,
     DELIVERED_OUTCOME,
@@ -30,7 +29,6 @@ from strata_twisted.model import (
 )
 from strata_twisted.runlock import LOCK_NAME, ServerLock, ServerRunning
 from strata_twisted.storage import open_store
-from strata_twisted.storage.sqlite import SQLiteStore
 from strata_twisted.testing import result_of
 
 
@@ -1831,13 +1829,6 @@ def test_tenant_commands_refuse_what_does_not_exist_and_change_nothing(cli, data
     assert json.loads(cli("domain", "list", "--json")[1]) == []
 
 
-_SQLITE_TENANTS = pytest.mark.skipif(
-    not ITenantStore.implementedBy(SQLiteStore),
-    reason="the SQLite tenant roles land with the storage part of #13",
-)
-
-
-@_SQLITE_TENANTS
 def test_resellers_customers_and_their_domains(cli, data: Path) -> None:
     assert cli("reseller", "add", "msp1")[0] == 0
     code, out, _ = cli("customer", "add", "acme", "--reseller", "msp1")

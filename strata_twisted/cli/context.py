@@ -21,7 +21,6 @@ from strata_twisted.core.admin.identity import Caller, cli_caller
 from strata_twisted.errors import ConfigError
 from strata_twisted.executor import SyncExecutor
 from strata_twisted.fired import result_of
-from strata_twisted.interfaces import IAdminStore, IAuditStore, ITenantStore
 from strata_twisted.runlock import RunningServer, running_server
 from strata_twisted.storage import open_store
 from strata_twisted.storage.sqlite import DB_NAME, SQLiteStore
@@ -63,7 +62,6 @@ class Context(Output):
         assert isinstance(store, SQLiteStore)
         store.open(recover=False)
         self.store = store
-        tenants, admins, audit = _admin_roles(store, self.clock)
         self.admin = AdminContext(
             domains=store,
             queue=store,
@@ -72,9 +70,9 @@ class Context(Output):
             monitor=store,
             control=store,
             credentials=store,
-            tenants=tenants,
-            admins=admins,
-            audit=audit,
+            tenants=store,
+            admins=store,
+            audit=store,
             clock=self.clock,
             settings=settings,
             server_running=lambda: self.server() is not None,
@@ -92,16 +90,3 @@ class Context(Output):
     def server(self) -> RunningServer | None:
         """The server running on this data dir (it holds the data dir's lock), or None."""
         return running_server(self.settings.data_dir)
-
-
-def _admin_roles(store: object, clock: WallClock) -> tuple[Any, Any, Any]:
-    """The store's tenant, admin-account and audit roles."""
-    if ITenantStore.providedBy(store) and IAdminStore.providedBy(store):
-        assert IAuditStore.providedBy(store)
-        return store, store, store
-    # STOPGAP until the SQLite backend has these roles (another #13 helper): they live for
-    # this one command only.  Drop with strata_twisted/cli/_stopgap.py.
-    from strata_twisted.cli._stopgap import ProcessAdminRoles
-
-    roles = ProcessAdminRoles(clock)
-    return roles, roles, roles
