@@ -1,0 +1,573 @@
+"""
+The OpenAPI 3.1 document of the admin API, served at ``/api/v1/openapi.json``.
+
+The paths and shapes are a contract outside clients rely on (#13): extend them, never rename
+them.  Schemathesis checks every answer of the live server against this document in CI.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from strata_twisted import __version__
+from strata_twisted.model import (
+    DELIVERY_MODES,
+    PORTAL_POLICIES,
+    ROLES,
+    SCOPES,
+    TLS_POLICIES,
+)
+
+QUEUE_STATES: Final = ("queued", "held", "delivered", "bounced", "deleted")
+QUEUE_ACTIONS: Final = ("hold", "release", "retry", "delete", "bounce")
+
+JsonSchema = dict[str, Any]
+
+
+def _ref(name: str) -> JsonSchema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(schema: JsonSchema) -> JsonSchema:
+    return {"anyOf": [schema, {"type": "null"}]}
+
+
+def _obj(properties: dict[str, JsonSchema], required: list[str] | None = None) -> JsonSchema:
+    schema: JsonSchema = {
+        "type": "object",
+        "properties": properties,
+        "additionalProperties": False,
+    }
+    if required:
+        schema["required"] = required
+    return schema
+
+
+def _page(key: str, item: str) -> JsonSchema:
+    return _obj(
+        {key: {"type": "array", "items": _ref(item)}, "next": _nullable({"type": "string"})},
+        [key, "next"],
+    )
+
+
+def _list(key: str, item: str) -> JsonSchema:
+    return _obj({key: {"type": "array", "items": _ref(item)}}, [key])
+
+
+_STR: Final[JsonSchema] = {"type": "string"}
+_NUM: Final[JsonSchema] = {"type": "number"}
+_INT: Final[JsonSchema] = {"type": "integer"}
+_BOOL: Final[JsonSchema] = {"type": "boolean"}
+_NAME: Final[JsonSchema] = {
+    "type": "string",
+    "pattern": "^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$",
+}
+
+SCHEMAS: Final[dict[str, JsonSchema]] = {
+    "Error": _obj(
+        {
+            "error": _obj(
+                {"code": _STR, "message": _STR, "field": _STR},
+                ["code", "message"],
+            )
+        },
+        ["error"],
+    ),
+    "Domain": _obj(
+        {
+            "name": _STR,
+            "display_name": _STR,
+            "customer": _nullable(_STR),
+            "mode": {"enum": list(DELIVERY_MODES)},
+            "relay": _STR,
+            "monitoring": _BOOL,
+            "alert_emails": {"type": "array", "items": _STR},
+            "tls_policy": {"enum": list(TLS_POLICIES)},
+            "portal": {"enum": list(PORTAL_POLICIES)},
+            "retention_days": _nullable(_INT),
+            "queue_lifetime": _nullable(_NUM),
+            "hold_rejected": _BOOL,
+            "accept_unknown": _BOOL,
+            "health": {"enum": ["up", "down", "outage", "unknown", "not monitored"]},
+            "queue_depth": _INT,
+            "held": _INT,
+            "oldest_age_s": _nullable(_NUM),
+            "portal_open": _BOOL,
+            "created_at": _NUM,
+            "updated_at": _NUM,
+        },
+        [
+            "name",
+            "customer",
+            "mode",
+            "relay",
+            "monitoring",
+            "alert_emails",
+            "tls_policy",
+            "portal",
+            "retention_days",
+            "queue_lifetime",
+            "health",
+            "queue_depth",
+            "oldest_age_s",
+            "portal_open",
+        ],
+    ),
+    "DomainInput": _obj(
+        {
+            "name": {"type": "string", "minLength": 1, "maxLength": 253},
+            "customer": _nullable(_STR),
+            "mode": {"enum": list(DELIVERY_MODES)},
+            "relay": {"type": "string", "minLength": 1},
+            "monitoring": _BOOL,
+            "alert_emails": {"type": "array", "items": _STR},
+            "tls_policy": {"enum": list(TLS_POLICIES)},
+            "portal": {"enum": list(PORTAL_POLICIES)},
+            "retention_days": _nullable({"type": "integer", "minimum": 1, "maximum": 36500}),
+            "queue_lifetime": _nullable({"type": "number", "exclusiveMinimum": 0}),
+            "hold_rejected": _BOOL,
+            "accept_unknown": _BOOL,
+        },
+        ["name", "relay"],
+    ),
+    "DomainUpdate": _obj(
+        {
+            "mode": {"enum": list(DELIVERY_MODES)},
+            "relay": {"type": "string", "minLength": 1},
+            "monitoring": _BOOL,
+            "alert_emails": {"type": "array", "items": _STR},
+            "tls_policy": {"enum": list(TLS_POLICIES)},
+            "portal": {"enum": list(PORTAL_POLICIES)},
+            "retention_days": _nullable({"type": "integer", "minimum": 1, "maximum": 36500}),
+            "queue_lifetime": _nullable({"type": "number", "exclusiveMinimum": 0}),
+            "hold_rejected": _BOOL,
+            "accept_unknown": _BOOL,
+        }
+    ),
+    "User": _obj({"address": _STR, "aliases": {"type": "array", "items": _STR}}, ["address"]),
+    "UserInput": _obj(
+        {"address": _STR, "password": _STR, "password_hash": _STR},
+        ["address"],
+    ),
+    "UserListChange": _obj(
+        {"added": _INT, "removed": _INT, "changed": _INT, "unchanged": _INT},
+        ["added", "removed", "changed", "unchanged"],
+    ),
+    "QueueEntry": _obj(
+        {
+            "id": _STR,
+            "seq": _INT,
+            "queue_id": _STR,
+            "domain": _STR,
+            "recipient": _STR,
+            "sender": _STR,
+            "message_id": _nullable(_STR),
+            "size": _INT,
+            "received_at": _NUM,
+            "state": _STR,
+            "attempts": _INT,
+            "last_error": _nullable(_STR),
+            "next_attempt_at": _NUM,
+            "last_attempt_at": _nullable(_NUM),
+            "delivered_at": _nullable(_NUM),
+            "delivery_reply": _nullable(_STR),
+            "outbound": _BOOL,
+            "delay_notified_at": _nullable(_NUM),
+        },
+        ["id", "domain", "recipient", "sender", "size", "received_at", "state", "attempts"],
+    ),
+    "QueueEntryDetail": _obj(
+        {
+            "entry": _ref("QueueEntry"),
+            "headers": {
+                "type": "array",
+                "items": _obj({"name": _STR, "value": _STR}, ["name", "value"]),
+            },
+        },
+        ["entry", "headers"],
+    ),
+    "QueueFilter": _obj(
+        {
+            "domain": _STR,
+            "state": {"enum": list(QUEUE_STATES)},
+            "sender": _STR,
+            "recipient": _STR,
+            "older_than": {"type": "number", "minimum": 0},
+        }
+    ),
+    "QueueAction": {
+        "type": "object",
+        "properties": {
+            "action": {"enum": list(QUEUE_ACTIONS)},
+            "ids": {"type": "array", "items": _STR, "minItems": 1},
+            "filter": _ref("QueueFilter"),
+        },
+        "required": ["action"],
+        "additionalProperties": False,
+    },
+    "QueueActionResult": _obj(
+        {
+            "action": _STR,
+            "changed": _INT,
+            "skipped": _INT,
+            "dsns": _INT,
+            "results": {
+                "type": "array",
+                "items": _obj({"id": _STR, "result": _STR}, ["id", "result"]),
+            },
+        },
+        ["action", "changed", "skipped"],
+    ),
+    "Event": _obj(
+        {
+            "id": _INT,
+            "at": _NUM,
+            "kind": _STR,
+            "domain": _nullable(_STR),
+            "message": _STR,
+            "data": {"type": "object"},
+        },
+        ["id", "at", "kind", "domain", "message", "data"],
+    ),
+    "AuditRecord": _obj(
+        {
+            "id": _INT,
+            "at": _NUM,
+            "actor": _STR,
+            "via": _STR,
+            "source": _STR,
+            "action": _STR,
+            "target": _STR,
+            "reseller": _nullable(_STR),
+            "customer": _nullable(_STR),
+            "detail": {"type": "object"},
+        },
+        ["id", "at", "actor", "via", "source", "action", "target"],
+    ),
+    "Status": {
+        "type": "object",
+        "properties": {
+            "version": _STR,
+            "time": _NUM,
+            "domains": _INT,
+            "queued": _INT,
+            "held": _INT,
+            "oldest_age_s": _nullable(_NUM),
+            "outages": {"type": "array", "items": {"type": "object"}},
+        },
+        "required": ["version", "time", "domains", "queued", "held"],
+    },
+    "Reseller": _obj(
+        {
+            "name": _STR,
+            "created_at": _NUM,
+            "product_name": _STR,
+            "logo_url": _STR,
+            "primary_color": _STR,
+            "accent_color": _STR,
+            "support_email": _STR,
+            "support_url": _STR,
+        },
+        ["name"],
+    ),
+    "ResellerInput": _obj(
+        {
+            "name": _NAME,
+            "product_name": {"type": "string", "maxLength": 200},
+            "logo_url": {"type": "string", "maxLength": 2048},
+            "primary_color": _STR,
+            "accent_color": _STR,
+            "support_email": {"type": "string", "maxLength": 254},
+            "support_url": {"type": "string", "maxLength": 2048},
+        },
+        ["name"],
+    ),
+    "Customer": _obj({"name": _STR, "reseller": _nullable(_STR), "created_at": _NUM}, ["name"]),
+    "CustomerInput": _obj({"name": _NAME, "reseller": _nullable(_STR)}, ["name"]),
+    "Admin": _obj(
+        {
+            "name": _STR,
+            "role": {"enum": list(ROLES)},
+            "reseller": _nullable(_STR),
+            "customer": _nullable(_STR),
+            "totp": _BOOL,
+            "created_at": _NUM,
+            "updated_at": _NUM,
+        },
+        ["name", "role"],
+    ),
+    "AdminInput": _obj(
+        {
+            "name": _NAME,
+            "role": {"enum": list(ROLES)},
+            "reseller": _nullable(_STR),
+            "customer": _nullable(_STR),
+            "password": {"type": "string", "minLength": 1},
+        },
+        ["name", "role", "password"],
+    ),
+    "ApiKey": _obj(
+        {
+            "id": _STR,
+            "admin": _STR,
+            "scope": {"enum": list(SCOPES)},
+            "created_at": _NUM,
+            "expires_at": _nullable(_NUM),
+            "allow_ip": {"type": "array", "items": _STR},
+            "last_used_at": _nullable(_NUM),
+            "key": _STR,
+        },
+        ["id", "admin", "scope"],
+    ),
+    "ApiKeyInput": _obj(
+        {
+            "admin": _STR,
+            "scope": {"enum": list(SCOPES)},
+            "expires_days": _nullable({"type": "integer", "minimum": 1, "maximum": 3650}),
+            "allow_ip": {"type": "array", "items": _STR},
+        },
+        ["admin", "scope"],
+    ),
+    "LoginInput": _obj(
+        {"name": _STR, "password": _STR, "totp": _STR},
+        ["name", "password"],
+    ),
+    "Session": _obj(
+        {"admin": _STR, "role": {"enum": list(ROLES)}, "csrf_token": _STR},
+        ["admin", "role", "csrf_token"],
+    ),
+}
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": _ref("Error")}},
+    }
+
+
+_ERRORS: Final = {
+    "400": _error("bad input (the field at fault is named)"),
+    "401": _error("no valid credentials, or a key whose scope does not allow this"),
+    "403": _error("a browser request without its CSRF token, or from another origin"),
+    "404": _error("no such object, or none the caller may see"),
+    "405": _error("method not allowed"),
+    "409": _error("the name is taken, or the object is not in a state that allows this"),
+    "413": _error("the body is too large"),
+    "415": _error("the body is not JSON"),
+    "503": _error("Strata cannot do it now (storage unavailable); try again"),
+}
+
+
+def _ok(schema: JsonSchema, status: str = "200", description: str = "success") -> dict[str, Any]:
+    return {
+        status: {"description": description, "content": {"application/json": {"schema": schema}}}
+    }
+
+
+def _op(
+    summary: str,
+    responses: dict[str, Any],
+    *,
+    body: JsonSchema | None = None,
+    params: list[dict[str, Any]] | None = None,
+    security: bool = True,
+    body_type: str = "application/json",
+) -> dict[str, Any]:
+    operation: dict[str, Any] = {"summary": summary, "responses": {**responses, **_ERRORS}}
+    if body is not None:
+        operation["requestBody"] = {"required": True, "content": {body_type: {"schema": body}}}
+    if params:
+        operation["parameters"] = params
+    if not security:
+        operation["security"] = []
+    return operation
+
+
+def _path_param(name: str) -> dict[str, Any]:
+    return {"name": name, "in": "path", "required": True, "schema": _STR}
+
+
+def _query(name: str, schema: JsonSchema, description: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+    }
+
+
+_PAGING: Final = [
+    _query("cursor", {"type": "string", "pattern": "^[0-9]{0,18}$"}, "the next of the page before"),
+    _query("limit", {"type": "integer", "minimum": 1, "maximum": 1000}, "page size (100)"),
+]
+
+
+def document() -> dict[str, Any]:
+    """The whole OpenAPI document."""
+    name = _path_param("name")
+    empty = {"204": {"description": "done"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Strata admin API",
+            "version": __version__,
+            "description": (
+                "Manage protected domains, their users and queue, tenants, admin accounts and "
+                "API keys.  Authenticate with `Authorization: Bearer KEY` (strata api-key "
+                "create) or a session cookie from POST /api/v1/session, whose state-changing "
+                "requests carry the session's token in an X-CSRF-Token header."
+            ),
+        },
+        "servers": [{"url": "/"}],
+        "security": [{"bearer": []}, {"session": []}],
+        "components": {
+            "schemas": SCHEMAS,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "session": {"type": "apiKey", "in": "cookie", "name": "strata_session"},
+            },
+        },
+        "paths": {
+            "/api/v1/session": {
+                "get": _op("who is logged in", _ok(_ref("Session"))),
+                "post": _op(
+                    "log in (password, then TOTP when set): sets the session cookie",
+                    _ok(_ref("Session")),
+                    body=_ref("LoginInput"),
+                    security=False,
+                ),
+                "delete": _op("log out", empty),
+            },
+            "/api/v1/domains": {
+                "get": _op("domains the caller may see", _ok(_list("domains", "Domain"))),
+                "post": _op(
+                    "protect a domain", _ok(_ref("Domain"), "201"), body=_ref("DomainInput")
+                ),
+            },
+            "/api/v1/domains/{name}": {
+                "parameters": [name],
+                "get": _op("one domain", _ok(_ref("Domain"))),
+                "patch": _op("change a domain", _ok(_ref("Domain")), body=_ref("DomainUpdate")),
+                "delete": _op("stop protecting a domain (its queued mail stays)", empty),
+            },
+            "/api/v1/domains/{name}/users": {
+                "parameters": [name],
+                "get": _op("a domain's synced users", _ok(_list("users", "User"))),
+                "post": _op("add a user", _ok(_ref("User"), "201"), body=_ref("UserInput")),
+                "put": _op(
+                    "replace (or with merge=true, merge) the user list with a Dovecot passwd-file",
+                    _ok(_ref("UserListChange")),
+                    body={"type": "string"},
+                    body_type="text/plain",
+                    params=[_query("merge", {"type": "boolean"}, "merge instead of replacing")],
+                ),
+            },
+            "/api/v1/domains/{name}/users/{address}": {
+                "parameters": [name, _path_param("address")],
+                "delete": _op("remove a user", empty),
+            },
+            "/api/v1/queue": {
+                "get": _op(
+                    "queue entries in arrival order, one page at a time",
+                    _ok(_page("entries", "QueueEntry")),
+                    params=[
+                        _query("domain", _STR, "only this domain's"),
+                        _query("state", {"enum": list(QUEUE_STATES)}, "only in this state"),
+                        _query("sender", _STR, "sender contains this (any case)"),
+                        _query("recipient", _STR, "recipient contains this (any case)"),
+                        _query(
+                            "older_than", {"type": "number", "minimum": 0}, "received > N s ago"
+                        ),
+                        *_PAGING,
+                    ],
+                ),
+            },
+            "/api/v1/queue/{id}": {
+                "parameters": [_path_param("id")],
+                "get": _op("one entry, with its message's headers", _ok(_ref("QueueEntryDetail"))),
+            },
+            "/api/v1/queue/actions": {
+                "post": _op(
+                    "hold, release, retry, delete or bounce entries by id or by filter (no cap)",
+                    _ok(_ref("QueueActionResult")),
+                    body=_ref("QueueAction"),
+                ),
+            },
+            "/api/v1/events": {
+                "get": _op(
+                    "outage, relay and admin events, newest first",
+                    _ok(_page("events", "Event")),
+                    params=[
+                        _query("domain", _STR, "only this domain's"),
+                        _query(
+                            "kind", _STR, "this kind, or kinds starting with it if it ends in ."
+                        ),
+                        _query(
+                            "since", {"type": "number", "minimum": 0}, "at or after (Unix time)"
+                        ),
+                        *_PAGING,
+                    ],
+                ),
+            },
+            "/api/v1/status": {"get": _op("the installation at a glance", _ok(_ref("Status")))},
+            "/api/v1/audit": {
+                "get": _op(
+                    "the audit log, newest first",
+                    _ok(_page("records", "AuditRecord")),
+                    params=list(_PAGING),
+                ),
+            },
+            "/api/v1/resellers": {
+                "get": _op("resellers", _ok(_list("resellers", "Reseller"))),
+                "post": _op(
+                    "add a reseller", _ok(_ref("Reseller"), "201"), body=_ref("ResellerInput")
+                ),
+            },
+            "/api/v1/resellers/{name}": {
+                "parameters": [name],
+                "get": _op("one reseller", _ok(_ref("Reseller"))),
+                "delete": _op("remove a reseller with nothing under it", empty),
+            },
+            "/api/v1/customers": {
+                "get": _op("customers", _ok(_list("customers", "Customer"))),
+                "post": _op(
+                    "add a customer", _ok(_ref("Customer"), "201"), body=_ref("CustomerInput")
+                ),
+            },
+            "/api/v1/customers/{name}": {
+                "parameters": [name],
+                "get": _op("one customer", _ok(_ref("Customer"))),
+                "delete": _op("remove a customer with nothing under it", empty),
+            },
+            "/api/v1/admins": {
+                "get": _op("admin accounts", _ok(_list("admins", "Admin"))),
+                "post": _op(
+                    "add an admin account", _ok(_ref("Admin"), "201"), body=_ref("AdminInput")
+                ),
+            },
+            "/api/v1/admins/{name}": {
+                "parameters": [name],
+                "get": _op("one admin account", _ok(_ref("Admin"))),
+                "delete": _op("remove an admin account and its keys", empty),
+            },
+            "/api/v1/api-keys": {
+                "get": _op("API keys", _ok(_list("api_keys", "ApiKey"))),
+                "post": _op(
+                    "create a key: the answer carries it once, as key",
+                    _ok(_ref("ApiKey"), "201"),
+                    body=_ref("ApiKeyInput"),
+                ),
+                "delete": _op(
+                    "revoke a key",
+                    empty,
+                    params=[{"name": "id", "in": "query", "required": True, "schema": _STR}],
+                ),
+            },
+            "/api/v1/api-keys/{id}": {
+                "parameters": [_path_param("id")],
+                "delete": _op("revoke a key", empty),
+            },
+        },
+    }
