@@ -105,7 +105,7 @@ def send_json(request: IRequest, value: object, status: int = 200) -> bytes:
 
 
 def read_body(request: IRequest, limit: int) -> bytes:
-    content = request.content  # type: ignore[attr-defined]
+    content = request.content
     if content is None:
         return b""
     content.seek(0)
@@ -188,7 +188,7 @@ def string_list(body: dict[str, Any], key: str) -> list[str] | None:
 
 def query_arg(request: IRequest, name: str) -> str | None:
     """One query parameter (the last if repeated), decoded; None if absent."""
-    values = (request.args or {}).get(name.encode())  # type: ignore[attr-defined]
+    values = (request.args or {}).get(name.encode())
     if not values:
         return None
     try:

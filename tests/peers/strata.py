@@ -46,6 +46,7 @@ class StrataProcess:
         extra_config: str = "",
         twistd_cmd: Sequence[str] = TWISTD,
         cli_cmd: Sequence[str] = CLI,
+        admin_port: int | None = None,
     ) -> None:
         self.root = root
         self.root.mkdir(parents=True, exist_ok=True)
@@ -62,8 +63,11 @@ class StrataProcess:
         quiet = "" if "[imap]" in extra_config else "[imap]\nlisten = []\n"
         if "[submission]" not in extra_config:
             quiet += "[submission]\nlisten = []\ntls_listen = []\n"
+        # admin_port turns the admin web listener on at that port.
+        self.admin_port = admin_port
         if "[admin]" not in extra_config:
-            quiet += "[admin]\nlisten = []\n"
+            admin_listen = f'"127.0.0.1:{admin_port}"' if admin_port else ""
+            quiet += f"[admin]\nlisten = [{admin_listen}]\n"
         self.config.write_text(
             f'data_dir = "{self.data_dir}"\nhostname = "strata.test"\n'
             + quiet
