@@ -29,10 +29,13 @@ from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 from twisted.web.server import Site
 
+from strata_twisted.admin.api import AdminAPI
 from strata_twisted.admin.metrics import MetricsResource
-from strata_twisted.admin.site import build_root
 from strata_twisted.clock import SecondsClock
 from strata_twisted.config import IntakeSettings, ListenAddress, Settings
+from strata_twisted.core.admin.accounts import ADMIN_PASSWORD_FILE, bootstrap_admin
+from strata_twisted.core.admin.auth import AdminLogin, Passwords, SessionStore
+from strata_twisted.core.admin.context import AdminContext
 from strata_twisted.core.alert_email import EmailAlertSender
 from strata_twisted.core.alerts import (
     FanOutAlertSender,
@@ -396,6 +399,11 @@ def _build(settings: Settings, reactor: Any, root: StrataService) -> MultiServic
             result_of(snapshot.credentials_version()),
             send_as=result_of(Deferred.fromCoroutine(load_send_as(snapshot))),
         )  # fmt: skip
+        # A first start: the operator account "admin", its password logged once and saved.
+        result_of(Deferred.fromCoroutine(bootstrap_admin(
+            _admin_context(settings, snapshot, reactor), settings.data_dir / ADMIN_PASSWORD_FILE,
+            log, passwords=Passwords(),
+        )))  # fmt: skip
     finally:
         if snapshot is not store:
             result_of(snapshot.close())
@@ -473,21 +481,46 @@ def _build(settings: Settings, reactor: Any, root: StrataService) -> MultiServic
     retention = RetentionJob(reactor, domains, store, store, store,
                              default_days=settings.imap.retention_days)  # fmt: skip
     RetentionService(retention).setServiceParent(root)
-    _admin_listeners(settings, reactor, MetricsResource(metrics.registry), tls, root)
+    admin_ctx = _admin_context(settings, store, reactor)
+    _admin_listeners(
+        settings, reactor, admin_ctx, MetricsResource(metrics.registry), workers, tls, root
+    )
     return root
+
+
+def _admin_context(settings: Settings, store: Any, clock: SecondsClock) -> AdminContext:
+    """The admin operations' view of ``store`` (every role from one backend)."""
+    return AdminContext(
+        domains=store, queue=store, messages=store, events=store, monitor=store,
+        control=store, credentials=store, tenants=store, admins=store, audit=store,
+        clock=clock, settings=settings,
+    )  # fmt: skip
 
 
 def _admin_listeners(
     settings: Settings,
     reactor: Any,
+    ctx: AdminContext,
     metrics: MetricsResource,
+    workers: Executor,
     tls: CertificateOptions,
     root: MultiService,
 ) -> None:
     """The admin web site on each ``[admin] listen`` address (HTTPS with ``[admin] tls``, on the
-    mail listeners' certificate).  Its routes are L{build_root}'s business."""
+    mail listeners' certificate): the JSON API and ``/metrics`` (L{build_root})."""
     admin = settings.admin
-    site = Site(build_root(metrics), reactor=reactor)
+    if not admin.listen:
+        return
+    passwords = Passwords(workers)  # argon2 off the reactor thread
+    api = AdminAPI(
+        ctx,
+        SessionStore(reactor, admin.session_idle),
+        AdminLogin(reactor, passwords, max_delay=admin.login_max_delay),
+        passwords,
+        secure=admin.tls,
+        metrics=metrics,
+    )
+    site = Site(api.resource(), reactor=reactor)
     what = "admin web (HTTPS)" if admin.tls else "admin web"
     for address in admin.listen:
         listener = ListenerService(reactor, what, address, site, tls if admin.tls else None)

@@ -21,6 +21,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 from twisted.web.http import Request as HTTPRequest
 from twisted.web.iweb import IRequest
+from twisted.web.resource import IResource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from strata_twisted.admin.http import (
@@ -88,8 +89,10 @@ class AdminAPI:
         passwords: Passwords,
         *,
         secure: bool,
+        metrics: IResource,
     ) -> None:
         self.ctx = ctx
+        self.metrics = metrics
         self.sessions = sessions
         self.login = login
         self.passwords = passwords
@@ -184,6 +187,20 @@ class AdminAPI:
         return send_json(
             request, ApiError(405, "method_not_allowed", "method not allowed").body(), 405
         )
+
+    # -- metrics
+
+    @app.route("/metrics", methods=["GET"])
+    async def metrics_page(self, request: IRequest) -> Any:
+        """Prometheus's scrape: an operator's key (any scope) or session.  The figures name
+        every domain of the installation, so no tenant below the operator reads them."""
+        try:
+            caller = await self.caller(request, write=False)
+            if not caller.is_operator:
+                raise ApiError(404, "not_found", "no such resource")
+        except Exception as e:  # noqa: BLE001
+            return self.fail(request, e)
+        return self.metrics
 
     # -- the document
 

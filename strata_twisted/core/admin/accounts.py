@@ -47,6 +47,8 @@ from strata_twisted.errors import NotFound
 from strata_twisted.model import ROLES, AdminAccount, InvalidName, Role, check_tenant_name
 
 BOOTSTRAP_NAME: Final = "admin"
+# In the data directory: the first account's generated password (mode 0600).
+ADMIN_PASSWORD_FILE: Final = "admin-password"  # noqa: S105 - a file name, not a password
 BOOTSTRAP_CALLER: Final = Caller(name="strata", role="operator", via="server", source="local")
 """Who the audit log says created the first account: the server itself, at its first start."""
 
