@@ -34,13 +34,23 @@ from strata_twisted.admin.http import (
     limit_arg,
     only_fields,
     query_arg,
+    read_body,
     read_json,
     send_json,
     string_field,
     string_list,
 )
-from strata_twisted.admin.openapi import document
-from strata_twisted.core.admin import accounts, apikeys
+from strata_twisted.admin.openapi import QUEUE_ACTIONS, QUEUE_STATES, document
+from strata_twisted.core.admin import (
+    accounts,
+    apikeys,
+    domains,
+    events,
+    queue,
+    status,
+    tenants,
+    users,
+)
 from strata_twisted.core.admin.apikeys import authenticate_key
 from strata_twisted.core.admin.auth import (
     AdminLogin,
@@ -50,8 +60,11 @@ from strata_twisted.core.admin.auth import (
     check_csrf,
 )
 from strata_twisted.core.admin.context import AdminContext
+from strata_twisted.core.admin.errors import InvalidInput
 from strata_twisted.core.admin.identity import VIA_PANEL, Caller
-from strata_twisted.model import Role, Scope
+from strata_twisted.core.admin.queue import QueueAction
+from strata_twisted.errors import StrataError
+from strata_twisted.model import EventFilter, QueueFilter, Role, Scope, normalize_domain
 
 SESSION_COOKIE: Final = b"strata_session"
 CSRF_HEADER: Final = b"x-csrf-token"
@@ -359,3 +372,414 @@ class AdminAPI:
             }
 
         return await self.run(request, handler, write=False)
+
+    # -- domains
+
+    @app.route("/api/v1/domains", methods=["GET"])
+    async def domains_list(self, request: IRequest) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            views = await domains.list_domains(self.ctx, caller)
+            now = self.ctx.clock.seconds()
+            return 200, {"domains": [domain_json(v, now) for v in views]}
+
+        return await self.run(request, handler, write=False)
+
+    @app.route("/api/v1/domains", methods=["POST"])
+    async def domains_add(self, request: IRequest) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            body = read_json(request)
+            name = string_field(body, "name", required=True) or ""
+            customer = string_field(body, "customer")
+            fields = domain_fields({k: v for k, v in body.items() if k not in ("name", "customer")})
+            if "relay" not in fields:
+                raise bad_input("relay is required: the primary's host[:port]", "relay")
+            with api_field_names():
+                added = await domains.add_domain(self.ctx, caller, name, fields, customer)
+            view = await domains.show_domain(self.ctx, caller, added.name)
+            return 201, domain_json(view, self.ctx.clock.seconds())
+
+        return await self.run(request, handler, write=True)
+
+    @app.route("/api/v1/domains/<string:name>", methods=["GET"])
+    async def domains_show(self, request: IRequest, name: str) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            view = await domains.show_domain(self.ctx, caller, name)
+            return 200, domain_json(view, self.ctx.clock.seconds())
+
+        return await self.run(request, handler, write=False)
+
+    @app.route("/api/v1/domains/<string:name>", methods=["PATCH"])
+    async def domains_update(self, request: IRequest, name: str) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            body = read_json(request)
+            fields = domain_fields(body)
+            with api_field_names():
+                await domains.update_domain(self.ctx, caller, name, fields)
+            view = await domains.show_domain(self.ctx, caller, name)
+            return 200, domain_json(view, self.ctx.clock.seconds())
+
+        return await self.run(request, handler, write=True)
+
+    @app.route("/api/v1/domains/<string:name>", methods=["DELETE"])
+    async def domains_remove(self, request: IRequest, name: str) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            await domains.remove_domain(self.ctx, caller, name)
+            return 204, None
+
+        return await self.run(request, handler, write=True)
+
+    # -- users
+
+    @app.route("/api/v1/domains/<string:name>/users", methods=["GET"])
+    async def users_list(self, request: IRequest, name: str) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            found = await users.list_users(self.ctx, caller, name)
+            return 200, {"users": [{"address": u.address} for u in found]}
+
+        return await self.run(request, handler, write=False)
+
+    @app.route("/api/v1/domains/<string:name>/users", methods=["POST"])
+    async def users_add(self, request: IRequest, name: str) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            body = read_json(request)
+            only_fields(body, {"address", "password", "password_hash"})
+            address = string_field(body, "address", required=True) or ""
+            await self._user_in(caller, name, address)
+            password = string_field(body, "password")
+            password_hash = string_field(body, "password_hash")
+            if (password is None) == (password_hash is None):
+                raise bad_input("give either password or password_hash", "password")
+            change = await users.add_user(
+                self.ctx, caller, address, password, password_hash=password_hash
+            )
+            return 201, {"address": change.address}
+
+        return await self.run(request, handler, write=True)
+
+    @app.route("/api/v1/domains/<string:name>/users", methods=["PUT"])
+    async def users_replace(self, request: IRequest, name: str) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            merge = (query_arg(request, "merge") or "false").lower()
+            if merge not in ("true", "false", "1", "0"):
+                raise bad_input("merge must be true or false", "merge")
+            data = read_body(request, MAX_PASSWD_FILE)
+            result = await users.import_users(
+                self.ctx, caller, name, data, merge=merge in ("true", "1")
+            )
+            change = result.change
+            return 200, {
+                "users": result.users,
+                "merged": result.merged,
+                "added": change.added,
+                "updated": change.updated,
+                "removed": change.removed,
+                "unchanged": change.unchanged,
+            }
+
+        return await self.run(request, handler, write=True)
+
+    @app.route("/api/v1/domains/<string:name>/users/<string:address>", methods=["DELETE"])
+    async def users_remove(self, request: IRequest, name: str, address: str) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            await self._user_in(caller, name, address)
+            await users.remove_user(self.ctx, caller, address)
+            return 204, None
+
+        return await self.run(request, handler, write=True)
+
+    async def _user_in(self, caller: Caller, domain: str, address: str) -> None:
+        """404 unless ``domain`` is one the caller sees and ``address`` is in it."""
+        view = await domains.show_domain(self.ctx, caller, domain)
+        _, _, at = address.rpartition("@")
+        try:
+            same = normalize_domain(at) == view.domain.name
+        except (ValueError, StrataError):
+            same = False
+        if not same:
+            raise ApiError(404, "not_found", f"{address!r} is not an address in {domain}")
+
+    # -- queue
+
+    @app.route("/api/v1/queue", methods=["GET"])
+    async def queue_list(self, request: IRequest) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            query = queue_filter(
+                {
+                    key: query_arg(request, key)
+                    for key in ("domain", "state", "sender", "recipient", "older_than")
+                },
+                self.ctx.clock.seconds(),
+                from_query=True,
+            )
+            page = await queue.list_queue(
+                self.ctx, caller, query, query_arg(request, "cursor"), limit_arg(request)
+            )
+            return 200, {
+                "entries": [e.as_json() for e in page.entries],
+                "next": page.next_cursor,
+            }
+
+        return await self.run(request, handler, write=False)
+
+    @app.route("/api/v1/queue/actions", methods=["POST"])
+    async def queue_actions(self, request: IRequest) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            body = read_json(request)
+            only_fields(body, {"action", "ids", "filter"})
+            action = string_field(body, "action", required=True) or ""
+            if action not in QUEUE_ACTIONS:
+                raise bad_input(f"action must be one of {', '.join(QUEUE_ACTIONS)}", "action")
+            ids = string_list(body, "ids")
+            raw_filter = body.get("filter")
+            if raw_filter is not None and not isinstance(raw_filter, dict):
+                raise bad_input("filter must be an object", "filter")
+            if (ids is None) == (raw_filter is None):
+                raise bad_input("give either ids or filter", "ids")
+            query = (
+                queue_filter(raw_filter, self.ctx.clock.seconds())
+                if raw_filter is not None
+                else None
+            )
+            report = await queue.queue_action(
+                self.ctx, caller, cast(QueueAction, action), ids=ids, query=query
+            )
+            data = report.as_json()
+            data["changed_count"] = len(report.changed)
+            data["skipped_count"] = len(report.skipped)
+            return 200, data
+
+        return await self.run(request, handler, write=True)
+
+    @app.route("/api/v1/queue/<string:entry_id>", methods=["GET"])
+    async def queue_show(self, request: IRequest, entry_id: str) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            shown = await queue.show_queue(self.ctx, caller, entry_id)
+            return 200, shown.as_json()
+
+        return await self.run(request, handler, write=False)
+
+    # -- events and status
+
+    @app.route("/api/v1/events", methods=["GET"])
+    async def events_list(self, request: IRequest) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            domain = query_arg(request, "domain")
+            kind = query_arg(request, "kind")
+            since = number_arg(request, "since")
+            query = EventFilter(
+                domains=(domain,) if domain else None,
+                kinds=(kind,) if kind else None,
+                since=since,
+            )
+            page = await events.list_events(
+                self.ctx, caller, query, query_arg(request, "cursor"), limit_arg(request)
+            )
+            return 200, {"events": [e.as_json() for e in page.events], "next": page.next_cursor}
+
+        return await self.run(request, handler, write=False)
+
+    @app.route("/api/v1/status", methods=["GET"])
+    async def status_show(self, request: IRequest) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            report = await status.status(self.ctx, caller)
+            return 200, {**report.as_json(), "time": self.ctx.clock.seconds()}
+
+        return await self.run(request, handler, write=False)
+
+    # -- resellers and customers
+
+    @app.route("/api/v1/resellers", methods=["GET"])
+    async def resellers_list(self, request: IRequest) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            found = await tenants.list_resellers(self.ctx, caller)
+            return 200, {"resellers": [r.as_json() for r in found]}
+
+        return await self.run(request, handler, write=False)
+
+    @app.route("/api/v1/resellers", methods=["POST"])
+    async def resellers_add(self, request: IRequest) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            body = read_json(request)
+            only_fields(body, {"name", *tenants.BRANDING_FIELDS})
+            name = string_field(body, "name", required=True) or ""
+            branding = {k: v for k, v in body.items() if k != "name"}
+            added = await tenants.add_reseller(self.ctx, caller, name, branding)
+            return 201, added.as_json()
+
+        return await self.run(request, handler, write=True)
+
+    @app.route("/api/v1/resellers/<string:name>", methods=["GET"])
+    async def resellers_show(self, request: IRequest, name: str) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            return 200, (await tenants.show_reseller(self.ctx, caller, name)).as_json()
+
+        return await self.run(request, handler, write=False)
+
+    @app.route("/api/v1/resellers/<string:name>", methods=["PATCH"])
+    async def resellers_update(self, request: IRequest, name: str) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            body = read_json(request)
+            only_fields(body, set(tenants.BRANDING_FIELDS))
+            updated = await tenants.update_reseller(self.ctx, caller, name, body)
+            return 200, updated.as_json()
+
+        return await self.run(request, handler, write=True)
+
+    @app.route("/api/v1/resellers/<string:name>", methods=["DELETE"])
+    async def resellers_remove(self, request: IRequest, name: str) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            await tenants.remove_reseller(self.ctx, caller, name)
+            return 204, None
+
+        return await self.run(request, handler, write=True)
+
+    @app.route("/api/v1/customers", methods=["GET"])
+    async def customers_list(self, request: IRequest) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            found = await tenants.list_customers(
+                self.ctx, caller, query_arg(request, "reseller") or None
+            )
+            return 200, {"customers": [c.as_json() for c in found]}
+
+        return await self.run(request, handler, write=False)
+
+    @app.route("/api/v1/customers", methods=["POST"])
+    async def customers_add(self, request: IRequest) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            body = read_json(request)
+            only_fields(body, {"name", "reseller"})
+            added = await tenants.add_customer(
+                self.ctx,
+                caller,
+                string_field(body, "name", required=True) or "",
+                string_field(body, "reseller"),
+            )
+            return 201, added.as_json()
+
+        return await self.run(request, handler, write=True)
+
+    @app.route("/api/v1/customers/<string:name>", methods=["GET"])
+    async def customers_show(self, request: IRequest, name: str) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            return 200, (await tenants.show_customer(self.ctx, caller, name)).as_json()
+
+        return await self.run(request, handler, write=False)
+
+    @app.route("/api/v1/customers/<string:name>", methods=["DELETE"])
+    async def customers_remove(self, request: IRequest, name: str) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            await tenants.remove_customer(self.ctx, caller, name)
+            return 204, None
+
+        return await self.run(request, handler, write=True)
+
+
+# -- translations between the API's names and core's -----------------------------------------
+
+# The API's domain fields and the Domain fields they set (alert_emails is translated apart).
+_DOMAIN_FIELDS: Final = {
+    "mode": "mode",
+    "relay": "relay",
+    "monitoring": "monitored",
+    "tls_policy": "tls_policy",
+    "portal": "portal",
+    "retention_days": "retention_days",
+    "queue_lifetime": "queue_lifetime",
+    "hold_rejected": "hold_rejected",
+    "accept_unknown": "accept_unknown",
+    "probe_interval": "probe_interval",
+    "down_after": "down_after",
+    "up_after": "up_after",
+    "alert_webhook": "alert_webhook",
+    "alert_webhook_auth": "alert_webhook_auth",
+}
+_API_NAMES: Final = {core: api for api, core in _DOMAIN_FIELDS.items()} | {
+    "alert_email": "alert_emails"
+}
+MAX_PASSWD_FILE: Final = 16 * 1024 * 1024
+
+
+def domain_fields(body: dict[str, Any]) -> dict[str, object]:
+    """The API's domain fields as core's (L{domains.check_domain_fields} checks the values)."""
+    fields: dict[str, object] = {}
+    for key, value in body.items():
+        if key == "alert_emails":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise bad_input("alert_emails must be a list of addresses", key)
+            if len(value) > 1:
+                raise bad_input("alert_emails: one address per domain for now", key)
+            fields["alert_email"] = value[0] if value and value[0] else None
+        elif key in _DOMAIN_FIELDS:
+            fields[_DOMAIN_FIELDS[key]] = value
+        else:
+            raise bad_input(f"unknown field {key!r}", key)
+    return fields
+
+
+class api_field_names:  # noqa: N801 - used as a context manager, like contextlib's
+    """Re-raise core's L{InvalidInput} with the field spelled as the API spells it."""
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, tb: object) -> None:
+        if isinstance(error, InvalidInput) and error.field in _API_NAMES:
+            raise InvalidInput(_API_NAMES[error.field], error.message) from None
+
+
+def domain_json(view: domains.DomainView, now: float) -> dict[str, Any]:
+    """A domain as the API shows it: core's view plus the contract's names (#13)."""
+    data = view.as_json()
+    domain = view.domain
+    oldest = view.oldest_received_at
+    data.update(
+        {
+            "monitoring": domain.monitored,
+            "alert_emails": [domain.alert_email] if domain.alert_email else [],
+            "queue_depth": view.queued + view.held,
+            "oldest_age_s": max(0.0, now - oldest) if oldest is not None else None,
+        }
+    )
+    return data
+
+
+def queue_filter(values: dict[str, Any], now: float, *, from_query: bool = False) -> QueueFilter:
+    """A queue filter from the API's fields (``domain``, ``state``, ``sender``, ``recipient``,
+    ``older_than`` seconds), in a JSON object or (``from_query``) query parameters."""
+    only_fields(values, {"domain", "state", "sender", "recipient", "older_than"})
+    given = {k: v for k, v in values.items() if v is not None and v != ""}
+    for key in ("domain", "state", "sender", "recipient"):
+        if key in given and not isinstance(given[key], str):
+            raise bad_input(f"{key} must be a string", key)
+    state = given.get("state")
+    if state is not None and state not in QUEUE_STATES:
+        raise bad_input(f"state must be one of {', '.join(QUEUE_STATES)}", "state")
+    older = given.get("older_than")
+    if older is not None:
+        if from_query:
+            try:
+                older = float(older)
+            except ValueError:
+                raise bad_input("older_than must be a number of seconds", "older_than") from None
+        if isinstance(older, bool) or not isinstance(older, int | float) or not 0 <= older < 1e12:
+            raise bad_input("older_than must be a number of seconds (0 or more)", "older_than")
+    return QueueFilter(
+        domains=(given["domain"],) if "domain" in given else None,
+        states=(state,) if state is not None else None,
+        sender=given.get("sender"),
+        recipient=given.get("recipient"),
+        received_before=now - float(older) if older is not None else None,
+    )
+
+
+def number_arg(request: IRequest, name: str) -> float | None:
+    text = query_arg(request, name)
+    if text is None or text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        raise bad_input(f"{name} must be a number", name) from None
+    if not 0 <= value < 1e12:
+        raise bad_input(f"{name} must be a Unix time", name)
+    return value

@@ -16,6 +16,8 @@ from typing import Any, Final
 
 from twisted.web.iweb import IRequest
 
+from strata_twisted.core.admin.auth import SecondFactorRequired, Unauthorized
+from strata_twisted.core.admin.errors import Conflict, InvalidInput
 from strata_twisted.core.admin.identity import InsufficientScope
 from strata_twisted.errors import (
     AlreadyExists,
@@ -38,17 +40,27 @@ JSON_TYPE: Final = b"application/json"
 class ApiError(Exception):
     """An answer other than success: the status, a stable ``code`` and a sentence."""
 
-    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        field: str | None = None,
+        details: tuple[str, ...] = (),
+    ) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
         self.message = message
         self.field = field
+        self.details = details
 
     def body(self) -> dict[str, Any]:
         error: dict[str, Any] = {"code": self.code, "message": self.message}
         if self.field is not None:
             error["field"] = self.field
+        if self.details:
+            error["details"] = list(self.details)
         return {"error": error}
 
 
@@ -74,13 +86,14 @@ def as_api_error(error: BaseException) -> ApiError:
         return ApiError(409, "wrong_state", str(error))
     if isinstance(error, StorageError):
         return ApiError(503, "unavailable", "storage is unavailable; try again")
-    if type(error).__name__ == "Unauthorized" or type(error).__name__ == "SecondFactorRequired":
-        code = (
-            "second_factor_required"
-            if type(error).__name__ == "SecondFactorRequired"
-            else ("unauthorized")
-        )
-        return ApiError(401, code, str(error))
+    if isinstance(error, SecondFactorRequired):
+        return ApiError(401, "second_factor_required", str(error))
+    if isinstance(error, Unauthorized):
+        return ApiError(401, "unauthorized", str(error))
+    if isinstance(error, Conflict):
+        return ApiError(409, "conflict", str(error))
+    if isinstance(error, InvalidInput):
+        return ApiError(400, "invalid_input", error.message, error.field, error.details)
     if isinstance(error, StrataError) and isinstance(field, str):
         return ApiError(400, "invalid_input", str(error), field)
     if isinstance(error, StrataError | ValueError):

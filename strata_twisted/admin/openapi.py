@@ -33,11 +33,9 @@ def _nullable(schema: JsonSchema) -> JsonSchema:
 
 
 def _obj(properties: dict[str, JsonSchema], required: list[str] | None = None) -> JsonSchema:
-    schema: JsonSchema = {
-        "type": "object",
-        "properties": properties,
-        "additionalProperties": False,
-    }
+    """An object schema, open: answers may gain fields (never breaking a client); inputs are
+    closed below (L{_INPUTS})."""
+    schema: JsonSchema = {"type": "object", "properties": properties}
     if required:
         schema["required"] = required
     return schema
@@ -67,7 +65,12 @@ SCHEMAS: Final[dict[str, JsonSchema]] = {
     "Error": _obj(
         {
             "error": _obj(
-                {"code": _STR, "message": _STR, "field": _STR},
+                {
+                    "code": _STR,
+                    "message": _STR,
+                    "field": _STR,
+                    "details": {"type": "array", "items": _STR},
+                },
                 ["code", "message"],
             )
         },
@@ -88,7 +91,7 @@ SCHEMAS: Final[dict[str, JsonSchema]] = {
             "queue_lifetime": _nullable(_NUM),
             "hold_rejected": _BOOL,
             "accept_unknown": _BOOL,
-            "health": {"enum": ["up", "down", "outage", "unknown", "not monitored"]},
+            "health": _STR,
             "queue_depth": _INT,
             "held": _INT,
             "oldest_age_s": _nullable(_NUM),
@@ -127,6 +130,11 @@ SCHEMAS: Final[dict[str, JsonSchema]] = {
             "queue_lifetime": _nullable({"type": "number", "exclusiveMinimum": 0}),
             "hold_rejected": _BOOL,
             "accept_unknown": _BOOL,
+            "probe_interval": _nullable({"type": "number", "exclusiveMinimum": 0}),
+            "down_after": _nullable({"type": "integer", "minimum": 1}),
+            "up_after": _nullable({"type": "integer", "minimum": 1}),
+            "alert_webhook": _nullable(_STR),
+            "alert_webhook_auth": _nullable(_STR),
         },
         ["name", "relay"],
     ),
@@ -142,6 +150,11 @@ SCHEMAS: Final[dict[str, JsonSchema]] = {
             "queue_lifetime": _nullable({"type": "number", "exclusiveMinimum": 0}),
             "hold_rejected": _BOOL,
             "accept_unknown": _BOOL,
+            "probe_interval": _nullable({"type": "number", "exclusiveMinimum": 0}),
+            "down_after": _nullable({"type": "integer", "minimum": 1}),
+            "up_after": _nullable({"type": "integer", "minimum": 1}),
+            "alert_webhook": _nullable(_STR),
+            "alert_webhook_auth": _nullable(_STR),
         }
     ),
     "User": _obj({"address": _STR, "aliases": {"type": "array", "items": _STR}}, ["address"]),
@@ -150,8 +163,15 @@ SCHEMAS: Final[dict[str, JsonSchema]] = {
         ["address"],
     ),
     "UserListChange": _obj(
-        {"added": _INT, "removed": _INT, "changed": _INT, "unchanged": _INT},
-        ["added", "removed", "changed", "unchanged"],
+        {
+            "users": _INT,
+            "merged": _BOOL,
+            "added": _INT,
+            "updated": _INT,
+            "removed": _INT,
+            "unchanged": _INT,
+        },
+        ["users", "merged", "added", "updated", "removed", "unchanged"],
     ),
     "QueueEntry": _obj(
         {
@@ -178,13 +198,18 @@ SCHEMAS: Final[dict[str, JsonSchema]] = {
     ),
     "QueueEntryDetail": _obj(
         {
-            "entry": _ref("QueueEntry"),
-            "headers": {
-                "type": "array",
-                "items": _obj({"name": _STR, "value": _STR}, ["name", "value"]),
-            },
+            "queue_id": _STR,
+            "sender": _STR,
+            "recipients": {"type": "array", "items": _STR},
+            "client_address": _STR,
+            "client_helo": _STR,
+            "received_at": _NUM,
+            "size": _INT,
+            "message_id": _nullable(_STR),
+            "entries": {"type": "array", "items": _ref("QueueEntry")},
+            "headers": _STR,
         },
-        ["entry", "headers"],
+        ["queue_id", "sender", "recipients", "received_at", "size", "entries", "headers"],
     ),
     "QueueFilter": _obj(
         {
@@ -208,15 +233,17 @@ SCHEMAS: Final[dict[str, JsonSchema]] = {
     "QueueActionResult": _obj(
         {
             "action": _STR,
-            "changed": _INT,
-            "skipped": _INT,
-            "dsns": _INT,
-            "results": {
+            "changed": {"type": "array", "items": _STR},
+            "skipped": {
                 "type": "array",
-                "items": _obj({"id": _STR, "result": _STR}, ["id", "result"]),
+                "items": _obj({"id": _STR, "state": _STR}, ["id", "state"]),
             },
+            "dsns": {"type": "array", "items": {"type": "object"}},
+            "flush_requested": {"type": "array", "items": _STR},
+            "changed_count": _INT,
+            "skipped_count": _INT,
         },
-        ["action", "changed", "skipped"],
+        ["action", "changed", "skipped", "changed_count", "skipped_count"],
     ),
     "Event": _obj(
         {
@@ -244,19 +271,19 @@ SCHEMAS: Final[dict[str, JsonSchema]] = {
         },
         ["id", "at", "actor", "via", "source", "action", "target"],
     ),
-    "Status": {
-        "type": "object",
-        "properties": {
+    "Status": _obj(
+        {
             "version": _STR,
             "time": _NUM,
             "domains": _INT,
+            "messages": _nullable(_INT),
             "queued": _INT,
             "held": _INT,
-            "oldest_age_s": _nullable(_NUM),
-            "outages": {"type": "array", "items": {"type": "object"}},
+            "queues": {"type": "array", "items": {"type": "object"}},
+            "health": {"type": "array", "items": {"type": "object"}},
         },
-        "required": ["version", "time", "domains", "queued", "held"],
-    },
+        ["version", "time", "domains", "queued", "held"],
+    ),
     "Reseller": _obj(
         {
             "name": _STR,
@@ -281,6 +308,16 @@ SCHEMAS: Final[dict[str, JsonSchema]] = {
             "support_url": {"type": "string", "maxLength": 2048},
         },
         ["name"],
+    ),
+    "Branding": _obj(
+        {
+            "product_name": {"type": "string", "maxLength": 2048},
+            "logo_url": {"type": "string", "maxLength": 2048},
+            "primary_color": {"type": "string", "maxLength": 2048},
+            "accent_color": {"type": "string", "maxLength": 2048},
+            "support_email": {"type": "string", "maxLength": 2048},
+            "support_url": {"type": "string", "maxLength": 2048},
+        }
     ),
     "Customer": _obj({"name": _STR, "reseller": _nullable(_STR), "created_at": _NUM}, ["name"]),
     "CustomerInput": _obj({"name": _NAME, "reseller": _nullable(_STR)}, ["name"]),
@@ -337,6 +374,24 @@ SCHEMAS: Final[dict[str, JsonSchema]] = {
         ["admin", "role", "csrf_token"],
     ),
 }
+
+# Request bodies: an unknown field is refused (400), as the server does: a typo must not be
+# silently ignored.
+_INPUTS: Final = (
+    "DomainInput",
+    "DomainUpdate",
+    "UserInput",
+    "QueueFilter",
+    "QueueAction",
+    "ResellerInput",
+    "Branding",
+    "CustomerInput",
+    "AdminInput",
+    "ApiKeyInput",
+    "LoginInput",
+)
+for _name in _INPUTS:
+    SCHEMAS[_name]["additionalProperties"] = False
 
 
 def _error(description: str) -> dict[str, Any]:
@@ -528,6 +583,9 @@ def document() -> dict[str, Any]:
             "/api/v1/resellers/{name}": {
                 "parameters": [name],
                 "get": _op("one reseller", _ok(_ref("Reseller"))),
+                "patch": _op(
+                    "change a reseller's branding", _ok(_ref("Reseller")), body=_ref("Branding")
+                ),
                 "delete": _op("remove a reseller with nothing under it", empty),
             },
             "/api/v1/customers": {

@@ -44,12 +44,7 @@ def _limit(limit: int) -> int:
 async def _scoped(ctx: AdminContext, caller: Caller, query: EventFilter) -> EventFilter:
     if query.domains is not None:
         query = replace(query, domains=tuple(domain_name(d, "domain") for d in query.domains))
-    names = await ctx.tenancy.domain_names(caller)
-    if names is None:
-        return query
-    if query.domains is None:
-        return replace(query, domains=names)
-    return replace(query, domains=tuple(d for d in query.domains if d in names))
+    return replace(query, domains=await ctx.tenancy.restrict(caller, query.domains))
 
 
 async def list_events(

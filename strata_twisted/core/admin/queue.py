@@ -79,13 +79,9 @@ _ADMIN_BOUNCE_STATUS: Final = "5.0.0"
 
 
 async def _scoped(ctx: AdminContext, caller: Caller, query: QueueFilter) -> QueueFilter:
-    """``query`` restricted to the domains ``caller`` may see."""
-    names = await ctx.tenancy.domain_names(caller)
-    if names is None:
-        return query
-    if query.domains is None:
-        return replace(query, domains=names)
-    return replace(query, domains=tuple(d for d in query.domains if d in names))
+    """``query`` restricted to the domains ``caller`` may see (L{NotFound} for a domain it
+    names that the caller may not see)."""
+    return replace(query, domains=await ctx.tenancy.restrict(caller, query.domains))
 
 
 def _check_filter(query: QueueFilter) -> QueueFilter:

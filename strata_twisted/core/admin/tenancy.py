@@ -82,6 +82,22 @@ class Tenancy:
             return None
         return tuple(d.name for d in await self.domains(caller))
 
+    async def restrict(
+        self, caller: Caller, domains: tuple[str, ...] | None
+    ) -> tuple[str, ...] | None:
+        """A listing's domain filter (canonical names; None: every domain) narrowed to what
+        ``caller`` may see.  A domain named in the filter that the caller may not see is
+        L{NotFound}, as it is everywhere else (an empty page would be an answer too)."""
+        names = await self.domain_names(caller)
+        if names is None:
+            return domains
+        if domains is None:
+            return names
+        for name in domains:
+            if name not in names:
+                raise NotFound("domain", name, f"{display_domain(name)} is not a protected domain")
+        return domains
+
     async def customer(self, caller: Caller, name: str) -> Customer:
         found: Customer | None = await self._tenants.get_customer(name)
         if found is None or not self.sees_owner(caller, Owner(found.reseller, found.name)):
