@@ -5,7 +5,8 @@ Strata protects example.test, whose primary is a closed loopback port; the monit
 intervals) opens an outage, and three messages sent to intake wait in the queue.  Prometheus
 (Debian's package, on loopback, scraping every second) must then answer the PromQL queries an
 operator's dashboard and alerts use: the domain's queue depth is 3, ``strata_primary_up == 0``
-returns the domain, its outage is active, and intake counted three accepted messages.
+returns the domain, its outage is active, and intake counted three accepted messages.  It scrapes
+with an operator's read-scope API key: ``/metrics`` answers nobody else.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from tests.peers.admin_api import AdminClient, operator_key
 from tests.peers.net import free_port
 from tests.peers.prometheus import PrometheusProcess
 from tests.peers.strata import StrataProcess
@@ -45,7 +47,11 @@ def test_prometheus_sees_the_queue_and_the_down_primary(strata_factory: Any, tmp
         for n in range(QUEUED):
             client.sendmail("ana@sender.test", [f"user{n}@{DOMAIN}"],
                             f"Subject: during the outage {n}\r\n\r\nhello\r\n")  # fmt: skip
-    prometheus = PrometheusProcess(tmp_path / "prometheus", f"127.0.0.1:{admin}")
+    # /metrics names every domain: only an operator's key (or session) reads it.
+    assert AdminClient(admin).get("/metrics").status == 401
+    key = operator_key(admin, strata.data_dir, scope="read")
+    assert AdminClient(admin, key=key).get("/metrics").status == 200
+    prometheus = PrometheusProcess(tmp_path / "prometheus", f"127.0.0.1:{admin}", bearer=key)
     prometheus.start()
     try:
         queued = f'strata_queue_messages{{domain="{DOMAIN}", state="queued"}}'

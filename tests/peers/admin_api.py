@@ -8,6 +8,7 @@ from __future__ import annotations
 import http.client
 import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlencode
 
@@ -106,3 +107,17 @@ class AdminClient:
             self.cookie = cookie.split(";", 1)[0].partition("=")[2]
             self.csrf = answer.body["csrf_token"]
         return answer
+
+
+def operator_key(port: int, data_dir: Path, scope: str = "read") -> str:
+    """A new API key of the first operator account ``admin`` (its password from the file the
+    server's first start wrote), for tests that need one: Prometheus's scrape, schemathesis."""
+    password = (data_dir / "admin-password").read_text().strip()
+    client = AdminClient(port)
+    answer = client.login("admin", password)
+    assert answer.status == 200, answer.body
+    created = client.post("/api/v1/api-keys", {"admin": "admin", "scope": scope})
+    assert created.status == 201, created.body
+    key = created.body["key"]
+    assert isinstance(key, str)
+    return key

@@ -25,7 +25,10 @@ from tests.peers.net import free_port, wait_for_port
 class PrometheusProcess:
     """Prometheus scraping ``target`` (``host:port``) at ``metrics_path`` every second."""
 
-    def __init__(self, root: Path, target: str, metrics_path: str = "/metrics") -> None:
+    def __init__(
+        self, root: Path, target: str, metrics_path: str = "/metrics", *, bearer: str = ""
+    ) -> None:
+        """``bearer``: the API key Prometheus sends (``/metrics`` wants an operator's)."""
         binary = shutil.which("prometheus")
         if binary is None:
             pytest.fail("prometheus is missing: apt-get install prometheus (.ci/run installs it)")
@@ -40,6 +43,11 @@ class PrometheusProcess:
             "  - job_name: strata\n"
             f"    metrics_path: {json.dumps(metrics_path)}\n"
             f"    static_configs:\n      - targets: [{json.dumps(target)}]\n"
+            + (
+                f"    authorization:\n      type: Bearer\n      credentials: {json.dumps(bearer)}\n"
+                if bearer
+                else ""
+            )
         )
         self.log = root / "prometheus.log"
         self.process: subprocess.Popen[bytes] | None = None
