@@ -481,19 +481,22 @@ def _build(settings: Settings, reactor: Any, root: StrataService) -> MultiServic
     retention = RetentionJob(reactor, domains, store, store, store,
                              default_days=settings.imap.retention_days)  # fmt: skip
     RetentionService(retention).setServiceParent(root)
-    admin_ctx = _admin_context(settings, store, reactor)
+    admin_ctx = _admin_context(settings, store, reactor, workers)
     _admin_listeners(
         settings, reactor, admin_ctx, MetricsResource(metrics.registry), workers, tls, root
     )
     return root
 
 
-def _admin_context(settings: Settings, store: Any, clock: SecondsClock) -> AdminContext:
-    """The admin operations' view of ``store`` (every role from one backend)."""
+def _admin_context(
+    settings: Settings, store: Any, clock: SecondsClock, cpu: Executor | None = None
+) -> AdminContext:
+    """The admin operations' view of ``store`` (every role from one backend); ``cpu``: where
+    they hash passwords and make keys (None: right away, before the reactor runs)."""
     return AdminContext(
         domains=store, queue=store, messages=store, events=store, monitor=store,
         control=store, credentials=store, tenants=store, admins=store, audit=store,
-        clock=clock, settings=settings,
+        clock=clock, settings=settings, cpu=cpu or SyncExecutor(),
     )  # fmt: skip
 
 

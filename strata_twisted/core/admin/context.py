@@ -14,6 +14,7 @@ from strata_twisted.clock import SecondsClock
 from strata_twisted.config import Settings
 from strata_twisted.core.admin.audit import Auditor
 from strata_twisted.core.admin.tenancy import Tenancy
+from strata_twisted.executor import Executor, SyncExecutor
 from strata_twisted.interfaces import (
     IAdminStore,
     IAuditStore,
@@ -37,7 +38,7 @@ class AdminContext:
     """
     ``server_running``: whether a server runs on this data directory now, so that requests
     left for it (a flush) will be acted on; inside the server always True, in the CLI the run
-    lock's answer.
+    lock's answer.  ``cpu``: where CPU-heavy steps run.
     """
 
     domains: IDomainStore
@@ -53,6 +54,9 @@ class AdminContext:
     clock: SecondsClock
     settings: Settings
     server_running: Callable[[], bool] = _always
+    # Where CPU-heavy steps run (hashing a user's password, making an RSA key): in the server a
+    # thread pool, never the reactor thread; in the CLI right away.
+    cpu: Executor = field(default_factory=SyncExecutor)
     tenancy: Tenancy = field(init=False)
     auditor: Auditor = field(init=False)
 

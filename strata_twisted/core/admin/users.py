@@ -19,6 +19,7 @@ from strata_twisted.core.admin.tenancy import Owner
 from strata_twisted.core.credentials import (
     CredentialError,
     PasswdFileError,
+    PasswordHash,
     hash_password,
     parse_passwd_file,
 )
@@ -78,15 +79,18 @@ async def check_user(ctx: AdminContext, caller: Caller, address: str) -> str:
     return canonical
 
 
-def _stored(password: str | None, password_hash: str | None, scheme: str) -> tuple[str, str]:
-    """The hash to store and its scheme, from a password or a ready hash (exactly one)."""
+async def _stored(
+    ctx: AdminContext, password: str | None, password_hash: str | None, scheme: str
+) -> tuple[str, str]:
+    """The hash to store and its scheme, from a password (hashed on ``ctx.cpu``: Dovecot's
+    default cost takes a good part of a second) or a ready hash (exactly one)."""
     if (password is None) == (password_hash is None):
         raise InvalidInput("password", "give a password or a password hash")
     if password is not None:
         if not password:
             raise InvalidInput("password", "empty password")
         try:
-            stored = hash_password(password, scheme)
+            stored: PasswordHash = await ctx.cpu.run(lambda: hash_password(password, scheme))
         except CredentialError as e:
             raise InvalidInput("scheme", str(e)) from None
         return stored.text, stored.scheme
@@ -117,7 +121,7 @@ async def add_user(
     L{AlreadyExists} if there is one."""
     canonical = await check_new_user(ctx, caller, address)
     domain = user_address(canonical)[1]
-    text, used = _stored(password, password_hash, scheme)
+    text, used = await _stored(ctx, password, password_hash, scheme)
     await ctx.credentials.set_user(canonical, text)
     await ctx.events.record_event(
         "user.added", f"added user {canonical}", domain, {"address": canonical, "scheme": used}
@@ -139,7 +143,7 @@ async def set_password(
     canonical = await check_user(ctx, caller, address)
     domain = user_address(canonical)[1]
     require(caller, "admin")
-    text, used = _stored(password, password_hash, scheme)
+    text, used = await _stored(ctx, password, password_hash, scheme)
     await ctx.credentials.set_user(canonical, text)
     await ctx.events.record_event(
         "user.password_changed",
