@@ -6,7 +6,17 @@ import argparse
 from collections.abc import Callable
 
 from strata_twisted import __version__
-from strata_twisted.cli.commands import alert, dkim, domain, events, queue, status, tenants, users
+from strata_twisted.cli.commands import (
+    accounts,
+    alert,
+    dkim,
+    domain,
+    events,
+    queue,
+    status,
+    tenants,
+    users,
+)
 from strata_twisted.cli.registry import COMMON, Subparsers
 
 # Each group's ``register(commands)``, in the order ``strata --help`` lists them.
@@ -18,6 +28,7 @@ GROUPS: tuple[Callable[[Subparsers], None], ...] = (
     dkim.register,
     alert.register,
     tenants.register,
+    accounts.register,
     status.register,
 )
 

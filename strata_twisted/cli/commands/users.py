@@ -12,36 +12,16 @@ besides their own; a running server sees a change within ``storage.reload_interv
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 
-from strata_twisted.cli.commands._args import domain_arg
+from strata_twisted.cli.commands._args import domain_arg, read_password
 from strata_twisted.cli.context import CommandError, Context, UsageError
-from strata_twisted.cli.output import printable
 from strata_twisted.cli.registry import COMMON, Subparsers, group, sub
 from strata_twisted.core.admin import users as ops
 from strata_twisted.core.admin.errors import InvalidInput
 from strata_twisted.core.credentials import SCHEMES
 from strata_twisted.errors import AlreadyExists, NotFound
 from strata_twisted.model import display_domain
-
-
-def _read_password(args: argparse.Namespace, address: str) -> str:
-    """The new password: one line of stdin (``--password-stdin``), or typed twice at a terminal."""
-    if args.password_stdin:
-        line = sys.stdin.readline()
-        password = line.removesuffix("\n").removesuffix("\r")
-        if not password:
-            raise CommandError("no password on standard input")
-        return password
-    if not sys.stdin.isatty():
-        raise UsageError("no terminal to read the password from (scripts: --password-stdin)")
-    first = getpass.getpass(f"New password for {printable(address)}: ")
-    if not first:
-        raise CommandError("empty password; nothing changed")
-    if getpass.getpass("Again: ") != first:
-        raise CommandError("the passwords do not match; nothing changed")
-    return first
 
 
 def cmd_user_import(ctx: Context, args: argparse.Namespace) -> None:
@@ -81,7 +61,7 @@ def cmd_user_add(ctx: Context, args: argparse.Namespace) -> None:
         raise CommandError(
             f"{e.name} already exists (to change its password: strata user passwd)"
         ) from None
-    password = _read_password(args, address)
+    password = read_password(args, address)
     added = ctx.run(ops.add_user(ctx.admin, ctx.caller, address, password, args.scheme))
     ctx.print(f"added {added.address} ({added.scheme})")
 
@@ -91,7 +71,7 @@ def cmd_user_passwd(ctx: Context, args: argparse.Namespace) -> None:
         address = ctx.run(ops.check_user(ctx.admin, ctx.caller, args.address))
     except NotFound as e:
         raise CommandError(f"{e} (to add it: strata user add)") from None
-    password = _read_password(args, address)
+    password = read_password(args, address)
     changed = ctx.run(ops.set_password(ctx.admin, ctx.caller, address, password, args.scheme))
     ctx.print(f"changed the password of {changed.address} ({changed.scheme})")
 
