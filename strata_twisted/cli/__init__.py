@@ -29,6 +29,10 @@ terminal (typed twice) or, for scripts, from the first line of stdin (``--passwo
 ``strata user alias`` manages the send-as aliases submission allows a user besides their own
 address.
 
+``strata admin`` and ``strata api-key`` manage the accounts of the admin panel and JSON API
+and their keys (L{commands.accounts}): passwords are read the same way and stored as argon2id
+hashes; a key is printed once and only its hash is stored.
+
 Exit codes: 0 success, 1 a failed operation (e.g. unknown domain), 2 bad usage (including a
 value the parser cannot check, such as a malformed domain name or duration) or configuration
 (including a data dir with no Strata store in it: only ``domain add`` creates one).
