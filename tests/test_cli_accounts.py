@@ -144,6 +144,7 @@ def test_reseller_and_customer_accounts_need_their_tenant(cli: Run, data: Path) 
 
     code, out, _ = _add(cli, "bob", "--role", "reseller", "--reseller", "msp")
     assert code == 0 and "added admin account bob (reseller admin of msp)" in out
+    assert "add an operator too" in out  # the first account, and the server will add none
     code, out, _ = _add(cli, "carol", "--role", "customer", "--customer", "acme")
     assert code == 0 and "(customer admin of acme)" in out
     code, _, err = _add(cli, "dave", "--role", "customer", "--customer", "nope")

@@ -100,6 +100,7 @@ def cmd_admin_add(ctx: Context, args: argparse.Namespace) -> None:
         ctx.print(
             f"it is the first account: the server will not create {ops.BOOTSTRAP_NAME!r} at "
             "its first start"
+            + ("" if added.role == "operator" else "; add an operator too (--role operator)")
         )
 
 
