@@ -279,6 +279,14 @@ class Domain:
     # domain of an installation older than tenancy).
     customer: str = ""
 
+    @property
+    def alert_emails(self) -> tuple[str, ...]:
+        """Where email alerts go: ``alert_email`` holds one address or several, separated by
+        commas (an address with a comma in it is refused when set)."""
+        if not self.alert_email:
+            return ()
+        return tuple(a.strip() for a in self.alert_email.split(",") if a.strip())
+
     def as_json(self) -> dict[str, Any]:
         return {
             "name": self.name,

@@ -132,3 +132,17 @@ def test_a_stale_queue_alert_says_how_long_mail_waits() -> None:
     assert "waiting in Strata's queue for 1h 30m 0s" in text
     assert "Queued:          12 message(s)" in text
     assert message["X-Strata-Alert"] == "queue.stale; domain=acme.test"
+
+
+def test_an_alert_goes_to_every_address_of_the_domain() -> None:
+    """``alert_email`` may hold several addresses (the API's ``alert_emails``): one message,
+    every address a recipient, each routed on its own (a protected domain's primary, or out)."""
+    s = Setup("ops@elsewhere.test, noc@msp.test")
+    assert s.domain.alert_emails == ("ops@elsewhere.test", "noc@msp.test")
+    result_of(s.sender.test_alert(s.domain))
+    [(message, entries)] = s.alerts()
+    assert message["To"] == "ops@elsewhere.test, noc@msp.test"
+    assert sorted((e.recipient, e.domain, e.outbound) for e in entries) == [
+        ("noc@msp.test", "msp.test", False),
+        ("ops@elsewhere.test", "elsewhere.test", True),
+    ]

@@ -706,9 +706,7 @@ def domain_fields(body: dict[str, Any]) -> dict[str, object]:
         if key == "alert_emails":
             if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
                 raise bad_input("alert_emails must be a list of addresses", key)
-            if len(value) > 1:
-                raise bad_input("alert_emails: one address per domain for now", key)
-            fields["alert_email"] = value[0] if value and value[0] else None
+            fields["alert_email"] = value
         elif key in _DOMAIN_FIELDS:
             fields[_DOMAIN_FIELDS[key]] = value
         else:
@@ -735,7 +733,7 @@ def domain_json(view: domains.DomainView, now: float) -> dict[str, Any]:
     data.update(
         {
             "monitoring": domain.monitored,
-            "alert_emails": [domain.alert_email] if domain.alert_email else [],
+            "alert_emails": list(domain.alert_emails),
             "queue_depth": view.queued + view.held,
             "oldest_age_s": max(0.0, now - oldest) if oldest is not None else None,
         }

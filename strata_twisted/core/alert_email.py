@@ -149,9 +149,10 @@ class EmailAlertSender:
 
     async def _send(self, domain: Domain, kind: str, subject: str, text: str) -> str | None:
         """Queue one alert; the queue domain of its recipient, or None when there is none."""
-        recipient = domain.alert_email
-        if not recipient:
+        recipients = domain.alert_emails
+        if not recipients:
             return None
+        recipient = ", ".join(recipients)
         now = self._clock.seconds()
         queue_id = new_queue_id(self._clock)
         message = EmailMessage()
@@ -165,7 +166,7 @@ class EmailAlertSender:
         message.set_content(text)
         # Lines up to 200 octets: the subject stays on one line (RFC 5322 allows 998).
         data = message.as_bytes(policy=message.policy.clone(linesep="\r\n", max_line_length=200))
-        deliveries = alert_routes(self._domains, recipient)
+        deliveries = tuple(d for r in recipients for d in alert_routes(self._domains, r))
         await store_generated(
             messages=self._messages, clock=self._clock, hostname=self._hostname,
             queue_id=queue_id, data=data, sender=_envelope_sender(self._sender, self._hostname),
@@ -173,7 +174,8 @@ class EmailAlertSender:
         )  # fmt: skip
         await self._events.record_event(
             "alert.email",
-            f"{kind} alert for {display_domain(domain.name)} queued to <{recipient}> as {queue_id}",
+            f"{kind} alert for {display_domain(domain.name)} queued to "
+            f"{', '.join(f'<{r}>' for r in recipients)} as {queue_id}",
             domain.name,
             {"kind": kind, "to": recipient, "queue_id": queue_id},
         )

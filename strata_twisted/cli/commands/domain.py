@@ -405,9 +405,9 @@ def _relay_settings(p: argparse.ArgumentParser, update: bool = False) -> None:
     )
     p.add_argument(
         "--alert-email",
-        metavar="ADDRESS",
-        help="email outage alerts to this address (from alerts.sender, through the outbound "
-        'path); "" removes it',
+        metavar="ADDRESS[,ADDRESS...]",
+        help="email outage alerts to these addresses (from alerts.sender, through the outbound "
+        'path); "" removes them',
     )
     p.add_argument(
         "--alert-webhook",

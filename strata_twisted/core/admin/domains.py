@@ -105,16 +105,32 @@ def _relay(value: object) -> RelayTarget:
         raise InvalidInput("relay", str(e)) from None
 
 
+MAX_ALERT_EMAILS: Final = 20
+
+
 def _alert_email(value: object) -> str | None:
-    """An address ``local@domain`` (the domain kept in ASCII form); "" or None clears it."""
-    if value is None or value == "":
+    """Addresses ``local@domain`` (domains kept in ASCII form), as a list or one string with
+    commas between them, stored comma-separated (L{Domain.alert_emails}); "", [] or None
+    clears them."""
+    if value is None or value == "" or value == []:
         return None
-    if not isinstance(value, str):
-        raise InvalidInput("alert_email", f"expected an address, got {value!r}")
-    try:
-        return canonical_address(value)
-    except ValueError as e:
-        raise InvalidInput("alert_email", str(e)) from None
+    if isinstance(value, str):
+        value = value.split(",")
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise InvalidInput("alert_email", f"expected addresses, got {value!r}")
+    addresses: list[str] = []
+    for text in (v.strip() for v in value):
+        try:
+            address = canonical_address(text)
+        except ValueError as e:
+            raise InvalidInput("alert_email", str(e)) from None
+        if "," in address:
+            raise InvalidInput("alert_email", f"{text!r}: an alert address has no comma")
+        if address not in addresses:
+            addresses.append(address)
+    if len(addresses) > MAX_ALERT_EMAILS:
+        raise InvalidInput("alert_email", f"at most {MAX_ALERT_EMAILS} addresses")
+    return ", ".join(addresses) or None
 
 
 def _alert_webhook(value: object) -> str | None:
