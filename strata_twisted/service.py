@@ -483,7 +483,7 @@ def _build(settings: Settings, reactor: Any, root: StrataService) -> MultiServic
     RetentionService(retention).setServiceParent(root)
     admin_ctx = _admin_context(settings, store, reactor, workers)
     _admin_listeners(
-        settings, reactor, admin_ctx, MetricsResource(metrics.registry), workers, tls, root
+        settings, reactor, admin_ctx, MetricsResource(metrics.registry), metrics, workers, tls, root
     )
     return root
 
@@ -505,6 +505,7 @@ def _admin_listeners(
     reactor: Any,
     ctx: AdminContext,
     metrics: MetricsResource,
+    recorder: Metrics,
     workers: Executor,
     tls: CertificateOptions,
     root: MultiService,
@@ -518,7 +519,7 @@ def _admin_listeners(
     api = AdminAPI(
         ctx,
         SessionStore(reactor, admin.session_idle),
-        AdminLogin(reactor, passwords, max_delay=admin.login_max_delay),
+        AdminLogin(reactor, passwords, max_delay=admin.login_max_delay, metrics=recorder),
         passwords,
         secure=admin.tls,
         metrics=metrics,

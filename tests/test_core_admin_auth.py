@@ -40,6 +40,7 @@ from strata_twisted.core.admin.auth import (
 from strata_twisted.core.admin.context import AdminContext
 from strata_twisted.core.admin.errors import InvalidInput
 from strata_twisted.core.admin.identity import Caller, InsufficientScope, cli_caller
+from strata_twisted.core.metrics import NoMetrics
 from strata_twisted.errors import AlreadyExists, NotFound
 from strata_twisted.model import AdminAccount, Customer, Reseller, Scope
 from strata_twisted.storage.memory import MemoryStore
@@ -716,3 +717,27 @@ def test_session_count_is_bounded(world: World) -> None:
     assert len(sessions) == 3
     assert sessions.lookup(ids[1]) is None  # the least recently used went
     assert all(sessions.lookup(i) is not None for i in (ids[0], ids[2], fourth))
+
+
+def test_admin_logins_are_counted_for_the_metrics(world: World) -> None:
+    """``strata_logins_total{service="admin"}``: failed, throttled (a delay ran first), ok."""
+    counted: list[tuple[str, str]] = []
+
+    class Recorder(NoMetrics):
+        def login(self, service: str, result: str) -> None:
+            counted.append((service, result))
+
+    login = AdminLogin(world.clock, world.passwords, max_delay=4.0, metrics=Recorder())
+    with pytest.raises(Unauthorized):
+        run(login.authenticate_password(world.ctx, "root", OTHER, None, "192.0.2.1"))
+    second = Deferred.fromCoroutine(
+        login.authenticate_password(world.ctx, "root", OTHER, None, "192.0.2.1")
+    )
+    world.clock.advance(5)
+    assert isinstance(failure_of(second).value, Unauthorized)
+    third = Deferred.fromCoroutine(
+        login.authenticate_password(world.ctx, "root", PASSWORD, None, "192.0.2.1")
+    )
+    world.clock.advance(5)
+    assert run(third).name == "root"
+    assert counted == [("admin", "failed"), ("admin", "throttled"), ("admin", "ok")]

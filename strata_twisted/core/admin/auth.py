@@ -37,6 +37,7 @@ from strata_twisted.clock import SecondsClock
 from strata_twisted.core.admin.context import AdminContext
 from strata_twisted.core.admin.errors import InvalidInput
 from strata_twisted.core.admin.identity import VIA_PANEL, Caller
+from strata_twisted.core.metrics import NO_METRICS, MetricsRecorder
 from strata_twisted.core.throttle import LoginThrottle
 from strata_twisted.errors import StrataError
 from strata_twisted.executor import Executor, SyncExecutor
@@ -311,9 +312,11 @@ class AdminLogin:
         *,
         max_delay: float = 15.0,
         guard: TotpGuard | None = None,
+        metrics: MetricsRecorder = NO_METRICS,
     ) -> None:
         self.clock = clock
         self.passwords = passwords
+        self.metrics = metrics
         self.throttle = LoginThrottle(clock, max_delay=max_delay)
         self.guard = guard if guard is not None else TotpGuard()
 
@@ -363,6 +366,7 @@ class AdminLogin:
             if spent is not None:
                 account = await self._spend_recovery(ctx, account, spent, client_ip, via)
         self.throttle.succeeded(client_ip, who)
+        self.metrics.login("admin", "ok")
         if self.passwords.needs_rehash(account.password_hash):
             account = await self._rehash(ctx, account, password)
         return await caller_for(ctx, account, via=via, source=client_ip)
@@ -404,6 +408,7 @@ class AdminLogin:
 
     def _failed(self, who: str, client_ip: str, reason: str, waited: float) -> None:
         self.throttle.failed(client_ip, who)
+        self.metrics.login("admin", "throttled" if waited > 0 else "failed")
         self.log.info(
             "admin login failed for {user!r} from {client}: {reason}",
             user=who[:64], client=client_ip, reason=reason, waited=waited,
