@@ -49,6 +49,7 @@ if TYPE_CHECKING:
         MailboxStatus,
         MailMessage,
         MessageHead,
+        NewEvent,
         Outage,
         PurgedMessage,
         QueueEntry,
@@ -251,6 +252,17 @@ class IQueueStore(Interface):
         Unknown id: L{NoSuchEntry}.
         """
 
+    def change_states(
+        entry_ids: Sequence[str], from_states: tuple[str, ...], to_state: str, at: float, note: str
+    ) -> Deferred[list[QueueEntry]]:
+        """
+        L{change_state} on each of ``entry_ids``, in one durable step (an admin's bulk move: one
+        transaction for a page of entries, not one each).  Returns the entries changed, in the
+        order given; an unknown id, an entry not in ``from_states`` (or delivered) and a repeated
+        id are left out and left alone.  A ``to_state`` no entry may be moved to (unknown,
+        DELIVERED): L{QueueStateError}, and nothing changes.
+        """
+
     def reroute(
         entry_id: str, recipient: str, domain: str, outbound: bool, at: float, note: str
     ) -> Deferred[QueueEntry]:
@@ -308,6 +320,13 @@ class IEventStore(Interface):
         kind: str, message: str, domain: str | None = None, data: dict[str, object] | None = None
     ) -> Deferred[Event]:
         """Append an event, timestamped by the store's clock."""
+
+    def record_events(events: Sequence[NewEvent]) -> Deferred[list[Event]]:
+        """
+        Append several events in one durable step, in order, as L{record_event} would one by
+        one (same timestamp, increasing ids).  Data that is not JSON: L{StorageError}, and none
+        is recorded.
+        """
 
     def list_events(domain: str | None = None, limit: int = 100) -> Deferred[list[Event]]:
         """The newest ``limit`` events, oldest first; only ``domain``'s when given."""

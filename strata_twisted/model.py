@@ -558,6 +558,16 @@ class Event:
         }
 
 
+@dataclass(frozen=True)
+class NewEvent:
+    """An event to record (IEventStore.record_events): what the store then numbers and dates."""
+
+    kind: str
+    message: str
+    domain: str | None = None
+    data: dict[str, Any] = field(default_factory=dict)
+
+
 # -- Shadow mailboxes (#4): the IMailboxStore role ------------------------------------------------
 #
 # Errors live here rather than in errors.py because they belong to this role alone; each carries

@@ -138,6 +138,39 @@ def apply_change(
     return changed
 
 
+def check_change_target(to_state: str) -> None:
+    """L{QueueStateError} unless an admin's move may lead some entry to ``to_state``."""
+    if to_state not in QUEUE_STATES or to_state == DELIVERED:
+        raise QueueStateError(f"no queue entry can be moved to {to_state!r} by an admin")
+
+
+def apply_changes(
+    entries: MutableMapping[str, QueueEntry],
+    entry_ids: Sequence[str],
+    from_states: tuple[str, ...],
+    to_state: str,
+    at: float,
+    note: str,
+) -> list[QueueEntry]:
+    """
+    L{apply_change} on each of ``entry_ids`` in ``entries`` (id -> entry, updated in place), in
+    order; an id missing, named again, or whose entry may not move is skipped.  The changed
+    entries; L{QueueStateError} for a ``to_state`` no entry may reach, before anything changes.
+    """
+    check_change_target(to_state)
+    changed = []
+    for entry_id in dict.fromkeys(entry_ids):
+        entry = entries.get(entry_id)
+        if entry is None:
+            continue
+        try:
+            entries[entry_id] = apply_change(entry, from_states, to_state, at, note)
+        except QueueStateError:
+            continue
+        changed.append(entries[entry_id])
+    return changed
+
+
 def apply_reroute(
     entry: QueueEntry, recipient: str, domain: str, outbound: bool, at: float, note: str
 ) -> QueueEntry:

@@ -73,6 +73,7 @@ from strata_twisted.model import (
     MailboxStatus,
     MailMessage,
     MessageHead,
+    NewEvent,
     NoSuchMailbox,
     NoSuchUser,
     Outage,
@@ -104,6 +105,7 @@ from strata_twisted.storage._bodies import check_body_range, check_message_id, h
 from strata_twisted.storage._mailboxes import Indexer, shadow_owners
 from strata_twisted.storage._queue import (
     apply_change,
+    apply_changes,
     apply_reroute,
     apply_result,
     apply_results,
@@ -484,6 +486,19 @@ class MemoryStore(MemoryAdminRoles):
         self._entries[entry.id] = changed
         return succeed(changed)
 
+    def change_states(
+        self,
+        entry_ids: Sequence[str],
+        from_states: tuple[str, ...],
+        to_state: str,
+        at: float,
+        note: str,
+    ) -> Deferred[list[QueueEntry]]:
+        try:
+            return succeed(apply_changes(self._entries, entry_ids, from_states, to_state, at, note))
+        except QueueStateError as e:  # checked before anything changed
+            return fail(e)
+
     def reroute(
         self, entry_id: str, recipient: str, domain: str, outbound: bool, at: float, note: str
     ) -> Deferred[QueueEntry]:
@@ -546,6 +561,19 @@ class MemoryStore(MemoryAdminRoles):
         event = Event(len(self._events) + 1, self._clock.seconds(), kind, message, domain, payload)
         self._events.append(event)
         return succeed(_copy_event(event))
+
+    def record_events(self, events: Sequence[NewEvent]) -> Deferred[list[Event]]:
+        try:
+            payloads: list[dict[str, Any]] = [json.loads(json.dumps(e.data)) for e in events]
+        except (TypeError, ValueError) as e:
+            return fail(StorageError(f"event data is not JSON: {e}"))
+        at = self._clock.seconds()
+        recorded = []
+        for new, payload in zip(events, payloads, strict=True):
+            event = Event(len(self._events) + 1, at, new.kind, new.message, new.domain, payload)
+            self._events.append(event)
+            recorded.append(_copy_event(event))
+        return succeed(recorded)
 
     def list_events(self, domain: str | None = None, limit: int = 100) -> Deferred[list[Event]]:
         if limit <= 0:

@@ -144,6 +144,7 @@ from strata_twisted.model import (
     MailboxStatus,
     MailMessage,
     MessageHead,
+    NewEvent,
     NoSuchMailbox,
     NoSuchUser,
     Outage,
@@ -178,9 +179,11 @@ from strata_twisted.storage._bodies import check_body_range, check_message_id, h
 from strata_twisted.storage._mailboxes import Indexer, shadow_owners
 from strata_twisted.storage._queue import (
     apply_change,
+    apply_changes,
     apply_reroute,
     apply_result,
     apply_results,
+    check_change_target,
     check_result,
 )
 from strata_twisted.storage.sqlite_schema import immediate_transaction, migrate
@@ -1641,6 +1644,39 @@ class SQLiteStore(SQLiteAdminRoles):
             f"moving queue entry {entry_id} to {to_state}", lambda: self._t_transaction(change)
         )
 
+    def change_states(
+        self,
+        entry_ids: Sequence[str],
+        from_states: tuple[str, ...],
+        to_state: str,
+        at: float,
+        note: str,
+    ) -> Deferred[list[QueueEntry]]:
+        """One transaction, durable when it fires: the entries read in one statement (as in
+        L{record_results}), moved by the rules of L{change_state}, written back with one
+        prepared statement."""
+        ids = list(entry_ids)
+        try:
+            check_change_target(to_state)
+        except QueueStateError as e:
+            return fail(e)
+        if not ids:
+            return succeed([])
+        wanted = json.dumps(sorted(set(ids)))
+
+        def change(conn: sqlite3.Connection) -> list[QueueEntry]:
+            rows = conn.execute(
+                _ENTRY_SELECT + " JOIN json_each(?) AS wanted ON wanted.value = q.id", (wanted,)
+            )
+            entries = {row["id"]: _entry(row) for row in rows}
+            changed = apply_changes(entries, ids, from_states, to_state, at, note)
+            conn.executemany(_UPDATE_ENTRY, [_changed_fields(e) for e in changed])
+            return changed
+
+        return self._run(
+            f"moving {len(ids)} queue entries to {to_state}", lambda: self._t_transaction(change)
+        )
+
     def reroute(
         self, entry_id: str, recipient: str, domain: str, outbound: bool, at: float, note: str
     ) -> Deferred[QueueEntry]:
@@ -1757,6 +1793,32 @@ class SQLiteStore(SQLiteAdminRoles):
             return Event(cursor.lastrowid, at, kind, message, domain, json.loads(payload))
 
         return self._run(f"recording a {kind} event", lambda: self._t_transaction(insert))
+
+    def record_events(self, events: Sequence[NewEvent]) -> Deferred[list[Event]]:
+        at = self.clock.seconds()
+        events = tuple(events)
+        try:
+            payloads = [json.dumps(e.data) for e in events]
+        except (TypeError, ValueError) as e:
+            return fail(StorageError(f"event data is not JSON: {e}"))
+        if not payloads:
+            return succeed([])
+
+        def insert(conn: sqlite3.Connection) -> list[Event]:
+            recorded = []
+            for new, payload in zip(events, payloads, strict=True):
+                cursor = conn.execute(
+                    "INSERT INTO events (at, kind, domain, message, data) VALUES (?, ?, ?, ?, ?)",
+                    (at, new.kind, new.domain, new.message, payload),
+                )
+                assert cursor.lastrowid is not None
+                data = json.loads(payload)
+                recorded.append(
+                    Event(cursor.lastrowid, at, new.kind, new.message, new.domain, data)
+                )
+            return recorded
+
+        return self._run(f"recording {len(payloads)} events", lambda: self._t_transaction(insert))
 
     def list_events(self, domain: str | None = None, limit: int = 100) -> Deferred[list[Event]]:
         if limit <= 0:

@@ -97,6 +97,7 @@ from strata_twisted.model import (
     MailboxRefused,
     MailboxStatus,
     MailMessage,
+    NewEvent,
     NoSuchMailbox,
     NoSuchUser,
     Outage,
@@ -1301,6 +1302,49 @@ class QueueStoreSuite:
         fails_with(store.change_state("M1.2", (QUEUED,), HELD, 5000.0, ""), NoSuchEntry)
         fails_with(store.change_state("M9.1", (QUEUED,), HELD, 5000.0, ""), NoSuchEntry)
 
+    def test_change_states_moves_each_as_change_state_would_in_one_step(self, store: Any) -> None:
+        deliver(store, "M1", (ALICE, BOB, CAROL), received_at=1000.0)
+        deliver(store, "M2", (DAVE,), received_at=1001.0)
+        result_of(store.change_state("M1.2", (QUEUED,), HELD, 1100.0, ""))
+        before = {e.id: e for e in result_of(store.list_entries())}
+        # Given out of order, with an unknown id, one not in from_states and one named twice.
+        ids = ["M2.1", "M9.1", "M1.1", "M1.2", "M2.1", "M1.3"]
+        changed = result_of(store.change_states(ids, (QUEUED,), HELD, 5000.0, "on hold"))
+        assert [e.id for e in changed] == ["M2.1", "M1.1", "M1.3"]
+        for after in changed:
+            assert after == replace(before[after.id], state=HELD, last_error="on hold")
+            assert entry(store, after.id) == after
+        assert entry(store, "M1.2") == before["M1.2"]  # already held: left alone
+        # And back: released entries are due at once, like change_state's.
+        released = result_of(store.change_states(["M1.1", "M1.2"], (HELD,), QUEUED, 6000.0, ""))
+        assert [(e.id, e.state, e.next_attempt_at) for e in released] == [
+            ("M1.1", QUEUED, 6000.0),
+            ("M1.2", QUEUED, 6000.0),
+        ]
+        assert {"M1.1", "M1.2"} <= set(self.due_ids(store, "example.com", 6000.0))
+
+    def test_change_states_skips_delivered_entries(self, store: Any) -> None:
+        deliver(store, "M1", (ALICE, BOB))
+        result_of(store.record_result(AttemptResult("M1.1", DELIVERED_OUTCOME, "250 ok", 1500.0)))
+        delivered = entry(store, "M1.1")
+        changed = result_of(store.change_states(["M1.1", "M1.2"], QUEUE_STATES, DELETED, 2.0, ""))
+        assert [e.id for e in changed] == ["M1.2"]
+        assert entry(store, "M1.1") == delivered
+
+    @pytest.mark.parametrize("to_state", ["lost", DELIVERED])
+    def test_change_states_to_a_state_no_admin_may_set_changes_nothing(
+        self, store: Any, to_state: str
+    ) -> None:
+        deliver(store, "M1", (ALICE,))
+        before = entry(store, "M1.1")
+        fails_with(store.change_states(["M1.1"], (QUEUED,), to_state, 5000.0, ""), QueueStateError)
+        assert entry(store, "M1.1") == before
+        fails_with(store.change_states([], (QUEUED,), to_state, 5000.0, ""), QueueStateError)
+
+    def test_change_states_of_nothing(self, store: Any) -> None:
+        assert result_of(store.change_states([], (QUEUED,), HELD, 5000.0, "")) == []
+        assert result_of(store.change_states(["M9.1"], (QUEUED,), HELD, 5000.0, "")) == []
+
     # -- the last delivery, for `strata domain show`
 
     def test_last_delivered_at(self, store: Any) -> None:
@@ -1519,6 +1563,36 @@ class EventStoreSuite:
 
     def test_data_that_is_not_json_fails(self, store: Any) -> None:
         fails_with(store.record_event("k", "m", data={"when": object()}), StorageError)
+        assert result_of(store.list_events()) == []
+
+    def test_record_events_records_each_as_record_event_would(
+        self, store: Any, clock: task.Clock
+    ) -> None:
+        clock.advance(1000)
+        first = result_of(store.record_event("k", "before"))
+        clock.advance(5)
+        events = result_of(
+            store.record_events(
+                [
+                    NewEvent("queue.held", "M1.1 held", "a.example", {"entry": "M1.1"}),
+                    NewEvent("queue.held", "M1.2 held", "b.example"),
+                    NewEvent("startup", "no domain"),
+                ]
+            )
+        )
+        assert [(e.at, e.kind, e.message, e.domain, e.data) for e in events] == [
+            (1005.0, "queue.held", "M1.1 held", "a.example", {"entry": "M1.1"}),
+            (1005.0, "queue.held", "M1.2 held", "b.example", {}),
+            (1005.0, "startup", "no domain", None, {}),
+        ]
+        ids = [e.id for e in events]
+        assert ids == sorted(ids) and len(set(ids)) == 3 and ids[0] > first.id
+        assert result_of(store.list_events()) == [first, *events]
+        assert result_of(store.record_events([])) == []
+
+    def test_record_events_with_data_that_is_not_json_records_none(self, store: Any) -> None:
+        bad = [NewEvent("k", "fine"), NewEvent("k", "m", data={"when": object()})]
+        fails_with(store.record_events(bad), StorageError)
         assert result_of(store.list_events()) == []
 
 
