@@ -5,9 +5,11 @@ delete, bounce with a DSN) on a list of ids or on everything a filter selects, a
 Listings page through L{IQueueStore.query_entries}: a page is read, never the whole queue.  A
 bulk move pages through its filter too, with no cap on the number of entries it changes, and
 reports each entry it changed or skipped (the relay may move an entry between our read and our
-write; such an entry is skipped, never forced).  Reading needs scope ``read``; every move and
-flush needs ``operate``.  Non-operators see only the entries of their domains; an id they may not
-see is "not found", like one that does not exist.
+write; such an entry is skipped, never forced).  A page of entries moves in one storage step
+(L{IQueueStore.change_states}) and its events are recorded in one more, so a bulk hold of 1,000
+entries waits for four fsyncs, not 2,000 (bench/README.md, "Admin API").  Reading needs scope
+``read``; every move and flush needs ``operate``.  Non-operators see only the entries of their
+domains; an id they may not see is "not found", like one that does not exist.
 
 Each moved entry gets its ``queue.<past>`` event as before; the audit log gets one record per
 domain a move touched, under that domain's owner.  A running server acts on the changes without
@@ -30,13 +32,14 @@ from strata_twisted.core.admin.identity import Caller, require
 from strata_twisted.core.admin.tenancy import Owner
 from strata_twisted.core.dsn import FailedRecipient, status_of
 from strata_twisted.core.relay import queue_dsn
-from strata_twisted.errors import NoSuchEntry, NotFound, QueueStateError, StrataError
+from strata_twisted.errors import NotFound, StrataError
 from strata_twisted.model import (
     BOUNCED,
     DELETED,
     FLUSH_ACTION,
     HELD,
     QUEUED,
+    NewEvent,
     QueueEntry,
     QueueFilter,
     StoredMessage,
@@ -46,7 +49,7 @@ from strata_twisted.model import (
 QueueAction = Literal["hold", "release", "retry", "delete", "bounce"]
 MAX_PAGE: Final = 1000
 _EVERYTHING: Final = QueueFilter()
-# How many entries a bulk move reads at a time.
+# How many entries a bulk move reads, and moves in one storage step, at a time.
 _BULK_PAGE: Final = 500
 # How many entry ids one audit record lists (it always has the count).
 _AUDIT_IDS: Final = 100
@@ -291,26 +294,44 @@ def _bounce_reason(entry: QueueEntry) -> tuple[str, str]:
     return f"{note}; last error: {error}", _ADMIN_BOUNCE_STATUS
 
 
-async def _apply(ctx: AdminContext, report: ActionReport, entry: QueueEntry) -> None:
+async def _apply(ctx: AdminContext, report: ActionReport, entries: Sequence[QueueEntry]) -> None:
+    """
+    Move ``entries`` (a page at most) in one storage step and record their events in one more:
+    two transactions a page, not two an entry (1,000 entries took 2,000 fsyncs).  An entry the
+    move no longer applies to (the relay moved it since we read it) is skipped, never forced.
+    """
     move = report.move
-    note = _bounce_reason(entry)[0] if move.verb == "bounce" else move.note
-    try:
-        after: QueueEntry = await ctx.queue.change_state(
-            entry.id, move.from_states, move.to_state, ctx.clock.seconds(), note
+    at = ctx.clock.seconds()
+    # A bounce's note carries each entry's last error: one step per distinct note.
+    by_note: dict[str, list[str]] = {}
+    for entry in entries:
+        note = _bounce_reason(entry)[0] if move.verb == "bounce" else move.note
+        by_note.setdefault(note, []).append(entry.id)
+    moved: dict[str, QueueEntry] = {}
+    for note, ids in by_note.items():
+        changed: list[QueueEntry] = await ctx.queue.change_states(
+            ids, move.from_states, move.to_state, at, note
         )
-    except (QueueStateError, NoSuchEntry):
-        # Re-read: the running relay may have moved it since we read it.
-        now: QueueEntry | None = await ctx.queue.get_entry(entry.id)
-        report.skipped.append(Skipped(entry, now.state if now else "gone"))
-        return
-    report.changed.append(Changed(entry, after))
-    if move.verb != "bounce":  # queue_dsn records the bounce events, one per message
-        await ctx.events.record_event(
-            f"queue.{move.past}",
-            f"{after.id} to <{after.recipient}> {move.past} by the administrator",
-            after.domain,
-            {"entry": after.id, "queue_id": after.message_id},
-        )
+        moved.update((e.id, e) for e in changed)
+    events: list[NewEvent] = []
+    for entry in entries:
+        after = moved.get(entry.id)
+        if after is None:
+            now: QueueEntry | None = await ctx.queue.get_entry(entry.id)
+            report.skipped.append(Skipped(entry, now.state if now else "gone"))
+            continue
+        report.changed.append(Changed(entry, after))
+        if move.verb != "bounce":  # queue_dsn records the bounce events, one per message
+            events.append(
+                NewEvent(
+                    f"queue.{move.past}",
+                    f"{after.id} to <{after.recipient}> {move.past} by the administrator",
+                    after.domain,
+                    {"entry": after.id, "queue_id": after.message_id},
+                )
+            )
+    if events:
+        await ctx.events.record_events(events)
 
 
 async def _selected_by_ids(
@@ -346,8 +367,8 @@ async def queue_action(
             raise InvalidInput("ids", "no ids given")
         entries = await _selected_by_ids(ctx, caller, ids)
         require(caller, "operate")
-        for entry in entries:
-            await _apply(ctx, report, entry)
+        for start in range(0, len(entries), _BULK_PAGE):
+            await _apply(ctx, report, entries[start : start + _BULK_PAGE])
     else:
         assert query is not None
         checked = _check_filter(query)
@@ -359,8 +380,7 @@ async def queue_action(
         after_seq = 0
         while True:
             page: list[QueueEntry] = await ctx.queue.query_entries(scoped, after_seq, _BULK_PAGE)
-            for entry in page:
-                await _apply(ctx, report, entry)
+            await _apply(ctx, report, page)
             if len(page) < _BULK_PAGE:
                 break
             after_seq = page[-1].seq
