@@ -315,6 +315,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wait_for_relay_pass(strata, args.domains, timeout=300)
         print(f"server up, relay pass done in {time.monotonic() - started:.1f} s")
         assert strata.admin_port is not None
+        before_login = rss_kib(strata.pid)  # logging in hashes with argon2: 64 MiB at peak
         password = (data_dir / "admin-password").read_text().strip()
         session = AdminClient(strata.admin_port)
         expect(session.login("admin", password), 200, "login")
@@ -323,7 +324,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         )
         client = AdminClient(strata.admin_port, key=created["key"])
         pid = strata.pid
-        rss: dict[str, tuple[int, int]] = {"start": rss_kib(pid)}
+        rss = {"before_login": before_login, "after_login": rss_kib(pid)}
 
         early, late = domain_name(0), domain_name(args.domains - 1)
         per_domain = args.entries // args.domains
