@@ -128,3 +128,17 @@ class StrataProcess:
 
     def log_text(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+
+def bootstrap_password(strata: StrataProcess, timeout: float = 30.0) -> str:
+    """The first start's operator password (``<data_dir>/admin-password``), once the server
+    has written it and its admin listener accepts connections."""
+    path = strata.data_dir / "admin-password"
+    deadline = time.monotonic() + timeout
+    while not (path.exists() and path.read_text().strip()):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"no {path} after {timeout:g}s\n{strata.log_text()[-3000:]}")
+        time.sleep(0.05)
+    if strata.admin_port is not None and not wait_for_port(strata.admin_port, timeout):
+        raise RuntimeError(f"the admin listener is not up\n{strata.log_text()[-3000:]}")
+    return path.read_text().strip()
