@@ -7,11 +7,17 @@ Schemathesis learns values from answers (``GET /api/v1/admins`` names the accoun
 would sooner or later delete its own account and go on getting 401s, valid but testing nothing.
 These hooks drop just those cases; every operation is still called with every other value.  The
 account name and key id come from the environment the test sets.
+
+They also keep the server's own traffic on loopback: a generated domain's primary (``relay``)
+becomes 127.0.0.1 on the generated port (the monitor probes it), and a generated alert webhook a
+loopback URL (an outage alert would post to it).  The server's checks of these fields are the
+contract tests' business.
 """
 
 from __future__ import annotations
 
 import os
+import re
 from typing import Any
 
 import schemathesis
@@ -33,3 +39,20 @@ def _harmless(case: Any) -> bool:
 @schemathesis.hook
 def filter_case(ctx: Any, case: Any) -> bool:
     return _harmless(case)
+
+
+_PORT = re.compile(r":([0-9]{1,5})$")
+
+
+@schemathesis.hook
+def map_case(ctx: Any, case: Any) -> Any:
+    body = case.body
+    if isinstance(body, dict):
+        relay = body.get("relay")
+        if isinstance(relay, str) and relay:
+            port = _PORT.search(relay)
+            body["relay"] = "127.0.0.1" + (port.group(0) if port else "")
+        hook = body.get("alert_webhook")
+        if isinstance(hook, str) and hook:
+            body["alert_webhook"] = "http://127.0.0.1:9/strata-alert"
+    return case

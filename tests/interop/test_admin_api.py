@@ -247,8 +247,8 @@ def build_tenants(world: World) -> None:
     for reseller in ("ra", "rb"):
         assert op.post("/api/v1/resellers", {"name": reseller}).status == 201
         world.add_account(f"{reseller}-admin", "reseller", reseller=reseller)
-    for customer, reseller in (("ca1", "ra"), ("ca2", "ra"), ("cb1", "rb"), ("cop", None)):
-        body = {"name": customer, **({"reseller": reseller} if reseller else {})}
+    for customer, parent in (("ca1", "ra"), ("ca2", "ra"), ("cb1", "rb"), ("cop", "")):
+        body = {"name": customer, **({"reseller": parent} if parent else {})}
         assert op.post("/api/v1/customers", body).status == 201
         domain = f"{customer}.test"
         world.add_domain(domain, customer)
@@ -418,6 +418,9 @@ def test_domain_queue_depth_and_age_count_queued_mail(world: World) -> None:
         ({"name": "UNIQUE", "relay": "127.0.0.1:25", "monitoring": "yes"}, "monitoring"),
         ({"name": "UNIQUE", "relay": "127.0.0.1:25", "alert_emails": "a@b.test"}, "alert_emails"),
         ({"name": "UNIQUE", "relay": "127.0.0.1:25", "tls_policy": "maybe"}, "tls_policy"),
+        # Regression: an up_after beyond SQLite's 64-bit integers was a 503 (Schemathesis).
+        ({"name": "UNIQUE", "relay": "127.0.0.1:25", "up_after": 10**30}, "up_after"),
+        ({"name": "UNIQUE", "relay": "127.0.0.1:25", "probe_interval": 1e300}, "probe_interval"),
     ],
 )
 def test_domain_create_bad_input_is_400_with_the_field(

@@ -40,6 +40,10 @@ from strata_twisted.model import (
 
 # Retention beyond a century is a typo, not a policy (and keeps the number storable).
 MAX_RETENTION_DAYS: Final = 36500
+# Bounds that keep every value storable (SQLite's integers are 64-bit: a larger up_after was a
+# storage error, found by Schemathesis) and every timer computable.
+MAX_SECONDS: Final = 10 * 365 * 86400
+MAX_PROBES_IN_A_ROW: Final = 10_000
 _MAX_WEBHOOK_URL: Final = 2048
 
 # The settings an admin may give, by Domain field name.
@@ -79,8 +83,8 @@ def _seconds(field: str, value: object) -> float | None:
         return None
     if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
         raise InvalidInput(field, f"expected a positive number of seconds, got {value!r}")
-    if value != value or value == float("inf"):
-        raise InvalidInput(field, "expected a finite number of seconds")
+    if value != value or value > MAX_SECONDS:
+        raise InvalidInput(field, f"expected at most {MAX_SECONDS} seconds (ten years)")
     return float(value)
 
 
@@ -198,7 +202,7 @@ def check_domain_fields(fields: Mapping[str, object]) -> dict[str, Any]:
         elif field in ("queue_lifetime", "probe_interval"):
             checked[field] = _seconds(field, value)
         elif field in ("down_after", "up_after"):
-            checked[field] = _whole(field, value, 1)
+            checked[field] = _whole(field, value, 1, MAX_PROBES_IN_A_ROW)
         elif field == "retention_days":
             checked[field] = _whole(field, value, 1, MAX_RETENTION_DAYS)
         elif field == "alert_email":
