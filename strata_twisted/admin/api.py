@@ -28,6 +28,7 @@ from strata_twisted.admin.http import (
     ApiError,
     as_api_error,
     bad_input,
+    bool_field,
     client_ip,
     cursor_arg,
     int_field,
@@ -44,6 +45,7 @@ from strata_twisted.admin.openapi import QUEUE_ACTIONS, QUEUE_STATES, document
 from strata_twisted.core.admin import (
     accounts,
     apikeys,
+    dkim,
     domains,
     events,
     queue,
@@ -669,6 +671,102 @@ class AdminAPI:
     async def customers_remove(self, request: IRequest, name: str) -> bytes:
         async def handler(caller: Caller) -> Answer:
             await tenants.remove_customer(self.ctx, caller, name)
+            return 204, None
+
+        return await self.run(request, handler, write=True)
+
+    # -- more for operators and the panel: flush, DKIM, one's own password and TOTP
+
+    @app.route("/api/v1/queue/flush", methods=["POST"])
+    async def queue_flush(self, request: IRequest) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            body = read_json(request)
+            only_fields(body, {"domain"})
+            result = await queue.flush_queue(self.ctx, caller, string_field(body, "domain"))
+            return 200, {
+                "domain": result.domain,
+                "requests": list(result.request_ids),
+                "queued": result.queued,
+                "held": result.held,
+            }
+
+        return await self.run(request, handler, write=True)
+
+    @app.route("/api/v1/domains/<string:name>/dkim", methods=["GET"])
+    async def dkim_show(self, request: IRequest, name: str) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            return 200, (await dkim.show_dkim(self.ctx, caller, name)).as_json()
+
+        return await self.run(request, handler, write=False)
+
+    @app.route("/api/v1/domains/<string:name>/dkim", methods=["POST"])
+    async def dkim_generate(self, request: IRequest, name: str) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            body = read_json(request)
+            only_fields(body, {"selector", "algorithm", "replace"})
+            view = await dkim.generate_dkim(
+                self.ctx,
+                caller,
+                name,
+                string_field(body, "selector"),
+                string_field(body, "algorithm") or "rsa",
+                replace=bool_field(body, "replace") or False,
+            )
+            return 201, view.as_json()
+
+        return await self.run(request, handler, write=True)
+
+    @app.route("/api/v1/session/password", methods=["POST"])
+    async def own_password(self, request: IRequest) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            body = read_json(request)
+            only_fields(body, {"current_password", "new_password"})
+            await accounts.passwd(
+                self.ctx,
+                caller,
+                caller.name,
+                string_field(body, "new_password", required=True) or "",
+                current_password=string_field(body, "current_password", required=True) or "",
+                passwords=self.passwords,
+            )
+            # Every session of the account ends (its password stamp changed): log in again.
+            self.sessions.end_account(caller.name)
+            return 204, None
+
+        return await self.run(request, handler, write=True)
+
+    @app.route("/api/v1/session/totp", methods=["POST"])
+    async def totp_begin(self, request: IRequest) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            enrolment = await accounts.begin_totp(self.ctx, caller)
+            return 200, {"secret": enrolment.secret, "uri": enrolment.uri}
+
+        return await self.run(request, handler, write=True)
+
+    @app.route("/api/v1/session/totp/confirm", methods=["POST"])
+    async def totp_confirm(self, request: IRequest) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            body = read_json(request)
+            only_fields(body, {"secret", "code"})
+            codes = await accounts.confirm_totp(
+                self.ctx,
+                caller,
+                string_field(body, "secret", required=True) or "",
+                string_field(body, "code", required=True) or "",
+                guard=self.login.guard,
+            )
+            return 200, {"recovery_codes": codes}
+
+        return await self.run(request, handler, write=True)
+
+    @app.route("/api/v1/session/totp/disable", methods=["POST"])
+    async def totp_disable(self, request: IRequest) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            body = read_json(request)
+            only_fields(body, {"code"})
+            await accounts.disable_totp(
+                self.ctx, caller, caller.name, string_field(body, "code"), guard=self.login.guard
+            )
             return 204, None
 
         return await self.run(request, handler, write=True)

@@ -88,6 +88,10 @@ _TEXT: Final[JsonSchema] = {
     "pattern": "^[ -~\\u00a1-\\u00ac\\u00ae-\\u024f]*$",
 }
 
+# A DKIM selector: labels of letters, digits and hyphens, separated by dots.
+_LABEL: Final = "[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
+_SELECTOR: Final = rf"^{_LABEL}(\.{_LABEL})*$"
+
 SCHEMAS: Final[dict[str, JsonSchema]] = {
     "Error": _obj(
         {
@@ -364,6 +368,45 @@ SCHEMAS: Final[dict[str, JsonSchema]] = {
             "support_url": _URL,
         }
     ),
+    "FlushInput": _obj({"domain": _STR}),
+    "FlushResult": _obj(
+        {
+            "domain": _nullable(_STR),
+            "requests": {"type": "array", "items": _INT},
+            "queued": _INT,
+            "held": _INT,
+        },
+        ["domain", "requests", "queued", "held"],
+    ),
+    "Dkim": _obj(
+        {
+            "domain": _STR,
+            "selector": _nullable(_STR),
+            "algorithm": _nullable(_STR),
+            "name": _nullable(_STR),
+            "record": _nullable(_STR),
+        },
+        ["domain", "selector", "algorithm", "name", "record"],
+    ),
+    "DkimInput": _obj(
+        {
+            "selector": {
+                "type": "string",
+                "maxLength": 63,
+                "pattern": _SELECTOR,
+            },
+            "algorithm": {"enum": ["rsa", "ed25519"]},
+            "replace": _BOOL,
+        }
+    ),
+    "PasswordInput": _obj(
+        {"current_password": _STR, "new_password": _STR},
+        ["current_password", "new_password"],
+    ),
+    "TotpEnrolment": _obj({"secret": _STR, "uri": _STR}, ["secret", "uri"]),
+    "TotpConfirm": _obj({"secret": _STR, "code": _STR}, ["secret", "code"]),
+    "TotpCode": _obj({"code": _STR}),
+    "RecoveryCodes": _obj({"recovery_codes": {"type": "array", "items": _STR}}, ["recovery_codes"]),
     "Customer": _obj({"name": _STR, "reseller": _nullable(_STR), "created_at": _NUM}, ["name"]),
     "CustomerInput": _obj({"name": _NAME, "reseller": _nullable(_STR)}, ["name"]),
     "Admin": _obj(
@@ -438,6 +481,11 @@ _INPUTS: Final = (
     "AdminInput",
     "ApiKeyInput",
     "LoginInput",
+    "FlushInput",
+    "DkimInput",
+    "PasswordInput",
+    "TotpConfirm",
+    "TotpCode",
 )
 for _name in _INPUTS:
     SCHEMAS[_name]["additionalProperties"] = False
@@ -587,6 +635,46 @@ def document() -> dict[str, Any]:
                         ),
                         *_PAGING,
                     ],
+                ),
+            },
+            "/api/v1/queue/flush": {
+                "post": _op(
+                    "deliver a domain's queue (or everything the caller sees) now",
+                    _ok(_ref("FlushResult")),
+                    body=_ref("FlushInput"),
+                ),
+            },
+            "/api/v1/domains/{name}/dkim": {
+                "parameters": [name],
+                "get": _op("the domain's signing key and its TXT record", _ok(_ref("Dkim"))),
+                "post": _op(
+                    "make a new signing key (it signs from now on)",
+                    _ok(_ref("Dkim"), "201"),
+                    body=_ref("DkimInput"),
+                ),
+            },
+            "/api/v1/session/password": {
+                "post": _op(
+                    "change one's own password (every session of the account ends)",
+                    empty,
+                    body=_ref("PasswordInput"),
+                ),
+            },
+            "/api/v1/session/totp": {
+                "post": _op(
+                    "begin TOTP enrolment: a secret and its otpauth URI", _ok(_ref("TotpEnrolment"))
+                ),
+            },
+            "/api/v1/session/totp/confirm": {
+                "post": _op(
+                    "turn TOTP on with a code from the app: ten recovery codes, shown once",
+                    _ok(_ref("RecoveryCodes")),
+                    body=_ref("TotpConfirm"),
+                ),
+            },
+            "/api/v1/session/totp/disable": {
+                "post": _op(
+                    "turn TOTP off (a code or a recovery code)", empty, body=_ref("TotpCode")
                 ),
             },
             "/api/v1/queue/{id}": {

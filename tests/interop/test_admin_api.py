@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import pyotp
 import pytest
 
 from strata_twisted.core.admin.users import DEFAULT_SCHEME
@@ -1347,3 +1348,90 @@ def test_session_cookie_attributes(world: World) -> None:
     )
     assert client.request("DELETE", "/api/v1/session").status == 204
     assert_error(client.get("/api/v1/domains"), 401)
+
+
+# -- flush, DKIM, one's own password and TOTP -------------------------------------------------
+
+
+def test_flush_asks_the_running_server_and_needs_operate(world: World) -> None:
+    domain = f"{unique('fl')}.test"
+    world.add_domain(domain)
+    world.queued_mail(domain, 2)
+    answer = world.op.post("/api/v1/queue/flush", {"domain": domain})
+    assert answer.status == 200, answer.body
+    assert answer.body["domain"] == domain and answer.body["queued"] == 2
+    assert len(answer.body["requests"]) == 1
+    reader = world.client(world.add_key("admin", "read")[0])
+    assert_error(reader.post("/api/v1/queue/flush", {"domain": domain}), 401)
+    assert_error(world.op.post("/api/v1/queue/flush", {"domain": "nowhere.test"}), 404)
+
+
+def test_dkim_generate_and_show(world: World) -> None:
+    domain = f"{unique('dk')}.test"
+    world.add_domain(domain)
+    none = world.op.get(f"/api/v1/domains/{domain}/dkim")
+    assert none.status == 200 and none.body["selector"] is None and none.body["record"] is None
+    made = world.op.post(
+        f"/api/v1/domains/{domain}/dkim", {"selector": "s1", "algorithm": "ed25519"}
+    )
+    assert made.status == 201, made.body
+    assert made.body["name"] == f"s1._domainkey.{domain}."
+    assert made.body["record"].startswith("v=DKIM1; k=ed25519; p=")
+    shown = world.op.get(f"/api/v1/domains/{domain}/dkim")
+    assert shown.body == made.body
+    again = world.op.post(f"/api/v1/domains/{domain}/dkim", {"selector": "s1"})
+    assert_error(again, 409)
+    bad = world.op.post(f"/api/v1/domains/{domain}/dkim", {"selector": "no spaces"})
+    assert_error(bad, 400, field="selector")
+
+
+def test_own_password_change_ends_the_session_and_takes_the_new_one(world: World) -> None:
+    name = unique("pw")
+    world.add_account(name, "operator")
+    browser = world.client()
+    assert browser.login(name, PASSWORD).status == 200
+    wrong = browser.post(
+        "/api/v1/session/password",
+        {"current_password": "not it at all", "new_password": "a new long password"},
+    )
+    assert_error(wrong, 400, field="current_password")
+    changed = browser.post(
+        "/api/v1/session/password",
+        {"current_password": PASSWORD, "new_password": "a new long password"},
+    )
+    assert changed.status == 204, changed.body
+    assert_error(browser.get("/api/v1/admins"), 401)  # the session ended with the old password
+    assert world.client().login(name, PASSWORD).status == 401
+    assert world.client().login(name, "a new long password").status == 200
+
+
+def test_totp_enrolment_then_login_needs_the_code(world: World) -> None:
+    name = unique("totp")
+    world.add_account(name, "operator")
+    browser = world.client()
+    assert browser.login(name, PASSWORD).status == 200
+    begun = browser.post("/api/v1/session/totp", {})
+    assert begun.status == 200, begun.body
+    secret = begun.body["secret"]
+    assert begun.body["uri"].startswith("otpauth://totp/")
+    # Not on until confirmed: a password alone still logs in.
+    assert world.client().login(name, PASSWORD).status == 200
+    assert_error(
+        browser.post("/api/v1/session/totp/confirm", {"secret": secret, "code": "000000"}), 400
+    )
+    confirmed = browser.post(
+        "/api/v1/session/totp/confirm", {"secret": secret, "code": pyotp.TOTP(secret).now()}
+    )
+    assert confirmed.status == 200, confirmed.body
+    codes = confirmed.body["recovery_codes"]
+    assert len(codes) == 10
+    needs = world.client().login(name, PASSWORD)
+    assert needs.status == 401 and needs.error_code == "second_factor_required"
+    # A recovery code works once.
+    assert world.client().login(name, PASSWORD, codes[0]).status == 200
+    assert world.client().login(name, PASSWORD, codes[0]).status == 401
+    listed = world.op.get(f"/api/v1/admins/{name}")
+    assert listed.body["totp"] is True
+    off = browser.post("/api/v1/session/totp/disable", {"code": codes[1]})
+    assert off.status == 204, off.body
+    assert world.client().login(name, PASSWORD).status == 200
