@@ -12,14 +12,14 @@ import json
 import os
 import re
 import stat
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pyotp
 import pytest
 from argon2 import PasswordHasher
-from twisted.internet.defer import Deferred, fail, succeed
+from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.logger import Logger, capturedLogs
 from twisted.python.failure import Failure
@@ -45,6 +45,7 @@ from strata_twisted.errors import AlreadyExists, NotFound
 from strata_twisted.model import AdminAccount, Customer, Reseller, Scope
 from strata_twisted.storage.memory import MemoryStore
 from strata_twisted.testing import failure_of, result_of
+from tests.imap_harness import CountingExecutor
 
 T = TypeVar("T")
 PASSWORD = "correct horse battery"  # noqa: S105 (a test account's)
@@ -55,26 +56,6 @@ START = 1_800_000_000.0
 def cheap_hasher(time_cost: int = 1) -> PasswordHasher:
     """argon2id with tiny costs, so that the tests run fast."""
     return PasswordHasher(time_cost=time_cost, memory_cost=1024, parallelism=1)
-
-
-class CountingExecutor:
-    """Runs calls at once and counts them: the argon2 work that would go to a thread."""
-
-    def __init__(self) -> None:
-        self.calls = 0
-
-    def run(self, f: Callable[[], T]) -> Deferred[T]:
-        self.calls += 1
-        try:
-            return succeed(f())
-        except BaseException:
-            return fail()
-
-    def start(self) -> None:
-        pass
-
-    def stop(self) -> None:
-        pass
 
 
 def run(work: Coroutine[Any, Any, T] | Deferred[T]) -> T:

@@ -92,6 +92,25 @@ _TEXT: Final[JsonSchema] = {
 _LABEL: Final = "[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
 _SELECTOR: Final = rf"^{_LABEL}(\.{_LABEL})*$"
 
+# What an admin may set on a domain, when adding it and when changing it.
+_DOMAIN_SETTINGS: Final[dict[str, JsonSchema]] = {
+    "mode": {"enum": list(DELIVERY_MODES)},
+    "relay": _RELAY,
+    "monitoring": _BOOL,
+    "alert_emails": {"type": "array", "items": _STR},
+    "tls_policy": {"enum": list(TLS_POLICIES)},
+    "portal": {"enum": list(PORTAL_POLICIES)},
+    "retention_days": _nullable({"type": "integer", "minimum": 1, "maximum": 36500}),
+    "queue_lifetime": _nullable({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS}),
+    "hold_rejected": _BOOL,
+    "accept_unknown": _BOOL,
+    "probe_interval": _nullable({"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS}),
+    "down_after": _nullable({"type": "integer", "minimum": 1, "maximum": MAX_PROBES_IN_A_ROW}),
+    "up_after": _nullable({"type": "integer", "minimum": 1, "maximum": MAX_PROBES_IN_A_ROW}),
+    "alert_webhook": _nullable(_STR),
+    "alert_webhook_auth": _nullable(_STR),
+}
+
 SCHEMAS: Final[dict[str, JsonSchema]] = {
     "Error": _obj(
         {
@@ -148,62 +167,10 @@ SCHEMAS: Final[dict[str, JsonSchema]] = {
         ],
     ),
     "DomainInput": _obj(
-        {
-            "name": _DOMAIN_NAME,
-            "customer": _nullable(_STR),
-            "mode": {"enum": list(DELIVERY_MODES)},
-            "relay": _RELAY,
-            "monitoring": _BOOL,
-            "alert_emails": {"type": "array", "items": _STR},
-            "tls_policy": {"enum": list(TLS_POLICIES)},
-            "portal": {"enum": list(PORTAL_POLICIES)},
-            "retention_days": _nullable({"type": "integer", "minimum": 1, "maximum": 36500}),
-            "queue_lifetime": _nullable(
-                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS}
-            ),
-            "hold_rejected": _BOOL,
-            "accept_unknown": _BOOL,
-            "probe_interval": _nullable(
-                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS}
-            ),
-            "down_after": _nullable(
-                {"type": "integer", "minimum": 1, "maximum": MAX_PROBES_IN_A_ROW}
-            ),
-            "up_after": _nullable(
-                {"type": "integer", "minimum": 1, "maximum": MAX_PROBES_IN_A_ROW}
-            ),
-            "alert_webhook": _nullable(_STR),
-            "alert_webhook_auth": _nullable(_STR),
-        },
+        {"name": _DOMAIN_NAME, "customer": _nullable(_STR), **_DOMAIN_SETTINGS},
         ["name", "relay"],
     ),
-    "DomainUpdate": _obj(
-        {
-            "mode": {"enum": list(DELIVERY_MODES)},
-            "relay": _RELAY,
-            "monitoring": _BOOL,
-            "alert_emails": {"type": "array", "items": _STR},
-            "tls_policy": {"enum": list(TLS_POLICIES)},
-            "portal": {"enum": list(PORTAL_POLICIES)},
-            "retention_days": _nullable({"type": "integer", "minimum": 1, "maximum": 36500}),
-            "queue_lifetime": _nullable(
-                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS}
-            ),
-            "hold_rejected": _BOOL,
-            "accept_unknown": _BOOL,
-            "probe_interval": _nullable(
-                {"type": "number", "exclusiveMinimum": 0, "maximum": MAX_SECONDS}
-            ),
-            "down_after": _nullable(
-                {"type": "integer", "minimum": 1, "maximum": MAX_PROBES_IN_A_ROW}
-            ),
-            "up_after": _nullable(
-                {"type": "integer", "minimum": 1, "maximum": MAX_PROBES_IN_A_ROW}
-            ),
-            "alert_webhook": _nullable(_STR),
-            "alert_webhook_auth": _nullable(_STR),
-        }
-    ),
+    "DomainUpdate": _obj(dict(_DOMAIN_SETTINGS)),
     "User": _obj({"address": _STR, "aliases": {"type": "array", "items": _STR}}, ["address"]),
     "UserInput": _obj(
         {"address": _STR, "password": _STR, "password_hash": _STR},

@@ -10,6 +10,7 @@ from strata_twisted.cli.context import Context, UsageError
 from strata_twisted.cli.output import age, when
 from strata_twisted.cli.registry import Subparsers, sub
 from strata_twisted.core.admin import events as ops
+from strata_twisted.core.admin._common import MAX_PAGE
 from strata_twisted.model import Event, EventFilter, display_domain
 
 
@@ -18,7 +19,7 @@ def _newest(ctx: Context, query: EventFilter, limit: int) -> list[Event]:
     events: list[Event] = []
     cursor: str | None = None
     while len(events) < limit:
-        size = min(ops.MAX_PAGE, limit - len(events))
+        size = min(MAX_PAGE, limit - len(events))
         page = ctx.run(ops.list_events(ctx.admin, ctx.caller, query, cursor, size))
         events.extend(page.events)
         cursor = page.next_cursor
@@ -32,9 +33,7 @@ def cmd_events(ctx: Context, args: argparse.Namespace) -> None:
         raise UsageError(f"--limit: expected a whole number >= 1, got {args.limit}")
     domain = domain_arg(args.domain) if args.domain else None
     events = _newest(ctx, EventFilter(domains=(domain,) if domain else None), args.limit)
-    outages = ctx.run(
-        ops.list_outages(ctx.admin, ctx.caller, domain, min(args.limit, ops.MAX_PAGE))
-    )
+    outages = ctx.run(ops.list_outages(ctx.admin, ctx.caller, domain, min(args.limit, MAX_PAGE)))
     if args.json:
         ctx.emit_json(
             {

@@ -1,7 +1,9 @@
 """Small checks the admin operations share: names as the caller typed them, into canonical
-form, with the field they came from."""
+form, with the field they came from; listings' cursors and page sizes."""
 
 from __future__ import annotations
+
+from typing import Final
 
 from strata_twisted.core.admin.errors import InvalidInput
 from strata_twisted.errors import InvalidDomainName
@@ -31,3 +33,23 @@ def tenant_name(text: str, field: str = "name") -> str:
         return check_tenant_name(text, field)
     except InvalidName as e:
         raise InvalidInput(field, str(e)) from None
+
+
+# The largest page a listing gives (queue entries, events).
+MAX_PAGE: Final = 1000
+
+
+def page_cursor(text: str | None) -> int | None:
+    """The position a listing's cursor names (None: from the start), or L{InvalidInput}."""
+    if text is None or text == "":
+        return None
+    if not text.isdigit() or len(text) > 19:
+        raise InvalidInput("cursor", "not a cursor this listing returned")
+    return int(text)
+
+
+def page_limit(limit: int) -> int:
+    """``limit`` if it is a page size a listing gives (1 to L{MAX_PAGE}), or L{InvalidInput}."""
+    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput("limit", f"expected a whole number from 1 to {MAX_PAGE}")
+    return limit

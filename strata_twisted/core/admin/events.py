@@ -9,13 +9,11 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Final
 
-from strata_twisted.core.admin._common import domain_name
+from strata_twisted.core.admin._common import domain_name, page_cursor, page_limit
 from strata_twisted.core.admin.context import AdminContext
-from strata_twisted.core.admin.errors import InvalidInput
 from strata_twisted.core.admin.identity import Caller, require
 from strata_twisted.model import Event, EventFilter, Outage
 
-MAX_PAGE: Final = 1000
 _EVERYTHING: Final = EventFilter()
 
 
@@ -25,20 +23,6 @@ class EventPage:
 
     events: list[Event]
     next_cursor: str | None
-
-
-def _cursor(text: str | None) -> int | None:
-    if text is None or text == "":
-        return None
-    if not text.isdigit() or len(text) > 19:
-        raise InvalidInput("cursor", "not a cursor this listing returned")
-    return int(text)
-
-
-def _limit(limit: int) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput("limit", f"expected a whole number from 1 to {MAX_PAGE}")
-    return limit
 
 
 async def _scoped(ctx: AdminContext, caller: Caller, query: EventFilter) -> EventFilter:
@@ -56,8 +40,8 @@ async def list_events(
 ) -> EventPage:
     """One page of the events ``query`` selects among those ``caller`` may see."""
     require(caller, "read")
-    before = _cursor(cursor)
-    limit = _limit(limit)
+    before = page_cursor(cursor)
+    limit = page_limit(limit)
     scoped = await _scoped(ctx, caller, query)
     events: list[Event] = await ctx.events.query_events(scoped, before, limit)
     more = len(events) == limit
@@ -69,7 +53,7 @@ async def list_outages(
 ) -> list[Outage]:
     """The newest ``limit`` outages, oldest first; only ``domain``'s when given."""
     require(caller, "read")
-    limit = _limit(limit)
+    limit = page_limit(limit)
     if domain is not None:
         canonical = domain_name(domain, "domain")
         if not caller.is_operator:

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Final, Literal
 
-from strata_twisted.core.admin._common import domain_name
+from strata_twisted.core.admin._common import domain_name, page_cursor, page_limit
 from strata_twisted.core.admin.context import AdminContext
 from strata_twisted.core.admin.errors import Conflict, InvalidInput
 from strata_twisted.core.admin.identity import Caller, require
@@ -47,7 +47,6 @@ from strata_twisted.model import (
 )
 
 QueueAction = Literal["hold", "release", "retry", "delete", "bounce"]
-MAX_PAGE: Final = 1000
 _EVERYTHING: Final = QueueFilter()
 # How many entries a bulk move reads, and moves in one storage step, at a time.
 _BULK_PAGE: Final = 500
@@ -95,20 +94,6 @@ def _check_filter(query: QueueFilter) -> QueueFilter:
     return replace(query, domains=tuple(domain_name(d, "domain") for d in query.domains))
 
 
-def _cursor(text: str | None) -> int:
-    if text is None or text == "":
-        return 0
-    if not text.isdigit() or len(text) > 19:
-        raise InvalidInput("cursor", "not a cursor this listing returned")
-    return int(text)
-
-
-def _limit(limit: int) -> int:
-    if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput("limit", f"expected a whole number from 1 to {MAX_PAGE}")
-    return limit
-
-
 # -- listing ---------------------------------------------------------------------------------
 
 
@@ -130,9 +115,9 @@ async def list_queue(
     """One page of the entries ``query`` selects among those ``caller`` may see; pass the
     page's ``next_cursor`` back for the next."""
     require(caller, "read")
-    after = _cursor(cursor)
+    after = page_cursor(cursor) or 0
     scoped = await _scoped(ctx, caller, _check_filter(query))
-    entries: list[QueueEntry] = await ctx.queue.query_entries(scoped, after, _limit(limit))
+    entries: list[QueueEntry] = await ctx.queue.query_entries(scoped, after, page_limit(limit))
     more = len(entries) == limit
     return QueuePage(entries, str(entries[-1].seq) if more and entries else None)
 
