@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import http.client
 import json
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -36,6 +37,7 @@ class AdminClient:
     key: str | None = None
     host: str = "127.0.0.1"
     source: str | None = None  # the local address to connect from (127.0.0.2, ...)
+    tls: bool = False  # HTTPS ([admin] tls = true); the self-signed certificate is not checked
     cookie: str | None = None
     csrf: str | None = None
     extra_headers: dict[str, str] = field(default_factory=dict)
@@ -66,12 +68,19 @@ class AdminClient:
             send.setdefault("Cookie", f"strata_session={self.cookie}")
             if csrf and self.csrf is not None and method not in ("GET", "HEAD"):
                 send.setdefault("X-CSRF-Token", self.csrf)
-        connection = http.client.HTTPConnection(
-            self.host,
-            self.port,
-            timeout=60,
-            source_address=(self.source, 0) if self.source else None,
-        )
+        source = (self.source, 0) if self.source else None
+        connection: http.client.HTTPConnection
+        if self.tls:
+            context = ssl.create_default_context()
+            context.check_hostname = False
+            context.verify_mode = ssl.CERT_NONE  # the test server's self-signed certificate
+            connection = http.client.HTTPSConnection(
+                self.host, self.port, timeout=60, source_address=source, context=context
+            )
+        else:
+            connection = http.client.HTTPConnection(
+                self.host, self.port, timeout=60, source_address=source
+            )
         try:
             connection.request(method, path, body=data, headers=send)
             response = connection.getresponse()
