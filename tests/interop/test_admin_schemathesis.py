@@ -36,10 +36,10 @@ from tests.peers.strata import StrataProcess, bootstrap_password
 
 pytestmark = pytest.mark.interop
 
-# Bounded so the run takes about a minute on two cores (the whole suite must stay under 20
+# Bounded so the run takes under a minute on two cores (the whole suite must stay under 20
 # minutes in CI); every operation still gets its coverage cases and some fuzzing.
-MAX_EXAMPLES = 15
-MAX_TIME = 70
+MAX_EXAMPLES = 10
+MAX_TIME = 60
 CHECKS = (
     "not_a_server_error",
     "status_code_conformance",
@@ -109,8 +109,11 @@ def test_schemathesis_finds_no_server_error_and_no_schema_mismatch(
             str(MAX_EXAMPLES),
             "--max-time",
             str(MAX_TIME),
+            # One worker: with two, Hypothesis describes filter lambdas from two threads at once
+            # and its AST walk can fail ("AST constructor recursion depth mismatch"), a
+            # Runtime Error of the tool's own that would fail the run at random.
             "--workers",
-            "2",
+            "1",
             "--seed",
             "13",
             "--request-timeout",
