@@ -120,15 +120,10 @@ async def add_user(
     """Add a synced user with ``password`` (hashed with ``scheme``) or a ready ``password_hash``;
     L{AlreadyExists} if there is one."""
     canonical = await check_new_user(ctx, caller, address)
-    domain = user_address(canonical)[1]
-    text, used = await _stored(ctx, password, password_hash, scheme)
-    await ctx.credentials.set_user(canonical, text)
-    await ctx.events.record_event(
-        "user.added", f"added user {canonical}", domain, {"address": canonical, "scheme": used}
-    )
-    owner = await _user_owner(ctx, caller, domain)
-    await ctx.auditor.record(caller, "user.add", canonical, owner, {"scheme": used})
-    return UserChange(canonical, domain, used)
+    return await _store_user(
+        ctx, caller, canonical, password, scheme, password_hash,
+        "user.added", f"added user {canonical}", "user.add",
+    )  # fmt: skip
 
 
 async def set_password(
@@ -141,18 +136,34 @@ async def set_password(
 ) -> UserChange:
     """Change a synced user's password (or hash); L{NotFound} if there is no such user."""
     canonical = await check_user(ctx, caller, address)
-    domain = user_address(canonical)[1]
     require(caller, "admin")
+    return await _store_user(
+        ctx, caller, canonical, password, scheme, password_hash,
+        "user.password_changed", f"changed the password of {canonical}", "user.passwd",
+    )  # fmt: skip
+
+
+async def _store_user(
+    ctx: AdminContext,
+    caller: Caller,
+    canonical: str,
+    password: str | None,
+    scheme: str,
+    password_hash: str | None,
+    event_kind: str,
+    event_text: str,
+    action: str,
+) -> UserChange:
+    """Store a checked user's hash, then record the event and the audit record (scheme only:
+    never the password or its hash)."""
+    domain = user_address(canonical)[1]
     text, used = await _stored(ctx, password, password_hash, scheme)
     await ctx.credentials.set_user(canonical, text)
     await ctx.events.record_event(
-        "user.password_changed",
-        f"changed the password of {canonical}",
-        domain,
-        {"address": canonical, "scheme": used},
+        event_kind, event_text, domain, {"address": canonical, "scheme": used}
     )
     owner = await _user_owner(ctx, caller, domain)
-    await ctx.auditor.record(caller, "user.passwd", canonical, owner, {"scheme": used})
+    await ctx.auditor.record(caller, action, canonical, owner, {"scheme": used})
     return UserChange(canonical, domain, used)
 
 
