@@ -31,6 +31,8 @@ from twisted.web.server import Site
 
 from strata_twisted.admin.api import AdminAPI
 from strata_twisted.admin.metrics import MetricsResource
+from strata_twisted.admin.panel import Panel
+from strata_twisted.admin.site import AdminSite
 from strata_twisted.clock import SecondsClock
 from strata_twisted.config import IntakeSettings, ListenAddress, Settings
 from strata_twisted.core.admin.accounts import ADMIN_PASSWORD_FILE, bootstrap_admin
@@ -511,20 +513,16 @@ def _admin_listeners(
     root: MultiService,
 ) -> None:
     """The admin web site on each ``[admin] listen`` address (HTTPS with ``[admin] tls``, on the
-    mail listeners' certificate): the JSON API and ``/metrics`` (L{build_root})."""
+    mail listeners' certificate): the panel, the JSON API and ``/metrics`` (L{build_root})."""
     admin = settings.admin
     if not admin.listen:
         return
     passwords = Passwords(workers)  # argon2 off the reactor thread
-    api = AdminAPI(
-        ctx,
-        SessionStore(reactor, admin.session_idle),
-        AdminLogin(reactor, passwords, max_delay=admin.login_max_delay, metrics=recorder),
-        passwords,
-        secure=admin.tls,
-        metrics=metrics,
-    )
-    site = Site(api.resource(), reactor=reactor)
+    sessions = SessionStore(reactor, admin.session_idle)  # the API's and the panel's
+    login = AdminLogin(reactor, passwords, max_delay=admin.login_max_delay, metrics=recorder)
+    api = AdminAPI(ctx, sessions, login, passwords, secure=admin.tls, metrics=metrics)
+    panel = Panel(ctx, sessions, login, passwords, secure=admin.tls)
+    site = Site(AdminSite(api.resource(), panel.resource()), reactor=reactor)
     what = "admin web (HTTPS)" if admin.tls else "admin web"
     for address in admin.listen:
         listener = ListenerService(reactor, what, address, site, tls if admin.tls else None)

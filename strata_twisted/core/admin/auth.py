@@ -357,19 +357,58 @@ class AdminLogin:
         if account.totp_secret is not None:
             if not totp_code:
                 raise SecondFactorRequired()  # neither a failure nor a success: no count
-            accepted, spent = check_second_factor(
-                account, totp_code, self.guard, self.clock.seconds()
-            )
-            if not accepted:
-                self._failed(who, client_ip, "wrong second factor", waited)
-                raise Unauthorized(reason="wrong second factor")
-            if spent is not None:
-                account = await self._spend_recovery(ctx, account, spent, client_ip, via)
+            account = await self._second_factor(ctx, account, totp_code, client_ip, waited, via)
         self.throttle.succeeded(client_ip, who)
         self.metrics.login("admin", "ok")
         if self.passwords.needs_rehash(account.password_hash):
             account = await self._rehash(ctx, account, password)
         return await caller_for(ctx, account, via=via, source=client_ip)
+
+    async def authenticate_second_factor(
+        self,
+        ctx: AdminContext,
+        name: str,
+        totp_code: str,
+        client_ip: str,
+        *,
+        via: str = VIA_PANEL,
+    ) -> Caller:
+        """
+        The second step of a login in two pages (the panel's): ``name`` gave its right
+        password moments ago (L{authenticate_password} raised L{SecondFactorRequired}, and the
+        caller kept that in a L{PendingLogins}); now its TOTP or recovery code.  The same
+        throttle, replay guard and errors as a one-step login.
+        """
+        who = name.strip().lower()[:320]
+        waited = self.throttle.wait(client_ip, who)
+        if waited > 0:
+            await deferLater(self.clock, waited)
+        account = await ctx.admins.get_admin(who)
+        if account is None or account.totp_secret is None:
+            # Removed, or its TOTP turned off, between the two pages: start again.
+            raise Unauthorized(reason="second factor no longer pending")
+        account = await self._second_factor(ctx, account, totp_code, client_ip, waited, via)
+        self.throttle.succeeded(client_ip, who)
+        self.metrics.login("admin", "ok")
+        return await caller_for(ctx, account, via=via, source=client_ip)
+
+    async def _second_factor(
+        self,
+        ctx: AdminContext,
+        account: AdminAccount,
+        code: str,
+        client_ip: str,
+        waited: float,
+        via: str,
+    ) -> AdminAccount:
+        """``account`` after checking ``code`` (a recovery code is spent), or L{Unauthorized}."""
+        accepted, spent = check_second_factor(account, code, self.guard, self.clock.seconds())
+        if not accepted:
+            self._failed(account.name, client_ip, "wrong second factor", waited)
+            raise Unauthorized(reason="wrong second factor")
+        if spent is not None:
+            account = await self._spend_recovery(ctx, account, spent, client_ip, via)
+        return account
 
     async def _spend_recovery(
         self,
@@ -416,6 +455,61 @@ class AdminLogin:
 
 
 # -- browser sessions ------------------------------------------------------------------------
+
+
+class PendingLogins:
+    """
+    Logins half done: the password was right and the account wants its second factor on a
+    page of its own.  A token (256 random bits, kept hashed) names the account for
+    ``lifetime`` seconds and at most ``tries`` codes; nothing else is kept (never the
+    password).  In memory, at most ``max_pending``: the oldest go first.
+    """
+
+    def __init__(
+        self,
+        clock: SecondsClock,
+        *,
+        lifetime: float = 300.0,
+        tries: int = 5,
+        max_pending: int = MAX_SESSIONS,
+    ) -> None:
+        self._clock = clock
+        self.lifetime = lifetime
+        self.tries = tries
+        self.max_pending = max_pending
+        self._pending: OrderedDict[str, tuple[str, float, int]] = OrderedDict()
+
+    def begin(self, name: str) -> str:
+        """A token for ``name``, whose password was just checked."""
+        now = self._clock.seconds()
+        for key, (_, started, _left) in list(self._pending.items()):
+            if now - started < self.lifetime:
+                break
+            del self._pending[key]
+        while len(self._pending) >= self.max_pending:
+            self._pending.popitem(last=False)
+        token = secrets.token_urlsafe(32)
+        self._pending[_session_key(token)] = (name, now, self.tries)
+        return token
+
+    def name(self, token: str) -> str | None:
+        """The account ``token`` stands for, counting one try; None once expired or spent."""
+        if not isinstance(token, str) or not token:
+            return None
+        key = _session_key(token)
+        found = self._pending.get(key)
+        if found is None:
+            return None
+        name, started, left = found
+        if self._clock.seconds() - started >= self.lifetime or left <= 0:
+            del self._pending[key]
+            return None
+        self._pending[key] = (name, started, left - 1)
+        return name
+
+    def end(self, token: str) -> None:
+        if isinstance(token, str):
+            self._pending.pop(_session_key(token), None)
 
 
 def password_stamp(account: AdminAccount) -> str:

@@ -1,0 +1,16 @@
+"""
+The admin panel (#14): HTML pages over L{strata_twisted.core.admin}, served by Klein at the root
+of the admin site (the JSON API lives under ``/api/v1`` on the same site; L{AdminSite}).
+"""
+
+from __future__ import annotations
+
+from strata_twisted.admin.panel.dashboard import DashboardPages
+from strata_twisted.admin.panel.login import LoginPages
+
+
+class Panel(LoginPages, DashboardPages):
+    """Every page; ``resource()`` is what the site serves."""
+
+
+__all__ = ["Panel"]
