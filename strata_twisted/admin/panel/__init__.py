@@ -7,9 +7,10 @@ from __future__ import annotations
 
 from strata_twisted.admin.panel.dashboard import DashboardPages
 from strata_twisted.admin.panel.login import LoginPages
+from strata_twisted.admin.panel.queue import QueuePages
 
 
-class Panel(LoginPages, DashboardPages):
+class Panel(LoginPages, DashboardPages, QueuePages):
     """Every page; ``resource()`` is what the site serves."""
 
 
