@@ -94,6 +94,12 @@ class PanelBrowser:
     origin: str = ORIGIN
     cookies: dict[str, str] = field(default_factory=dict)
     follow: bool = True
+    # Each browser its own client: StubTreq keeps a cookie jar of its own, which two people
+    # must not share.
+    stub: StubTreq = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.stub = StubTreq(self.world.site)
 
     def _store_cookies(self, headers: dict[str, list[str]]) -> None:
         for raw in headers.get("set-cookie", []):
@@ -123,7 +129,7 @@ class PanelBrowser:
             kwargs["data"] = _pairs(data or {})
         elif data is not None:
             kwargs["data"] = _pairs(data)
-        stub = self.world.stub
+        stub = self.stub
         answer = stub.request(method, url, allow_redirects=False, **kwargs)  # type: ignore[attr-defined]
         stub.flush()
         response = result_of(answer)
@@ -200,7 +206,6 @@ class PanelWorld:
         )
         self.panel = Panel(self.ctx, self.sessions, self.login, self.passwords, secure=False)
         self.site = AdminSite(api.resource(), self.panel.resource())
-        self.stub = StubTreq(self.site)
         hashed = run(self.passwords.hash(PASSWORD))
         accounts = [AdminAccount("op", "operator", password_hash=hashed)]
         for reseller, customer in (("r1", "c1"), ("r2", "c2")):
