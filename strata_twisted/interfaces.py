@@ -38,6 +38,7 @@ if TYPE_CHECKING:
         CopyResult,
         Customer,
         Domain,
+        DomainSample,
         DomainStatus,
         Event,
         EventFilter,
@@ -55,6 +56,7 @@ if TYPE_CHECKING:
         QueueEntry,
         QueueFilter,
         QueueStats,
+        RelayActivity,
         Reseller,
         ShadowCopy,
         StoredMessage,
@@ -305,6 +307,15 @@ class IQueueStore(Interface):
         "N queued during the outage, M delivered".
         """
 
+    def relay_activity(
+        since: float, domains: Sequence[str] | None = None
+    ) -> Deferred[list[RelayActivity]]:
+        """
+        What the relay did since ``since``, per domain (L{RelayActivity}), for every domain with
+        any (only ``domains``' when given), sorted by domain: the dashboard's "last 24 hours"
+        and its drain rate, in one read for every domain rather than one per domain.
+        """
+
 
 class IShadowStore(Interface):
     """Copies of messages kept for recipients' shadow mailboxes (mode ``both``)."""
@@ -360,6 +371,13 @@ class IMonitorStore(Interface):
 
     def list_outages(domain: str | None = None, limit: int = 100) -> Deferred[list[Outage]]:
         """The newest ``limit`` outages, oldest first; only ``domain``'s when given."""
+
+    def latest_outages() -> Deferred[list[Outage]]:
+        """
+        The newest outage of every domain that ever had one (open or closed), sorted by
+        domain: which domains are in an outage now and which came out of one lately, in one
+        read for every domain.
+        """
 
 
 class IControlStore(Interface):
@@ -783,4 +801,37 @@ class IAuditStore(Interface):
         At most ``limit`` records with ``id < before_id`` (None: from the newest), newest first.
         ``reseller`` given: only records whose ``reseller`` is it; ``customer`` given: only
         records whose ``customer`` is it (both: both).
+        """
+
+
+class ISeriesStore(Interface):
+    """
+    The dashboard's time series (#14): one L{DomainSample} per domain and minute, kept for the
+    charts (queue depth over time, each domain's state timeline).
+
+    Sparse: the sampler writes no point for a domain that is ``normal`` with nothing queued or
+    held, so a quiet installation stores nothing; a missing point reads as exactly that.
+    Bounded: the sampler prunes what is older than it keeps (30 days) as it writes.  Points are
+    keyed by ``(at, domain)``; writing one again replaces it.  Nothing here needs to survive a
+    power failure: a lost minute is a gap in a chart, so backends may write without fsync.
+    """
+
+    def record_samples(
+        samples: Sequence[DomainSample], prune_before: float | None = None
+    ) -> Deferred[int]:
+        """
+        Store ``samples`` (replacing any with the same ``at`` and ``domain``) and, in the same
+        step, delete every point with ``at < prune_before``; returns how many were deleted.
+        """
+
+    def read_samples(
+        since: float, until: float, domains: Sequence[str] | None = None, step: int = 60
+    ) -> Deferred[list[DomainSample]]:
+        """
+        The points with ``since <= at < until`` (only ``domains``' when given), sorted by
+        ``at`` then domain.  ``step`` (a positive multiple of 60) downsamples: one point per
+        domain and bucket of ``step`` seconds, ``at`` the bucket's start (a multiple of
+        ``step``), with the bucket's largest ``queued`` and ``held`` and its worst state (the
+        latest in L{strata_twisted.model.DOMAIN_STATES}).  Reading a day of every domain must be
+        cheap (the dashboard polls it); a month, acceptable.
         """

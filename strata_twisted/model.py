@@ -1171,3 +1171,61 @@ class EventFilter:
     domains: tuple[str, ...] | None = None
     kinds: tuple[str, ...] | None = None
     since: float | None = None
+
+
+# The dashboard's states of a domain (#14), mildest first: each one's rank is its index, so the
+# worst state of a span of time is the one with the highest rank (what a chart's bucket shows).
+# What each means is decided in one place, core/series.py (L{strata_twisted.core.series.classify}).
+DomainState = Literal["normal", "held", "draining", "outage"]
+DOMAIN_STATES: Final[tuple[DomainState, ...]] = ("normal", "held", "draining", "outage")
+
+
+@dataclass(frozen=True)
+class DomainSample:
+    """
+    One point of the dashboard's time series (ISeriesStore): ``domain`` during the minute that
+    starts at ``at`` (a whole multiple of 60), its queue depth and its state.  A domain that is
+    ``normal`` with nothing queued or held has no point: absence means exactly that.  Read back
+    downsampled, a point covers a longer bucket and holds its maximum depths and worst state.
+    """
+
+    at: int
+    domain: str
+    queued: int
+    held: int
+    state: DomainState
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "at": self.at,
+            "domain": self.domain,
+            "queued": self.queued,
+            "held": self.held,
+            "state": self.state,
+        }
+
+
+@dataclass(frozen=True)
+class RelayActivity:
+    """
+    What the relay did for one domain since a moment (IQueueStore.relay_activity), counted on
+    the queue entries: ``delivered`` entries delivered since then; ``deferred``, ``held`` and
+    ``bounced``: entries now waiting (QUEUED), held (HELD) or bounced (BOUNCED) whose last
+    attempt was since then.  ``last_delivered_at``: the newest of those deliveries.
+    """
+
+    domain: str
+    delivered: int = 0
+    deferred: int = 0
+    held: int = 0
+    bounced: int = 0
+    last_delivered_at: float | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "delivered": self.delivered,
+            "deferred": self.deferred,
+            "held": self.held,
+            "bounced": self.bounced,
+            "last_delivered_at": self.last_delivered_at,
+        }

@@ -43,10 +43,12 @@ from strata_twisted.interfaces import (
     IMessageWriter,
     IMonitorStore,
     IQueueStore,
+    ISeriesStore,
     IShadowStore,
     ITenantStore,
 )
 from strata_twisted.model import (
+    BOUNCED,
     DEFAULT_MAILBOXES,
     DEFERRED_OUTCOME,
     DELETED_FLAG,
@@ -81,6 +83,7 @@ from strata_twisted.model import (
     QueueEntry,
     QueueFilter,
     QueueStats,
+    RelayActivity,
     ShadowCopy,
     StoredMessage,
     UserCredential,
@@ -110,6 +113,7 @@ from strata_twisted.storage._queue import (
     apply_result,
     apply_results,
 )
+from strata_twisted.storage._series_memory import MemorySeriesRole
 
 T = TypeVar("T")
 
@@ -209,8 +213,9 @@ class _MemoryMessageWriter:
     ITenantStore,
     IAdminStore,
     IAuditStore,
+    ISeriesStore,
 )
-class MemoryStore(MemoryAdminRoles):
+class MemoryStore(MemoryAdminRoles, MemorySeriesRole):
     """Every storage role in memory.  ``clock`` timestamps domains, shadow copies and events."""
 
     log = Logger()
@@ -239,6 +244,7 @@ class MemoryStore(MemoryAdminRoles):
         self._credentials_version = 0
         self._aliases: dict[str, str] = {}  # canonical alias -> canonical user
         self._init_admin_roles()
+        self._init_series_role()
 
     # -- lifecycle (the same shape as SQLiteStore, so the composition root treats both alike)
 
@@ -533,6 +539,29 @@ class MemoryStore(MemoryAdminRoles):
         ]
         return succeed((len(received), sum(e.state == DELIVERED for e in received)))
 
+    def relay_activity(
+        self, since: float, domains: Sequence[str] | None = None
+    ) -> Deferred[list[RelayActivity]]:
+        found: dict[str, RelayActivity] = {}
+        wanted = None if domains is None else set(domains)
+        for e in self._entries.values():
+            if wanted is not None and e.domain not in wanted:
+                continue
+            was = found.get(e.domain) or RelayActivity(e.domain)
+            if e.state == DELIVERED and e.delivered_at is not None and e.delivered_at >= since:
+                latest = max(was.last_delivered_at or e.delivered_at, e.delivered_at)
+                found[e.domain] = replace(
+                    was, delivered=was.delivered + 1, last_delivered_at=latest
+                )
+            elif e.last_attempt_at is not None and e.last_attempt_at >= since:
+                if e.state == QUEUED and e.attempts > 0:
+                    found[e.domain] = replace(was, deferred=was.deferred + 1)
+                elif e.state == HELD:
+                    found[e.domain] = replace(was, held=was.held + 1)
+                elif e.state == BOUNCED:
+                    found[e.domain] = replace(was, bounced=was.bounced + 1)
+        return succeed([found[name] for name in sorted(found)])
+
     def _set_entry_state(self, entry_id: str, state: str) -> None:
         """For tests: move an entry to ``state``, whatever it is in (no rules applied)."""
         self._entries[entry_id] = replace(self._entries[entry_id], state=state)
@@ -626,6 +655,12 @@ class MemoryStore(MemoryAdminRoles):
             return succeed([])
         matching = [o for o in self._outages if domain is None or o.domain == domain]
         return succeed(matching[-limit:])
+
+    def latest_outages(self) -> Deferred[list[Outage]]:
+        newest: dict[str, Outage] = {}
+        for outage in self._outages:  # in id order: the last one seen is the newest
+            newest[outage.domain] = outage
+        return succeed([newest[name] for name in sorted(newest)])
 
     # -- IControlStore
 

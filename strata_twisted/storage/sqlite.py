@@ -111,10 +111,12 @@ from strata_twisted.interfaces import (
     IMessageWriter,
     IMonitorStore,
     IQueueStore,
+    ISeriesStore,
     IShadowStore,
     ITenantStore,
 )
 from strata_twisted.model import (
+    BOUNCED,
     DEFAULT_MAILBOXES,
     DELETED_FLAG,
     DELIVERED,
@@ -153,6 +155,7 @@ from strata_twisted.model import (
     QueueEntry,
     QueueFilter,
     QueueStats,
+    RelayActivity,
     RelayTarget,
     ShadowCopy,
     StoredMessage,
@@ -186,6 +189,7 @@ from strata_twisted.storage._queue import (
     check_change_target,
     check_result,
 )
+from strata_twisted.storage._series_sqlite import SQLiteSeriesRole
 from strata_twisted.storage.sqlite_schema import immediate_transaction, migrate
 
 T = TypeVar("T")
@@ -774,6 +778,7 @@ class _BodyWriter:
     IDomainStore,
     IMessageStore,
     IQueueStore,
+    ISeriesStore,
     IShadowStore,
     IEventStore,
     IMonitorStore,
@@ -783,8 +788,9 @@ class _BodyWriter:
     ITenantStore,
     IAdminStore,
     IAuditStore,
+    ISeriesStore,
 )
-class SQLiteStore(SQLiteAdminRoles):
+class SQLiteStore(SQLiteAdminRoles, SQLiteSeriesRole):
     """
     Every storage role on SQLite plus body files under ``data_dir``.  Call L{open} once before
     use (synchronous); after that, all I/O runs through ``executor``.
@@ -1741,6 +1747,51 @@ class SQLiteStore(SQLiteAdminRoles):
 
         return self._run(f"counting what {domain} received since {since}", query)
 
+    def relay_activity(
+        self, since: float, domains: Sequence[str] | None = None
+    ) -> Deferred[list[RelayActivity]]:
+        # Deliveries through the partial index on delivered_at (migration 15): a walk of the
+        # window, however many were delivered before it.  Only a DELIVERED entry has one.  The
+        # index is named: without statistics the planner would rather walk a domain index in
+        # GROUP BY order, which reads the whole queue.  The rest by state, through (state,
+        # domain, seq): the waiting entries (the queue's depth) and the bounced ones.
+        only = ""
+        filters: tuple[object, ...] = ()
+        if domains is not None:
+            only = " AND domain IN (SELECT value FROM json_each(?))"
+            filters = (json.dumps(list(domains)),)
+        # ``only`` is one of two fixed fragments; every value is a parameter.
+        delivered = (
+            "SELECT domain, count(*), max(delivered_at)"  # noqa: S608
+            " FROM queue INDEXED BY queue_delivered_at"
+            f" WHERE delivered_at >= ?{only} GROUP BY domain"
+        )
+        others = (
+            "SELECT domain, state, count(*) FROM queue"  # noqa: S608
+            f" WHERE state IN (?, ?, ?) AND last_attempt_at >= ?{only}"
+            " AND (state != ? OR attempts > 0) GROUP BY domain, state"
+        )
+
+        def query() -> list[RelayActivity]:
+            conn = self._t_conn()
+            found: dict[str, RelayActivity] = {}
+            for domain, n, last in conn.execute(delivered, (since, *filters)):
+                found[domain] = RelayActivity(
+                    domain, delivered=int(n), last_delivered_at=_optional_float(last)
+                )
+            params = (QUEUED, HELD, BOUNCED, since, *filters, QUEUED)
+            for domain, state, n in conn.execute(others, params):
+                was = found.get(domain) or RelayActivity(domain)
+                if state == QUEUED:
+                    found[domain] = replace(was, deferred=int(n))
+                elif state == HELD:
+                    found[domain] = replace(was, held=int(n))
+                else:
+                    found[domain] = replace(was, bounced=int(n))
+            return [found[name] for name in sorted(found)]
+
+        return self._run("reading the relay's activity", query)
+
     # -- IShadowStore
 
     def list_shadow_copies(self, recipient: str | None = None) -> Deferred[list[ShadowCopy]]:
@@ -1949,6 +2000,17 @@ class SQLiteStore(SQLiteAdminRoles):
             return [_outage(row) for row in rows][::-1]
 
         return self._run("listing outages", query)
+
+    def latest_outages(self) -> Deferred[list[Outage]]:
+        def query() -> list[Outage]:
+            # One seek per domain in outages_domain_id for its newest id.
+            rows = self._t_conn().execute(
+                "SELECT * FROM outages WHERE id IN (SELECT max(id) FROM outages GROUP BY domain)"
+                " ORDER BY domain"
+            )
+            return [_outage(row) for row in rows]
+
+        return self._run("listing the latest outages", query)
 
     # -- IControlStore
 

@@ -81,6 +81,17 @@ Layout notes:
   ``events (domain, id)`` from migration 1.  Tenant references (``customers.reseller``,
   ``domains.customer``, an admin's tenant) are names without foreign keys: core/admin checks
   them, and "" (the operator) has no row to point at.
+- Migration 15 (the dashboard, #14) adds ``series``: the dashboard's time series, one row per
+  domain and minute (``at`` the minute's start, a whole number of seconds), sparse (no row for a
+  domain that is normal with nothing queued or held) and pruned to 30 days by the sampler.
+  ``state`` is the rank of the domain's state in ``model.DOMAIN_STATES`` (0 normal, 1 held,
+  2 draining, 3 outage), so a bucket's worst state is ``max(state)``.  The primary key
+  ``(at, domain)`` (WITHOUT ROWID) makes a time range of every domain one walk and pruning a
+  range delete; ``series_domain_at`` serves one domain's range.  It also adds
+  ``queue_delivered_at``, a partial index on the delivered entries' ``delivered_at``, so
+  counting the last day's deliveries (``relay_activity``) walks that day only; an entry gets its
+  ``delivered_at`` once and never changes again, so the relay pays one index insert per
+  delivery.
 - No CHECK constraints on states or modes: the code validates them, and SQLite cannot alter a
   CHECK without rebuilding the table, which would make adding a queue state a costly migration.
 """
@@ -440,6 +451,24 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX audit_customer_id ON audit (customer, id)",
             # The paged queue listing across every domain, by state (#13).
             "CREATE INDEX queue_state_seq ON queue (state, seq)",
+        ),
+    ),
+    (
+        15,
+        (
+            """
+            CREATE TABLE series (
+                at     INTEGER NOT NULL,  -- the minute's start, Unix seconds
+                domain TEXT NOT NULL,
+                queued INTEGER NOT NULL,
+                held   INTEGER NOT NULL,
+                state  INTEGER NOT NULL,  -- rank in model.DOMAIN_STATES: 0 normal .. 3 outage
+                PRIMARY KEY (at, domain)
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX series_domain_at ON series (domain, at)",
+            "CREATE INDEX queue_delivered_at ON queue (delivered_at, domain)"
+            " WHERE delivered_at IS NOT NULL",
         ),
     ),
 )
