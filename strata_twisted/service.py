@@ -58,6 +58,7 @@ from strata_twisted.core.monitor import Monitor
 from strata_twisted.core.portal import Portal
 from strata_twisted.core.relay import RelayLoop
 from strata_twisted.core.retention import RetentionJob
+from strata_twisted.core.series import SeriesSampler
 from strata_twisted.core.signing import DkimSigner
 from strata_twisted.core.submission import SubmissionPolicy
 from strata_twisted.core.throttle import LoginThrottle
@@ -194,6 +195,22 @@ class GaugesService(Service):
     def stopService(self) -> None:
         super().stopService()
         self._gauges.stop()
+
+
+class SamplerService(Service):
+    """Records the dashboard's time series once a minute while the server runs (after the
+    store starts, before it stops)."""
+
+    def __init__(self, sampler: SeriesSampler) -> None:
+        self._sampler = sampler
+
+    def startService(self) -> None:
+        super().startService()
+        self._sampler.start()
+
+    def stopService(self) -> None:
+        super().stopService()
+        self._sampler.stop()
 
 
 class PostmasterService(Service):
@@ -415,6 +432,7 @@ def _build(settings: Settings, reactor: Any, root: StrataService) -> MultiServic
     gauges = StoreGauges(reactor, store, store, store)
     metrics.watch(gauges)
     GaugesService(gauges).setServiceParent(root)
+    SamplerService(SeriesSampler(reactor, store, store, store, store)).setServiceParent(root)
 
     tls = load_server_context(
         settings.certificate_path,
@@ -498,7 +516,7 @@ def _admin_context(
     return AdminContext(
         domains=store, queue=store, messages=store, events=store, monitor=store,
         control=store, credentials=store, tenants=store, admins=store, audit=store,
-        clock=clock, settings=settings, cpu=cpu or SyncExecutor(),
+        series=store, clock=clock, settings=settings, cpu=cpu or SyncExecutor(),
     )  # fmt: skip
 
 

@@ -79,7 +79,7 @@ class World:
         s = self.store
         self.ctx = AdminContext(
             domains=s, queue=s, messages=s, events=s, monitor=s, control=s, credentials=s,
-            tenants=s, admins=s, audit=s, clock=self.clock, settings=Settings(),
+            tenants=s, admins=s, audit=s, series=s, clock=self.clock, settings=Settings(),
         )  # fmt: skip
         self.executor = CountingExecutor()
         self.passwords = Passwords(self.executor, cheap_hasher())

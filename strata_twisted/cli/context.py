@@ -73,6 +73,7 @@ class Context(Output):
             tenants=store,
             admins=store,
             audit=store,
+            series=store,
             clock=self.clock,
             settings=settings,
             server_running=lambda: self.server() is not None,

@@ -25,6 +25,7 @@ from strata_twisted.interfaces import (
     IMessageStore,
     IMonitorStore,
     IQueueStore,
+    ISeriesStore,
     ITenantStore,
 )
 
@@ -51,6 +52,7 @@ class AdminContext:
     tenants: ITenantStore
     admins: IAdminStore
     audit: IAuditStore
+    series: ISeriesStore  # the dashboard's time series (#14)
     clock: SecondsClock
     settings: Settings
     server_running: Callable[[], bool] = _always
