@@ -45,6 +45,7 @@ from strata_twisted.admin.openapi import QUEUE_ACTIONS, QUEUE_STATES, document
 from strata_twisted.core.admin import (
     accounts,
     apikeys,
+    dashboard,
     dkim,
     domains,
     events,
@@ -587,6 +588,34 @@ class AdminAPI:
         async def handler(caller: Caller) -> Answer:
             report = await status.status(self.ctx, caller)
             return 200, {**report.as_json(), "time": self.ctx.clock.seconds()}
+
+        return await self.run(request, handler, write=False)
+
+    # -- the dashboard (#14): the panel's page polls these
+
+    @app.route("/api/v1/dashboard", methods=["GET"])
+    async def dashboard_show(self, request: IRequest) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            board = await dashboard.dashboard(self.ctx, caller)
+            return 200, board.as_json()
+
+        return await self.run(request, handler, write=False)
+
+    @app.route("/api/v1/dashboard/series", methods=["GET"])
+    async def dashboard_series(self, request: IRequest) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            text = query_arg(request, "hours")
+            hours = 24
+            if text is not None:
+                if not text.isdigit() or len(text) > 6:
+                    raise bad_input(
+                        f"hours must be a whole number from 1 to {dashboard.MAX_HOURS}", "hours"
+                    )
+                hours = int(text)
+            chart = await dashboard.series(
+                self.ctx, caller, hours=hours, domain=query_arg(request, "domain") or None
+            )
+            return 200, chart.as_json()
 
         return await self.run(request, handler, write=False)
 

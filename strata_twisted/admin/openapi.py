@@ -11,9 +11,11 @@ from typing import Any, Final
 
 from strata_twisted import __version__
 from strata_twisted.core.admin.auth import MAX_PASSWORD_LENGTH, MIN_PASSWORD_LENGTH
+from strata_twisted.core.admin.dashboard import MAX_HOURS
 from strata_twisted.core.admin.domains import MAX_PROBES_IN_A_ROW, MAX_SECONDS
 from strata_twisted.model import (
     DELIVERY_MODES,
+    DOMAIN_STATES,
     PORTAL_POLICIES,
     ROLES,
     SCOPES,
@@ -299,6 +301,102 @@ SCHEMAS: Final[dict[str, JsonSchema]] = {
             "health": {"type": "array", "items": {"type": "object"}},
         },
         ["version", "time", "domains", "queued", "held"],
+    ),
+    # The Dashboard (#14): core/admin/dashboard.py.
+    "DashboardOutage": _obj(
+        {
+            "id": _INT,
+            "domain": _STR,
+            "started_at": _NUM,
+            "ended_at": _nullable(_NUM),
+            "duration": _NUM,
+            "reason": _STR,
+        },
+        ["id", "domain", "started_at", "duration"],
+    ),
+    "RelayActivity": _obj(
+        {
+            "delivered": _INT,
+            "deferred": _INT,
+            "held": _INT,
+            "bounced": _INT,
+            "last_delivered_at": _nullable(_NUM),
+        },
+        ["delivered", "deferred", "held", "bounced"],
+    ),
+    "DashboardDomain": _obj(
+        {
+            "name": _STR,
+            "display_name": _STR,
+            "customer": _nullable(_STR),
+            "reseller": _nullable(_STR),
+            "state": {"enum": list(DOMAIN_STATES)},
+            "health": {"enum": ["unknown", "up", "down"]},
+            "monitored": _BOOL,
+            "queued": _INT,
+            "held": _INT,
+            "oldest_received_at": _nullable(_NUM),
+            "oldest_age": _nullable(_NUM),
+            "outage": _nullable(_ref("DashboardOutage")),
+            "last_outage_ended_at": _nullable(_NUM),
+            "drain_estimate": _nullable(_NUM),
+            "delivered_recently": _INT,
+            "activity_24h": _ref("RelayActivity"),
+        },
+        ["name", "state", "queued", "held", "outage", "drain_estimate", "activity_24h"],
+    ),
+    "Dashboard": _obj(
+        {
+            "generated_at": _NUM,
+            "refresh_after": _INT,
+            "totals": _obj(
+                {
+                    "domains": _INT,
+                    "states": _obj({state: _INT for state in DOMAIN_STATES}),
+                    "queued": _INT,
+                    "held": _INT,
+                    "outages": _INT,
+                    "activity_24h": _ref("RelayActivity"),
+                },
+                ["domains", "states", "queued", "held", "outages", "activity_24h"],
+            ),
+            "outages": {"type": "array", "items": _ref("DashboardOutage")},
+            "domains": {"type": "array", "items": _ref("DashboardDomain")},
+        },
+        ["generated_at", "refresh_after", "totals", "outages", "domains"],
+    ),
+    "DashboardSeries": _obj(
+        {
+            "since": _INT,
+            "until": _INT,
+            "step": _INT,
+            "domain": _nullable(_STR),
+            "depth": {
+                "type": "array",
+                "items": _obj({"at": _INT, "queued": _INT, "held": _INT}, ["at", "queued", "held"]),
+            },
+            "timeline": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "domain": _STR,
+                        "spans": {
+                            "type": "array",
+                            "items": _obj(
+                                {
+                                    "start": _INT,
+                                    "end": _INT,
+                                    "state": {"enum": list(DOMAIN_STATES)},
+                                },
+                                ["start", "end", "state"],
+                            ),
+                        },
+                    },
+                    ["domain", "spans"],
+                ),
+            },
+        },
+        ["since", "until", "step", "depth", "timeline"],
     ),
     "Reseller": _obj(
         {
@@ -672,6 +770,28 @@ def document() -> dict[str, Any]:
                 ),
             },
             "/api/v1/status": {"get": _op("the installation at a glance", _ok(_ref("Status")))},
+            "/api/v1/dashboard": {
+                "get": _op(
+                    "every domain the caller sees with its state, queue, outage, drain estimate "
+                    "and last 24 hours of relay activity; the active outages; totals (poll it: "
+                    "refresh_after says how soon)",
+                    _ok(_ref("Dashboard")),
+                ),
+            },
+            "/api/v1/dashboard/series": {
+                "get": _op(
+                    "the charts: queue depth over time and each domain's state timeline",
+                    _ok(_ref("DashboardSeries")),
+                    params=[
+                        _query(
+                            "hours",
+                            {"type": "integer", "minimum": 1, "maximum": MAX_HOURS},
+                            "how far back (24)",
+                        ),
+                        _query("domain", _STR, "only this domain's"),
+                    ],
+                ),
+            },
             "/api/v1/audit": {
                 "get": _op(
                     "the audit log, newest first",
