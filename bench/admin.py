@@ -58,15 +58,26 @@ from twisted.internet.defer import Deferred, maybeDeferred
 
 from bench.intake import RESULTS_DIR
 from strata_twisted.clock import WallClock
+from strata_twisted.config import Settings
+from strata_twisted.core.admin import dashboard
+from strata_twisted.core.admin.context import AdminContext
+from strata_twisted.core.admin.identity import Caller
+from strata_twisted.core.series import SeriesSampler
 from strata_twisted.executor import SyncExecutor
 from strata_twisted.fired import result_of
 from strata_twisted.model import (
+    DELIVERED_OUTCOME,
+    AttemptResult,
+    Customer,
     Delivery,
     Domain,
+    DomainSample,
+    DomainStatus,
     Envelope,
     IncomingMessage,
     QueueFilter,
     RelayTarget,
+    Reseller,
 )
 from strata_twisted.storage.sqlite import SQLiteStore
 from tests.peers.admin_api import AdminClient, Answer
@@ -472,16 +483,240 @@ def report(results: dict[str, Any]) -> None:
         print(f"  {line}")
 
 
+# -- the Dashboard (#14) --------------------------------------------------------------------
+
+
+def build_dashboard(
+    data_dir: Path, domains: int, in_outage: int, entries: int, delivered: int, now: float
+) -> float:
+    """
+    ``domains`` domains under ten customers of two resellers, the first ``in_outage`` of them in
+    an open outage (monitor status down) holding 90% of ``entries`` queued messages, the rest
+    spread over the others; ``delivered`` more messages delivered over the last day in the
+    others; and the last 24 hours of the sampler's series (one point a minute for every domain
+    with mail queued: all of them).  Seconds taken.
+    """
+    started = time.monotonic()
+    executor = HeldExecutor()
+    store = SQLiteStore(data_dir, WallClock(), executor)
+    store.open(recover=True)
+
+    def settle(calls: list[Deferred[Any]]) -> None:
+        executor.drain()
+        for d in calls:
+            result_of(d)
+
+    settle([store.add_reseller(Reseller(f"r{i}")) for i in range(2)])
+    settle([store.add_customer(Customer(f"c{i}", f"r{i % 2}")) for i in range(10)])
+    settle(
+        [
+            store.add_domain(
+                Domain(
+                    dashboard_domain(i),
+                    RelayTarget("127.0.0.1", 9),
+                    customer=f"c{i % 10}",
+                    created_at=now,
+                    updated_at=now,
+                )
+            )  # fmt: skip
+            for i in range(domains)
+        ]
+    )
+    calls: list[Deferred[Any]] = []
+    for i in range(in_outage):
+        name = dashboard_domain(i)
+        calls.append(store.open_outage(name, now - 3 * 3600, "connection refused"))
+        calls.append(store.save_status(DomainStatus(name, "down", now - 3 * 3600)))
+    settle(calls)
+    outage_share = entries * 9 // 10 // in_outage
+    per_domain = [outage_share] * in_outage + [0] * (domains - in_outage)
+    rest = entries - outage_share * in_outage
+    for k in range(rest):
+        per_domain[in_outage + k % (domains - in_outage)] += 1
+    n = 0
+    pending: list[Deferred[Any]] = []
+
+    def commit(domain: str, received_at: float) -> str:
+        nonlocal n, pending
+        n += 1
+        message_id = f"DASH{n:07d}"
+        recipient = f"user{n % 50}@{domain}"
+        writer = store.begin(message_id)
+        writer.write(b"Subject: backlog\r\n\r\n" + b"Mail that waits.\r\n" * 10)
+        pending.append(
+            writer.commit(
+                IncomingMessage(
+                    Envelope("alice@sender.test", (recipient,)), received_at,
+                    (Delivery(recipient, domain),),
+                )
+            )
+        )  # fmt: skip
+        if len(pending) >= COMMIT_GROUP:
+            settle(pending)
+            pending = []
+        return f"{message_id}.1"
+
+    for i, count in enumerate(per_domain):
+        for k in range(count):
+            commit(dashboard_domain(i), now - 3 * 3600 + k * 0.1)
+    done = [
+        commit(dashboard_domain(in_outage + k % (domains - in_outage)), now - 86000 + k)
+        for k in range(delivered)
+    ]
+    settle(pending)
+    pending = []
+    results = [
+        AttemptResult(entry_id, DELIVERED_OUTCOME, "250 ok", now - 86000 + k + 5)
+        for k, entry_id in enumerate(done)
+    ]
+    settle([store.record_results(results)])
+    minute = int(now // 60) * 60
+    for m in range(24 * 60):
+        at = minute - m * 60
+        points = [
+            DomainSample(at, dashboard_domain(i), per_domain[i], 0,
+                         "outage" if i < in_outage else "normal")
+            for i in range(domains)
+        ]  # fmt: skip
+        pending.append(store.record_samples(points))
+        if len(pending) >= 60:
+            settle(pending)
+            pending = []
+    settle(pending)
+    closed = store.close()
+    executor.drain()
+    result_of(closed)
+    return time.monotonic() - started
+
+
+def dashboard_domain(i: int) -> str:
+    return f"dash{i:04d}.bench.test"
+
+
+def dashboard_run(args: argparse.Namespace) -> dict[str, Any]:
+    """Build, then time ``dashboard()`` and the 24-hour ``series()`` in this process on the
+    SQLite store (every store call run right away: the server's time without the hop to its
+    storage thread)."""
+    work = Path(tempfile.mkdtemp(prefix="strata-bench-dashboard-", dir=args.work_dir))
+    try:
+        data_dir = work / "strata-data"
+        now = time.time()
+        build_s = build_dashboard(
+            data_dir, args.domains, args.in_outage, args.entries, args.delivered, now
+        )
+        print(f"built {args.domains} domains, {args.entries} queued in {build_s:.1f} s")
+        store = SQLiteStore(data_dir, WallClock(), SyncExecutor())
+        store.open()
+        s = store
+        ctx = AdminContext(
+            domains=s, queue=s, messages=s, events=s, monitor=s, control=s, credentials=s,
+            tenants=s, admins=s, audit=s, series=s, clock=WallClock(),
+            settings=Settings(data_dir=data_dir),
+        )  # fmt: skip
+        operator = Caller("bench", "operator")
+        customer = Caller("bench-c3", "customer", reseller="r1", customer="c3")
+
+        def time_it(call: Callable[[], Any]) -> tuple[list[float], Any]:
+            samples: list[float] = []
+            value: Any = None
+            for _ in range(args.repeat):
+                started = time.perf_counter()
+                value = result_of(Deferred.fromCoroutine(call()))
+                samples.append((time.perf_counter() - started) * 1000)
+            return samples, value
+
+        board_ms, board = time_it(lambda: dashboard.dashboard(ctx, operator))
+        data = board.as_json()
+        json_ms = []
+        for _ in range(args.repeat):
+            started = time.perf_counter()
+            json.dumps(board.as_json())
+            json_ms.append((time.perf_counter() - started) * 1000)
+        mine_ms, mine = time_it(lambda: dashboard.dashboard(ctx, customer))
+        series_ms, chart = time_it(lambda: dashboard.series(ctx, operator, hours=24))
+        month_ms, _ = time_it(lambda: dashboard.series(ctx, operator, hours=720))
+        sampler = SeriesSampler(WallClock(), s, s, s, s)  # type: ignore[arg-type]
+        sample_ms, _ = time_it(lambda: sampler._sample())
+        totals = data["totals"]
+        ok = (
+            totals["domains"] == args.domains
+            and totals["outages"] == args.in_outage
+            and totals["queued"] == args.entries
+            and totals["activity_24h"]["delivered"] == args.delivered
+            and len(mine.rows) == args.domains // 10
+            and len(chart.depth) == 720
+            and chart.depth[-2][1] == args.entries
+        )
+        result_of(store.close())
+        return {
+            "domains": args.domains,
+            "in_outage": args.in_outage,
+            "entries": args.entries,
+            "delivered": args.delivered,
+            "repeat": args.repeat,
+            "build_s": build_s,
+            "load": Path("/proc/loadavg").read_text().split()[:3],
+            "dashboard_operator": summary(board_ms),
+            "dashboard_json": summary(json_ms),
+            "dashboard_customer": summary(mine_ms),
+            "series_24h": summary(series_ms),
+            "series_30d_over_a_day_of_points": summary(month_ms),
+            "sampler_minute": summary(sample_ms),
+            "states": totals["states"],
+            "ok": ok,
+        }
+    finally:
+        if not args.keep:
+            shutil.rmtree(work, ignore_errors=True)
+        else:
+            print(f"kept {work}")
+
+
+def dashboard_report(results: dict[str, Any]) -> None:
+    print()
+    print(f"{results['domains']} domains ({results['in_outage']} in outage), "
+          f"{results['entries']} queued, {results['delivered']} delivered in the last day, "
+          f"{results['repeat']} repeats; load {' '.join(results['load'])}")  # fmt: skip
+    print(f"{'call':<52}{'median ms':>11}{'p95 ms':>9}")
+    for key, label in (
+        ("dashboard_operator", "dashboard() as the operator (every domain)"),
+        ("dashboard_json", "  its as_json() and json.dumps"),
+        ("dashboard_customer", "dashboard() as a customer admin (its 100 domains)"),
+        ("series_24h", "series(hours=24), 1.44M points read"),
+        ("series_30d_over_a_day_of_points", "series(hours=720) (only a day stored)"),
+        ("sampler_minute", "the sampler's minute (read all, write 1,000 points)"),
+    ):
+        s = results[key]
+        print(f"{label:<52}{s['median_ms']:>11.1f}{s['p95_ms']:>9.1f}")
+    print(f"states: {results['states']}; checks {'ok' if results['ok'] else 'FAILED'}")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--entries", type=int, default=100_000)
-    parser.add_argument("--domains", type=int, default=100)
+    parser.add_argument("--domains", type=int, default=None, help="100 (--dashboard: 1000)")
     parser.add_argument("--repeat", type=int, default=20)
     parser.add_argument("--bulk-domains", nargs="*", default=None,
                         help="domains to hold and release (default: the middle one)")  # fmt: skip
     parser.add_argument("--work-dir", default=None, help="where the data directory goes")
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    parser.add_argument("--dashboard", action="store_true",
+                        help="time the Dashboard instead (#14): in process, on SQLite; "
+                             "--domains defaults to 1000 there")  # fmt: skip
+    parser.add_argument("--in-outage", type=int, default=100, help="(--dashboard)")
+    parser.add_argument("--delivered", type=int, default=5000, help="(--dashboard)")
     args = parser.parse_args()
+    if args.dashboard:
+        args.domains = args.domains or 1000
+        dash = dashboard_run(args)
+        dashboard_report(dash)
+        RESULTS_DIR.mkdir(parents=True, exist_ok=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        path = RESULTS_DIR / f"dashboard-{stamp}.json"
+        path.write_text(json.dumps(dash, indent=2))
+        print(f"\n{path}")
+        return 0 if dash["ok"] else 1
+    args.domains = args.domains or 100
     if args.entries % args.domains or args.entries // args.domains % PAGE:
         parser.error("entries must be domains x a multiple of 100")
     results = run(args)

@@ -311,6 +311,8 @@ def test_openapi_document_is_served_without_credentials(world: World) -> None:
         "/api/v1/queue/actions": {"post"},
         "/api/v1/events": {"get"},
         "/api/v1/status": {"get"},
+        "/api/v1/dashboard": {"get"},
+        "/api/v1/dashboard/series": {"get"},
         "/api/v1/audit": {"get"},
         "/api/v1/resellers": {"get", "post"},
         "/api/v1/customers": {"get", "post"},
@@ -324,7 +326,8 @@ def test_openapi_document_is_served_without_credentials(world: World) -> None:
 @pytest.mark.parametrize(
     "path",
     ["/api/v1/domains", "/api/v1/queue", "/api/v1/events", "/api/v1/status", "/api/v1/audit",
-     "/api/v1/resellers", "/api/v1/customers", "/api/v1/admins", "/api/v1/api-keys"],
+     "/api/v1/resellers", "/api/v1/customers", "/api/v1/admins", "/api/v1/api-keys",
+     "/api/v1/dashboard", "/api/v1/dashboard/series"],
 )  # fmt: skip
 def test_no_credentials_is_401(world: World, path: str) -> None:
     answer = world.client().get(path)
@@ -814,6 +817,39 @@ def test_status(world: World) -> None:
     # A customer admin's status counts only its own domains.
     mine = world.clients["customer-key"].get("/api/v1/status").body
     assert mine["domains"] == 1 and {q["domain"] for q in mine["queues"]} <= {"ca1.test"}
+
+
+def test_dashboard(world: World) -> None:
+    answer = world.op.get("/api/v1/dashboard")
+    assert answer.status == 200, answer.body
+    body = answer.body
+    rows = {r["name"]: r for r in body["domains"]}
+    assert {"ca1.test", "ca2.test", "cb1.test", "cop.test"} <= set(rows)
+    assert rows["cb1.test"]["queued"] >= 2 and rows["cb1.test"]["oldest_age"] >= 0
+    assert rows["cb1.test"]["customer"] == "cb1" and rows["cb1.test"]["reseller"] == "rb"
+    assert {r["state"] for r in rows.values()} <= {"normal", "held", "draining", "outage"}
+    assert body["totals"]["domains"] == len(rows) and body["totals"]["queued"] >= 8
+    assert body["refresh_after"] > 0
+    # A customer admin's dashboard holds its own domain only.
+    mine = world.clients["customer-session"].get("/api/v1/dashboard").body
+    assert [r["name"] for r in mine["domains"]] == ["ca1.test"]
+    assert {o["domain"] for o in mine["outages"]} <= {"ca1.test"}
+
+
+def test_dashboard_series(world: World) -> None:
+    answer = world.op.get("/api/v1/dashboard/series", hours=1)
+    assert answer.status == 200, answer.body
+    assert answer.body["step"] == 60 and len(answer.body["depth"]) == 60
+    assert world.op.get("/api/v1/dashboard/series").body["step"] == 120  # 24 hours
+    customer = world.clients["customer-key"]
+    mine = customer.get("/api/v1/dashboard/series", domain="ca1.test", hours=2)
+    assert mine.status == 200 and mine.body["domain"] == "ca1.test"
+    other = customer.get("/api/v1/dashboard/series", domain="cb1.test")
+    assert_error(other, 404, "not_found")
+    for hours in ("0", "721", "x", "1.5"):
+        bad = world.op.get("/api/v1/dashboard/series", hours=hours)
+        assert_error(bad, 400, "invalid_input")
+        assert bad.body["error"]["field"] == "hours"
 
 
 def test_audit_records_changes_and_pages(world: World) -> None:
