@@ -194,7 +194,7 @@ class PanelWorld:
         self.settings = Settings(data_dir=tmp_path, hostname="strata.test")
         self.ctx = AdminContext(
             domains=s, queue=s, messages=s, events=s, monitor=s, control=s, credentials=s,
-            tenants=s, admins=s, audit=s, clock=self.clock, settings=self.settings,
+            tenants=s, admins=s, audit=s, series=s, clock=self.clock, settings=self.settings,
             server_running=lambda: True,
         )  # fmt: skip
         # Cheap argon2 for tests: the parameters are not what is under test here.

@@ -342,8 +342,19 @@ SCHEMAS: Final[dict[str, JsonSchema]] = {
             "drain_estimate": _nullable(_NUM),
             "delivered_recently": _INT,
             "activity_24h": _ref("RelayActivity"),
+            "portal_open": _BOOL,
+            "portal_reason": _STR,
         },
-        ["name", "state", "queued", "held", "outage", "drain_estimate", "activity_24h"],
+        [
+            "name",
+            "state",
+            "queued",
+            "held",
+            "outage",
+            "drain_estimate",
+            "activity_24h",
+            "portal_open",
+        ],
     ),
     "Dashboard": _obj(
         {

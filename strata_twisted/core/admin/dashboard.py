@@ -23,6 +23,7 @@ from strata_twisted.core.admin.context import AdminContext
 from strata_twisted.core.admin.errors import InvalidInput
 from strata_twisted.core.admin.identity import Caller, require
 from strata_twisted.core.admin.tenancy import Owner
+from strata_twisted.core.portal import PortalState, portal_state
 from strata_twisted.core.series import SAMPLE_INTERVAL, DomainReading, read_domains
 from strata_twisted.model import (
     DOMAIN_STATES,
@@ -63,6 +64,7 @@ class DashboardRow:
     owner: Owner
     activity: RelayActivity  # the last 24 hours
     now: float
+    portal: PortalState  # whether users can log in to webmail now, and why
 
     @property
     def name(self) -> str:
@@ -102,6 +104,8 @@ class DashboardRow:
             "drain_estimate": self.drain_estimate,
             "delivered_recently": r.recent.delivered,
             "activity_24h": self.activity.as_json(),
+            "portal_open": self.portal.open,
+            "portal_reason": self.portal.reason,
         }
 
 
@@ -164,6 +168,7 @@ async def dashboard(ctx: AdminContext, caller: Caller) -> Dashboard:
             owner=Owner(resellers.get(r.domain.customer, ""), r.domain.customer),
             activity=day.get(r.domain.name) or RelayActivity(r.domain.name),
             now=now,
+            portal=portal_state(r.domain, r.outage, now, ctx.settings.imap.portal_grace),
         )
         for r in readings
     ]
