@@ -5,13 +5,15 @@ of the admin site (the JSON API lives under ``/api/v1`` on the same site; L{Admi
 
 from __future__ import annotations
 
+from strata_twisted.admin.panel.account import AccountPages
 from strata_twisted.admin.panel.dashboard import DashboardPages
 from strata_twisted.admin.panel.events import EventPages
 from strata_twisted.admin.panel.login import LoginPages
 from strata_twisted.admin.panel.queue import QueuePages
+from strata_twisted.admin.panel.tenants import TenantPages
 
 
-class Panel(LoginPages, DashboardPages, QueuePages, EventPages):
+class Panel(LoginPages, DashboardPages, QueuePages, EventPages, TenantPages, AccountPages):
     """Every page; ``resource()`` is what the site serves."""
 
 
