@@ -19,7 +19,7 @@ from twisted.web.iweb import IRequest
 
 from strata_twisted.admin.panel.base import SESSION_COOKIE, Body, Page, PanelBase, field_errors
 from strata_twisted.core.admin import accounts, apikeys
-from strata_twisted.core.admin.auth import totp_uri
+from strata_twisted.core.admin.auth import MIN_PASSWORD_LENGTH, totp_uri
 from strata_twisted.core.admin.errors import InvalidInput
 from strata_twisted.model import SCOPES, Scope
 
@@ -53,6 +53,7 @@ class AccountPages(PanelBase):
         return page.render(
             "account.html",
             status,
+            min_password=MIN_PASSWORD_LENGTH,
             title="Account",
             account=account,
             keys=keys,

@@ -22,6 +22,7 @@ from twisted.web.iweb import IRequest
 
 from strata_twisted.admin.panel.base import Body, Page, PanelBase, field_errors
 from strata_twisted.core.admin import accounts, domains, tenants
+from strata_twisted.core.admin.auth import MIN_PASSWORD_LENGTH
 from strata_twisted.core.admin.errors import Conflict, InvalidInput
 from strata_twisted.errors import AlreadyExists, NotFound
 from strata_twisted.model import AdminAccount, Branding, Role
@@ -174,6 +175,7 @@ class TenantPages(PanelBase):
         return page.render(
             "reseller.html",
             status,
+            min_password=MIN_PASSWORD_LENGTH,
             title=f"Reseller {reseller.name}",
             reseller=reseller,
             customers=customers,
@@ -265,6 +267,7 @@ class TenantPages(PanelBase):
         return page.render(
             "customer.html",
             status,
+            min_password=MIN_PASSWORD_LENGTH,
             title=f"Customer {customer.name}",
             customer=customer,
             domains=views,
