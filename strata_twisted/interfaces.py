@@ -58,6 +58,7 @@ if TYPE_CHECKING:
         QueueStats,
         RelayActivity,
         Reseller,
+        ResellerLogo,
         ShadowCopy,
         StoredMessage,
         UserCredential,
@@ -730,13 +731,28 @@ class ITenantStore(Interface):
         """The reseller, or None."""
 
     def add_reseller(reseller: Reseller) -> Deferred[Reseller]:
-        """Store a new reseller; L{AlreadyExists} if the name is taken."""
+        """Store a new reseller; L{AlreadyExists} if the name is taken (kind ``reseller``) or
+        one of its host names is another reseller's (kind ``hostname``, name the host)."""
 
     def update_reseller(reseller: Reseller) -> Deferred[Reseller]:
-        """Replace a reseller's branding; L{NotFound} if it does not exist."""
+        """Replace a reseller's branding and host names; L{NotFound} if it does not exist,
+        L{AlreadyExists} (kind ``hostname``) if a host name is another reseller's."""
 
     def remove_reseller(name: str) -> Deferred[None]:
-        """Remove a reseller; L{NotFound} if it does not exist."""
+        """Remove a reseller, its host names and its logo; L{NotFound} if it does not exist."""
+
+    def reseller_for_hostname(hostname: str) -> Deferred[Reseller | None]:
+        """The reseller that has the (canonical) host name, or None."""
+
+    def set_reseller_logo(name: str, logo: ResellerLogo) -> Deferred[None]:
+        """Store (or replace) a reseller's logo; L{NotFound} if the reseller does not exist."""
+
+    def get_reseller_logo(name: str) -> Deferred[ResellerLogo | None]:
+        """A reseller's logo, or None (no logo, or no such reseller)."""
+
+    def clear_reseller_logo(name: str) -> Deferred[bool]:
+        """Remove a reseller's logo; whether it had one.  L{NotFound} if the reseller does not
+        exist."""
 
     def list_customers(reseller: str | None = None) -> Deferred[list[Customer]]:
         """Customers sorted by name; only ``reseller``'s when given ("" = the operator's own)."""

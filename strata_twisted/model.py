@@ -1009,7 +1009,15 @@ def check_tenant_name(text: str, what: str = "name") -> str:
 
 @dataclass(frozen=True)
 class Branding:
-    """How a reseller's customers see the product (the panel, webmail, alert emails)."""
+    """
+    How a reseller's customers see the product (the panel, webmail, alert emails).
+
+    ``hostnames``: the host names the reseller serves its webmail and panel under
+    (``webmail.acme-it.test``), canonical (lower-case ASCII), sorted; each belongs to one
+    reseller at most.  Roundcube and the panel's login page look the branding up by the host
+    they are served under.  An uploaded logo is kept apart (L{ResellerLogo}): ``logo_url`` is a
+    logo hosted elsewhere.
+    """
 
     product_name: str = ""
     logo_url: str = ""
@@ -1017,8 +1025,9 @@ class Branding:
     accent_color: str = ""
     support_email: str = ""
     support_url: str = ""
+    hostnames: tuple[str, ...] = ()
 
-    def as_json(self) -> dict[str, str]:
+    def as_json(self) -> dict[str, Any]:
         return {
             "product_name": self.product_name,
             "logo_url": self.logo_url,
@@ -1026,7 +1035,18 @@ class Branding:
             "accent_color": self.accent_color,
             "support_email": self.support_email,
             "support_url": self.support_url,
+            "hostnames": list(self.hostnames),
         }
+
+
+@dataclass(frozen=True)
+class ResellerLogo:
+    """A reseller's uploaded logo: the image's bytes, its MIME type, and when it was set (so
+    that its public URL changes with it and no cache serves the old one)."""
+
+    data: bytes
+    content_type: str
+    updated_at: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from strata_twisted.model import (
     QueueEntry,
     QueueFilter,
     Reseller,
+    ResellerLogo,
 )
 
 
@@ -60,6 +61,7 @@ class MemoryAdminRoles:
 
     def _init_admin_roles(self) -> None:
         self._resellers: dict[str, Reseller] = {}
+        self._logos: dict[str, ResellerLogo] = {}
         self._customers: dict[str, Customer] = {}
         self._admins: dict[str, AdminAccount] = {}
         self._api_keys: dict[str, ApiKey] = {}  # in creation order
@@ -73,9 +75,22 @@ class MemoryAdminRoles:
     def get_reseller(self, name: str) -> Deferred[Reseller | None]:
         return succeed(self._resellers.get(name))
 
+    def _hostname_taken(self, reseller: Reseller) -> Deferred[Reseller] | None:
+        """A failed answer if one of ``reseller``'s host names is another reseller's."""
+        for other in self._resellers.values():
+            if other.name == reseller.name:
+                continue
+            for host in reseller.branding.hostnames:
+                if host in other.branding.hostnames:
+                    return fail(AlreadyExists("hostname", host))
+        return None
+
     def add_reseller(self, reseller: Reseller) -> Deferred[Reseller]:
         if reseller.name in self._resellers:
             return fail(AlreadyExists("reseller", reseller.name))
+        taken = self._hostname_taken(reseller)
+        if taken is not None:
+            return taken
         added = replace(reseller, created_at=reseller.created_at or self._clock.seconds())
         self._resellers[added.name] = added
         return succeed(added)
@@ -84,6 +99,9 @@ class MemoryAdminRoles:
         old = self._resellers.get(reseller.name)
         if old is None:
             return fail(NotFound("reseller", reseller.name))
+        taken = self._hostname_taken(reseller)
+        if taken is not None:
+            return taken
         updated = replace(reseller, created_at=old.created_at)
         self._resellers[updated.name] = updated
         return succeed(updated)
@@ -91,7 +109,28 @@ class MemoryAdminRoles:
     def remove_reseller(self, name: str) -> Deferred[None]:
         if self._resellers.pop(name, None) is None:
             return fail(NotFound("reseller", name))
+        self._logos.pop(name, None)
         return succeed(None)
+
+    def reseller_for_hostname(self, hostname: str) -> Deferred[Reseller | None]:
+        for reseller in self._resellers.values():
+            if hostname in reseller.branding.hostnames:
+                return succeed(reseller)
+        return succeed(None)
+
+    def set_reseller_logo(self, name: str, logo: ResellerLogo) -> Deferred[None]:
+        if name not in self._resellers:
+            return fail(NotFound("reseller", name))
+        self._logos[name] = logo
+        return succeed(None)
+
+    def get_reseller_logo(self, name: str) -> Deferred[ResellerLogo | None]:
+        return succeed(self._logos.get(name))
+
+    def clear_reseller_logo(self, name: str) -> Deferred[bool]:
+        if name not in self._resellers:
+            return fail(NotFound("reseller", name))
+        return succeed(self._logos.pop(name, None) is not None)
 
     def list_customers(self, reseller: str | None = None) -> Deferred[list[Customer]]:
         return succeed(

@@ -5,7 +5,7 @@ A mixin of L{strata_twisted.storage.sqlite.SQLiteStore}, with its threading rule
 ``_t_…`` and the callables handed to ``_run``/``_t_transaction`` run on the storage thread, and
 only there; the rest runs on the caller's thread and never touches the connection.  Times are
 read from the clock on the caller's thread, as the other roles do.  The tables are migration 14
-(sqlite_schema.py).
+(sqlite_schema.py); resellers' host names and logos are migration 16.
 
 Every change is one transaction, checked under its write lock: "exists already" and "not found"
 are decided there, so two processes (the server and the CLI) cannot both add the same name.
@@ -30,6 +30,7 @@ from strata_twisted.model import (
     Branding,
     Customer,
     Reseller,
+    ResellerLogo,
     Role,
     Scope,
 )
@@ -37,7 +38,7 @@ from strata_twisted.model import (
 T = TypeVar("T")
 
 
-def _reseller(row: sqlite3.Row) -> Reseller:
+def _reseller(row: sqlite3.Row, hostnames: tuple[str, ...] = ()) -> Reseller:
     return Reseller(
         name=row["name"],
         branding=Branding(
@@ -47,8 +48,33 @@ def _reseller(row: sqlite3.Row) -> Reseller:
             accent_color=row["accent_color"],
             support_email=row["support_email"],
             support_url=row["support_url"],
+            hostnames=hostnames,
         ),
         created_at=float(row["created_at"]),
+    )
+
+
+def _t_hostnames(conn: sqlite3.Connection, reseller: str) -> tuple[str, ...]:
+    rows = conn.execute(
+        "SELECT hostname FROM reseller_hostnames WHERE reseller = ? ORDER BY hostname",
+        (reseller,),
+    )
+    return tuple(r["hostname"] for r in rows)
+
+
+def _t_set_hostnames(conn: sqlite3.Connection, reseller: Reseller) -> None:
+    """Replace ``reseller``'s host names; L{AlreadyExists} (kind ``hostname``) for the first
+    that another reseller has.  Runs inside the caller's transaction."""
+    for host in sorted(reseller.branding.hostnames):
+        row = conn.execute(
+            "SELECT reseller FROM reseller_hostnames WHERE hostname = ?", (host,)
+        ).fetchone()
+        if row is not None and row["reseller"] != reseller.name:
+            raise AlreadyExists("hostname", host)
+    conn.execute("DELETE FROM reseller_hostnames WHERE reseller = ?", (reseller.name,))
+    conn.executemany(
+        "INSERT INTO reseller_hostnames (hostname, reseller) VALUES (?, ?)",
+        [(host, reseller.name) for host in reseller.branding.hostnames],
     )
 
 
@@ -158,17 +184,23 @@ class SQLiteAdminRoles:
     # -- ITenantStore
 
     def list_resellers(self) -> Deferred[list[Reseller]]:
-        return self._query(
-            "listing resellers",
-            lambda conn: [
-                _reseller(r) for r in conn.execute("SELECT * FROM resellers ORDER BY name")
-            ],
-        )
+        def listing(conn: sqlite3.Connection) -> list[Reseller]:
+            hosts: dict[str, list[str]] = {}
+            for row in conn.execute(
+                "SELECT hostname, reseller FROM reseller_hostnames ORDER BY hostname"
+            ):
+                hosts.setdefault(row["reseller"], []).append(row["hostname"])
+            return [
+                _reseller(r, tuple(hosts.get(r["name"], ())))
+                for r in conn.execute("SELECT * FROM resellers ORDER BY name")
+            ]
+
+        return self._query("listing resellers", listing)
 
     def get_reseller(self, name: str) -> Deferred[Reseller | None]:
         def get(conn: sqlite3.Connection) -> Reseller | None:
             row = conn.execute("SELECT * FROM resellers WHERE name = ?", (name,)).fetchone()
-            return None if row is None else _reseller(row)
+            return None if row is None else _reseller(row, _t_hostnames(conn, name))
 
         return self._query(f"reading reseller {name}", get)
 
@@ -178,6 +210,7 @@ class SQLiteAdminRoles:
         def insert(conn: sqlite3.Connection) -> Reseller:
             if _t_exists(conn, "resellers", "name", added.name):
                 raise AlreadyExists("reseller", added.name)
+            _t_set_hostnames(conn, added)
             conn.execute(
                 "INSERT INTO resellers (name, product_name, logo_url, primary_color,"
                 " accent_color, support_email, support_url, created_at)"
@@ -195,6 +228,7 @@ class SQLiteAdminRoles:
             ).fetchone()
             if row is None:
                 raise NotFound("reseller", reseller.name)
+            _t_set_hostnames(conn, reseller)
             conn.execute(
                 "UPDATE resellers SET product_name = ?, logo_url = ?, primary_color = ?,"
                 " accent_color = ?, support_email = ?, support_url = ? WHERE name = ?",
@@ -208,8 +242,54 @@ class SQLiteAdminRoles:
         def delete(conn: sqlite3.Connection) -> None:
             if conn.execute("DELETE FROM resellers WHERE name = ?", (name,)).rowcount == 0:
                 raise NotFound("reseller", name)
+            conn.execute("DELETE FROM reseller_hostnames WHERE reseller = ?", (name,))
+            conn.execute("DELETE FROM reseller_logos WHERE reseller = ?", (name,))
 
         return self._change(f"removing reseller {name}", delete)
+
+    def reseller_for_hostname(self, hostname: str) -> Deferred[Reseller | None]:
+        def get(conn: sqlite3.Connection) -> Reseller | None:
+            row = conn.execute(
+                "SELECT r.* FROM reseller_hostnames h JOIN resellers r ON r.name = h.reseller"
+                " WHERE h.hostname = ?",
+                (hostname,),
+            ).fetchone()
+            return None if row is None else _reseller(row, _t_hostnames(conn, row["name"]))
+
+        return self._query(f"looking up host name {hostname}", get)
+
+    def set_reseller_logo(self, name: str, logo: ResellerLogo) -> Deferred[None]:
+        def store(conn: sqlite3.Connection) -> None:
+            if not _t_exists(conn, "resellers", "name", name):
+                raise NotFound("reseller", name)
+            conn.execute(
+                "INSERT OR REPLACE INTO reseller_logos (reseller, content_type, data, updated_at)"
+                " VALUES (?, ?, ?, ?)",
+                (name, logo.content_type, logo.data, logo.updated_at),
+            )
+
+        return self._change(f"storing the logo of reseller {name}", store)
+
+    def get_reseller_logo(self, name: str) -> Deferred[ResellerLogo | None]:
+        def get(conn: sqlite3.Connection) -> ResellerLogo | None:
+            row = conn.execute(
+                "SELECT content_type, data, updated_at FROM reseller_logos WHERE reseller = ?",
+                (name,),
+            ).fetchone()
+            if row is None:
+                return None
+            return ResellerLogo(bytes(row["data"]), row["content_type"], float(row["updated_at"]))
+
+        return self._query(f"reading the logo of reseller {name}", get)
+
+    def clear_reseller_logo(self, name: str) -> Deferred[bool]:
+        def clear(conn: sqlite3.Connection) -> bool:
+            if not _t_exists(conn, "resellers", "name", name):
+                raise NotFound("reseller", name)
+            deleted = conn.execute("DELETE FROM reseller_logos WHERE reseller = ?", (name,))
+            return deleted.rowcount > 0
+
+        return self._change(f"removing the logo of reseller {name}", clear)
 
     def list_customers(self, reseller: str | None = None) -> Deferred[list[Customer]]:
         def listing(conn: sqlite3.Connection) -> list[Customer]:

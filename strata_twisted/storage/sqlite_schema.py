@@ -92,6 +92,10 @@ Layout notes:
   counting the last day's deliveries (``relay_activity``) walks that day only; an entry gets its
   ``delivered_at`` once and never changes again, so the relay pays one index insert per
   delivery.
+- Migration 16 (white-label branding, #14) adds ``reseller_hostnames`` (the host names a
+  reseller's webmail and panel are served under; the primary key keeps each host one
+  reseller's) and ``reseller_logos`` (one uploaded image per reseller, inline as a BLOB).  Both
+  go with their reseller when it is removed, in the same transaction.
 - No CHECK constraints on states or modes: the code validates them, and SQLite cannot alter a
   CHECK without rebuilding the table, which would make adding a queue state a costly migration.
 """
@@ -469,6 +473,30 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             "CREATE INDEX series_domain_at ON series (domain, at)",
             "CREATE INDEX queue_delivered_at ON queue (delivered_at, domain)"
             " WHERE delivered_at IS NOT NULL",
+        ),
+    ),
+    (
+        16,
+        (
+            # White-label branding (#14): a reseller's host names, each one reseller's at most
+            # (the PRIMARY KEY), looked up by host on every webmail page.
+            """
+            CREATE TABLE reseller_hostnames (
+                hostname TEXT PRIMARY KEY,  -- canonical (lower-case ASCII)
+                reseller TEXT NOT NULL
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX reseller_hostnames_reseller ON reseller_hostnames (reseller, hostname)",
+            # Its uploaded logo (at most 256 KiB, checked by core/admin): small enough to keep
+            # inline, and read by host name, never scanned.
+            """
+            CREATE TABLE reseller_logos (
+                reseller     TEXT PRIMARY KEY,
+                content_type TEXT NOT NULL,
+                data         BLOB NOT NULL,
+                updated_at   REAL NOT NULL
+            )
+            """,
         ),
     ),
 )

@@ -107,6 +107,7 @@ from strata_twisted.model import (
     QueueStats,
     RelayTarget,
     Reseller,
+    ResellerLogo,
     ShadowCopy,
     StoredMessage,
     UserCredential,
@@ -3382,6 +3383,62 @@ class TenantStoreSuite:
         result_of(store.add_customer(Customer("acme")))
         result_of(store.remove_reseller("acme"))
         assert result_of(store.get_customer("acme")) == Customer("acme", created_at=0.0)
+
+    # -- host names and logos (#14)
+
+    def test_host_names_round_trip_and_find_their_reseller(self, store: Any) -> None:
+        hosted = Branding(product_name="Acme", hostnames=("panel.acme.test", "webmail.acme.test"))
+        added = result_of(store.add_reseller(Reseller("acme", hosted, created_at=1.0)))
+        assert result_of(store.get_reseller("acme")) == added
+        result_of(store.add_reseller(Reseller("other", created_at=2.0)))
+        assert result_of(store.list_resellers())[0].branding.hostnames == hosted.hostnames
+        assert result_of(store.reseller_for_hostname("webmail.acme.test")) == added
+        assert result_of(store.reseller_for_hostname("panel.acme.test")) == added
+        assert result_of(store.reseller_for_hostname("mail.acme.test")) is None
+        # Replaced as a whole by an update: one dropped, one added.
+        moved = Reseller("acme", Branding(hostnames=("mail.acme.test",)), created_at=1.0)
+        assert result_of(store.update_reseller(moved)) == moved
+        assert result_of(store.reseller_for_hostname("webmail.acme.test")) is None
+        assert result_of(store.reseller_for_hostname("mail.acme.test")) == moved
+
+    def test_a_host_name_belongs_to_one_reseller(self, store: Any) -> None:
+        mine = Reseller("acme", Branding(hostnames=("webmail.acme.test",)), created_at=1.0)
+        result_of(store.add_reseller(mine))
+        taken = Reseller("other", Branding(hostnames=("a.other.test", "webmail.acme.test")))
+        refused(store.add_reseller(taken), AlreadyExists, "hostname", "webmail.acme.test")
+        assert result_of(store.get_reseller("other")) is None
+        assert result_of(store.reseller_for_hostname("a.other.test")) is None
+        result_of(store.add_reseller(Reseller("other", created_at=2.0)))
+        refused(store.update_reseller(taken), AlreadyExists, "hostname", "webmail.acme.test")
+        assert result_of(store.get_reseller("other")) == Reseller("other", created_at=2.0)
+        # Removing a reseller frees its host names.
+        result_of(store.remove_reseller("acme"))
+        assert result_of(store.reseller_for_hostname("webmail.acme.test")) is None
+        assert result_of(store.update_reseller(taken)).branding.hostnames == taken.branding.hostnames
+
+    def test_a_logo_is_stored_replaced_cleared_and_goes_with_its_reseller(
+        self, store: Any
+    ) -> None:
+        assert result_of(store.get_reseller_logo("acme")) is None
+        refused(
+            store.set_reseller_logo("acme", ResellerLogo(b"x", "image/png")),
+            NotFound, "reseller", "acme",
+        )  # fmt: skip
+        refused(store.clear_reseller_logo("acme"), NotFound, "reseller", "acme")
+        result_of(store.add_reseller(Reseller("acme")))
+        png = ResellerLogo(b"\x89PNG\r\n\x1a\n\x00\xff" * 100, "image/png", 10.0)
+        assert result_of(store.set_reseller_logo("acme", png)) is None
+        assert result_of(store.get_reseller_logo("acme")) == png
+        gif = ResellerLogo(b"GIF89a", "image/gif", 20.0)
+        result_of(store.set_reseller_logo("acme", gif))
+        assert result_of(store.get_reseller_logo("acme")) == gif
+        assert result_of(store.clear_reseller_logo("acme")) is True
+        assert result_of(store.clear_reseller_logo("acme")) is False
+        assert result_of(store.get_reseller_logo("acme")) is None
+        result_of(store.set_reseller_logo("acme", gif))
+        result_of(store.remove_reseller("acme"))
+        result_of(store.add_reseller(Reseller("acme")))
+        assert result_of(store.get_reseller_logo("acme")) is None
 
 
 # pyotp's documentation example, not anyone's secret.
