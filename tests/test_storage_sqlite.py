@@ -2263,7 +2263,7 @@ def test_a_v13_database_upgrades_to_v14_and_its_domains_belong_to_the_operator(
     store = SQLiteStore(data_dir, clock, SyncExecutor())
     store.open(recover=True)
     try:
-        assert sql(store, "PRAGMA user_version") == [(SCHEMA_VERSION,)] == [(14,)]
+        assert sql(store, "PRAGMA user_version") == [(SCHEMA_VERSION,)]
         domains = result_of(store.list_domains())
         assert [(d.name, d.customer) for d in domains] == [("old.test", ""), ("older.test", "")]
         result_of(store.update_domain(replace(domains[0], customer="shop")))
