@@ -1,7 +1,8 @@
 """
 Resellers and customers (#13): operator → resellers → customers → domains.
 
-Resellers are the operator's to add, brand and remove.  Customers sit under a reseller or
+Resellers are the operator's to add and remove; the operator brands them, and a reseller admin
+may change its own reseller's brand but not its host names (#14).  Customers sit under a reseller or
 directly under the operator: the operator may add one anywhere, a reseller admin under its own
 reseller; a customer admin adds none.  Whatever a caller may not see is L{NotFound}, so a
 reseller admin naming another reseller learns nothing.  Listing needs ``read``; every change
@@ -11,10 +12,11 @@ is refused (L{Conflict}): nothing is ever removed as a side effect.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from dataclasses import fields, replace
+from typing import Final
 
-from strata_twisted.core.admin._common import tenant_name
+from strata_twisted.core.admin._common import domain_name, tenant_name
 from strata_twisted.core.admin.context import AdminContext
 from strata_twisted.core.admin.errors import Conflict, InvalidInput
 from strata_twisted.core.admin.identity import Caller, require
@@ -23,15 +25,36 @@ from strata_twisted.errors import AlreadyExists, NotFound
 from strata_twisted.model import Branding, Customer, Reseller
 
 BRANDING_FIELDS = tuple(f.name for f in fields(Branding))
+HOSTNAMES_FIELD: Final = "hostnames"
 _MAX_BRANDING = 2048
+MAX_HOSTNAMES: Final = 20
+
+
+def _hostnames(value: object) -> tuple[str, ...]:
+    """The canonical, sorted, distinct host names in ``value`` (a list of strings), or
+    L{InvalidInput} naming ``hostnames``."""
+    if isinstance(value, str) or not isinstance(value, list | tuple):
+        raise InvalidInput(HOSTNAMES_FIELD, "expected a list of host names")
+    if len(value) > MAX_HOSTNAMES:
+        raise InvalidInput(HOSTNAMES_FIELD, f"at most {MAX_HOSTNAMES} host names")
+    names = set()
+    for item in value:
+        if not isinstance(item, str):
+            raise InvalidInput(HOSTNAMES_FIELD, "expected a list of host names")
+        names.add(domain_name(item, HOSTNAMES_FIELD))
+    return tuple(sorted(names))
 
 
 def _branding(base: Branding, values: Mapping[str, object]) -> Branding:
-    """``base`` with ``values`` (Branding field names → strings) applied, checked."""
-    checked: dict[str, str] = {}
+    """``base`` with ``values`` (Branding field names → strings; ``hostnames`` → a list of host
+    names) applied, checked."""
+    checked: dict[str, object] = {}
     for key, value in values.items():
         if key not in BRANDING_FIELDS:
             raise InvalidInput(key, f"{key!r} is not a branding field")
+        if key == HOSTNAMES_FIELD:
+            checked[key] = _hostnames(value)
+            continue
         if not isinstance(value, str) or len(value) > _MAX_BRANDING or not value.isprintable():
             raise InvalidInput(
                 key, f"expected printable text of at most {_MAX_BRANDING} characters"
@@ -39,7 +62,27 @@ def _branding(base: Branding, values: Mapping[str, object]) -> Branding:
         if key.endswith("_url") and value and not value.lower().startswith(("https://", "http://")):
             raise InvalidInput(key, "expected an http:// or https:// URL")
         checked[key] = value
-    return replace(base, **checked)
+    return replace(base, **checked)  # type: ignore[arg-type]
+
+
+class HostnameTaken(Conflict):
+    """A host name another reseller already has (API: 409 naming the field ``hostnames``)."""
+
+    field = HOSTNAMES_FIELD
+
+    def __init__(self, host: str) -> None:
+        super().__init__("hostname", host, f"the host name {host} is already another reseller's")
+
+
+async def _store_reseller(store: Awaitable[Reseller]) -> Reseller:
+    """Await a store's add or update, turning a host name taken under its lock (another
+    reseller's, or taken by another process meanwhile) into L{HostnameTaken}."""
+    try:
+        return await store
+    except AlreadyExists as e:
+        if e.kind == "hostname":
+            raise HostnameTaken(e.name) from None
+        raise
 
 
 def _operator_only(caller: Caller, name: str) -> None:
@@ -75,7 +118,7 @@ async def add_reseller(
     _operator_only(caller, checked)
     require(caller, "admin")
     reseller = Reseller(checked, _branding(Branding(), branding or {}), ctx.clock.seconds())
-    added: Reseller = await ctx.tenants.add_reseller(reseller)
+    added = await _store_reseller(ctx.tenants.add_reseller(reseller))
     await ctx.auditor.record(
         caller, "reseller.add", checked, Owner(checked), added.branding.as_json()
     )
@@ -85,14 +128,20 @@ async def add_reseller(
 async def update_reseller(
     ctx: AdminContext, caller: Caller, name: str, branding: Mapping[str, object]
 ) -> Reseller:
-    """Change the branding fields given; the others stay."""
-    _operator_only(caller, name)
+    """Change the branding fields given; the others stay.  The operator changes any reseller's;
+    a reseller admin its own brand (the white-label panel's Branding page), but not its host
+    names: they decide which requests a brand answers, so the operator, who runs the DNS and
+    the web server, assigns them."""
     found = await ctx.tenancy.reseller(caller, name)
+    if not caller.is_operator and caller.reseller != found.name:
+        raise NotFound("reseller", name)
     require(caller, "admin")
+    if not caller.is_operator and HOSTNAMES_FIELD in branding:
+        raise InvalidInput(HOSTNAMES_FIELD, "host names are assigned by the operator")
     if not branding:
         raise InvalidInput("branding", "nothing to change")
-    updated: Reseller = await ctx.tenants.update_reseller(
-        replace(found, branding=_branding(found.branding, branding))
+    updated = await _store_reseller(
+        ctx.tenants.update_reseller(replace(found, branding=_branding(found.branding, branding)))
     )
     await ctx.auditor.record(
         caller, "reseller.update", found.name, Owner(found.name), dict(branding)
