@@ -15,6 +15,7 @@ import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Final, TypeAlias, cast
+from urllib.parse import quote
 
 from klein import Klein
 from twisted.logger import Logger
@@ -45,6 +46,7 @@ from strata_twisted.admin.openapi import QUEUE_ACTIONS, QUEUE_STATES, document
 from strata_twisted.core.admin import (
     accounts,
     apikeys,
+    branding,
     dashboard,
     dkim,
     domains,
@@ -67,8 +69,16 @@ from strata_twisted.core.admin.context import AdminContext
 from strata_twisted.core.admin.errors import InvalidInput
 from strata_twisted.core.admin.identity import VIA_PANEL, Caller
 from strata_twisted.core.admin.queue import QueueAction
+from strata_twisted.core.branding import BrandingView
 from strata_twisted.errors import StrataError
-from strata_twisted.model import EventFilter, QueueFilter, Role, Scope, normalize_domain
+from strata_twisted.model import (
+    EventFilter,
+    QueueFilter,
+    ResellerLogo,
+    Role,
+    Scope,
+    normalize_domain,
+)
 
 SESSION_COOKIE: Final = b"strata_session"
 CSRF_HEADER: Final = b"x-csrf-token"
@@ -218,6 +228,35 @@ class AdminAPI:
         except Exception as e:  # noqa: BLE001
             return self.fail(request, e)
         return self.metrics
+
+    # -- public branding, outside the versioned API (#14)
+    #
+    # For pages nobody has logged in to yet: Roundcube (its strata_branding plugin asks, server
+    # to server, for the host it is served under) and the panel's login page.  No credentials,
+    # and nothing in the answers that is not printed on those pages anyway.
+
+    @app.route("/branding", methods=["GET"])
+    async def public_branding(self, request: IRequest) -> bytes:
+        try:
+            host = query_arg(request, "host") or ""
+            view = await branding.branding_for_host(self.ctx, host)
+        except Exception as e:  # noqa: BLE001
+            return self.fail(request, e)
+        if view is None:
+            return send_json(request, ApiError(404, "not_found", "no branding").body(), 404)
+        body = send_json(request, public_branding_json(view, host))
+        request.setHeader(b"cache-control", b"public, max-age=60")
+        return body
+
+    @app.route("/branding/logo", methods=["GET"])
+    async def public_branding_logo(self, request: IRequest) -> bytes:
+        try:
+            logo = await branding.logo_for_host(self.ctx, query_arg(request, "host") or "")
+        except Exception as e:  # noqa: BLE001
+            return self.fail(request, e)
+        if logo is None:
+            return send_json(request, ApiError(404, "not_found", "no logo").body(), 404)
+        return send_logo(request, logo, public=True)
 
     # -- the document
 
@@ -666,6 +705,61 @@ class AdminAPI:
 
         return await self.run(request, handler, write=True)
 
+    @app.route("/api/v1/resellers/<string:name>/logo", methods=["GET"])
+    async def reseller_logo_show(self, request: IRequest, name: str) -> bytes:
+        try:
+            caller = await self.caller(request, write=False)
+            logo = await branding.reseller_logo(self.ctx, caller, name)
+            if logo is None:
+                raise ApiError(404, "not_found", f"reseller {name} has no uploaded logo")
+        except Exception as e:  # noqa: BLE001
+            return self.fail(request, e)
+        return send_logo(request, logo, public=False)
+
+    @app.route("/api/v1/resellers/<string:name>/logo", methods=["PUT"])
+    async def reseller_logo_set(self, request: IRequest, name: str) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            kind = (request.getHeader(b"content-type") or b"").split(b";")[0].strip().lower()
+            if kind not in LOGO_UPLOAD_TYPES:
+                raise ApiError(
+                    415, "unsupported_media_type", "send the logo as image/png, image/jpeg, "
+                    "image/gif or image/webp",
+                )  # fmt: skip
+            data = read_body(request, branding.MAX_LOGO_BYTES)
+            logo = await branding.set_reseller_logo(self.ctx, caller, name, data)
+            return 200, {"content_type": logo.content_type, "size": len(logo.data)}
+
+        return await self.run(request, handler, write=True)
+
+    @app.route("/api/v1/resellers/<string:name>/logo", methods=["DELETE"])
+    async def reseller_logo_clear(self, request: IRequest, name: str) -> bytes:
+        async def handler(caller: Caller) -> Answer:
+            await branding.clear_reseller_logo(self.ctx, caller, name)
+            return 204, None
+
+        return await self.run(request, handler, write=True)
+
+    @app.route("/api/v1/branding", methods=["GET"])
+    async def own_branding(self, request: IRequest) -> bytes:
+        """The brand the caller's pages show (null: Strata's own), for the panel."""
+
+        async def handler(caller: Caller) -> Answer:
+            view = await branding.branding_for(self.ctx, caller)
+            return 200, {"branding": None if view is None else view.as_json(OWN_LOGO_PATH)}
+
+        return await self.run(request, handler, write=False)
+
+    @app.route("/api/v1/branding/logo", methods=["GET"])
+    async def own_branding_logo(self, request: IRequest) -> bytes:
+        try:
+            caller = await self.caller(request, write=False)
+            logo = await branding.logo_for(self.ctx, caller)
+            if logo is None:
+                raise ApiError(404, "not_found", "no uploaded logo")
+        except Exception as e:  # noqa: BLE001
+            return self.fail(request, e)
+        return send_logo(request, logo, public=False)
+
     @app.route("/api/v1/customers", methods=["GET"])
     async def customers_list(self, request: IRequest) -> bytes:
         async def handler(caller: Caller) -> Answer:
@@ -825,6 +919,33 @@ _DOMAIN_FIELDS: Final = {
 _API_NAMES: Final = {core: api for api, core in _DOMAIN_FIELDS.items()} | {
     "alert_email": "alert_emails"
 }
+# The types a logo upload may declare; the image's own bytes decide what it is (core/admin).
+LOGO_UPLOAD_TYPES: Final = frozenset(
+    {b"image/png", b"image/jpeg", b"image/gif", b"image/webp", b"application/octet-stream"}
+)
+# Where a logged-in admin's pages fetch their brand's uploaded logo.
+OWN_LOGO_PATH: Final = "/api/v1/branding/logo"
+
+
+def public_branding_json(view: BrandingView, host: str) -> dict[str, Any]:
+    """``GET /branding``'s answer: the brand, its uploaded logo under ``/branding/logo``."""
+    name = branding.host_name(host) or ""
+    return view.as_json(f"/branding/logo?host={quote(name, safe='')}")
+
+
+def send_logo(request: IRequest, logo: ResellerLogo, *, public: bool) -> bytes:
+    """A logo image: its own type, never sniffed as anything else, and never run as a page
+    (the sandbox CSP, should a browser open it as a document)."""
+    request.setResponseCode(200)
+    request.setHeader(b"content-type", logo.content_type.encode("ascii"))
+    request.setHeader(b"x-content-type-options", b"nosniff")
+    request.setHeader(b"content-security-policy", b"default-src 'none'; sandbox")
+    request.setHeader(
+        b"cache-control", b"public, max-age=300" if public else b"private, max-age=60"
+    )
+    return logo.data
+
+
 MAX_PASSWD_FILE: Final = 16 * 1024 * 1024
 
 

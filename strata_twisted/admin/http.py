@@ -91,7 +91,7 @@ def as_api_error(error: BaseException) -> ApiError:
     if isinstance(error, Unauthorized):
         return ApiError(401, "unauthorized", str(error))
     if isinstance(error, Conflict):
-        return ApiError(409, "conflict", str(error))
+        return ApiError(409, "conflict", str(error), field if isinstance(field, str) else None)
     if isinstance(error, InvalidInput):
         return ApiError(400, "invalid_input", error.message, error.field, error.details)
     if isinstance(error, StrataError) and isinstance(field, str):

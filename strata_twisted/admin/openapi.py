@@ -90,6 +90,12 @@ _TEXT: Final[JsonSchema] = {
     "pattern": "^[ -~\\u00a1-\\u00ac\\u00ae-\\u024f]*$",
 }
 
+# A reseller's host names (#14): unique across resellers, at most 20.
+_HOSTNAMES: Final[JsonSchema] = {"type": "array", "items": _DOMAIN_NAME, "maxItems": 20}
+# A logo: PNG, JPEG, GIF or WebP (recognised by its bytes), at most 256 KiB.
+_IMAGE_TYPES: Final = ("image/png", "image/jpeg", "image/gif", "image/webp")
+_IMAGE: Final[JsonSchema] = {"type": "string", "format": "binary"}
+
 # A DKIM selector: labels of letters, digits and hyphens, separated by dots.
 _LABEL: Final = "[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?"
 _SELECTOR: Final = rf"^{_LABEL}(\.{_LABEL})*$"
@@ -419,6 +425,7 @@ SCHEMAS: Final[dict[str, JsonSchema]] = {
             "accent_color": _STR,
             "support_email": _STR,
             "support_url": _STR,
+            "hostnames": {"type": "array", "items": _STR},
         },
         ["name"],
     ),
@@ -431,6 +438,7 @@ SCHEMAS: Final[dict[str, JsonSchema]] = {
             "accent_color": _TEXT,
             "support_email": _TEXT,
             "support_url": _URL,
+            "hostnames": _HOSTNAMES,
         },
         ["name"],
     ),
@@ -442,8 +450,24 @@ SCHEMAS: Final[dict[str, JsonSchema]] = {
             "accent_color": _TEXT,
             "support_email": _TEXT,
             "support_url": _URL,
+            "hostnames": _HOSTNAMES,
         }
     ),
+    # What anyone may see of a brand (the panel's and webmail's login pages show it).
+    "BrandingView": _obj(
+        {
+            "product_name": _STR,
+            "primary_color": _STR,
+            "accent_color": _STR,
+            "support_email": _STR,
+            "support_url": _STR,
+            "logo_url": _nullable(_STR),
+            "has_logo": _BOOL,
+        },
+        ["product_name", "logo_url", "has_logo"],
+    ),
+    "OwnBranding": _obj({"branding": _nullable(_ref("BrandingView"))}, ["branding"]),
+    "LogoStored": _obj({"content_type": _STR, "size": _INT}, ["content_type", "size"]),
     "FlushInput": _obj({"domain": _STR}),
     "FlushResult": _obj(
         {
@@ -610,6 +634,15 @@ def _op(
     if not security:
         operation["security"] = []
     return operation
+
+
+def _image(description: str) -> dict[str, Any]:
+    return {
+        "200": {
+            "description": description,
+            "content": dict.fromkeys(_IMAGE_TYPES, {"schema": _IMAGE}),
+        }
+    }
 
 
 def _path_param(name: str) -> dict[str, Any]:
@@ -823,6 +856,33 @@ def document() -> dict[str, Any]:
                     "change a reseller's branding", _ok(_ref("Reseller")), body=_ref("Branding")
                 ),
                 "delete": _op("remove a reseller with nothing under it", empty),
+            },
+            "/api/v1/resellers/{name}/logo": {
+                "parameters": [name],
+                "get": _op("the reseller's uploaded logo", _image("the image")),
+                "put": {
+                    **_op(
+                        "upload the reseller's logo: PNG, JPEG, GIF or WebP, at most 256 KiB "
+                        "(SVG is refused); the operator, or the reseller's own admin",
+                        _ok(_ref("LogoStored")),
+                    ),
+                    "requestBody": {
+                        "required": True,
+                        "content": dict.fromkeys(_IMAGE_TYPES, {"schema": _IMAGE}),
+                    },
+                },
+                "delete": _op("remove the reseller's uploaded logo", empty),
+            },
+            "/api/v1/branding": {
+                "get": _op(
+                    "the brand the caller's pages show (null: Strata's own)",
+                    _ok(_ref("OwnBranding")),
+                ),
+            },
+            "/api/v1/branding/logo": {
+                "get": _op(
+                    "the uploaded logo of the brand the caller's pages show", _image("the image")
+                ),
             },
             "/api/v1/customers": {
                 "get": _op("customers", _ok(_list("customers", "Customer"))),
