@@ -54,7 +54,7 @@ class Site:
             secure=False,
             metrics=Resource(),
         )
-        self.http = StubTreq(api.resource())
+        self.http: Any = StubTreq(api.resource())  # its methods are made at run time
         result_of(s.add_reseller(Reseller("r1")))
         result_of(s.add_reseller(Reseller("r2")))
         result_of(s.add_customer(Customer("c1", "r1")))
