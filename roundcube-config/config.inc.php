@@ -16,6 +16,10 @@
  *                        Default: "Webmail".
  *   STRATA_LOGO          URL or path of the logo (white-labelling).  Default: Roundcube's.
  *   STRATA_SUPPORT_URL   Where "Get support" points (the reseller's help desk).  Default: none.
+ *   STRATA_ADMIN_URL     Strata's admin listener as Roundcube reaches it ("http://127.0.0.1:8080"):
+ *                        the strata_branding plugin asks it, on each request, for the brand of the
+ *                        host name the webmail is served under (a reseller's white-label host),
+ *                        which then replaces the three settings above.  Default: none (off).
  *   STRATA_CA_FILE       The CA certificate (PEM) that signed Strata's certificate, when it is not
  *                        one the system trusts (a private CA, or Strata's own self-signed one):
  *                        PHP verifies tls:// and ssl:// hosts.  Default: the system's CAs.
@@ -80,6 +84,12 @@ if ($strata_logo !== '') {
 }
 $config['support_url'] = $strata_setting('STRATA_SUPPORT_URL', '');
 $config['useragent'] = '';  // do not announce Roundcube's version in sent mail
+// Per host name: a reseller's brand from Strata (plugins/strata_branding, installed like
+// strata_portal), cached for a minute in temp_dir; Strata not answering leaves the look above.
+$config['strata_branding_url'] = $strata_setting('STRATA_ADMIN_URL', '');
+$config['strata_branding_ttl'] = 60;
+$config['strata_branding_timeout'] = 2;
+$config['plugins'][] = 'strata_branding';
 
 // Strata's IMAP server.  It creates INBOX, Sent, Drafts, Trash and Junk for every user, marked
 // with SPECIAL-USE and subscribed (Roundcube shows only subscribed folders), uses "/" as the

@@ -85,3 +85,42 @@ def test_roundcube_forwards_the_browsers_address_to_strata() -> None:
     assert config["login_rate_limit"] == 0
     config = evaluate(STRATA_PROXIES="172.18.0.1, 10.0.0.2,")
     assert config["proxy_whitelist"] == ["172.18.0.1", "10.0.0.2"]
+
+
+def test_the_branding_plugin_asks_the_strata_named_in_the_environment() -> None:
+    # Issue 14: per host name, the reseller's brand (tests/e2e/test_roundcube_branding.py runs it
+    # against a real Strata); off (empty URL) unless STRATA_ADMIN_URL names Strata's admin site.
+    config = evaluate()
+    assert "strata_branding" in config["plugins"]
+    assert config["strata_branding_url"] == ""
+    config = evaluate(STRATA_ADMIN_URL="http://127.0.0.1:8080")
+    assert config["strata_branding_url"] == "http://127.0.0.1:8080"
+    assert 0 < config["strata_branding_timeout"] <= 5
+    assert config["strata_branding_ttl"] == 60
+
+
+@pytest.mark.parametrize(
+    ("host", "name"),
+    [
+        ("Webmail.Acme-IT.test:8443", "webmail.acme-it.test"),
+        ("webmail.acme-it.test.", "webmail.acme-it.test"),
+        ("127.0.0.1:80", None),
+        ("[::1]:80", None),
+        ("", None),
+        ("evil.test/../x", None),
+    ],
+)
+def test_the_branding_plugin_takes_the_host_name_without_its_port(
+    host: str, name: str | None
+) -> None:
+    php = shutil.which("php")
+    assert php is not None
+    plugin = CONFIG.parent / "plugins" / "strata_branding" / "strata_branding.php"
+    script = (
+        "class rcube_plugin {} "
+        f"include {json.dumps(str(plugin))}; "
+        f"echo json_encode(strata_branding::host_name({json.dumps(host)}));"
+    )
+    done = subprocess.run([php, "-r", script], capture_output=True, text=True, timeout=30,
+                          check=True)  # fmt: skip
+    assert json.loads(done.stdout) == name

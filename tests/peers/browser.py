@@ -58,8 +58,18 @@ class Browser:
     ``root/downloads``.  ``driver`` is the Selenium WebDriver.
     """
 
-    def __init__(self, root: Path, *, width: int = 1400, height: int = 1000) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        width: int = 1400,
+        height: int = 1000,
+        host_map: dict[str, str] | None = None,
+    ) -> None:
+        """``host_map``: host names the browser resolves to the given address, whatever DNS
+        says (``{"webmail.acme-it.test": "127.0.0.1"}``), to visit a site by a name of its own."""
         self.root = root
+        self.host_map = dict(host_map or {})
         self.profile = root / "profile"
         self.downloads = root / "downloads"
         self.driver_log = root / "chromedriver.log"
@@ -85,6 +95,9 @@ class Browser:
             options.add_argument(flag)
         options.add_argument(f"--user-data-dir={self.profile}")
         options.add_argument(f"--window-size={self.width},{self.height}")
+        if self.host_map:
+            rules = ", ".join(f"MAP {host} {address}" for host, address in self.host_map.items())
+            options.add_argument(f"--host-resolver-rules={rules}")
         options.add_experimental_option(
             "prefs",
             {

@@ -45,6 +45,7 @@ ROUNDCUBE_MIMETYPES = Path("/etc/roundcube/mimetypes.php")
 SQLITE_SCHEMA = ROUNDCUBE_CODE / "SQL" / "sqlite.initial.sql"
 STRATA_CONFIG = Path(__file__).resolve().parents[2] / "roundcube-config" / "config.inc.php"
 STRATA_PLUGIN = STRATA_CONFIG.parent / "plugins" / "strata_portal"
+STRATA_BRANDING_PLUGIN = STRATA_CONFIG.parent / "plugins" / "strata_branding"
 INSTALL_HINT = "apt-get install roundcube-core roundcube-sqlite3 php-cli php-sqlite3"
 
 
@@ -99,6 +100,7 @@ class RoundcubeServer:
         extra_php: str = "",
         extra_plugins: Mapping[str, Path] | None = None,
         workers: int = 4,
+        admin_url: str = "",
     ) -> None:
         self.root = root
         self.port = port or free_port()
@@ -109,6 +111,7 @@ class RoundcubeServer:
         self.extra_php = extra_php
         self.extra_plugins = dict(extra_plugins or {})
         self.workers = workers
+        self.admin_url = admin_url  # STRATA_ADMIN_URL: the strata_branding plugin's Strata
         self.docroot = root / "public_html"
         self.plugins_dir = root / "plugins"
         self.config_dir = root / "config"
@@ -136,6 +139,7 @@ class RoundcubeServer:
         plugins = {p.name: p.resolve() for p in (ROUNDCUBE_INSTALL / "plugins").iterdir()}
         # Ours, which roundcube-config/config.inc.php enables, then the test's own.
         plugins[STRATA_PLUGIN.name] = STRATA_PLUGIN.resolve()
+        plugins[STRATA_BRANDING_PLUGIN.name] = STRATA_BRANDING_PLUGIN.resolve()
         plugins |= {name: path.resolve() for name, path in self.extra_plugins.items()}
         for name, target in plugins.items():
             link = self.plugins_dir / name
@@ -193,6 +197,7 @@ class RoundcubeServer:
             "STRATA_IMAP_HOST": self.imap_host,
             "STRATA_SMTP_HOST": self.smtp_host,
             "STRATA_PRODUCT_NAME": self.product_name,
+            "STRATA_ADMIN_URL": self.admin_url,
             "PHP_CLI_SERVER_WORKERS": str(self.workers),
         }
         with self.php_log.open("ab") as out:
