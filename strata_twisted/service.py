@@ -459,7 +459,7 @@ def _build(settings: Settings, reactor: Any, root: StrataService) -> MultiServic
     )  # fmt: skip
     alerts = build_alert_sender(settings, reactor, store, EmailAlertSender(
         reactor, store, store, store, domains, settings.hostname, settings.alerts.sender,
-        deliver_now=relay.drain,
+        deliver_now=relay.drain, tenants=store,  # a reseller's customer: the reseller's brand
     ))  # fmt: skip
     monitor = Monitor(
         reactor, domains, store, store, store,

@@ -8,6 +8,7 @@ from __future__ import annotations
 import email
 import email.policy
 
+import pytest
 from twisted.internet.task import Clock
 
 from strata_twisted.core.alert_email import EmailAlertSender
@@ -15,11 +16,14 @@ from strata_twisted.core.domains import DomainCache
 from strata_twisted.model import (
     DELIVERED_OUTCOME,
     AttemptResult,
+    Branding,
+    Customer,
     Delivery,
     Domain,
     Outage,
     QueueEntry,
     RelayTarget,
+    Reseller,
 )
 from strata_twisted.storage.memory import MemoryStore
 from strata_twisted.testing import result_of, store_message
@@ -28,12 +32,14 @@ T0 = 1_800_000_000.0  # 2027-01-15 08:00:00 UTC
 
 
 class Setup:
-    def __init__(self, alert_email: str | None, mode: str = "both") -> None:
+    def __init__(self, alert_email: str | None, mode: str = "both", customer: str = "") -> None:
         self.clock = Clock()
         self.clock.advance(T0)
         self.store = MemoryStore(self.clock)
         for domain in (
-            Domain("acme.test", RelayTarget("10.0.0.1"), alert_email=alert_email),
+            Domain(
+                "acme.test", RelayTarget("10.0.0.1"), alert_email=alert_email, customer=customer
+            ),
             Domain("msp.test", RelayTarget("10.0.0.2"), mode=mode),  # type: ignore[arg-type]
         ):
             result_of(self.store.add_domain(domain))
@@ -42,7 +48,7 @@ class Setup:
         self.kicked: list[str] = []
         self.sender = EmailAlertSender(
             self.clock, self.store, self.store, self.store, self.domains, "strata.test",
-            "Acme IT <alerts@msp.test>", deliver_now=self.kicked.append,
+            "Acme IT <alerts@msp.test>", deliver_now=self.kicked.append, tenants=self.store,
         )  # fmt: skip
         found = self.domains.get("acme.test")
         assert found is not None
@@ -146,3 +152,87 @@ def test_an_alert_goes_to_every_address_of_the_domain() -> None:
         ("noc@msp.test", "msp.test", False),
         ("ops@elsewhere.test", "elsewhere.test", True),
     ]
+
+
+# -- white-label (#14): a reseller's customer gets the reseller's brand
+
+
+def branded(brand: Branding, customer: str = "shop") -> Setup:
+    s = Setup("ops@elsewhere.test", customer=customer)
+    result_of(s.store.add_reseller(Reseller("acme-it", brand)))
+    result_of(s.store.add_customer(Customer("shop", "acme-it")))
+    result_of(s.store.add_customer(Customer("own")))
+    return s
+
+
+def from_of(message: email.message.EmailMessage) -> tuple[str, str]:
+    """The From: field's display name and address (quoted or not, as RFC 5322 allows)."""
+    [address] = message["From"].addresses
+    return address.display_name, address.addr_spec
+
+
+ACME_IT = Branding(
+    product_name="Acme Continuity",
+    support_email="help@acme-it.test",
+    support_url="https://acme-it.test/help",
+)
+
+
+def test_a_resellers_customer_gets_alerts_from_the_reseller_with_its_product_name() -> None:
+    s = branded(ACME_IT)
+    result_of(s.sender.outage_started(s.domain, Outage(1, "acme.test", T0 - 600, "refused"), 7))
+    [(message, [entry])] = s.alerts()
+    assert from_of(message) == ("Acme Continuity", "help@acme-it.test")
+    assert entry.sender == "help@acme-it.test"  # bounces reach the reseller
+    assert message["Subject"] == (
+        "[Acme Continuity] acme.test: primary mail server DOWN since 2027-01-15 07:50:00 UTC"
+    )
+    text = message.get_content().replace("\r\n", "\n")
+    assert "Strata" not in text
+    assert "Acme Continuity is accepting the domain's mail" in text
+    assert text.endswith(
+        "\n-- \nAcme Continuity\nSupport: help@acme-it.test\nhttps://acme-it.test/help\n"
+    )
+
+
+@pytest.mark.parametrize("kind", ["ended", "stale", "test"])
+def test_every_alert_kind_is_branded(kind: str) -> None:
+    s = branded(ACME_IT)
+    if kind == "ended":
+        outage = Outage(1, "acme.test", T0 - 60, "refused", ended_at=T0)
+        result_of(s.sender.outage_ended(s.domain, outage, 0))
+    elif kind == "stale":
+        result_of(s.sender.queue_stale(s.domain, T0 - 5400, 3))
+    else:
+        result_of(s.sender.test_alert(s.domain))
+    [(message, _)] = s.alerts()
+    assert message["Subject"].startswith("[Acme Continuity] acme.test: ")
+    assert from_of(message) == ("Acme Continuity", "help@acme-it.test")
+    text = message.get_content()
+    assert "Strata" not in text.replace("strata ", "")  # the CLI's commands keep their name
+    assert "Support: help@acme-it.test" in text
+
+
+def test_a_brand_without_a_support_email_keeps_the_configured_sender() -> None:
+    s = branded(Branding(product_name="Acme Continuity"))
+    result_of(s.sender.test_alert(s.domain))
+    [(message, [entry])] = s.alerts()
+    assert message["From"] == "Acme IT <alerts@msp.test>"
+    assert entry.sender == "alerts@msp.test"
+    assert message["Subject"].startswith("[Acme Continuity] ")
+    assert message.get_content().endswith("\r\n-- \r\nAcme Continuity\r\n")
+
+
+@pytest.mark.parametrize(
+    ("customer", "brand"),
+    [("own", ACME_IT), ("", ACME_IT), ("shop", Branding(primary_color="#123456"))],
+    ids=["operators-customer", "no-customer", "brand-without-name-or-email"],
+)
+def test_without_a_brand_alerts_are_unchanged(customer: str, brand: Branding) -> None:
+    s = branded(brand, customer)
+    result_of(s.sender.test_alert(s.domain))
+    [(message, [entry])] = s.alerts()
+    assert message["From"] == "Acme IT <alerts@msp.test>"
+    assert entry.sender == "alerts@msp.test"
+    assert message["Subject"] == "[Strata] acme.test: test alert (nothing is wrong)"
+    assert "-- " not in message.get_content()

@@ -10,6 +10,12 @@ a protected domain goes to its primary's queue and, in mode ``both``, its shadow
 to the outbound queue), then the relay is asked to deliver it at once.  From is
 ``[alerts] sender`` (the MSP's own address, white-label) or ``Strata <postmaster@HOSTNAME>``.
 
+A domain whose customer is a reseller's gets the reseller's brand (#14): the subject and the
+text name its product instead of Strata, the message ends with a signature naming the product
+and its support contact, and with a support email set, the message comes from
+``"<product>" <support email>``, which is the envelope sender too, so that bounces reach the
+reseller.  Without a brand the alert is as it always was.
+
 Each alert sent is recorded in the event log (``alert.email``).  Throttling (one per kind per
 domain per window) is the wrapper's job (L{strata_twisted.core.alerts.ThrottledAlertSender}).
 """
@@ -18,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from email.message import EmailMessage
-from email.utils import formatdate, parseaddr
+from email.utils import formataddr, formatdate, parseaddr
 from typing import Protocol
 
 from twisted.internet.defer import Deferred
@@ -27,10 +33,22 @@ from zope.interface import implementer
 
 from strata_twisted.clock import SecondsClock
 from strata_twisted.core.alerts import IAlertSender, format_duration, format_time
+from strata_twisted.core.branding import reseller_of_customer
 from strata_twisted.core.intake import new_queue_id, store_generated
 from strata_twisted.core.routes import route_domain
-from strata_twisted.interfaces import IEventStore, IMessageStore, IQueueStore
-from strata_twisted.model import Delivery, Domain, Outage, display_domain, recipient_domain
+from strata_twisted.interfaces import IEventStore, IMessageStore, IQueueStore, ITenantStore
+from strata_twisted.model import (
+    Branding,
+    Delivery,
+    Domain,
+    Outage,
+    display_domain,
+    recipient_domain,
+)
+
+# Where the product's name goes in an alert's subject and text; replaced when it is sent, once
+# the domain's brand is known.  (Not str.format: an outage's reason is free text.)
+_PRODUCT = "\x00product\x00"
 
 
 class DomainLookup(Protocol):
@@ -64,8 +82,10 @@ class EmailAlertSender:
         hostname: str,
         sender: str = "",
         deliver_now: Callable[[str], object] | None = None,
+        tenants: ITenantStore | None = None,
     ) -> None:
-        """``sender``: the From: field; ``deliver_now(domain)`` asks the relay to deliver."""
+        """``sender``: the From: field; ``deliver_now(domain)`` asks the relay to deliver;
+        ``tenants``: where a domain's reseller and its brand are found (None: never branded)."""
         self._clock = clock
         self._messages = messages
         self._queue = queue
@@ -74,17 +94,18 @@ class EmailAlertSender:
         self._hostname = hostname
         self._sender = sender or f"Strata <postmaster@{hostname}>"
         self._deliver_now = deliver_now
+        self._tenants = tenants
 
     def outage_started(self, domain: Domain, outage: Outage, queued: int) -> Deferred[None]:
         name = display_domain(domain.name)
         since = format_time(outage.started_at)
-        subject = f"[Strata] {name}: primary mail server DOWN since {since}"
+        subject = f"[{_PRODUCT}] {name}: primary mail server DOWN since {since}"
         text = (
             f"The primary mail server of {name} ({domain.relay}) stopped answering.\n\n"
             f"Down since:      {since}\n"
             f"Reason:          {outage.reason}\n"
             f"Queued for it:   {queued} message(s)\n\n"
-            "Strata is accepting the domain's mail and keeps it until the primary is back; "
+            f"{_PRODUCT} is accepting the domain's mail and keeps it until the primary is back; "
             "users can read and send mail in the webmail meanwhile.  Nothing is lost.\n"
         )
         return self._alert(domain, "outage.started", subject, text)
@@ -96,9 +117,9 @@ class EmailAlertSender:
         name = display_domain(domain.name)
         since = format_time(oldest_received_at)
         age = format_duration(self._clock.seconds() - oldest_received_at)
-        subject = f"[Strata] {name}: mail queued since {since} is not delivered yet"
+        subject = f"[{_PRODUCT}] {name}: mail queued since {since} is not delivered yet"
         text = (
-            f"Mail for {name} has been waiting in Strata's queue for {age}.\n\n"
+            f"Mail for {name} has been waiting in {_PRODUCT}'s queue for {age}.\n\n"
             f"Oldest message:  {since}\n"
             f"Queued:          {queued} message(s)\n"
             f"Primary:         {domain.relay}\n\n"
@@ -124,7 +145,7 @@ class EmailAlertSender:
             if received >= 0
             else ""
         )
-        subject = f"[Strata] {name}: primary mail server UP again at {format_time(ended)}"
+        subject = f"[{_PRODUCT}] {name}: primary mail server UP again at {format_time(ended)}"
         text = (
             f"The primary mail server of {name} ({domain.relay}) answers again.\n\n"
             f"Down since:      {format_time(outage.started_at)}\n"
@@ -132,7 +153,8 @@ class EmailAlertSender:
             f"Outage lasted:   {format_duration(outage.duration or ended - outage.started_at)}\n"
             f"{counts}"
             f"Being delivered: {queued} queued message(s)\n\n"
-            "Strata is delivering the queued mail to the primary now, in the order it arrived.\n"
+            f"{_PRODUCT} is delivering the queued mail to the primary now, in the order it "
+            "arrived.\n"
         )
         await self._send(domain, "outage.ended", subject, text)
 
@@ -140,7 +162,7 @@ class EmailAlertSender:
         """A test email (``strata alert test``) that says plainly that nothing is wrong; fires
         with the queue domain it was queued for (None when the domain has no alert address)."""
         name = display_domain(domain.name)
-        subject = f"[Strata] {name}: test alert (nothing is wrong)"
+        subject = f"[{_PRODUCT}] {name}: test alert (nothing is wrong)"
         text = (
             f"This is a test of the outage alerts of {name}, sent with 'strata alert test'.\n"
             "Alerts reach you; nothing is wrong.\n"
@@ -153,10 +175,17 @@ class EmailAlertSender:
         if not recipients:
             return None
         recipient = ", ".join(recipients)
+        brand = await self._brand(domain)
+        product = brand.product_name if brand is not None and brand.product_name else "Strata"
+        subject = subject.replace(_PRODUCT, product)
+        text = text.replace(_PRODUCT, product) + _signature(brand, product)
+        sender = self._sender
+        if brand is not None and brand.support_email:
+            sender = formataddr((product, brand.support_email))
         now = self._clock.seconds()
         queue_id = new_queue_id(self._clock)
         message = EmailMessage()
-        message["From"] = self._sender
+        message["From"] = sender
         message["To"] = recipient
         message["Subject"] = subject
         message["Date"] = formatdate(now)
@@ -169,7 +198,7 @@ class EmailAlertSender:
         deliveries = tuple(d for r in recipients for d in alert_routes(self._domains, r))
         await store_generated(
             messages=self._messages, clock=self._clock, hostname=self._hostname,
-            queue_id=queue_id, data=data, sender=_envelope_sender(self._sender, self._hostname),
+            queue_id=queue_id, data=data, sender=_envelope_sender(sender, self._hostname),
             deliveries=deliveries,
         )  # fmt: skip
         await self._events.record_event(
@@ -186,6 +215,35 @@ class EmailAlertSender:
                 except Exception:
                     self.log.failure("cannot start delivering an alert")
         return deliveries[0].domain
+
+    async def _brand(self, domain: Domain) -> Branding | None:
+        """The brand of ``domain``'s reseller when it has a product name or a support email;
+        None otherwise, and when it cannot be read (an alert goes out unbranded rather than
+        not at all)."""
+        if self._tenants is None or not domain.customer:
+            return None
+        try:
+            reseller = await reseller_of_customer(self._tenants, domain.customer)
+        except Exception:
+            self.log.failure("cannot read the brand for {domain}'s alert", domain=domain.name)
+            return None
+        if reseller is None:
+            return None
+        brand = reseller.branding
+        return brand if brand.product_name or brand.support_email else None
+
+
+def _signature(brand: Branding | None, product: str) -> str:
+    """The branded alert's signature (RFC 3676 §4.3's "-- " separator): the product and where
+    its support is; nothing without a brand."""
+    if brand is None:
+        return ""
+    lines = ["", "-- ", product]
+    if brand.support_email:
+        lines.append(f"Support: {brand.support_email}")
+    if brand.support_url:
+        lines.append(brand.support_url)
+    return "\n".join(lines) + "\n"
 
 
 def _envelope_sender(sender: str, hostname: str) -> str:

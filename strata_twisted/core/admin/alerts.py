@@ -92,7 +92,7 @@ async def test_alert(
             domains = {d.name: d for d in await ctx.domains.list_domains()}
             sender = EmailAlertSender(
                 ctx.clock, ctx.messages, ctx.queue, ctx.events, domains,
-                ctx.settings.hostname, ctx.settings.alerts.sender,
+                ctx.settings.hostname, ctx.settings.alerts.sender, tenants=ctx.tenants,
             )  # fmt: skip
             route = await sender.test_alert(domain)
             request = await ctx.control.request(FLUSH_ACTION, route, ctx.clock.seconds())
