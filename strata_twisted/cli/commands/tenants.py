@@ -1,28 +1,39 @@
 """
-``strata reseller add|list|remove`` and ``strata customer add|list|remove``: the tenants
-(core/admin/tenants.py).  Operator → resellers → customers → domains; a customer added without
-``--reseller`` is the operator's own.  Removing one that still has something under it fails
-and says what.
+``strata reseller add|list|update|logo|remove`` and ``strata customer add|list|remove``: the
+tenants (core/admin/tenants.py, core/admin/branding.py).  Operator → resellers → customers →
+domains; a customer added without ``--reseller`` is the operator's own.  Removing one that still
+has something under it fails and says what.  A reseller's host names are ``--hostname``
+(repeated; the list given replaces the old one), its logo ``strata reseller logo NAME FILE``.
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
-from strata_twisted.cli.context import Context
+from strata_twisted.cli.context import Context, UsageError
 from strata_twisted.cli.output import when
 from strata_twisted.cli.registry import Subparsers, group, sub
+from strata_twisted.core.admin import branding as branding_ops
 from strata_twisted.core.admin import tenants as ops
 
-_BRANDING_OPTIONS = tuple((name, "--" + name.replace("_", "-")) for name in ops.BRANDING_FIELDS)
+# Every text field of a brand is an option of its own; the host names are --hostname (repeated).
+_BRANDING_OPTIONS = tuple(
+    (name, "--" + name.replace("_", "-"))
+    for name in ops.BRANDING_FIELDS
+    if name != ops.HOSTNAMES_FIELD
+)
 
 
 def _branding(args: argparse.Namespace) -> dict[str, object]:
-    return {
+    values: dict[str, object] = {
         name: getattr(args, name)
         for name, _ in _BRANDING_OPTIONS
         if getattr(args, name) is not None
     }
+    if args.hostname is not None or getattr(args, "no_hostnames", False):
+        values[ops.HOSTNAMES_FIELD] = list(args.hostname or [])
+    return values
 
 
 def cmd_reseller_add(ctx: Context, args: argparse.Namespace) -> None:
@@ -46,6 +57,21 @@ def cmd_reseller_list(ctx: Context, args: argparse.Namespace) -> None:
 def cmd_reseller_update(ctx: Context, args: argparse.Namespace) -> None:
     updated = ctx.run(ops.update_reseller(ctx.admin, ctx.caller, args.name, _branding(args)))
     ctx.print(f"updated the branding of reseller {updated.name}")
+
+
+def cmd_reseller_logo(ctx: Context, args: argparse.Namespace) -> None:
+    if args.clear:
+        had = ctx.run(branding_ops.clear_reseller_logo(ctx.admin, ctx.caller, args.name))
+        ctx.print(f"removed the logo of reseller {args.name}" if had else "it had no logo")
+        return
+    if args.file is None:
+        raise UsageError("give the image FILE (PNG, JPEG, GIF or WebP), or --clear")
+    try:
+        data = Path(args.file).read_bytes()
+    except OSError as e:
+        raise UsageError(f"cannot read {args.file}: {e.strerror}") from None
+    logo = ctx.run(branding_ops.set_reseller_logo(ctx.admin, ctx.caller, args.name, data))
+    ctx.print(f"stored the logo of reseller {args.name} ({logo.content_type}, {len(data)} bytes)")
 
 
 def cmd_reseller_remove(ctx: Context, args: argparse.Namespace) -> None:
@@ -82,6 +108,13 @@ def _branding_options(p: argparse.ArgumentParser) -> None:
         p.add_argument(
             option, dest=name, metavar="TEXT", help=f"branding: {name.replace('_', ' ')}"
         )
+    p.add_argument(
+        "--hostname",
+        action="append",
+        metavar="HOST",
+        help="a host name its webmail and panel are served under (repeat for more; "
+        "replaces the list)",
+    )
 
 
 def register(commands: Subparsers) -> None:
@@ -98,6 +131,11 @@ def register(commands: Subparsers) -> None:
     p = sub(rsub, "update", "change a reseller's branding", cmd_reseller_update)
     p.add_argument("name", metavar="NAME")
     _branding_options(p)
+    p.add_argument("--no-hostnames", action="store_true", help="remove every host name")
+    p = sub(rsub, "logo", "upload (or --clear) a reseller's logo", cmd_reseller_logo)
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("file", metavar="FILE", nargs="?", help="PNG, JPEG, GIF or WebP, 256 KiB")
+    p.add_argument("--clear", action="store_true", help="remove the uploaded logo")
     p = sub(
         rsub, "remove", "remove a reseller that has no customers or accounts", cmd_reseller_remove
     )
