@@ -42,7 +42,7 @@ class Site:
         self.store = s
         self.ctx = AdminContext(
             domains=s, queue=s, messages=s, events=s, monitor=s, control=s, credentials=s,
-            tenants=s, admins=s, audit=s, clock=self.clock,
+            tenants=s, admins=s, audit=s, series=s, clock=self.clock,
             settings=Settings(data_dir=tmp_path, hostname="strata.test"),
         )  # fmt: skip
         passwords = Passwords()

@@ -47,7 +47,7 @@ def test_the_operator_adds_a_branded_reseller_and_its_admin_who_can_log_in(
     assert page.status == 200 and page.url.endswith("/tenants/resellers/acme")
     assert page.contains("Reseller acme added.")
     reseller = result_of(world.store.get_reseller("acme"))
-    assert reseller is not None and reseller.branding.as_json() == BRANDING
+    assert reseller is not None and reseller.branding.as_json() == {**BRANDING, "hostnames": []}
     assert page.contains('value="#112233"') and page.contains('value="Acme Continuity"')
 
     page = op.submit(
@@ -185,10 +185,10 @@ def test_a_reseller_admin_reaches_no_other_tenant(world: PanelWorld) -> None:
         assert page.status == 404 and not page.contains("r2-admin")
     own = r1.get("/tenants/resellers/r1")
     assert own.status == 200
-    # Branding is the operator's to change, even the reseller's own: not found, unchanged.
-    page = r1.submit(own, "/tenants/resellers/r1/branding", {"product_name": "Mine"})
+    # Its own branding is the reseller's to change; another reseller's is not.
+    page = r1.submit(own, "/tenants/resellers/r2/branding", {"product_name": "Mine"})
     assert page.status == 404
-    reseller = result_of(world.store.get_reseller("r1"))
+    reseller = result_of(world.store.get_reseller("r2"))
     assert reseller is not None and reseller.branding.product_name == ""
     page = r1.submit(own, "/tenants/resellers/r1/remove", {})
     assert page.status == 404 and result_of(world.store.get_reseller("r1")) is not None

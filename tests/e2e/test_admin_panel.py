@@ -85,9 +85,10 @@ class Panel:
         self.driver.get(self.base + path)
 
     def wait(self, condition: Callable[[WebDriver], T | None], what: str, timeout: float = 30) -> T:
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(
-            lambda d: condition(d) or None, message=what
+        found: T = WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(
+            lambda d: condition(d) or False, message=what
         )
+        return found
 
     def text(self) -> str:
         return str(self.driver.find_element(By.TAG_NAME, "body").text)
@@ -123,9 +124,7 @@ class Panel:
 
     def press(self, button: str, within: WebElement | None = None) -> None:
         scope: Any = within if within is not None else self.driver
-        scope.find_element(
-            By.XPATH, f".//button[normalize-space()={_xpath_text(button)}]"
-        ).click()
+        scope.find_element(By.XPATH, f".//button[normalize-space()={_xpath_text(button)}]").click()
 
     def submit(self, button: str, values: dict[str, str]) -> None:
         form = self.form(button)

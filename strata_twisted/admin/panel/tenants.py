@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Mapping
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from twisted.web.iweb import IRequest
 
@@ -121,7 +121,10 @@ class TenantPages(PanelBase):
                     status=400,
                     form="reseller",
                     errors=field_errors(e, "name"),
-                    values={"name": name, **branding_shown(Branding(**branding))},
+                    values={
+                        "name": name,
+                        **branding_shown(Branding(**cast(dict[str, Any], branding))),
+                    },
                 )
             page.notice(f"Reseller {added.name} added. Now add its admin account.")
             return page.redirect(f"/tenants/resellers/{added.name}")
@@ -209,7 +212,7 @@ class TenantPages(PanelBase):
                     status=400,
                     form="branding",
                     errors=field_errors(e, "product_name"),
-                    values=branding_shown(Branding(**branding)),
+                    values=branding_shown(Branding(**cast(dict[str, Any], branding))),
                 )
             page.notice(f"Branding of {current.name} saved.")
             return page.redirect(f"/tenants/resellers/{current.name}")
