@@ -502,6 +502,8 @@ def _build(settings: Settings, reactor: Any, root: StrataService) -> MultiServic
                              default_days=settings.imap.retention_days)  # fmt: skip
     RetentionService(retention).setServiceParent(root)
     admin_ctx = _admin_context(settings, store, reactor, workers)
+    # The panel's "Send a test alert" calls the webhook as the monitor's sender does, unthrottled.
+    admin_ctx.send_webhook = WebhookAlertSender(reactor, alert_webhook_target).test_alert
     _admin_listeners(
         settings, reactor, admin_ctx, MetricsResource(metrics.registry), metrics, workers, tls, root
     )

@@ -11,21 +11,20 @@ nothing is queued and the result says so.  Neither is throttled: an admin's test
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from strata_twisted.core.admin._common import domain_name
-from strata_twisted.core.admin.context import AdminContext
+from strata_twisted.core.admin.context import AdminContext, SendWebhook
 from strata_twisted.core.admin.errors import Conflict
 from strata_twisted.core.admin.identity import Caller, require
 from strata_twisted.core.admin.queue import no_server
 from strata_twisted.core.alert_email import EmailAlertSender
 from strata_twisted.core.alerts import redacted
-from strata_twisted.model import FLUSH_ACTION, Domain, Outage, display_domain
+from strata_twisted.model import FLUSH_ACTION, Outage, display_domain
 
 # Post a test alert to the domain's webhook: (domain, a pseudo outage, queued) → fires when
 # the webhook answered 2xx, fails (with a message fit for people, no secrets) otherwise.
-WebhookTest = Callable[[Domain, Outage, int], Awaitable[None]]
+WebhookTest = SendWebhook
 
 
 @dataclass(frozen=True)

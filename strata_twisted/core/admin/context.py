@@ -7,7 +7,7 @@ operations in L{strata_twisted.core.admin}.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from strata_twisted.clock import SecondsClock
@@ -28,6 +28,11 @@ from strata_twisted.interfaces import (
     ISeriesStore,
     ITenantStore,
 )
+from strata_twisted.model import Domain, Outage
+
+# Post a test alert to a domain's webhook (core/admin/alerts.py's WebhookTest): fires when the
+# webhook answered 2xx, fails with a message fit for people otherwise.
+SendWebhook = Callable[[Domain, Outage, int], Awaitable[None]]
 
 
 def _always() -> bool:
@@ -39,7 +44,9 @@ class AdminContext:
     """
     ``server_running``: whether a server runs on this data directory now, so that requests
     left for it (a flush) will be acted on; inside the server always True, in the CLI the run
-    lock's answer.  ``cpu``: where CPU-heavy steps run.
+    lock's answer.  ``cpu``: where CPU-heavy steps run.  ``send_webhook``: how a test alert
+    reaches a domain's webhook from this process (the server: an HTTP agent on its reactor; None
+    where there is none to use, and a test alert's webhook part then fails and says so).
     """
 
     domains: IDomainStore
@@ -59,6 +66,7 @@ class AdminContext:
     # Where CPU-heavy steps run (hashing a user's password, making an RSA key): in the server a
     # thread pool, never the reactor thread; in the CLI right away.
     cpu: Executor = field(default_factory=SyncExecutor)
+    send_webhook: SendWebhook | None = None
     tenancy: Tenancy = field(init=False)
     auditor: Auditor = field(init=False)
 

@@ -216,6 +216,18 @@ def check_domain_fields(fields: Mapping[str, object]) -> dict[str, Any]:
     return checked
 
 
+def field_problems(fields: Mapping[str, object]) -> dict[str, str]:
+    """Every bad field of ``fields`` with its message ({} when all are good): a form shows
+    each beside its field, where L{check_domain_fields} stops at the first."""
+    problems: dict[str, str] = {}
+    for field, value in fields.items():
+        try:
+            check_domain_fields({field: value})
+        except InvalidInput as e:
+            problems[field] = e.message
+    return problems
+
+
 def event_json(domain: Domain) -> dict[str, Any]:
     """A domain's settings for the event and audit logs: the webhook URL without its query or
     user info (they often carry the gateway's key); the Authorization value is never in
