@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import html
 import re
+import uuid
 from collections.abc import Coroutine, Mapping, Sequence
 from dataclasses import dataclass, field
 from http.cookies import SimpleCookie
@@ -125,8 +126,10 @@ class PanelBrowser:
         sent.update(headers or {})
         kwargs: dict[str, Any] = {"headers": sent, "cookies": dict(self.cookies)}
         if files:
-            kwargs["files"] = dict(files)
-            kwargs["data"] = _pairs(data or {})
+            # StubTreq refuses files=: the multipart body is made here, as a browser makes it.
+            boundary, body = _multipart(_pairs(data or {}), files)
+            sent["Content-Type"] = f"multipart/form-data; boundary={boundary}"
+            kwargs["data"] = body
         elif data is not None:
             kwargs["data"] = _pairs(data)
         stub = self.stub
@@ -155,6 +158,17 @@ class PanelBrowser:
         headers = {"Origin": self.origin, **kwargs.pop("headers", {})}
         return self.request("POST", path, data=data, headers=headers, **kwargs)
 
+    def upload(
+        self,
+        page: Response,
+        path: str,
+        data: Mapping[str, str | Sequence[str]],
+        files: Mapping[str, tuple[str, str, bytes]],
+    ) -> Response:
+        """Post a multipart form with ``files`` (field → (file name, type, bytes)) and the
+        CSRF token found on ``page``."""
+        return self.post(path, {"csrf": page.csrf(), **data}, files=files)
+
     def submit(
         self,
         page: Response,
@@ -174,6 +188,24 @@ class PanelBrowser:
         if code is not None:
             page = self.post("/login/totp", {"login_token": token, "code": code})
         return page
+
+
+def _multipart(
+    pairs: list[tuple[str, str]], files: Mapping[str, tuple[str, str, bytes]]
+) -> tuple[str, bytes]:
+    """A multipart/form-data body: the fields, then each file as (name, content type, bytes)."""
+    boundary = "strata-panel-test-" + uuid.uuid4().hex
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
+        for k, v in pairs
+    ]
+    for field_name, (filename, content_type, content) in files.items():
+        head = (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="{field_name}"; '
+            f'filename="{filename}"\r\nContent-Type: {content_type}\r\n\r\n'
+        )
+        parts.append(head.encode() + content + b"\r\n")
+    return boundary, b"".join(parts) + f"--{boundary}--\r\n".encode()
 
 
 def _pairs(data: Mapping[str, str | Sequence[str]]) -> list[tuple[str, str]]:

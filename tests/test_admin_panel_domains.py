@@ -12,8 +12,6 @@ import re
 from pathlib import Path
 
 import pytest
-import treq
-from treq.testing import StubTreq
 from twisted.internet.defer import Deferred, fail, succeed
 
 from strata_twisted.core.admin import domains
@@ -21,7 +19,7 @@ from strata_twisted.core.admin.identity import Caller
 from strata_twisted.core.credentials import hash_password
 from strata_twisted.model import Domain, Outage, RelayTarget
 from strata_twisted.testing import result_of
-from tests.panel_harness import ORIGIN, PanelBrowser, PanelWorld, Response, run
+from tests.panel_harness import PanelBrowser, PanelWorld, Response, run
 
 OP = Caller("op", "operator")
 NEW = {
@@ -40,43 +38,15 @@ def world(tmp_path: Path) -> PanelWorld:
 
 
 def _as(world: PanelWorld, name: str) -> PanelBrowser:
-    """A browser logged in as ``name``.  A new StubTreq: treq's client keeps its own cookie
-    jar, which would hand the previous browser's session to this one."""
-    world.stub = StubTreq(world.site)
+    """A browser logged in as ``name``."""
     browser = world.browser()
     browser.login(name)
     return browser
 
 
 def _upload(browser: PanelBrowser, path: str, fields: dict[str, str], content: bytes) -> Response:
-    """Post a multipart form with a ``file`` field, as a browser does (StubTreq refuses
-    ``files=``), and follow its redirect."""
-    boundary = "strata-test-boundary"
-    parts = [
-        f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'.encode()
-        for k, v in fields.items()
-    ]
-    parts.append(
-        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="users.passwd"'
-        "\r\nContent-Type: text/plain\r\n\r\n".encode()
-        + content
-        + b"\r\n"
-    )
-    body = b"".join(parts) + f"--{boundary}--\r\n".encode()
-    stub = browser.world.stub
-    answer = stub.request(  # type: ignore[attr-defined]
-        "POST", ORIGIN + path, data=body, allow_redirects=False,
-        headers={"Host": "panel.test", "Origin": ORIGIN,
-                 "Content-Type": f"multipart/form-data; boundary={boundary}"},
-        cookies=dict(browser.cookies),
-    )  # fmt: skip
-    stub.flush()
-    response = result_of(answer)
-    text = result_of(treq.content(response)).decode("utf-8", "replace")
-    stub.flush()
-    if response.code == 303:
-        return browser.get(response.headers.getRawHeaders(b"location")[0].decode())
-    return Response(response.code, {}, text, ORIGIN + path)
+    """Post a passwd-file in the form's ``file`` field, as a browser does."""
+    return browser.post(path, fields, files={"file": ("users.passwd", "text/plain", content)})
 
 
 def _domain(world: PanelWorld, name: str) -> Domain | None:
