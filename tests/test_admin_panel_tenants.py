@@ -7,6 +7,7 @@ CSRF token changing nothing.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pyotp
@@ -69,7 +70,9 @@ def test_the_operator_adds_a_branded_reseller_and_its_admin_who_can_log_in(
     assert page.contains('href="/tenants/resellers/acme"')
     page = admin.get("/tenants/resellers/acme")
     assert page.status == 200 and page.contains('acme-admin <span class="muted">(you)</span>')
-    assert page.contains("Acme Continuity") and not page.contains("Save branding")
+    # Its own brand is the reseller's to change, but not its host names (the operator's).
+    assert page.contains("Acme Continuity") and page.contains("Save branding")
+    assert not page.contains("Host names")
 
 
 def test_colours_left_at_the_default_stay_unset_and_an_edit_keeps_what_it_shows(
@@ -307,3 +310,83 @@ def test_tenant_forms_without_their_csrf_token_change_nothing(world: PanelWorld)
     assert result_of(world.store.get_admin("c1-admin")) is not None
     reseller = result_of(world.store.get_reseller("r1"))
     assert reseller is not None and reseller.branding.product_name == ""
+
+
+# -- white-label branding ------------------------------------------------------------------------
+
+PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a73"
+    "0000001649444154789c63f8cfc0f09f8181e13f0303c37f00002dfa05fb7f1f1a"
+    "6f0000000049454e44ae426082"
+)
+
+
+def test_a_reseller_brands_its_panel_with_a_logo_and_colours(world: PanelWorld) -> None:
+    r1 = world.browser()
+    r1.login("r1-admin")
+    page = r1.get("/reseller/branding")
+    assert page.url.endswith("/tenants/resellers/r1#branding") and page.contains("Save branding")
+    assert not page.contains("Host names")  # the operator's to assign
+    fields = {"product_name": "Acme Continuity", "primary_color": "#8a1c7c",
+              "accent_color": "#e07b00", "support_email": "help@acme.example"}  # fmt: skip
+    # A bad logo saves nothing, not even the fields beside it.
+    page = r1.upload(page, "/tenants/resellers/r1/branding", fields,
+                     {"logo": ("logo.svg", "image/svg+xml", b"<svg onload='x()'/>")})  # fmt: skip
+    assert page.status == 400 and page.contains("SVG logos are refused")
+    reseller = result_of(world.store.get_reseller("r1"))
+    assert reseller is not None and reseller.branding.product_name == ""
+    page = r1.upload(page, "/tenants/resellers/r1/branding", fields,
+                     {"logo": ("logo.png", "image/png", PNG)})  # fmt: skip
+    assert page.contains("Branding of r1 saved.")
+    logo = result_of(world.store.get_reseller_logo("r1"))
+    assert logo is not None and logo.data == PNG
+    # The reseller's customers see the brand: product name, logo, colours, support contact.
+    c1 = world.browser()
+    c1.login("c1-admin")
+    page = c1.get("/")
+    assert '<span class="product">Acme Continuity</span>' in page.text
+    assert "<title>Dashboard · Acme Continuity</title>" in page.text
+    src = re.search(r'<img class="logo" src="([^"]+)"', page.text)
+    assert src is not None and src.group(1).startswith("/api/v1/branding/logo?v=")
+    image = c1.get(src.group(1).replace("&amp;", "&"))
+    assert image.status == 200 and image.header("content-type") == "image/png"
+    assert "--primary: #8a1c7c;" in c1.get("/theme.css").text
+    assert page.contains("help@acme.example")
+    # Another reseller's customers and the operator keep Strata's look.
+    for name in ("c2-admin", "op"):
+        other = world.browser()
+        other.login(name)
+        page = other.get("/")
+        assert '<span class="product">Strata</span>' in page.text and "Acme" not in page.text
+        assert "--primary" not in other.get("/theme.css").text
+
+
+def test_the_operator_assigns_host_names_and_the_login_page_wears_the_brand(
+    world: PanelWorld,
+) -> None:
+    op = world.browser()
+    op.login("op")
+    page = op.get("/tenants/resellers/r1")
+    assert page.contains("Host names")
+    page = op.upload(page, "/tenants/resellers/r1/branding",
+                     {"product_name": "Acme Continuity", "hostnames": "panel.acme.test\nwebmail.acme.test"},
+                     {"logo": ("logo.png", "image/png", PNG)})  # fmt: skip
+    assert page.contains("Branding of r1 saved.")
+    reseller = result_of(world.store.get_reseller("r1"))
+    assert reseller is not None
+    assert reseller.branding.hostnames == ("panel.acme.test", "webmail.acme.test")
+    # A host name another reseller has is refused beside its field, and nothing changes.
+    page = op.get("/tenants/resellers/r2")
+    page = op.upload(page, "/tenants/resellers/r2/branding",
+                     {"product_name": "Other", "hostnames": "panel.acme.test"}, {})  # fmt: skip
+    assert page.status == 409 and page.contains("panel.acme.test")
+    reseller = result_of(world.store.get_reseller("r2"))
+    assert reseller is not None and reseller.branding.product_name == ""
+    # Before anybody logs in, the panel under the reseller's host name shows its brand.
+    visitor = world.browser(origin="http://panel.acme.test")
+    page = visitor.get("/login")
+    assert '<span class="product">Acme Continuity</span>' in page.text
+    src = re.search(r'<img class="logo" src="([^"]+)"', page.text)
+    assert src is not None and src.group(1).startswith("/branding/logo?host=panel.acme.test")
+    assert visitor.get(src.group(1).replace("&amp;", "&")).status == 200
+    assert '<span class="product">Strata</span>' in world.browser().get("/login").text

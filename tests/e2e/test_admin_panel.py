@@ -115,6 +115,8 @@ class Panel:
                 Select(element).select_by_visible_text(value)
             elif kind == "color":
                 self.driver.execute_script("arguments[0].value = arguments[1]", element, value)
+            elif kind == "file":
+                element.send_keys(value)
             elif kind == "checkbox":
                 if element.is_selected() != (value == "on"):
                     element.click()

@@ -35,6 +35,7 @@ from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from strata_twisted.admin.http import as_api_error, client_ip
+from strata_twisted.core.admin import branding
 from strata_twisted.core.admin.auth import (
     AdminLogin,
     Passwords,
@@ -46,6 +47,7 @@ from strata_twisted.core.admin.auth import (
 from strata_twisted.core.admin.context import AdminContext
 from strata_twisted.core.admin.errors import InvalidInput
 from strata_twisted.core.admin.identity import Caller
+from strata_twisted.core.branding import BrandingView
 
 SESSION_COOKIE: Final = b"strata_session"  # the API's: one login serves both
 # A form posted to a page is at most this large (a passwd-file or a logo rides in one).
@@ -55,7 +57,7 @@ _MAX_NOTICES: Final = 8
 
 # No script, style or image from anywhere but this site; no framing; forms post only here.
 CONTENT_SECURITY_POLICY: Final = (
-    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
     b"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 
@@ -127,6 +129,28 @@ class Brand:
 
 
 DEFAULT_BRAND: Final = Brand()
+
+
+_WEB: Final = ("https://", "http://")
+
+
+def _brand(view: BrandingView | None, logo_route: str) -> Brand:
+    """The panel's L{Brand} from core's public view of a reseller's brand."""
+    if view is None:
+        return DEFAULT_BRAND
+    logo = view.as_json(uploaded_logo_url=logo_route)["logo_url"]
+    return Brand(
+        product=view.product_name or DEFAULT_BRAND.product,
+        logo=logo if isinstance(logo, str) and logo.startswith(("/", "https://")) else None,
+        primary=view.primary_color,
+        accent=view.accent_color,
+        support_email=view.support_email,
+        support_url=view.support_url
+        if view.support_url.startswith(("https://", "http://"))
+        else "",
+    )
+
+
 _COLOUR = re.compile(r"#[0-9a-fA-F]{3,8}")
 
 
@@ -261,12 +285,16 @@ class PanelBase:
     # -- branding
 
     async def brand_for(self, caller: Caller) -> Brand:
-        """The branding a logged-in admin sees: its reseller's."""
-        return DEFAULT_BRAND
+        """The branding a logged-in admin sees: its reseller's (a customer admin's customer's
+        reseller's); Strata's own for the operator and the operator's customers."""
+        view = await branding.branding_for(self.ctx, caller)
+        return _brand(view, "/api/v1/branding/logo")
 
     async def brand_for_host(self, request: IRequest) -> Brand:
         """The branding of the host name the panel is served under (before login)."""
-        return DEFAULT_BRAND
+        host = (request.getHeader(b"host") or b"").decode("ascii", "replace")
+        view = await branding.branding_for_host(self.ctx, host)
+        return _brand(view, url("/branding/logo", host=branding.host_name(host) or ""))
 
     # -- notices
 

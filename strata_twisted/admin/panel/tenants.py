@@ -14,6 +14,7 @@ a page holds several forms, so errors carry the form they belong to (``form``).
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any, Final, cast
@@ -23,6 +24,12 @@ from twisted.web.iweb import IRequest
 from strata_twisted.admin.panel.base import Body, Page, PanelBase, field_errors
 from strata_twisted.core.admin import accounts, domains, tenants
 from strata_twisted.core.admin.auth import MIN_PASSWORD_LENGTH
+from strata_twisted.core.admin.branding import (
+    clear_reseller_logo,
+    logo_type,
+    reseller_logo,
+    set_reseller_logo,
+)
 from strata_twisted.core.admin.errors import Conflict, InvalidInput
 from strata_twisted.errors import AlreadyExists, NotFound
 from strata_twisted.model import AdminAccount, Branding, Role
@@ -62,7 +69,34 @@ def branding_values(page: Page, current: Branding | None = None) -> dict[str, st
     return values
 
 
-def branding_shown(branding: Branding) -> dict[str, str]:
+def branding_changes(page: Page, current: Branding | None = None) -> dict[str, object]:
+    """L{branding_values}, plus the host names when the operator sent them (one per line or
+    comma-separated; only the operator may assign them, so no other form has the field)."""
+    changes: dict[str, object] = dict(branding_values(page, current))
+    if page.caller.is_operator and page.request.args.get(b"hostnames") is not None:
+        changes["hostnames"] = [h for h in re.split(r"[\s,]+", page.arg("hostnames")) if h]
+    return changes
+
+
+def logo_upload(page: Page) -> bytes | None:
+    """The logo file the form carries, checked (L{InvalidInput} ``logo``), or None."""
+    data = page.upload("logo")
+    if not data:
+        return None
+    logo_type(data)
+    return data
+
+
+def shown_after_error(changes: Mapping[str, object]) -> dict[str, Any]:
+    """What the form shows again after an error: what was sent."""
+    strings = {k: v for k, v in changes.items() if isinstance(v, str)}
+    shown: dict[str, Any] = branding_shown(Branding(**cast(dict[str, Any], strings)))
+    if isinstance(changes.get("hostnames"), list):
+        shown["hostnames"] = changes["hostnames"]
+    return shown
+
+
+def branding_shown(branding: Branding) -> dict[str, Any]:
     """A reseller's branding as the form shows it (colours never empty: see L{DEFAULT_COLOURS})."""
     shown = branding.as_json()
     for name, default in DEFAULT_COLOURS.items():
@@ -112,19 +146,19 @@ class TenantPages(PanelBase):
         async def handler(page: Page) -> Body:
             _managers_only(page)
             name = page.arg("name").strip()
-            branding = branding_values(page)
+            changes = branding_changes(page)
             try:
-                added = await tenants.add_reseller(self.ctx, page.caller, name, branding)
-            except (InvalidInput, AlreadyExists) as e:
+                logo = logo_upload(page)  # checked first: nothing is saved with a bad one
+                added = await tenants.add_reseller(self.ctx, page.caller, name, changes)
+                if logo is not None:
+                    await set_reseller_logo(self.ctx, page.caller, added.name, logo)
+            except (InvalidInput, AlreadyExists, Conflict) as e:
                 return await self._tenants_page(
                     page,
-                    status=400,
+                    status=409 if isinstance(e, Conflict) else 400,
                     form="reseller",
                     errors=field_errors(e, "name"),
-                    values={
-                        "name": name,
-                        **branding_shown(Branding(**cast(dict[str, Any], branding))),
-                    },
+                    values={"name": name, **shown_after_error(changes)},
                 )
             page.notice(f"Reseller {added.name} added. Now add its admin account.")
             return page.redirect(f"/tenants/resellers/{added.name}")
@@ -175,6 +209,7 @@ class TenantPages(PanelBase):
         shown = branding_shown(reseller.branding)
         if form == "branding" and values:
             shown.update(values)
+        logo = await reseller_logo(self.ctx, page.caller, reseller.name)
         return page.render(
             "reseller.html",
             status,
@@ -185,6 +220,7 @@ class TenantPages(PanelBase):
             admins=admins,
             branding_form=BRANDING_FORM,
             branding=shown,
+            has_logo=logo is not None,
             form=form,
             errors=dict(errors or {}),
             values=dict(values or {}),
@@ -197,22 +233,38 @@ class TenantPages(PanelBase):
 
         return await self.show(request, handler)
 
+    @app.route("/reseller/branding", methods=["GET"])
+    async def own_branding(self, request: IRequest) -> Body:
+        """The nav's Branding: a reseller admin's own reseller page, at its branding form."""
+
+        async def handler(page: Page) -> Body:
+            if page.caller.role != "reseller":
+                raise NotFound("page", "/reseller/branding")
+            return page.redirect(f"/tenants/resellers/{page.caller.reseller}#branding")
+
+        return await self.show(request, handler)
+
     @app.route("/tenants/resellers/<string:name>/branding", methods=["POST"])
     async def reseller_branding(self, request: IRequest, name: str) -> Body:
         async def handler(page: Page) -> Body:
             _managers_only(page)
             current = await tenants.show_reseller(self.ctx, page.caller, name)
-            branding = branding_values(page, current.branding)
+            changes = branding_changes(page, current.branding)
             try:
-                await tenants.update_reseller(self.ctx, page.caller, current.name, branding)
-            except InvalidInput as e:
+                logo = logo_upload(page)  # checked first: nothing is saved with a bad one
+                await tenants.update_reseller(self.ctx, page.caller, current.name, changes)
+                if logo is not None:
+                    await set_reseller_logo(self.ctx, page.caller, current.name, logo)
+                elif page.checked("clear_logo"):
+                    await clear_reseller_logo(self.ctx, page.caller, current.name)
+            except (InvalidInput, Conflict) as e:
                 return await self._reseller_page(
                     page,
                     name,
-                    status=400,
+                    status=409 if isinstance(e, Conflict) else 400,
                     form="branding",
                     errors=field_errors(e, "product_name"),
-                    values=branding_shown(Branding(**cast(dict[str, Any], branding))),
+                    values=shown_after_error(changes),
                 )
             page.notice(f"Branding of {current.name} saved.")
             return page.redirect(f"/tenants/resellers/{current.name}")
