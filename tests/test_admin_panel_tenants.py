@@ -368,8 +368,8 @@ def test_the_operator_assigns_host_names_and_the_login_page_wears_the_brand(
     op.login("op")
     page = op.get("/tenants/resellers/r1")
     assert page.contains("Host names")
-    page = op.upload(page, "/tenants/resellers/r1/branding",
-                     {"product_name": "Acme Continuity", "hostnames": "panel.acme.test\nwebmail.acme.test"},
+    fields = {"product_name": "Acme Continuity", "hostnames": "panel.acme.test\nwebmail.acme.test"}
+    page = op.upload(page, "/tenants/resellers/r1/branding", fields,
                      {"logo": ("logo.png", "image/png", PNG)})  # fmt: skip
     assert page.contains("Branding of r1 saved.")
     reseller = result_of(world.store.get_reseller("r1"))
