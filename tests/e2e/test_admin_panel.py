@@ -27,7 +27,9 @@ fails.
 
 from __future__ import annotations
 
+import json
 import os
+import re
 import smtplib
 import struct
 import threading
@@ -432,6 +434,13 @@ def test_an_msp_runs_an_outage_from_the_panel(
         assert "outage.started" in text and "outage.ended" in text, text
         assert "relay.drain_finished" in text and "1 delivered" in text, text
         panel.shoot("events")
+        # The outage's alert emails went out in the reseller's name.
+        alerts = re.findall(r"alert for example\.test queued to .* as (\w+)", text)
+        assert alerts, text
+        shown = json.loads(strata.cli("queue", "show", alerts[0], "--json").stdout)
+        headers = shown["headers"]
+        assert f"From: {PRODUCT} <support@acme.test>" in headers, headers
+        assert shown["sender"] == "support@acme.test" and PRODUCT in headers, shown
         (delivered,) = maildir_messages(maildir)
         assert SUBJECT.encode() in delivered.read_bytes()
     finally:
