@@ -59,7 +59,9 @@ if TYPE_CHECKING:
         RelayActivity,
         Reseller,
         ResellerLogo,
+        SeriesTotal,
         ShadowCopy,
+        StateRun,
         StoredMessage,
         UserCredential,
         UserListChange,
@@ -823,21 +825,31 @@ class IAuditStore(Interface):
 class ISeriesStore(Interface):
     """
     The dashboard's time series (#14): one L{DomainSample} per domain and minute, kept for the
-    charts (queue depth over time, each domain's state timeline).
+    charts (queue depth over time, each domain's state timeline); beside them, per minute, the
+    depth of each tenant scope (L{SeriesTotal}) and, derived by the store from the points, each
+    domain's runs of one state (L{StateRun}).  The totals and the runs are what the dashboard
+    polls: a day of the operator's depth chart is 1,440 totals however many domains, and a day
+    of outage is one run; the points serve one domain's chart.
 
     Sparse: the sampler writes no point for a domain that is ``normal`` with nothing queued or
-    held, so a quiet installation stores nothing; a missing point reads as exactly that.
-    Bounded: the sampler prunes what is older than it keeps (30 days) as it writes.  Points are
-    keyed by ``(at, domain)``; writing one again replaces it.  Nothing here needs to survive a
+    held, and no total for a scope with nothing queued or held, so a quiet installation stores
+    nothing; a missing point or total reads as exactly that.  Bounded: the sampler prunes what
+    is older than it keeps (30 days) as it writes.  Points are keyed by ``(at, domain)``,
+    totals by ``(at, scope)``; writing one again replaces it.  Nothing here needs to survive a
     power failure: a lost minute is a gap in a chart, so backends may write without fsync.
     """
 
     def record_samples(
-        samples: Sequence[DomainSample], prune_before: float | None = None
+        samples: Sequence[DomainSample],
+        prune_before: float | None = None,
+        totals: Sequence[SeriesTotal] = (),
     ) -> Deferred[int]:
         """
-        Store ``samples`` (replacing any with the same ``at`` and ``domain``) and, in the same
-        step, delete every point with ``at < prune_before``; returns how many were deleted.
+        Store ``samples`` (replacing any with the same ``at`` and ``domain``) and ``totals``
+        (replacing any with the same ``at`` and ``scope``), keep the runs in step with the
+        points (L{read_runs}), and, in the same step, delete every point and total with ``at <
+        prune_before`` and every run that ends at or before it (a run that straddles it is
+        kept whole: reads clip); returns how many points were deleted.
         """
 
     def read_samples(
@@ -848,6 +860,27 @@ class ISeriesStore(Interface):
         ``at`` then domain.  ``step`` (a positive multiple of 60) downsamples: one point per
         domain and bucket of ``step`` seconds, ``at`` the bucket's start (a multiple of
         ``step``), with the bucket's largest ``queued`` and ``held`` and its worst state (the
-        latest in L{strata_twisted.model.DOMAIN_STATES}).  Reading a day of every domain must be
-        cheap (the dashboard polls it); a month, acceptable.
+        latest in L{strata_twisted.model.DOMAIN_STATES}).  Reading a day of one domain must be
+        cheap; a day of every domain is 1.44 M points at worst (read the totals instead).
+        """
+
+    def read_totals(
+        scope: str, since: float, until: float, step: int = 60
+    ) -> Deferred[list[SeriesTotal]]:
+        """
+        ``scope``'s totals with ``since <= at < until``, sorted by ``at``; ``step`` (a positive
+        multiple of 60, else ValueError) downsamples as L{read_samples} does: one total per
+        bucket that has any, ``at`` the bucket's start, with the bucket's largest ``queued``
+        and largest ``held`` (the peak, which a chart must not hide).  Cheap: one row a minute.
+        """
+
+    def read_runs(
+        since: float, until: float, domains: Sequence[str] | None = None
+    ) -> Deferred[list[StateRun]]:
+        """
+        The runs that overlap ``[since, until)`` (only ``domains``' when given), unclipped,
+        sorted by domain then start.  A run is a longest stretch of a domain's minutes whose
+        points are all in one state other than ``normal`` with none missing: exactly what the
+        points stored say, whatever order they were written or rewritten in (a point written
+        again with another state splits its run; one that fills a gap joins two).
         """

@@ -1225,6 +1225,51 @@ class DomainSample:
         }
 
 
+# The scopes of the series' totals (SeriesTotal): every domain (the operator's chart), a
+# reseller's customers' domains, a customer's domains.  One string, so a store keys it as one
+# column; the prefixes keep a reseller and a customer of the same name apart.
+EVERY_DOMAIN: Final = "*"
+
+
+def reseller_scope(reseller: str) -> str:
+    return f"reseller:{reseller}"
+
+
+def customer_scope(customer: str) -> str:
+    return f"customer:{customer}"
+
+
+@dataclass(frozen=True)
+class SeriesTotal:
+    """
+    The queue depth of one scope (L{EVERY_DOMAIN}, L{reseller_scope}, L{customer_scope})
+    during the minute that starts at ``at``: the sum of its domains' points that minute, with
+    each domain counted where it belonged then.  Kept beside the points so a chart of many
+    domains reads one row a minute, not one per domain.  A scope with nothing queued or held
+    has no total: absence means zero.  Read back downsampled, a total covers a longer bucket
+    and holds the largest ``queued`` and the largest ``held`` of its minutes.
+    """
+
+    at: int
+    scope: str
+    queued: int
+    held: int
+
+
+@dataclass(frozen=True)
+class StateRun:
+    """
+    Minutes ``[start, end)`` in which ``domain``'s points were all in one ``state`` other than
+    ``normal``, one after the other with no minute missing: the series' state timeline, kept
+    as runs so a day of a domain in outage is one row, not 1,440.
+    """
+
+    domain: str
+    start: int
+    end: int
+    state: DomainState
+
+
 @dataclass(frozen=True)
 class RelayActivity:
     """

@@ -432,7 +432,7 @@ def _build(settings: Settings, reactor: Any, root: StrataService) -> MultiServic
     gauges = StoreGauges(reactor, store, store, store)
     metrics.watch(gauges)
     GaugesService(gauges).setServiceParent(root)
-    SamplerService(SeriesSampler(reactor, store, store, store, store)).setServiceParent(root)
+    SamplerService(SeriesSampler(reactor, store, store, store, store, store)).setServiceParent(root)
 
     tls = load_server_context(
         settings.certificate_path,

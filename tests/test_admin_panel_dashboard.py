@@ -24,7 +24,7 @@ def world(tmp_path: Path) -> PanelWorld:
 
 def sampler(world: PanelWorld) -> SeriesSampler:
     s = world.store
-    return SeriesSampler(world.clock, s, s, s, s)
+    return SeriesSampler(world.clock, s, s, s, s, s)
 
 
 def row(page_text: str, domain: str) -> str:
@@ -81,6 +81,13 @@ def test_the_charts_draw_the_sampled_series(world: PanelWorld) -> None:
     week = browser.get("/?hours=168")
     assert 'aria-label="Queued messages over the last 7 days; peak 3"' in week.text
     assert browser.get("/?hours=9999").status == 200  # an odd period falls back to a day
+    # c1.test's reseller and customer see its depth (their scopes' totals) and its timeline.
+    for name in ("r1-admin", "c1-admin"):
+        mine = world.browser()
+        mine.login(name)
+        page = mine.get("/")
+        assert "peak 3" in page.text, name
+        assert '<rect class="seg-outage"' in page.text.split("Outage timeline")[1], name
     # Another reseller's admin sees neither the depth nor the timeline of c1.test.
     other = world.browser()
     other.login("r2-admin")

@@ -10,7 +10,9 @@ customer c2 (c2.test), and the operator's own op.test.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Coroutine
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -34,9 +36,11 @@ from strata_twisted.model import (
     Delivery,
     Domain,
     DomainSample,
+    DomainState,
     DomainStatus,
     RelayTarget,
     Reseller,
+    SeriesTotal,
 )
 from strata_twisted.storage.memory import MemoryStore
 from strata_twisted.testing import result_of, store_message
@@ -277,7 +281,7 @@ def test_the_dashboard_reads_the_store_a_fixed_number_of_times(world: World) -> 
 
 def sampler(world: World) -> SeriesSampler:
     s = world.store
-    return SeriesSampler(world.clock, s, s, s, s)
+    return SeriesSampler(world.clock, s, s, s, s, s)
 
 
 def test_the_sampler_writes_one_sparse_point_a_minute(world: World) -> None:
@@ -305,6 +309,40 @@ def test_the_sampler_prunes_what_is_older_than_30_days(world: World) -> None:
     assert result_of(sampler(world).sample()) == 1
     points = result_of(world.store.read_samples(0, 1e12))
     assert [p.at for p in points] == [kept[0].at, minute]
+
+
+def test_the_sampler_totals_each_scope_with_each_domain_where_it_belongs(world: World) -> None:
+    result_of(world.store.add_customer(Customer("c3", "r1")))
+    result_of(world.store.add_customer(Customer("c4")))  # the operator's own customer
+    for name, customer in (("c3.test", "c3"), ("c4.test", "c4")):
+        result_of(
+            world.store.add_domain(Domain(name, RelayTarget("mx." + name), customer=customer))
+        )
+    world.queue("c1.test", 3)
+    world.queue("c2.test", 1)
+    world.queue("c3.test", 5)
+    world.queue("c4.test", 7)
+    world.queue("op.test", 2)
+    (held,) = world.queue("c1.test")
+    now = world.clock.seconds()
+    result_of(world.store.change_state(held, ("queued",), HELD, now, "held by hand"))
+    assert result_of(sampler(world).sample()) == 5
+    minute = int(START // 60) * 60
+
+    def totals(scope: str) -> list[SeriesTotal]:
+        return result_of(world.store.read_totals(scope, 0, 1e12))
+
+    assert totals("*") == [SeriesTotal(minute, "*", 18, 1)]
+    assert totals("reseller:r1") == [SeriesTotal(minute, "reseller:r1", 8, 1)]  # c1 and c3
+    assert totals("reseller:r2") == [SeriesTotal(minute, "reseller:r2", 1, 0)]
+    assert totals("customer:c1") == [SeriesTotal(minute, "customer:c1", 3, 1)]
+    assert totals("customer:c4") == [SeriesTotal(minute, "customer:c4", 7, 0)]
+    assert totals("reseller:") == []  # the operator's own are in "*" only
+
+
+def test_a_quiet_minute_writes_no_total(world: World) -> None:
+    assert result_of(sampler(world).sample()) == 0
+    assert result_of(world.store.read_totals("*", 0, 1e12)) == []
 
 
 def test_a_failing_store_costs_the_sampler_one_minute_not_its_loop(world: World) -> None:
@@ -346,6 +384,80 @@ def test_series_sums_the_depth_per_bucket_and_gives_each_domains_spans(world: Wo
         run(dashboard.series(world.ctx, C2, hours=1, domain="c1.test"))
     one = run(dashboard.series(world.ctx, OP, hours=1, domain="C1.test"))
     assert one.domain == "c1.test" and one.depth[-1][1] == 3
+
+
+def test_each_tenants_depth_chart_sums_only_its_domains(world: World) -> None:
+    result_of(world.store.add_customer(Customer("c3", "r1")))
+    result_of(world.store.add_domain(Domain("c3.test", RelayTarget("mx.c3.test"), customer="c3")))
+    world.queue("c1.test", 3)
+    world.queue("c3.test", 5)
+    world.queue("c2.test", 1)
+    world.queue("op.test", 2)
+    result_of(sampler(world).sample())
+
+    def newest(caller: Caller) -> int:
+        return run(dashboard.series(world.ctx, caller, hours=1)).depth[-1][1]
+
+    assert newest(OP) == 11
+    assert newest(R1) == 8  # c1 and c3: its customers' domains, not c2's or the operator's
+    assert newest(C1) == 3
+    assert newest(C2) == 1
+    assert newest(Caller("r2-admin", "reseller", reseller="r2")) == 1
+
+
+def test_a_moved_domain_leaves_its_past_depth_with_its_old_customer(world: World) -> None:
+    world.queue("c1.test", 3)
+    result_of(sampler(world).sample())
+    world.clock.advance(60)
+    c1 = result_of(world.store.get_domain("c1.test"))
+    assert c1 is not None
+    result_of(world.store.update_domain(replace(c1, customer="c2")))
+    result_of(sampler(world).sample())
+    c1_chart = run(dashboard.series(world.ctx, C1, hours=1)).depth
+    c2_chart = run(dashboard.series(world.ctx, C2, hours=1)).depth
+    assert [q for _, q, _ in c1_chart[-2:]] == [3, 0]
+    assert [q for _, q, _ in c2_chart[-2:]] == [0, 3]
+
+
+def _timeline_from_points(points: list[DomainSample], step: int) -> dict[str, list[Any]]:
+    """The timeline the slow way (as series() built it before the runs): each domain's worst
+    state per bucket from the downsampled points, buckets in a row of one state a span."""
+    timeline: dict[str, list[Any]] = {}
+    for p in points:  # sorted by bucket
+        if p.state == "normal":
+            continue
+        spans = timeline.setdefault(p.domain, [])
+        if spans and spans[-1].end == p.at and spans[-1].state == p.state:
+            spans[-1] = dashboard.Span(spans[-1].start, p.at + step, p.state)
+        else:
+            spans.append(dashboard.Span(p.at, p.at + step, p.state))
+    return timeline
+
+
+@pytest.mark.parametrize("hours", [1, 24, 168])
+def test_the_timeline_from_runs_is_the_points_worst_state_per_bucket(
+    world: World, hours: int
+) -> None:
+    """Random states over two days, written out of order: whatever the bucket, the spans are
+    what the downsampled points say."""
+    rng = random.Random(hours)
+    minute = int(START // 60) * 60
+    states: tuple[DomainState, ...] = ("normal", "held", "draining", "outage")
+    points = []
+    for domain in ("c1.test", "c2.test", "op.test"):
+        at = minute - 2 * 86400
+        while at <= minute:
+            state, length = rng.choice(states), rng.choice((1, 1, 2, 3, 7, 60, 200))
+            points += [DomainSample(at + 60 * k, domain, 1, 0, state) for k in range(length)]
+            at += 60 * (length + rng.choice((0, 0, 0, 1, 5)))
+    rng.shuffle(points)
+    result_of(world.store.record_samples([p for p in points if p.at <= minute]))
+    chart = run(dashboard.series(world.ctx, OP, hours=hours))
+    slow = result_of(world.store.read_samples(chart.since, chart.until, None, chart.step))
+    assert chart.timeline == _timeline_from_points(slow, chart.step)
+    assert chart.timeline  # the test tests something
+    mine = run(dashboard.series(world.ctx, C1, hours=hours))
+    assert mine.timeline == {k: v for k, v in chart.timeline.items() if k == "c1.test"}
 
 
 def test_a_months_chart_is_in_hours(world: World) -> None:

@@ -22,14 +22,17 @@ newest outage, the relay's recent activity), never one per domain.  Both the sam
 dashboard (core/admin/dashboard.py) use it.
 
 The sampler writes one point per domain and minute, sparse (a domain that is ``normal`` with
-nothing queued or held gets none), and in the same write prunes points older than L{KEEP}
-(30 days).  Time comes from the injected clock; every store call returns a Deferred, so nothing
-here blocks the reactor.
+nothing queued or held gets none), and in the same write the minute's totals of each tenant
+scope (L{scope_totals}: every domain, each reseller's, each customer's, so the dashboard's
+depth chart reads one row a minute whatever the number of domains; the store derives the state
+timeline's runs from the points itself), and prunes what is older than L{KEEP} (30 days).
+Time comes from the injected clock; every store call returns a Deferred, so nothing here
+blocks the reactor.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -38,8 +41,15 @@ from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
-from strata_twisted.interfaces import IDomainStore, IMonitorStore, IQueueStore, ISeriesStore
+from strata_twisted.interfaces import (
+    IDomainStore,
+    IMonitorStore,
+    IQueueStore,
+    ISeriesStore,
+    ITenantStore,
+)
 from strata_twisted.model import (
+    EVERY_DOMAIN,
     Domain,
     DomainSample,
     DomainState,
@@ -47,6 +57,9 @@ from strata_twisted.model import (
     Outage,
     QueueStats,
     RelayActivity,
+    SeriesTotal,
+    customer_scope,
+    reseller_scope,
 )
 
 SAMPLE_INTERVAL: Final = 60  # one point a minute
@@ -151,8 +164,42 @@ async def read_domains(
     return readings
 
 
+def scope_totals(
+    at: int,
+    points: Iterable[DomainSample],
+    customers: Mapping[str, str],
+    domains: Mapping[str, str],
+) -> list[SeriesTotal]:
+    """
+    The totals of the minute ``at``'s ``points`` per scope: every domain; each customer's domains
+    (``domains`` maps a domain to its customer, "" for the operator's own); each reseller's
+    customers' domains (``customers`` maps a customer to its reseller, "" for the operator's).
+    A domain of no customer counts only in every domain's.  Only scopes with something queued
+    or held, sorted by scope.
+    """
+    sums: dict[str, list[int]] = {}
+    for p in points:
+        customer = domains.get(p.domain, "")
+        reseller = customers.get(customer, "") if customer else ""
+        scopes = [EVERY_DOMAIN]
+        if customer:
+            scopes.append(customer_scope(customer))
+        if reseller:
+            scopes.append(reseller_scope(reseller))
+        for scope in scopes:
+            total = sums.setdefault(scope, [0, 0])
+            total[0] += p.queued
+            total[1] += p.held
+    return [
+        SeriesTotal(at, scope, queued, held)
+        for scope, (queued, held) in sorted(sums.items())
+        if queued or held
+    ]
+
+
 class SeriesSampler:
-    """Once a minute on ``clock``, one point per domain that is not quiet (L{start}/L{stop})."""
+    """Once a minute on ``clock``, one point per domain that is not quiet and the scopes'
+    totals (L{start}/L{stop})."""
 
     log = Logger()
 
@@ -160,6 +207,7 @@ class SeriesSampler:
         self,
         clock: IReactorTime,
         domains: IDomainStore,
+        tenants: ITenantStore,
         queue: IQueueStore,
         monitor: IMonitorStore,
         series: ISeriesStore,
@@ -168,6 +216,7 @@ class SeriesSampler:
     ) -> None:
         self._clock = clock
         self._domains = domains
+        self._tenants = tenants
         self._queue = queue
         self._monitor = monitor
         self._series = series
@@ -203,7 +252,13 @@ class SeriesSampler:
                 for r in readings
                 if r.state != "normal" or r.queue.queued or r.queue.held
             ]
-            await self._series.record_samples(points, prune_before=minute - self._keep)
+            # Each domain where it belongs now: the totals keep this minute's tenancy.
+            customers = {c.name: c.reseller for c in await self._tenants.list_customers()}
+            owners = {d.name: d.customer for d in domains}
+            totals = scope_totals(minute, points, customers, owners)
+            await self._series.record_samples(
+                points, prune_before=minute - self._keep, totals=totals
+            )
         except Exception:
             self.log.failure("cannot record the dashboard's series for this minute")
             return 0

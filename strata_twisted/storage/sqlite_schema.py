@@ -87,7 +87,12 @@ Layout notes:
   ``state`` is the rank of the domain's state in ``model.DOMAIN_STATES`` (0 normal, 1 held,
   2 draining, 3 outage), so a bucket's worst state is ``max(state)``.  The primary key
   ``(at, domain)`` (WITHOUT ROWID) makes a time range of every domain one walk and pruning a
-  range delete; ``series_domain_at`` serves one domain's range.  It also adds
+  range delete; ``series_domain_at`` serves one domain's range.  Beside it, what the dashboard
+  polls: ``series_totals``, each tenant scope's depth a minute (``*`` every domain,
+  ``reseller:<name>``, ``customer:<name>``; keyed by ``(scope, at)``, sparse too), and
+  ``series_runs``, each domain's runs of minutes in one state other than normal (keyed by
+  ``(domain, start_at)``, ``series_runs_end`` for the timeline's range), which the store keeps
+  in step with the points as it writes them.  It also adds
   ``queue_delivered_at``, a partial index on the delivered entries' ``delivered_at``, so
   counting the last day's deliveries (``relay_activity``) walks that day only; an entry gets its
   ``delivered_at`` once and never changes again, so the relay pays one index insert per
@@ -471,6 +476,31 @@ MIGRATIONS: Final[tuple[Migration, ...]] = (
             ) WITHOUT ROWID
             """,
             "CREATE INDEX series_domain_at ON series (domain, at)",
+            # Each tenant scope's depth a minute: the dashboard's depth chart reads a scope's
+            # range (1,440 rows a day), the prune a range of ``at``.
+            """
+            CREATE TABLE series_totals (
+                scope  TEXT NOT NULL,     -- '*', 'reseller:<name>' or 'customer:<name>'
+                at     INTEGER NOT NULL,  -- the minute's start, Unix seconds
+                queued INTEGER NOT NULL,
+                held   INTEGER NOT NULL,
+                PRIMARY KEY (scope, at)
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX series_totals_at ON series_totals (at)",
+            # Each domain's runs of one state other than normal, derived from the points: the
+            # state timeline reads the runs that end after its start (one row a run, not one a
+            # minute), the prune those that ended before the 30 days.
+            """
+            CREATE TABLE series_runs (
+                domain   TEXT NOT NULL,
+                start_at INTEGER NOT NULL,  -- the run's first minute
+                end_at   INTEGER NOT NULL,  -- the end of its last minute
+                state    INTEGER NOT NULL,  -- rank in model.DOMAIN_STATES: 1 held .. 3 outage
+                PRIMARY KEY (domain, start_at)
+            ) WITHOUT ROWID
+            """,
+            "CREATE INDEX series_runs_end ON series_runs (end_at)",
             "CREATE INDEX queue_delivered_at ON queue (delivered_at, domain)"
             " WHERE delivered_at IS NOT NULL",
         ),

@@ -27,11 +27,16 @@ from strata_twisted.core.portal import PortalState, portal_state
 from strata_twisted.core.series import SAMPLE_INTERVAL, DomainReading, read_domains
 from strata_twisted.model import (
     DOMAIN_STATES,
+    EVERY_DOMAIN,
     DomainSample,
     DomainState,
     Outage,
     RelayActivity,
+    SeriesTotal,
+    StateRun,
+    customer_scope,
     display_domain,
+    reseller_scope,
 )
 
 ACTIVITY_WINDOW: Final = 86400  # "relay activity for the last 24 hours"
@@ -191,9 +196,10 @@ class Span:
 class Series:
     """
     The charts' data over ``[since, until)`` in buckets of ``step`` seconds: ``depth`` has one
-    ``(bucket start, queued, held)`` per bucket, summed over the domains (each domain's largest
-    depth in the bucket), zeros included, so the chart needs no gap filling; ``timeline`` has,
-    per domain that was not always normal, its spans of one state.  A minute with no point is a
+    ``(bucket start, queued, held)`` per bucket, the largest total of the domains' depths in
+    the bucket's minutes (each of ``queued`` and ``held`` on its own), zeros included, so the
+    chart needs no gap filling; ``timeline`` has, per domain that was not always normal, its
+    spans of one state (a bucket's worst).  A minute with no point is a
     domain that was normal with nothing queued (or a minute the server was not running).
     """
 
@@ -224,17 +230,47 @@ def series_step(hours: int) -> int:
     return max(1, minutes) * SAMPLE_INTERVAL
 
 
-def _timeline(points: list[DomainSample], step: int) -> dict[str, list[Span]]:
+def _bucket_spans(runs: list[StateRun], since: int, until: int, step: int) -> dict[str, list[Span]]:
+    """
+    Each domain's spans in buckets of ``step`` from its ``runs`` (sorted by domain, then
+    start): a bucket takes the worst state of the runs in it (as the downsampled points would
+    say), and buckets in a row of one state make a span.  ``since`` and ``until`` are multiples
+    of ``step``; runs are clipped to them.
+    """
+    rank = DOMAIN_STATES.index
     timeline: dict[str, list[Span]] = {}
-    for p in points:  # sorted by bucket, so each domain's spans grow in time order
-        if p.state == "normal":
+    for run in runs:
+        start, end = max(run.start, since), min(run.end, until)
+        if start >= end:
             continue
-        spans = timeline.setdefault(p.domain, [])
-        if spans and spans[-1].end == p.at and spans[-1].state == p.state:
-            spans[-1] = Span(spans[-1].start, p.at + step, p.state)
+        first, last = start - start % step, -(-end // step) * step
+        spans = timeline.setdefault(run.domain, [])
+        if spans and spans[-1].end > first:
+            # A state changed within the bucket at ``first``: the worst state has it.
+            prev = spans[-1]
+            if rank(prev.state) >= rank(run.state):
+                first += step
+            elif prev.start == first:
+                spans.pop()
+            else:
+                spans[-1] = Span(prev.start, first, prev.state)
+        if first >= last:
+            continue
+        if spans and spans[-1].end == first and spans[-1].state == run.state:
+            spans[-1] = Span(spans[-1].start, last, run.state)
         else:
-            spans.append(Span(p.at, p.at + step, p.state))
-    return timeline
+            spans.append(Span(first, last, run.state))
+    return {name: spans for name, spans in timeline.items() if spans}
+
+
+def depth_scope(caller: Caller) -> str:
+    """The scope of the totals ``caller``'s depth chart reads: everything for the operator,
+    a reseller's or a customer's own."""
+    if caller.role == "operator":
+        return EVERY_DOMAIN
+    if caller.role == "reseller":
+        return reseller_scope(caller.reseller)
+    return customer_scope(caller.customer)
 
 
 async def series(
@@ -243,6 +279,12 @@ async def series(
     """
     The last ``hours`` (1 to 720) of the charts, for every domain ``caller`` may see, or only
     ``domain`` (L{NotFound} if the caller may not see it).
+
+    Three reads of the series, each bounded by the chart, not by the number of domains: the
+    depth from the caller's scope's totals (a bucket's largest total: the peak a chart must not
+    hide), or from ``domain``'s own points; the timeline from the state runs of the domains the
+    caller sees now.  The totals count each domain where it belonged at the minute, so a domain
+    moved to another customer leaves its past depth with the one it left.
     """
     if isinstance(hours, bool) or not isinstance(hours, int) or not 1 <= hours <= MAX_HOURS:
         raise InvalidInput("hours", f"expected a whole number of hours from 1 to {MAX_HOURS}")
@@ -257,17 +299,22 @@ async def series(
     # The current bucket is included, so the newest minute shows at once.
     until = (int(now) // step + 1) * step
     since = until - math.ceil(hours * 3600 / step) * step
-    points: list[DomainSample] = await ctx.series.read_samples(since, until, names, step)
-    totals = {at: [0, 0] for at in range(since, until, step)}
-    for p in points:
-        totals[p.at][0] += p.queued
-        totals[p.at][1] += p.held
-    depth = [(at, q, h) for at, (q, h) in totals.items()]
+    found: dict[int, tuple[int, int]]
+    if domain is not None:
+        points: list[DomainSample] = await ctx.series.read_samples(since, until, names, step)
+        found = {p.at: (p.queued, p.held) for p in points}
+    else:
+        totals: list[SeriesTotal] = await ctx.series.read_totals(
+            depth_scope(caller), since, until, step
+        )
+        found = {t.at: (t.queued, t.held) for t in totals}
+    depth = [(at, *found.get(at, (0, 0))) for at in range(since, until, step)]
+    runs: list[StateRun] = await ctx.series.read_runs(since, until, names)
     return Series(
         since,
         until,
         step,
         names[0] if domain is not None and names else None,
         depth,
-        _timeline(points, step),
+        _bucket_spans(runs, since, until, step),
     )
