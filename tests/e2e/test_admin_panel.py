@@ -459,8 +459,15 @@ def test_an_msp_runs_an_outage_from_the_panel(
     panel.login("initech-admin", PASSWORD)
     for path in (f"/domains/{DOMAIN}", f"/queue?domain={DOMAIN}", f"/events?domain={DOMAIN}"):
         panel.open(path)
-        assert "Not found" in panel.driver.title or "Not found" in panel.text(), path
-        assert SUBJECT not in panel.text()
+        assert "Not found" in panel.driver.title, (path, panel.text())
+        assert SUBJECT not in panel.text() and "globex" not in panel.text()
+        # The status itself, as the browser got it (with this admin's session cookie).
+        status = panel.driver.execute_async_script(
+            "const done = arguments[arguments.length - 1];"
+            "fetch(arguments[0], {credentials: 'same-origin'}).then(r => done(r.status));",
+            path,
+        )
+        assert status == 404, (path, status)
     panel.open("/")
     assert DOMAIN not in panel.text()
     panel.logout()
