@@ -257,6 +257,12 @@ class PanelWorld:
     def browser(self, origin: str = ORIGIN) -> PanelBrowser:
         return PanelBrowser(self, origin)
 
+    def logged_in(self, name: str) -> PanelBrowser:
+        """A new browser, logged in as ``name`` (with L{PASSWORD})."""
+        browser = self.browser()
+        browser.login(name)
+        return browser
+
     def queue(self, *recipients: str, sender: str = "s@sender.test", subject: str = "hi") -> str:
         """Store a message as intake does, queued for each recipient's domain; its id."""
         self.count += 1

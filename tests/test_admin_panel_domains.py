@@ -37,13 +37,6 @@ def world(tmp_path: Path) -> PanelWorld:
     return PanelWorld(tmp_path)
 
 
-def _as(world: PanelWorld, name: str) -> PanelBrowser:
-    """A browser logged in as ``name``."""
-    browser = world.browser()
-    browser.login(name)
-    return browser
-
-
 def _upload(browser: PanelBrowser, path: str, fields: dict[str, str], content: bytes) -> Response:
     """Post a passwd-file in the form's ``file`` field, as a browser does."""
     return browser.post(path, fields, files={"file": ("users.passwd", "text/plain", content)})
@@ -75,19 +68,19 @@ def _users(world: PanelWorld, domain: str) -> dict[str, str]:
 
 def test_the_list_shows_only_the_callers_domains_with_their_state(world: PanelWorld) -> None:
     world.queue("a@c1.test", "b@c1.test")
-    page = _as(world, "c1-admin").get("/domains")
+    page = world.logged_in("c1-admin").get("/domains")
     assert page.status == 200
     assert '<a href="/domains/c1.test">c1.test</a>' in page.text
     assert "c2.test" not in page.text and "op.test" not in page.text
     row = page.text.split('href="/domains/c1.test"')[1].split("</tr>")[0]
     assert 'data-label="Queued" class="num">2' in row and "Relay only" in row
     assert "unknown" in row and "closed" in row
-    every = _as(world, "op").get("/domains")
+    every = world.logged_in("op").get("/domains")
     assert all(f'href="/domains/{d}"' in every.text for d in ("c1.test", "c2.test", "op.test"))
 
 
 def test_the_add_form_has_the_product_descriptions_labels_and_options(world: PanelWorld) -> None:
-    page = _as(world, "r1-admin").get("/domains/add")
+    page = world.logged_in("r1-admin").get("/domains/add")
     assert page.status == 200
     for field, label in (
         ("name", "Domain name"),
@@ -108,11 +101,11 @@ def test_the_add_form_has_the_product_descriptions_labels_and_options(world: Pan
     assert '<details class="advanced">' in page.text and 'id="tls_policy"' in page.text
     assert '<option value="c1">c1</option>' in page.text and 'value="c2"' not in page.text
     # A customer admin's own customer is implied: no choice.
-    assert 'id="customer"' not in _as(world, "c1-admin").get("/domains/add").text
+    assert 'id="customer"' not in world.logged_in("c1-admin").get("/domains/add").text
 
 
 def test_a_reseller_admin_adds_a_domain_and_sees_how_to_route_its_mail(world: PanelWorld) -> None:
-    browser = _as(world, "r1-admin")
+    browser = world.logged_in("r1-admin")
     page = browser.submit(browser.get("/domains/add"), "/domains/add", NEW)
     assert page.status == 200 and page.url.endswith("/domains/example.test?added=1")
     assert page.contains("example.test is protected now.")
@@ -128,12 +121,12 @@ def test_a_reseller_admin_adds_a_domain_and_sees_how_to_route_its_mail(world: Pa
     assert page.contains("(smart host) at <code>strata.test</code>, port <code>2525</code>")
     assert page.contains("<pre>example.test.  3600  IN  MX  20 strata.test.</pre>")
     # The new domain is the customer's: its admin sees it; the other reseller's does not.
-    assert _as(world, "c1-admin").get("/domains/example.test").status == 200
-    assert _as(world, "r2-admin").get("/domains/example.test").status == 404
+    assert world.logged_in("c1-admin").get("/domains/example.test").status == 200
+    assert world.logged_in("r2-admin").get("/domains/example.test").status == 404
 
 
 def test_monitoring_unticked_and_advanced_settings_are_stored(world: PanelWorld) -> None:
-    browser = _as(world, "op")
+    browser = world.logged_in("op")
     fields = {k: v for k, v in NEW.items() if k != "monitored"}
     fields.update(
         customer="", tls_policy="verify", portal="always", retention_days="7",
@@ -167,7 +160,7 @@ def test_monitoring_unticked_and_advanced_settings_are_stored(world: PanelWorld)
 def test_a_bad_field_is_shown_beside_it_with_the_values_kept_and_nothing_saved(
     world: PanelWorld, field: str, value: str, expected: str
 ) -> None:
-    browser = _as(world, "r1-admin")
+    browser = world.logged_in("r1-admin")
     before = _names(world)
     page = browser.submit(browser.get("/domains/add"), "/domains/add", {**NEW, field: value})
     assert page.status == 400 and page.contains("Nothing was saved")
@@ -184,7 +177,7 @@ def test_a_bad_field_is_shown_beside_it_with_the_values_kept_and_nothing_saved(
 
 
 def test_every_bad_field_is_shown_at_once(world: PanelWorld) -> None:
-    browser = _as(world, "r1-admin")
+    browser = world.logged_in("r1-admin")
     bad = {**NEW, "name": "-bad-", "relay": "mx.test:0", "alert_email": "x", "up_after": "0"}
     page = browser.submit(browser.get("/domains/add"), "/domains/add", bad)
     assert page.status == 400
@@ -195,7 +188,7 @@ def test_every_bad_field_is_shown_at_once(world: PanelWorld) -> None:
 
 
 def test_a_reseller_must_choose_one_of_its_own_customers(world: PanelWorld) -> None:
-    browser = _as(world, "r1-admin")
+    browser = world.logged_in("r1-admin")
     page = browser.submit(browser.get("/domains/add"), "/domains/add", {**NEW, "customer": ""})
     assert page.status == 400 and "customer" in (_error_beside(page, "customer") or "")
     page = browser.submit(browser.get("/domains/add"), "/domains/add", {**NEW, "customer": "c2"})
@@ -204,7 +197,7 @@ def test_a_reseller_must_choose_one_of_its_own_customers(world: PanelWorld) -> N
 
 
 def test_a_domain_protected_already_is_an_error_beside_its_name(world: PanelWorld) -> None:
-    browser = _as(world, "r1-admin")
+    browser = world.logged_in("r1-admin")
     page = browser.submit(browser.get("/domains/add"), "/domains/add", {**NEW, "name": "C2.test"})
     assert page.status == 400 and "exists already" in (_error_beside(page, "name") or "")
     found = _domain(world, "c2.test")
@@ -215,7 +208,7 @@ def test_a_domain_protected_already_is_an_error_beside_its_name(world: PanelWorl
 
 
 def test_settings_show_the_domain_and_save_a_change(world: PanelWorld) -> None:
-    browser = _as(world, "c1-admin")
+    browser = world.logged_in("c1-admin")
     form = browser.get("/domains/c1.test/settings")
     assert form.status == 200 and 'name="relay" value="mx.c1.test:25"' in form.text
     assert '<label for="relay">Relay host</label>' in form.text
@@ -245,7 +238,7 @@ def test_the_domain_page_shows_health_portal_users_dkim_and_the_checklist(
 ) -> None:
     result_of(world.store.open_outage("c1.test", world.clock.seconds() - 120, "refused"))
     world.queue("a@c1.test")
-    page = _as(world, "c1-admin").get("/domains/c1.test")
+    page = world.logged_in("c1-admin").get("/domains/c1.test")
     assert page.status == 200
     assert page.contains("Relay host <code>mx.c1.test:25</code>")
     assert re.search(r'Portal <span class="state state-up">open</span>', page.text)
@@ -260,7 +253,7 @@ def test_the_domain_page_shows_health_portal_users_dkim_and_the_checklist(
 
 
 def test_the_drill_switch_opens_and_closes_the_portal(world: PanelWorld) -> None:
-    browser = _as(world, "c1-admin")
+    browser = world.logged_in("c1-admin")
     page = browser.get("/domains/c1.test")
     page = browser.submit(page, "/domains/c1.test/portal", {"drill": "open"})
     assert page.status == 200 and page.contains("is open for a drill")
@@ -274,7 +267,7 @@ def test_the_drill_switch_opens_and_closes_the_portal(world: PanelWorld) -> None
 
 
 def test_users_are_added_reset_removed_and_uploaded(world: PanelWorld) -> None:
-    browser = _as(world, "c1-admin")
+    browser = world.logged_in("c1-admin")
     page = browser.get("/domains/c1.test")
     page = browser.submit(
         page, "/domains/c1.test/users/add", {"address": "ann", "password": "first secret"}
@@ -323,7 +316,7 @@ def test_users_are_added_reset_removed_and_uploaded(world: PanelWorld) -> None:
 
 
 def test_dkim_generate_shows_the_txt_record(world: PanelWorld) -> None:
-    browser = _as(world, "c1-admin")
+    browser = world.logged_in("c1-admin")
     page = browser.get("/domains/c1.test")
     page = browser.submit(
         page, "/domains/c1.test/dkim", {"selector": "panel1", "algorithm": "ed25519"}
@@ -337,7 +330,7 @@ def test_dkim_generate_shows_the_txt_record(world: PanelWorld) -> None:
 
 
 def test_a_test_alert_goes_to_the_webhook_and_the_checklist_sees_it(world: PanelWorld) -> None:
-    browser = _as(world, "c1-admin")
+    browser = world.logged_in("c1-admin")
     page = browser.submit(browser.get("/domains/c1.test"), "/domains/c1.test/alert-test", {})
     assert page.contains("has no alert webhook and no alert email: nothing to test")
     run(domains.update_domain(world.ctx, OP, "c1.test", {"alert_webhook": "https://sms.test/h"}))
@@ -367,7 +360,7 @@ def test_a_test_alert_goes_to_the_webhook_and_the_checklist_sees_it(world: Panel
 
 def test_removing_a_domain(world: PanelWorld) -> None:
     world.queue("a@c1.test")
-    browser = _as(world, "c1-admin")
+    browser = world.logged_in("c1-admin")
     page = browser.get("/domains/c1.test")
     assert 'class="danger" data-confirm="Stop protecting c1.test?"' in page.text
     page = browser.submit(page, "/domains/c1.test/remove", {})
@@ -399,11 +392,11 @@ def test_another_customers_admin_gets_404_everywhere_and_changes_nothing(
     world: PanelWorld,
 ) -> None:
     run(domains.update_domain(world.ctx, OP, "c1.test", {"alert_email": "a@alerts.test"}))
-    owner = _as(world, "c1-admin")
+    owner = world.logged_in("c1-admin")
     owner.submit(owner.get("/domains/c1.test"), "/domains/c1.test/users/add",
                  {"address": "ann", "password": "pw"})  # fmt: skip
     before = _snapshot(world)
-    browser = _as(world, "c2-admin")
+    browser = world.logged_in("c2-admin")
     for path in ("/domains/c1.test", "/domains/c1.test/settings"):
         assert browser.get(path).status == 404, path
     own = browser.get("/domains/c2.test")
@@ -419,7 +412,7 @@ def test_another_customers_admin_gets_404_everywhere_and_changes_nothing(
 
 
 def test_a_post_without_its_csrf_token_changes_nothing(world: PanelWorld) -> None:
-    browser = _as(world, "c1-admin")
+    browser = world.logged_in("c1-admin")
     before = _snapshot(world)
     for path, data in [*_POSTS, ("/domains/add", {**NEW, "customer": ""})]:
         assert browser.post(path, data).status == 403, path

@@ -11,18 +11,12 @@ from pathlib import Path
 import pytest
 
 from strata_twisted.testing import result_of
-from tests.panel_harness import PanelBrowser, PanelWorld, Response
+from tests.panel_harness import PanelWorld, Response
 
 
 @pytest.fixture
 def world(tmp_path: Path) -> PanelWorld:
     return PanelWorld(tmp_path)
-
-
-def logged_in(world: PanelWorld, name: str) -> PanelBrowser:
-    browser = world.browser()
-    browser.login(name)
-    return browser
 
 
 def record(world: PanelWorld, kind: str, message: str, domain: str | None) -> None:
@@ -52,7 +46,7 @@ def test_the_events_page_lists_the_outage_with_its_duration_and_the_drain(
     record(world, "relay.drain_finished", "drained 3 messages to mx.c1.test", "c1.test")
     result_of(world.store.open_outage("c1.test", world.clock.seconds(), "timeout"))
     world.clock.advance(2 * 3600 + 5 * 60)
-    page = logged_in(world, "c1-admin").get("/events")
+    page = world.logged_in("c1-admin").get("/events")
     assert page.status == 200
     outages = outage_table(page)
     assert "connection refused" in outages and "10 min" in outages
@@ -70,7 +64,7 @@ def test_events_are_filtered_by_domain_and_kind(world: PanelWorld) -> None:
     record(world, "alert.email", "outage alert for c1 sent by email", "c1.test")
     record(world, "outage.started", "c2 down", "c2.test")
     record(world, "retention.purged", "purged 9 messages", None)
-    browser = logged_in(world, "op")
+    browser = world.logged_in("op")
     everything = event_log(browser.get("/events"))
     assert all(t in everything for t in ("protecting c1", "draining c1", "c2 down", "purged 9"))
     only_c1 = event_log(browser.get("/events?domain=c1.test"))
@@ -94,14 +88,14 @@ def test_a_customer_sees_only_its_domains_events(world: PanelWorld) -> None:
     record(world, "outage.started", "c2 down", "c2.test")
     record(world, "retention.purged", "purged 9 messages", None)
     # One browser a world: StubTreq keeps one cookie jar for every browser of the world.
-    mine = event_log(logged_in(world, "c1-admin").get("/events"))
+    mine = event_log(world.logged_in("c1-admin").get("/events"))
     assert "draining c1" in mine and "c2 down" not in mine and "purged" not in mine
 
 
 def test_the_event_log_pages_newest_first(world: PanelWorld) -> None:
     for i in range(60):
         record(world, "relay.delayed", f"event number {i:02d}.", "c1.test")
-    browser = logged_in(world, "c1-admin")
+    browser = world.logged_in("c1-admin")
     page = browser.get("/events?domain=c1.test&kind=relay")
     first = re.findall(r"event number (\d\d)\.", event_log(page))
     assert first == [f"{i:02d}" for i in range(59, 9, -1)] and not page.contains("First page")
@@ -118,7 +112,7 @@ def test_the_event_log_pages_newest_first(world: PanelWorld) -> None:
 def test_another_customer_cannot_open_c1s_events(world: PanelWorld) -> None:
     result_of(world.store.open_outage("c1.test", world.clock.seconds(), "secret reason"))
     record(world, "relay.drain_started", "secret drain", "c1.test")
-    browser = logged_in(world, "c2-admin")
+    browser = world.logged_in("c2-admin")
     page = browser.get("/events?domain=c1.test")
     assert page.status == 404 and not page.contains("secret")
     page = browser.get("/events")

@@ -15,7 +15,7 @@ from strata_twisted.core.admin import queue
 from strata_twisted.core.admin.identity import Caller
 from strata_twisted.model import Delivery
 from strata_twisted.testing import result_of, store_message
-from tests.panel_harness import PanelBrowser, PanelWorld, Response, run
+from tests.panel_harness import PanelWorld, Response, run
 
 _ROW_ID = re.compile(r'name="id" value="([^"]+)"')
 
@@ -23,12 +23,6 @@ _ROW_ID = re.compile(r'name="id" value="([^"]+)"')
 @pytest.fixture
 def world(tmp_path: Path) -> PanelWorld:
     return PanelWorld(tmp_path)
-
-
-def logged_in(world: PanelWorld, name: str) -> PanelBrowser:
-    browser = world.browser()
-    browser.login(name)
-    return browser
 
 
 def row_ids(page: Response) -> list[str]:
@@ -47,7 +41,7 @@ def store(world: PanelWorld, message_id: str, body: bytes, *recipients: str) -> 
 def test_load_queue_lists_a_message_with_its_subject(world: PanelWorld) -> None:
     mine = world.queue("a@c1.test", subject="Quarterly report")
     world.queue("b@c2.test", subject="Not yours")
-    browser = logged_in(world, "c1-admin")
+    browser = world.logged_in("c1-admin")
     form = browser.get("/queue")
     assert form.status == 200 and form.contains('<label for="domain">Domain</label>')
     assert form.contains('<option value="c1.test">') and not form.contains("c2.test")
@@ -68,7 +62,7 @@ def test_subjects_are_decoded_and_found_past_a_long_header(world: PanelWorld) ->
     padding = b"".join(b"X-Pad-%d: %s\r\n" % (i, b"x" * 70) for i in range(200))
     store(world, "E2", padding + b"Subject: deep down\r\n\r\nbody\r\n", "a@c1.test")
     store(world, "E3", b"From: x@y.test\r\n\r\nno subject\r\n", "a@c1.test")
-    page = logged_in(world, "c1-admin").get("/queue?domain=c1.test")
+    page = world.logged_in("c1-admin").get("/queue?domain=c1.test")
     assert page.contains("Café <b>") and "<b>" not in page.text  # decoded, and escaped
     assert page.contains("deep down") and page.contains("(no subject)")
     # The core operation shows nothing of another tenant's messages.
@@ -81,7 +75,7 @@ def test_filters_select_by_state_sender_recipient_and_age(world: PanelWorld) -> 
     old = world.queue("a@c1.test", sender="alice@far.test", subject="old one")
     world.clock.advance(3600)
     new = world.queue("bob@c1.test", sender="carol@far.test", subject="new one")
-    browser = logged_in(world, "c1-admin")
+    browser = world.logged_in("c1-admin")
     run(queue.queue_action(world.ctx, Caller("op", "operator"), "hold", ids=[new]))
     assert row_ids(browser.get("/queue?domain=c1.test")) == [f"{old}.1", f"{new}.1"]
     assert row_ids(browser.get("/queue?domain=c1.test&state=held")) == [f"{new}.1"]
@@ -102,7 +96,7 @@ def test_filters_select_by_state_sender_recipient_and_age(world: PanelWorld) -> 
 def test_the_listing_pages_through_a_long_queue_keeping_the_filter(world: PanelWorld) -> None:
     queued = [world.queue(f"u{i}@c1.test", sender="bulk@far.test") for i in range(120)]
     world.queue("other@c1.test", sender="someone@else.test")
-    browser = logged_in(world, "op")
+    browser = world.logged_in("op")
     page = browser.get("/queue?domain=c1.test&sender=bulk")
     seen = row_ids(page)
     assert len(seen) == 50 and page.contains("120 matching entries")
@@ -123,7 +117,7 @@ def test_the_listing_pages_through_a_long_queue_keeping_the_filter(world: PanelW
 
 def test_hold_and_release_one_message(world: PanelWorld) -> None:
     mine = world.queue("a@c1.test", subject="hold me")
-    browser = logged_in(world, "c1-admin")
+    browser = world.logged_in("c1-admin")
     page = browser.get("/queue?domain=c1.test")
     page = browser.submit(page, "/queue/actions", {"scope": "selection", "id": [f"{mine}.1"],
                           "action": "hold", "next": "/queue?domain=c1.test"})  # fmt: skip
@@ -144,7 +138,7 @@ def test_retry_delete_and_bounce_a_selection(world: PanelWorld) -> None:
     first = world.queue("a@c1.test")
     second = world.queue("b@c1.test", "c@c1.test")
     third = world.queue("d@c1.test")
-    browser = logged_in(world, "c1-admin")
+    browser = world.logged_in("c1-admin")
     page = browser.get("/queue?domain=c1.test")
     here = "/queue?domain=c1.test"
     page = browser.submit(page, "/queue/actions", {"scope": "selection", "action": "retry",
@@ -166,7 +160,7 @@ def test_retry_delete_and_bounce_a_selection(world: PanelWorld) -> None:
 
 def test_an_empty_selection_changes_nothing(world: PanelWorld) -> None:
     mine = world.queue("a@c1.test")
-    browser = logged_in(world, "c1-admin")
+    browser = world.logged_in("c1-admin")
     page = browser.get("/queue?domain=c1.test")
     page = browser.submit(page, "/queue/actions", {"scope": "selection", "action": "delete",
                           "next": "/queue?domain=c1.test"})  # fmt: skip
@@ -178,7 +172,7 @@ def test_an_action_on_everything_matching_the_filter(world: PanelWorld) -> None:
     bulk = [world.queue(f"u{i}@c1.test", sender="bulk@far.test") for i in range(3)]
     other = world.queue("x@c1.test", sender="friend@near.test")
     theirs = world.queue("y@c2.test", sender="bulk@far.test")
-    browser = logged_in(world, "c1-admin")
+    browser = world.logged_in("c1-admin")
     page = browser.get("/queue?domain=c1.test&sender=bulk")
     assert page.contains("All 3 matching (every page)")
     assert page.contains('data-confirm="Delete all 3 matching entries?"')
@@ -197,7 +191,7 @@ def test_an_action_on_everything_matching_the_filter(world: PanelWorld) -> None:
 
 def test_the_message_view_shows_envelope_headers_and_acts_on_it(world: PanelWorld) -> None:
     mine = world.queue("a@c1.test", "b@c1.test", "z@c2.test", subject="<script>x</script>")
-    browser = logged_in(world, "c1-admin")
+    browser = world.logged_in("c1-admin")
     page = browser.get(f"/queue/{mine}")
     assert page.status == 200 and page.contains(f"Message {mine}")
     assert page.contains("s@sender.test") and page.contains("a@c1.test, b@c1.test")
@@ -216,7 +210,7 @@ def test_the_message_view_shows_envelope_headers_and_acts_on_it(world: PanelWorl
 
 def test_another_customer_sees_and_changes_nothing_of_c1s_queue(world: PanelWorld) -> None:
     mine = world.queue("a@c1.test", subject="secret plans")
-    browser = logged_in(world, "c2-admin")
+    browser = world.logged_in("c2-admin")
     assert browser.get(f"/queue/{mine}").status == 404
     assert browser.get(f"/queue/{mine}.1").status == 404
     page = browser.get("/queue?domain=c1.test")
@@ -235,7 +229,7 @@ def test_another_customer_sees_and_changes_nothing_of_c1s_queue(world: PanelWorl
 
 def test_a_form_without_its_csrf_token_changes_nothing(world: PanelWorld) -> None:
     mine = world.queue("a@c1.test")
-    browser = logged_in(world, "c1-admin")
+    browser = world.logged_in("c1-admin")
     for fields in (
         {"scope": "selection", "action": "delete", "id": f"{mine}.1"},
         {"scope": "matching", "action": "delete", "domain": "c1.test"},
@@ -248,7 +242,7 @@ def test_a_form_without_its_csrf_token_changes_nothing(world: PanelWorld) -> Non
 
 def test_an_unknown_action_is_refused(world: PanelWorld) -> None:
     mine = world.queue("a@c1.test")
-    browser = logged_in(world, "op")
+    browser = world.logged_in("op")
     page = browser.get("/queue?domain=c1.test")
     answer = browser.submit(page, "/queue/actions", {"scope": "selection", "action": "purge",
                             "id": f"{mine}.1"})  # fmt: skip

@@ -11,7 +11,6 @@ browser never sends it on its own.
 
 from __future__ import annotations
 
-import hmac
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, Final, TypeAlias, cast
@@ -38,6 +37,7 @@ from strata_twisted.admin.http import (
     query_arg,
     read_body,
     read_json,
+    same_origin,
     send_json,
     string_field,
     string_list,
@@ -89,20 +89,6 @@ Handler: TypeAlias = Callable[..., Awaitable[Answer]]
 log = Logger()
 
 
-def _same_origin(request: IRequest, secure: bool) -> bool:
-    """Whether a browser request comes from this site: ``Origin`` (when sent) is our scheme and
-    host, and ``Sec-Fetch-Site`` (when sent) is not cross-site."""
-    site = request.getHeader(b"sec-fetch-site")
-    if site is not None and site.lower() not in (b"same-origin", b"none"):
-        return False
-    origin = request.getHeader(b"origin")
-    if origin is None:
-        return True
-    host = request.getHeader(b"host") or b""
-    scheme = b"https" if secure else b"http"
-    return hmac.compare_digest(origin.lower(), scheme + b"://" + host.lower())
-
-
 class AdminAPI:
     """The API's routes over one L{AdminContext}; ``resource()`` is what the site serves."""
 
@@ -146,7 +132,7 @@ class AdminAPI:
             raise ApiError(401, "unauthorized", "log in (POST /api/v1/session) or send an API key")
         if write:
             token_header = request.getHeader(CSRF_HEADER)
-            if not _same_origin(request, self.secure):
+            if not same_origin(request, self.secure):
                 raise ApiError(403, "csrf", "refused: the request comes from another site")
             token = token_header.decode("latin-1") if token_header is not None else None
             if not check_csrf(session, token):
@@ -269,7 +255,7 @@ class AdminAPI:
     @app.route("/api/v1/session", methods=["POST"])
     async def session_login(self, request: IRequest) -> bytes:
         try:
-            if not _same_origin(request, self.secure):
+            if not same_origin(request, self.secure):
                 raise ApiError(403, "csrf", "refused: the login comes from another site")
             body = read_json(request)  # JSON only: no other site's form can send it
             only_fields(body, {"name", "password", "totp"})

@@ -16,7 +16,6 @@ panel decides nothing about who may do what, it only hides links a role cannot u
 from __future__ import annotations
 
 import re
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
@@ -34,7 +33,7 @@ from twisted.web.http import Request as HTTPRequest
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from strata_twisted.admin.http import as_api_error, client_ip
+from strata_twisted.admin.http import as_api_error, client_ip, same_origin
 from strata_twisted.core.admin import branding
 from strata_twisted.core.admin.auth import (
     AdminLogin,
@@ -65,20 +64,6 @@ Body: TypeAlias = bytes
 PageHandler: TypeAlias = Callable[..., Awaitable[Body]]
 
 log = Logger()
-
-
-def same_origin(request: IRequest, secure: bool) -> bool:
-    """Whether a browser request comes from this site: ``Origin`` (when sent) is our scheme and
-    host, and ``Sec-Fetch-Site`` (when sent) is not another site."""
-    site = request.getHeader(b"sec-fetch-site")
-    if site is not None and site.lower() not in (b"same-origin", b"none"):
-        return False
-    origin = request.getHeader(b"origin")
-    if origin is None:
-        return True
-    host = request.getHeader(b"host") or b""
-    scheme = b"https" if secure else b"http"
-    return secrets.compare_digest(origin.lower(), scheme + b"://" + host.lower())
 
 
 def local_path(target: str | None, default: str = "/") -> str:

@@ -17,14 +17,13 @@ from typing import Final
 
 from twisted.web.iweb import IRequest
 
-from strata_twisted.admin.http import client_ip
+from strata_twisted.admin.http import client_ip, same_origin
 from strata_twisted.admin.panel.base import (
     SESSION_COOKIE,
     Body,
     Page,
     PanelBase,
     local_path,
-    same_origin,
 )
 from strata_twisted.core.admin.auth import SecondFactorRequired, Unauthorized
 from strata_twisted.core.admin.identity import VIA_PANEL, Caller
