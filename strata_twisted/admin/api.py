@@ -19,12 +19,12 @@ from urllib.parse import quote
 from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import Request as HTTPRequest
 from twisted.web.iweb import IRequest
 from twisted.web.resource import IResource
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
 from strata_twisted.admin.http import (
+    SESSION_COOKIE,
     ApiError,
     as_api_error,
     bad_input,
@@ -39,6 +39,7 @@ from strata_twisted.admin.http import (
     read_json,
     same_origin,
     send_json,
+    set_cookie,
     string_field,
     string_list,
 )
@@ -80,7 +81,6 @@ from strata_twisted.model import (
     normalize_domain,
 )
 
-SESSION_COOKIE: Final = b"strata_session"
 CSRF_HEADER: Final = b"x-csrf-token"
 
 Answer: TypeAlias = tuple[int, Any]
@@ -147,17 +147,7 @@ class AdminAPI:
         return found
 
     def _set_cookie(self, request: IRequest, value: str, *, expire: bool = False) -> None:
-        # HttpOnly: no script reads it; SameSite=Strict: no other site's page sends it;
-        # Secure under TLS.  No Max-Age: it ends with the browser, and idle expiry is ours.
-        cast(HTTPRequest, request).addCookie(
-            SESSION_COOKIE,
-            value.encode("latin-1"),
-            path=b"/",
-            httpOnly=True,
-            secure=self.secure,
-            sameSite=b"strict",
-            **({"max_age": b"0"} if expire else {}),
-        )
+        set_cookie(request, SESSION_COOKIE, value, secure=self.secure, expire=expire)
 
     def answer(self, request: IRequest, status: int, value: Any) -> bytes:
         if status == 204:

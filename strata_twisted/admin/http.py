@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import hmac
 import json
-from typing import Any, Final
+from typing import Any, Final, cast
 
+from twisted.web.http import Request as HTTPRequest
 from twisted.web.iweb import IRequest
 
 from strata_twisted.core.admin.auth import SecondFactorRequired, Unauthorized
@@ -36,6 +37,8 @@ from strata_twisted.errors import (
 # larger limit).
 MAX_JSON_BODY: Final = 1024 * 1024
 JSON_TYPE: Final = b"application/json"
+# The browser session's cookie: one login serves the panel and the API.
+SESSION_COOKIE: Final = b"strata_session"
 
 
 class ApiError(Exception):
@@ -245,3 +248,26 @@ def same_origin(request: IRequest, secure: bool) -> bool:
     host = request.getHeader(b"host") or b""
     scheme = b"https" if secure else b"http"
     return hmac.compare_digest(origin.lower(), scheme + b"://" + host.lower())
+
+
+def set_cookie(
+    request: IRequest,
+    name: bytes,
+    value: str,
+    *,
+    secure: bool,
+    path: bytes = b"/",
+    expire: bool = False,
+) -> None:
+    """Set one of the admin site's cookies (the session, the panel's login tokens): HttpOnly
+    (no script reads it), SameSite=Strict (no other site's page sends it), Secure under TLS.
+    No Max-Age: it ends with the browser, and idle expiry is the session store's."""
+    cast(HTTPRequest, request).addCookie(
+        name,
+        value.encode("latin-1"),
+        path=path,
+        httpOnly=True,
+        secure=secure,
+        sameSite=b"strict",
+        **({"max_age": b"0"} if expire else {}),
+    )

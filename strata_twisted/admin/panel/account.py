@@ -17,7 +17,8 @@ from typing import Final, cast
 
 from twisted.web.iweb import IRequest
 
-from strata_twisted.admin.panel.base import SESSION_COOKIE, Body, Page, PanelBase, field_errors
+from strata_twisted.admin.http import SESSION_COOKIE
+from strata_twisted.admin.panel.base import Body, Page, PanelBase, field_errors
 from strata_twisted.core.admin import accounts, apikeys
 from strata_twisted.core.admin.auth import MIN_PASSWORD_LENGTH, totp_uri
 from strata_twisted.core.admin.errors import InvalidInput

@@ -22,18 +22,23 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, replace
 from importlib import resources
 from pathlib import Path
-from typing import Any, Final, TypeAlias, cast
+from typing import Any, Final, TypeAlias
 from urllib.parse import urlencode
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 from klein import Klein
 from twisted.logger import Logger
 from twisted.python.failure import Failure
-from twisted.web.http import Request as HTTPRequest
 from twisted.web.iweb import IRequest
 from werkzeug.exceptions import MethodNotAllowed, NotFound
 
-from strata_twisted.admin.http import as_api_error, client_ip, same_origin
+from strata_twisted.admin.http import (
+    SESSION_COOKIE,
+    as_api_error,
+    client_ip,
+    same_origin,
+    set_cookie,
+)
 from strata_twisted.core.admin import branding
 from strata_twisted.core.admin.auth import (
     AdminLogin,
@@ -48,7 +53,6 @@ from strata_twisted.core.admin.errors import InvalidInput
 from strata_twisted.core.admin.identity import Caller
 from strata_twisted.core.branding import BrandingView
 
-SESSION_COOKIE: Final = b"strata_session"  # the API's: one login serves both
 # A form posted to a page is at most this large (a passwd-file or a logo rides in one).
 MAX_FORM_BODY: Final = 4 * 1024 * 1024
 # Notices waiting for the next page, per session; a few at most.
@@ -323,17 +327,7 @@ class PanelBase:
         path: bytes = b"/",
         expire: bool = False,
     ) -> None:
-        # HttpOnly, SameSite=Strict (no other site's page sends it), Secure under TLS; no
-        # Max-Age: it ends with the browser, and idle expiry is the session store's.
-        cast(HTTPRequest, request).addCookie(
-            name,
-            value.encode("latin-1"),
-            path=path,
-            httpOnly=True,
-            secure=self.secure,
-            sameSite=b"strict",
-            **({"max_age": b"0"} if expire else {}),
-        )
+        set_cookie(request, name, value, secure=self.secure, path=path, expire=expire)
 
     # -- running handlers
 

@@ -17,9 +17,8 @@ from typing import Final
 
 from twisted.web.iweb import IRequest
 
-from strata_twisted.admin.http import client_ip, same_origin
+from strata_twisted.admin.http import SESSION_COOKIE, client_ip, same_origin
 from strata_twisted.admin.panel.base import (
-    SESSION_COOKIE,
     Body,
     Page,
     PanelBase,
