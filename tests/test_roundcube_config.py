@@ -124,3 +124,13 @@ def test_the_branding_plugin_takes_the_host_name_without_its_port(
     done = subprocess.run([php, "-r", script], capture_output=True, text=True, timeout=30,
                           check=True)  # fmt: skip
     assert json.loads(done.stdout) == name
+
+
+def test_the_container_mounts_every_plugin_the_config_enables() -> None:
+    # Roundcube loads plugins only from its own plugins directory: webmail/compose.yaml must
+    # mount each one the shared config turns on, and pass the environment it reads.
+    compose = (CONFIG.parents[1] / "webmail" / "compose.yaml").read_text()
+    for plugin in evaluate()["plugins"]:
+        mount = f"../roundcube-config/plugins/{plugin}:/var/www/html/plugins/{plugin}:ro"
+        assert mount in compose, plugin
+    assert "STRATA_ADMIN_URL: ${STRATA_ADMIN_URL:-}" in compose
