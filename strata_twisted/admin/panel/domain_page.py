@@ -129,9 +129,7 @@ class DomainPagePages(DomainPages):
     async def domain_user_password(self, request: IRequest, name: str) -> Body:
         async def handler(page: Page, name: str) -> Body:
             view = await domains.show_domain(self.ctx, page.caller, name)
-            address = page.arg("address").strip()
-            if user_address(address)[1] != view.domain.name:
-                raise NotFound("user", address, f"{address} is not a user of this domain")
+            address = _user_of(view.domain.name, page.arg("address"))
             try:
                 changed = await users.set_password(
                     self.ctx, page.caller, address, page.arg("password") or None
@@ -148,9 +146,7 @@ class DomainPagePages(DomainPages):
     async def domain_user_remove(self, request: IRequest, name: str) -> Body:
         async def handler(page: Page, name: str) -> Body:
             view = await domains.show_domain(self.ctx, page.caller, name)
-            address = page.arg("address").strip()
-            if user_address(address)[1] != view.domain.name:
-                raise NotFound("user", address, f"{address} is not a user of this domain")
+            address = _user_of(view.domain.name, page.arg("address"))
             removed = await users.remove_user(self.ctx, page.caller, address)
             left = "" if removed.users_left else " The domain has no user list now: intake "
             left += "" if removed.users_left else "accepts mail for every address."
@@ -252,3 +248,12 @@ class DomainPagePages(DomainPages):
             return page.redirect("/domains")
 
         return await self.act(request, handler, name=name)
+
+
+def _user_of(domain: str, address: str) -> str:
+    """``address`` when it is an address of ``domain`` (the page's), else L{NotFound}: a form
+    on one domain's page never changes another domain's user."""
+    address = address.strip()
+    if user_address(address)[1] != domain:
+        raise NotFound("user", address, f"{address} is not a user of this domain")
+    return address
