@@ -560,3 +560,10 @@ def test_customer_admins_and_other_resellers_cannot_add_customers_elsewhere(worl
     with pytest.raises(NotFound):
         run(tenants.list_customers(world.ctx, R1, "r2"))
     assert result_of(world.store.get_customer("c9")) is None and world.audit() == []
+
+
+def test_domain_choices_are_the_names_each_role_sees(world: World) -> None:
+    assert run(domains.domain_choices(world.ctx, OP)) == ["c1.test", "c2.test", "op.test"]
+    assert run(domains.domain_choices(world.ctx, R1)) == ["c1.test"]
+    assert run(domains.domain_choices(world.ctx, C1)) == ["c1.test"]
+    assert run(domains.domain_choices(world.ctx, R2)) == ["c2.test"]

@@ -45,7 +45,7 @@ class EventPages(PanelBase):
         async def handler(page: Page) -> Body:
             domain = page.arg("domain").strip()
             kind = page.arg("kind").strip()
-            views = await domains.list_domains(self.ctx, page.caller)
+            names = await domains.domain_choices(self.ctx, page.caller)
             query = EventFilter(domains=(domain,) if domain else None, kinds=kinds_for(kind))
             listing = await events.list_events(
                 self.ctx, page.caller, query, page.arg("cursor") or None, PAGE_SIZE
@@ -57,7 +57,7 @@ class EventPages(PanelBase):
                 domain=domain,
                 kind=kind,
                 groups=KIND_GROUPS,
-                domains=[v.domain.name for v in views],
+                domains=names,
                 events=listing.events,
                 outages=list(reversed(outages)),
                 first_page=not page.arg("cursor"),

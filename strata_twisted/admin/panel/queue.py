@@ -109,10 +109,10 @@ class QueuePages(PanelBase):
     async def queue_list(self, request: IRequest) -> Body:
         async def handler(page: Page) -> Body:
             form = QueueForm.read(page)
-            views = await domains.list_domains(self.ctx, page.caller)
+            names = await domains.domain_choices(self.ctx, page.caller)
             values: dict[str, Any] = {
                 "form": form,
-                "domains": [v.domain.name for v in views],
+                "domains": names,
                 "errors": {},
             }
             if not form.domain:
