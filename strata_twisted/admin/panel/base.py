@@ -58,6 +58,18 @@ MAX_FORM_BODY: Final = 4 * 1024 * 1024
 # Notices waiting for the next page, per session; a few at most.
 _MAX_NOTICES: Final = 8
 
+# Why a portal is open or closed, for people (core/portal.py's reasons).
+PORTAL_REASONS: Final = {
+    "outage": "an outage is open",
+    "grace": "grace period after an outage",
+    "always": "policy: always open",
+    "drill": "open for a drill",
+    "primary_up": "the primary is up",
+    "off": "policy: never open",
+    "unprotected": "not protected",
+    "unavailable": "cannot tell right now",
+}
+
 # No script, style or image from anywhere but this site; no framing; forms post only here.
 CONTENT_SECURITY_POLICY: Final = (
     b"default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: https:; "
@@ -227,6 +239,7 @@ class PanelBase:
             lstrip_blocks=True,
         )
         self.templates.globals["url"] = url
+        self.templates.globals["portal_reasons"] = PORTAL_REASONS
         self.templates.filters["age"] = format_age
         self.templates.filters["when"] = self.format_time
         self._notices: OrderedDict[str, list[tuple[str, str]]] = OrderedDict()

@@ -57,17 +57,6 @@ _CHECKBOXES: Final = ("monitored", "hold_rejected", "accept_unknown")
 _TEXTS: Final = ("relay", "mode", "alert_email", "tls_policy", "portal", "alert_webhook")
 # The fields shown unfolded; an error in any other opens "Advanced settings".
 _MAIN_FIELDS: Final = frozenset({"name", "customer", "relay", "mode", "monitored", "alert_email"})
-# Why a portal is open or closed, for people (core/portal.py's reasons).
-PORTAL_REASONS: Final = {
-    "outage": "an outage is open",
-    "grace": "grace period after an outage",
-    "always": "policy: always open",
-    "drill": "open for a drill",
-    "primary_up": "the primary is up",
-    "off": "policy: never open",
-    "unprotected": "not protected",
-    "unavailable": "cannot tell right now",
-}
 
 
 def _number_text(value: float | int | None, unit: float | None) -> str:
@@ -157,7 +146,6 @@ class DomainPages(PanelBase):
         return {
             "display": display_domain,
             "mode_labels": MODE_LABELS,
-            "portal_reasons": PORTAL_REASONS,
         }
 
     def form_context(self, values: dict[str, Any], errors: dict[str, str]) -> dict[str, Any]:
