@@ -42,7 +42,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+from selenium.common.exceptions import (
+    NoSuchElementException,
+    StaleElementReferenceException,
+    WebDriverException,
+)
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webdriver import WebDriver
 from selenium.webdriver.remote.webelement import WebElement
@@ -65,8 +69,9 @@ PRODUCT = "Acme Continuity"
 PRIMARY_COLOUR = "#8a1c7c"
 MONITOR = "[monitor]\nprobe_interval = 0.5\nretry_interval = 0.5\ndown_after = 2\nup_after = 2\n"
 PHONE = (390, 844)
-# What a page may raise while the browser is still on its way to the next one.
-_PAGE_TURNING = (NoSuchElementException, StaleElementReferenceException)
+# What a page may raise while the browser is still on its way to the next one: an element
+# gone, or (Chromium's DevTools) "Node with given id does not belong to the document".
+_PAGE_TURNING = (NoSuchElementException, StaleElementReferenceException, WebDriverException)
 WIDE = (1280, 900)
 T = TypeVar("T")
 
